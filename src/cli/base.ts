@@ -1,0 +1,85 @@
+/**
+ * The base every command extends: `--json`, one-line errors with typed exit codes, progress
+ * rendering, and clean-up of half-written outputs on Ctrl-C.
+ */
+import {rmSync} from 'node:fs'
+import {Command, Errors} from '@oclif/core'
+import cliProgress from 'cli-progress'
+import {EXIT_CODES, OpenElmError} from '../errors.js'
+import {type ProgressEvent} from '../formats/types.js'
+import {removePendingTempsSync} from '../io/atomic.js'
+
+let signalsInstalled = false
+
+function installSignalCleanup(): void {
+  if (signalsInstalled) return
+  signalsInstalled = true
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      removePendingTempsSync(rmSync)
+      process.stderr.write(`\ninterrupted: partial output removed\n`)
+      process.exit(signal === 'SIGINT' ? 130 : 143)
+    })
+  }
+}
+
+export abstract class BaseCommand extends Command {
+  static override enableJsonFlag = true
+
+  protected override async init(): Promise<void> {
+    await super.init()
+    installSignalCleanup()
+  }
+
+  /** Show progress when a person is watching: a TTY and no --json. */
+  protected get showProgress(): boolean {
+    return Boolean(process.stdout.isTTY) && !this.jsonEnabled()
+  }
+
+  /** Drain a library generator, rendering its events; returns the generator's result. */
+  protected async drain<T>(events: AsyncGenerator<ProgressEvent, T>): Promise<T> {
+    let bar: cliProgress.SingleBar | undefined
+    try {
+      for (;;) {
+        const step = await events.next()
+        if (step.done) return step.value
+        const event = step.value
+        if (event.type === 'note') {
+          if (!this.jsonEnabled()) this.logToStderr(`note: ${event.message}`)
+        } else if (this.showProgress) {
+          if (event.type === 'start') {
+            bar?.stop()
+            bar = new cliProgress.SingleBar({format: `${event.label} [{bar}] {percentage}% | {value}/{total} tensors | {name}`, hideCursor: true}, cliProgress.Presets.shades_classic)
+            bar.start(event.total, 0, {name: ''})
+          } else if (event.type === 'tensor') bar?.update(event.index, {name: event.name})
+        }
+      }
+    } finally {
+      bar?.stop()
+    }
+  }
+
+  protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    if (error instanceof OpenElmError) {
+      const code = EXIT_CODES[error.kind]
+      if (this.jsonEnabled()) this.logJson({error: {kind: error.kind, code: error.code, message: error.message, ...error.details}})
+      this.logToStderr(`Error: ${error.message}`)
+      this.exit(code)
+    }
+    if (error instanceof Errors.ExitError) throw error
+    // oclif's own parse errors (unknown flag, missing arg) are already one line.
+    if (error.oclif?.exit !== undefined || error instanceof Errors.CLIError) {
+      this.logToStderr(`Error: ${error.message.split('\n')[0]}`)
+      this.exit(2)
+    }
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOSPC' || code === 'EACCES' || code === 'EROFS' || code === 'ENOENT') {
+      this.logToStderr(`Error: ${error.message}`)
+      this.exit(EXIT_CODES.io)
+    }
+    // Unexpected: still one line, with a hint to report it.
+    this.logToStderr(`Error: internal error: ${error.message} (please report this; set OPENELM_DEBUG=1 for a stack trace)`)
+    if (process.env.OPENELM_DEBUG) this.logToStderr(error.stack ?? '')
+    this.exit(1)
+  }
+}

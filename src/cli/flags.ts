@@ -1,0 +1,13 @@
+/** Flags shared by several commands. */
+import {Flags} from '@oclif/core'
+import {FORMAT_NAMES} from '../formats/types.js'
+
+export const dtypeFlag = Flags.string({
+  description: 'float dtype of the written weights',
+  options: ['f32', 'f16', 'bf16', 'float32', 'float16', 'bfloat16', 'q8_0'],
+})
+
+export const outFlag = Flags.string({char: 'o', description: 'output folder (or file for single-file formats)', required: true})
+export const forceFlag = Flags.boolean({description: 'replace the output if it exists', default: false})
+export const formatOption = Flags.string({description: 'force the source format instead of detecting it', options: [...FORMAT_NAMES]})
+export const toFlag = Flags.string({description: 'target format', options: [...FORMAT_NAMES], required: true})

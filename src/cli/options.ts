@@ -1,0 +1,32 @@
+/** Turning shared flag values into library options. */
+import {UsageError} from '../errors.js'
+import {type Quantization, type WriteOptions} from '../formats/types.js'
+import {parseFloatDType} from '../tensor/dtype.js'
+
+/** `--dtype` may name a float type, or `q8_0` (GGUF's 8-bit blocks, stored next to f16). */
+export function dtypeOptions(dtype: string | undefined): Pick<WriteOptions, 'dtype' | 'quantization'> {
+  if (dtype === undefined) return {}
+  if (dtype.toLowerCase() === 'q8_0') return {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'q8_0'}}
+  return {dtype: parseFloatDType(dtype)}
+}
+
+const SIZE_UNITS: Record<string, number> = {'': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 1024, MIB: 1024 ** 2, GIB: 1024 ** 3}
+
+/** "5GB", "500MB", "2GiB" or a byte count. */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text)
+  const unit = m ? SIZE_UNITS[m[2]!.toUpperCase()] : undefined
+  if (!m || unit === undefined || Number(m[1]) <= 0) throw new UsageError('flag.size', `invalid size "${text}" (e.g. 5GB, 500MB, 2GiB)`)
+  return Math.floor(Number(m[1]) * unit)
+}
+
+export function quantizationOption(bits: number | undefined, groupSize: number | undefined): Quantization | undefined {
+  if (bits === undefined) {
+    if (groupSize !== undefined) throw new UsageError('flag.group_size', '--group-size needs --quantize')
+    return undefined
+  }
+  if (![2, 3, 4, 5, 6, 8].includes(bits)) throw new UsageError('flag.quantize', `--quantize ${bits} is not supported (expected 2, 3, 4, 5, 6 or 8)`)
+  const g = groupSize ?? 64
+  if (![32, 64, 128].includes(g)) throw new UsageError('flag.group_size', `--group-size ${g} is not supported (expected 32, 64 or 128)`)
+  return {bits, groupSize: g, mode: 'affine'}
+}

@@ -1,0 +1,50 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base.js'
+import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
+import {dtypeOptions, parseSize, quantizationOption} from '../cli/options.js'
+import {bytes} from '../cli/render.js'
+import {convert, type ConvertResult} from '../convert.js'
+import {type FormatName} from '../formats/types.js'
+
+export default class Convert extends BaseCommand {
+  static override summary = 'Stream a checkpoint into another layout (hf, corenet, mlx, onnx, gguf).'
+  static override examples = [
+    '<%= config.bin %> convert fixtures/tiny-hf --to hf --dtype bf16 --out /tmp/tiny-bf16',
+    '<%= config.bin %> convert training_checkpoint_last.pt --to mlx --quantize 4 --verify --out ./OpenELM-270M-mlx-4bit',
+  ]
+  static override args = {source: Args.string({description: 'source model folder or file', required: true})}
+  static override flags = {
+    to: toFlag,
+    out: outFlag,
+    dtype: dtypeFlag,
+    force: forceFlag,
+    format: formatOption,
+    quantize: Flags.integer({description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8)'}),
+    'group-size': Flags.integer({description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
+    layout: Flags.string({description: 'target layout variant (mlx: mlx-lm, corenet-mlx, npz)'}),
+    'shard-size': Flags.string({description: 'max safetensors shard size, e.g. 5GB (default: 5GB)'}),
+    'vocab-size': Flags.integer({description: 'resize the embedding to this many rows (drop rows, or pad with zeros)'}),
+    'keep-padded-vocab': Flags.boolean({description: 'CoreNet → other: keep the 32128 padded vocabulary rows', default: false}),
+    'training-checkpoint': Flags.boolean({description: 'CoreNet: write the full training dict (optimizer state, counters) when the source had one', default: false}),
+    ema: Flags.boolean({description: 'CoreNet source: convert the EMA weights', default: false}),
+  }
+
+  async run(): Promise<ConvertResult> {
+    const {args, flags} = await this.parse(Convert)
+    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, {format: flags.format as FormatName | undefined, ema: flags.ema}, {
+      ...dtypeOptions(flags.dtype),
+      ...(flags.quantize === undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
+      layout: flags.layout,
+      shardSize: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined,
+      vocabSize: flags['vocab-size'],
+      keepPaddedVocab: flags['keep-padded-vocab'],
+      trainingCheckpoint: flags['training-checkpoint'],
+      force: flags.force,
+    }))
+    const total = result.target.files.reduce((a, f) => a + f.bytes, 0)
+    this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${result.target.quantization.bits}-bit` : ''})`)
+    for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
+    this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
+    return result
+  }
+}

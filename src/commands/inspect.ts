@@ -1,0 +1,38 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base.js'
+import {formatOption} from '../cli/flags.js'
+import {bytes, count, table} from '../cli/render.js'
+import {inspect, type InspectReport} from '../inspect.js'
+import {type FormatName} from '../formats/types.js'
+
+export default class Inspect extends BaseCommand {
+  static override summary = 'Detect a checkpoint\'s format and show its config, per-layer shapes, dtypes and extra state.'
+  static override examples = [
+    '<%= config.bin %> inspect fixtures/tiny-hf',
+    '<%= config.bin %> inspect training_checkpoint_last.pt --json',
+  ]
+  static override args = {path: Args.string({description: 'model folder or file', required: true})}
+  static override flags = {
+    format: formatOption,
+    ema: Flags.boolean({description: 'CoreNet: inspect the EMA weights', default: false}),
+  }
+
+  async run(): Promise<InspectReport> {
+    const {args, flags} = await this.parse(Inspect)
+    const report = await inspect(args.path, {format: flags.format as FormatName | undefined, ema: flags.ema})
+    const c = report.config
+    this.log(`${report.path}: ${report.format}${report.preset ? ` (OpenELM-${report.preset} shape)` : ''}`)
+    this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${report.quantization.bits}-bit/${report.quantization.groupSize}` : ''}`)
+    this.log(`  config      ${report.configSource}: layers ${c.num_transformer_layers}, model_dim ${c.model_dim}, head_dim ${c.head_dim}, gqa ${c.num_gqa_groups}, vocab ${c.vocab_size}, context ${c.max_context_length}`)
+    this.log(`  dtypes      ${Object.entries(report.dtypes).map(([d, n]) => `${d}×${n}`).join(' ')}`)
+    if (report.tokenizerFiles.length > 0) this.log(`  tokenizer   ${report.tokenizerFiles.map((f) => f.split('/').pop()).join(', ')}`)
+    if (report.training) {
+      const t = report.training
+      this.log(`  training    iterations ${t.iterations ?? '-'}, epoch ${t.epoch ?? '-'}, optimizer ${t.hasOptimizer ? bytes(t.optimizerBytes) : 'none'}, EMA ${t.hasEma ? 'yes' : 'no'}, grad scaler ${t.hasGradientScaler ? 'yes' : 'no'}`)
+    }
+    for (const note of report.notes) this.log(`  note        ${note}`)
+    this.log('')
+    this.log(table(['layer', 'q heads', 'kv heads', 'ffn dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])))
+    return report
+  }
+}

@@ -1,0 +1,84 @@
+/** The Hugging Face layout: config.json + model.safetensors (or shards + index), `transformer.` keys. */
+import {promises as fs} from 'node:fs'
+import path from 'node:path'
+import {atomicDir, pathExists} from '../../io/atomic.js'
+import {writeJsonFile} from '../../io/file.js'
+import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
+import {castRecord} from '../../tensor/record.js'
+import {copyTokenizerFiles, dominantDType, findTokenizerFiles, renameAll, resolveConfig} from '../common.js'
+import {openSafetensors} from '../safetensors/read.js'
+import {DEFAULT_SHARD_BYTES, INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
+import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
+import {fromHfName, toHfName} from './names.js'
+
+async function isDir(p: string): Promise<boolean> {
+  try {
+    return (await fs.stat(p)).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+export async function readHf(p: string, options: ReadOptions = {}): Promise<Checkpoint> {
+  const dir = (await isDir(p)) ? p : path.dirname(p)
+  const shards = (await isDir(p)) ? await openShardedSafetensors(p) : await singleFile(p)
+  try {
+    const canonical = renameAll(shards.tensors, fromHfName)
+    const resolved = await resolveConfig(canonical, path.join(dir, 'config.json'), options)
+    const files = shards.files.map((f) => ({path: f.path, bytes: f.size}))
+    return {
+      format: 'hf',
+      path: p,
+      config: resolved.config,
+      tensors: resolved.tensors,
+      extras: {
+        configSource: resolved.configSource,
+        dtype: dominantDType(resolved.tensors),
+        tokenizerFiles: await findTokenizerFiles(dir),
+        notes: resolved.notes,
+        info: {layout: shards.indexUsed ? 'sharded safetensors' : 'single safetensors', files, metadata: shards.files[0]?.metadata ?? {}},
+      },
+      close: shards.close,
+    }
+  } catch (error) {
+    await shards.close()
+    throw error
+  }
+}
+
+async function singleFile(p: string) {
+  const file = await openSafetensors(p)
+  return {files: [file], tensors: file.tensors, indexUsed: false, close: () => file.close()}
+}
+
+export async function* writeHf(source: Checkpoint, out: string, options: WriteOptions): AsyncGenerator<ProgressEvent, WriteResult> {
+  const dtype = options.dtype ?? source.extras.dtype
+  const records = renameAll(source.tensors.map((t) => castRecord(t, dtype)), toHfName)
+  return yield* atomicDir(out, options.force ?? false, async function* (dir) {
+    const files = yield* writeShardedSafetensors(dir, records, {
+      shardSize: options.shardSize ?? DEFAULT_SHARD_BYTES,
+      metadata: {format: 'pt'},
+      alwaysIndex: false,
+      indexMetadata: (totalSize) => ({total_size: totalSize}),
+    })
+    const config = path.join(dir, 'config.json')
+    files.push({path: config, bytes: await writeJsonFile(config, toHfConfigJson(source.config, dtype))})
+    const gen = path.join(dir, 'generation_config.json')
+    files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(source.config))})
+    files.push(...(await copyTokenizerFiles(source.extras.tokenizerFiles, dir)))
+    return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, notes: []}
+  })
+}
+
+export const hfFormat: FormatAdapter = {
+  name: 'hf',
+  description: 'Hugging Face layout: config.json + model.safetensors (or shards), keys prefixed "transformer."',
+  async detect(p) {
+    if (p.endsWith('.safetensors')) return pathExists(p)
+    if (!(await isDir(p))) return false
+    if (!(await pathExists(path.join(p, SINGLE_FILE))) && !(await pathExists(path.join(p, INDEX_FILE)))) return false
+    return true
+  },
+  read: readHf,
+  write: writeHf,
+}

@@ -1,0 +1,145 @@
+/**
+ * Streaming safetensors reader. The header is checked against every rule of the reference crate
+ * before anything is trusted; tensor bytes are read on demand with positional reads.
+ */
+import {FormatError} from '../../errors.js'
+import {RandomAccessFile} from '../../io/file.js'
+import {dtypeSize, isDType} from '../../tensor/dtype.js'
+import {type TensorRecord} from '../../tensor/record.js'
+import {type HeaderEntry, MAX_HEADER_BYTES, N_LEN, type ParsedHeader} from './types.js'
+
+function fail(code: string, file: string, message: string, details: Record<string, unknown> = {}): never {
+  throw new FormatError(`safetensors.${code}`, `${file}: ${message}`, {path: file, ...details})
+}
+
+/**
+ * The keys of the top-level JSON object, in order, duplicates kept (JSON.parse silently keeps
+ * the last of a duplicate; the reference crate rejects them).
+ */
+export function topLevelKeys(text: string): string[] {
+  const keys: string[] = []
+  let depth = 0
+  let expectKey = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (c === '"') {
+      let j = i + 1
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1
+      if (depth === 1 && expectKey) {
+        keys.push(JSON.parse(text.slice(i, j + 1)) as string)
+        expectKey = false
+      }
+      i = j
+    } else if (c === '{' || c === '[') {
+      depth++
+      if (depth === 1) expectKey = true
+    } else if (c === '}' || c === ']') depth--
+    else if (c === ',' && depth === 1) expectKey = true
+  }
+  return keys
+}
+
+/** Validate a header (the JSON bytes) against the file size. */
+export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<buffer>'): ParsedHeader {
+  let text: string
+  try {
+    text = new TextDecoder('utf-8', {fatal: true}).decode(headerBytes)
+  } catch {
+    fail('header_utf8', file, 'header is not valid UTF-8')
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    fail('header_json', file, `header is not valid JSON (${(error as Error).message})`)
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail('header_json', file, 'header is not a JSON object')
+  const keys = topLevelKeys(text)
+  const seen = new Set<string>()
+  for (const k of keys) {
+    if (seen.has(k)) fail('duplicate_key', file, `tensor "${k}" appears twice in the header`, {tensor: k})
+    seen.add(k)
+  }
+  const header = json as Record<string, unknown>
+  let metadata: Record<string, string> | undefined
+  const tensors: ParsedHeader['tensors'] = []
+  for (const [name, value] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.values(value).every((v) => typeof v === 'string')) {
+        fail('metadata', file, '__metadata__ must be an object of strings')
+      }
+      metadata = value as Record<string, string>
+      continue
+    }
+    if (typeof value !== 'object' || value === null) fail('header_entry', file, `tensor "${name}" has no {dtype, shape, data_offsets} entry`, {tensor: name})
+    const {dtype, shape, data_offsets} = value as Record<string, unknown>
+    if (!isDType(dtype)) fail('dtype', file, `tensor "${name}" has unknown dtype ${JSON.stringify(dtype)}`, {tensor: name})
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
+      fail('shape', file, `tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`, {tensor: name})
+    }
+    if (!Array.isArray(data_offsets) || data_offsets.length !== 2 || !data_offsets.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
+      fail('offsets', file, `tensor "${name}" has invalid data_offsets ${JSON.stringify(data_offsets)}`, {tensor: name})
+    }
+    const [begin, end] = data_offsets as [number, number]
+    if (end < begin) fail('offsets', file, `tensor "${name}" ends (${end}) before it begins (${begin})`, {tensor: name})
+    let elements = 1n
+    for (const d of shape as number[]) elements *= BigInt(d)
+    const expected = elements * BigInt(dtypeSize(dtype))
+    if (expected > BigInt(Number.MAX_SAFE_INTEGER)) fail('overflow', file, `tensor "${name}" shape ${JSON.stringify(shape)} overflows`, {tensor: name})
+    if (BigInt(end - begin) !== expected) {
+      fail('size_mismatch', file, `tensor "${name}" spans ${end - begin} bytes but ${dtype} ${JSON.stringify(shape)} needs ${expected}`, {tensor: name})
+    }
+    tensors.push({name, entry: {dtype, shape: shape as number[], data_offsets: [begin, end]}})
+  }
+  tensors.sort((a, b) => a.entry.data_offsets[0] - b.entry.data_offsets[0] || a.entry.data_offsets[1] - b.entry.data_offsets[1])
+  let cursor = 0
+  for (const {name, entry} of tensors) {
+    const [begin, end] = entry.data_offsets
+    if (begin < cursor) fail('overlap', file, `tensor "${name}" at bytes ${begin}..${end} overlaps the previous tensor (ending at ${cursor})`, {tensor: name})
+    if (begin > cursor) fail('gap', file, `tensor "${name}" starts at ${begin}, leaving a gap after byte ${cursor}`, {tensor: name})
+    cursor = end
+  }
+  const dataStart = N_LEN + headerBytes.byteLength
+  if (dataStart + cursor !== fileSize) {
+    fail('file_length', file, `header describes ${dataStart + cursor} bytes but the file has ${fileSize}${fileSize < dataStart + cursor ? ' (truncated?)' : ''}`)
+  }
+  return {metadata, tensors, dataStart}
+}
+
+export interface SafetensorsFile {
+  path: string
+  metadata?: Record<string, string>
+  /** In data-offset order, with the file's own names. */
+  tensors: TensorRecord[]
+  entries: Map<string, HeaderEntry>
+  size: number
+  close(): Promise<void>
+}
+
+export async function openSafetensors(p: string): Promise<SafetensorsFile> {
+  const file = await RandomAccessFile.open(p)
+  try {
+    if (file.size < N_LEN) fail('header_too_small', p, `file has ${file.size} bytes, fewer than the ${N_LEN}-byte header length`)
+    const lenBytes = await file.read(0, N_LEN)
+    const n = new DataView(lenBytes.buffer, lenBytes.byteOffset, N_LEN).getBigUint64(0, true)
+    if (n > BigInt(MAX_HEADER_BYTES)) fail('header_too_large', p, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`)
+    if (Number(n) + N_LEN > file.size) fail('header_length', p, `header length ${n} runs past the end of the file (${file.size} bytes)`)
+    const parsed = parseHeader(await file.read(N_LEN, Number(n)), file.size, p)
+    const tensors = parsed.tensors.map(({name, entry}): TensorRecord => {
+      const base = parsed.dataStart + entry.data_offsets[0]
+      const byteLength = entry.data_offsets[1] - entry.data_offsets[0]
+      return {
+        name, dtype: entry.dtype, shape: entry.shape, byteLength,
+        read: (start = 0, end = byteLength) => file.read(base + start, end - start),
+      }
+    })
+    return {
+      path: p, metadata: parsed.metadata, tensors, size: file.size,
+      entries: new Map(parsed.tensors.map(({name, entry}) => [name, entry])),
+      close: () => file.close(),
+    }
+  } catch (error) {
+    await file.close()
+    throw error
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The contract between formats. A reader turns a path into a Checkpoint (config + lazy canonical
+ * tensors + extras); a writer streams a Checkpoint into its layout, yielding progress events.
+ * N formats make 2N adapters, never N² converters.
+ */
+import {type OpenElmConfig} from '../model/config.js'
+import {type FloatDType} from '../tensor/dtype.js'
+import {type TensorRecord} from '../tensor/record.js'
+
+export const FORMAT_NAMES = ['hf', 'corenet', 'mlx', 'onnx', 'gguf', 'safetensors'] as const
+export type FormatName = (typeof FORMAT_NAMES)[number]
+
+export interface Quantization {
+  bits: number
+  groupSize: number
+  mode: 'affine' | 'q8_0'
+}
+
+/** What a checkpoint carries besides the model weights. */
+export interface Extras {
+  /** Where the config came from: a file, a preset, or inferred from shapes. */
+  configSource: 'file' | 'inferred' | 'preset' | 'flag'
+  /** The float dtype most of the weights are stored in. */
+  dtype: FloatDType
+  /** Set when the stored weights are quantized (readers dequantize; this records how). */
+  quantization?: Quantization
+  /** Tokenizer files found next to the model (absolute paths). */
+  tokenizerFiles: string[]
+  /** Rows of the CoreNet padded vocabulary beyond vocab_size, when the source kept them. */
+  paddedVocabRows?: number
+  /** Training state of a CoreNet training checkpoint (opaque to other formats). */
+  training?: TrainingState
+  /** Human-readable notes the reader wants shown (e.g. "config inferred from shapes"). */
+  notes: string[]
+  /** Format-specific facts for `inspect` (layout name, file list, sizes...). */
+  info: Record<string, unknown>
+}
+
+export interface TrainingState {
+  iterations?: number
+  epoch?: number
+  bestMetric?: number
+  hasOptimizer: boolean
+  optimizerBytes: number
+  hasEma: boolean
+  hasGradientScaler: boolean
+  /** The full unpickled training dict minus the model, kept for `.pt → .pt` conversion. */
+  raw?: unknown
+}
+
+export interface Checkpoint {
+  format: FormatName
+  path: string
+  config: OpenElmConfig
+  /** Canonical names, canonical order, shapes checked against the config. */
+  tensors: TensorRecord[]
+  extras: Extras
+  /** Release file handles. */
+  close(): Promise<void>
+}
+
+export interface ReadOptions {
+  /** Use this config instead of the file's / inferred one. */
+  config?: OpenElmConfig
+  /** CoreNet: read `ema_state_dict` instead of `model_state_dict`. */
+  ema?: boolean
+}
+
+export interface WriteOptions {
+  dtype?: FloatDType
+  quantization?: Quantization
+  /** Format-specific layout (`mlx-lm`, `corenet-mlx`, `npz`...). */
+  layout?: string
+  /** Max bytes per safetensors shard. */
+  shardSize?: number
+  /** Target vocabulary rows (pad with zeros or drop rows). */
+  vocabSize?: number
+  keepPaddedVocab?: boolean
+  /** CoreNet: write the full training dict when the source had one. */
+  trainingCheckpoint?: boolean
+  /** Replace an existing output. */
+  force?: boolean
+}
+
+export type ProgressEvent =
+  | {type: 'start'; total: number; totalBytes: number; label: string}
+  | {type: 'tensor'; name: string; index: number; total: number; bytesDone: number; totalBytes: number}
+  | {type: 'note'; message: string}
+
+export interface WriteResult {
+  /** The final output path (a folder or a file). */
+  path: string
+  files: {path: string; bytes: number}[]
+  dtype: FloatDType
+  quantization?: Quantization
+  notes: string[]
+}
+
+export interface FormatAdapter {
+  readonly name: FormatName
+  readonly description: string
+  /** Cheap sniffing: true when `path` looks like this format. */
+  detect(path: string): Promise<boolean>
+  read(path: string, options?: ReadOptions): Promise<Checkpoint>
+  write(source: Checkpoint, out: string, options: WriteOptions): AsyncGenerator<ProgressEvent, WriteResult>
+}

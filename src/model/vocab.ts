@@ -1,0 +1,37 @@
+/**
+ * Vocabulary rows: CoreNet trains with 32128 embedding rows (32000 Llama tokens + padding);
+ * the HF repos keep 32000. Converting drops or pads rows, and says so.
+ */
+import {type Checkpoint, type FormatName} from '../formats/types.js'
+import {resizeRows} from '../tensor/record.js'
+import {GLOBAL_TENSORS} from './tensors.js'
+
+export const CORENET_VOCAB = 32128
+export const HF_VOCAB = 32000
+
+export interface VocabChange {
+  from: number
+  to: number
+  /** Rows removed (to < from) or zero rows added (to > from). */
+  rowsDropped: number
+  rowsPadded: number
+}
+
+/** The row count a target format should get, or undefined to keep the source's. */
+export function targetVocab(source: Checkpoint, to: FormatName, layout: string | undefined, options: {vocabSize?: number; keepPaddedVocab?: boolean}): number | undefined {
+  if (options.vocabSize !== undefined) return options.vocabSize
+  const rows = source.config.vocab_size
+  const trainingLayout = to === 'corenet' || layout === 'corenet-mlx'
+  if (trainingLayout) return rows === HF_VOCAB ? CORENET_VOCAB : undefined
+  if (source.format === 'corenet' && rows === CORENET_VOCAB && !options.keepPaddedVocab) return HF_VOCAB
+  return undefined
+}
+
+/** A view of `source` with `rows` embedding rows (zero padding past the source). */
+export function withVocab(source: Checkpoint, rows: number): {checkpoint: Checkpoint; change?: VocabChange} {
+  const from = source.config.vocab_size
+  if (rows === from) return {checkpoint: source}
+  const tensors = source.tensors.map((t) => (t.name === GLOBAL_TENSORS.token_embeddings ? resizeRows(t, rows) : t))
+  const change: VocabChange = {from, to: rows, rowsDropped: Math.max(0, from - rows), rowsPadded: Math.max(0, rows - from)}
+  return {checkpoint: {...source, config: {...source.config, vocab_size: rows}, tensors}, change}
+}

@@ -4,11 +4,14 @@
  * weights, logits and per-layer hidden states with thresholds chosen from the conversion path.
  * Returns a typed report; `assertPassed` turns a failed report into a VerificationError.
  */
+import {promises as fs} from 'node:fs'
+import path from 'node:path'
 import {VerificationError} from '../errors.js'
 import {openCheckpoint} from '../formats/registry.js'
 import {type Checkpoint, type Quantization} from '../formats/types.js'
 import {writeSafetensors} from '../formats/safetensors/write.js'
 import {atomicFile} from '../io/atomic.js'
+import {writeJsonFile} from '../io/file.js'
 import {f32Record} from '../tensor/record.js'
 import {backendFor} from './backends/index.js'
 import {type BackendResult} from './backends/types.js'
@@ -162,6 +165,25 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
   } finally {
     for (const o of opened) if (o.owned) await o.checkpoint.close()
   }
+}
+
+/** The report file `convert --verify` leaves in folder outputs (read by `push` for the model card). */
+export const REPORT_FILE = 'openelm-verify.json'
+
+/**
+ * Verify a conversion's output against its source with the ts backend; for folder outputs the
+ * report is written to `<out>/openelm-verify.json` (atomically). Returns the report (pass or fail).
+ */
+export async function verifyConversion(source: string, out: string, options: Omit<VerifyOptions, 'against'> = {}): Promise<VerifyReport & {reportFile?: string}> {
+  const report = await verify(out, {backend: 'ts', ...options, against: source})
+  const stat = await fs.stat(out)
+  if (!stat.isDirectory()) return report
+  const reportFile = path.join(out, REPORT_FILE)
+  const events = atomicFile(reportFile, true, async function* (tmp) {
+    await writeJsonFile(tmp, report)
+  })
+  for (;;) if ((await events.next()).done) break
+  return {...report, reportFile}
 }
 
 async function saveLogits(file: string, logits: Float32Array, T: number, vocab: number, force: boolean): Promise<string> {

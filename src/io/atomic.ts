@@ -12,6 +12,12 @@ export const TEMP_MARKER = '.openelm-tmp-'
 
 const liveTemps = new Set<string>()
 
+/** Track a scratch path (a round trip's work folder) so Ctrl-C removes it too. */
+export function trackTemp(p: string): () => void {
+  liveTemps.add(p)
+  return () => liveTemps.delete(p)
+}
+
 /** Paths of outputs still being written; a signal handler removes them. */
 export function pendingTemps(): string[] {
   return [...liveTemps]

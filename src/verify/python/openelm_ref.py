@@ -146,24 +146,39 @@ def load_safetensors(path, device="cpu", dtype=None):
     return out
 
 
-def save_safetensors(path, tensors):
-    """Write {name: float32 tensor} as a safetensors file (sorted names)."""
-    header = {}
-    blobs = []
+def save_safetensors(path, tensors, keep_dtype=False):
+    """Write {name: tensor} as a safetensors file (sorted names): F32, or each tensor's own
+    F32/F16/BF16 dtype when keep_dtype. Streams one tensor at a time."""
+    torch = import_torch()
+    codes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+    plan = []
     offset = 0
     for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").float().contiguous()
-        b = t.numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
+        t = tensors[name]
+        dt = codes.get(t.dtype) if keep_dtype else "F32"
+        if dt is None:
+            raise ValueError("tensor %s has dtype %s (expected float32, float16 or bfloat16)" % (name, t.dtype))
+        n = t.numel() * (4 if dt == "F32" else 2)
+        plan.append((name, dt, n))
+        offset += n
+    header = {}
+    offset = 0
+    for name, dt, n in plan:
+        header[name] = {"dtype": dt, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + n]}
+        offset += n
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * ((8 - len(text) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
-        for b in blobs:
-            f.write(b)
+        for name, dt, _ in plan:
+            t = tensors[name].detach().to("cpu").contiguous()
+            if dt == "F32":
+                f.write(t.float().numpy().astype("<f4").tobytes())
+            elif dt == "F16":
+                f.write(t.numpy().astype("<f2").tobytes())
+            else:
+                f.write(t.view(torch.int16).numpy().astype("<i2").tobytes())
 
 
 def synth_weights(config, seed=0, device="cpu", dtype=None):

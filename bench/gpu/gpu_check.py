@@ -147,7 +147,7 @@ def main():
             tokens = prompt(args.tokens, args.seed, config["vocab_size"])
             file = os.path.join(tmp, preset + ".safetensors")
             t0 = time.perf_counter()
-            weights = ref.synth_weights(config, seed=args.seed, dtype=model_dtype)
+            weights = ref.synth_weights(config, seed=args.seed, device="cuda" if device.startswith("cuda") else "cpu", dtype=model_dtype)
             params = sum(t.numel() for t in weights.values())
             ref.save_safetensors(file, weights, keep_dtype=True)
             del weights

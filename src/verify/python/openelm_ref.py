@@ -182,19 +182,21 @@ def save_safetensors(path, tensors, keep_dtype=False):
 
 
 def synth_weights(config, seed=0, device="cpu", dtype=None):
-    """Deterministic torch-generated random weights with the real shapes (for benchmarks/GPU checks)."""
+    """Deterministic torch-generated random weights with the real shapes (for benchmarks/GPU checks).
+    Generated on `device` (a CUDA generator is much faster for 3B; values differ per device type,
+    but are fixed for a given seed and device type), returned in `dtype` on the CPU."""
     torch = import_torch()
     dtype = dtype or torch.float32
-    g = torch.Generator(device="cpu")
+    g = torch.Generator(device=device)
     g.manual_seed(seed)
     out = {}
     for name, shape in tensor_shapes(config):
         if len(shape) == 1:
-            t = 1 + 0.1 * (torch.rand(shape, generator=g) * 2 - 1)
+            t = 1 + 0.1 * (torch.rand(shape, generator=g, device=device) * 2 - 1)
         else:
             amp = math.sqrt(3) * (2 if name == "token_embeddings.weight" else 1) / math.sqrt(shape[-1])
-            t = amp * (torch.rand(shape, generator=g) * 2 - 1)
-        out[name] = t.to(dtype).to(device)
+            t = amp * (torch.rand(shape, generator=g, device=device) * 2 - 1)
+        out[name] = t.to(dtype).cpu()
     return out
 
 

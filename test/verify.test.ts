@@ -17,7 +17,8 @@ import {f32Record, readFloat32} from '../src/tensor/record.js'
 import {BACKENDS} from '../src/verify/backends/index.js'
 import {compareLogits, conversionPath} from '../src/verify/compare.js'
 import {runForward} from '../src/verify/engine/index.js'
-import {ropeTables, normRopeHead} from '../src/verify/engine/ops.js'
+import {linear, MatmulPool} from '../src/verify/engine/matmul.js'
+import {normRopeHead, ropeTables} from '../src/verify/engine/ops.js'
 import {promptTokens, verify} from '../src/verify/index.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
@@ -72,6 +73,29 @@ describe('TS engine', () => {
     expect(threaded.hidden).toHaveLength(4)
     for (const h of threaded.hidden!) expect(h.length).toBe(9 * 64)
     expect(single.hidden).toBeUndefined()
+  })
+
+  it('linear() matches a naive matmul for odd shapes, streamed in blocks over worker threads', async () => {
+    const pool = new MatmulPool(2)
+    try {
+      for (const [T, N, K] of [[1, 7, 5], [6, 13, 9], [9, 4100, 300]] as const) {
+        const x = Float32Array.from({length: T * K}, (_, i) => Math.sin(i * 0.37))
+        const w = Float32Array.from({length: N * K}, (_, i) => Math.cos(i * 0.11))
+        const y = await linear(pool, x, T, f32Record('w', [N, K], w))
+        expect(y.length).toBe(T * N)
+        let worst = 0
+        for (let t = 0; t < T; t++) {
+          for (let n = 0; n < N; n++) {
+            let acc = 0
+            for (let k = 0; k < K; k++) acc += x[t * K + k]! * w[n * K + k]!
+            worst = Math.max(worst, Math.abs(y[t * N + n]! - acc))
+          }
+        }
+        expect(worst).toBeLessThan(1e-4)
+      }
+    } finally {
+      await pool.close()
+    }
   })
 
   it('is causal: logits of a prefix do not depend on later tokens', async () => {

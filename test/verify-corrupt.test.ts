@@ -172,3 +172,54 @@ describe('faithful conversions pass', () => {
     expect(() => assertPassed(strict)).toThrow(VerificationError)
   })
 })
+
+describe('quantized paths (4-bit affine, group 64, simulated by quantize-dequantize)', () => {
+  /** MLX-style affine: w ≈ scale·q + bias per group of 64 along a row, q in [0, 15]. */
+  function affine4(values: Float32Array): Float32Array {
+    const out = new Float32Array(values.length)
+    for (let g = 0; g < values.length; g += 64) {
+      let lo = Infinity
+      let hi = -Infinity
+      for (let i = g; i < g + 64; i++) { lo = Math.min(lo, values[i]!); hi = Math.max(hi, values[i]!) }
+      const scale = (hi - lo) / 15
+      for (let i = g; i < g + 64; i++) out[i] = scale * Math.round((values[i]! - lo) / scale) + lo
+    }
+    return out
+  }
+
+  async function quantized(swapGateUp: boolean): Promise<Checkpoint> {
+    const source = await openCheckpoint(fixture)
+    const tensors: TensorRecord[] = []
+    for (const t of source.tensors) {
+      let values = await readFloat32(t)
+      if (t.shape.length !== 2) { tensors.push(f32Record(t.name, t.shape, values)); continue }
+      if (swapGateUp && t.name === 'layers.3.ffn.proj_1.weight') {
+        const half = values.length / 2
+        values = Float32Array.from([...values.subarray(half), ...values.subarray(0, half)])
+      }
+      tensors.push(f32Record(t.name, t.shape, affine4(values)))
+    }
+    await source.close()
+    return {...source, tensors, extras: {...source.extras, quantization: {bits: 4, groupSize: 64, mode: 'affine'}}}
+  }
+
+  it('a faithful 4-bit model passes the quant4 thresholds; its weights are within half a step', async () => {
+    const report = await verify(await quantized(false), {against: fixture, promptLength: 32})
+    expect(report.path).toBe('quant4')
+    expect(report.failures).toEqual([])
+    expect(report.weights!.mode).toBe('bounded')
+    expect(report.weights!.identical).toBe(17) // the 1-D norms (4 per layer + final) are untouched
+    expect(report.logits!.cosine).toBeGreaterThan(0.88)
+    expect(report.logits!.meanKl).toBeLessThan(0.4)
+    // and the lossless/8-bit thresholds would reject it: 4-bit really is lossy
+    expect((await verify(await quantized(false), {against: fixture, promptLength: 32, path: 'quant8'})).pass).toBe(false)
+  })
+
+  it('a 4-bit model with one swapped gate/up layer fails and names layer 3 and its proj_1', async () => {
+    const report = await verify(await quantized(true), {against: fixture, promptLength: 32})
+    expect(report.pass).toBe(false)
+    expect(report.firstDivergentTensor).toBe('layers.3.ffn.proj_1.weight')
+    expect(report.weights!.failing.map((f) => f.name)).toEqual(['layers.3.ffn.proj_1.weight'])
+    expect(() => assertPassed(report)).toThrow(/first differing tensor: layers\.3\.ffn\.proj_1\.weight/)
+  })
+})

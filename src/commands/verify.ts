@@ -28,6 +28,7 @@ export default class Verify extends BaseCommand {
     'max-abs': Flags.string({description: 'override: largest allowed |Δlogit|'}),
     'min-top1': Flags.string({description: 'override: smallest allowed top-1 agreement (0..1)'}),
     'max-kl': Flags.string({description: 'override: largest allowed mean KL (nats)'}),
+    'min-cosine': Flags.string({description: 'override: smallest allowed cosine similarity of the logits'}),
     'skip-weights': Flags.boolean({description: 'do not compare weights tensor by tensor', default: false}),
     format: formatOption,
     force: forceFlag,
@@ -40,7 +41,7 @@ export default class Verify extends BaseCommand {
       tokens: flags.tokens === undefined ? undefined : parseTokens(flags.tokens),
       promptLength: flags['prompt-length'], seed: flags.seed, saveLogits: flags['save-logits'], force: flags.force,
       path: flags.path as PathKind | undefined, weights: !flags['skip-weights'],
-      thresholds: thresholdFlags(flags['max-abs'], flags['min-top1'], flags['max-kl']),
+      thresholds: thresholdFlags(flags['max-abs'], flags['min-top1'], flags['max-kl'], flags['min-cosine']),
     })
     if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
     return assertPassed(report)
@@ -55,7 +56,7 @@ function parseTokens(text: string): number[] {
   })
 }
 
-function thresholdFlags(maxAbs?: string, minTop1?: string, maxKl?: string): Partial<Thresholds> {
+function thresholdFlags(maxAbs?: string, minTop1?: string, maxKl?: string, minCosine?: string): Partial<Thresholds> {
   const num = (flag: string, text?: string): number | undefined => {
     if (text === undefined) return undefined
     const v = Number(text)
@@ -69,5 +70,7 @@ function thresholdFlags(maxAbs?: string, minTop1?: string, maxKl?: string): Part
   if (a !== undefined) out.maxAbs = a
   if (t !== undefined) out.minTop1 = t
   if (k !== undefined) out.maxMeanKl = k
+  const c = num('min-cosine', minCosine)
+  if (c !== undefined) out.minCosine = c
   return out
 }

@@ -18,6 +18,8 @@ export interface Thresholds {
   minTop1?: number
   /** Largest allowed mean KL(ref ‖ candidate) of next-token distributions (nats). */
   maxMeanKl?: number
+  /** Smallest allowed cosine similarity of the whole logit arrays. */
+  minCosine?: number
   /** Hidden states: a layer diverges when max|Δh| / max(1, max|h_ref|) exceeds this. */
   hiddenRel: number
   /** Weights: 'exact' = bit-exact f32 values; 'bounded' = within the cast/quantizer error bound. */
@@ -25,16 +27,21 @@ export interface Thresholds {
 }
 
 /**
- * Defaults by path. Lossless and 16-bit/8-bit are DESIGN §5's numbers. The 4-bit and below-4-bit
- * numbers come from measurements recorded in docs/verify.md (group-64 affine quantization of synth
- * models: 270M shape top-1 ≈ 0.94–1.0, mean KL ≈ 0.01–0.03), with headroom.
+ * Defaults by path. Lossless, 16-bit and 8-bit are DESIGN §5's numbers. The 4-bit and 2–3-bit sets
+ * come from measurements (bench/RESULTS-verify.md, docs/verify.md): quantize-dequantize of synth
+ * models (random weights, the worst case: no structure, near-flat next-token distributions) gives,
+ * for faithful 4-bit group-32/64 quantization, cosine 0.92–0.95 and mean KL 0.19–0.29 (tiny and
+ * 270M shapes), top-1 0.25–0.59; a single swapped gate/up layer gives cosine 0.84 and KL 0.47,
+ * whole-model corruptions cosine < 0.46 and KL > 1.8. Top-1 is not a usable 4-bit criterion on
+ * such models, so it is reported but not required; on every quantized path the weight check (each
+ * element within half a quantization step) is what catches structural mistakes.
  */
 export const DEFAULT_THRESHOLDS: Record<PathKind, Thresholds> = {
   lossless: {maxAbs: 1e-4, hiddenRel: 1e-5, weights: 'exact'},
   cast16: {minTop1: 0.99, maxMeanKl: 1e-3, hiddenRel: 0.05, weights: 'bounded'},
   quant8: {minTop1: 0.99, maxMeanKl: 1e-3, hiddenRel: 0.05, weights: 'bounded'},
-  quant4: {minTop1: 0.9, maxMeanKl: 0.05, hiddenRel: 0.25, weights: 'bounded'},
-  'quant-low': {minTop1: 0.75, maxMeanKl: 0.25, hiddenRel: 0.5, weights: 'bounded'},
+  quant4: {minCosine: 0.88, maxMeanKl: 0.4, hiddenRel: 0.25, weights: 'bounded'},
+  'quant-low': {minCosine: 0.4, maxMeanKl: 2.5, hiddenRel: 0.6, weights: 'bounded'},
 }
 
 const WIDTH: Record<string, number> = {F32: 32, F16: 16, BF16: 16}
@@ -143,6 +150,7 @@ export function logitFailures(m: LogitMetrics, t: Thresholds): string[] {
   if (t.maxAbs !== undefined && !(m.maxAbs <= t.maxAbs)) out.push(`max abs logit difference ${fmt(m.maxAbs)} > ${fmt(t.maxAbs)}`)
   if (t.minTop1 !== undefined && !(m.top1 >= t.minTop1)) out.push(`top-1 agreement ${fmt(m.top1)} < ${fmt(t.minTop1)}`)
   if (t.maxMeanKl !== undefined && !(m.meanKl <= t.maxMeanKl)) out.push(`mean KL ${fmt(m.meanKl)} > ${fmt(t.maxMeanKl)}`)
+  if (t.minCosine !== undefined && !(m.cosine >= t.minCosine)) out.push(`cosine similarity ${fmt(m.cosine)} < ${fmt(t.minCosine)}`)
   if (!Number.isFinite(m.maxAbs)) out.push('logits contain NaN or Inf')
   return [...new Set(out)]
 }
@@ -210,16 +218,16 @@ export interface WeightReport {
 }
 
 /**
- * Per-element error bound of a lossy path, from the reference value and its group statistics:
- * 16-bit casts round to nearest even (half an ulp relative, plus the f16 subnormal step);
- * quantizers are off by at most half a step of their group's range, plus scale/bias rounding.
+ * Per-element error bound of a lossy path, from the reference value and its group's max |w|:
+ * 16-bit casts round to nearest even (half an ulp relative, plus the f16 subnormal step).
+ * Quantizers are off by at most half a step; the step is at most 2·max|w| / (2^bits − 1) for
+ * affine (range / levels) and symmetric (q8_0: max/127, q4_0: max/8) schemes alike, so the bound
+ * is max|w| / (2^bits − 1), plus 2⁻⁷·max|w| for scales/biases stored in 16 bits.
  */
-function elementBound(path: PathKind, dtype: string, q: Quantization | undefined, value: number, groupRange: number, groupAmax: number): number {
+function elementBound(path: PathKind, dtype: string, q: Quantization | undefined, value: number, groupAmax: number): number {
   const castRel = dtype === 'BF16' ? 2 ** -8 : dtype === 'F16' ? 2 ** -11 : 0
   let bound = Math.abs(value) * castRel + (dtype === 'F16' ? 2 ** -24 : 0)
-  if (q && path !== 'lossless' && path !== 'cast16') {
-    bound += 0.5 * groupRange / (2 ** q.bits - 1) + groupAmax * 2 ** -7
-  }
+  if (q && path !== 'lossless' && path !== 'cast16') bound += groupAmax / (2 ** q.bits - 1) + groupAmax * 2 ** -7
   return bound
 }
 
@@ -279,22 +287,14 @@ async function compareTensor(
     const bb = new Uint32Array(b.buffer, b.byteOffset, b.length)
     for (let g = 0; g < a.length; g += group) {
       const gEnd = Math.min(a.length, g + group)
-      let lo = Infinity
-      let hi = -Infinity
-      if (options.mode === 'bounded') {
-        for (let i = g; i < gEnd; i++) {
-          if (a[i]! < lo) lo = a[i]!
-          if (a[i]! > hi) hi = a[i]!
-        }
-      }
-      const range = hi - lo
-      const amax = Math.max(Math.abs(lo), Math.abs(hi))
+      let amax = 0
+      if (options.mode === 'bounded') for (let i = g; i < gEnd; i++) amax = Math.max(amax, Math.abs(a[i]!))
       for (let i = g; i < gEnd; i++) {
         if (ab[i] === bb[i]) continue
         differing++
         const d = Math.abs(a[i]! - b[i]!)
         if (!(d <= maxAbs)) maxAbs = Number.isNaN(d) ? Infinity : d
-        if (options.mode === 'exact' || !(d <= elementBound(options.path, options.dtype, options.quantization, a[i]!, range, amax))) outOfBound++
+        if (options.mode === 'exact' || !(d <= elementBound(options.path, options.dtype, options.quantization, a[i]!, amax))) outOfBound++
       }
     }
   }

@@ -21,7 +21,7 @@ export function reportLines(report: VerifyReport): string[] {
     const rows = [
       row('max abs diff', m.maxAbs, t.maxAbs === undefined ? '-' : `≤ ${fmt(t.maxAbs)}`, t.maxAbs === undefined || m.maxAbs <= t.maxAbs),
       row('mean abs diff', m.meanAbs, '-', true),
-      row('cosine similarity', m.cosine, '-', true),
+      row('cosine similarity', m.cosine, t.minCosine === undefined ? '-' : `≥ ${fmt(t.minCosine)}`, t.minCosine === undefined || m.cosine >= t.minCosine),
       row('top-1 agreement', m.top1, t.minTop1 === undefined ? '-' : `≥ ${fmt(t.minTop1)}`, t.minTop1 === undefined || m.top1 >= t.minTop1),
       row('mean KL (nats)', m.meanKl, t.maxMeanKl === undefined ? '-' : `≤ ${fmt(t.maxMeanKl)}`, t.maxMeanKl === undefined || m.meanKl <= t.maxMeanKl),
     ]

@@ -41,7 +41,7 @@ export const DEFAULT_THRESHOLDS: Record<PathKind, Thresholds> = {
   cast16: {minTop1: 0.99, maxMeanKl: 1e-3, hiddenRel: 0.05, weights: 'bounded'},
   quant8: {minTop1: 0.99, maxMeanKl: 1e-3, hiddenRel: 0.05, weights: 'bounded'},
   quant4: {minCosine: 0.88, maxMeanKl: 0.4, hiddenRel: 0.25, weights: 'bounded'},
-  'quant-low': {minCosine: 0.4, maxMeanKl: 2.5, hiddenRel: 0.6, weights: 'bounded'},
+  'quant-low': {minCosine: 0.3, maxMeanKl: 4, hiddenRel: 0.6, weights: 'bounded'},
 }
 
 const WIDTH: Record<string, number> = {F32: 32, F16: 16, BF16: 16}

@@ -254,6 +254,12 @@ describe('onnx export: onnxruntime-node against the TS reference engine', () => 
     await expect(runCached(dirs['kv-wrong'], TOKENS, 4)).rejects.toBeInstanceOf(FormatError)
   })
 
+  it('--layout contrib-ops (SimplifiedLayerNormalization) runs in onnxruntime with the same logits', async () => {
+    const dir = await exportTo('contrib', {layout: 'contrib-ops'})
+    const ref = await runForward(source, TOKENS)
+    expect(maxAbs(await runCached(dir, TOKENS, 3), ref.logits)).toBeLessThanOrEqual(1e-4)
+  })
+
   it('the onnxruntime verify backend returns [T, vocab] logits equal to the reference', async () => {
     const checkpoint = await readOnnx(dirs.f32)
     const ref = await runForward(source, TOKENS)

@@ -122,7 +122,7 @@ export function renderVerifyReport(json: unknown): string {
   return lines.join('\n')
 }
 
-async function readVerifyReport(dir: string, notes: string[]): Promise<string | undefined> {
+async function readVerifyReport(dir: string): Promise<{json?: unknown; error?: string} | undefined> {
   let text: string
   try {
     text = await fs.readFile(path.join(dir, VERIFY_REPORT_FILE), 'utf8')
@@ -130,10 +130,9 @@ async function readVerifyReport(dir: string, notes: string[]): Promise<string | 
     return undefined
   }
   try {
-    return renderVerifyReport(JSON.parse(text))
+    return {json: JSON.parse(text)}
   } catch {
-    notes.push(`${VERIFY_REPORT_FILE} is not valid JSON; the card leaves the verification section out`)
-    return undefined
+    return {error: `${VERIFY_REPORT_FILE} is not valid JSON; the card leaves the verification section out`}
   }
 }
 
@@ -152,6 +151,15 @@ export async function buildModelCard(dir: string, options: CardOptions): Promise
   } catch (error) {
     notes.push(`model card: could not read the model in ${dir} (${(error as Error).message}); writing a minimal card`)
   }
+  const verify = await readVerifyReport(dir)
+  if (verify?.error) notes.push(verify.error)
+  const card = renderModelCard(report, verify && 'json' in verify ? verify.json : undefined, options)
+  return {...card, notes: [...notes, ...card.notes]}
+}
+
+/** The card text from an inspect report (absent: unreadable model) and a parsed verify report. */
+export function renderModelCard(report: InspectReport | undefined, verifyReport: unknown, options: CardOptions): ModelCard {
+  const notes: string[] = []
   const baseModel = options.baseModel ?? (report?.preset ? APPLE_REPOS[report.preset] : undefined)
   const metadata: Record<string, string | string[]> = {}
   const library = report ? LIBRARY_NAMES[report.format] : undefined
@@ -193,7 +201,7 @@ export async function buildModelCard(dir: string, options: CardOptions): Promise
       markdownTable(['layer', 'query heads', 'KV heads', 'FFN dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])),
     )
   }
-  const verification = await readVerifyReport(dir, notes)
+  const verification = verifyReport === undefined ? undefined : renderVerifyReport(verifyReport)
   if (verification) body.push('', '## Verification', '', `From \`${VERIFY_REPORT_FILE}\` (written by \`openelm convert --verify\`).`, '', verification)
   body.push('', '## License', '', `Apple's OpenELM weights are released under the [Apple sample code license](${OPENELM_LICENSE_LINK}).`, '')
   return {text: `${frontMatter(metadata)}\n\n${body.join('\n')}`, metadata, notes}

@@ -108,7 +108,7 @@ async function filesWithCard(dir: string, options: PushOptions, notes: string[])
   let card: string | undefined
   if (!hasReadme && selected(CARD_FILE, options)) {
     const built = await buildModelCard(dir, {repo: options.repo, baseModel: options.baseModel})
-    notes.push(...built.notes, `no ${CARD_FILE} in the folder: a model card is generated and uploaded (the folder is not modified)`)
+    notes.push(...built.notes, `no ${CARD_FILE} in the folder: a model card is generated in memory and uploaded as README.md (the folder is not modified)`)
     card = built.text
     const bytes = Buffer.byteLength(card)
     files.push({path: CARD_FILE, bytes, lfs: isLfs(CARD_FILE, bytes, Buffer.from(card).subarray(0, SAMPLE_BYTES)), generated: true})

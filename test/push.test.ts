@@ -270,6 +270,8 @@ describe('push failures', () => {
     const error = await runError()
     expect(error.code).toBe('hub.http_403')
     expect(error.message).toContain('model.safetensors')
+    expect(error.message).toContain('/storage/basic/')
+    expect(error.message).not.toContain('X-Signature') // pre-signed query kept out of messages
     expect(server.requests.some((r) => r.path.includes('/commit/'))).toBe(false)
     expect(server.commits).toHaveLength(0)
   })

@@ -85,20 +85,26 @@ function validate(options: PushOptions): void {
   }
 }
 
+/** Pre-signed storage URLs carry short-lived credentials in their query: keep them out of messages. */
+function stripQueries(text: string): string {
+  return text.replace(/(https?:\/\/[^\s?]+)\?[^\s]*/g, '$1')
+}
+
 /** Turn anything the Hub client throws into a HubError whose text never holds the token. */
 function toHubError(error: unknown, action: string, token: string | undefined): OpenElmError {
   if (error instanceof OpenElmError) return error
+  const scrub = (text: string) => scrubToken(stripQueries(text), token)
   if (error instanceof HubApiError) {
     const status = error.statusCode
     const hint = status === 401 ? ' (check the token: --token, HF_TOKEN or the token file)' : status === 403 ? ' (the token lacks write access to this repo or namespace)' : ''
-    return new HubError(`hub.http_${status}`, scrubToken(`${action} failed: HTTP ${status}: ${error.message}${hint}`, token), {status, url: scrubToken(error.url, token)})
+    return new HubError(`hub.http_${status}`, scrub(`${action} failed: HTTP ${status}: ${error.message}${hint}`), {status, url: scrub(error.url)})
   }
   const err = error as Error & {cause?: {code?: string; message?: string}}
   if (err instanceof TypeError && /fetch failed|network|socket/i.test(err.message)) {
     const cause = err.cause?.code ?? err.cause?.message ?? err.message
-    return new HubError('hub.network', scrubToken(`${action} failed: could not reach the Hub (${cause}) after retries`, token))
+    return new HubError('hub.network', scrub(`${action} failed: could not reach the Hub (${cause}) after retries`))
   }
-  return new HubError('hub.client', scrubToken(`${action} failed: ${err.message ?? String(error)}`, token))
+  return new HubError('hub.client', scrub(`${action} failed: ${err.message ?? String(error)}`))
 }
 
 async function filesWithCard(dir: string, options: PushOptions, notes: string[]): Promise<{files: LocalFile[]; card?: string}> {

@@ -4,6 +4,7 @@
  * byte for byte with the folder. Faults: 503s, 429 + Retry-After, dropped connections,
  * permanent 401/403/404, a token echoed back in an error.
  */
+import {createHash} from 'node:crypto'
 import {cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -131,6 +132,26 @@ describe('push to a local Hub', () => {
       else expect(r.authorization).toBe(`Bearer ${TOKEN}`)
     }
     expect(server.requests.at(-1)!.contentType).toBe('application/x-ndjson')
+  })
+
+  it('sends the Hub the documented payloads: preupload samples, LFS batch oids, NDJSON commit lines', async () => {
+    await run({commitMessage: 'title'})
+    const sha256 = (file: string) => createHash('sha256').update(readFileSync(path.join(folder, file))).digest('hex')
+    const body = (p: string) => server.requests.find((r) => r.path.endsWith(p))!.bodyText!
+    const preupload = JSON.parse(body('/preupload/main')) as {files: {path: string; size: number; sample: string}[]}
+    const config = preupload.files.find((f) => f.path === 'config.json')!
+    expect(config.size).toBe(989)
+    expect(Buffer.from(config.sample, 'base64').equals(readFileSync(path.join(folder, 'config.json')).subarray(0, 512))).toBe(true)
+    expect(preupload.files.map((f) => f.path).sort()).toEqual(['README.md', ...UPLOADED].sort())
+    const batch = JSON.parse(body('/objects/batch')) as {operation: string; transfers: string[]; hash_algo: string; ref: {name: string}; objects: {oid: string; size: number}[]}
+    expect(batch).toMatchObject({operation: 'upload', transfers: ['basic', 'multipart'], hash_algo: 'sha_256', ref: {name: 'main'}})
+    expect(batch.objects.sort((a, b) => a.size - b.size)).toEqual([{oid: sha256('model.safetensors'), size: 628_640}, {oid: sha256('weights-extra.bin'), size: BIG_BYTES}])
+    const lines = body('/commit/main').split('\n').map((l) => JSON.parse(l) as {key: string; value: Record<string, unknown>})
+    expect(lines[0]).toEqual({key: 'header', value: {summary: 'title'}})
+    const byPath = new Map(lines.slice(1).map((l) => [l.value.path as string, l]))
+    expect(byPath.get('weights-extra.bin')).toEqual({key: 'lfsFile', value: {path: 'weights-extra.bin', algo: 'sha256', size: BIG_BYTES, oid: sha256('weights-extra.bin')}})
+    expect(byPath.get('notes.txt')).toEqual({key: 'file', value: {path: 'notes.txt', encoding: 'base64', content: Buffer.from('plain text notes\n').toString('base64')}})
+    expect(lines).toHaveLength(1 + 1 + UPLOADED.length)
   })
 
   it('pushes again to an existing repo without re-uploading stored LFS objects', async () => {

@@ -26,6 +26,8 @@ export interface RequestLog {
   authorization?: string
   contentType?: string
   bodyBytes: number
+  /** The body of JSON/NDJSON requests (API calls), as text. */
+  bodyText?: string
 }
 
 /** What a fault hook may do with a request instead of serving it. */
@@ -131,6 +133,7 @@ export class HubServer {
     for await (const chunk of req) chunks.push(chunk as Buffer)
     const body = Buffer.concat(chunks)
     log.bodyBytes = body.length
+    if (/json/.test(log.contentType ?? '')) log.bodyText = body.toString('utf8')
     if (fault) {
       const isJson = fault.body !== undefined && typeof fault.body !== 'string'
       res.writeHead(fault.status, {...(isJson ? {'Content-Type': 'application/json'} : {}), ...fault.headers})

@@ -21,11 +21,10 @@ const MAX_METRIC_ROWS = 60
 const MAX_METRIC_DEPTH = 4
 
 /** The Hub `library_name` for each format that has a loader library. */
-const LIBRARY_NAMES: Partial<Record<FormatName, string>> = {hf: 'transformers', safetensors: 'transformers', mlx: 'mlx', onnx: 'onnx'}
+const LIBRARY_NAMES: Partial<Record<FormatName, string>> = {hf: 'transformers', mlx: 'mlx', onnx: 'onnx'}
 
 const FORMAT_TITLES: Record<FormatName, string> = {
   hf: 'Hugging Face transformers (safetensors)',
-  safetensors: 'safetensors',
   mlx: 'MLX',
   onnx: 'ONNX',
   gguf: 'GGUF (llama.cpp)',
@@ -168,7 +167,7 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
   if (baseModel && report?.quantization) metadata.base_model_relation = 'quantized'
   const tags = ['openelm']
   if (report) {
-    if (report.format === 'hf' || report.format === 'safetensors') tags.push('safetensors')
+    if (report.format === 'hf') tags.push('safetensors')
     else tags.push(report.format)
     if (report.quantization) tags.push(report.quantization.mode === 'q8_0' ? 'q8_0' : `${report.quantization.bits}-bit`)
   }

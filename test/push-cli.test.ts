@@ -95,6 +95,13 @@ describe('openelm push', () => {
     expect(run.stdout).toContain('nothing was sent')
   })
 
+  it('takes repeatable --include/--exclude before or after the folder', async () => {
+    const run = await cli(['push', '--include', '*.json', '--include', '*.md', folder, '--repo', 'me/OpenELM-tiny', '--exclude', 'gen*', '--dry-run', '--json'])
+    expect(run.code, run.stderr).toBe(0)
+    expect((JSON.parse(run.stdout) as {files: {path: string}[]}).files.map((f) => f.path)).toEqual(['README.md', 'config.json'])
+    expect(server.requests).toHaveLength(0)
+  })
+
   it('says where a token is looked for when none is found', async () => {
     const run = await cli(['push', folder, '--repo', 'me/OpenELM-tiny', '--endpoint', server.url])
     expect(run.code).toBe(6)

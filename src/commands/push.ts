@@ -4,6 +4,8 @@ import {PushRenderer} from '../cli/push-progress.js'
 import {bytes, table} from '../cli/render.js'
 import {push, type PushResult} from '../hub/push.js'
 
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`
+
 export default class Push extends BaseCommand {
   static override summary = 'Upload a converted model folder to the Hugging Face Hub in one commit, with a generated model card.'
   static override examples = [
@@ -20,8 +22,8 @@ export default class Push extends BaseCommand {
     'create-pr': Flags.boolean({description: 'open a pull request instead of committing to the branch', default: false}),
     private: Flags.boolean({description: 'make the repo private when it is created', default: false}),
     'commit-message': Flags.string({char: 'm', description: 'commit title'}),
-    include: Flags.string({description: 'only upload paths matching this glob (repeatable)', multiple: true}),
-    exclude: Flags.string({description: 'skip paths matching this glob (repeatable)', multiple: true}),
+    include: Flags.string({description: 'only upload paths matching this glob (repeatable)', multiple: true, multipleNonGreedy: true}),
+    exclude: Flags.string({description: 'skip paths matching this glob (repeatable)', multiple: true, multipleNonGreedy: true}),
     'dry-run': Flags.boolean({description: 'list what would be uploaded (size, LFS or not) and send nothing', default: false}),
     'base-model': Flags.string({description: 'base_model for the generated model card (default: the Apple repo of a matching shape)'}),
   }
@@ -50,9 +52,9 @@ export default class Push extends BaseCommand {
     const target = `${result.repo}${result.revision === 'main' ? '' : `@${result.revision}`}`
     this.log(table(['file', 'size', 'storage'], result.files.map((f) => [f.path + (f.generated ? ' (generated)' : ''), bytes(f.bytes), f.lfs ? 'LFS' : 'regular'])))
     if (result.dryRun) {
-      this.log(`dry run: ${result.files.length} files, ${bytes(result.totalBytes)} would be pushed to ${target} at ${result.endpoint}; nothing was sent`)
+      this.log(`dry run: ${plural(result.files.length, 'file')}, ${bytes(result.totalBytes)} would be pushed to ${target} at ${result.endpoint}; nothing was sent`)
     } else {
-      this.log(`pushed ${result.files.length} files, ${bytes(result.totalBytes)} to ${target}`)
+      this.log(`pushed ${plural(result.files.length, 'file')}, ${bytes(result.totalBytes)} to ${target}`)
       this.log(`commit: ${result.commitUrl}`)
       if (result.pullRequestUrl) this.log(`pull request: ${result.pullRequestUrl}`)
     }

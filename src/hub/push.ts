@@ -21,6 +21,8 @@ import {hubFetch, type RetryPolicy} from './fetch.js'
 /** A repo id is `owner/name`, each part as the Hub allows them. */
 const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/
 const CARD_FILE = 'README.md'
+/** Per-file progress is reported in steps of at least this fraction (plus the start and the end). */
+const PROGRESS_STEP = 0.005
 
 export interface PushOptions {
   /** `owner/name`. */
@@ -198,6 +200,7 @@ export async function* push(dir: string, options: PushOptions): AsyncGenerator<P
     content: f.generated ? new Blob([card!]) : pathToFileURL(f.absPath!),
   }))
   const sizes = new Map(files.map((f) => [f.path, f.bytes]))
+  const lastProgress = new Map<string, number>()
   const iterator = commitIter({
     ...common,
     repo: {type: 'model', name: options.repo},
@@ -228,6 +231,10 @@ export async function* push(dir: string, options: PushOptions): AsyncGenerator<P
     if (event.event === 'phase') {
       yield {type: 'phase', phase: event.phase === 'preuploading' ? 'preuploading' : event.phase === 'uploadingLargeFiles' ? 'uploading' : 'committing'}
     } else if (event.state !== 'error') {
+      const key = `${event.state}:${event.path}`
+      const last = lastProgress.get(key)
+      if (last !== undefined && event.progress < 1 && event.progress - last < PROGRESS_STEP) continue
+      lastProgress.set(key, event.progress)
       const bytes = sizes.get(event.path) ?? 0
       yield {type: 'file', path: event.path, state: event.state, bytesDone: Math.round(event.progress * bytes), bytes}
     }

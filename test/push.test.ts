@@ -311,7 +311,10 @@ describe('push failures', () => {
   it('scrubs the token from a Hub error that echoes it', async () => {
     server.fault = (r) => (r.path === '/api/repos/create' ? {status: 403, body: {error: `token ${TOKEN} may not write here`}} : undefined)
     const error = await runError()
+    expect(error.code).toBe('hub.http_403')
     expect(error.message).toContain('token *** may not write here')
+    expect(sleeps).toEqual([]) // a 403 is permanent: no retry
+    expect(server.requests.map(requestLine)).toEqual(['GET /api/whoami-v2', 'POST /api/repos/create', 'GET /api/models/me/OpenELM-tiny'])
     expect(error.message).not.toContain(TOKEN)
     expect(JSON.stringify(error.details)).not.toContain(TOKEN)
   })

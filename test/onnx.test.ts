@@ -4,7 +4,7 @@
  * (round trip, hostile files), deliberately broken exports, and the onnxruntime verify backend.
  * transformers.js generation lives in onnx-transformersjs.test.ts.
  */
-import {execFileSync} from 'node:child_process'
+import {execFileSync, spawnSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import {promises as fs} from 'node:fs'
 import os from 'node:os'
@@ -21,6 +21,7 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {castRecord} from '../src/tensor/record.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {OnnxDecoder, onnxruntimeBackend} from '../src/verify/backends/onnxruntime.js'
+import {verify} from '../src/verify/index.js'
 
 const PYTHON = '/usr/bin/python3'
 const CHECKER = path.join(import.meta.dirname, 'python', 'onnx_check.py')
@@ -270,6 +271,33 @@ describe('onnx export: onnxruntime-node against the TS reference engine', () => 
     expect(maxAbs(result.logits, ref.logits)).toBeLessThanOrEqual(1e-4)
     await checkpoint.close()
   })
+})
+
+describe('verify --backend onnxruntime', () => {
+  it('passes for the f32 and f16 exports against the source, fails for broken exports', async () => {
+    const f32 = await verify(dirs.f32, {backend: 'onnxruntime', against: source})
+    expect(f32.backend).toBe('onnxruntime')
+    expect(f32.pass).toBe(true)
+    expect(f32.logits!.maxAbs).toBeLessThanOrEqual(1e-4)
+    const f16 = await verify(dirs.f16, {backend: 'onnxruntime', against: source})
+    expect(f16.path).not.toBe('lossless')
+    expect(f16.pass).toBe(true)
+    const swapped = await verify(dirs['rope-swapped'], {backend: 'onnxruntime', against: source})
+    expect(swapped.pass).toBe(false)
+    expect(swapped.weights!.failing).toHaveLength(0) // same weights: only the runtime check catches it
+    const tiled = await verify(dirs['kv-tiled'], {backend: 'onnxruntime', against: source})
+    expect(tiled.pass).toBe(false)
+    await expect(verify(dirs['kv-wrong'], {backend: 'onnxruntime', against: source})).rejects.toBeInstanceOf(FormatError)
+  })
+
+  it('the CLI exits non-zero on a broken export and zero on a good one', () => {
+    const run = (dir: string) => spawnSync(path.join(import.meta.dirname, '..', 'bin', 'dev.js'), ['verify', dir, '--backend', 'onnxruntime', '--against', dirs.f32, '--json'], {encoding: 'utf8'})
+    const good = run(dirs.external)
+    expect(good.status).toBe(0)
+    expect(JSON.parse(good.stdout).pass).toBe(true)
+    const bad = run(dirs['rope-swapped'])
+    expect(bad.status).not.toBe(0)
+  }, 60_000)
 })
 
 describe('onnx reader', () => {

@@ -5,29 +5,10 @@
  */
 import * as ort from 'onnxruntime-node'
 import {FormatError, UsageError} from '../../errors.js'
-import {type Checkpoint} from '../../formats/types.js'
 import {findModelFile} from '../../formats/onnx/index.js'
 import {layerDims, type OpenElmConfig} from '../../model/config.js'
-
-// Same shape as src/verify/backends/types.ts (verify engineer); kept local until that lands here.
-export interface BackendInput {
-  path: string
-  checkpoint: Checkpoint
-}
-export interface BackendOptions {
-  device?: string
-  python?: string
-  collectHidden?: boolean
-}
-export interface BackendResult {
-  logits: Float32Array
-  vocab: number
-  hidden?: Float32Array[]
-}
-export interface LogitsBackend {
-  name: string
-  run(input: BackendInput, tokens: number[], options: BackendOptions): Promise<BackendResult>
-}
+import {tsBackend} from './ts.js'
+import {type LogitsBackend} from './types.js'
 
 /** One layer's cache: [batch, kv_heads, past, head_dim] f32. */
 export interface KvCache {
@@ -109,9 +90,16 @@ export class OnnxDecoder {
   }
 }
 
+/**
+ * ONNX artifacts run in onnxruntime-node (one prefill step, empty cache). Any other checkpoint —
+ * the `--against` reference of `verify DIR --backend onnxruntime --against SRC` — runs on the
+ * TS engine, so the artifact's runtime is compared with the reference forward pass. Hidden states
+ * are not exported by the graph, so an ONNX run returns none (verify then compares logits only).
+ */
 export const onnxruntimeBackend: LogitsBackend = {
   name: 'onnxruntime',
   async run(input, tokens, options) {
+    if (input.checkpoint.format !== 'onnx') return tsBackend.run(input, tokens, {...options, collectHidden: false})
     const decoder = await OnnxDecoder.open(input.path, input.checkpoint.config, {device: options.device})
     try {
       const result = await decoder.step([tokens], [tokens.map(() => 1)], decoder.emptyCache(1))

@@ -352,6 +352,22 @@ describe('onnx reader', () => {
     await expect(readOnnx(dir)).rejects.toThrow(/runs past the end of model.onnx_data/)
   })
 
+  it('garbage, empty and text files named .onnx are FormatErrors, not crashes', async () => {
+    const dir = path.join(root, 'garbage')
+    await fs.mkdir(dir)
+    const file = path.join(dir, 'model.onnx')
+    // Deterministic pseudo-random bytes.
+    const bytes = new Uint8Array(5000)
+    let x = 12345
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (x = (x * 1103515245 + 12345) >>> 0) >>> 24
+    for (const content of [bytes, new Uint8Array(0), new TextEncoder().encode('hello world, not a model')]) {
+      await fs.writeFile(file, content)
+      const error = await readOnnx(file).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(FormatError)
+      expect((error as Error).message).toContain('model.onnx')
+    }
+  })
+
   it('an unknown initializer name is a MappingError', async () => {
     const dir = path.join(root, 'renamed')
     await fs.cp(dirs.f32, dir, {recursive: true})

@@ -5,10 +5,12 @@
 import {promises as fs} from 'node:fs'
 import {FormatError, IoError, UsageError} from '../errors.js'
 import {hfFormat} from './hf/index.js'
+import {onnxFormat} from './onnx/index.js'
 import {type Checkpoint, type FormatAdapter, type FormatName, type ReadOptions} from './types.js'
 
 export const ADAPTERS: FormatAdapter[] = [
   hfFormat,
+  onnxFormat,
 ]
 
 export function adapterFor(name: string): FormatAdapter {

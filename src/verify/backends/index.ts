@@ -1,5 +1,6 @@
 /** Every logits backend `verify --backend` accepts. One line per backend. */
 import {UsageError} from '../../errors.js'
+import {onnxruntimeBackend} from './onnxruntime.js'
 import {torchBackend} from './torch.js'
 import {tsBackend} from './ts.js'
 import {type LogitsBackend} from './types.js'
@@ -7,6 +8,7 @@ import {type LogitsBackend} from './types.js'
 export const BACKENDS: Record<string, LogitsBackend> = {
   ts: tsBackend,
   torch: torchBackend,
+  onnxruntime: onnxruntimeBackend,
 }
 
 export function backendFor(name: string): LogitsBackend {

@@ -206,6 +206,12 @@ describe('metrics', () => {
     expect(m.meanKl).toBeCloseTo(kl / 2, 12)
     expect(m.maxKl).toBeCloseTo(kl, 12)
     expect(m.cosine).toBeCloseTo(5 / 6, 6)
+    expect(m.top1WithTies).toBe(0.5) // a gap of 1 nat is no tie
+    // a near-tie in the reference (gap 0.01 nats) flipped by the candidate counts as agreement
+    const tie = compareLogits(new Float32Array([1, 1.01, 0]), new Float32Array([1.02, 1, 0]), 1, 3)
+    expect([tie.top1, tie.top1WithTies, tie.nearTies]).toEqual([0, 1, 1])
+    const noTie = compareLogits(new Float32Array([1, 1.2, 0]), new Float32Array([1.3, 1, 0]), 1, 3)
+    expect([noTie.top1, noTie.top1WithTies, noTie.nearTies]).toEqual([0, 0, 0])
     // NaN never passes
     expect(compareLogits(ref, new Float32Array([0, NaN, 2, 0, 0, 1]), 2, 3).maxAbs).toBe(Infinity)
   })

@@ -22,7 +22,8 @@ export function reportLines(report: VerifyReport): string[] {
       row('max abs diff', m.maxAbs, t.maxAbs === undefined ? '-' : `≤ ${fmt(t.maxAbs)}`, t.maxAbs === undefined || m.maxAbs <= t.maxAbs),
       row('mean abs diff', m.meanAbs, '-', true),
       row('cosine similarity', m.cosine, t.minCosine === undefined ? '-' : `≥ ${fmt(t.minCosine)}`, t.minCosine === undefined || m.cosine >= t.minCosine),
-      row('top-1 agreement', m.top1, t.minTop1 === undefined ? '-' : `≥ ${fmt(t.minTop1)}`, t.minTop1 === undefined || m.top1 >= t.minTop1),
+      [m.nearTies > 0 ? `top-1 agreement (${fmt(m.top1)} exact + ${m.nearTies} near-tie${m.nearTies > 1 ? 's' : ''})` : 'top-1 agreement', fmt(m.top1WithTies),
+        t.minTop1 === undefined ? '-' : `≥ ${fmt(t.minTop1)}`, t.minTop1 === undefined || m.top1WithTies >= t.minTop1 ? 'ok' : 'FAIL'],
       row('mean KL (nats)', m.meanKl, t.maxMeanKl === undefined ? '-' : `≤ ${fmt(t.maxMeanKl)}`, t.maxMeanKl === undefined || m.meanKl <= t.maxMeanKl),
     ]
     if (report.weights) {

@@ -75,10 +75,11 @@ describe('TS engine', () => {
     expect(single.hidden).toBeUndefined()
   })
 
-  it('linear() matches a naive matmul for odd shapes, streamed in blocks over worker threads', async () => {
-    const pool = new MatmulPool(2)
+  it.each([true, false])('linear() matches a naive matmul for odd shapes, streamed in blocks over worker threads (simd %s)', async (simd) => {
+    const pool = new MatmulPool(2, {simd})
+    expect(pool.usesSimd).toBe(simd) // Node 20 has WebAssembly SIMD
     try {
-      for (const [T, N, K] of [[1, 7, 5], [6, 13, 9], [9, 4100, 300]] as const) {
+      for (const [T, N, K] of [[1, 7, 5], [6, 13, 9], [9, 4100, 300], [7, 4098, 256], [2, 4, 4]] as const) {
         const x = Float32Array.from({length: T * K}, (_, i) => Math.sin(i * 0.37))
         const w = Float32Array.from({length: N * K}, (_, i) => Math.cos(i * 0.11))
         const y = await linear(pool, x, T, f32Record('w', [N, K], w))

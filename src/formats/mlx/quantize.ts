@@ -1,0 +1,244 @@
+/**
+ * MLX affine quantization, exactly as `mx.quantize` computes it (DESIGN §4.3; mlx `ops.cpp`
+ * fallback and the CPU backend), and its inverse.
+ *
+ * Per group of `groupSize` consecutive values of a row, all in fp32:
+ *   scale = max((max - min) / (2^bits - 1), 1e-7), negated unless |min| > |max|
+ *   edge  = |min| > |max| ? min : max
+ *   q0    = rint(edge / scale)
+ *   q0 ≠ 0: scale = edge / q0, bias = edge      (so `edge` — and zero — are exact)
+ *   q0 = 0: bias = 0
+ *   q     = clip(rint((w - bias) / scale), 0, 2^bits - 1)
+ * Codes are packed LSB-first into one continuous bit stream per row, stored as little-endian
+ * uint32 words (for 3, 5 and 6 bits a code may straddle two words). `w ≈ scales * q + biases`.
+ */
+import {FormatError, UsageError} from '../../errors.js'
+import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
+import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
+
+export const QUANT_BITS = [2, 3, 4, 5, 6, 8] as const
+export const QUANT_GROUP_SIZES = [32, 64, 128] as const
+/** MLX's floor on the step size (`eps` in `affine_quantize`), as an f32. */
+export const SCALE_EPS = Math.fround(1e-7)
+
+const f32 = Math.fround
+
+/** Round half to even (C's `rint` in the default rounding mode; `Math.round` breaks ties upwards). */
+export function rint(x: number): number {
+  const f = Math.floor(x)
+  const d = x - f
+  if (d < 0.5) return f
+  if (d > 0.5) return f + 1
+  return f % 2 === 0 ? f : f + 1
+}
+
+export function checkQuantParams(bits: number, groupSize: number): void {
+  if (!(QUANT_BITS as readonly number[]).includes(bits)) throw new UsageError('quantize.bits', `MLX quantization supports 2, 3, 4, 5, 6 or 8 bits, not ${bits}`)
+  if (!(QUANT_GROUP_SIZES as readonly number[]).includes(groupSize)) throw new UsageError('quantize.group_size', `MLX quantization supports group sizes 32, 64 or 128, not ${groupSize}`)
+}
+
+/** The scale and bias of one group (f32 values), MLX's rule. */
+export function groupParams(values: ArrayLike<number>, start: number, count: number, bits: number): {scale: number; bias: number} {
+  const nBins = (1 << bits) - 1
+  let min = Infinity
+  let max = -Infinity
+  for (let i = start; i < start + count; i++) {
+    const v = values[i]!
+    if (v > max) max = v
+    if (v < min) min = v
+  }
+  const minDominates = Math.abs(min) > Math.abs(max)
+  let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
+  if (!minDominates) scale = -scale
+  const edge = minDominates ? min : max
+  const q0 = rint(f32(edge / scale))
+  if (q0 !== 0) return {scale: f32(edge / q0), bias: edge}
+  return {scale, bias: 0}
+}
+
+export interface QuantizedRows {
+  /** [rows, cols * bits / 32] little-endian words. */
+  packed: Uint32Array
+  /** [rows, cols / groupSize], f32 (cast to the float dtype when stored). */
+  scales: Float32Array
+  biases: Float32Array
+}
+
+/**
+ * Quantize `rows` rows of `cols` f32 values. Values should already be rounded to the dtype the
+ * model is stored in (mlx-lm casts, then quantizes).
+ */
+export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number): QuantizedRows {
+  const groups = cols / groupSize
+  const wordsPerRow = (cols * bits) / 32
+  const packed = new Uint32Array(rows * wordsPerRow)
+  const scales = new Float32Array(rows * groups)
+  const biases = new Float32Array(rows * groups)
+  const nBins = (1 << bits) - 1
+  for (let r = 0; r < rows; r++) {
+    let bitPos = r * wordsPerRow * 32
+    for (let g = 0; g < groups; g++) {
+      const start = r * cols + g * groupSize
+      const {scale, bias} = groupParams(values, start, groupSize, bits)
+      scales[r * groups + g] = scale
+      biases[r * groups + g] = bias
+      for (let i = start; i < start + groupSize; i++) {
+        let q = rint(f32(f32(values[i]! - bias) / scale))
+        q = q < 0 ? 0 : q > nBins ? nBins : q
+        const word = bitPos >>> 5
+        const shift = bitPos & 31
+        packed[word]! |= (q << shift) >>> 0
+        if (shift + bits > 32) packed[word + 1]! |= q >>> (32 - shift)
+        bitPos += bits
+      }
+    }
+  }
+  return {packed, scales, biases}
+}
+
+/** Unpack the codes of `rows` rows (inverse of the packing in quantizeRows). */
+export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits: number): Uint8Array {
+  const wordsPerRow = (cols * bits) / 32
+  const codes = new Uint8Array(rows * cols)
+  const mask = (1 << bits) - 1
+  for (let r = 0; r < rows; r++) {
+    let bitPos = r * wordsPerRow * 32
+    for (let c = 0; c < cols; c++) {
+      const word = bitPos >>> 5
+      const shift = bitPos & 31
+      let q = packed[word]! >>> shift
+      if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
+      codes[r * cols + c] = q & mask
+      bitPos += bits
+    }
+  }
+  return codes
+}
+
+/** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once). */
+export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number): Float32Array {
+  const codes = unpackRows(packed, rows, cols, bits)
+  const out = new Float32Array(rows * cols)
+  // cols is a multiple of groupSize, so element i of the block belongs to group floor(i / groupSize).
+  for (let i = 0; i < out.length; i++) {
+    const g = Math.floor(i / groupSize)
+    out[i] = f32(f32(scales[g]! * codes[i]!) + biases[g]!)
+  }
+  return out
+}
+
+/** Worst-case |w - dequantized| for a group: half a step, plus the 16-bit rounding of scale/bias. */
+export function quantizationBound(scale: number, bias: number, bits: number): number {
+  return Math.abs(scale) / 2 + 2 ** -8 * (Math.abs(scale) * ((1 << bits) - 1) + Math.abs(bias))
+}
+
+// ---- lazy records -----------------------------------------------------------------------------
+
+export interface QuantSpec {
+  bits: number
+  groupSize: number
+}
+
+/** Rows per block so that a block's f32 values stay near CHUNK_BYTES. */
+function blockRows(cols: number): number {
+  return Math.max(1, Math.floor(CHUNK_BYTES / (cols * 4)))
+}
+
+/** Float rows [r0, r1) of `source`, rounded to `dtype`, as f32. */
+async function sourceRows(source: TensorRecord, cols: number, r0: number, r1: number, dtype: FloatDType): Promise<Float32Array> {
+  const size = dtypeSize(source.dtype)
+  const values = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
+  if (dtype === 'F32') return values
+  return toFloat32(fromFloat32(values, dtype), dtype)
+}
+
+/**
+ * The three tensors MLX stores for a quantized matrix: `<base>.weight` (U32 codes),
+ * `<base>.scales` and `<base>.biases` (in `dtype`). Each is computed on demand, row block by row
+ * block, from `source` (first rounded to `dtype`, as mlx-lm casts before quantizing). The last
+ * block is cached, so reading scales right after biases costs no second pass.
+ */
+export function quantizedRecords(source: TensorRecord, base: string, spec: QuantSpec, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord; biases: TensorRecord} {
+  checkQuantParams(spec.bits, spec.groupSize)
+  if (source.shape.length !== 2) throw new FormatError('quantize.rank', `cannot quantize ${source.name}: shape ${formatShape(source.shape)} is not 2-D`)
+  const [rows, cols] = source.shape as [number, number]
+  if (cols % spec.groupSize !== 0) throw new FormatError('quantize.shape', `cannot quantize ${source.name}: last dim ${cols} is not a multiple of the group size ${spec.groupSize}`)
+  const {bits, groupSize} = spec
+  const groups = cols / groupSize
+  const wordsPerRow = (cols * bits) / 32
+  const step = blockRows(cols)
+  let cache: {r0: number; r1: number; q: QuantizedRows} | undefined
+  const block = async (r0: number, r1: number): Promise<QuantizedRows> => {
+    if (cache && cache.r0 === r0 && cache.r1 === r1) return cache.q
+    const q = quantizeRows(await sourceRows(source, cols, r0, r1, dtype), r1 - r0, cols, bits, groupSize)
+    cache = {r0, r1, q}
+    return q
+  }
+  const record = (name: string, recordDtype: 'U32' | FloatDType, rowBytes: number, pick: (q: QuantizedRows) => Uint8Array): TensorRecord => {
+    const byteLength = rows * rowBytes
+    return {
+      name, dtype: recordDtype, shape: [rows, recordDtype === 'U32' ? wordsPerRow : groups], byteLength,
+      async read(start = 0, end = byteLength) {
+        const out = new Uint8Array(end - start)
+        // Blocks are aligned to multiples of `step` rows, so chunked reads hit the cache.
+        for (let r0 = Math.floor(start / rowBytes / step) * step; r0 * rowBytes < end; r0 += step) {
+          const r1 = Math.min(rows, r0 + step)
+          const bytes = pick(await block(r0, r1))
+          const from = Math.max(start, r0 * rowBytes)
+          const to = Math.min(end, r1 * rowBytes)
+          out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
+        }
+        return out
+      },
+    }
+  }
+  return {
+    weight: record(`${base}.weight`, 'U32', wordsPerRow * 4, (q) => new Uint8Array(q.packed.buffer, q.packed.byteOffset, q.packed.byteLength)),
+    scales: record(`${base}.scales`, dtype, groups * dtypeSize(dtype), (q) => fromFloat32(q.scales, dtype)),
+    biases: record(`${base}.biases`, dtype, groups * dtypeSize(dtype), (q) => fromFloat32(q.biases, dtype)),
+  }
+}
+
+/**
+ * A float record (in the scales' dtype) that dequantizes `<base>.weight/.scales/.biases` on
+ * demand, row block by row block. `name` is the canonical name it stands for.
+ */
+export function dequantizedRecord(name: string, weight: TensorRecord, scales: TensorRecord, biases: TensorRecord, spec: QuantSpec): TensorRecord {
+  const {bits, groupSize} = spec
+  const fail = (message: string): never => {
+    throw new FormatError('mlx.quantized_shape', `quantized tensor ${name}: ${message}`, {tensor: name})
+  }
+  if (weight.dtype !== 'U32') fail(`packed weight is ${weight.dtype}, expected U32`)
+  if (weight.shape.length !== 2 || scales.shape.length !== 2 || biases.shape.length !== 2) fail('weight, scales and biases must be 2-D')
+  if (scales.dtype !== biases.dtype || !['F32', 'F16', 'BF16'].includes(scales.dtype)) fail(`scales (${scales.dtype}) and biases (${biases.dtype}) must share one float dtype`)
+  const [rows, words] = weight.shape as [number, number]
+  const cols = (words * 32) / bits
+  if (!Number.isInteger(cols) || cols % groupSize !== 0) fail(`${words} packed words per row do not hold whole groups of ${groupSize} ${bits}-bit codes`)
+  const groups = cols / groupSize
+  for (const [label, r] of [['scales', scales], ['biases', biases]] as const) {
+    if (r.shape[0] !== rows || r.shape[1] !== groups) fail(`${label} has shape ${formatShape(r.shape)}, expected [${rows}, ${groups}] for ${bits}-bit codes in groups of ${groupSize}`)
+  }
+  const dtype = scales.dtype as FloatDType
+  const size = dtypeSize(dtype)
+  const rowBytes = cols * size
+  const byteLength = rows * rowBytes
+  const step = blockRows(cols)
+  return {
+    name, dtype, shape: [rows, cols], byteLength,
+    async read(start = 0, end = byteLength) {
+      const out = new Uint8Array(end - start)
+      for (let r0 = Math.floor(start / rowBytes / step) * step; r0 * rowBytes < end; r0 += step) {
+        const r1 = Math.min(rows, r0 + step)
+        const packedBytes = await weight.read(r0 * words * 4, r1 * words * 4)
+        const packed = new Uint32Array(packedBytes.slice().buffer)
+        const s = toFloat32(await scales.read(r0 * groups * size, r1 * groups * size), dtype)
+        const b = toFloat32(await biases.read(r0 * groups * size, r1 * groups * size), dtype)
+        const bytes = fromFloat32(dequantizeRows(packed, s, b, r1 - r0, cols, bits, groupSize), dtype)
+        const from = Math.max(start, r0 * rowBytes)
+        const to = Math.min(end, r1 * rowBytes)
+        out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
+      }
+      return out
+    },
+  }
+}

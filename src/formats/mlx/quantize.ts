@@ -127,9 +127,15 @@ export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases
   return out
 }
 
-/** Worst-case |w - dequantized| for a group: half a step, plus the 16-bit rounding of scale/bias. */
-export function quantizationBound(scale: number, bias: number, bits: number): number {
-  return Math.abs(scale) / 2 + 2 ** -8 * (Math.abs(scale) * ((1 << bits) - 1) + Math.abs(bias))
+/**
+ * Worst-case |w - dequantized| for a group whose values span [min, max], before the scale and
+ * bias are rounded to a 16-bit dtype. Not half a step: MLX moves the step to `edge / q0` so that
+ * the dominant end (and zero) stay exact, which can shrink it so the far end clips; the shortfall
+ * is at most nBins/(nBins+1) of the original step (the edge is at least half the range away from
+ * zero, so |q0| ≥ nBins/2). Either way the error stays within one original step.
+ */
+export function groupErrorBound(min: number, max: number, bits: number): number {
+  return Math.max((max - min) / ((1 << bits) - 1), SCALE_EPS) * (1 + 1e-6)
 }
 
 // ---- lazy records -----------------------------------------------------------------------------

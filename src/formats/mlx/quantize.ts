@@ -75,20 +75,28 @@ export function quantizeRows(values: Float32Array, rows: number, cols: number, b
   const scales = new Float32Array(rows * groups)
   const biases = new Float32Array(rows * groups)
   const nBins = (1 << bits) - 1
+  let bitPos = 0
+  let word = 0 // bits not yet stored, starting at bit (bitPos & ~31)
   for (let r = 0; r < rows; r++) {
-    let bitPos = r * wordsPerRow * 32
     for (let g = 0; g < groups; g++) {
       const start = r * cols + g * groupSize
       const {scale, bias} = groupParams(values, start, groupSize, bits)
       scales[r * groups + g] = scale
       biases[r * groups + g] = bias
       for (let i = start; i < start + groupSize; i++) {
-        let q = rint(f32(f32(values[i]! - bias) / scale))
+        // q = clip(rint(f32((w - bias) / scale)), 0, nBins), rint inlined (ties to even)
+        const x = f32(f32(values[i]! - bias) / scale)
+        let q = Math.floor(x)
+        const d = x - q
+        if (d > 0.5 || (d === 0.5 && (q & 1) === 1)) q += 1
         q = q < 0 ? 0 : q > nBins ? nBins : q
-        const word = bitPos >>> 5
         const shift = bitPos & 31
-        packed[word]! |= (q << shift) >>> 0
-        if (shift + bits > 32) packed[word + 1]! |= q >>> (32 - shift)
+        word |= q << shift
+        if (shift + bits >= 32) {
+          // The word is full: store it and keep the bits of q that spill into the next one.
+          packed[bitPos >>> 5] = word
+          word = shift + bits > 32 ? q >>> (32 - shift) : 0
+        }
         bitPos += bits
       }
     }
@@ -154,15 +162,17 @@ function blockRows(cols: number): number {
 async function sourceRows(source: TensorRecord, cols: number, r0: number, r1: number, dtype: FloatDType): Promise<Float32Array> {
   const size = dtypeSize(source.dtype)
   const values = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
-  if (dtype === 'F32') return values
+  if (dtype === 'F32' || source.dtype === dtype) return values
   return toFloat32(fromFloat32(values, dtype), dtype)
 }
 
 /**
  * The three tensors MLX stores for a quantized matrix: `<base>.weight` (U32 codes),
- * `<base>.scales` and `<base>.biases` (in `dtype`). Each is computed on demand, row block by row
- * block, from `source` (first rounded to `dtype`, as mlx-lm casts before quantizing). The last
- * block is cached, so reading scales right after biases costs no second pass.
+ * `<base>.scales` and `<base>.biases` (in `dtype`), computed on demand from `source` (first
+ * rounded to `dtype`, as mlx-lm casts before quantizing).
+ * - The codes are computed row block by row block (blocks aligned so chunked reads never redo one).
+ * - Scales and biases (1/groupSize of the elements) are computed once for the whole tensor by a
+ *   min/max pass when first asked for, shared by both records, and dropped once both were read.
  */
 export function quantizedRecords(source: TensorRecord, base: string, spec: QuantSpec, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord; biases: TensorRecord} {
   checkQuantParams(spec.bits, spec.groupSize)
@@ -173,36 +183,59 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const groups = cols / groupSize
   const wordsPerRow = (cols * bits) / 32
   const step = blockRows(cols)
-  let cache: {r0: number; r1: number; q: QuantizedRows} | undefined
-  const block = async (r0: number, r1: number): Promise<QuantizedRows> => {
-    if (cache && cache.r0 === r0 && cache.r1 === r1) return cache.q
-    const q = quantizeRows(await sourceRows(source, cols, r0, r1, dtype), r1 - r0, cols, bits, groupSize)
-    cache = {r0, r1, q}
-    return q
+
+  let cache: {r0: number; r1: number; packed: Uint32Array} | undefined
+  const packedBlock = async (r0: number, r1: number): Promise<Uint8Array> => {
+    if (!cache || cache.r0 !== r0 || cache.r1 !== r1) cache = {r0, r1, packed: quantizeRows(await sourceRows(source, cols, r0, r1, dtype), r1 - r0, cols, bits, groupSize).packed}
+    return new Uint8Array(cache.packed.buffer, cache.packed.byteOffset, cache.packed.byteLength)
   }
-  const record = (name: string, recordDtype: 'U32' | FloatDType, rowBytes: number, pick: (q: QuantizedRows) => Uint8Array): TensorRecord => {
-    const byteLength = rows * rowBytes
-    return {
-      name, dtype: recordDtype, shape: [rows, recordDtype === 'U32' ? wordsPerRow : groups], byteLength,
-      async read(start = 0, end = byteLength) {
-        const out = new Uint8Array(end - start)
-        // Blocks are aligned to multiples of `step` rows, so chunked reads hit the cache.
-        for (let r0 = Math.floor(start / rowBytes / step) * step; r0 * rowBytes < end; r0 += step) {
-          const r1 = Math.min(rows, r0 + step)
-          const bytes = pick(await block(r0, r1))
-          const from = Math.max(start, r0 * rowBytes)
-          const to = Math.min(end, r1 * rowBytes)
-          out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
-        }
-        return out
-      },
+
+  const paramBytes = rows * groups * dtypeSize(dtype)
+  let params: {scales: Uint8Array; biases: Uint8Array} | undefined
+  const served = {scales: 0, biases: 0}
+  const allParams = async () => {
+    if (params) return params
+    const scales = new Float32Array(rows * groups)
+    const biases = new Float32Array(rows * groups)
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const r1 = Math.min(rows, r0 + step)
+      const values = await sourceRows(source, cols, r0, r1, dtype)
+      for (let g = 0; g < (r1 - r0) * groups; g++) {
+        const p = groupParams(values, g * groupSize, groupSize, bits)
+        scales[r0 * groups + g] = p.scale
+        biases[r0 * groups + g] = p.bias
+      }
     }
+    params = {scales: fromFloat32(scales, dtype), biases: fromFloat32(biases, dtype)}
+    return params
   }
-  return {
-    weight: record(`${base}.weight`, 'U32', wordsPerRow * 4, (q) => new Uint8Array(q.packed.buffer, q.packed.byteOffset, q.packed.byteLength)),
-    scales: record(`${base}.scales`, dtype, groups * dtypeSize(dtype), (q) => fromFloat32(q.scales, dtype)),
-    biases: record(`${base}.biases`, dtype, groups * dtypeSize(dtype), (q) => fromFloat32(q.biases, dtype)),
+  const paramRecord = (part: 'scales' | 'biases'): TensorRecord => ({
+    name: `${base}.${part}`, dtype, shape: [rows, groups], byteLength: paramBytes,
+    async read(start = 0, end = paramBytes) {
+      const bytes = (await allParams())[part].slice(start, end)
+      served[part] += end - start
+      if (served.scales >= paramBytes && served.biases >= paramBytes) params = undefined
+      return bytes
+    },
+  })
+
+  const weightBytes = rows * wordsPerRow * 4
+  const rowBytes = wordsPerRow * 4
+  const weight: TensorRecord = {
+    name: `${base}.weight`, dtype: 'U32', shape: [rows, wordsPerRow], byteLength: weightBytes,
+    async read(start = 0, end = weightBytes) {
+      const out = new Uint8Array(end - start)
+      for (let r0 = Math.floor(start / rowBytes / step) * step; r0 * rowBytes < end; r0 += step) {
+        const r1 = Math.min(rows, r0 + step)
+        const bytes = await packedBlock(r0, r1)
+        const from = Math.max(start, r0 * rowBytes)
+        const to = Math.min(end, r1 * rowBytes)
+        out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
+      }
+      return out
+    },
   }
+  return {weight, scales: paramRecord('scales'), biases: paramRecord('biases')}
 }
 
 /**

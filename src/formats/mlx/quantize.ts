@@ -153,9 +153,12 @@ export interface QuantSpec {
   groupSize: number
 }
 
-/** Rows per block so that a block's f32 values stay near CHUNK_BYTES. */
+/** f32 bytes of one row block: a quarter of a streaming chunk keeps the transient buffers small (RSS target). */
+const BLOCK_BYTES = CHUNK_BYTES / 4
+
+/** Rows per block so that a block's f32 values stay near BLOCK_BYTES. */
 function blockRows(cols: number): number {
-  return Math.max(1, Math.floor(CHUNK_BYTES / (cols * 4)))
+  return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
 }
 
 /** Float rows [r0, r1) of `source`, rounded to `dtype`, as f32. */

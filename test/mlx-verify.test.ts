@@ -12,6 +12,7 @@ import {openCheckpoint} from '../src/formats/registry.js'
 import {openSafetensors} from '../src/formats/safetensors/read.js'
 import {FLOAT16_THRESHOLD, Q4_THRESHOLD, Q8_THRESHOLD, type AgreementThreshold} from '../src/formats/mlx/thresholds.js'
 import {type WriteOptions} from '../src/formats/types.js'
+import {compareLogits, type LogitMetrics} from '../src/verify/compare.js'
 import {runForward} from '../src/verify/engine/index.js'
 
 const FIXTURE = 'fixtures/tiny-hf'
@@ -28,39 +29,11 @@ async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
   }
 }
 
-export interface Agreement {
-  top1: number
-  meanKl: number
-}
+type Agreement = Pick<LogitMetrics, 'top1' | 'meanKl'>
 
-/** Top-1 agreement and mean KL(ref ‖ got) over positions of [T, V] logits. */
 function agreement(ref: Float32Array, got: Float32Array, vocab: number): Agreement {
-  const T = ref.length / vocab
-  let same = 0
-  let kl = 0
-  for (let t = 0; t < T; t++) {
-    const x = ref.subarray(t * vocab, (t + 1) * vocab)
-    const y = got.subarray(t * vocab, (t + 1) * vocab)
-    let ax = 0
-    let ay = 0
-    for (let i = 1; i < vocab; i++) {
-      if (x[i]! > x[ax]!) ax = i
-      if (y[i]! > y[ay]!) ay = i
-    }
-    if (ax === ay) same++
-    let zx = 0
-    let zy = 0
-    for (let i = 0; i < vocab; i++) {
-      zx += Math.exp(x[i]! - x[ax]!)
-      zy += Math.exp(y[i]! - y[ay]!)
-    }
-    for (let i = 0; i < vocab; i++) {
-      const lp = x[i]! - x[ax]! - Math.log(zx)
-      const lq = y[i]! - y[ay]! - Math.log(zy)
-      kl += Math.exp(lp) * (lp - lq)
-    }
-  }
-  return {top1: same / T, meanKl: kl / T}
+  const {top1, meanKl} = compareLogits(ref, got, ref.length / vocab, vocab)
+  return {top1, meanKl}
 }
 
 function passes(a: Agreement, t: AgreementThreshold): boolean {

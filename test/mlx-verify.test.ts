@@ -14,6 +14,7 @@ import {FLOAT16_THRESHOLD, Q4_THRESHOLD, Q8_THRESHOLD, type AgreementThreshold} 
 import {type WriteOptions} from '../src/formats/types.js'
 import {compareLogits, type LogitMetrics} from '../src/verify/compare.js'
 import {runForward} from '../src/verify/engine/index.js'
+import {verify} from '../src/verify/index.js'
 
 const FIXTURE = 'fixtures/tiny-hf'
 const V = 128
@@ -140,4 +141,29 @@ describe('MLX logit agreement on the tiny fixture (128 positions)', () => {
       expect(passes(a, bits === 8 ? Q8_THRESHOLD : Q4_THRESHOLD)).toBe(false)
     })
   }
+})
+
+describe('openelm verify (library) on MLX folders', () => {
+  for (const [name, options] of [
+    ['lib-f16', {dtype: 'F16'}],
+    ['lib-bf16', {dtype: 'BF16'}],
+    ['lib-q8', {dtype: 'F16', quantization: {bits: 8, groupSize: 64, mode: 'affine'}}],
+  ] as [string, WriteOptions][]) {
+    it(`${name}: passes against the source over the tiny model's 128 positions`, async () => {
+      const report = await verify(await toMlx(name, options), {against: FIXTURE, tokens: TOKENS})
+      expect(report.pass).toBe(true)
+      expect(report.path).toBe(name === 'lib-q8' ? 'quant8' : 'cast16')
+    })
+  }
+
+  it('a folder with scales and biases swapped fails verify', async () => {
+    const dir = await toMlx('lib-q8-swapped', {dtype: 'F16', quantization: {bits: 8, groupSize: 64, mode: 'affine'}})
+    await editSafetensors(dir, (header) => {
+      for (const key of Object.keys(header)) {
+        if (key.endsWith('.scales')) [header[key], header[key.replace(/\.scales$/, '.biases')]] = [header[key.replace(/\.scales$/, '.biases')], header[key]]
+      }
+    })
+    const report = await verify(dir, {against: FIXTURE, tokens: TOKENS})
+    expect(report.pass).toBe(false)
+  })
 })

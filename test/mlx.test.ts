@@ -295,3 +295,21 @@ describe('npz layout (numpy zip of .npy)', () => {
     expect(mlxFormat.name).toBe('mlx')
   })
 })
+
+describe('CLI', () => {
+  it('convert --to mlx --quantize 4 --json reports the quantization; a bad layout is a one-line usage error', () => {
+    const out = path.join(tmp, 'cli-q4')
+    const json = JSON.parse(execFileSync('./bin/dev.js', ['convert', FIXTURE, '--to', 'mlx', '--quantize', '4', '--group-size', '32', '--out', out, '--json'], {encoding: 'utf8'}))
+    expect(json.target.format).toBe('mlx')
+    expect(json.target.quantization).toEqual({bits: 4, groupSize: 32, mode: 'affine'})
+    let stderr = ''
+    let status = 0
+    try {
+      execFileSync('./bin/dev.js', ['convert', FIXTURE, '--to', 'mlx', '--layout', 'gguf', '--out', path.join(tmp, 'cli-bad')], {encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe']})
+    } catch (error) {
+      ;({stderr, status} = error as {stderr: string; status: number})
+    }
+    expect(status).toBe(2)
+    expect(stderr.trim()).toBe('Error: unknown MLX layout "gguf" (expected mlx-lm, corenet-mlx, npz)')
+  })
+})

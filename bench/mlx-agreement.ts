@@ -1,43 +1,52 @@
+/**
+ * Logit agreement of MLX conversions with their source (TS reference forward pass).
+ *   npx tsx bench/mlx-agreement.ts PRESET|tiny POSITIONS CASE...
+ * CASE is DTYPE[:BITS[:GROUP]], e.g. F16, BF16, F16:8:64, F16:4:32. `tiny` uses fixtures/tiny-hf,
+ * other presets a synth model (seed 7). Prints top-1 agreement, mean KL, max |Δlogit| per case.
+ */
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import {writeCheckpoint} from '../src/convert.js'
 import {openCheckpoint} from '../src/formats/registry.js'
-import {runForward} from '../src/verify/engine/index.js'
+import {type WriteOptions} from '../src/formats/types.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
-import {promises as fs} from 'node:fs'
-async function drain(g: any) { for (;;) { const r = await g.next(); if (r.done) return r.value } }
-function metrics(a: Float32Array, b: Float32Array, V: number) {
-  const T = a.length / V; let agree = 0, kl = 0, maxAbs = 0
-  for (let t = 0; t < T; t++) {
-    const x = a.subarray(t*V, t*V+V), y = b.subarray(t*V, t*V+V)
-    let ax = 0, ay = 0; for (let i = 0; i < V; i++) { if (x[i]! > x[ax]!) ax = i; if (y[i]! > y[ay]!) ay = i; maxAbs = Math.max(maxAbs, Math.abs(x[i]!-y[i]!)) }
-    if (ax === ay) agree++
-    let mx = -Infinity, my = -Infinity; for (let i = 0; i < V; i++) { mx = Math.max(mx, x[i]!); my = Math.max(my, y[i]!) }
-    let sx = 0, sy = 0; for (let i = 0; i < V; i++) { sx += Math.exp(x[i]!-mx); sy += Math.exp(y[i]!-my) }
-    const lx = Math.log(sx), ly = Math.log(sy); let k = 0
-    for (let i = 0; i < V; i++) { const lp = x[i]!-mx-lx, lq = y[i]!-my-ly; k += Math.exp(lp)*(lp-lq) }
-    kl += k
+import {parseFloatDType} from '../src/tensor/dtype.js'
+import {compareLogits} from '../src/verify/compare.js'
+import {runForward} from '../src/verify/engine/index.js'
+
+async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
+  for (;;) {
+    const r = await gen.next()
+    if (r.done) return r.value
   }
-  return {top1: agree/T, meanKl: kl/T, maxAbs}
 }
-const preset = process.argv[2]!; const T = Number(process.argv[3] ?? 32)
-const src = preset === 'tiny' ? await openCheckpoint('/work/wt/mlx/fixtures/tiny-hf') : synthCheckpoint(presetConfig(preset), {seed: 7})
+
+const [preset = 'tiny', positions = '32', ...cases] = process.argv.slice(2)
+const src = preset === 'tiny' ? await openCheckpoint('fixtures/tiny-hf') : synthCheckpoint(presetConfig(preset), {seed: 7})
 const V = src.config.vocab_size
-const tokens = Array.from({length: T}, (_, i) => (i * 7919 + 13) % V)
+const tokens = Array.from({length: Number(positions)}, (_, i) => (i * 7919 + 13) % V)
 let t0 = Date.now()
 const ref = await runForward(src, tokens)
-console.log('ref forward', (Date.now()-t0)/1000)
-const cases = process.argv.slice(4)
-for (const c of cases) {
-  const out = `/tmp/bench-mlx/agree-${preset}-${c}`
-  await fs.rm(out, {recursive: true, force: true})
-  const [dt, bits, gs] = c.split(':')
-  t0 = Date.now()
-  await drain(writeCheckpoint(src, 'mlx', out, {dtype: dt as any, ...(bits ? {quantization: {bits: Number(bits), groupSize: Number(gs ?? 64), mode: 'affine'}} : {})}))
-  const tw = (Date.now()-t0)/1000
-  const ck = await openCheckpoint(out)
-  t0 = Date.now()
-  const got = await runForward(ck, tokens)
-  console.log(preset, c, JSON.stringify(metrics(ref.logits, got.logits, V)), 'write', tw, 'fwd', (Date.now()-t0)/1000)
-  await ck.close()
-  await fs.rm(out, {recursive: true, force: true})
+console.log(`reference forward ${(Date.now() - t0) / 1000} s`)
+const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-mlx-agreement-'))
+try {
+  for (const c of cases) {
+    const [dtype, bits, group] = c.split(':')
+    const options: WriteOptions = {dtype: parseFloatDType(dtype!), ...(bits ? {quantization: {bits: Number(bits), groupSize: Number(group ?? 64), mode: 'affine'}} : {})}
+    const out = path.join(dir, c.replaceAll(':', '-'))
+    t0 = Date.now()
+    await drain(writeCheckpoint(src, 'mlx', out, options))
+    const written = (Date.now() - t0) / 1000
+    const ck = await openCheckpoint(out)
+    t0 = Date.now()
+    const got = await runForward(ck, tokens)
+    const m = compareLogits(ref.logits, got.logits, tokens.length, V)
+    console.log(`${preset} ${c}: top-1 ${m.top1.toFixed(4)}, mean KL ${m.meanKl.toExponential(3)}, max |Δ| ${m.maxAbs.toFixed(4)} (write ${written} s, forward ${(Date.now() - t0) / 1000} s)`)
+    await ck.close()
+    await fs.rm(out, {recursive: true, force: true})
+  }
+} finally {
+  await fs.rm(dir, {recursive: true, force: true})
 }

@@ -389,7 +389,8 @@ export async function openNpz(p: string): Promise<NpzFile> {
           if (inflated?.name !== entry.name) {
             let bytes: Uint8Array
             try {
-              bytes = inflateRawSync(await file.read(dataOffset, entry.compressedSize))
+              // Capped at the declared size: a member cannot inflate past what the directory promised.
+              bytes = inflateRawSync(await file.read(dataOffset, entry.compressedSize), {maxOutputLength: Math.max(1, entry.size)})
             } catch (error) {
               return fail('inflate', `member ${entry.name} does not inflate: ${(error as Error).message}`)
             }

@@ -18,10 +18,10 @@ export const Q8_THRESHOLD: AgreementThreshold = {minTop1: 0.99, maxMeanKl: 1e-3}
 
 /**
  * 4-bit (group 64 or 32). Measured: tiny fixture (128 positions) top-1 0.68–0.71, mean KL
- * 0.12–0.14; 270M-shape synth (32 positions) top-1 0.44, mean KL 0.25. Deliberately broken
- * quantization: MSB-first packing KL 3.1 / top-1 0.04, swapped scales and biases KL 54 / top-1 0.
- * The KL bound is twice the worst good value and six times below the best broken one; the top-1
- * floor is 3/4 of the lowest good value.
+ * 0.12–0.14; 270M-shape synth (32 / 64 positions) top-1 0.44, mean KL 0.25 / 0.30. Deliberately
+ * broken quantization: MSB-first packing KL 3.1 / top-1 0.04, swapped scales and biases KL 54 /
+ * top-1 0. The KL bound is 1.7× the worst good value and six times below the best broken one; the
+ * top-1 floor is 3/4 of the lowest good value.
  */
 export const Q4_THRESHOLD: AgreementThreshold = {minTop1: 0.33, maxMeanKl: 0.5}
 

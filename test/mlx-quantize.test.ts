@@ -51,6 +51,14 @@ describe('group parameters (MLX rule, fp32)', () => {
     expect(codes).toEqual(Array.from({length: G}, (_, i) => i % 16))
   })
 
+  it('codes round half to even: (w - bias) / scale = 2.5 → 2, 3.5 → 4', () => {
+    // scale 1/16, bias -1 as above (codes 0 and 15 fix the range); two elements sit exactly on ties.
+    const values = group((i) => (i === 0 ? -1 : i === 1 ? -1 + 15 / 16 : i === 2 ? -1 + 2.5 / 16 : i === 3 ? -1 + 3.5 / 16 : -1 + 8 / 16))
+    const {codes, scale, bias} = codesOf(values, 4)
+    expect([scale, bias]).toEqual([1 / 16, -1])
+    expect(codes.slice(0, 5)).toEqual([0, 15, 2, 4, 8])
+  })
+
   it('min-dominant group with both signs: zero is exact', () => {
     const values = group((i) => (i === 0 ? -2 : i === 1 ? 1 : i === 2 ? 0 : 0.5 * Math.sin(i)))
     const {codes, scale, bias} = codesOf(values, 4)

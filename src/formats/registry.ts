@@ -4,10 +4,12 @@
  */
 import {promises as fs} from 'node:fs'
 import {FormatError, IoError, UsageError} from '../errors.js'
+import {corenetFormat} from './corenet/index.js'
 import {hfFormat} from './hf/index.js'
 import {type Checkpoint, type FormatAdapter, type FormatName, type ReadOptions} from './types.js'
 
 export const ADAPTERS: FormatAdapter[] = [
+  corenetFormat,
   hfFormat,
 ]
 

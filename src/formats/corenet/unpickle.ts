@@ -177,6 +177,11 @@ class Unpickler {
     return items as PyValue[]
   }
 
+  private tupleItems(items: StackItem[]): PyValue[] {
+    for (const v of items) if (v instanceof Mark) this.fail('pickle.stack', `a mark used as a value at byte ${this.pos}`)
+    return items as PyValue[]
+  }
+
   private memoPut(index: number): void {
     if (this.memo.size >= MAX_MEMO && !this.memo.has(index)) this.fail('pickle.memo', `more than ${MAX_MEMO} memo entries`)
     this.memo.set(index, this.top())
@@ -335,7 +340,8 @@ class Unpickler {
         case 'EMPTY_DICT': this.push(new PyDict(false)); break
         case 'EMPTY_LIST': this.push([]); break
         case 'EMPTY_TUPLE': this.push(new PyTuple([])); break
-        case 'TUPLE': this.push(new PyTuple(this.values(this.popMark()))); break
+        // Tuples may hold a storage class: the persistent id of a storage is such a tuple.
+        case 'TUPLE': this.push(new PyTuple(this.tupleItems(this.popMark()))); break
         case 'TUPLE1': this.push(new PyTuple([this.popValue()])); break
         case 'TUPLE2': {
           const b = this.popValue()
@@ -519,6 +525,7 @@ function checkShape(root: PyValue, fail: (code: string, message: string) => neve
   type Frame = {v: object; kids: PyValue[]; i: number; size: number; depth: number}
   const frames: Frame[] = []
   const enter = (v: PyValue): void => {
+    if ((v as unknown) instanceof PyGlobal) fail('pickle.global', `global ${(v as unknown as PyGlobal).path} used as a value`)
     if (v === null || typeof v !== 'object' || v instanceof Uint8Array || v instanceof TorchTensor) return
     if (size.has(v)) return
     if (visiting.has(v)) fail('pickle.cycle', 'the pickle contains a container that refers to itself')
@@ -531,7 +538,8 @@ function checkShape(root: PyValue, fail: (code: string, message: string) => neve
     const f = frames[frames.length - 1]!
     if (f.i < f.kids.length) {
       const kid = f.kids[f.i++]!
-      if (kid !== null && typeof kid === 'object' && !(kid instanceof Uint8Array) && !(kid instanceof TorchTensor)) {
+      if ((kid as unknown) instanceof PyGlobal) enter(kid)
+      else if (kid !== null && typeof kid === 'object' && !(kid instanceof Uint8Array) && !(kid instanceof TorchTensor)) {
         if (size.has(kid)) {
           f.size += size.get(kid)!
           f.depth = Math.max(f.depth, depth.get(kid)! + 1)

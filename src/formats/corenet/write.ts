@@ -116,6 +116,9 @@ export async function* writeCorenet(source: Checkpoint, out: string, options: Wr
   const model = modelStateDict(records)
   let value: PyDict = model
   if (training) {
+    // nn.Module.state_dict()'s `_metadata` (per-module versions) goes along with the weights.
+    const original = raw.dict.get(raw.modelKey)
+    if (original instanceof PyDict) model.state = original.state
     value = new PyDict(raw.dict.ordered)
     for (const [k, v] of raw.dict.map) value.map.set(k, k === raw.modelKey ? model : v)
     value.state = raw.dict.state

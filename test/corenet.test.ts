@@ -1,0 +1,268 @@
+/**
+ * CoreNet `.pt`: every fixture made by real torch.save reads bit-exact; every file we write loads
+ * in real PyTorch bit-exact with dtypes, sharing and training state kept; CLI round trips.
+ */
+import {createHash} from 'node:crypto'
+import {execFileSync, spawnSync} from 'node:child_process'
+import {promises as fs, readFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {convert} from '../src/convert.js'
+import {openCheckpoint} from '../src/formats/registry.js'
+import {type CorenetRaw} from '../src/formats/corenet/read.js'
+import {type Checkpoint, type ProgressEvent} from '../src/formats/types.js'
+import {PyDict, TorchTensor} from '../src/formats/corenet/values.js'
+import {expectedTensors} from '../src/model/tensors.js'
+import {presetConfig} from '../src/model/presets.js'
+import {castRecord} from '../src/tensor/record.js'
+
+const repo = path.resolve(import.meta.dirname, '..')
+const fixtures = path.join(repo, 'fixtures', 'corenet')
+const tinyHf = path.join(repo, 'fixtures', 'tiny-hf')
+const expected = JSON.parse(readFileSync(path.join(fixtures, 'expected.json'), 'utf8')) as {
+  files: Record<string, {tensors: Record<string, {dtype: string; shape: number[]; sha256: string}>; ema?: Record<string, {sha256: string}>; iterations?: number; epoch?: number; best_metric?: number; optimizer?: {tensor_bytes: number}}>
+}
+const PY = '/usr/bin/python3'
+const LOADER = path.join(repo, 'test', 'python', 'corenet_load.py')
+const TORCH_DTYPES: Record<string, string> = {F32: 'float32', BF16: 'bfloat16', F16: 'float16'}
+
+interface Loaded {
+  kind: string
+  type?: string
+  tensors: Record<string, {dtype: string; shape: number[]; sha256: string; contiguous: boolean; storage: number; offset: number; stride: number[]}>
+  rest?: Record<string, unknown>
+  order: string[]
+  metadata?: unknown
+}
+
+function torchLoad(files: string[], unsafe = false): Loaded[] {
+  return JSON.parse(execFileSync(PY, [LOADER, ...(unsafe ? ['--unsafe'] : []), ...files], {encoding: 'utf8', maxBuffer: 64 * 1024 * 1024})) as Loaded[]
+}
+
+async function drain<T>(gen: AsyncGenerator<ProgressEvent, T>): Promise<T> {
+  for (;;) {
+    const next = await gen.next()
+    if (next.done) return next.value
+  }
+}
+
+async function digests(checkpoint: Checkpoint): Promise<Record<string, {dtype: string; shape: number[]; sha256: string}>> {
+  const out: Record<string, {dtype: string; shape: number[]; sha256: string}> = {}
+  for (const t of checkpoint.tensors) {
+    out[t.name] = {dtype: TORCH_DTYPES[t.dtype]!, shape: [...t.shape], sha256: createHash('sha256').update(await t.read()).digest('hex')}
+  }
+  return out
+}
+
+function strip(tensors: Record<string, {dtype: string; shape: number[]; sha256: string}>) {
+  return Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, {dtype: v.dtype, shape: v.shape, sha256: v.sha256}]))
+}
+
+let work: string
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-corenet-'))
+})
+afterAll(async () => {
+  await fs.rm(work, {recursive: true, force: true})
+})
+
+describe('reading torch.save fixtures', () => {
+  for (const file of ['state_dict_f32.pt', 'state_dict_bf16.pt', 'views.pt', 'module_prefix.pt', 'training_checkpoint.pt']) {
+    it(`reads ${file} bit-exact`, async () => {
+      const checkpoint = await openCheckpoint(path.join(fixtures, file))
+      try {
+        expect(checkpoint.format).toBe('corenet')
+        expect(await digests(checkpoint)).toEqual(strip(expected.files[file]!.tensors))
+        expect(checkpoint.config.vocab_size).toBe(160)
+        expect(checkpoint.config.num_query_heads).toEqual([4, 6, 6, 8])
+      } finally {
+        await checkpoint.close()
+      }
+    })
+  }
+
+  it('reads every view chunk by chunk the same as whole', async () => {
+    const checkpoint = await openCheckpoint(path.join(fixtures, 'views.pt'))
+    try {
+      const t = checkpoint.tensors.find((r) => r.name === 'layers.0.attn.qkv_proj.weight')!
+      const whole = await t.read()
+      const parts: Uint8Array[] = []
+      for (let s = 0; s < t.byteLength; s += 100) parts.push(await t.read(s, Math.min(t.byteLength, s + 100)))
+      expect(Buffer.concat(parts).equals(Buffer.from(whole))).toBe(true)
+      expect(checkpoint.extras.notes.join(' ')).not.toContain('module.')
+    } finally {
+      await checkpoint.close()
+    }
+  })
+
+  it('reads the training state: counters, optimizer size, EMA, scaler', async () => {
+    const e = expected.files['training_checkpoint.pt']!
+    const checkpoint = await openCheckpoint(path.join(fixtures, 'training_checkpoint.pt'))
+    try {
+      const training = checkpoint.extras.training!
+      expect(training).toMatchObject({iterations: e.iterations, epoch: e.epoch, bestMetric: e.best_metric, hasOptimizer: true, hasEma: true, hasGradientScaler: true})
+      expect(training.optimizerBytes).toBe(e.optimizer!.tensor_bytes)
+      expect(checkpoint.extras.info.layout).toBe('CoreNet training checkpoint')
+    } finally {
+      await checkpoint.close()
+    }
+    const ema = await openCheckpoint(path.join(fixtures, 'training_checkpoint.pt'), {ema: true})
+    try {
+      expect(Object.fromEntries(Object.entries(await digests(ema)).map(([k, v]) => [k, v.sha256]))).toEqual(Object.fromEntries(Object.entries(e.ema!).map(([k, v]) => [k, v.sha256])))
+    } finally {
+      await ema.close()
+    }
+  })
+
+  it('refuses --ema on a bare state dict', async () => {
+    await expect(openCheckpoint(path.join(fixtures, 'state_dict_f32.pt'), {ema: true})).rejects.toThrow(/has no ema_state_dict/)
+  })
+})
+
+describe('writing .pt files PyTorch loads', () => {
+  // All outputs are written first, then loaded by one Python process per mode (torch imports are slow).
+  const out = (name: string) => path.join(work, name)
+  const safe: Record<string, Loaded> = {}
+  const unsafe: Record<string, Loaded> = {}
+  const sourceDigests: Record<string, Record<string, unknown>> = {}
+  let sourceOrder: string[] = []
+
+  beforeAll(async () => {
+    const source = await openCheckpoint(tinyHf)
+    try {
+      sourceOrder = source.tensors.map((t) => t.name)
+      for (const dtype of ['F32', 'BF16', 'F16'] as const) {
+        await drain(convert(tinyHf, 'corenet', out(`w-${dtype}.pt`), {}, {dtype}))
+        sourceDigests[dtype] = {}
+        for (const t of source.tensors) {
+          sourceDigests[dtype][t.name] = {dtype: TORCH_DTYPES[dtype], shape: [...t.shape], sha256: createHash('sha256').update(await castRecord(t, dtype).read()).digest('hex')}
+        }
+      }
+    } finally {
+      await source.close()
+    }
+    await drain(convert(path.join(fixtures, 'views.pt'), 'corenet', out('views-copy.pt'), {}, {}))
+    await drain(convert(path.join(fixtures, 'training_checkpoint.pt'), 'corenet', out('train-copy.pt'), {}, {trainingCheckpoint: true}))
+    await drain(convert(path.join(fixtures, 'training_checkpoint.pt'), 'corenet', out('train-dir'), {}, {trainingCheckpoint: true, dtype: 'BF16'}))
+    await drain(convert(path.join(fixtures, 'training_checkpoint.pt'), 'corenet', out('bare-dir'), {}, {}))
+    const safeFiles = ['w-F32.pt', 'w-BF16.pt', 'w-F16.pt', 'views-copy.pt', 'bare-dir/checkpoint_last.pt'].map(out).concat(path.join(fixtures, 'views.pt'))
+    torchLoad(safeFiles).forEach((l, i) => (safe[path.basename(safeFiles[i]!)] = l))
+    const unsafeFiles = [out('train-copy.pt'), out('train-dir/training_checkpoint_last.pt'), path.join(fixtures, 'training_checkpoint.pt')]
+    torchLoad(unsafeFiles, true).forEach((l, i) => (unsafe[path.basename(unsafeFiles[i]!)] = l))
+  }, 120_000)
+
+  for (const dtype of ['F32', 'BF16', 'F16'] as const) {
+    it(`HF → .pt in ${dtype} loads with weights_only=True bit-exact, in canonical order`, () => {
+      const loaded = safe[`w-${dtype}.pt`]!
+      expect(loaded.kind).toBe('state_dict')
+      expect(loaded.type).toBe('OrderedDict')
+      expect(strip(loaded.tensors)).toEqual(sourceDigests[dtype])
+      expect(loaded.order).toEqual(expectedTensors(presetConfig('tiny')).map((e) => e.name))
+      expect([...loaded.order].sort()).toEqual([...sourceOrder].sort())
+    })
+  }
+
+  it('writes byte-identical files for the same input', async () => {
+    const a = path.join(work, 'det-a')
+    const b = path.join(work, 'det-b')
+    await drain(convert(tinyHf, 'corenet', a, {}, {dtype: 'BF16'}))
+    await drain(convert(tinyHf, 'corenet', b, {}, {dtype: 'BF16'}))
+    const [x, y] = [await fs.readFile(path.join(a, 'checkpoint_last.pt')), await fs.readFile(path.join(b, 'checkpoint_last.pt'))]
+    expect(x.byteLength).toBeGreaterThan(300_000)
+    expect(x.equals(y)).toBe(true)
+  })
+
+  it('.pt → .pt keeps views and shared storages of the source', () => {
+    const src = safe['views.pt']!
+    const dst = safe['views-copy.pt']!
+    expect(dst.tensors).toEqual(src.tensors)
+    // q_norm and k_norm share a storage, at offsets 0 and 8; the transposed matrix stays transposed.
+    expect(dst.tensors['layers.2.attn.q_norm.weight']!.storage).toBe(dst.tensors['layers.2.attn.k_norm.weight']!.storage)
+    expect(dst.tensors['layers.2.attn.k_norm.weight']!.offset).toBe(8)
+    expect(dst.tensors['layers.0.attn.qkv_proj.weight']!.contiguous).toBe(false)
+    expect(dst.tensors['token_embeddings.weight']!.offset).toBe(8 * 64)
+  })
+
+  it('.pt → .pt of a training checkpoint keeps optimizer state, counters and EMA (compared in PyTorch)', () => {
+    // torch 1.13's weights-only loader has no BINFLOAT; training dicts hold floats (lr, best_metric).
+    const a = unsafe['training_checkpoint.pt']!
+    const b = unsafe['train-copy.pt']!
+    expect(b.kind).toBe('training')
+    expect(b.rest).toEqual(a.rest)
+    expect(b.tensors).toEqual(a.tensors)
+    expect(b.metadata).toEqual(a.metadata)
+    expect(JSON.stringify(b.rest!.optim_state_dict)).toContain('exp_avg_sq')
+    expect(b.rest!.best_metric).toEqual({float: '2.5'})
+  })
+
+  it('--training-checkpoint into a folder writes training_checkpoint_last.pt; default writes checkpoint_last.pt', async () => {
+    expect(await fs.readdir(out('train-dir'))).toEqual(['training_checkpoint_last.pt'])
+    const loaded = unsafe['training_checkpoint_last.pt']!
+    expect(Object.values(loaded.tensors).every((t) => t.dtype === 'bfloat16')).toBe(true)
+    expect(loaded.rest!.iterations).toEqual({int: '1234'})
+    expect(loaded.rest!.optim_state_dict).toEqual(unsafe['training_checkpoint.pt']!.rest!.optim_state_dict)
+    expect(await fs.readdir(out('bare-dir'))).toEqual(['checkpoint_last.pt'])
+    expect(strip(safe['checkpoint_last.pt']!.tensors)).toEqual(strip(expected.files['training_checkpoint.pt']!.tensors))
+    const back = await openCheckpoint(out('bare-dir'))
+    try {
+      expect(back.extras.training).toBeUndefined()
+      expect(await digests(back)).toEqual(strip(expected.files['training_checkpoint.pt']!.tensors))
+    } finally {
+      await back.close()
+    }
+  })
+
+  it('keeps the raw training dict untouched in memory (model replaced only in the output)', async () => {
+    const checkpoint = await openCheckpoint(path.join(fixtures, 'training_checkpoint.pt'))
+    try {
+      const raw = checkpoint.extras.training!.raw as CorenetRaw
+      expect(raw.modelKey).toBe('model_state_dict')
+      const optim = raw.dict.get('optim_state_dict') as PyDict
+      const state = optim.get('state') as PyDict
+      const first = state.map.get(0n) as PyDict
+      expect(first.get('exp_avg')).toBeInstanceOf(TorchTensor)
+    } finally {
+      await checkpoint.close()
+    }
+  })
+})
+
+describe('CLI round trips', () => {
+  const cli = (args: string[]) => spawnSync(path.join(repo, 'bin', 'dev.js'), args, {cwd: repo, encoding: 'utf8', env: {...process.env, NODE_ENV: 'development'}})
+
+  it('convert X.pt --to hf --vocab-size 128 --json reports dropped rows, and back to .pt is bit-exact', async () => {
+    const hf = path.join(work, 'cli-hf')
+    const r = cli(['convert', path.join(fixtures, 'state_dict_f32.pt'), '--to', 'hf', '--vocab-size', '128', '--out', hf, '--json'])
+    expect(r.status, r.stderr).toBe(0)
+    const result = JSON.parse(r.stdout) as {vocab: {from: number; to: number; rowsDropped: number}; target: {format: string}}
+    expect(result.vocab).toMatchObject({from: 160, to: 128, rowsDropped: 32})
+    // The HF model equals the tiny fixture bit for bit (the fixture was made from it).
+    const a = await openCheckpoint(hf)
+    const b = await openCheckpoint(tinyHf)
+    try {
+      expect(await digests(a)).toEqual(await digests(b))
+    } finally {
+      await a.close()
+      await b.close()
+    }
+    const pt = path.join(work, 'cli-back.pt')
+    const back = cli(['convert', hf, '--to', 'corenet', '--vocab-size', '160', '--out', pt])
+    expect(back.status, back.stderr).toBe(0)
+    const [loaded] = torchLoad([pt])
+    const want = expected.files['state_dict_f32.pt']!.tensors
+    for (const [name, t] of Object.entries(loaded!.tensors)) {
+      if (name === 'token_embeddings.weight') {
+        expect(t.shape).toEqual([160, 64])
+        continue
+      }
+      expect(t.sha256).toBe(want[name]!.sha256)
+    }
+  })
+
+  it('inspect shows training counters, optimizer size, EMA and scaler', () => {
+    const r = cli(['inspect', path.join(fixtures, 'training_checkpoint.pt')])
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/iterations 1234, epoch 3, optimizer 1\.21 MiB, EMA yes, grad scaler yes/)
+  })
+})

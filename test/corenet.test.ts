@@ -266,3 +266,37 @@ describe('CLI round trips', () => {
     expect(r.stdout).toMatch(/iterations 1234, epoch 3, optimizer 1\.21 MiB, EMA yes, grad scaler yes/)
   })
 })
+
+describe('CoreNet padded vocabulary (32128 ↔ 32000)', () => {
+  it('drops the 128 padded rows to HF by default and reports them; --keep-padded-vocab keeps them; back pads with zeros', async () => {
+    const {synthCheckpoint} = await import('../src/model/synth.js')
+    const {writeCheckpoint} = await import('../src/convert.js')
+    const pt = path.join(work, 'v32128.pt')
+    const synth = synthCheckpoint(presetConfig('micro', {vocab_size: 32128}), {seed: 5, dtype: 'F32'})
+    const written = await drain(writeCheckpoint(synth, 'corenet', pt, {}))
+    expect(written.vocab).toBeUndefined()
+    const hf = path.join(work, 'v32000-hf')
+    const toHf = await drain(convert(pt, 'hf', hf, {}, {}))
+    expect(toHf.vocab).toEqual({from: 32128, to: 32000, rowsDropped: 128, rowsPadded: 0})
+    expect(toHf.notes.join('\n')).toMatch(/dropped 128 padded vocabulary rows/)
+    const kept = await drain(convert(pt, 'hf', path.join(work, 'v32128-hf'), {}, {keepPaddedVocab: true}))
+    expect(kept.vocab).toBeUndefined()
+    const back = path.join(work, 'v-back.pt')
+    const toPt = await drain(convert(hf, 'corenet', back, {}, {}))
+    expect(toPt.vocab).toEqual({from: 32000, to: 32128, rowsDropped: 0, rowsPadded: 128})
+    const a = await openCheckpoint(pt)
+    const b = await openCheckpoint(back)
+    try {
+      const ea = a.tensors[0]!
+      const eb = b.tensors[0]!
+      expect(eb.shape).toEqual([32128, 32])
+      const rowBytes = 32 * 4
+      expect(Buffer.from(await eb.read(0, 32000 * rowBytes)).equals(Buffer.from(await ea.read(0, 32000 * rowBytes)))).toBe(true)
+      expect((await eb.read(32000 * rowBytes)).every((x) => x === 0)).toBe(true)
+      for (let i = 1; i < a.tensors.length; i++) expect(Buffer.from(await b.tensors[i]!.read()).equals(Buffer.from(await a.tensors[i]!.read()))).toBe(true)
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  })
+})

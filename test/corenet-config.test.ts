@@ -128,7 +128,11 @@ describe('YAML subset', () => {
   })
 
   it('reads a CoreNet training config into the preset with its vocab and context', () => {
-    const config = configFromCorenetYaml(parseYaml(CORENET_YAML))
+    const parsed = parseYaml(CORENET_YAML) as Record<string, any>
+    expect(parsed.dataset.language_modeling.general_lm.train_data_info).toEqual([{file_name: '$RAW_DATA/pile/train/{0..49}.jsonl.gz', text_key: 'text', file_id_range: [0, 50]}])
+    expect(parsed.optim.adamw.eps).toBe(1e-8)
+    expect(parsed.stats.val).toEqual(['loss'])
+    const config = configFromCorenetYaml(parsed)
     expect(config).toEqual(presetConfig('270M', {vocab_size: 32128, max_context_length: 2048}))
   })
 

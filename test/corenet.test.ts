@@ -300,3 +300,26 @@ describe('CoreNet padded vocabulary (32128 ↔ 32000)', () => {
     }
   })
 })
+
+describe('archive layout mirrors torch.save', () => {
+  it('records, order and 64-byte alignment', async () => {
+    const {ZipReader} = await import('../src/formats/corenet/zip.js')
+    const dir = path.join(work, 'layout')
+    await drain(convert(path.join(fixtures, 'state_dict_bf16.pt'), 'corenet', dir, {}, {}))
+    const zip = await ZipReader.open(path.join(dir, 'checkpoint_last.pt'))
+    try {
+      const names = [...zip.entries.keys()]
+      const storageKeys = Array.from({length: 34}, (_, i) => String(i)).sort()
+      expect(names).toEqual(['checkpoint_last/data.pkl', 'checkpoint_last/byteorder', ...storageKeys.map((k) => `checkpoint_last/data/${k}`), 'checkpoint_last/version', 'checkpoint_last/.data/serialization_id'])
+      for (const e of zip.entries.values()) expect(e.dataOffset % 64, e.name).toBe(0)
+      expect(Buffer.from(await zip.read(zip.entry('checkpoint_last/byteorder'))).toString()).toBe('little')
+      expect(Buffer.from(await zip.read(zip.entry('checkpoint_last/version'))).toString()).toBe('3\n')
+      // Local headers as torch's miniz writes them: flags 0x0808, sizes in a data descriptor.
+      const head = await zip.file.read(0, 30)
+      expect(Buffer.from(head).readUInt16LE(6)).toBe(0x0808)
+      expect(Buffer.from(head).readUInt32LE(18)).toBe(0)
+    } finally {
+      await zip.close()
+    }
+  })
+})

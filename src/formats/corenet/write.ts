@@ -119,6 +119,7 @@ export async function* writeCorenet(source: Checkpoint, out: string, options: Wr
     // nn.Module.state_dict()'s `_metadata` (per-module versions) goes along with the weights.
     const original = raw.dict.get(raw.modelKey)
     if (original instanceof PyDict) model.state = original.state
+    if (records.some((r) => !SOURCE_TENSOR.has(r))) notes.push('the model weights were converted (dtype or vocabulary); optimizer, EMA and scaler state are kept as the source saved them')
     value = new PyDict(raw.dict.ordered)
     for (const [k, v] of raw.dict.map) value.map.set(k, k === raw.modelKey ? model : v)
     value.state = raw.dict.state

@@ -58,10 +58,12 @@ async function main(): Promise<void> {
     spawnSync('cat', [pt], {stdio: ['ignore', 'ignore', 'ignore']})
     const cp = timed('cp', ['cp', pt, path.join(work, 'copy.pt')])
     const ours = timed('openelm convert --to hf --dtype bf16', ['node', run, 'convert', pt, '--to', 'hf', '--dtype', 'bf16', '--out', path.join(work, 'hf')])
+    const same = timed('openelm convert --to hf (f32, no cast)', ['node', run, 'convert', pt, '--to', 'hf', '--out', path.join(work, 'hf32')])
+    await fs.rm(path.join(work, 'hf32'), {recursive: true, force: true})
     const py = timed('python: torch.load → bf16 → torch.save', ['/usr/bin/python3', '-c', PYTHON_WAY, pt, path.join(work, 'python.pt')])
-    const rows = [cp, ours, py]
+    const rows = [cp, ours, same, py]
     const gib = (size / 2 ** 30).toFixed(2)
-    console.log(`\n${preset} ${dtype} .pt, ${gib} GiB (synth took ${made.seconds.toFixed(1)} s), ${os.cpus().length} CPUs, node ${process.version}\n`)
+    console.log(`\n${preset} ${dtype} .pt, ${gib} GiB (synth took ${made.seconds.toFixed(1)} s), ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}, node ${process.version}\n`)
     console.log('| command | wall s | × cp | peak RSS MB |')
     console.log('|---|---:|---:|---:|')
     for (const r of rows) console.log(`| ${r.label} | ${r.seconds.toFixed(2)} | ${(r.seconds / cp.seconds).toFixed(2)} | ${r.maxRssMb.toFixed(0)} |`)

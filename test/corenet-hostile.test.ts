@@ -224,3 +224,12 @@ describe('broken ZIP containers', () => {
     expect(existsSync(marker)).toBe(false)
   })
 })
+
+describe('other torch files', () => {
+  it('a legacy (non-ZIP) torch.save file is named as such', async () => {
+    const file = path.join(work, 'legacy.pt')
+    execFileSync('/usr/bin/python3', ['-c', 'import sys, torch; torch.save({"a": torch.ones(2)}, sys.argv[1], _use_new_zipfile_serialization=False)', file])
+    const e = await refusal(file)
+    expect(e.code).toBe('corenet.legacy_format')
+  })
+})

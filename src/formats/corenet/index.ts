@@ -24,14 +24,16 @@ async function head(p: string): Promise<Uint8Array | undefined> {
 /** A ZIP with exactly an `<archive>/data.pkl`: a torch.save file. */
 async function isTorchZip(p: string): Promise<boolean> {
   const bytes = await head(p)
-  if (!bytes || !isZipMagic(bytes)) return false
+  if (!bytes) return false
+  // A `.pt` that is not a ZIP (legacy torch format, truncated) belongs here too: read() says what is wrong.
+  if (!isZipMagic(bytes)) return p.endsWith('.pt') || p.endsWith('.pth')
   let zip: ZipReader | undefined
   try {
     zip = await ZipReader.open(p)
     return [...zip.entries.keys()].some((n) => /^[^/]+\/data\.pkl$/.test(n))
   } catch {
     // A `.pt` that is a broken ZIP still belongs to this reader, which reports what is wrong.
-    return p.endsWith('.pt')
+    return p.endsWith('.pt') || p.endsWith('.pth')
   } finally {
     await zip?.close()
   }

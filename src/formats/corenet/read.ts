@@ -12,10 +12,9 @@ import {dtypeSize} from '../../tensor/dtype.js'
 import {numel, type TensorRecord} from '../../tensor/record.js'
 import {dominantDType, findTokenizerFiles, resolveConfig} from '../common.js'
 import {type Checkpoint, type ReadOptions, type TrainingState} from '../types.js'
-import {unpickle} from './unpickle.js'
+import {children, unpickle} from './unpickle.js'
 import {PyDict, type PyValue, type TorchStorage, TorchTensor} from './values.js'
 import {type ZipEntry, ZipReader} from './zip.js'
-import {children} from './unpickle.js'
 
 /** Keys of a CoreNet training checkpoint (corenet/utils/checkpoint_utils.py). */
 export const TRAINING_KEYS = {
@@ -62,6 +61,19 @@ export interface OpenedArchive {
 
 /** Open a torch ZIP archive and unpickle its data.pkl; storages get their archive records attached. */
 export async function openTorchArchive(p: string): Promise<OpenedArchive> {
+  const head = await fs.open(p, 'r').then(async (h) => {
+    try {
+      const b = Buffer.alloc(2)
+      await h.read(b, 0, 2, 0)
+      return b
+    } finally {
+      await h.close()
+    }
+  }, () => undefined)
+  // torch.save(..., _use_new_zipfile_serialization=False) writes bare pickles (magic number first).
+  if (head && head[0] === 0x80 && head[1]! <= 5) {
+    throw new FormatError('corenet.legacy_format', `${p} uses torch's legacy (pre-1.6, non-ZIP) serialization, which is not supported: re-save it with torch.save defaults`, {path: p})
+  }
   const zip = await ZipReader.open(p)
   try {
     const pkls = [...zip.entries.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n))

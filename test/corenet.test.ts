@@ -323,3 +323,21 @@ describe('archive layout mirrors torch.save', () => {
     }
   })
 })
+
+describe('pickler: any torch.save dict of tensors and plain values', () => {
+  it('re-pickles a dict with every value kind, views and shared storages, equal in PyTorch', async () => {
+    const {openTorchArchive} = await import('../src/formats/corenet/read.js')
+    const {planTorchSave, writeTorchArchive} = await import('../src/formats/corenet/write.js')
+    const script = path.join(repo, 'test', 'python', 'corenet_generic.py')
+    const src = path.join(work, 'generic.pt')
+    const dst = path.join(work, 'generic-copy.pt')
+    execFileSync(PY, [script, 'make', src])
+    const archive = await openTorchArchive(src)
+    try {
+      await drain(writeTorchArchive(dst, 'generic-copy', planTorchSave(archive.value)))
+    } finally {
+      await archive.zip.close()
+    }
+    expect(execFileSync(PY, [script, 'compare', src, dst], {encoding: 'utf8'}).trim()).toBe('same')
+  })
+})

@@ -335,6 +335,19 @@ describe('pickler: any torch.save dict of tensors and plain values', () => {
     const archive = await openTorchArchive(src)
     try {
       await drain(writeTorchArchive(dst, 'generic-copy', planTorchSave(archive.value)))
+      // Every view (transposed, strided, permuted; 1-, 2-, 4- and 8-byte elements) reads as its contiguous bytes.
+      const {tensorRecord} = await import('../src/formats/corenet/read.js')
+      const want = JSON.parse(execFileSync(PY, [script, 'digests', src], {encoding: 'utf8'})) as Record<string, string>
+      const sd = (archive.value as PyDict).get('sd') as PyDict
+      const got: Record<string, string> = {}
+      for (const [k, v] of sd.map) {
+        const record = tensorRecord(String(k), v as TorchTensor)
+        const parts: Uint8Array[] = []
+        for (let s = 0; s < record.byteLength; s += 24) parts.push(await record.read(s, Math.min(record.byteLength, s + 24)))
+        got[String(k)] = createHash('sha256').update(Buffer.concat(parts)).digest('hex')
+      }
+      expect(got).toEqual(want)
+      expect(Object.keys(got)).toContain('f64_3d')
     } finally {
       await archive.zip.close()
     }

@@ -24,6 +24,10 @@ def make(path):
     sd['param'] = torch.nn.Parameter(torch.ones(2, 2))
     sd['frozen'] = torch.nn.Parameter(torch.ones(3), requires_grad=False)
     sd['bool'] = torch.tensor([True, False])
+    sd['bf16_t'] = torch.arange(12, dtype=torch.float32).reshape(3, 4).to(torch.bfloat16).t()
+    sd['i64_t'] = torch.arange(12).reshape(2, 6)[:, 1::2].t()
+    sd['u8_t'] = torch.arange(20, dtype=torch.uint8).reshape(4, 5).t()[1:, ::2]
+    sd['f64_3d'] = torch.randn(3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).permute(2, 0, 1)
     sd._metadata = collections.OrderedDict([('', {'version': 1}), ('layer', {'version': 2})])
     obj = {
         'sd': sd,
@@ -72,6 +76,11 @@ def same(a, b, where='root'):
 def main():
     if sys.argv[1] == 'make':
         make(sys.argv[2])
+        return
+    if sys.argv[1] == 'digests':
+        import hashlib, json
+        sd = torch.load(sys.argv[2])['sd']
+        print(json.dumps({k: hashlib.sha256(v.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest() for k, v in sd.items()}))
         return
     a = torch.load(sys.argv[2])
     b = torch.load(sys.argv[3])

@@ -140,6 +140,14 @@ export function tensorRecord(name: string, t: TorchTensor): TensorRecord {
 
 /** Copy elements [first, last) (row-major order of `shape`) of a strided view into `out`. */
 function gather(span: Uint8Array, shape: readonly number[], stride: readonly number[], base: number, size: number, first: number, last: number, out: Uint8Array): void {
+  // Element copies through typed arrays of the element's width (8-byte elements as two words, so
+  // NaN payloads are never touched by a float conversion).
+  const words = size === 8 ? 2 : 1
+  const unit = size === 8 ? 4 : size
+  const aligned = span.byteOffset % unit === 0 ? span : span.slice()
+  const make = (b: Uint8Array) => unit === 4 ? new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4) : unit === 2 ? new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2) : b
+  const src = make(aligned)
+  const dst = make(out)
   const rank = shape.length
   const index = new Array<number>(rank).fill(0)
   let rem = first
@@ -147,15 +155,30 @@ function gather(span: Uint8Array, shape: readonly number[], stride: readonly num
     index[i] = rem % shape[i]!
     rem = Math.floor(rem / shape[i]!)
   }
-  let src = base
-  for (let i = 0; i < rank; i++) src += index[i]! * stride[i]!
-  for (let e = first, o = 0; e < last; e++, o += size) {
-    out.set(span.subarray(src * size, src * size + size), o)
-    for (let i = rank - 1; i >= 0; i--) {
+  let at = base
+  for (let i = 0; i < rank; i++) at += index[i]! * stride[i]!
+  const inner = rank - 1
+  const innerStride = rank ? stride[inner]! : 0
+  const innerSize = rank ? shape[inner]! : 1
+  for (let e = first, o = 0; e < last; e++) {
+    if (words === 1) dst[o++] = src[at]!
+    else {
+      dst[o++] = src[at * 2]!
+      dst[o++] = src[at * 2 + 1]!
+    }
+    if (rank === 0) break
+    // Advance the multi-index; the innermost dimension is the hot path.
+    if (++index[inner]! < innerSize) {
+      at += innerStride
+      continue
+    }
+    at -= (innerSize - 1) * innerStride
+    index[inner] = 0
+    for (let i = inner - 1; i >= 0; i--) {
       index[i]!++
-      src += stride[i]!
+      at += stride[i]!
       if (index[i]! < shape[i]!) break
-      src -= index[i]! * stride[i]!
+      at -= index[i]! * stride[i]!
       index[i] = 0
     }
   }

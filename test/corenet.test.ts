@@ -115,6 +115,21 @@ describe('reading torch.save fixtures', () => {
     }
   })
 
+  it('decodes numpy scalars (a metric saved as np.float64) without constructing anything', async () => {
+    const file = path.join(work, 'numpy-metric.pt')
+    execFileSync(PY, ['-c', `
+import sys, torch, numpy as np
+sd = torch.load(sys.argv[1], weights_only=True)
+torch.save({'iterations': np.int64(7), 'epoch': 2, 'model_state_dict': sd, 'best_metric': np.float64(2.25)}, sys.argv[2])
+`, path.join(fixtures, 'state_dict_f32.pt'), file])
+    const checkpoint = await openCheckpoint(file)
+    try {
+      expect(checkpoint.extras.training).toMatchObject({iterations: 7, epoch: 2, bestMetric: 2.25, hasOptimizer: false, optimizerBytes: 0})
+    } finally {
+      await checkpoint.close()
+    }
+  })
+
   it('refuses --ema on a bare state dict', async () => {
     await expect(openCheckpoint(path.join(fixtures, 'state_dict_f32.pt'), {ema: true})).rejects.toThrow(/has no ema_state_dict/)
   })

@@ -6,6 +6,7 @@
  * Limits bound time and memory against pickle bombs.
  */
 import {FormatError} from '../../errors.js'
+import {f16BitsToF32} from '../../tensor/dtype.js'
 import {PyDict, PyTuple, type PyValue, STORAGE_DTYPES, type TorchStorage, TorchTensor} from './values.js'
 
 /** data.pkl of a 3B model with optimizer state is well under a megabyte; this is far past any real one. */
@@ -31,11 +32,37 @@ const ALLOWED_GLOBALS = new Set([
   'torch._utils._rebuild_parameter_with_state',
   'torch.Size',
   '_codecs.encode',
+  // numpy scalars (a float metric saved as np.float64): decoded to plain numbers, never constructed.
+  'numpy.core.multiarray.scalar',
+  'numpy._core.multiarray.scalar',
+  'numpy.dtype',
   ...Object.keys(STORAGE_DTYPES).map((s) => `torch.${s}`),
 ])
 
 class PyGlobal {
   constructor(readonly path: string) {}
+}
+
+/** A numpy dtype named by a pickle (only used to decode a numpy scalar's bytes). */
+class NumpyDType {
+  order = '<'
+  constructor(readonly code: string) {}
+}
+
+/** numpy dtype codes a scalar may use, and how to decode their bytes. */
+const NUMPY_SCALARS: Record<string, (v: DataView, le: boolean) => PyValue> = {
+  f2: (v, le) => f16BitsToF32(v.getUint16(0, le)),
+  f4: (v, le) => v.getFloat32(0, le),
+  f8: (v, le) => v.getFloat64(0, le),
+  i1: (v) => BigInt(v.getInt8(0)),
+  i2: (v, le) => BigInt(v.getInt16(0, le)),
+  i4: (v, le) => BigInt(v.getInt32(0, le)),
+  i8: (v, le) => v.getBigInt64(0, le),
+  u1: (v) => BigInt(v.getUint8(0)),
+  u2: (v, le) => BigInt(v.getUint16(0, le)),
+  u4: (v, le) => BigInt(v.getUint32(0, le)),
+  u8: (v, le) => v.getBigUint64(0, le),
+  b1: (v) => v.getUint8(0) !== 0,
 }
 
 class Mark {}
@@ -245,6 +272,18 @@ class Unpickler {
       }
       case 'torch._utils._rebuild_tensor_v2':
         return this.rebuildTensor(a)
+      case 'numpy.dtype': {
+        if (typeof a[0] !== 'string' || !NUMPY_SCALARS[a[0]]) this.fail('pickle.numpy', `numpy dtype ${JSON.stringify(a[0])} is not a scalar type this reader decodes`)
+        return new NumpyDType(a[0]) as unknown as PyValue
+      }
+      case 'numpy.core.multiarray.scalar':
+      case 'numpy._core.multiarray.scalar': {
+        const [dtype, data] = a as unknown[]
+        if (!(dtype instanceof NumpyDType) || !(data instanceof Uint8Array)) this.fail('pickle.numpy', 'numpy scalar needs (dtype, bytes)')
+        const width = Number(dtype.code.slice(1))
+        if (data.byteLength !== width) this.fail('pickle.numpy', `numpy ${dtype.code} scalar with ${data.byteLength} bytes`)
+        return NUMPY_SCALARS[dtype.code]!(new DataView(data.buffer, data.byteOffset, data.byteLength), dtype.order !== '>')
+      }
       case 'torch._utils._rebuild_parameter':
       case 'torch._utils._rebuild_parameter_with_state': {
         const t = a[0]
@@ -464,7 +503,12 @@ class Unpickler {
           const state = this.popValue()
           const target = this.top()
           if (target instanceof PyDict && target.ordered) target.state = state
-          else if (target instanceof TorchTensor) {
+          else if ((target as unknown) instanceof NumpyDType) {
+            // numpy dtype state: (version, byteorder, subarray, names, fields, elsize, alignment, flags)
+            const order = state instanceof PyTuple ? state.items[1] : undefined
+            if (typeof order !== 'string' || !['<', '>', '|', '='].includes(order)) this.fail('pickle.numpy', 'numpy dtype state without a byte order')
+            ;(target as unknown as NumpyDType).order = order
+          } else if (target instanceof TorchTensor) {
             // Parameter/tensor python attributes: torch's weights-only loader accepts them; nothing to keep.
           } else this.fail('pickle.build', `BUILD on a ${describe(target)} is not allowed`)
           break

@@ -125,7 +125,7 @@ export async function* writeCorenet(source: Checkpoint, out: string, options: Wr
     value.state = raw.dict.state
   }
   const plan = planTorchSave(value)
-  const single = out.endsWith('.pt')
+  const single = /\.(pt|pth)$/.test(out)
   const fileName = single ? path.basename(out) : training ? TRAINING_FILE : STATE_DICT_FILE
   const archive = fileName.replace(/\.[^.]*$/, '') || 'archive'
   if (single) {

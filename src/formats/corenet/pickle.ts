@@ -239,7 +239,9 @@ class Pickler {
     else if (v instanceof Uint8Array) throw new FormatError('pickle.bytes', 'bytes values cannot be written in a weights-only checkpoint')
     else if (v instanceof TorchTensor) this.tensor(v, depth)
     else if (v instanceof PyTuple) this.tuple(v.items, depth)
-    else if (Array.isArray(v)) {
+    else if ((Array.isArray(v) || v instanceof PyDict) && this.get(v)) {
+      // the same list/dict object again: a memo reference, as pickle writes it
+    } else if (Array.isArray(v)) {
       this.out.byte(EMPTY_LIST)
       this.put(v)
       this.batched(v, (item) => this.save(item, depth + 1), APPENDS)

@@ -286,7 +286,7 @@ describe('CoreNet padded vocabulary (32128 ↔ 32000)', () => {
   it('drops the 128 padded rows to HF by default and reports them; --keep-padded-vocab keeps them; back pads with zeros', async () => {
     const {synthCheckpoint} = await import('../src/model/synth.js')
     const {writeCheckpoint} = await import('../src/convert.js')
-    const pt = path.join(work, 'v32128.pt')
+    const pt = path.join(work, 'v32128-pt')
     const synth = synthCheckpoint(presetConfig('micro', {vocab_size: 32128}), {seed: 5, dtype: 'F32'})
     const written = await drain(writeCheckpoint(synth, 'corenet', pt, {}))
     expect(written.vocab).toBeUndefined()
@@ -296,7 +296,22 @@ describe('CoreNet padded vocabulary (32128 ↔ 32000)', () => {
     expect(toHf.notes.join('\n')).toMatch(/dropped 128 padded vocabulary rows/)
     const kept = await drain(convert(pt, 'hf', path.join(work, 'v32128-hf'), {}, {keepPaddedVocab: true}))
     expect(kept.vocab).toBeUndefined()
-    const back = path.join(work, 'v-back.pt')
+    // Kept rows come back exactly: .pt → HF (32128 rows) → .pt gives the same tensors bit for bit.
+    const keptBack = path.join(work, 'v-kept-back')
+    const again = await drain(convert(path.join(work, 'v32128-hf'), 'corenet', keptBack, {}, {}))
+    expect(again.vocab).toBeUndefined()
+    const original = await fs.readFile(path.join(pt, 'checkpoint_last.pt'))
+    expect(original.equals(await fs.readFile(path.join(keptBack, 'checkpoint_last.pt')))).toBe(true)
+    const a0 = await openCheckpoint(pt)
+    const b0 = await openCheckpoint(keptBack)
+    try {
+      for (let i = 0; i < a0.tensors.length; i++) expect(Buffer.from(await b0.tensors[i]!.read()).equals(Buffer.from(await a0.tensors[i]!.read()))).toBe(true)
+      expect(b0.config.vocab_size).toBe(32128)
+    } finally {
+      await a0.close()
+      await b0.close()
+    }
+    const back = path.join(work, 'v-back')
     const toPt = await drain(convert(hf, 'corenet', back, {}, {}))
     expect(toPt.vocab).toEqual({from: 32000, to: 32128, rowsDropped: 0, rowsPadded: 128})
     const a = await openCheckpoint(pt)

@@ -4,11 +4,13 @@
  */
 import {promises as fs} from 'node:fs'
 import {FormatError, IoError, UsageError} from '../errors.js'
+import {ggufFormat} from './gguf/index.js'
 import {hfFormat} from './hf/index.js'
 import {type Checkpoint, type FormatAdapter, type FormatName, type ReadOptions} from './types.js'
 
 export const ADAPTERS: FormatAdapter[] = [
   hfFormat,
+  ggufFormat,
 ]
 
 export function adapterFor(name: string): FormatAdapter {

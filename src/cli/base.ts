@@ -69,7 +69,8 @@ export abstract class BaseCommand extends Command {
     if (error instanceof Errors.ExitError) throw error
     // oclif's own parse errors (unknown flag, missing arg) are already one line.
     if (error.oclif?.exit !== undefined || error instanceof Errors.CLIError) {
-      this.logToStderr(`Error: ${error.message.split('\n')[0]}`)
+      const lines = error.message.split('\n').map((l) => l.trim()).filter((l) => l && !/^The following errors? occurred:?$/.test(l) && !/^See more help with/.test(l))
+      this.logToStderr(`Error: ${lines.join('; ')} (see ${this.config.bin} ${this.id ?? ''} --help)`.replace(/ +\(see/, ' (see').replace(/  +/g, ' '))
       this.exit(2)
     }
     const code = (error as NodeJS.ErrnoException).code

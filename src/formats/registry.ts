@@ -25,10 +25,10 @@ export async function detectFormat(p: string): Promise<FormatAdapter> {
   try {
     await fs.stat(p)
   } catch {
-    throw new IoError('path.missing', `${p} does not exist`, {path: p})
+    throw new IoError('path.missing', `${p} does not exist: check the path (a model folder, or a .pt/.safetensors/.gguf file)`, {path: p})
   }
   for (const adapter of ADAPTERS) if (await adapter.detect(p)) return adapter
-  throw new FormatError('format.unrecognised', `${p} is not a model this tool recognises (expected ${ADAPTERS.map((a) => a.name).join(', ')})`, {path: p})
+  throw new FormatError('format.unrecognised', `${p} is not an OpenELM model in a layout this tool recognises (${ADAPTERS.map((a) => a.name).join(', ')}); pass --format to force one`, {path: p})
 }
 
 /** Open any supported checkpoint, optionally forcing its format. */

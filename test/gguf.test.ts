@@ -387,7 +387,7 @@ describe('malformed GGUF files', () => {
     ['misaligned offset', {offset: 4n}, 'gguf.misaligned', /not a multiple of the alignment 32/],
     ['data past the end', {dims: [16n]}, 'gguf.out_of_bounds', /runs past the end of the data section/],
     ['alignment not a power of two', {alignment: 24}, 'gguf.alignment', /power of two/],
-    ['truncated header', {truncateTo: 20}, 'gguf.truncated', /runs past the end of the file/],
+    ['truncated header', {truncateTo: 12}, 'gguf.truncated', /runs past the end of the file/],
     ['truncated data', {truncateTo: 100}, 'gguf.out_of_bounds', /runs past the end/],
   ]
   for (const [label, edit, code, message] of cases) {

@@ -77,6 +77,27 @@ describe('llama.cpp runs our GGUF files', () => {
     expect(m.greedyB).toEqual(m.greedyA)
   })
 
+  it('Q8_0: llama.cpp runs the same weights our reader dequantizes (F32 copy agrees to f32 rounding)', async () => {
+    const q8 = path.join(work, 'tiny-q8_0.gguf')
+    const asF32 = path.join(work, 'tiny-q8_0-as-f32.gguf')
+    await drain(convert(q8, 'gguf', asF32, {}, {dtype: 'F32'}))
+    const q = await openCheckpoint(q8)
+    const f = await openCheckpoint(asF32)
+    const engine = await runForward(q, PROMPT)
+    const onQ8 = await llamacppBackend.run({path: q8, checkpoint: q}, PROMPT, {})
+    const onF32 = await llamacppBackend.run({path: asF32, checkpoint: f}, PROMPT, {})
+    await q.close()
+    await f.close()
+    // Same weights in F32: llama.cpp and the engine agree closely.
+    const exact = compareLogits(engine.logits, onF32.logits, 128)
+    expect(exact.meanKl).toBeLessThan(1e-5)
+    expect(exact.maxAbs).toBeLessThan(0.02)
+    // The Q8_0 file: what is left is llama.cpp rounding activations to Q8_0 in its matmuls.
+    const runtime = compareLogits(engine.logits, onQ8.logits, 128)
+    expect(runtime.greedyB).toEqual(runtime.greedyA)
+    expect(runtime.meanKl).toBeLessThan(1e-3)
+  })
+
   it('loads a file with the placeholder vocabulary (no tokenizer next to the source)', async () => {
     const out = path.join(work, 'placeholder.gguf')
     await drain(convert(path.join(repo, 'fixtures/tiny-hf'), 'gguf', out, {}, {dtype: 'F32'}))

@@ -34,7 +34,7 @@ class NeedMoreBytes extends Error {}
 class Cursor {
   pos = 0
   private readonly view: DataView
-  constructor(private readonly bytes: Uint8Array, private readonly fileSize: number, private readonly file: string) {
+  constructor(private readonly bytes: Uint8Array, private readonly fileSize: number, readonly file: string) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   }
 
@@ -109,7 +109,7 @@ function readScalar(c: Cursor, type: GgufValueTypeName, what: string): GgufScala
     case 'BOOL': {
       const at = c.pos
       const b = c.u8(what)
-      if (b > 1) throw new FormatError('gguf.bool', `${what} at offset ${at} is a BOOL with value ${b} (expected 0 or 1)`, {field: what})
+      if (b > 1) throw new FormatError('gguf.bool', `${c.file}: ${what} at offset ${at} is a BOOL with value ${b} (expected 0 or 1)`, {path: c.file, field: what})
       return b === 1
     }
     case 'ARRAY': throw new Error('unreachable: arrays are read by readValue')

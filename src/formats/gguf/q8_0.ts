@@ -21,16 +21,22 @@ export function quantizeQ8_0(values: Float32Array): Uint8Array {
   if (values.length % Q8_0_BLOCK !== 0) throw new RangeError(`Q8_0 needs a multiple of ${Q8_0_BLOCK} values, got ${values.length}`)
   const blocks = values.length / Q8_0_BLOCK
   const out = new Uint8Array(blocks * Q8_0_BLOCK_BYTES)
-  const view = new DataView(out.buffer)
+  const quants = new Int8Array(out.buffer)
   for (let b = 0; b < blocks; b++) {
     const base = b * Q8_0_BLOCK
     let amax = 0
-    for (let j = 0; j < Q8_0_BLOCK; j++) amax = Math.max(amax, Math.abs(values[base + j]!))
+    for (let j = 0; j < Q8_0_BLOCK; j++) {
+      const v = values[base + j]!
+      const a = v < 0 ? -v : v
+      if (a > amax) amax = a
+    }
     const d = f(amax / 127)
     const id = d !== 0 ? f(1 / d) : 0
     const o = b * Q8_0_BLOCK_BYTES
-    view.setUint16(o, f32ToF16Bits(d), true)
-    for (let j = 0; j < Q8_0_BLOCK; j++) view.setInt8(o + 2 + j, roundf(f(values[base + j]! * id)))
+    const bits = f32ToF16Bits(d)
+    out[o] = bits & 0xff
+    out[o + 1] = bits >>> 8
+    for (let j = 0; j < Q8_0_BLOCK; j++) quants[o + 2 + j] = roundf(f(values[base + j]! * id))
   }
   return out
 }

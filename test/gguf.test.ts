@@ -244,6 +244,21 @@ describe('writer and reader', () => {
     await original.close()
   })
 
+  it('q8_0 GGUF → GGUF without --dtype stays Q8_0 with the same blocks', async () => {
+    const first = path.join(work, 'q8dir', 'model-q8_0.gguf')
+    const second = path.join(work, 'q8-again.gguf')
+    await drain(convert(first, 'gguf', second, {}, {}))
+    const a = await openGguf(first)
+    const b = await openGguf(second)
+    expect(b.kv.get('general.file_type')?.value).toBe(7)
+    expect(b.tensors.map((t) => t.type)).toEqual(a.tensors.map((t) => t.type))
+    for (let i = 0; i < a.tensors.length; i++) {
+      expect(Buffer.from(await b.readRaw(b.tensors[i]!)).equals(Buffer.from(await a.readRaw(a.tensors[i]!))), a.tensors[i]!.info.name).toBe(true)
+    }
+    await a.close()
+    await b.close()
+  })
+
   it('gguf → hf gives back the source weights and config.json', async () => {
     const hf = path.join(work, 'back-hf')
     await drain(convert(path.join(work, 'tiny-f32.gguf'), 'hf', hf, {}, {}))

@@ -34,6 +34,8 @@ export function ggufTarget(source: Checkpoint, options: WriteOptions): GgufTarge
     if (q.mode !== 'q8_0') throw new UsageError('gguf.quantization', `GGUF output supports --dtype q8_0 for 8-bit, not ${q.bits}-bit ${q.mode} quantization`)
     return 'Q8_0'
   }
+  // With no --dtype, a Q8_0 source stays Q8_0 (re-quantizing its dequantized blocks gives them back).
+  if (options.dtype === undefined && source.extras.quantization?.mode === 'q8_0') return 'Q8_0'
   return options.dtype ?? source.extras.dtype
 }
 

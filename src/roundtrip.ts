@@ -12,7 +12,8 @@ import {openCheckpoint} from './formats/registry.js'
 import {type Checkpoint, type FormatName, type ProgressEvent, type Quantization, type WriteOptions} from './formats/types.js'
 import {trackTemp} from './io/atomic.js'
 import {type FloatDType} from './tensor/dtype.js'
-import {compareWeights, type WeightComparison} from './verify/weights.js'
+import {compareWeights, conversionPath, type WeightReport} from './verify/compare.js'
+import {verify, type VerifyReport} from './verify/index.js'
 
 /** A hop target: a format and, for MLX, a layout. */
 export interface HopTarget {
@@ -49,12 +50,6 @@ function backTarget(source: Checkpoint): HopTarget {
   return Object.values(HOP_TARGETS).find((h) => h.format === source.format) ?? HOP_TARGETS.hf!
 }
 
-export interface HopCheck {
-  /** The artifact in the hop's format vs the source (after its own dtype/quantization). */
-  there: WeightComparison
-  /** The artifact converted back to the source format vs the source. */
-  back: WeightComparison
-}
 
 export interface HopReport {
   via: string
@@ -63,9 +58,10 @@ export interface HopReport {
   quantization?: Quantization
   therePath: string
   backPath: string
-  weights?: HopCheck
-  /** Extra check on the hop (logits), filled by a checker. */
-  logits?: Record<string, unknown> & {pass: boolean}
+  /** The artifact in the hop's format vs the source: weights within the path's bound, and logits. */
+  there?: VerifyReport
+  /** The artifact converted back to the source format vs the source: bit-exact when lossless. */
+  back?: WeightReport
   pass: boolean
   failure?: string
 }
@@ -85,10 +81,10 @@ export interface RoundtripOptions {
   /** Keep the work folder (printed in the report) instead of deleting it. */
   keep?: boolean
   workDir?: string
+  /** Token ids for the logits check (default: verify's deterministic prompt). */
+  tokens?: number[]
   /** Called after each forward conversion (tests use it to corrupt an intermediate file). */
   afterWrite?: (hop: HopTarget, artifact: string) => Promise<void>
-  /** Logits check of a hop: source vs the artifact in the hop's format. */
-  checkLogits?: (source: Checkpoint, artifact: Checkpoint, hop: HopReport) => Promise<Record<string, unknown> & {pass: boolean}>
 }
 
 async function drainInto<T>(gen: AsyncGenerator<ProgressEvent, T>, sink: (e: ProgressEvent) => void): Promise<T> {
@@ -128,26 +124,29 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
         if (options.afterWrite) await options.afterWrite(hop, report.therePath)
         const artifact = await openCheckpoint(report.therePath, {format: hop.format})
         try {
-          const there = await compareWeights(source, artifact)
+          report.there = await verify(artifact, {against: source, backend: 'ts', tokens: options.tokens})
           await fs.mkdir(path.dirname(report.backPath), {recursive: true})
           await drainInto(
             writeCheckpoint(artifact, back.format, report.backPath, {dtype: sourceDtype, layout: back.layout, keepPaddedVocab: true, trainingCheckpoint: true, vocabSize: source.config.vocab_size}),
             (e) => events.push(e),
           )
-          const returned = await openCheckpoint(report.backPath, {format: back.format})
-          try {
-            report.weights = {there, back: await compareWeights(source, returned)}
-          } finally {
-            await returned.close()
-          }
-          if (options.checkLogits) report.logits = await options.checkLogits(source, artifact, report)
         } finally {
           await artifact.close()
         }
-        const weightsOk = report.lossless ? report.weights.back.bitExact : true
-        report.pass = weightsOk && (report.logits?.pass ?? true)
-        if (!weightsOk) report.failure = `not bit-exact after ${hop.name} and back: ${report.weights.back.firstMismatch} (${report.weights.back.reason})`
-        else if (report.logits && !report.logits.pass) report.failure = `logits differ after ${hop.name}`
+        const returned = await openCheckpoint(report.backPath, {format: back.format})
+        try {
+          const kind = report.lossless ? 'lossless' : conversionPath(source.extras, {dtype, quantization: options.quantization})
+          report.back = await compareWeights(source.tensors, returned.tensors, {mode: report.lossless ? 'exact' : 'bounded', path: kind, dtype, quantization: options.quantization})
+        } finally {
+          await returned.close()
+        }
+        const backOk = report.back.failing.length === 0
+        report.pass = backOk && report.there.pass
+        if (!report.there.pass) report.failure = `${hop.name} artifact: ${report.there.failures[0]}`
+        else if (!backOk) {
+          const first = report.back.failing[0]!
+          report.failure = `${report.lossless ? 'not bit-exact' : 'out of bound'} after ${hop.name} and back: ${first.name}${first.problem ? ` (${first.problem})` : ` (max |Δ| ${first.maxAbs})`}`
+        }
       } catch (error) {
         report.pass = false
         report.failure = (error as Error).message

@@ -31,13 +31,14 @@ export default class Roundtrip extends BaseCommand {
       keep: flags.keep,
     }))
     this.log(table(
-      ['hop', 'lossless', 'there: max |Δw|', 'back: bit-exact', 'logits', 'result'],
+      ['hop', 'lossless', 'weights there', 'logits max |Δ|', 'top-1', 'back bit-exact', 'result'],
       report.hops.map((h) => [
         `${report.source.format} → ${h.via} → ${report.source.format}`,
         h.lossless ? 'yes' : 'no',
-        h.weights ? h.weights.there.maxAbsDiff.toExponential(2) : '-',
-        h.weights ? (h.weights.back.bitExact ? 'yes' : `no (${h.weights.back.firstMismatch})`) : '-',
-        h.logits ? (h.logits.pass ? 'pass' : 'FAIL') : '-',
+        h.there?.weights ? `${h.there.weights.identical}/${h.there.weights.tensors} identical` : '-',
+        h.there?.logits ? h.there.logits.maxAbs.toExponential(2) : '-',
+        h.there?.logits ? h.there.logits.top1.toFixed(3) : '-',
+        h.back ? (h.back.failing.length === 0 ? (h.back.identical === h.back.tensors ? 'yes' : 'within bound') : `no (${h.back.firstTensor})`) : '-',
         h.pass ? 'ok' : `FAIL: ${h.failure}`,
       ]),
     ))

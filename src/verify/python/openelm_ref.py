@@ -113,12 +113,14 @@ _ST_DTYPES = {"F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16",
 
 
 def load_safetensors(path, device="cpu", dtype=None):
-    """{name: tensor} from a safetensors file (F32/F16/BF16), moved to `device`, cast to `dtype` if given."""
+    """{canonical name: tensor} from a safetensors file (F32/F16/BF16), moved to `device`, cast to
+    `dtype` if given. The file is memory-mapped, so only one tensor at a time is copied."""
     torch = import_torch()
+    import numpy as np
     with open(path, "rb") as f:
-        data = f.read()
-    (header_len,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + header_len].decode("utf-8"))
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len).decode("utf-8"))
+    data = np.memmap(path, dtype=np.uint8, mode="r")
     base = 8 + header_len
     out = {}
     for name, info in header.items():
@@ -128,39 +130,55 @@ def load_safetensors(path, device="cpu", dtype=None):
         if dt not in _ST_DTYPES:
             raise ValueError("tensor %s has dtype %s (expected F32, F16 or BF16)" % (name, dt))
         start, end = info["data_offsets"]
-        raw = bytearray(data[base + start:base + end])
-        flat = torch.frombuffer(raw, dtype=torch.int16 if _ST_DTYPES[dt][1] == 2 else torch.float32) if len(raw) else None
-        if flat is None:
-            t = torch.zeros(info["shape"], dtype=getattr(torch, _ST_DTYPES[dt][0]))
-        elif dt == "F32":
-            t = flat.reshape(info["shape"])
+        raw = np.array(data[base + start:base + end])  # a private copy of this tensor's bytes
+        if dt == "F32":
+            t = torch.from_numpy(raw.view("<f4"))
+        elif dt == "F16":
+            t = torch.from_numpy(raw.view("<f2"))
         else:
-            t = flat.view(getattr(torch, _ST_DTYPES[dt][0])).reshape(info["shape"])
+            t = torch.from_numpy(raw.view("<i2")).view(torch.bfloat16)
+        t = t.reshape(info["shape"])
         if dtype is not None:
             t = t.to(dtype)
         # HF files prefix the canonical names with "transformer."; the TS side writes canonical ones.
         out[name[len("transformer."):] if name.startswith("transformer.") else name] = t.to(device)
+    del data
     return out
 
 
-def save_safetensors(path, tensors):
-    """Write {name: float32 tensor} as a safetensors file (sorted names)."""
-    header = {}
-    blobs = []
+def save_safetensors(path, tensors, keep_dtype=False):
+    """Write {name: tensor} as a safetensors file (sorted names): F32, or each tensor's own
+    F32/F16/BF16 dtype when keep_dtype. Streams one tensor at a time."""
+    torch = import_torch()
+    codes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+    plan = []
     offset = 0
     for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").float().contiguous()
-        b = t.numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
+        t = tensors[name]
+        dt = codes.get(t.dtype) if keep_dtype else "F32"
+        if dt is None:
+            raise ValueError("tensor %s has dtype %s (expected float32, float16 or bfloat16)" % (name, t.dtype))
+        n = t.numel() * (4 if dt == "F32" else 2)
+        plan.append((name, dt, n))
+        offset += n
+    header = {}
+    offset = 0
+    for name, dt, n in plan:
+        header[name] = {"dtype": dt, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + n]}
+        offset += n
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * ((8 - len(text) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
-        for b in blobs:
-            f.write(b)
+        for name, dt, _ in plan:
+            t = tensors[name].detach().to("cpu").contiguous()
+            if dt == "F32":
+                f.write(t.float().numpy().astype("<f4").tobytes())
+            elif dt == "F16":
+                f.write(t.numpy().astype("<f2").tobytes())
+            else:
+                f.write(t.view(torch.int16).numpy().astype("<i2").tobytes())
 
 
 def synth_weights(config, seed=0, device="cpu", dtype=None):
@@ -249,3 +267,159 @@ def forward(config, weights, tokens, collect_hidden=False):
         h = rms_norm(x, weights["norm.weight"])
         logits = F.linear(h, emb).float()
     return logits, hidden
+
+
+# ---------------------------------------------------------------------------------------------
+# worker protocol: 4-byte little-endian length, then one MessagePack map; one reply per request
+
+
+def resolve_device(torch, device):
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DependencyProblem("CUDA is not available to torch %s in %s: install a CUDA build of PyTorch and an NVIDIA driver, or use --device cpu"
+                                % (torch.__version__, sys.executable))
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError("unknown device %r (expected auto, cpu or cuda)" % device)
+    return device
+
+
+class DependencyProblem(Exception):
+    pass
+
+
+def compute_dtype(torch, name, weights_dtype):
+    if name in (None, "", "f32", "float32"):
+        return torch.float32
+    if name == "model":
+        return weights_dtype
+    if name in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if name in ("f16", "float16"):
+        return torch.float16
+    raise ValueError("unknown dtype %r (expected f32, model, bf16 or f16)" % name)
+
+
+def _sync(torch, device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def handle(request, cache):
+    torch = import_torch()
+    op = request.get("op")
+    if op == "hello":
+        return {"ok": True, "torch": torch.__version__, "python": sys.version.split()[0], "cuda": bool(torch.cuda.is_available())}
+    if op != "forward":
+        raise ValueError("unknown op %r" % op)
+    device = resolve_device(torch, request.get("device"))
+    config = request["config"]
+    path = request["weights"]
+    t0 = time.perf_counter()
+    key = (path, device, request.get("dtype"))
+    if cache.get("key") != key:
+        cache.clear()
+        weights = load_safetensors(path, "cpu")
+        first = next(iter(weights.values()))
+        dt = compute_dtype(torch, request.get("dtype"), first.dtype)
+        cache["weights"] = {k: v.to(dt).to(device) for k, v in weights.items()}
+        cache["key"] = key
+        _sync(torch, device)
+    t1 = time.perf_counter()
+    tokens = [int(t) for t in request["tokens"]]
+    logits, hidden = forward(config, cache["weights"], tokens, bool(request.get("collect_hidden")))
+    _sync(torch, device)
+    t2 = time.perf_counter()
+    reply = {
+        "ok": True, "device": device, "dtype": str(next(iter(cache["weights"].values())).dtype).replace("torch.", ""),
+        "vocab": int(logits.shape[1]), "tokens": len(tokens),
+        "logits": logits.cpu().numpy().astype("<f4").tobytes(),
+        "load_s": t1 - t0, "forward_s": t2 - t1,
+    }
+    if request.get("collect_hidden"):
+        reply["hidden"] = [h.cpu().numpy().astype("<f4").tobytes() for h in hidden]
+    return reply
+
+
+def _read_exact(stream, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def worker():
+    try:
+        import msgpack
+    except ImportError:
+        sys.stderr.write("openelm-ref: dependency: the Python module msgpack is not installed for %s: install it with `%s -m pip install msgpack` (Debian: apt install python3-msgpack)\n"
+                         % (sys.executable, sys.executable))
+        return 3
+    try:
+        torch = import_torch()
+    except ImportError:
+        sys.stderr.write("openelm-ref: dependency: PyTorch is not installed for %s: install it with `%s -m pip install torch` (CPU or CUDA build)\n"
+                         % (sys.executable, sys.executable))
+        return 3
+    torch.set_grad_enabled(False)
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but replies may reach the real stdout
+    stdin = sys.stdin.buffer
+    cache = {}
+    while True:
+        head = _read_exact(stdin, 4)
+        if head is None:
+            return 0
+        (n,) = struct.unpack("<I", head)
+        body = _read_exact(stdin, n)
+        if body is None:
+            return 0
+        request = msgpack.unpackb(body, raw=False)
+        if request.get("op") == "exit":
+            return 0
+        try:
+            reply = handle(request, cache)
+        except DependencyProblem as e:
+            reply = {"ok": False, "error": "dependency", "message": str(e)}
+        except Exception as e:  # reported to the TS side as one line
+            reply = {"ok": False, "error": type(e).__name__, "message": str(e)}
+        packed = msgpack.packb(reply, use_bin_type=True)
+        out.write(struct.pack("<I", len(packed)))
+        out.write(packed)
+        out.flush()
+
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--worker", action="store_true", help="serve length-prefixed MessagePack requests on stdin/stdout")
+    ap.add_argument("--weights", help="safetensors file of canonical (or HF) tensors")
+    ap.add_argument("--config", help="config.json")
+    ap.add_argument("--tokens", help="comma-separated token ids")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="f32")
+    ap.add_argument("--out", help="write logits [T, vocab] (F32 tensor `logits`) to this safetensors file")
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker()
+    torch = import_torch()
+    device = resolve_device(torch, args.device)
+    with open(args.config) as f:
+        config = json.load(f)
+    weights = load_safetensors(args.weights, "cpu")
+    dt = compute_dtype(torch, args.dtype, next(iter(weights.values())).dtype)
+    weights = {k: v.to(dt).to(device) for k, v in weights.items()}
+    tokens = [int(t) for t in args.tokens.split(",")]
+    logits, _ = forward(config, weights, tokens)
+    if args.out:
+        save_safetensors(args.out, {"logits": logits})
+    else:
+        print(json.dumps({"tokens": tokens, "shape": list(logits.shape), "first": logits[0, :5].tolist()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,6 @@ import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
-import {UsageError} from '../src/errors.js'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {type ProgressEvent} from '../src/formats/types.js'
 import {llamacppBackend} from '../src/verify/backends/llamacpp.js'
@@ -110,9 +109,11 @@ describe('llama.cpp runs our GGUF files', () => {
     expect(m.maxAbs).toBeLessThan(1e-2)
   })
 
-  it('refuses a non-GGUF checkpoint', async () => {
+  it('runs a non-GGUF checkpoint (the --against reference) on the TS engine', async () => {
     const src = await openCheckpoint(source)
-    await expect(llamacppBackend.run({path: source, checkpoint: src}, [1, 2], {})).rejects.toThrow(UsageError)
+    const viaBackend = await llamacppBackend.run({path: source, checkpoint: src}, PROMPT.slice(0, 4), {})
+    const engine = await runForward(src, PROMPT.slice(0, 4))
     await src.close()
+    expect([...viaBackend.logits]).toEqual([...engine.logits])
   })
 })

@@ -3,20 +3,12 @@
  * prebuilt binaries; no build, no GPU unless asked) and returns the full next-token logits of
  * every prompt position, from `LlamaContextSequence.controlledEvaluate` with `logits: true`.
  * llama.cpp does not expose per-layer hidden states through node-llama-cpp, so `collectHidden`
- * is answered without `hidden`.
+ * is answered without `hidden`. Any other checkpoint — the `--against` reference of
+ * `verify model.gguf --backend llama.cpp --against SRC` — runs on the TS engine.
  */
 import {DependencyError, UsageError, VerificationError} from '../../errors.js'
-import {type Checkpoint} from '../../formats/types.js'
-
-/** Same shape as the verify engine's backend interface (src/verify/backends/types.ts). */
-export interface LogitsBackend {
-  name: string
-  run(
-    input: {path: string; checkpoint: Checkpoint},
-    tokens: number[],
-    options: {device?: string; python?: string; collectHidden?: boolean},
-  ): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}>
-}
+import {tsBackend} from './ts.js'
+import {type LogitsBackend} from './types.js'
 
 /** llama.cpp's smallest useful context; node-llama-cpp rounds small sizes up anyway. */
 const MIN_CONTEXT = 32
@@ -35,16 +27,15 @@ async function loadBinding(): Promise<NodeLlamaCpp> {
 export const llamacppBackend: LogitsBackend = {
   name: 'llama.cpp',
   async run(input, tokens, options) {
-    if (input.checkpoint.format !== 'gguf') {
-      throw new UsageError('llamacpp.format', `the llama.cpp backend runs GGUF files; ${input.path} is ${input.checkpoint.format} (convert it with --to gguf first)`)
-    }
+    if (input.checkpoint.format !== 'gguf') return tsBackend.run(input, tokens, {...options, collectHidden: false})
     const vocab = input.checkpoint.config.vocab_size
     tokens.forEach((t, i) => {
       if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new UsageError('verify.tokens.range', `token ${i} is ${t}: ids must be integers in [0, ${vocab})`, {index: i, token: t})
     })
     if (tokens.length === 0) throw new UsageError('verify.tokens.empty', 'no tokens to run: give at least one token id')
     const {getLlama, LlamaLogLevel} = await loadBinding()
-    const gpu = options.device === undefined || options.device === 'cpu' ? false : 'auto'
+    // CPU unless CUDA is asked for by name: `auto` must not make a CPU-only box probe GPU builds.
+    const gpu = options.device === 'cuda' ? 'cuda' : false
     let llama
     try {
       llama = await getLlama({gpu, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false})

@@ -259,6 +259,23 @@ describe('writer and reader', () => {
     await b.close()
   })
 
+  it('GGUF → GGUF keeps the embedded vocabulary when no tokenizer file is next to it', async () => {
+    const first = path.join(work, 'tiny-f32.gguf')
+    const second = path.join(work, 'keep-vocab.gguf')
+    const result = await drain(convert(first, 'gguf', second, {}, {dtype: 'F16'}))
+    expect(result.notes.join('\n')).not.toMatch(/placeholder/)
+    const a = await openGguf(first)
+    const b = await openGguf(second)
+    for (const key of ['tokenizer.ggml.tokens', 'tokenizer.ggml.scores', 'tokenizer.ggml.token_type', 'tokenizer.ggml.bos_token_id', 'tokenizer.ggml.add_bos_token']) {
+      expect(b.kv.get(key), key).toEqual(a.kv.get(key))
+    }
+    await a.close()
+    await b.close()
+    const checkpoint = await openCheckpoint(first)
+    expect(JSON.stringify(checkpoint.extras.info)).not.toContain('<unk>') // the vocabulary is not in reports
+    await checkpoint.close()
+  })
+
   it('gguf → hf gives back the source weights and config.json', async () => {
     const hf = path.join(work, 'back-hf')
     await drain(convert(path.join(work, 'tiny-f32.gguf'), 'hf', hf, {}, {}))

@@ -17,8 +17,8 @@ import {configFromMetadata, type GgufFileType, openelmMetadata} from './metadata
 import {expandNames, fromGgufName, joinRows, selectRows, toGgufNames} from './names.js'
 import {Q8_0_BLOCK} from './q8_0.js'
 import {openGguf, plainValue} from './read.js'
-import {loadVocab} from './tokenizer.js'
-import {GGML_BLOCK, GGUF_MAGIC, type GgmlTypeName} from './types.js'
+import {loadVocab, type VocabPieces} from './tokenizer.js'
+import {GGML_BLOCK, GGUF_MAGIC, type GgmlTypeName, type GgufKv} from './types.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
 
 /** The file names `--out DIR` gets, by target type. */
@@ -74,6 +74,33 @@ export function ggufTensors(source: Checkpoint, target: GgufTarget): {inputs: Gg
   return {inputs, fallbacks}
 }
 
+/**
+ * The vocabulary embedded in a GGUF source travels in `extras.info` under a non-enumerable key,
+ * so GGUF → GGUF keeps it without `inspect --json` printing 32000 pieces.
+ */
+const EMBEDDED_VOCAB = 'ggufVocab'
+
+function embeddedVocab(source: Checkpoint): (VocabPieces & {addBos: boolean}) | undefined {
+  return source.format === 'gguf' ? (source.extras.info[EMBEDDED_VOCAB] as (VocabPieces & {addBos: boolean}) | undefined) : undefined
+}
+
+function vocabFromMetadata(kv: Map<string, GgufKv>): (VocabPieces & {addBos: boolean}) | undefined {
+  if (kv.get('openelm.vocab_placeholder')?.value === true) return undefined
+  const items = (key: string) => (kv.get(key)?.value as {items?: unknown[]} | undefined)?.items
+  const tokens = items('tokenizer.ggml.tokens')
+  if (!tokens) return undefined
+  const num = (key: string, fallback: number) => (typeof kv.get(key)?.value === 'number' ? (kv.get(key)!.value as number) : fallback)
+  return {
+    tokens: tokens as string[],
+    scores: (items('tokenizer.ggml.scores') as number[] | undefined) ?? tokens.map(() => 0),
+    types: (items('tokenizer.ggml.token_type') as number[] | undefined) ?? tokens.map(() => 1),
+    bos: num('tokenizer.ggml.bos_token_id', 1),
+    eos: num('tokenizer.ggml.eos_token_id', 2),
+    unk: num('tokenizer.ggml.unknown_token_id', 0),
+    addBos: kv.get('tokenizer.ggml.add_bos_token')?.value !== false,
+  }
+}
+
 async function isDirectory(p: string): Promise<boolean> {
   try {
     return (await fs.stat(p)).isDirectory()
@@ -87,7 +114,7 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
   const file = out.endsWith('.gguf') && !(await isDirectory(out)) ? out : path.join(out, GGUF_FILE_NAMES[target])
   const embedding = source.tensors.find((t) => t.name === 'token_embeddings.weight')
   const rows = embedding?.shape[0] ?? source.config.vocab_size
-  const vocab = await loadVocab(source.extras.tokenizerFiles, rows, {bos: source.config.bos_token_id, eos: source.config.eos_token_id})
+  const vocab = await loadVocab(source.extras.tokenizerFiles, rows, {bos: source.config.bos_token_id, eos: source.config.eos_token_id}, embeddedVocab(source))
   const {inputs, fallbacks} = ggufTensors(source, target)
   const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab})
   const plan = planGguf(metadata, inputs)
@@ -139,6 +166,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     for (const t of matrices) byType.set(t.type, (byType.get(t.type) ?? 0) + t.byteLength)
     const stored = [...byType.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'F32'
     const vocabTokens = file.kv.get('tokenizer.ggml.tokens')
+    const info: Record<string, unknown> = {}
     const notes = [...metaConfig.notes]
     if (file.kv.get('openelm.vocab_placeholder')?.value === true) notes.push('the embedded vocabulary is a placeholder (no tokenizer was available when this file was written)')
     const metadata: Record<string, unknown> = {}
@@ -157,7 +185,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
         quantization: quantized ? {bits: 8, groupSize: GGML_BLOCK.Q8_0.elements, mode: 'q8_0'} : undefined,
         tokenizerFiles: await findTokenizerFiles(path.dirname(p)),
         notes,
-        info: {
+        info: Object.defineProperty(Object.assign(info, {
           layout: 'gguf',
           version: file.header.version,
           alignment: file.header.alignment,
@@ -166,7 +194,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
           vocabTokens: vocabTokens ? (vocabTokens.value as {items: unknown[]}).items.length : 0,
           files: [{path: p, bytes: file.header.fileSize}],
           metadata,
-        },
+        }), EMBEDDED_VOCAB, {value: vocabFromMetadata(file.kv), enumerable: false}),
       },
       close: () => file.close(),
     }

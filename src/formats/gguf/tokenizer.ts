@@ -59,7 +59,7 @@ export interface GgufVocab {
   unk: number
   addBos: boolean
   /** Where the vocabulary came from. */
-  source: 'tokenizer.model' | 'tokenizer.json' | 'placeholder'
+  source: 'tokenizer.model' | 'tokenizer.json' | 'gguf' | 'placeholder'
   notes: string[]
 }
 
@@ -204,7 +204,13 @@ async function readAddBos(files: readonly string[]): Promise<boolean> {
  * tokenizer.json among `files`. Shorter vocabularies are padded with `[PAD<id>]` pieces (as
  * llama.cpp's converter does); a longer one is an error, since llama.cpp needs one piece per row.
  */
-export async function loadVocab(files: readonly string[], rows: number, ids: {bos: number; eos: number}): Promise<GgufVocab> {
+export type VocabPieces = Omit<GgufVocab, 'addBos' | 'source' | 'notes'>
+
+/**
+ * `embedded` is the vocabulary of a GGUF source (used when no tokenizer file is found, so
+ * GGUF → GGUF keeps it).
+ */
+export async function loadVocab(files: readonly string[], rows: number, ids: {bos: number; eos: number}, embedded?: VocabPieces & {addBos: boolean}): Promise<GgufVocab> {
   const notes: string[] = []
   const spm = files.find((f) => path.basename(f) === 'tokenizer.model')
   const hf = files.find((f) => path.basename(f) === 'tokenizer.json')
@@ -223,6 +229,9 @@ export async function loadVocab(files: readonly string[], rows: number, ids: {bo
     }
     base = parseTokenizerJson(json, hf)
     source = 'tokenizer.json'
+  } else if (embedded) {
+    base = {tokens: [...embedded.tokens], scores: [...embedded.scores], types: [...embedded.types], bos: embedded.bos, eos: embedded.eos, unk: embedded.unk}
+    source = 'gguf'
   } else {
     notes.push(`no tokenizer.model or tokenizer.json next to the source: wrote a placeholder vocabulary of ${rows} pieces (<unk> <s> </s>, byte pieces, ▁, [PLACEHOLDER_<id>]); token ids work in llama.cpp, text does not. Put the Llama-2 tokenizer.model next to the model to embed the real one.`)
     return {...placeholderVocab(rows, ids.bos, ids.eos), addBos: true, source: 'placeholder', notes}
@@ -243,5 +252,5 @@ export async function loadVocab(files: readonly string[], rows: number, ids: {bo
       base.types.push(TOKEN_TYPE.UNUSED)
     }
   }
-  return {...base, addBos: await readAddBos(files), source, notes}
+  return {...base, addBos: source === 'gguf' ? embedded!.addBos : await readAddBos(files), source, notes}
 }

@@ -166,7 +166,6 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     for (const t of matrices) byType.set(t.type, (byType.get(t.type) ?? 0) + t.byteLength)
     const stored = [...byType.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'F32'
     const vocabTokens = file.kv.get('tokenizer.ggml.tokens')
-    const info: Record<string, unknown> = {}
     const notes = [...metaConfig.notes]
     if (file.kv.get('openelm.vocab_placeholder')?.value === true) notes.push('the embedded vocabulary is a placeholder (no tokenizer was available when this file was written)')
     const metadata: Record<string, unknown> = {}
@@ -174,6 +173,17 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
       const value = plainValue(kv.value)
       metadata[kv.key] = Array.isArray(value) && value.length > 64 ? `[${value.length} × ${(kv.value as {itemType: string}).itemType}]` : typeof value === 'bigint' ? value.toString() : value
     }
+    const info: Record<string, unknown> = {
+      layout: 'gguf',
+      version: file.header.version,
+      alignment: file.header.alignment,
+      fileType: file.kv.get('general.file_type')?.value,
+      tensorTypes: types,
+      vocabTokens: vocabTokens ? (vocabTokens.value as {items: unknown[]}).items.length : 0,
+      files: [{path: p, bytes: file.header.fileSize}],
+      metadata,
+    }
+    Object.defineProperty(info, EMBEDDED_VOCAB, {value: vocabFromMetadata(file.kv), enumerable: false})
     return {
       format: 'gguf',
       path: p,
@@ -185,16 +195,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
         quantization: quantized ? {bits: 8, groupSize: GGML_BLOCK.Q8_0.elements, mode: 'q8_0'} : undefined,
         tokenizerFiles: await findTokenizerFiles(path.dirname(p)),
         notes,
-        info: Object.defineProperty(Object.assign(info, {
-          layout: 'gguf',
-          version: file.header.version,
-          alignment: file.header.alignment,
-          fileType: file.kv.get('general.file_type')?.value,
-          tensorTypes: types,
-          vocabTokens: vocabTokens ? (vocabTokens.value as {items: unknown[]}).items.length : 0,
-          files: [{path: p, bytes: file.header.fileSize}],
-          metadata,
-        }), EMBEDDED_VOCAB, {value: vocabFromMetadata(file.kv), enumerable: false}),
+        info,
       },
       close: () => file.close(),
     }

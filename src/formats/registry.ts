@@ -5,6 +5,7 @@
 import {promises as fs} from 'node:fs'
 import {FormatError, IoError, UsageError} from '../errors.js'
 import {corenetFormat} from './corenet/index.js'
+import {ggufFormat} from './gguf/index.js'
 import {hfFormat} from './hf/index.js'
 import {mlxFormat} from './mlx/index.js'
 import {onnxFormat} from './onnx/index.js'
@@ -15,6 +16,7 @@ export const ADAPTERS: FormatAdapter[] = [
   mlxFormat, // before hf: an mlx-lm folder is also a valid HF-named safetensors folder
   hfFormat,
   onnxFormat,
+  ggufFormat,
 ]
 
 export function adapterFor(name: string): FormatAdapter {

@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
+import {loadConfigFile} from '../formats/corenet/config.js'
 import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
 import {dtypeOptions, parseSize, quantizationOption} from '../cli/options.js'
 import {bytes} from '../cli/render.js'
@@ -29,12 +30,13 @@ export default class Convert extends BaseCommand {
     'keep-padded-vocab': Flags.boolean({description: 'CoreNet → other: keep the 32128 padded vocabulary rows', default: false}),
     'training-checkpoint': Flags.boolean({description: 'CoreNet: write the full training dict (optimizer state, counters) when the source had one', default: false}),
     ema: Flags.boolean({description: 'CoreNet source: convert the EMA weights', default: false}),
+    config: Flags.string({description: 'source config: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
     verify: Flags.boolean({description: 'after writing, verify the output against the source (ts engine); report in <out>/openelm-verify.json', default: false}),
   }
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
     const {args, flags} = await this.parse(Convert)
-    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, {format: flags.format as FormatName | undefined, ema: flags.ema}, {
+    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined}, {
       ...dtypeOptions(flags.dtype),
       ...(flags.quantize === undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
       layout: flags.layout,

@@ -4,13 +4,19 @@
  */
 import {promises as fs} from 'node:fs'
 import {FormatError, IoError, UsageError} from '../errors.js'
+import {corenetFormat} from './corenet/index.js'
+import {ggufFormat} from './gguf/index.js'
 import {hfFormat} from './hf/index.js'
+import {mlxFormat} from './mlx/index.js'
 import {onnxFormat} from './onnx/index.js'
 import {type Checkpoint, type FormatAdapter, type FormatName, type ReadOptions} from './types.js'
 
 export const ADAPTERS: FormatAdapter[] = [
+  corenetFormat,
+  mlxFormat, // before hf: an mlx-lm folder is also a valid HF-named safetensors folder
   hfFormat,
   onnxFormat,
+  ggufFormat,
 ]
 
 export function adapterFor(name: string): FormatAdapter {

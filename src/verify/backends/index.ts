@@ -1,5 +1,6 @@
 /** Every logits backend `verify --backend` accepts. One line per backend. */
 import {UsageError} from '../../errors.js'
+import {llamacppBackend} from './llamacpp.js'
 import {onnxruntimeBackend} from './onnxruntime.js'
 import {torchBackend} from './torch.js'
 import {tsBackend} from './ts.js'
@@ -9,6 +10,7 @@ export const BACKENDS: Record<string, LogitsBackend> = {
   ts: tsBackend,
   torch: torchBackend,
   onnxruntime: onnxruntimeBackend,
+  'llama.cpp': llamacppBackend,
 }
 
 export function backendFor(name: string): LogitsBackend {

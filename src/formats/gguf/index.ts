@@ -1,0 +1,232 @@
+/**
+ * GGUF for llama.cpp: one `.gguf` file holding config keys, the tokenizer and the weights.
+ * Writing: `convert SRC --to gguf --out model.gguf --dtype f32|f16|bf16|q8_0` (or `--out DIR`,
+ * giving `DIR/model-<type>.gguf`). Reading maps the tensors back to canonical names (gate/up
+ * re-joined into proj_1) and dequantizes Q8_0, so inspect, verify and convert work on GGUF.
+ */
+import {promises as fs} from 'node:fs'
+import path from 'node:path'
+import {UsageError} from '../../errors.js'
+import {atomicFile, pathExists} from '../../io/atomic.js'
+import {matchPreset} from '../../model/presets.js'
+import {checkTensors} from '../../model/tensors.js'
+import {castRecord, type TensorRecord} from '../../tensor/record.js'
+import {findTokenizerFiles} from '../common.js'
+import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
+import {configFromMetadata, type GgufFileType, openelmMetadata} from './metadata.js'
+import {expandNames, fromGgufName, joinRows, selectRows, toGgufNames} from './names.js'
+import {Q8_0_BLOCK} from './q8_0.js'
+import {openGguf, plainValue} from './read.js'
+import {loadVocab, type VocabPieces} from './tokenizer.js'
+import {GGML_BLOCK, GGUF_MAGIC, type GgmlTypeName, type GgufKv} from './types.js'
+import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
+
+/** The file names `--out DIR` gets, by target type. */
+export const GGUF_FILE_NAMES: Record<GgufTarget, string> = {F32: 'model-f32.gguf', F16: 'model-f16.gguf', BF16: 'model-bf16.gguf', Q8_0: 'model-q8_0.gguf'}
+
+export type GgufTarget = 'F32' | 'F16' | 'BF16' | 'Q8_0'
+
+const FILE_TYPES: Record<GgufTarget, GgufFileType> = {F32: 'ALL_F32', F16: 'MOSTLY_F16', BF16: 'MOSTLY_BF16', Q8_0: 'MOSTLY_Q8_0'}
+
+export function ggufTarget(source: Checkpoint, options: WriteOptions): GgufTarget {
+  const q = options.quantization
+  if (q) {
+    if (q.mode !== 'q8_0') throw new UsageError('gguf.quantization', `GGUF output supports --dtype q8_0 for 8-bit, not ${q.bits}-bit ${q.mode} quantization`)
+    return 'Q8_0'
+  }
+  // With no --dtype, a Q8_0 source stays Q8_0 (re-quantizing its dequantized blocks gives them back).
+  if (options.dtype === undefined && source.extras.quantization?.mode === 'q8_0') return 'Q8_0'
+  return options.dtype ?? source.extras.dtype
+}
+
+/**
+ * The on-disk type of one tensor, as llama.cpp's converter chooses it: 1-D tensors stay F32;
+ * for Q8_0, a matrix whose rows are not whole 32-value blocks falls back to F16.
+ */
+export function tensorType(shape: readonly number[], target: GgufTarget): GgmlTypeName {
+  if (shape.length <= 1) return 'F32'
+  if (target === 'Q8_0' && shape[shape.length - 1]! % Q8_0_BLOCK !== 0) return 'F16'
+  return target
+}
+
+function modelName(source: Checkpoint): string {
+  const preset = matchPreset(source.config)
+  if (preset && !['tiny', 'micro'].includes(preset)) return `OpenELM-${preset}`
+  const base = path.basename(source.path).replace(/\.[^.]*$/, '')
+  return base && !base.includes(':') ? base : `OpenELM-${preset ?? 'custom'}`
+}
+
+/** The GGUF tensors of a checkpoint, in file order, with their on-disk types. */
+export function ggufTensors(source: Checkpoint, target: GgufTarget): {inputs: GgufTensorInput[]; fallbacks: string[]} {
+  const maps = expandNames(source.config.num_transformer_layers)
+  const inputs: GgufTensorInput[] = []
+  const fallbacks: string[] = []
+  for (const record of source.tensors) {
+    for (const {gguf, part} of toGgufNames(record.name, maps)) {
+      const selected = selectRows(record, part, gguf)
+      const type = tensorType(selected.shape, target)
+      if (target === 'Q8_0' && type === 'F16') fallbacks.push(gguf)
+      inputs.push({name: gguf, type, source: selected})
+    }
+  }
+  const order = new Map(maps.ggufOrder.map((n, i) => [n, i]))
+  inputs.sort((a, b) => order.get(a.name)! - order.get(b.name)!)
+  return {inputs, fallbacks}
+}
+
+/**
+ * The vocabulary embedded in a GGUF source travels in `extras.info` under a non-enumerable key,
+ * so GGUF → GGUF keeps it without `inspect --json` printing 32000 pieces.
+ */
+const EMBEDDED_VOCAB = 'ggufVocab'
+
+function embeddedVocab(source: Checkpoint): (VocabPieces & {addBos: boolean}) | undefined {
+  return source.format === 'gguf' ? (source.extras.info[EMBEDDED_VOCAB] as (VocabPieces & {addBos: boolean}) | undefined) : undefined
+}
+
+function vocabFromMetadata(kv: Map<string, GgufKv>): (VocabPieces & {addBos: boolean}) | undefined {
+  if (kv.get('openelm.vocab_placeholder')?.value === true) return undefined
+  const items = (key: string) => (kv.get(key)?.value as {items?: unknown[]} | undefined)?.items
+  const tokens = items('tokenizer.ggml.tokens')
+  if (!tokens) return undefined
+  const num = (key: string, fallback: number) => (typeof kv.get(key)?.value === 'number' ? (kv.get(key)!.value as number) : fallback)
+  return {
+    tokens: tokens as string[],
+    scores: (items('tokenizer.ggml.scores') as number[] | undefined) ?? tokens.map(() => 0),
+    types: (items('tokenizer.ggml.token_type') as number[] | undefined) ?? tokens.map(() => 1),
+    bos: num('tokenizer.ggml.bos_token_id', 1),
+    eos: num('tokenizer.ggml.eos_token_id', 2),
+    unk: num('tokenizer.ggml.unknown_token_id', 0),
+    addBos: kv.get('tokenizer.ggml.add_bos_token')?.value !== false,
+  }
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await fs.stat(p)).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+export async function* writeGgufCheckpoint(source: Checkpoint, out: string, options: WriteOptions): AsyncGenerator<ProgressEvent, WriteResult> {
+  const target = ggufTarget(source, options)
+  const file = out.endsWith('.gguf') && !(await isDirectory(out)) ? out : path.join(out, GGUF_FILE_NAMES[target])
+  const embedding = source.tensors.find((t) => t.name === 'token_embeddings.weight')
+  const rows = embedding?.shape[0] ?? source.config.vocab_size
+  const vocab = await loadVocab(source.extras.tokenizerFiles, rows, {bos: source.config.bos_token_id, eos: source.config.eos_token_id}, embeddedVocab(source))
+  const {inputs, fallbacks} = ggufTensors(source, target)
+  const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab})
+  const plan = planGguf(metadata, inputs)
+  const notes = [...vocab.notes]
+  if (fallbacks.length > 0) notes.push(`Q8_0: ${fallbacks.length} tensors whose rows are not multiples of ${Q8_0_BLOCK} values were written as F16 (as llama.cpp does): ${fallbacks.join(', ')}`)
+  for (const message of notes) yield {type: 'note', message}
+  yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: path.basename(file)}
+  const bytes = yield* atomicFile(file, options.force ?? false, (temp) => writeGguf(temp, plan))
+  return {
+    path: file,
+    files: [{path: file, bytes}],
+    dtype: target === 'Q8_0' ? 'F16' : target,
+    quantization: target === 'Q8_0' ? {bits: 8, groupSize: Q8_0_BLOCK, mode: 'q8_0'} : undefined,
+    notes,
+  }
+}
+
+export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): Promise<Checkpoint> {
+  const file = await openGguf(p)
+  try {
+    const embedding = file.tensors.find((t) => t.info.name === 'token_embd.weight')
+    const metaConfig = configFromMetadata(file.kv, embedding?.shape[0] ?? 0, p)
+    const config = options.config ?? metaConfig.config
+    const maps = expandNames(config.num_transformer_layers)
+    const halves = new Map<string, {first?: TensorRecord; second?: TensorRecord}>()
+    const records: TensorRecord[] = []
+    for (const t of file.tensors) {
+      const {canonical, part} = fromGgufName(t.info.name, maps)
+      const record = file.record(t, part === 'all' ? canonical : t.info.name)
+      if (part === 'all') {
+        records.push(record)
+        continue
+      }
+      const pair = halves.get(canonical) ?? {}
+      pair[part === 'first-half' ? 'first' : 'second'] = record
+      halves.set(canonical, pair)
+    }
+    for (const [canonical, {first, second}] of halves) {
+      if (!first || !second) continue // checkTensors reports the missing proj_1
+      const same = first.dtype === second.dtype
+      records.push(joinRows(canonical, same ? first : castRecord(first, 'F32'), same ? second : castRecord(second, 'F32')))
+    }
+    const tensors = checkTensors(config, records)
+    const types: Record<string, number> = {}
+    for (const t of file.tensors) types[t.type] = (types[t.type] ?? 0) + 1
+    const matrices = file.tensors.filter((t) => t.shape.length > 1)
+    const quantized = matrices.some((t) => t.type === 'Q8_0')
+    const byType = new Map<string, number>()
+    for (const t of matrices) byType.set(t.type, (byType.get(t.type) ?? 0) + t.byteLength)
+    const stored = [...byType.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'F32'
+    const vocabTokens = file.kv.get('tokenizer.ggml.tokens')
+    const notes = [...metaConfig.notes]
+    if (file.kv.get('openelm.vocab_placeholder')?.value === true) notes.push('the embedded vocabulary is a placeholder (no tokenizer was available when this file was written)')
+    const metadata: Record<string, unknown> = {}
+    for (const kv of file.header.metadata) {
+      const value = plainValue(kv.value)
+      metadata[kv.key] = Array.isArray(value) && value.length > 64 ? `[${value.length} × ${(kv.value as {itemType: string}).itemType}]` : typeof value === 'bigint' ? value.toString() : value
+    }
+    const info: Record<string, unknown> = {
+      layout: 'gguf',
+      version: file.header.version,
+      alignment: file.header.alignment,
+      fileType: file.kv.get('general.file_type')?.value,
+      tensorTypes: types,
+      vocabTokens: vocabTokens ? (vocabTokens.value as {items: unknown[]}).items.length : 0,
+      files: [{path: p, bytes: file.header.fileSize}],
+      metadata,
+    }
+    Object.defineProperty(info, EMBEDDED_VOCAB, {value: vocabFromMetadata(file.kv), enumerable: false})
+    return {
+      format: 'gguf',
+      path: p,
+      config,
+      tensors,
+      extras: {
+        configSource: options.config ? 'flag' : 'file',
+        dtype: quantized ? 'F16' : (stored as 'F32' | 'F16' | 'BF16'),
+        quantization: quantized ? {bits: 8, groupSize: GGML_BLOCK.Q8_0.elements, mode: 'q8_0'} : undefined,
+        tokenizerFiles: await findTokenizerFiles(path.dirname(p)),
+        notes,
+        info,
+      },
+      close: () => file.close(),
+    }
+  } catch (error) {
+    await file.close()
+    throw error
+  }
+}
+
+async function hasGgufMagic(p: string): Promise<boolean> {
+  let handle
+  try {
+    handle = await fs.open(p, 'r')
+    const buffer = Buffer.alloc(4)
+    const {bytesRead} = await handle.read(buffer, 0, 4, 0)
+    return bytesRead === 4 && buffer.readUInt32LE(0) === GGUF_MAGIC
+  } catch {
+    return false
+  } finally {
+    await handle?.close()
+  }
+}
+
+export const ggufFormat: FormatAdapter = {
+  name: 'gguf',
+  description: 'GGUF (llama.cpp): one .gguf file with config keys, tokenizer and F32/F16/BF16/Q8_0 weights',
+  async detect(p) {
+    if (await isDirectory(p)) return false
+    if (p.endsWith('.gguf')) return pathExists(p)
+    return hasGgufMagic(p)
+  },
+  read: readGgufCheckpoint,
+  write: writeGgufCheckpoint,
+}

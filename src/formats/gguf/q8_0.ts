@@ -1,0 +1,59 @@
+/**
+ * ggml Q8_0 blocks: 32 values share one f16 scale d = max|x| / 127 and are stored as
+ * int8 q = round(x / d). Arithmetic follows ggml's reference `quantize_row_q8_0_ref`: the scale
+ * and its inverse are f32, the inverse comes from the unrounded d, rounding is half away from
+ * zero (C `roundf`), and d is stored as IEEE half.
+ */
+import {f16BitsToF32, f32ToF16Bits} from '../../tensor/dtype.js'
+
+export const Q8_0_BLOCK = 32
+export const Q8_0_BLOCK_BYTES = 2 + Q8_0_BLOCK
+
+/**
+ * Quantize `values` (length a multiple of 32) into `values.length / 32` blocks of 34 bytes.
+ * f32 rounding goes through a Float32Array slot (same as Math.fround, faster in the hot loop);
+ * `roundf` of a positive f32 is floor(x + 0.5), exact in f64 for |x| ≤ 128.
+ */
+export function quantizeQ8_0(values: Float32Array): Uint8Array {
+  if (values.length % Q8_0_BLOCK !== 0) throw new RangeError(`Q8_0 needs a multiple of ${Q8_0_BLOCK} values, got ${values.length}`)
+  const blocks = values.length / Q8_0_BLOCK
+  const out = new Uint8Array(blocks * Q8_0_BLOCK_BYTES)
+  const quants = new Int8Array(out.buffer)
+  const f32 = new Float32Array(1)
+  for (let b = 0; b < blocks; b++) {
+    const base = b * Q8_0_BLOCK
+    let amax = 0
+    for (let j = 0; j < Q8_0_BLOCK; j++) {
+      const v = values[base + j]!
+      const a = v < 0 ? -v : v
+      if (a > amax) amax = a
+    }
+    f32[0] = amax / 127
+    const d = f32[0]!
+    f32[0] = d !== 0 ? 1 / d : 0
+    const id = f32[0]!
+    const o = b * Q8_0_BLOCK_BYTES
+    const bits = f32ToF16Bits(d)
+    out[o] = bits & 0xff
+    out[o + 1] = bits >>> 8
+    for (let j = 0; j < Q8_0_BLOCK; j++) {
+      f32[0] = values[base + j]! * id
+      const x = f32[0]!
+      quants[o + 2 + j] = x < 0 ? -Math.floor(0.5 - x) : Math.floor(x + 0.5)
+    }
+  }
+  return out
+}
+
+/** Dequantize whole blocks: x = d · q, in f32. */
+export function dequantizeQ8_0(bytes: Uint8Array): Float32Array {
+  const blocks = Math.floor(bytes.byteLength / Q8_0_BLOCK_BYTES)
+  const out = new Float32Array(blocks * Q8_0_BLOCK)
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  for (let b = 0; b < blocks; b++) {
+    const o = b * Q8_0_BLOCK_BYTES
+    const d = f16BitsToF32(view.getUint16(o, true))
+    for (let j = 0; j < Q8_0_BLOCK; j++) out[b * Q8_0_BLOCK + j] = d * view.getInt8(o + 2 + j)
+  }
+  return out
+}

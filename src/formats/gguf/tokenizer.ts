@@ -1,0 +1,256 @@
+/**
+ * The vocabulary written into `tokenizer.ggml.*`: read from a SentencePiece `tokenizer.model`
+ * (ModelProto, decoded with protobufjs from the schema below) or a Hugging Face
+ * `tokenizer.json`, fitted to the model's embedding rows. Without either file a placeholder
+ * vocabulary is synthesised (llama.cpp cannot load a model without one) and the output says so.
+ */
+import {promises as fs} from 'node:fs'
+import path from 'node:path'
+import protobuf from 'protobufjs'
+import {FormatError, IoError, MappingError} from '../../errors.js'
+import {TOKEN_TYPE} from './types.js'
+
+/**
+ * The parts of sentencepiece_model.proto this tool reads, with the published field numbers.
+ * proto2 defaults matter: a piece without `type` is NORMAL; unk/bos/eos default to 0/1/2.
+ */
+const SENTENCEPIECE_SCHEMA = `
+syntax = "proto2";
+package sentencepiece;
+message TrainerSpec {
+  enum ModelType { UNIGRAM = 1; BPE = 2; WORD = 3; CHAR = 4; }
+  optional ModelType model_type = 3 [default = UNIGRAM];
+  optional int32 vocab_size = 4 [default = 8000];
+  optional bool byte_fallback = 35 [default = false];
+  optional int32 unk_id = 40 [default = 0];
+  optional int32 bos_id = 41 [default = 1];
+  optional int32 eos_id = 42 [default = 2];
+  optional int32 pad_id = 43 [default = -1];
+}
+message NormalizerSpec {
+  optional string name = 1;
+  optional bool add_dummy_prefix = 3 [default = true];
+  optional bool remove_extra_whitespaces = 4 [default = true];
+}
+message ModelProto {
+  message SentencePiece {
+    enum Type { NORMAL = 1; UNKNOWN = 2; CONTROL = 3; USER_DEFINED = 4; UNUSED = 5; BYTE = 6; }
+    optional string piece = 1;
+    optional float score = 2;
+    optional Type type = 3 [default = NORMAL];
+  }
+  repeated SentencePiece pieces = 1;
+  optional TrainerSpec trainer_spec = 2;
+  optional NormalizerSpec normalizer_spec = 3;
+}
+`
+
+/** A tokenizer.model larger than this is not a SentencePiece model (Llama-2's is 500 kB). */
+export const MAX_TOKENIZER_MODEL_BYTES = 64 * 1024 * 1024
+/** Same for tokenizer.json (large BPE vocabularies are a few MB). */
+export const MAX_TOKENIZER_JSON_BYTES = 256 * 1024 * 1024
+
+export interface GgufVocab {
+  tokens: string[]
+  scores: number[]
+  types: number[]
+  bos: number
+  eos: number
+  unk: number
+  addBos: boolean
+  /** Where the vocabulary came from. */
+  source: 'tokenizer.model' | 'tokenizer.json' | 'gguf' | 'placeholder'
+  notes: string[]
+}
+
+let modelProto: protobuf.Type | undefined
+function modelProtoType(): protobuf.Type {
+  modelProto ??= protobuf.parse(SENTENCEPIECE_SCHEMA, {keepCase: true}).root.lookupType('sentencepiece.ModelProto')
+  return modelProto
+}
+
+interface RawPiece {piece?: string; score?: number; type?: number}
+
+/** Decode a SentencePiece ModelProto into tokens, scores, types and special ids. */
+export function parseSentencePieceModel(bytes: Uint8Array, file = 'tokenizer.model'): Omit<GgufVocab, 'addBos' | 'source' | 'notes'> {
+  let message: protobuf.Message
+  try {
+    message = modelProtoType().decode(bytes)
+  } catch (error) {
+    throw new FormatError('tokenizer.protobuf', `${file} is not a SentencePiece model: ${(error as Error).message}`, {path: file})
+  }
+  const obj = modelProtoType().toObject(message, {defaults: true, enums: Number}) as {
+    pieces: RawPiece[]
+    trainer_spec?: {unk_id: number; bos_id: number; eos_id: number}
+  }
+  if (obj.pieces.length === 0) throw new FormatError('tokenizer.empty', `${file} has no pieces`, {path: file})
+  const spec = obj.trainer_spec ?? {unk_id: 0, bos_id: 1, eos_id: 2}
+  return {
+    tokens: obj.pieces.map((p) => p.piece ?? ''),
+    scores: obj.pieces.map((p) => p.score ?? 0),
+    types: obj.pieces.map((p) => p.type ?? TOKEN_TYPE.NORMAL),
+    unk: spec.unk_id,
+    bos: spec.bos_id,
+    eos: spec.eos_id,
+  }
+}
+
+const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/
+
+/**
+ * A Hugging Face `tokenizer.json` (Llama-style BPE with byte fallback, or Unigram). BPE files
+ * carry no scores: like llama.cpp's converter, pieces get score -id so earlier merges win.
+ */
+export function parseTokenizerJson(json: unknown, file = 'tokenizer.json'): Omit<GgufVocab, 'addBos' | 'source' | 'notes'> {
+  const model = (json as {model?: {type?: string; vocab?: unknown; unk_id?: number; unk_token?: string}})?.model
+  const added = ((json as {added_tokens?: {id: number; content: string; special?: boolean}[]}).added_tokens ?? [])
+  if (!model || typeof model.vocab !== 'object' || model.vocab === null) {
+    throw new FormatError('tokenizer.json', `${file} has no model.vocab`, {path: file})
+  }
+  let tokens: string[]
+  let scores: number[]
+  if (Array.isArray(model.vocab)) {
+    // Unigram: [[piece, score], ...] in id order.
+    tokens = model.vocab.map((e) => String((e as [string, number])[0]))
+    scores = model.vocab.map((e) => Number((e as [string, number])[1]))
+  } else {
+    const entries = Object.entries(model.vocab as Record<string, number>)
+    tokens = new Array(entries.length)
+    for (const [piece, id] of entries) {
+      if (!Number.isInteger(id) || id < 0 || id >= entries.length || tokens[id] !== undefined) {
+        throw new FormatError('tokenizer.json', `${file}: token "${piece}" has id ${id}, outside 0..${entries.length - 1} or repeated`, {path: file})
+      }
+      tokens[id] = piece
+    }
+    scores = tokens.map((_, id) => -id)
+  }
+  for (const a of added) {
+    if (a.id >= tokens.length) tokens.length = a.id + 1
+    tokens[a.id] = a.content
+  }
+  const types: number[] = tokens.map((t) => (BYTE_PIECE.test(t) ? TOKEN_TYPE.BYTE : TOKEN_TYPE.NORMAL))
+  for (const a of added) if (a.special) types[a.id] = TOKEN_TYPE.CONTROL
+  const find = (content: string) => tokens.indexOf(content)
+  const unk = model.unk_token !== undefined ? find(model.unk_token) : (model.unk_id ?? find('<unk>'))
+  if (unk >= 0) types[unk] = TOKEN_TYPE.UNKNOWN
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] === undefined) throw new FormatError('tokenizer.json', `${file}: no token with id ${i}`, {path: file})
+    scores[i] ??= 0
+  }
+  const bos = find('<s>')
+  const eos = find('</s>')
+  return {tokens, scores, types, unk: Math.max(unk, 0), bos: bos >= 0 ? bos : 1, eos: eos >= 0 ? eos : 2}
+}
+
+/**
+ * Placeholder vocabulary of `rows` pieces, laid out like Llama-2's: <unk> <s> </s>, the 256 byte
+ * pieces <0x00>..<0xFF> (as far as they fit), "▁" (the escaped space), then unique
+ * `[PLACEHOLDER_<id>]` pieces. When fewer than 260 rows exist, "▁" takes the last id. llama.cpp's
+ * SentencePiece tokenizer aborts on a byte it has no piece for, and node-llama-cpp tokenizes
+ * "\n" (as "▁" + <0x0A>) while loading, so those pieces must exist. Text is meaningless with
+ * this vocabulary; token ids work.
+ */
+export function placeholderVocab(rows: number, bos: number, eos: number): Omit<GgufVocab, 'addBos' | 'source' | 'notes'> {
+  const tokens: string[] = []
+  const types: number[] = []
+  const space = Math.min(259, rows - 1)
+  for (let id = 0; id < rows; id++) {
+    if (id === 0) {
+      tokens.push('<unk>')
+      types.push(TOKEN_TYPE.UNKNOWN)
+    } else if (id === 1 || id === 2) {
+      tokens.push(id === 1 ? '<s>' : '</s>')
+      types.push(TOKEN_TYPE.CONTROL)
+    } else if (id === space) {
+      tokens.push('\u2581')
+      types.push(TOKEN_TYPE.NORMAL)
+    } else if (id < 259) {
+      tokens.push(`<0x${(id - 3).toString(16).toUpperCase().padStart(2, '0')}>`)
+      types.push(TOKEN_TYPE.BYTE)
+    } else {
+      tokens.push(`[PLACEHOLDER_${id}]`)
+      types.push(TOKEN_TYPE.NORMAL)
+    }
+  }
+  return {tokens, scores: tokens.map(() => 0), types, unk: 0, bos, eos}
+}
+
+async function readBounded(file: string, limit: number): Promise<Uint8Array> {
+  let stat
+  try {
+    stat = await fs.stat(file)
+  } catch (error) {
+    throw new IoError('file.open', `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {path: file})
+  }
+  if (stat.size > limit) throw new FormatError('tokenizer.size', `${file} is ${stat.size} bytes (limit ${limit})`, {path: file})
+  return fs.readFile(file)
+}
+
+/** `add_bos_token` from tokenizer_config.json when present; OpenELM prepends BOS by default. */
+async function readAddBos(files: readonly string[]): Promise<boolean> {
+  const config = files.find((f) => path.basename(f) === 'tokenizer_config.json')
+  if (!config) return true
+  try {
+    const json = JSON.parse(Buffer.from(await readBounded(config, MAX_TOKENIZER_JSON_BYTES)).toString('utf8')) as {add_bos_token?: unknown}
+    return typeof json.add_bos_token === 'boolean' ? json.add_bos_token : true
+  } catch (error) {
+    if (error instanceof SyntaxError) throw new FormatError('json.invalid', `${config} is not valid JSON: ${error.message}`, {path: config})
+    throw error
+  }
+}
+
+/**
+ * The vocabulary for a model with `rows` embedding rows, from the first of tokenizer.model /
+ * tokenizer.json among `files`. Shorter vocabularies are padded with `[PAD<id>]` pieces (as
+ * llama.cpp's converter does); a longer one is an error, since llama.cpp needs one piece per row.
+ */
+export type VocabPieces = Omit<GgufVocab, 'addBos' | 'source' | 'notes'>
+
+/**
+ * `embedded` is the vocabulary of a GGUF source (used when no tokenizer file is found, so
+ * GGUF → GGUF keeps it).
+ */
+export async function loadVocab(files: readonly string[], rows: number, ids: {bos: number; eos: number}, embedded?: VocabPieces & {addBos: boolean}): Promise<GgufVocab> {
+  const notes: string[] = []
+  const spm = files.find((f) => path.basename(f) === 'tokenizer.model')
+  const hf = files.find((f) => path.basename(f) === 'tokenizer.json')
+  let base: Omit<GgufVocab, 'addBos' | 'source' | 'notes'>
+  let source: GgufVocab['source']
+  if (spm) {
+    base = parseSentencePieceModel(await readBounded(spm, MAX_TOKENIZER_MODEL_BYTES), spm)
+    source = 'tokenizer.model'
+  } else if (hf) {
+    let json: unknown
+    try {
+      json = JSON.parse(Buffer.from(await readBounded(hf, MAX_TOKENIZER_JSON_BYTES)).toString('utf8'))
+    } catch (error) {
+      if (error instanceof SyntaxError) throw new FormatError('json.invalid', `${hf} is not valid JSON: ${error.message}`, {path: hf})
+      throw error
+    }
+    base = parseTokenizerJson(json, hf)
+    source = 'tokenizer.json'
+  } else if (embedded) {
+    base = {tokens: [...embedded.tokens], scores: [...embedded.scores], types: [...embedded.types], bos: embedded.bos, eos: embedded.eos, unk: embedded.unk}
+    source = 'gguf'
+  } else {
+    notes.push(`no tokenizer.model or tokenizer.json next to the source: wrote a placeholder vocabulary of ${rows} pieces (<unk> <s> </s>, byte pieces, ▁, [PLACEHOLDER_<id>]); token ids work in llama.cpp, text does not. Put the Llama-2 tokenizer.model next to the model to embed the real one.`)
+    return {...placeholderVocab(rows, ids.bos, ids.eos), addBos: true, source: 'placeholder', notes}
+  }
+  if (base.tokens.length > rows) {
+    throw new MappingError('gguf.vocab', `the tokenizer has ${base.tokens.length} pieces but the model has ${rows} embedding rows; llama.cpp needs one piece per row`, {rows})
+  }
+  const seen = new Set<string>()
+  for (const t of base.tokens) {
+    if (seen.has(t)) throw new FormatError('tokenizer.duplicate', `the tokenizer has the piece "${t}" twice; llama.cpp needs unique pieces`)
+    seen.add(t)
+  }
+  if (base.tokens.length < rows) {
+    notes.push(`the tokenizer has ${base.tokens.length} pieces and the model ${rows} rows: padded with [PAD<id>] pieces`)
+    for (let id = base.tokens.length; id < rows; id++) {
+      base.tokens.push(`[PAD${id}]`)
+      base.scores.push(-10000)
+      base.types.push(TOKEN_TYPE.UNUSED)
+    }
+  }
+  return {...base, addBos: source === 'gguf' ? embedded!.addBos : await readAddBos(files), source, notes}
+}

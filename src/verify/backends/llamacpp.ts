@@ -1,0 +1,73 @@
+/**
+ * The `llama.cpp` verify backend: runs a GGUF file in llama.cpp through node-llama-cpp (its CPU
+ * prebuilt binaries; no build, no GPU unless asked) and returns the full next-token logits of
+ * every prompt position, from `LlamaContextSequence.controlledEvaluate` with `logits: true`.
+ * llama.cpp does not expose per-layer hidden states through node-llama-cpp, so `collectHidden`
+ * is answered without `hidden`. Any other checkpoint — the `--against` reference of
+ * `verify model.gguf --backend llama.cpp --against SRC` — runs on the TS engine.
+ */
+import {DependencyError, UsageError, VerificationError} from '../../errors.js'
+import {tsBackend} from './ts.js'
+import {type LogitsBackend} from './types.js'
+
+/** llama.cpp's smallest useful context; node-llama-cpp rounds small sizes up anyway. */
+const MIN_CONTEXT = 32
+
+type NodeLlamaCpp = typeof import('node-llama-cpp')
+type Token = import('node-llama-cpp').Token
+
+async function loadBinding(): Promise<NodeLlamaCpp> {
+  try {
+    return await import('node-llama-cpp')
+  } catch (error) {
+    throw new DependencyError('llamacpp.missing', `the llama.cpp backend needs the node-llama-cpp package (npm install node-llama-cpp): ${(error as Error).message.split('\n')[0]}`)
+  }
+}
+
+export const llamacppBackend: LogitsBackend = {
+  name: 'llama.cpp',
+  async run(input, tokens, options) {
+    if (input.checkpoint.format !== 'gguf') return tsBackend.run(input, tokens, {...options, collectHidden: false})
+    const vocab = input.checkpoint.config.vocab_size
+    tokens.forEach((t, i) => {
+      if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new UsageError('verify.tokens.range', `token ${i} is ${t}: ids must be integers in [0, ${vocab})`, {index: i, token: t})
+    })
+    if (tokens.length === 0) throw new UsageError('verify.tokens.empty', 'no tokens to run: give at least one token id')
+    const {getLlama, LlamaLogLevel} = await loadBinding()
+    // CPU unless CUDA is asked for by name: `auto` must not make a CPU-only box probe GPU builds.
+    const gpu = options.device === 'cuda' ? 'cuda' : false
+    let llama
+    try {
+      llama = await getLlama({gpu, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false})
+    } catch (error) {
+      throw new DependencyError('llamacpp.binary', `node-llama-cpp has no prebuilt llama.cpp binary for this machine: ${(error as Error).message.split('\n')[0]}`)
+    }
+    let model
+    try {
+      model = await llama.loadModel({modelPath: input.path, gpuLayers: gpu === false ? 0 : 'auto'})
+    } catch (error) {
+      throw new VerificationError('llamacpp.load', `llama.cpp could not load ${input.path}: ${(error as Error).message.split('\n')[0]}`, {path: input.path})
+    }
+    try {
+      const context = await model.createContext({contextSize: Math.max(MIN_CONTEXT, tokens.length), batchSize: Math.max(MIN_CONTEXT, tokens.length)})
+      try {
+        const sequence = context.getSequence()
+        const results = await sequence.controlledEvaluate(tokens.map((t) => [t as Token, {generateNext: {logits: true}}] as [Token, {generateNext: {logits: true}}]))
+        const logits = new Float32Array(tokens.length * vocab)
+        results.forEach((result, position) => {
+          const row = result?.next.logits
+          if (!row) throw new VerificationError('llamacpp.logits', `llama.cpp returned no logits for position ${position}`, {position})
+          for (const [token, value] of row) {
+            if (token >= 0 && token < vocab) logits[position * vocab + token] = value
+          }
+          if (row.size !== vocab) throw new VerificationError('llamacpp.vocab', `llama.cpp returned ${row.size} logits at position ${position}, expected ${vocab}`, {position})
+        })
+        return {logits, vocab}
+      } finally {
+        await context.dispose()
+      }
+    } finally {
+      await model.dispose()
+    }
+  },
+}

@@ -47,6 +47,8 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
   } catch {
     fail('header_utf8', file, 'header is not valid UTF-8')
   }
+  // The reference crate insists on an object at byte 0 (no leading whitespace or BOM).
+  if (!text.startsWith('{')) fail('header_start', file, `header does not start with "{" (got ${JSON.stringify(text.slice(0, 8))})`)
   let json: unknown
   try {
     json = JSON.parse(text)
@@ -71,7 +73,7 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
       metadata = value as Record<string, string>
       continue
     }
-    if (typeof value !== 'object' || value === null) fail('header_entry', file, `tensor "${name}" has no {dtype, shape, data_offsets} entry`, {tensor: name})
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('header_entry', file, `tensor "${name}" has no {dtype, shape, data_offsets} entry`, {tensor: name})
     const {dtype, shape, data_offsets} = value as Record<string, unknown>
     if (!isDType(dtype)) fail('dtype', file, `tensor "${name}" has unknown dtype ${JSON.stringify(dtype)}`, {tensor: name})
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
@@ -100,8 +102,11 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
     cursor = end
   }
   const dataStart = N_LEN + headerBytes.byteLength
-  if (dataStart + cursor !== fileSize) {
-    fail('file_length', file, `header describes ${dataStart + cursor} bytes but the file has ${fileSize}${fileSize < dataStart + cursor ? ' (truncated?)' : ''}`)
+  if (dataStart + cursor > fileSize) {
+    fail('truncated', file, `file is truncated: the header describes ${dataStart + cursor} bytes but the file has ${fileSize}`)
+  }
+  if (dataStart + cursor < fileSize) {
+    fail('file_length', file, `file has ${fileSize - dataStart - cursor} bytes past the last tensor (the header describes ${dataStart + cursor}, the file has ${fileSize})`)
   }
   return {metadata, tensors, dataStart}
 }

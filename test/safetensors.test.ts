@@ -9,7 +9,7 @@ import {openSafetensors} from '../src/formats/safetensors/read.js'
 import {MAX_HEADER_BYTES} from '../src/formats/safetensors/types.js'
 import {planSafetensors, writeSafetensors} from '../src/formats/safetensors/write.js'
 import {type DType} from '../src/tensor/dtype.js'
-import {memoryRecord, type TensorRecord} from '../src/tensor/record.js'
+import {castRecord, memoryRecord, readIntoOf, renamed, sliceRows, type TensorRecord} from '../src/tensor/record.js'
 
 const PYTHON = '/usr/bin/python3'
 const HELPER = path.join(import.meta.dirname, 'python', 'safetensors_io.py')
@@ -146,6 +146,45 @@ describe('reading', () => {
     } finally {
       await st.close()
     }
+  })
+})
+
+describe('the no-allocation read path', () => {
+  it('file records, renames, slices and casts read the same bytes through readInto as through read', async () => {
+    const values = Float32Array.from({length: 3 * 1000}, (_, i) => Math.sin(i) * 1000)
+    const file = path.join(tmp, 'fast.safetensors')
+    const gen = writeSafetensors(file, [memoryRecord('w', 'F32', [3, 1000], new Uint8Array(values.buffer))])
+    while (!(await gen.next()).done);
+    const st = await openSafetensors(file)
+    try {
+      const base = st.tensors[0]!
+      for (const record of [base, renamed(base, 'x'), sliceRows(base, 1, 3), castRecord(base, 'BF16'), castRecord(base, 'F16'), castRecord(castRecord(base, 'BF16'), 'F32')]) {
+        const fast = readIntoOf(record)
+        expect(fast).toBeDefined()
+        const whole = await record.read()
+        const target = new Uint8Array(record.byteLength - 8)
+        await fast!(target, 4)
+        expect(sha256(target)).toBe(sha256(whole.subarray(4, record.byteLength - 4)))
+      }
+    } finally {
+      await st.close()
+    }
+  })
+
+  it('a record copied with a new read() loses the fast path, so writers see the new bytes', async () => {
+    const file = path.join(tmp, 'spread.safetensors')
+    const gen = writeSafetensors(file, [memoryRecord('w', 'U8', [4], Uint8Array.of(1, 2, 3, 4))])
+    while (!(await gen.next()).done);
+    const st = await openSafetensors(file)
+    const patched: TensorRecord = {...st.tensors[0]!, read: async () => Uint8Array.of(9, 9, 9, 9)}
+    expect(readIntoOf(patched)).toBeUndefined()
+    const out = path.join(tmp, 'spread-out.safetensors')
+    const gen2 = writeSafetensors(out, [patched])
+    while (!(await gen2.next()).done);
+    await st.close()
+    const back = await openSafetensors(out)
+    expect([...(await back.tensors[0]!.read())]).toEqual([9, 9, 9, 9])
+    await back.close()
   })
 })
 

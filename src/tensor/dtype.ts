@@ -184,21 +184,63 @@ export function fromFloat32(values: Float32Array, dtype: FloatDType): Uint8Array
     case 'F32':
       return new Uint8Array(values.buffer, values.byteOffset, values.byteLength)
     case 'F16': {
-      const bits = new Uint32Array(values.buffer, values.byteOffset, values.length)
       const out = new Uint16Array(values.length)
-      for (let i = 0; i < values.length; i++) out[i] = f32BitsToF16Bits(bits[i]!)
+      f32ToF16Lanes(new Int32Array(values.buffer, values.byteOffset, values.length), out)
       return new Uint8Array(out.buffer)
     }
     case 'BF16': {
-      const bits = new Uint32Array(values.buffer, values.byteOffset, values.length)
       const out = new Uint16Array(values.length)
-      for (let i = 0; i < values.length; i++) {
-        const b = bits[i]!
-        if ((b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0) out[i] = f32BitsToBf16Bits(b)
-        else out[i] = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff
-      }
+      f32ToBf16Lanes(new Int32Array(values.buffer, values.byteOffset, values.length), out)
       return new Uint8Array(out.buffer)
     }
+  }
+}
+
+/**
+ * The hot f32 → bf16 loop, on int32 lanes so every value stays a small integer for V8
+ * (uint32 lanes above 2^31 become doubles and run ~3× slower). Same rule as f32BitsToBf16Bits.
+ */
+function f32ToBf16Lanes(src: Int32Array, dst: Uint16Array): void {
+  const n = src.length
+  for (let i = 0; i < n; i++) {
+    const b = src[i]!
+    const hi = b >>> 16
+    if ((hi & 0x7f80) === 0x7f80 && (b & 0x7fffff) !== 0) {
+      dst[i] = (hi & 0x7f) === 0 ? hi | 0x40 : hi
+    } else {
+      const lo = b & 0xffff
+      dst[i] = lo > 0x8000 || (lo === 0x8000 && (hi & 1) === 1) ? hi + 1 : hi
+    }
+  }
+}
+
+function f32ToF16Lanes(src: Int32Array, dst: Uint16Array): void {
+  const n = src.length
+  for (let i = 0; i < n; i++) dst[i] = f32BitsToF16Bits(src[i]! >>> 0)
+}
+
+/**
+ * Cast float bytes into `out` (which must hold exactly the converted bytes) without allocating
+ * on the common paths (f32 ↔ f16/bf16). Both views must be aligned to their element size.
+ */
+export function castInto(bytes: Uint8Array, from: DType, to: FloatDType, out: Uint8Array): void {
+  const count = bytes.byteLength / dtypeSize(from)
+  if (out.byteLength !== count * dtypeSize(to)) throw new RangeError(`castInto: ${out.byteLength} output bytes for ${count} ${to} values`)
+  const aligned = bytes.byteOffset % 4 === 0 && out.byteOffset % 4 === 0
+  if (from === to) {
+    out.set(bytes)
+  } else if (from === 'F32' && aligned && (to === 'BF16' || to === 'F16')) {
+    const src = new Int32Array(bytes.buffer, bytes.byteOffset, count)
+    const dst = new Uint16Array(out.buffer, out.byteOffset, count)
+    if (to === 'F16') f32ToF16Lanes(src, dst)
+    else f32ToBf16Lanes(src, dst)
+  } else if ((from === 'BF16' || from === 'F16') && to === 'F32' && aligned) {
+    const src = new Uint16Array(bytes.buffer, bytes.byteOffset, count)
+    const dst = new Uint32Array(out.buffer, out.byteOffset, count)
+    if (from === 'BF16') for (let i = 0; i < count; i++) dst[i] = src[i]! << 16
+    else for (let i = 0; i < count; i++) dst[i] = F16_TO_F32_BITS[src[i]!]!
+  } else {
+    out.set(castBytes(bytes, from, to))
   }
 }
 

@@ -5,7 +5,7 @@
 import {FormatError} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {dtypeSize, isDType} from '../../tensor/dtype.js'
-import {type TensorRecord} from '../../tensor/record.js'
+import {type TensorRecord, withReadInto} from '../../tensor/record.js'
 import {type HeaderEntry, MAX_HEADER_BYTES, N_LEN, type ParsedHeader} from './types.js'
 
 function fail(code: string, file: string, message: string, details: Record<string, unknown> = {}): never {
@@ -133,10 +133,14 @@ export async function openSafetensors(p: string): Promise<SafetensorsFile> {
     const tensors = parsed.tensors.map(({name, entry}): TensorRecord => {
       const base = parsed.dataStart + entry.data_offsets[0]
       const byteLength = entry.data_offsets[1] - entry.data_offsets[0]
-      return {
+      const record: TensorRecord = {
         name, dtype: entry.dtype, shape: entry.shape, byteLength,
         read: (start = 0, end = byteLength) => file.read(base + start, end - start),
       }
+      return withReadInto(record, async (target, start) => {
+        if (start < 0 || start + target.byteLength > byteLength) throw new RangeError(`${name}: bytes ${start}..${start + target.byteLength} are outside the tensor (${byteLength} bytes)`)
+        await file.readInto(target, base + start)
+      })
     })
     return {
       path: p, metadata: parsed.metadata, tensors, size: file.size,

@@ -89,6 +89,7 @@ describe('inspect', () => {
     expect(run.stdout).toMatch(/parameters {2}156,288 {3}tensors 34 {3}610\.\d\d KiB {3}dtype F32/)
     expect(run.stdout).toContain('config      file: layers 4, model_dim 64, head_dim 8, gqa 2, vocab 128, context 128')
     expect(run.stdout).toContain('dtypes      F32×34')
+    expect(run.stdout).toContain('files       model.safetensors (613.91 KiB)   single safetensors')
     const table = run.stdout.split('\n').filter((l) => /^\d+\s/.test(l)).map((l) => l.trim().split(/\s+/).map(Number))
     expect(table).toEqual([[0, 4, 2, 32], [1, 6, 3, 112], [2, 6, 3, 176], [3, 8, 4, 256]])
     expect(run.stderr).toBe('')

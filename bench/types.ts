@@ -28,6 +28,8 @@ export interface BenchCase {
   description: string
   /** Untimed preparation (e.g. synth the source model); may reuse what an earlier case left in `work`. */
   setup?(ctx: BenchContext): Promise<void>
+  /** Untimed, before every timed run of the command (e.g. remove what the previous run wrote). */
+  beforeEach?(ctx: BenchContext): Promise<void>
   /** The timed command (argv). */
   command(ctx: BenchContext): string[]
   /** The baseline: a `cp` of the same files, timed the same way (argv). */
@@ -44,6 +46,8 @@ export interface BenchCase {
 
 export interface Measurement {
   wallSeconds: number
+  /** User + system CPU seconds: on a shared machine, what the command itself cost. */
+  cpuSeconds: number
   maxRssKB: number
   exitCode: number
 }

@@ -1,11 +1,12 @@
 import {execFileSync} from 'node:child_process'
+import {createHash} from 'node:crypto'
 import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
 import {FormatError} from '../src/errors.js'
 import {
-  bf16BitsToF32, castBytes, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, f32ToBf16Bits, f32ToF16Bits,
+  bf16BitsToF32, castBytes, castInto, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, f32ToBf16Bits, f32ToF16Bits,
   fromFloat32, parseFloatDType, toFloat32,
 } from '../src/tensor/dtype.js'
 
@@ -13,6 +14,7 @@ const PYTHON = '/usr/bin/python3'
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-dtype-'))
 afterAll(() => rmSync(tmp, {recursive: true, force: true}))
 
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 const ALL16 = Uint16Array.from({length: 65536}, (_, i) => i)
 const bytesOf = (a: Uint16Array | Uint32Array | Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
 const f32FromBits = (bits: number) => new Float32Array(Uint32Array.of(bits).buffer)[0]!
@@ -273,6 +275,24 @@ describe('bulk helpers', () => {
   it('widens F64 and refuses integer data as floats', () => {
     expect([...toFloat32(new Uint8Array(Float64Array.of(0.5, 1e300).buffer), 'F64')]).toEqual([0.5, Infinity])
     expect(() => toFloat32(new Uint8Array(8), 'I64')).toThrow(/cannot read I64 data as floats/)
+  })
+  it('castInto writes the same bits as castBytes, at aligned and unaligned output offsets, odd lengths included', () => {
+    const bits = Uint32Array.from({length: 1001}, (_, i) => (Math.imul(i + 7, 2654435761) ^ (i % 13 === 0 ? 0x7f800001 : 0)) >>> 0)
+    bits[500] = 0x7fc00000
+    bits[501] = 0x3f808000
+    const src = bytesOf(bits)
+    for (const to of ['BF16', 'F16'] as const) {
+      const want = castBytes(src, 'F32', to)
+      for (const offset of [0, 2, 4]) {
+        const out = new Uint8Array(2 * bits.length + 8)
+        castInto(src, 'F32', to, out.subarray(offset, offset + 2 * bits.length))
+        expect(sha(out.subarray(offset, offset + 2 * bits.length))).toBe(sha(want))
+      }
+    }
+    const back = new Uint8Array(4 * bits.length)
+    castInto(castBytes(src, 'F32', 'BF16'), 'BF16', 'F32', back)
+    expect(sha(back)).toBe(sha(castBytes(castBytes(src, 'F32', 'BF16'), 'BF16', 'F32')))
+    expect(() => castInto(src, 'F32', 'BF16', new Uint8Array(10))).toThrow(RangeError)
   })
   it('castBytes between equal dtypes returns the same bytes', () => {
     const b = bytesOf(Float32Array.of(1, 2))

@@ -19,7 +19,7 @@ export const cases: BenchCase[] = [
     name: 'found/synth-1.1B-f32',
     description: 'synth --preset 1.1B --dtype f32 (4.3 GB computed and written)',
     // Timed from scratch; the model it writes is the source of the cases below.
-    setup: (ctx) => ctx.remove(source(ctx)),
+    beforeEach: (ctx) => ctx.remove(source(ctx)),
     command: (ctx) => [...ctx.cli, 'synth', '--preset', '1.1B', '--dtype', 'f32', '--seed', '0', '--out', source(ctx)],
     // A cp of the files synth wrote: the cost of writing the bytes alone.
     baseline: (ctx) => copyOf(ctx, 'cp-synth'),

@@ -123,6 +123,8 @@ describe('reading', () => {
       expect([...(await b.read(2, 6))]).toEqual([18, 19, 20, 21])
       expect(b.byteLength).toBe(8)
       expect(st.entries.get('b')).toEqual(B)
+      await expect(b.read(4, 12)).rejects.toThrow(RangeError)
+      await expect(readIntoOf(b)!(new Uint8Array(4), 6)).rejects.toThrow(/outside the tensor/)
     } finally {
       await st.close()
     }

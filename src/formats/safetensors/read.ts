@@ -133,12 +133,19 @@ export async function openSafetensors(p: string): Promise<SafetensorsFile> {
     const tensors = parsed.tensors.map(({name, entry}): TensorRecord => {
       const base = parsed.dataStart + entry.data_offsets[0]
       const byteLength = entry.data_offsets[1] - entry.data_offsets[0]
+      // A range outside the tensor is a caller's bug; never hand out a neighbour's bytes.
+      const check = (start: number, end: number) => {
+        if (start < 0 || end < start || end > byteLength) throw new RangeError(`${name}: bytes ${start}..${end} are outside the tensor (${byteLength} bytes)`)
+      }
       const record: TensorRecord = {
         name, dtype: entry.dtype, shape: entry.shape, byteLength,
-        read: (start = 0, end = byteLength) => file.read(base + start, end - start),
+        read: async (start = 0, end = byteLength) => {
+          check(start, end)
+          return file.read(base + start, end - start)
+        },
       }
       return withReadInto(record, async (target, start) => {
-        if (start < 0 || start + target.byteLength > byteLength) throw new RangeError(`${name}: bytes ${start}..${start + target.byteLength} are outside the tensor (${byteLength} bytes)`)
+        check(start, start + target.byteLength)
         await file.readInto(target, base + start)
       })
     })

@@ -198,7 +198,7 @@ describe('convert', () => {
       cli(['convert', FIXTURE, '--to', 'hf']),
       cli(['convert', FIXTURE, '--to', 'hf', '--out', 'x', '--shard-size', '5XB']),
     ])
-    expectOneLineError(noOut, 2, /^Error: Missing required flag out$/)
+    expectOneLineError(noOut, 2, /^Error: Missing required flag out\b/)
     expectOneLineError(badSize, 2, /invalid size "5XB"/)
     expect(readdirSync(tmp)).not.toContain('x')
   })

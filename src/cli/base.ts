@@ -23,12 +23,6 @@ function installSignalCleanup(): void {
   }
 }
 
-/** oclif's parse errors span lines ("The following error occurred:", the problem, a help hint): keep the problem. */
-export function oneLine(message: string): string {
-  const lines = message.split('\n').map((l) => l.trim().replace(/\s{2,}/g, ' ')).filter((l) => l !== '' && !/^The following errors? occurred:?$/.test(l) && !/^See more help with/.test(l))
-  return lines.join(' ') || message.trim()
-}
-
 export abstract class BaseCommand extends Command {
   static override enableJsonFlag = true
 
@@ -75,7 +69,8 @@ export abstract class BaseCommand extends Command {
     if (error instanceof Errors.ExitError) throw error
     // oclif's own parse errors (unknown flag, missing arg) are already one line.
     if (error.oclif?.exit !== undefined || error instanceof Errors.CLIError) {
-      this.logToStderr(`Error: ${oneLine(error.message)}`)
+      const lines = error.message.split('\n').map((l) => l.trim()).filter((l) => l && !/^The following errors? occurred:?$/.test(l) && !/^See more help with/.test(l))
+      this.logToStderr(`Error: ${lines.join('; ')} (see ${this.config.bin} ${this.id ?? ''} --help)`.replace(/ +\(see/, ' (see').replace(/  +/g, ' '))
       this.exit(2)
     }
     const code = (error as NodeJS.ErrnoException).code

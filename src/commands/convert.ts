@@ -1,10 +1,13 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
+import {loadConfigFile} from '../formats/corenet/config.js'
 import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
 import {dtypeOptions, parseSize, quantizationOption} from '../cli/options.js'
 import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
 import {type FormatName} from '../formats/types.js'
+import {assertPassed, verifyConversion, type VerifyReport} from '../verify/index.js'
+import {reportLines} from '../verify/report.js'
 
 export default class Convert extends BaseCommand {
   static override summary = 'Stream a checkpoint into another layout (hf, corenet, mlx, onnx, gguf).'
@@ -27,11 +30,13 @@ export default class Convert extends BaseCommand {
     'keep-padded-vocab': Flags.boolean({description: 'CoreNet → other: keep the 32128 padded vocabulary rows', default: false}),
     'training-checkpoint': Flags.boolean({description: 'CoreNet: write the full training dict (optimizer state, counters) when the source had one', default: false}),
     ema: Flags.boolean({description: 'CoreNet source: convert the EMA weights', default: false}),
+    config: Flags.string({description: 'source config: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
+    verify: Flags.boolean({description: 'after writing, verify the output against the source (ts engine); report in <out>/openelm-verify.json', default: false}),
   }
 
-  async run(): Promise<ConvertResult> {
+  async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
     const {args, flags} = await this.parse(Convert)
-    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, {format: flags.format as FormatName | undefined, ema: flags.ema}, {
+    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined}, {
       ...dtypeOptions(flags.dtype),
       ...(flags.quantize === undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
       layout: flags.layout,
@@ -45,6 +50,10 @@ export default class Convert extends BaseCommand {
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${result.target.quantization.bits}-bit` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
-    return result
+    if (!flags.verify) return result
+    const report = await verifyConversion(args.source, result.target.path)
+    if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
+    assertPassed(report)
+    return {...result, verify: report}
   }
 }

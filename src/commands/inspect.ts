@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
+import {loadConfigFile} from '../formats/corenet/config.js'
 import {formatOption} from '../cli/flags.js'
 import {bytes, count, table} from '../cli/render.js'
 import {inspect, type InspectReport} from '../inspect.js'
@@ -15,11 +16,12 @@ export default class Inspect extends BaseCommand {
   static override flags = {
     format: formatOption,
     ema: Flags.boolean({description: 'CoreNet: inspect the EMA weights', default: false}),
+    config: Flags.string({description: 'config to use: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
   }
 
   async run(): Promise<InspectReport> {
     const {args, flags} = await this.parse(Inspect)
-    const report = await inspect(args.path, {format: flags.format as FormatName | undefined, ema: flags.ema})
+    const report = await inspect(args.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined})
     const c = report.config
     this.log(`${report.path}: ${report.format}${report.preset ? ` (OpenELM-${report.preset} shape)` : ''}`)
     this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${report.quantization.bits}-bit/${report.quantization.groupSize}` : ''}`)

@@ -4,11 +4,15 @@
  */
 import {promises as fs} from 'node:fs'
 import {FormatError, IoError, UsageError} from '../errors.js'
+import {corenetFormat} from './corenet/index.js'
 import {hfFormat} from './hf/index.js'
+import {onnxFormat} from './onnx/index.js'
 import {type Checkpoint, type FormatAdapter, type FormatName, type ReadOptions} from './types.js'
 
 export const ADAPTERS: FormatAdapter[] = [
+  corenetFormat,
   hfFormat,
+  onnxFormat,
 ]
 
 export function adapterFor(name: string): FormatAdapter {
@@ -23,10 +27,10 @@ export async function detectFormat(p: string): Promise<FormatAdapter> {
   try {
     await fs.stat(p)
   } catch {
-    throw new IoError('path.missing', `${p} does not exist`, {path: p})
+    throw new IoError('path.missing', `${p} does not exist: check the path (a model folder, or a .pt/.safetensors/.gguf file)`, {path: p})
   }
   for (const adapter of ADAPTERS) if (await adapter.detect(p)) return adapter
-  throw new FormatError('format.unrecognised', `${p} is not a model this tool recognises (expected ${ADAPTERS.map((a) => a.name).join(', ')})`, {path: p})
+  throw new FormatError('format.unrecognised', `${p} is not an OpenELM model in a layout this tool recognises (${ADAPTERS.map((a) => a.name).join(', ')}); pass --format to force one`, {path: p})
 }
 
 /** Open any supported checkpoint, optionally forcing its format. */

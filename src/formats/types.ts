@@ -7,7 +7,7 @@ import {type OpenElmConfig} from '../model/config.js'
 import {type FloatDType} from '../tensor/dtype.js'
 import {type TensorRecord} from '../tensor/record.js'
 
-export const FORMAT_NAMES = ['hf', 'corenet', 'mlx', 'onnx', 'gguf', 'safetensors'] as const
+export const FORMAT_NAMES = ['hf', 'corenet', 'mlx', 'onnx', 'gguf'] as const
 export type FormatName = (typeof FORMAT_NAMES)[number]
 
 export interface Quantization {

@@ -36,12 +36,46 @@ export async function pathExists(p: string): Promise<boolean> {
   }
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Remove temp siblings of `target` left by a process that was killed outright (SIGKILL, power
+ * loss): their names carry the writer's pid, and a pid that no longer runs cannot finish them.
+ */
+export async function removeStaleTemps(target: string): Promise<string[]> {
+  const parent = path.dirname(path.resolve(target))
+  const prefix = `${TEMP_MARKER}${path.basename(target)}-`
+  let entries: string[]
+  try {
+    entries = await fs.readdir(parent)
+  } catch {
+    return []
+  }
+  const removed: string[] = []
+  for (const entry of entries) {
+    if (!entry.startsWith(prefix)) continue
+    const pid = Number(entry.slice(prefix.length).split('-')[0])
+    if (!Number.isInteger(pid) || pid === process.pid || processAlive(pid)) continue
+    await fs.rm(path.join(parent, entry), {recursive: true, force: true})
+    removed.push(entry)
+  }
+  return removed
+}
+
 async function checkTarget(target: string, force: boolean): Promise<void> {
   if ((await pathExists(target)) && !force) {
     throw new IoError('output.exists', `output ${target} already exists (pass --force to replace it)`, {path: target})
   }
   const parent = path.dirname(path.resolve(target))
   if (!(await pathExists(parent))) await fs.mkdir(parent, {recursive: true})
+  await removeStaleTemps(target)
 }
 
 async function replace(temp: string, target: string): Promise<void> {

@@ -1,0 +1,51 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base.js'
+import {dtypeFlag} from '../cli/flags.js'
+import {dtypeOptions, quantizationOption} from '../cli/options.js'
+import {table} from '../cli/render.js'
+import {VerificationError} from '../errors.js'
+import {parseVia, roundtrip, type RoundtripReport} from '../roundtrip.js'
+
+export default class Roundtrip extends BaseCommand {
+  static override summary = 'Convert a checkpoint through formats and back; fail unless lossless hops are bit-exact and logits agree.'
+  static override examples = [
+    '<%= config.bin %> roundtrip training_checkpoint_last.pt --via hf,mlx,onnx,corenet',
+    '<%= config.bin %> roundtrip fixtures/tiny-hf --via mlx --quantize 4 --json',
+  ]
+  static override args = {source: Args.string({description: 'checkpoint to test', required: true})}
+  static override flags = {
+    via: Flags.string({description: 'comma-separated formats to pass through: hf, corenet, mlx, npz, corenet-mlx, onnx, gguf', default: 'hf,mlx,onnx,corenet'}),
+    dtype: dtypeFlag,
+    quantize: Flags.integer({description: 'quantize MLX hops to this many bits (lossy: checked by logits, not bytes)'}),
+    'group-size': Flags.integer({description: 'quantization group size (default 64)'}),
+    keep: Flags.boolean({description: 'keep the intermediate files and print where they are', default: false}),
+  }
+
+  async run(): Promise<RoundtripReport> {
+    const {args, flags} = await this.parse(Roundtrip)
+    const {dtype} = dtypeOptions(flags.dtype)
+    const report = await this.drain(roundtrip(args.source, {
+      via: parseVia(flags.via),
+      dtype,
+      quantization: quantizationOption(flags.quantize, flags['group-size']),
+      keep: flags.keep,
+    }))
+    this.log(table(
+      ['hop', 'lossless', 'weights there', 'logits max |Δ|', 'top-1', 'back bit-exact', 'result'],
+      report.hops.map((h) => [
+        `${report.source.format} → ${h.via} → ${report.source.format}`,
+        h.lossless ? 'yes' : 'no',
+        h.there?.weights ? `${h.there.weights.identical}/${h.there.weights.tensors} identical` : '-',
+        h.there?.logits ? h.there.logits.maxAbs.toExponential(2) : '-',
+        h.there?.logits ? h.there.logits.top1.toFixed(3) : '-',
+        h.back ? (h.back.failing.length === 0 ? (h.back.identical === h.back.tensors ? 'yes' : 'within bound') : `no (${h.back.firstTensor})`) : '-',
+        h.pass ? 'ok' : `FAIL: ${h.failure}`,
+      ]),
+    ))
+    if (!report.pass) {
+      if (this.jsonEnabled()) this.logJson(report)
+      throw new VerificationError('roundtrip.failed', `round trip failed at hop ${report.failedHop}: ${report.hops.find((h) => !h.pass)?.failure}`, {hop: report.failedHop})
+    }
+    return report
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * The ONNX layout transformers.js and onnxruntime load (DESIGN §4.4):
+ *   config.json (HF config + "transformers.js_config"), generation_config.json, tokenizer files,
+ *   onnx/model.onnx (f32) or onnx/model_fp16.onnx (f16 weights, f32 compute), with the weights in
+ *   onnx/<file>_data external data when the model would pass protobuf's 2 GiB limit.
+ */
+import {promises as fs} from 'node:fs'
+import path from 'node:path'
+import {UsageError, FormatError} from '../../errors.js'
+import {atomicDir, pathExists} from '../../io/atomic.js'
+import {writeJsonFile} from '../../io/file.js'
+import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
+import {type FloatDType} from '../../tensor/dtype.js'
+import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
+import {copyTokenizerFiles, dominantDType, findTokenizerFiles, resolveConfig} from '../common.js'
+import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
+import {buildOpenElmGraph, type GraphOptions, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
+import {fromOnnxName, toOnnxName} from './names.js'
+import {openOnnx} from './read.js'
+import {planOnnx, PROTOBUF_LIMIT} from './write.js'
+
+export const ONNX_DIR = 'onnx'
+/** File names transformers.js looks for, by weight dtype. */
+export const MODEL_FILES: Partial<Record<FloatDType, string>> = {F32: 'model.onnx', F16: 'model_fp16.onnx'}
+/** transformers.js dtype names. */
+const TJS_DTYPE: Partial<Record<FloatDType, string>> = {F32: 'fp32', F16: 'fp16'}
+/** `--layout` tokens. */
+export const LAYOUT_TOKENS = ['external-data', 'single-file', 'contrib-ops'] as const
+const PRODUCER_VERSION = '0.1.0'
+
+export interface OnnxLayout {
+  /** Force external data on (true) or off (false); undefined = only past 2 GiB. */
+  external?: boolean
+  rmsNorm: 'decomposed' | 'contrib'
+}
+
+export function parseOnnxLayout(layout: string | undefined): OnnxLayout {
+  const result: OnnxLayout = {rmsNorm: 'decomposed'}
+  for (const token of (layout ?? '').split(',').map((t) => t.trim()).filter(Boolean)) {
+    if (token === 'external-data') result.external = true
+    else if (token === 'single-file') result.external = false
+    else if (token === 'contrib-ops') result.rmsNorm = 'contrib'
+    else throw new UsageError('onnx.layout', `unknown ONNX layout "${token}" (expected ${LAYOUT_TOKENS.join(', ')}, comma-separated)`)
+  }
+  return result
+}
+
+async function isDir(p: string): Promise<boolean> {
+  try {
+    return (await fs.stat(p)).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+/** The .onnx file a path names: the file itself, or the folder's onnx/model.onnx (else model_fp16, else the first model*.onnx). */
+export async function findModelFile(p: string): Promise<string | undefined> {
+  if (p.endsWith('.onnx')) return (await pathExists(p)) ? p : undefined
+  if (!(await isDir(p))) return undefined
+  for (const dir of [path.join(p, ONNX_DIR), p]) {
+    let names: string[]
+    try {
+      names = (await fs.readdir(dir)).filter((n) => /^model.*\.onnx$/.test(n)).sort()
+    } catch {
+      continue
+    }
+    for (const preferred of Object.values(MODEL_FILES)) if (names.includes(preferred)) return path.join(dir, preferred)
+    if (names.length > 0) return path.join(dir, names[0])
+  }
+  return undefined
+}
+
+/** The folder holding config.json for a model file (…/onnx/model.onnx → …). */
+function modelRoot(modelFile: string): string {
+  const dir = path.dirname(modelFile)
+  return path.basename(dir) === ONNX_DIR ? path.dirname(dir) : dir
+}
+
+export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Checkpoint> {
+  const modelFile = await findModelFile(p)
+  if (!modelFile) throw new FormatError('onnx.missing', `${p} has no ONNX model (expected onnx/model.onnx or a .onnx file)`, {path: p})
+  const root = modelRoot(modelFile)
+  const onnxFile = await openOnnx(modelFile)
+  try {
+    const weights: TensorRecord[] = []
+    const derived: string[] = []
+    for (const init of onnxFile.initializers) {
+      const canonical = fromOnnxName(init.name)
+      if (canonical === undefined) derived.push(init.name)
+      else weights.push(renamed(init, canonical))
+    }
+    const configPath = path.join(root, 'config.json')
+    const resolved = await resolveConfig(weights, configPath, options)
+    const files = [{path: modelFile, bytes: onnxFile.size}]
+    for (const name of onnxFile.externalFiles) {
+      const file = path.join(path.dirname(modelFile), name)
+      files.push({path: file, bytes: (await fs.stat(file)).size})
+    }
+    return {
+      format: 'onnx',
+      path: p,
+      config: resolved.config,
+      tensors: resolved.tensors,
+      extras: {
+        configSource: resolved.configSource,
+        dtype: dominantDType(resolved.tensors),
+        tokenizerFiles: await findTokenizerFiles(root),
+        notes: resolved.notes,
+        info: {
+          layout: onnxFile.externalFiles.length > 0 ? 'onnx with external data' : 'onnx (single file)',
+          modelFile,
+          irVersion: onnxFile.irVersion,
+          files,
+          derivedInitializers: derived,
+        },
+      },
+      close: onnxFile.close,
+    }
+  } catch (error) {
+    await onnxFile.close()
+    throw error
+  }
+}
+
+export interface OnnxWriteExtra {
+  /** Testing hooks (see GraphOptions.sabotage). */
+  sabotage?: GraphOptions['sabotage']
+}
+
+export async function* writeOnnx(source: Checkpoint, out: string, options: WriteOptions & OnnxWriteExtra): AsyncGenerator<ProgressEvent, WriteResult> {
+  const dtype: FloatDType = options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
+  const fileName = MODEL_FILES[dtype]
+  if (!fileName) throw new UsageError('onnx.dtype', `ONNX export supports --dtype f32 or f16, not ${dtype.toLowerCase()} (onnxruntime and transformers.js have no bf16 model file)`)
+  if (options.quantization) throw new UsageError('onnx.quantize', 'ONNX export does not quantize; convert with --dtype f16 instead')
+  const layout = parseOnnxLayout(options.layout)
+  const config = source.config
+  const graph = buildOpenElmGraph(config, {dtype, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
+  const sources = new Map<string, TensorRecord>()
+  for (const t of source.tensors) sources.set(toOnnxName(t.name), castRecord(t, dtype))
+  const {cos, sin} = ropeTables(config)
+  sources.set(ROPE_COS, f32Record(ROPE_COS, [config.rope_max_length, config.head_dim], cos))
+  sources.set(ROPE_SIN, f32Record(ROPE_SIN, [config.rope_max_length, config.head_dim], sin))
+
+  const dataName = `${fileName}_data`
+  let plan = planOnnx(graph, sources, layout.external === true ? dataName : undefined, PRODUCER_VERSION)
+  const notes: string[] = []
+  if (layout.external === undefined && plan.modelBytes > PROTOBUF_LIMIT) {
+    plan = planOnnx(graph, sources, dataName, PRODUCER_VERSION)
+    notes.push(`weights written to ${ONNX_DIR}/${dataName} (the model passes protobuf's 2 GiB limit)`)
+  } else if (layout.external === false && plan.modelBytes > PROTOBUF_LIMIT) {
+    throw new UsageError('onnx.too_big', `the model needs ${plan.modelBytes} bytes, past protobuf's 2 GiB limit: drop --layout single-file`)
+  }
+  if (layout.rmsNorm === 'contrib') notes.push('RMSNorm uses onnxruntime\'s SimplifiedLayerNormalization (not a standard ONNX op: onnx.checker rejects it)')
+
+  const tjsConfig: Record<string, unknown> = {dtype: TJS_DTYPE[dtype]}
+  if (plan.external) tjsConfig.use_external_data_format = true
+  return yield* atomicDir(out, options.force ?? false, async function* (dir) {
+    await fs.mkdir(path.join(dir, ONNX_DIR))
+    const modelPath = path.join(dir, ONNX_DIR, fileName)
+    const dataPath = plan.external ? path.join(dir, ONNX_DIR, dataName) : undefined
+    yield* plan.write(modelPath, dataPath)
+    const files = [{path: modelPath, bytes: plan.modelBytes}]
+    if (dataPath) files.push({path: dataPath, bytes: plan.dataBytes})
+    const configPath = path.join(dir, 'config.json')
+    files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {'transformers.js_config': tjsConfig}))})
+    const gen = path.join(dir, 'generation_config.json')
+    files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(config))})
+    files.push(...(await copyTokenizerFiles(source.extras.tokenizerFiles, dir)))
+    return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, notes}
+  })
+}
+
+export const onnxFormat: FormatAdapter = {
+  name: 'onnx',
+  description: 'ONNX for onnxruntime / transformers.js: onnx/model.onnx (+ model_fp16.onnx, external data past 2 GiB), KV cache I/O',
+  async detect(p) {
+    return (await findModelFile(p)) !== undefined
+  },
+  read: readOnnx,
+  write: writeOnnx,
+}

@@ -1,0 +1,122 @@
+/**
+ * Streaming ONNX writer. The whole ModelProto is planned from names, dtypes and shapes first; the
+ * graph (small) is encoded with protobufjs, and each initializer's bytes are streamed straight
+ * into the file, either as the TensorProto's `raw_data` field (protobuf fields may come in any
+ * order, and every message length is known in advance) or into an external data file at a
+ * planned offset. Memory stays bounded by one tensor chunk whatever the model size.
+ */
+import {type onnx as P} from 'onnx-proto'
+import {FormatError} from '../../errors.js'
+import {FileWriter} from '../../io/file.js'
+import {readChunks, type TensorRecord} from '../../tensor/record.js'
+import {type ProgressEvent} from '../types.js'
+import {type GraphBuilder, lengthDelimitedTag, onnx, onnxDtype, varint} from './builder.js'
+import {IR_VERSION, OPSET} from './graph.js'
+
+/** protobuf messages (and so a self-contained .onnx file) cannot exceed 2 GiB - 1. */
+export const PROTOBUF_LIMIT = 2 ** 31 - 1
+/** External data offsets are aligned like onnx's own saver does, so runtimes can mmap them. */
+export const EXTERNAL_ALIGNMENT = 4096
+const GRAPH_FIELD = 7
+const INITIALIZER_FIELD = 5
+const RAW_DATA_FIELD = 9
+
+export interface OnnxPlan {
+  /** Bytes of the .onnx file. */
+  modelBytes: number
+  /** Bytes of the external data file (0 when inline). */
+  dataBytes: number
+  external: boolean
+  write(modelFile: string, dataFile: string | undefined): AsyncGenerator<ProgressEvent, void>
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  return Buffer.concat(parts)
+}
+
+/**
+ * Plan a model file for `graph`, with `sources` giving each initializer's bytes. `external`
+ * names the data file (relative to the model file) or is undefined for raw_data in the model.
+ */
+export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, TensorRecord>, external: string | undefined, producerVersion: string): OnnxPlan {
+  for (const init of graph.initializers) {
+    const source = sources.get(init.name)
+    if (!source) throw new FormatError('onnx.initializer', `no tensor for ONNX initializer ${init.name}`, {tensor: init.name})
+    if (source.byteLength !== init.byteLength || source.dtype !== init.dtype) {
+      throw new FormatError('onnx.initializer', `tensor ${init.name}: ${source.dtype} ${source.byteLength} bytes, graph expects ${init.dtype} ${init.byteLength} bytes`, {tensor: init.name})
+    }
+  }
+  const modelHead = onnx.ModelProto.encode({
+    irVersion: IR_VERSION,
+    producerName: 'openelm',
+    producerVersion,
+    opsetImport: [{domain: '', version: OPSET}],
+  }).finish()
+  const graphHead = onnx.GraphProto.encode(graph.graphProto()).finish()
+
+  // Per initializer: the encoded TensorProto minus raw_data, plus where its bytes go.
+  let dataOffset = 0
+  const entries = graph.initializers.map((init) => {
+    const tensor: P.ITensorProto = {dims: [...init.shape], dataType: onnxDtype(init.dtype), name: init.name}
+    let dataStart = 0
+    if (external !== undefined) {
+      dataStart = Math.ceil(dataOffset / EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT
+      dataOffset = dataStart + init.byteLength
+      tensor.externalData = [
+        {key: 'location', value: external},
+        {key: 'offset', value: String(dataStart)},
+        {key: 'length', value: String(init.byteLength)},
+      ]
+      tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL
+    }
+    const head = onnx.TensorProto.encode(tensor).finish()
+    const rawPrefix = external === undefined ? concat([lengthDelimitedTag(RAW_DATA_FIELD), varint(init.byteLength)]) : new Uint8Array(0)
+    const tensorBytes = head.byteLength + rawPrefix.byteLength + (external === undefined ? init.byteLength : 0)
+    const prefix = concat([lengthDelimitedTag(INITIALIZER_FIELD), varint(tensorBytes), head, rawPrefix])
+    return {init, prefix, dataStart, inlineBytes: prefix.byteLength + (external === undefined ? init.byteLength : 0)}
+  })
+  const graphBytes = graphHead.byteLength + entries.reduce((n, e) => n + e.inlineBytes, 0)
+  const graphPrefix = concat([lengthDelimitedTag(GRAPH_FIELD), varint(graphBytes)])
+  const modelBytes = modelHead.byteLength + graphPrefix.byteLength + graphBytes
+  const totalBytes = entries.reduce((n, e) => n + e.init.byteLength, 0)
+
+  return {
+    modelBytes,
+    dataBytes: dataOffset,
+    external: external !== undefined,
+    async* write(modelFile, dataFile) {
+      yield {type: 'start', total: entries.length, totalBytes, label: 'onnx'}
+      const model = await FileWriter.create(modelFile)
+      const data = external !== undefined && dataFile ? await FileWriter.create(dataFile) : undefined
+      try {
+        await model.write(modelHead)
+        await model.write(graphPrefix)
+        await model.write(graphHead)
+        let done = 0
+        for (const [index, entry] of entries.entries()) {
+          await model.write(entry.prefix)
+          const target = data ?? model
+          if (data && data.position < entry.dataStart) await data.write(new Uint8Array(entry.dataStart - data.position))
+          let written = 0
+          for await (const chunk of readChunks(sources.get(entry.init.name)!)) {
+            await target.write(chunk)
+            written += chunk.byteLength
+          }
+          if (written !== entry.init.byteLength) {
+            throw new FormatError('onnx.initializer', `tensor ${entry.init.name}: source gave ${written} bytes, expected ${entry.init.byteLength}`, {tensor: entry.init.name})
+          }
+          done += written
+          yield {type: 'tensor', name: entry.init.name, index, total: entries.length, bytesDone: done, totalBytes}
+        }
+        if (model.position !== modelBytes) throw new FormatError('onnx.plan', `wrote ${model.position} model bytes, planned ${modelBytes}`)
+        await model.close()
+        await data?.close()
+      } catch (error) {
+        await model.abort()
+        await data?.abort()
+        throw error
+      }
+    },
+  }
+}
+

@@ -1,0 +1,207 @@
+/**
+ * The model card (`README.md`) written when a pushed folder has none: YAML front matter the Hub
+ * indexes (library, base model, tags, license, pipeline), then what the folder holds (format,
+ * dtype/quantization, per-layer shapes) and the last verification report `convert --verify`
+ * left in the folder. Built in memory; the user's folder is never modified.
+ */
+import {promises as fs} from 'node:fs'
+import path from 'node:path'
+import {type FormatName} from '../formats/types.js'
+import {inspect, type InspectReport} from '../inspect.js'
+import {APPLE_REPOS} from '../model/presets.js'
+
+/** Written by `openelm convert --verify` next to the model. */
+export const VERIFY_REPORT_FILE = 'openelm-verify.json'
+/** The license Apple's OpenELM repos declare (`license: other` + this name). */
+export const OPENELM_LICENSE_NAME = 'apple-sample-code-license'
+export const OPENELM_LICENSE_LINK = 'https://huggingface.co/apple/OpenELM/blob/main/LICENSE'
+/** Metric rows shown from a verification report; the full report is uploaded next to the card. */
+const MAX_METRIC_ROWS = 60
+/** Nesting followed when collecting metrics from a report whose exact shape we do not own. */
+const MAX_METRIC_DEPTH = 4
+
+/** The Hub `library_name` for each format that has a loader library. */
+const LIBRARY_NAMES: Partial<Record<FormatName, string>> = {hf: 'transformers', mlx: 'mlx', onnx: 'onnx'}
+
+const FORMAT_TITLES: Record<FormatName, string> = {
+  hf: 'Hugging Face transformers (safetensors)',
+  mlx: 'MLX',
+  onnx: 'ONNX',
+  gguf: 'GGUF (llama.cpp)',
+  corenet: 'CoreNet (PyTorch)',
+}
+
+export interface CardOptions {
+  /** Target repo, `owner/name`. */
+  repo: string
+  /** `--base-model`; otherwise the Apple repo of a matching preset shape. */
+  baseModel?: string
+}
+
+export interface ModelCard {
+  text: string
+  /** Front matter values, for tests and `--json`. */
+  metadata: Record<string, string | string[]>
+  notes: string[]
+}
+
+function yamlScalar(value: string): string {
+  return /^[A-Za-z0-9][A-Za-z0-9._\/-]*$/.test(value) ? value : JSON.stringify(value)
+}
+
+function frontMatter(metadata: Record<string, string | string[]>): string {
+  const lines = ['---']
+  for (const [key, value] of Object.entries(metadata)) {
+    if (Array.isArray(value)) {
+      lines.push(`${key}:`)
+      for (const item of value) lines.push(`- ${yamlScalar(item)}`)
+    } else {
+      lines.push(`${key}: ${yamlScalar(value)}`)
+    }
+  }
+  lines.push('---')
+  return lines.join('\n')
+}
+
+function markdownTable(headers: string[], rows: (string | number)[][]): string {
+  const escape = (cell: string | number) => String(cell).replace(/\|/g, '\\|').replace(/\n/g, ' ')
+  return [
+    `| ${headers.join(' | ')} |`,
+    `| ${headers.map((_, i) => (i === 0 ? '---' : '---:')).join(' | ')} |`,
+    ...rows.map((row) => `| ${row.map(escape).join(' | ')} |`),
+  ].join('\n')
+}
+
+function formatNumber(n: number): string {
+  if (Number.isInteger(n)) return String(n)
+  const abs = Math.abs(n)
+  return abs !== 0 && (abs < 1e-3 || abs >= 1e6) ? n.toExponential(3) : String(Number(n.toPrecision(6)))
+}
+
+/** Pass/fail from whichever verdict field a report carries. */
+function verdict(report: Record<string, unknown>): boolean | undefined {
+  for (const key of ['passed', 'pass', 'ok', 'success']) if (typeof report[key] === 'boolean') return report[key] as boolean
+  const status = report.status ?? report.result ?? report.verdict
+  if (typeof status === 'string') {
+    if (/^(pass(ed)?|ok|success)$/i.test(status)) return true
+    if (/^(fail(ed|ure)?|error|mismatch)$/i.test(status)) return false
+  }
+  return undefined
+}
+
+/** Every numeric leaf (and boolean verdicts below the top) as `a.b[0].c → value`, depth-limited. */
+function collectMetrics(value: unknown, prefix: string, depth: number, out: [string, string][]): void {
+  if (out.length >= MAX_METRIC_ROWS) return
+  if (typeof value === 'number' && Number.isFinite(value)) out.push([prefix, formatNumber(value)])
+  else if (typeof value === 'boolean' && prefix.includes('.')) out.push([prefix, value ? 'pass' : 'fail'])
+  else if (depth < MAX_METRIC_DEPTH && Array.isArray(value)) value.forEach((v, i) => collectMetrics(v, `${prefix}[${i}]`, depth + 1, out))
+  else if (depth < MAX_METRIC_DEPTH && value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) collectMetrics(v, prefix ? `${prefix}.${k}` : k, depth + 1, out)
+  }
+}
+
+/** Render `openelm-verify.json` whatever its exact shape: verdict, descriptive fields, metric table. */
+export function renderVerifyReport(json: unknown): string {
+  if (!json || typeof json !== 'object' || Array.isArray(json)) return 'The verification report could not be read (not a JSON object).'
+  const report = json as Record<string, unknown>
+  const lines: string[] = []
+  const passed = verdict(report)
+  lines.push(`**Result: ${passed === undefined ? 'unknown' : passed ? 'PASS' : 'FAIL'}**`)
+  const fields = Object.entries(report).filter(([, v]) => typeof v === 'string' && (v as string).length <= 200)
+  if (fields.length > 0) {
+    lines.push('')
+    for (const [k, v] of fields) lines.push(`- ${k}: \`${String(v).replace(/`/g, "'")}\``)
+  }
+  const metrics: [string, string][] = []
+  collectMetrics(report, '', 0, metrics)
+  if (metrics.length > 0) {
+    lines.push('', markdownTable(['metric', 'value'], metrics))
+    if (metrics.length >= MAX_METRIC_ROWS) lines.push('', `(first ${MAX_METRIC_ROWS} values; the full report is in \`${VERIFY_REPORT_FILE}\`)`)
+  }
+  return lines.join('\n')
+}
+
+async function readVerifyReport(dir: string): Promise<{json?: unknown; error?: string} | undefined> {
+  let text: string
+  try {
+    text = await fs.readFile(path.join(dir, VERIFY_REPORT_FILE), 'utf8')
+  } catch {
+    return undefined
+  }
+  try {
+    return {json: JSON.parse(text)}
+  } catch {
+    return {error: `${VERIFY_REPORT_FILE} is not valid JSON; the card leaves the verification section out`}
+  }
+}
+
+function dtypeLine(report: InspectReport): string {
+  const q = report.quantization
+  if (!q) return report.dtype
+  return q.mode === 'q8_0' ? `Q8_0 blocks (${report.dtype} for the rest)` : `${q.bits}-bit affine, group size ${q.groupSize} (${report.dtype} scales)`
+}
+
+/** Build the card for `dir`. A folder this tool cannot read still gets a minimal card (with a note). */
+export async function buildModelCard(dir: string, options: CardOptions): Promise<ModelCard> {
+  const notes: string[] = []
+  let report: InspectReport | undefined
+  try {
+    report = await inspect(dir)
+  } catch (error) {
+    notes.push(`model card: could not read the model in ${dir} (${(error as Error).message}); writing a minimal card`)
+  }
+  const verify = await readVerifyReport(dir)
+  if (verify?.error) notes.push(verify.error)
+  const card = renderModelCard(report, verify && 'json' in verify ? verify.json : undefined, options)
+  return {...card, notes: [...notes, ...card.notes]}
+}
+
+/** The card text from an inspect report (absent: unreadable model) and a parsed verify report. */
+export function renderModelCard(report: InspectReport | undefined, verifyReport: unknown, options: CardOptions): ModelCard {
+  const notes: string[] = []
+  const baseModel = options.baseModel ?? (report?.preset ? APPLE_REPOS[report.preset] : undefined)
+  const metadata: Record<string, string | string[]> = {}
+  const library = report ? LIBRARY_NAMES[report.format] : undefined
+  if (library) metadata.library_name = library
+  if (baseModel) metadata.base_model = baseModel
+  if (baseModel && report?.quantization) metadata.base_model_relation = 'quantized'
+  const tags = ['openelm']
+  if (report) {
+    if (report.format === 'hf') tags.push('safetensors')
+    else tags.push(report.format)
+    if (report.quantization) tags.push(report.quantization.mode === 'q8_0' ? 'q8_0' : `${report.quantization.bits}-bit`)
+  }
+  metadata.tags = tags
+  metadata.license = 'other'
+  metadata.license_name = OPENELM_LICENSE_NAME
+  metadata.license_link = OPENELM_LICENSE_LINK
+  metadata.pipeline_tag = 'text-generation'
+
+  const name = options.repo.split('/').pop() ?? options.repo
+  const body: string[] = [`# ${name}`, '']
+  body.push(
+    baseModel
+      ? `[OpenELM](https://huggingface.co/${baseModel}) (\`${baseModel}\`) converted with the \`openelm\` CLI.`
+      : 'An OpenELM model converted with the `openelm` CLI.',
+  )
+  if (report) {
+    const c = report.config
+    body.push(
+      '',
+      '## Model',
+      '',
+      `- Format: ${FORMAT_TITLES[report.format]}`,
+      `- Weights: ${dtypeLine(report)}`,
+      `- Parameters: ${report.parameters.toLocaleString('en-US')}`,
+      `- Layers: ${c.num_transformer_layers}, model dim ${c.model_dim}, head dim ${c.head_dim}, vocabulary ${c.vocab_size}, context ${c.max_context_length}`,
+      '',
+      'OpenELM uses layer-wise scaling: every layer has its own number of query/KV heads and FFN width.',
+      '',
+      markdownTable(['layer', 'query heads', 'KV heads', 'FFN dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])),
+    )
+  }
+  const verification = verifyReport === undefined ? undefined : renderVerifyReport(verifyReport)
+  if (verification) body.push('', '## Verification', '', `From \`${VERIFY_REPORT_FILE}\` (written by \`openelm convert --verify\`).`, '', verification)
+  body.push('', '## License', '', `Apple's OpenELM weights are released under the [Apple sample code license](${OPENELM_LICENSE_LINK}).`, '')
+  return {text: `${frontMatter(metadata)}\n\n${body.join('\n')}`, metadata, notes}
+}

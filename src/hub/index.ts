@@ -1,0 +1,5 @@
+export {push, pushFolder, type PushedFile, type PushEvent, type PushOptions, type PushPhase, type PushResult} from './push.js'
+export {buildModelCard, renderModelCard, renderVerifyReport, VERIFY_REPORT_FILE, type ModelCard} from './card.js'
+export {resolveToken, resolveEndpoint, tokenFilePath, scrubToken, DEFAULT_ENDPOINT} from './credentials.js'
+export {listFolder, globToRegExp, isLfs, LFS_SIZE_THRESHOLD, type LocalFile} from './files.js'
+export {hubFetch, DEFAULT_RETRY, MAX_ATTEMPTS, BASE_DELAY_MS, MAX_DELAY_MS, type RetryPolicy} from './fetch.js'

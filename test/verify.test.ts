@@ -1,0 +1,223 @@
+/**
+ * The reference forward pass: TS engine vs golden logits from the PyTorch reference, the torch
+ * backend (Debian's python3 + torch) vs the TS engine, the metrics, and dependency errors.
+ */
+import {spawnSync} from 'node:child_process'
+import {chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {DependencyError} from '../src/errors.js'
+import {openCheckpoint} from '../src/formats/registry.js'
+import {openSafetensors} from '../src/formats/safetensors/read.js'
+import {type Checkpoint} from '../src/formats/types.js'
+import {presetConfig} from '../src/model/presets.js'
+import {synthCheckpoint} from '../src/model/synth.js'
+import {f32Record, readFloat32} from '../src/tensor/record.js'
+import {BACKENDS} from '../src/verify/backends/index.js'
+import {compareLogits, conversionPath} from '../src/verify/compare.js'
+import {runForward} from '../src/verify/engine/index.js'
+import {ropeTables, normRopeHead} from '../src/verify/engine/ops.js'
+import {promptTokens, verify} from '../src/verify/index.js'
+
+const repo = path.resolve(import.meta.dirname, '..')
+const fixture = path.join(repo, 'fixtures/tiny-hf')
+const golden = JSON.parse(readFileSync(path.join(repo, 'fixtures/golden/tiny-hf.tokens.json'), 'utf8')) as {tokens: number[]}
+let tmp: string
+let tiny: Checkpoint
+
+beforeAll(async () => {
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-verify-'))
+  tiny = await openCheckpoint(fixture)
+})
+afterAll(async () => {
+  await tiny.close()
+  rmSync(tmp, {recursive: true, force: true})
+})
+
+async function goldenLogits(): Promise<Float32Array> {
+  const file = await openSafetensors(path.join(repo, 'fixtures/golden/tiny-hf.logits.safetensors'))
+  try {
+    expect(file.tensors.map((t) => [t.name, t.dtype, t.shape])).toEqual([['logits', 'F32', [golden.tokens.length, 128]]])
+    return await readFloat32(file.tensors[0]!)
+  } finally {
+    await file.close()
+  }
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length)
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!))
+  return m
+}
+
+describe('TS engine', () => {
+  it('matches the golden logits of the PyTorch reference within 1e-4 (tiny fixture)', async () => {
+    const expected = await goldenLogits()
+    const r = await runForward(tiny, golden.tokens)
+    expect(r.vocab).toBe(128)
+    expect(r.logits.length).toBe(golden.tokens.length * 128)
+    const diff = maxAbsDiff(r.logits, expected)
+    expect(diff).toBeLessThanOrEqual(1e-4)
+    // The logits are far from trivial: a broken engine cannot sneak under the bound.
+    expect(Math.max(...expected.map(Math.abs))).toBeGreaterThan(3)
+  })
+
+  it('gives the same logits on worker threads and on the main thread, and per-layer hidden states', async () => {
+    const tokens = golden.tokens.slice(0, 9)
+    const threaded = await runForward(tiny, tokens, {collectHidden: true, threads: 2})
+    const single = await runForward(tiny, tokens, {threads: 0})
+    expect(maxAbsDiff(threaded.logits, single.logits)).toBe(0)
+    expect(threaded.hidden).toHaveLength(4)
+    for (const h of threaded.hidden!) expect(h.length).toBe(9 * 64)
+    expect(single.hidden).toBeUndefined()
+  })
+
+  it('is causal: logits of a prefix do not depend on later tokens', async () => {
+    const a = await runForward(tiny, [1, 7, 9, 11])
+    const b = await runForward(tiny, [1, 7, 9, 100, 5])
+    expect(maxAbsDiff(a.logits.subarray(0, 3 * 128), b.logits.subarray(0, 3 * 128))).toBeLessThan(1e-6)
+    expect(maxAbsDiff(a.logits.subarray(3 * 128, 4 * 128), b.logits.subarray(3 * 128, 4 * 128))).toBeGreaterThan(1e-3)
+  })
+
+  it('reads bf16 weights by widening them (same result as the widened f32 copy)', async () => {
+    const config = presetConfig('tiny')
+    const bf16 = synthCheckpoint(config, {seed: 3, dtype: 'BF16'})
+    const widened: Checkpoint = {...bf16, tensors: await Promise.all(bf16.tensors.map(async (t) => {
+      return f32Record(t.name, t.shape, await readFloat32(t))
+    }))}
+    const tokens = [1, 2, 3, 4, 5]
+    expect(maxAbsDiff((await runForward(bf16, tokens)).logits, (await runForward(widened, tokens)).logits)).toBe(0)
+  })
+
+  it('applies rotate-half RoPE after the q/k norm', () => {
+    const hd = 4
+    const {cos, sin} = ropeTables(3, hd, 10000)
+    // position 2: angles [2, 2·10000^(-1/2)] duplicated
+    expect(cos[2 * hd]).toBeCloseTo(Math.cos(2), 6)
+    expect(sin[2 * hd + 3]).toBeCloseTo(Math.sin(0.02), 6)
+    const v = new Float32Array([1, 2, 3, 4])
+    normRopeHead(v, 0, hd, new Float32Array([1, 1, 1, 1]), cos, sin, 2, new Float32Array(hd))
+    const s = 1 / Math.sqrt((1 + 4 + 9 + 16) / 4 + 1e-6)
+    const [x1, x2, x3, x4] = [1 * s, 2 * s, 3 * s, 4 * s]
+    expect(v[0]).toBeCloseTo(x1 * Math.cos(2) - x3 * Math.sin(2), 5)
+    expect(v[1]).toBeCloseTo(x2 * Math.cos(0.02) - x4 * Math.sin(0.02), 5)
+    expect(v[2]).toBeCloseTo(x3 * Math.cos(2) + x1 * Math.sin(2), 5)
+    expect(v[3]).toBeCloseTo(x4 * Math.cos(0.02) + x2 * Math.sin(0.02), 5)
+  })
+
+  it('rejects token ids outside the vocabulary', async () => {
+    await expect(runForward(tiny, [1, 128])).rejects.toThrow(/token 1 is 128: ids must be integers in \[0, 128\)/)
+    await expect(runForward(tiny, [])).rejects.toThrow(/no tokens/)
+  })
+})
+
+describe('torch backend (Debian python3 + torch, CPU)', () => {
+  it('matches the TS engine, logits and every layer', async () => {
+    const tokens = golden.tokens
+    const ts = await BACKENDS.ts!.run({path: fixture, checkpoint: tiny}, tokens, {collectHidden: true})
+    const torch = await BACKENDS.torch!.run({path: fixture, checkpoint: tiny}, tokens, {device: 'cpu', collectHidden: true})
+    expect(torch.vocab).toBe(128)
+    expect(maxAbsDiff(ts.logits, torch.logits)).toBeLessThanOrEqual(1e-4)
+    expect(torch.hidden).toHaveLength(4)
+    for (let i = 0; i < 4; i++) expect(maxAbsDiff(ts.hidden![i]!, torch.hidden![i]!)).toBeLessThanOrEqual(1e-4)
+    // and the golden file came from this reference
+    expect(maxAbsDiff(torch.logits, await goldenLogits())).toBeLessThanOrEqual(1e-5)
+  })
+
+  it('verify --backend torch compares two models end to end', async () => {
+    const report = await verify(fixture, {against: fixture, backend: 'torch', device: 'cpu', promptLength: 8})
+    expect(report.pass).toBe(true)
+    expect(report.backend).toBe('torch')
+    expect(report.logits!.maxAbs).toBe(0)
+  })
+
+  it('a missing Python is a DependencyError naming it', async () => {
+    const run = BACKENDS.torch!.run({path: fixture, checkpoint: tiny}, [1, 2], {python: path.join(tmp, 'no-such-python')})
+    await expect(run).rejects.toThrow(DependencyError)
+    await expect(BACKENDS.torch!.run({path: fixture, checkpoint: tiny}, [1, 2], {python: path.join(tmp, 'no-such-python')}))
+      .rejects.toThrow(/Python not found: .*no-such-python .*--python PATH/)
+  })
+
+  it('a Python without torch/msgpack says what to install, in one line, with exit code 7 from the CLI', () => {
+    // Debian's interpreter without site-packages: neither msgpack nor torch importable.
+    const fake = path.join(tmp, 'python-bare')
+    writeFileSync(fake, '#!/bin/sh\nexec /usr/bin/python3 -S -E "$@"\n')
+    chmodSync(fake, 0o755)
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'bin/dev.js'), 'verify', fixture, '--backend', 'torch', '--python', fake],
+      {cwd: repo, encoding: 'utf8', timeout: 60_000})
+    expect(r.status).toBe(7)
+    const lines = r.stderr.trim().split('\n')
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(/^Error: the Python module msgpack is not installed for .*: install it with `.* -m pip install msgpack`/)
+  })
+
+  it('asking for CUDA without it is a DependencyError (or runs, where torch has CUDA)', async () => {
+    try {
+      const r = await BACKENDS.torch!.run({path: fixture, checkpoint: tiny}, [1, 2], {device: 'cuda'})
+      expect(r.vocab).toBe(128)
+    } catch (error) {
+      expect(error).toBeInstanceOf(DependencyError)
+      expect((error as Error).message).toMatch(/^CUDA is not available to torch .* use --device cpu$/)
+    }
+  })
+})
+
+describe('metrics', () => {
+  it('computes max/mean abs, cosine, top-1 and KL in f64', () => {
+    const ref = new Float32Array([0, 1, 2, 0, 0, 1])
+    const cand = new Float32Array([0, 1, 2, 1, 0, 0])
+    const m = compareLogits(ref, cand, 2, 3)
+    expect(m.maxAbs).toBe(1)
+    expect(m.meanAbs).toBeCloseTo(2 / 6, 12)
+    expect(m.top1Reference).toEqual([2, 2])
+    expect(m.top1Candidate).toEqual([2, 0])
+    expect(m.top1).toBe(0.5)
+    // row 1 identical (KL 0); row 2: KL(softmax([0,0,1]) ‖ softmax([1,0,0]))
+    const z = Math.E + 2
+    const p = [1 / z, 1 / z, Math.E / z]
+    const q = [Math.E / z, 1 / z, 1 / z]
+    const kl = p.reduce((acc, pi, i) => acc + pi * Math.log(pi / q[i]!), 0)
+    expect(m.meanKl).toBeCloseTo(kl / 2, 12)
+    expect(m.maxKl).toBeCloseTo(kl, 12)
+    expect(m.cosine).toBeCloseTo(5 / 6, 6)
+    // NaN never passes
+    expect(compareLogits(ref, new Float32Array([0, NaN, 2, 0, 0, 1]), 2, 3).maxAbs).toBe(Infinity)
+  })
+
+  it('picks the threshold set from dtype and quantization', () => {
+    expect(conversionPath({dtype: 'F32'}, {dtype: 'F32'})).toBe('lossless')
+    expect(conversionPath({dtype: 'BF16'}, {dtype: 'F32'})).toBe('lossless')
+    expect(conversionPath({dtype: 'F32'}, {dtype: 'BF16'})).toBe('cast16')
+    expect(conversionPath({dtype: 'F16'}, {dtype: 'BF16'})).toBe('cast16')
+    expect(conversionPath({dtype: 'F32'}, {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'q8_0'}})).toBe('quant8')
+    expect(conversionPath({dtype: 'F32'}, {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}})).toBe('quant4')
+    expect(conversionPath({dtype: 'F32'}, {dtype: 'F16', quantization: {bits: 3, groupSize: 64, mode: 'affine'}})).toBe('quant-low')
+  })
+
+  it('draws a deterministic prompt that starts with BOS', () => {
+    const p = promptTokens(16, 0, 32000)
+    expect(p[0]).toBe(1)
+    expect(p).toHaveLength(16)
+    expect(promptTokens(16, 0, 32000)).toEqual(p)
+    expect(promptTokens(16, 1, 32000)).not.toEqual(p)
+    for (const t of p) expect(t).toBeLessThan(32000)
+  })
+})
+
+describe('verify without a reference', () => {
+  it('runs the model alone and --save-logits writes one F32 tensor `logits` [T, vocab]', async () => {
+    const file = path.join(tmp, 'logits.safetensors')
+    const report = await verify(fixture, {tokens: golden.tokens, saveLogits: file})
+    expect(report.pass).toBe(true)
+    expect(report.summary!.finite).toBe(true)
+    const saved = await openSafetensors(file)
+    try {
+      expect(saved.tensors.map((t) => [t.name, t.dtype, t.shape])).toEqual([['logits', 'F32', [golden.tokens.length, 128]]])
+      expect(maxAbsDiff(await readFloat32(saved.tensors[0]!), await goldenLogits())).toBeLessThanOrEqual(1e-4)
+    } finally {
+      await saved.close()
+    }
+  })
+})

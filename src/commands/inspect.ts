@@ -27,6 +27,8 @@ export default class Inspect extends BaseCommand {
     this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${report.quantization.bits}-bit/${report.quantization.groupSize}` : ''}`)
     this.log(`  config      ${report.configSource}: layers ${c.num_transformer_layers}, model_dim ${c.model_dim}, head_dim ${c.head_dim}, gqa ${c.num_gqa_groups}, vocab ${c.vocab_size}, context ${c.max_context_length}`)
     this.log(`  dtypes      ${Object.entries(report.dtypes).map(([d, n]) => `${d}×${n}`).join(' ')}`)
+    const files = Array.isArray(report.info.files) ? (report.info.files as {path: string; bytes: number}[]) : []
+    if (files.length > 0) this.log(`  files       ${files.map((f) => `${f.path.split('/').pop()} (${bytes(f.bytes)})`).join(', ')}${report.info.layout ? `   ${String(report.info.layout)}` : ''}`)
     if (report.tokenizerFiles.length > 0) this.log(`  tokenizer   ${report.tokenizerFiles.map((f) => f.split('/').pop()).join(', ')}`)
     if (report.training) {
       const t = report.training

@@ -36,43 +36,76 @@ export class RandomAccessFile {
     return new Uint8Array(buffer.buffer, buffer.byteOffset, length)
   }
 
+  /**
+   * Fill `target` with the bytes at `position` (no allocation: streaming copies reuse one buffer,
+   * which keeps them at memory speed instead of paying a page fault per fresh chunk).
+   */
+  async readInto(target: Uint8Array, position: number): Promise<void> {
+    const length = target.byteLength
+    if (position < 0 || position + length > this.size) {
+      throw new FormatError('file.truncated', `${this.path}: read of ${length} bytes at offset ${position} runs past the end of the file (${this.size} bytes)`, {path: this.path})
+    }
+    let done = 0
+    while (done < length) {
+      const {bytesRead} = await this.handle.read(target, done, length - done, position + done)
+      if (bytesRead === 0) throw new FormatError('file.truncated', `${this.path}: unexpected end of file at offset ${position + done}`, {path: this.path})
+      done += bytesRead
+    }
+  }
+
   async close(): Promise<void> {
     await this.handle.close()
   }
 }
 
-/** Sequential writer with a small coalescing buffer. */
+/** Writes at or above this size go straight to the file; smaller ones are coalesced. */
+const DIRECT_WRITE_BYTES = 256 * 1024
+
+/**
+ * Sequential writer. Small writes (headers, norm vectors) are copied into one preallocated
+ * buffer and flushed together; large chunks are written directly. Either way the caller may
+ * reuse its buffer as soon as `write` resolves.
+ */
 export class FileWriter {
-  private pending: Uint8Array[] = []
+  private readonly pending: Uint8Array
   private pendingBytes = 0
   position = 0
 
-  private constructor(private readonly handle: fs.FileHandle, private readonly flushBytes: number) {}
+  private constructor(private readonly handle: fs.FileHandle, flushBytes: number) {
+    this.pending = new Uint8Array(flushBytes)
+  }
 
-  static async create(p: string, flushBytes = 4 * 1024 * 1024): Promise<FileWriter> {
+  static async create(p: string, flushBytes = 1024 * 1024): Promise<FileWriter> {
     return new FileWriter(await fs.open(p, 'wx'), flushBytes)
   }
 
   async write(bytes: Uint8Array): Promise<void> {
     if (bytes.byteLength === 0) return
     this.position += bytes.byteLength
-    if (bytes.byteLength >= this.flushBytes) {
+    if (bytes.byteLength >= DIRECT_WRITE_BYTES || bytes.byteLength > this.pending.byteLength - this.pendingBytes) {
       await this.flush()
-      await this.handle.write(bytes)
-      return
+      if (bytes.byteLength >= DIRECT_WRITE_BYTES || bytes.byteLength > this.pending.byteLength) {
+        await this.writeAll(bytes)
+        return
+      }
     }
-    // Copy: callers may reuse their buffers.
-    this.pending.push(Uint8Array.prototype.slice.call(bytes))
+    this.pending.set(bytes, this.pendingBytes)
     this.pendingBytes += bytes.byteLength
-    if (this.pendingBytes >= this.flushBytes) await this.flush()
+  }
+
+  private async writeAll(bytes: Uint8Array): Promise<void> {
+    let done = 0
+    while (done < bytes.byteLength) {
+      const {bytesWritten} = await this.handle.write(bytes, done, bytes.byteLength - done)
+      done += bytesWritten
+    }
   }
 
   async flush(): Promise<void> {
     if (this.pendingBytes === 0) return
-    const joined = Buffer.concat(this.pending, this.pendingBytes)
-    this.pending = []
+    const n = this.pendingBytes
     this.pendingBytes = 0
-    await this.handle.write(joined)
+    await this.writeAll(this.pending.subarray(0, n))
   }
 
   async close(): Promise<void> {
@@ -82,7 +115,7 @@ export class FileWriter {
 
   /** Close without flushing (on failure). */
   async abort(): Promise<void> {
-    this.pending = []
+    this.pendingBytes = 0
     await this.handle.close().catch(() => undefined)
   }
 }

@@ -202,8 +202,10 @@ export function parseHfConfig(json: unknown): OpenElmConfig {
   }
   const qkv = numList('qkv_multipliers') ?? [0.5, 1.0]
   if (qkv.length !== 2) throw new ConfigError('config.field', `config field qkv_multipliers must be a [min, max] pair (got ${qkv.length} values)`, {field: 'qkv_multipliers'})
-  const ffn = numList('ffn_multipliers') ?? [0.5, 4.0]
   const n = j.num_transformer_layers as number
+  // HF also accepts one number for every layer.
+  const ffnField = j.ffn_multipliers
+  const ffn = typeof ffnField === 'number' && Number.isInteger(n) && n > 0 ? Array.from({length: n}, () => ffnField) : numList('ffn_multipliers') ?? [0.5, 4.0]
   if (ffn.length !== 2 && ffn.length !== n) {
     throw new ConfigError('config.list_length', `config field ffn_multipliers has ${ffn.length} entries: expected a [min, max] pair or ${n} per-layer values`, {field: 'ffn_multipliers'})
   }

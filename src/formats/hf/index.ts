@@ -1,6 +1,7 @@
 /** The Hugging Face layout: config.json + model.safetensors (or shards + index), `transformer.` keys. */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
+import {MappingError} from '../../errors.js'
 import {atomicDir, pathExists} from '../../io/atomic.js'
 import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
@@ -9,7 +10,7 @@ import {copyTokenizerFiles, dominantDType, findTokenizerFiles, renameAll, resolv
 import {openSafetensors} from '../safetensors/read.js'
 import {DEFAULT_SHARD_BYTES, INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
-import {fromHfName, toHfName} from './names.js'
+import {fromHfName, HF_PREFIX, toHfName} from './names.js'
 
 async function isDir(p: string): Promise<boolean> {
   try {
@@ -23,6 +24,7 @@ export async function readHf(p: string, options: ReadOptions = {}): Promise<Chec
   const dir = (await isDir(p)) ? p : path.dirname(p)
   const shards = (await isDir(p)) ? await openShardedSafetensors(p) : await singleFile(p)
   try {
+    assertOpenElmNames(p, shards.tensors.map((t) => t.name))
     const canonical = renameAll(shards.tensors, fromHfName)
     const resolved = await resolveConfig(canonical, path.join(dir, 'config.json'), options)
     const files = shards.files.map((f) => ({path: f.path, bytes: f.size}))
@@ -43,6 +45,17 @@ export async function readHf(p: string, options: ReadOptions = {}): Promise<Chec
   } catch (error) {
     await shards.close()
     throw error
+  }
+}
+
+/** Names of other architectures' HF checkpoints, recognised only to say what the file is. */
+const FOREIGN_PREFIXES = ['model.', 'lm_head.', 'gpt_neox.', 'transformer.h.', 'transformer.wte.']
+
+/** A Llama-style (or other) safetensors gets one clear line instead of a complaint about its first tensor. */
+function assertOpenElmNames(p: string, names: readonly string[]): void {
+  const foreign = names.find((n) => FOREIGN_PREFIXES.some((prefix) => n.startsWith(prefix)))
+  if (foreign !== undefined && !names.some((n) => n.startsWith(`${HF_PREFIX}token_embeddings.`))) {
+    throw new MappingError('hf.not_openelm', `${p} is not an OpenELM checkpoint: it has tensor ${foreign}, OpenELM's start with "${HF_PREFIX}layers." / "${HF_PREFIX}token_embeddings."`, {tensor: foreign, path: p})
   }
 }
 

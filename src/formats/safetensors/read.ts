@@ -5,7 +5,7 @@
 import {FormatError} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {dtypeSize, isDType} from '../../tensor/dtype.js'
-import {type TensorRecord} from '../../tensor/record.js'
+import {type TensorRecord, withReadInto} from '../../tensor/record.js'
 import {type HeaderEntry, MAX_HEADER_BYTES, N_LEN, type ParsedHeader} from './types.js'
 
 function fail(code: string, file: string, message: string, details: Record<string, unknown> = {}): never {
@@ -47,6 +47,8 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
   } catch {
     fail('header_utf8', file, 'header is not valid UTF-8')
   }
+  // The reference crate insists on an object at byte 0 (no leading whitespace or BOM).
+  if (!text.startsWith('{')) fail('header_start', file, `header does not start with "{" (got ${JSON.stringify(text.slice(0, 8))})`)
   let json: unknown
   try {
     json = JSON.parse(text)
@@ -71,7 +73,7 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
       metadata = value as Record<string, string>
       continue
     }
-    if (typeof value !== 'object' || value === null) fail('header_entry', file, `tensor "${name}" has no {dtype, shape, data_offsets} entry`, {tensor: name})
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('header_entry', file, `tensor "${name}" has no {dtype, shape, data_offsets} entry`, {tensor: name})
     const {dtype, shape, data_offsets} = value as Record<string, unknown>
     if (!isDType(dtype)) fail('dtype', file, `tensor "${name}" has unknown dtype ${JSON.stringify(dtype)}`, {tensor: name})
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
@@ -100,8 +102,11 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
     cursor = end
   }
   const dataStart = N_LEN + headerBytes.byteLength
-  if (dataStart + cursor !== fileSize) {
-    fail('file_length', file, `header describes ${dataStart + cursor} bytes but the file has ${fileSize}${fileSize < dataStart + cursor ? ' (truncated?)' : ''}`)
+  if (dataStart + cursor > fileSize) {
+    fail('truncated', file, `file is truncated: the header describes ${dataStart + cursor} bytes but the file has ${fileSize}`)
+  }
+  if (dataStart + cursor < fileSize) {
+    fail('file_length', file, `file has ${fileSize - dataStart - cursor} bytes past the last tensor (the header describes ${dataStart + cursor}, the file has ${fileSize})`)
   }
   return {metadata, tensors, dataStart}
 }
@@ -128,10 +133,21 @@ export async function openSafetensors(p: string): Promise<SafetensorsFile> {
     const tensors = parsed.tensors.map(({name, entry}): TensorRecord => {
       const base = parsed.dataStart + entry.data_offsets[0]
       const byteLength = entry.data_offsets[1] - entry.data_offsets[0]
-      return {
-        name, dtype: entry.dtype, shape: entry.shape, byteLength,
-        read: (start = 0, end = byteLength) => file.read(base + start, end - start),
+      // A range outside the tensor is a caller's bug; never hand out a neighbour's bytes.
+      const check = (start: number, end: number) => {
+        if (start < 0 || end < start || end > byteLength) throw new RangeError(`${name}: bytes ${start}..${end} are outside the tensor (${byteLength} bytes)`)
       }
+      const record: TensorRecord = {
+        name, dtype: entry.dtype, shape: entry.shape, byteLength,
+        read: async (start = 0, end = byteLength) => {
+          check(start, end)
+          return file.read(base + start, end - start)
+        },
+      }
+      return withReadInto(record, async (target, start) => {
+        check(start, start + target.byteLength)
+        await file.readInto(target, base + start)
+      })
     })
     return {
       path: p, metadata: parsed.metadata, tensors, size: file.size,

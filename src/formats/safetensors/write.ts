@@ -6,7 +6,7 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {type DType, dtypeSize} from '../../tensor/dtype.js'
-import {readChunks, type TensorRecord} from '../../tensor/record.js'
+import {CHUNK_BYTES, readIntoOf, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {N_LEN} from './types.js'
 
@@ -52,9 +52,43 @@ export function planSafetensors(records: readonly TensorRecord[], metadata?: Rec
   return {header: bytes, order, size: N_LEN + padded + offset}
 }
 
+/** Chunks read ahead while the current one is written: reads, casts and writes overlap. */
+const READ_AHEAD = 2
+/**
+ * Chunk of the writer's buffer ring. Measured here (450M f32 re-shard, 2 loaded cores): 1 MiB
+ * chunks ran about twice as fast as 8 MiB ones with the same ring.
+ */
+export const WRITE_CHUNK_BYTES = CHUNK_BYTES
+
+interface Chunk {
+  record: TensorRecord
+  start: number
+  length: number
+  /** Last chunk of its record. */
+  last: boolean
+}
+
+function planChunks(order: readonly TensorRecord[]): Chunk[] {
+  const chunks: Chunk[] = []
+  for (const record of order) {
+    const size = dtypeSize(record.dtype)
+    const step = Math.max(size, Math.floor(WRITE_CHUNK_BYTES / size) * size)
+    if (record.byteLength === 0) chunks.push({record, start: 0, length: 0, last: true})
+    for (let start = 0; start < record.byteLength; start += step) {
+      const length = Math.min(step, record.byteLength - start)
+      chunks.push({record, start, length, last: start + length === record.byteLength})
+    }
+  }
+  return chunks
+}
+
 /**
  * Write `records` to `file` (which must not exist). Yields one event per tensor written.
  * `progress` offsets let a multi-file writer report overall progress.
+ *
+ * Data moves in WRITE_CHUNK_BYTES pieces through a ring of READ_AHEAD + 1 reusable buffers: while one
+ * chunk is being written, the next ones are already being read (and cast), so the disk, the
+ * thread pool and the main thread work at the same time, and nothing is allocated per chunk.
  */
 export async function* writeSafetensors(
   file: string,
@@ -63,26 +97,50 @@ export async function* writeSafetensors(
   progress: {index: number; total: number; bytesDone: number; totalBytes: number} = {index: 0, total: records.length, bytesDone: 0, totalBytes: 0},
 ): AsyncGenerator<ProgressEvent, number> {
   const plan = planSafetensors(records, metadata)
+  const chunks = planChunks(plan.order)
+  const largest = plan.order.reduce((a, r) => Math.max(a, r.byteLength), 0)
+  const ring = Array.from({length: READ_AHEAD + 1}, () => new Uint8Array(Math.min(WRITE_CHUNK_BYTES, largest)))
   const writer = await FileWriter.create(file)
   let {index, bytesDone} = progress
+  const pending = new Map<number, Promise<Uint8Array>>()
+  let completed = false
+  const fetch = (i: number) => {
+    const {record, start, length} = chunks[i]!
+    const buffer = ring[i % ring.length]!.subarray(0, length)
+    const fast = readIntoOf(record)
+    const promise = fast ? fast(buffer, start).then(() => buffer) : record.read(start, start + length)
+    promise.catch(() => undefined) // awaited below; never an unhandled rejection meanwhile
+    pending.set(i, promise)
+  }
   try {
     await writer.write(plan.header)
-    for (const record of plan.order) {
-      let written = 0
-      for await (const chunk of readChunks(record)) {
-        await writer.write(chunk)
-        written += chunk.byteLength
+    for (let i = 0; i < Math.min(READ_AHEAD, chunks.length); i++) fetch(i)
+    let written = 0
+    for (let i = 0; i < chunks.length; i++) {
+      const chunk = chunks[i]!
+      const bytes = await pending.get(i)!
+      pending.delete(i)
+      if (bytes.byteLength !== chunk.length) {
+        throw new FormatError('safetensors.short_read', `tensor "${chunk.record.name}" produced ${chunk.start + bytes.byteLength} bytes, expected ${chunk.record.byteLength}`)
       }
-      if (written !== record.byteLength) {
-        throw new FormatError('safetensors.short_read', `tensor "${record.name}" produced ${written} bytes, expected ${record.byteLength}`)
+      // The buffer of chunk i + READ_AHEAD is the one chunk i - 1 was written from: free now.
+      if (i + READ_AHEAD < chunks.length) fetch(i + READ_AHEAD)
+      await writer.write(bytes)
+      written += bytes.byteLength
+      if (chunk.last) {
+        bytesDone += written
+        written = 0
+        yield {type: 'tensor', name: chunk.record.name, index: ++index, total: progress.total, bytesDone, totalBytes: progress.totalBytes}
       }
-      bytesDone += written
-      yield {type: 'tensor', name: record.name, index: ++index, total: progress.total, bytesDone, totalBytes: progress.totalBytes}
     }
     await writer.close()
-  } catch (error) {
-    await writer.abort()
-    throw error
+    completed = true
+  } finally {
+    // On an error, or when the consumer stops early: settle the reads in flight, close the file.
+    if (!completed) {
+      await Promise.allSettled(pending.values())
+      await writer.abort()
+    }
   }
   return plan.size
 }

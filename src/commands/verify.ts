@@ -4,7 +4,7 @@ import {forceFlag, formatOption} from '../cli/flags.js'
 import {UsageError} from '../errors.js'
 import {BACKENDS} from '../verify/backends/index.js'
 import {type PathKind, type Thresholds} from '../verify/compare.js'
-import {assertPassed, verify, type VerifyReport} from '../verify/index.js'
+import {assertPassed, DEFAULT_PROMPT_LENGTH, verify, type VerifyReport} from '../verify/index.js'
 import {reportLines} from '../verify/report.js'
 
 export default class Verify extends BaseCommand {
@@ -20,7 +20,7 @@ export default class Verify extends BaseCommand {
     backend: Flags.string({description: 'forward-pass backend', options: Object.keys(BACKENDS), default: 'ts'}),
     device: Flags.string({description: 'device for the torch backend', options: ['auto', 'cpu', 'cuda'], default: 'auto'}),
     tokens: Flags.string({description: 'comma-separated token ids (default: a seeded prompt)', exclusive: ['prompt-length']}),
-    'prompt-length': Flags.integer({description: 'length of the seeded prompt (BOS + random ids)', default: 16, min: 1}),
+    'prompt-length': Flags.integer({description: 'length of the seeded prompt (BOS + random ids)', default: DEFAULT_PROMPT_LENGTH, min: 1}),
     seed: Flags.integer({description: 'seed of the prompt', default: 0}),
     'save-logits': Flags.string({description: "write the model's logits [T, vocab] to this safetensors file"}),
     python: Flags.string({description: 'Python interpreter with torch and msgpack (torch backend)'}),

@@ -232,16 +232,20 @@ export interface WeightReport {
 }
 
 /**
- * Per-element error bound of a lossy path, from the reference value and its group's max |w|:
+ * Per-element error bound of a lossy path, from the reference value and its group's min/max:
  * 16-bit casts round to nearest even (half an ulp relative, plus the f16 subnormal step).
- * Quantizers are off by at most half a step; the step is at most 2·max|w| / (2^bits − 1) for
- * affine (range / levels) and symmetric (q8_0: max/127, q4_0: max/8) schemes alike, so the bound
- * is max|w| / (2^bits − 1), plus 2⁻⁷·max|w| for scales/biases stored in 16 bits.
+ * Q8_0 (symmetric, d = max|w|/127) is off by at most half a step, plus d's f16 rounding.
+ * MLX's affine rule keeps the dominant end (and zero) exact by rescaling: the rescaled step is
+ * at most range/(2^bits − 2), and the grid can then fall short of the far end by up to one step,
+ * so every element lies within one rescaled step; scales/biases stored in 16 bits add 2⁻⁷·max|w|.
  */
-function elementBound(path: PathKind, dtype: string, q: Quantization | undefined, value: number, groupAmax: number): number {
+function elementBound(path: PathKind, dtype: string, q: Quantization | undefined, value: number, groupMin: number, groupMax: number): number {
   const castRel = dtype === 'BF16' ? 2 ** -8 : dtype === 'F16' ? 2 ** -11 : 0
   let bound = Math.abs(value) * castRel + (dtype === 'F16' ? 2 ** -24 : 0)
-  if (q && path !== 'lossless' && path !== 'cast16') bound += groupAmax / (2 ** q.bits - 1) + groupAmax * 2 ** -7
+  if (q && path !== 'lossless' && path !== 'cast16') {
+    const amax = Math.max(Math.abs(groupMin), Math.abs(groupMax))
+    bound += q.mode === 'q8_0' ? 0.5 * amax / 127 + amax * 2 ** -10 : (groupMax - groupMin) / (2 ** q.bits - 2) + amax * 2 ** -7
+  }
   return bound
 }
 
@@ -301,14 +305,22 @@ async function compareTensor(
     const bb = new Uint32Array(b.buffer, b.byteOffset, b.length)
     for (let g = 0; g < a.length; g += group) {
       const gEnd = Math.min(a.length, g + group)
-      let amax = 0
-      if (options.mode === 'bounded') for (let i = g; i < gEnd; i++) amax = Math.max(amax, Math.abs(a[i]!))
+      let lo = 0
+      let hi = 0
+      if (options.mode === 'bounded') {
+        lo = Infinity
+        hi = -Infinity
+        for (let i = g; i < gEnd; i++) {
+          if (a[i]! < lo) lo = a[i]!
+          if (a[i]! > hi) hi = a[i]!
+        }
+      }
       for (let i = g; i < gEnd; i++) {
         if (ab[i] === bb[i]) continue
         differing++
         const d = Math.abs(a[i]! - b[i]!)
         if (!(d <= maxAbs)) maxAbs = Number.isNaN(d) ? Infinity : d
-        if (options.mode === 'exact' || !(d <= elementBound(options.path, options.dtype, options.quantization, a[i]!, amax))) outOfBound++
+        if (options.mode === 'exact' || !(d <= elementBound(options.path, options.dtype, options.quantization, a[i]!, lo, hi))) outOfBound++
       }
     }
   }

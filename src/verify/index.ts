@@ -72,7 +72,8 @@ export interface VerifyReport {
   savedLogits?: string
 }
 
-export const DEFAULT_PROMPT_LENGTH = 16
+/** DESIGN §7 measures verify on 32 tokens; shorter prompts make mean KL a noisy estimate. */
+export const DEFAULT_PROMPT_LENGTH = 32
 
 /** A deterministic prompt: BOS (1), then ids in [3, vocab) drawn from `seed` (xorshift32). */
 export function promptTokens(length: number, seed: number, vocab: number): number[] {

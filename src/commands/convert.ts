@@ -36,7 +36,8 @@ export default class Convert extends BaseCommand {
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
     const {args, flags} = await this.parse(Convert)
-    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined}, {
+    const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined}
+    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
       ...(flags.quantize === undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
       layout: flags.layout,
@@ -51,7 +52,7 @@ export default class Convert extends BaseCommand {
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
     if (!flags.verify) return result
-    const report = await verifyConversion(args.source, result.target.path)
+    const report = await verifyConversion(args.source, result.target.path, {}, read)
     if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
     assertPassed(report)
     return {...result, verify: report}

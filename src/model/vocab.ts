@@ -23,7 +23,8 @@ export function targetVocab(source: Checkpoint, to: FormatName, layout: string |
   const rows = source.config.vocab_size
   const trainingLayout = to === 'corenet' || layout === 'corenet-mlx'
   if (trainingLayout) return rows === HF_VOCAB ? CORENET_VOCAB : undefined
-  if (source.format === 'corenet' && rows === CORENET_VOCAB && !options.keepPaddedVocab) return HF_VOCAB
+  const trainingSource = source.format === 'corenet' || source.extras.info.layout === 'corenet-mlx'
+  if (trainingSource && rows === CORENET_VOCAB && !options.keepPaddedVocab) return HF_VOCAB
   return undefined
 }
 

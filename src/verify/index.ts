@@ -8,7 +8,7 @@ import {promises as fs} from 'node:fs'
 import path from 'node:path'
 import {VerificationError} from '../errors.js'
 import {openCheckpoint} from '../formats/registry.js'
-import {type Checkpoint, type Quantization} from '../formats/types.js'
+import {type Checkpoint, type FormatName, type Quantization, type ReadOptions} from '../formats/types.js'
 import {writeSafetensors} from '../formats/safetensors/write.js'
 import {atomicFile} from '../io/atomic.js'
 import {writeJsonFile} from '../io/file.js'
@@ -175,8 +175,17 @@ export const REPORT_FILE = 'openelm-verify.json'
  * Verify a conversion's output against its source with the ts backend; for folder outputs the
  * report is written to `<out>/openelm-verify.json` (atomically). Returns the report (pass or fail).
  */
-export async function verifyConversion(source: string, out: string, options: Omit<VerifyOptions, 'against'> = {}): Promise<VerifyReport & {reportFile?: string}> {
-  const report = await verify(out, {backend: 'ts', ...options, against: source})
+export async function verifyConversion(
+  source: string, out: string, options: Omit<VerifyOptions, 'against'> = {}, sourceRead: ReadOptions & {format?: FormatName} = {},
+): Promise<VerifyReport & {reportFile?: string}> {
+  // The source is read as the conversion read it (--format, --ema, --config).
+  const reference = await openCheckpoint(source, sourceRead)
+  let report: VerifyReport
+  try {
+    report = await verify(out, {backend: 'ts', ...options, against: reference})
+  } finally {
+    await reference.close()
+  }
   const stat = await fs.stat(out)
   if (!stat.isDirectory()) return report
   const reportFile = path.join(out, REPORT_FILE)

@@ -34,6 +34,10 @@ export interface BenchCase {
   command(ctx: BenchContext): string[]
   /** The baseline: a `cp` of the same files, timed the same way (argv). */
   baseline?(ctx: BenchContext): string[]
+  /** What the baseline is, for the table (default `cp`; e.g. `PyTorch CPU` for the engine case). */
+  baselineName?: string
+  /** Tokens processed by the command and by the baseline: the table shows tokens/s for both. */
+  tokens?: number
   /** Paths the command and the baseline create: removed before each timed run and afterwards. */
   outputs(ctx: BenchContext): string[]
   /** Bytes the command moves (usually the source size), for MB/s. */

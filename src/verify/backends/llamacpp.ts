@@ -10,8 +10,20 @@ import {DependencyError, UsageError, VerificationError} from '../../errors.js'
 import {tsBackend} from './ts.js'
 import {type LogitsBackend} from './types.js'
 
-/** llama.cpp's smallest useful context; node-llama-cpp rounds small sizes up anyway. */
+/** llama.cpp's smallest useful context. */
 const MIN_CONTEXT = 32
+
+/**
+ * The context size that holds a `tokens`-long prompt without a context shift. node-llama-cpp
+ * decodes at most `contextSize - 1` tokens into a sequence before it frees space by erasing
+ * tokens after BOS (its default "context shift"): a prompt exactly `contextSize` long had its
+ * last position evaluated against a truncated history. node-llama-cpp pads small sizes up to 256
+ * only when that stays below the model's training context (2048 for 270M, not 128 for tiny),
+ * which is why only small-context models showed it.
+ */
+export function llamacppContextSize(tokens: number): number {
+  return Math.max(MIN_CONTEXT, tokens + 1)
+}
 
 type NodeLlamaCpp = typeof import('node-llama-cpp')
 type Token = import('node-llama-cpp').Token
@@ -49,9 +61,17 @@ export const llamacppBackend: LogitsBackend = {
       throw new VerificationError('llamacpp.load', `llama.cpp could not load ${input.path}: ${(error as Error).message.split('\n')[0]}`, {path: input.path})
     }
     try {
-      const context = await model.createContext({contextSize: Math.max(MIN_CONTEXT, tokens.length), batchSize: Math.max(MIN_CONTEXT, tokens.length)})
+      const size = llamacppContextSize(tokens.length)
+      const context = await model.createContext({contextSize: size, batchSize: size})
       try {
-        const sequence = context.getSequence()
+        // A context shift would silently drop history: fail instead of returning such logits.
+        const sequence = context.getSequence({
+          contextShift: {
+            strategy: () => {
+              throw new VerificationError('llamacpp.context_shift', `llama.cpp needed a context shift for ${tokens.length} tokens in a ${context.contextSize}-token context`, {tokens: tokens.length, contextSize: context.contextSize})
+            },
+          },
+        })
         const results = await sequence.controlledEvaluate(tokens.map((t) => [t as Token, {generateNext: {logits: true}}] as [Token, {generateNext: {logits: true}}]))
         const logits = new Float32Array(tokens.length * vocab)
         results.forEach((result, position) => {

@@ -1,0 +1,17 @@
+/** MLX case: the shared 1.1B f32 HF model → MLX 4-bit (mlx-lm layout, group 64), against `cp` of the source. */
+import path from 'node:path'
+import {cpOf, ensureHf11, hf11} from '../sources.js'
+import {type BenchCase} from '../types.js'
+
+export const cases: BenchCase[] = [
+  {
+    name: 'mlx/1.1B-4bit',
+    description: 'convert 1.1B f32 → mlx --quantize 4 (group 64; reads 4.3 GB, writes 0.6 GB)',
+    setup: ensureHf11,
+    command: (ctx) => [...ctx.cli, 'convert', hf11(ctx), '--to', 'mlx', '--quantize', '4', '--out', path.join(ctx.work, 'out-mlx-q4')],
+    baseline: (ctx) => cpOf(ctx, hf11(ctx), 'cp-mlx'),
+    outputs: (ctx) => [path.join(ctx.work, 'out-mlx-q4'), path.join(ctx.work, 'cp-mlx')],
+    bytes: (ctx) => ctx.sizeOf(hf11(ctx)),
+    targets: {rssMB: 300},
+  },
+]

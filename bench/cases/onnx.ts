@@ -1,0 +1,27 @@
+/**
+ * ONNX cases: export the shared 270M (single `model.onnx`, raw_data) and 1.1B (4.3 GB > 2 GiB, so
+ * `model.onnx` + `model.onnx_data` external data) f32 HF models, each against `cp` of its source.
+ */
+import path from 'node:path'
+import {cpOf, ensureHf11, ensureHf270, hf11, hf270} from '../sources.js'
+import {type BenchCase, type BenchContext} from '../types.js'
+
+function exportCase(preset: string, src: (ctx: BenchContext) => string, setup: (ctx: BenchContext) => Promise<void>, what: string): BenchCase {
+  const out = (ctx: BenchContext) => path.join(ctx.work, `out-onnx-${preset}`)
+  const cp = (ctx: BenchContext) => path.join(ctx.work, `cp-onnx-${preset}`)
+  return {
+    name: `onnx/${preset}-f32`,
+    description: `convert ${preset} f32 → onnx (${what})`,
+    setup,
+    command: (ctx) => [...ctx.cli, 'convert', src(ctx), '--to', 'onnx', '--out', out(ctx)],
+    baseline: (ctx) => cpOf(ctx, src(ctx), path.basename(cp(ctx))),
+    outputs: (ctx) => [out(ctx), cp(ctx)],
+    bytes: (ctx) => ctx.sizeOf(src(ctx)),
+    targets: {ratio: 1.25, rssMB: 300},
+  }
+}
+
+export const cases: BenchCase[] = [
+  exportCase('270M', hf270, ensureHf270, '1.09 GB, one model.onnx'),
+  exportCase('1.1B', hf11, ensureHf11, '4.3 GB, model.onnx + model.onnx_data external data'),
+]

@@ -151,7 +151,7 @@ function machine(work: string): Record<string, string> {
     os: `${os.type()} ${os.release()}`,
     node: process.version,
     cp: sh('cp --version | head -1'),
-    torch: sh(`/usr/bin/python3 -c 'import sys, torch; print("Python", sys.version.split()[0], "torch", torch.__version__, torch.get_num_threads(), "threads")' 2>/dev/null`),
+    torch: sh(`/usr/bin/python3 -c 'import sys, torch; print("Python", sys.version.split()[0], "torch", torch.__version__, "CPU (default", torch.get_num_threads(), "thread; the engine row sets OMP_NUM_THREADS to all cores)")' 2>/dev/null`),
     commit: sh(`git -C ${JSON.stringify(ROOT)} rev-parse --short HEAD`),
   }
 }

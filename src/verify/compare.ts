@@ -28,7 +28,7 @@ export interface Thresholds {
 
 /**
  * Defaults by path. Lossless, 16-bit and 8-bit are DESIGN §5's numbers. The 4-bit and 2–3-bit sets
- * come from measurements (bench/RESULTS-verify.md, docs/verify.md): quantize-dequantize of synth
+ * come from measurements (bench/RESULTS.md, docs/verify.md): quantize-dequantize of synth
  * models (random weights, the worst case: no structure, near-flat next-token distributions) gives,
  * for faithful 4-bit group-32/64 quantization, cosine 0.92–0.95 and mean KL 0.19–0.29 (tiny and
  * 270M shapes), top-1 0.25–0.59; a single swapped gate/up layer gives cosine 0.84 and KL 0.47,

@@ -7,15 +7,9 @@ import path from 'node:path'
 import {writeCheckpoint} from '../src/convert.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
+import {drain} from '../src/progress.js'
 
 const root = path.resolve(import.meta.dirname, '..', 'fixtures')
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const step = await gen.next()
-    if (step.done) return step.value
-  }
-}
 
 await fs.mkdir(root, {recursive: true})
 // tiny-hf: 4 layers with 4/6/6/8 query heads and FFN widths 32..256, f32, seed 1.

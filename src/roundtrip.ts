@@ -11,6 +11,7 @@ import {UsageError} from './errors.js'
 import {openCheckpoint} from './formats/registry.js'
 import {type Checkpoint, type FormatName, type ProgressEvent, type Quantization, type WriteOptions} from './formats/types.js'
 import {trackTemp} from './io/atomic.js'
+import {drain} from './progress.js'
 import {type FloatDType} from './tensor/dtype.js'
 import {compareWeights, conversionPath, type WeightReport} from './verify/compare.js'
 import {verify, type VerifyReport} from './verify/index.js'
@@ -87,14 +88,6 @@ export interface RoundtripOptions {
   afterWrite?: (hop: HopTarget, artifact: string) => Promise<void>
 }
 
-async function drainInto<T>(gen: AsyncGenerator<ProgressEvent, T>, sink: (e: ProgressEvent) => void): Promise<T> {
-  for (;;) {
-    const step = await gen.next()
-    if (step.done) return step.value
-    sink(step.value)
-  }
-}
-
 export async function* roundtrip(src: string, options: RoundtripOptions): AsyncGenerator<ProgressEvent, RoundtripReport> {
   const work = options.workDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-roundtrip-')))
   const untrack = options.keep ? () => undefined : trackTemp(work)
@@ -116,19 +109,17 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
       }
       hops.push(report)
       yield {type: 'note', message: `hop ${i + 1}: ${source.format} → ${hop.name} → ${back.name}`}
-      const events: ProgressEvent[] = []
       try {
         const forward: WriteOptions = {dtype, quantization: options.quantization, layout: hop.layout, keepPaddedVocab: true, trainingCheckpoint: true}
         await fs.mkdir(path.dirname(report.therePath), {recursive: true})
-        await drainInto(writeCheckpoint(source, hop.format, report.therePath, {...forward, vocabSize: source.config.vocab_size}), (e) => events.push(e))
+        await drain(writeCheckpoint(source, hop.format, report.therePath, {...forward, vocabSize: source.config.vocab_size}))
         if (options.afterWrite) await options.afterWrite(hop, report.therePath)
         const artifact = await openCheckpoint(report.therePath, {format: hop.format})
         try {
           report.there = await verify(artifact, {against: source, backend: 'ts', tokens: options.tokens})
           await fs.mkdir(path.dirname(report.backPath), {recursive: true})
-          await drainInto(
-            writeCheckpoint(artifact, back.format, report.backPath, {dtype: sourceDtype, layout: back.layout, keepPaddedVocab: true, trainingCheckpoint: true, vocabSize: source.config.vocab_size}),
-            (e) => events.push(e),
+          await drain(
+            writeCheckpoint(artifact, back.format, report.backPath, {dtype: sourceDtype, layout: back.layout, keepPaddedVocab: true, trainingCheckpoint: true, vocabSize: source.config.vocab_size})
           )
         } finally {
           await artifact.close()

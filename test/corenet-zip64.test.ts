@@ -12,6 +12,7 @@ import {openTorchArchive, tensorRecord} from '../src/formats/corenet/read.js'
 import {planTorchSave, writeTorchArchive} from '../src/formats/corenet/write.js'
 import {PyDict, TorchTensor} from '../src/formats/corenet/values.js'
 import {type TensorRecord} from '../src/tensor/record.js'
+import {drain} from '../src/progress.js'
 
 const BIG = 4_300_000_000
 const PY = '/usr/bin/python3'
@@ -23,13 +24,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await fs.rm(work, {recursive: true, force: true})
 })
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const next = await gen.next()
-    if (next.done) return next.value
-  }
-}
 
 describe.skipIf(process.env.OPENELM_TEST_ZIP64 !== '1')('ZIP64 (> 4 GiB)', () => {
   it('a > 4 GiB archive we write loads in PyTorch; the record after 4 GiB is exact', async () => {

@@ -16,6 +16,7 @@ import {PyDict, TorchTensor} from '../src/formats/corenet/values.js'
 import {expectedTensors} from '../src/model/tensors.js'
 import {presetConfig} from '../src/model/presets.js'
 import {castRecord} from '../src/tensor/record.js'
+import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
 const fixtures = path.join(repo, 'fixtures', 'corenet')
@@ -38,13 +39,6 @@ interface Loaded {
 
 function torchLoad(files: string[], unsafe = false): Loaded[] {
   return JSON.parse(execFileSync(PY, [LOADER, ...(unsafe ? ['--unsafe'] : []), ...files], {encoding: 'utf8', maxBuffer: 64 * 1024 * 1024})) as Loaded[]
-}
-
-async function drain<T>(gen: AsyncGenerator<ProgressEvent, T>): Promise<T> {
-  for (;;) {
-    const next = await gen.next()
-    if (next.done) return next.value
-  }
 }
 
 async function digests(checkpoint: Checkpoint): Promise<Record<string, {dtype: string; shape: number[]; sha256: string}>> {

@@ -13,6 +13,7 @@ import {parseHfConfig, toHfConfigJson} from '../src/model/config.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {memoryRecord, type TensorRecord} from '../src/tensor/record.js'
+import {drain} from '../src/progress.js'
 
 const FIXTURE = path.join(import.meta.dirname, '..', 'fixtures', 'tiny-hf')
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-hf-'))
@@ -20,13 +21,6 @@ afterAll(() => rmSync(tmp, {recursive: true, force: true}))
 let counter = 0
 const fresh = (name: string) => path.join(tmp, `${name}-${counter++}`)
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const step = await gen.next()
-    if (step.done) return step.value
-  }
-}
 
 async function tensorHashes(dir: string): Promise<Record<string, string>> {
   const ckpt = await openCheckpoint(dir)

@@ -15,6 +15,7 @@ import {type WriteOptions} from '../src/formats/types.js'
 import {compareLogits, type LogitMetrics} from '../src/verify/compare.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {verify} from '../src/verify/index.js'
+import {drain} from '../src/progress.js'
 
 const FIXTURE = 'fixtures/tiny-hf'
 const V = 128
@@ -22,13 +23,6 @@ const V = 128
 const TOKENS = Array.from({length: 128}, (_, i) => (i * 7919 + 13) % V)
 let tmp: string
 let reference: Float32Array
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const r = await gen.next()
-    if (r.done) return r.value
-  }
-}
 
 type Agreement = Pick<LogitMetrics, 'top1' | 'meanKl'>
 

@@ -20,18 +20,12 @@ import {parameterCount} from '../src/model/config.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {castRecord, readFloat32} from '../src/tensor/record.js'
+import {drain} from '../src/progress.js'
 
 const FIXTURE = 'fixtures/tiny-hf'
 const PY = '/usr/bin/python3'
 const REF = 'test/python/mlx_reference.py'
 let tmp: string
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const r = await gen.next()
-    if (r.done) return r.value
-  }
-}
 
 function python(...args: string[]): any {
   return JSON.parse(execFileSync(PY, [REF, ...args], {encoding: 'utf8', maxBuffer: 64 * 1024 * 1024}))

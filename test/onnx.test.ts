@@ -22,6 +22,7 @@ import {castRecord} from '../src/tensor/record.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {OnnxDecoder, onnxruntimeBackend} from '../src/verify/backends/onnxruntime.js'
 import {verify} from '../src/verify/index.js'
+import {drain} from '../src/progress.js'
 
 const PYTHON = '/usr/bin/python3'
 const CHECKER = path.join(import.meta.dirname, 'python', 'onnx_check.py')
@@ -31,13 +32,6 @@ const V = config.vocab_size
 let root: string
 let source: Checkpoint
 const dirs: Record<string, string> = {}
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const next = await gen.next()
-    if (next.done) return next.value
-  }
-}
 
 async function exportTo(name: string, options: WriteOptions & OnnxWriteExtra): Promise<string> {
   const out = path.join(root, name)

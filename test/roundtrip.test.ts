@@ -12,18 +12,12 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {type FormatName} from '../src/formats/types.js'
 import {HOP_TARGETS, parseVia, roundtrip, type RoundtripReport} from '../src/roundtrip.js'
+import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
 const TRAINING = path.join(repo, 'fixtures/corenet/training_checkpoint.pt')
 const ALL_FORMATS = Object.keys(HOP_TARGETS).filter((name) => name !== 'corenet-mlx').join(',')
 let work: string
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const step = await gen.next()
-    if (step.done) return step.value
-  }
-}
 
 async function hashTree(p: string): Promise<Record<string, string>> {
   const stat = await fs.stat(p)

@@ -20,6 +20,7 @@ import {
   type LayerDivergence, type LogitMetrics, type PathKind, type Thresholds, logitFailures, type WeightReport,
 } from './compare.js'
 import {checkTokens} from './engine/index.js'
+import {drain} from '../progress.js'
 
 export interface VerifyOptions {
   /** Reference model (any format) to compare against. */
@@ -192,13 +193,13 @@ export async function verifyConversion(
   const events = atomicFile(reportFile, true, async function* (tmp) {
     await writeJsonFile(tmp, report)
   })
-  for (;;) if ((await events.next()).done) break
+  await drain(events)
   return {...report, reportFile}
 }
 
 async function saveLogits(file: string, logits: Float32Array, T: number, vocab: number, force: boolean): Promise<string> {
   const events = atomicFile(file, force, (tmp) => writeSafetensors(tmp, [f32Record('logits', [T, vocab], logits)]))
-  for (;;) if ((await events.next()).done) break
+  await drain(events)
   return file
 }
 

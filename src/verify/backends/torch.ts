@@ -15,6 +15,7 @@ import {writeSafetensors} from '../../formats/safetensors/write.js'
 import {isFloatDType} from '../../tensor/dtype.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
 import {type BackendResult, type LogitsBackend} from './types.js'
+import {drain} from '../../progress.js'
 
 /** Debian's interpreter, which carries torch in this project's CI. */
 export const DEFAULT_PYTHON = '/usr/bin/python3'
@@ -157,7 +158,7 @@ export async function handoverFile(checkpoint: Checkpoint): Promise<{file: strin
   try {
     const file = path.join(dir, 'model.safetensors')
     const writing = writeSafetensors(file, handoverRecords(checkpoint))
-    for (;;) if ((await writing.next()).done) break
+    await drain(writing)
     return {file, remove}
   } catch (error) {
     await remove()

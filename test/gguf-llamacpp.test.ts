@@ -10,8 +10,10 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {type ProgressEvent} from '../src/formats/types.js'
-import {llamacppBackend} from '../src/verify/backends/llamacpp.js'
+import {llamacppBackend, llamacppContextSize} from '../src/verify/backends/llamacpp.js'
 import {runForward} from '../src/verify/engine/index.js'
+import {compareLogits as verifyMetrics, DEFAULT_THRESHOLDS, logitFailures} from '../src/verify/compare.js'
+import {DEFAULT_PROMPT_LENGTH, promptTokens} from '../src/verify/index.js'
 import {compareLogits} from './helpers/logits.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
@@ -108,6 +110,41 @@ describe('llama.cpp runs our GGUF files', () => {
     expect(m.greedyB).toEqual(m.greedyA)
     expect(m.maxAbs).toBeLessThan(1e-2)
   })
+
+  // node-llama-cpp decodes at most contextSize - 1 tokens before a context shift (erasing history
+  // after BOS); with a context exactly as long as the prompt, the last position was evaluated on a
+  // truncated history (tiny F16, 32 tokens: that position's KL 0.63, mean KL 0.0197).
+  it('a prompt fills no context: llamacppContextSize leaves room for every token', () => {
+    expect(llamacppContextSize(1)).toBe(32)
+    expect(llamacppContextSize(31)).toBe(32)
+    expect(llamacppContextSize(32)).toBe(33)
+    expect(llamacppContextSize(128)).toBe(129)
+  })
+
+  for (const dtype of ['F16', 'F32'] as const) {
+    it(`${dtype}: the default ${DEFAULT_PROMPT_LENGTH}-token prompt and a 128-token one (max_context_length) pass DESIGN §5 on every position`, async () => {
+      const out = path.join(work, `tiny-ctx-${dtype}.gguf`)
+      await drain(convert(source, 'gguf', out, {}, {dtype}))
+      const src = await openCheckpoint(source)
+      const gguf = await openCheckpoint(out)
+      try {
+        for (const length of [DEFAULT_PROMPT_LENGTH, 128]) {
+          const tokens = promptTokens(length, 0, 128)
+          const reference = await runForward(src, tokens)
+          const llama = await llamacppBackend.run({path: out, checkpoint: gguf}, tokens, {})
+          // verify's metrics and the 16-bit thresholds (top-1 ≥ 0.99 counting near-ties, mean KL
+          // ≤ 1e-3): llama.cpp keeps its KV cache in F16, so even an F32 file is a 16-bit path.
+          const m = verifyMetrics(reference.logits, llama.logits, length, 128)
+          expect(logitFailures(m, DEFAULT_THRESHOLDS.cast16)).toEqual([])
+          // No position is off (the truncated last position had KL 0.63).
+          expect(m.maxKl).toBeLessThan(1e-4)
+        }
+      } finally {
+        await src.close()
+        await gguf.close()
+      }
+    })
+  }
 
   it('runs a non-GGUF checkpoint (the --against reference) on the TS engine', async () => {
     const src = await openCheckpoint(source)

@@ -62,7 +62,16 @@ export const llamacppBackend: LogitsBackend = {
     }
     try {
       const size = llamacppContextSize(tokens.length)
-      const context = await model.createContext({contextSize: size, batchSize: size})
+      // llama.cpp's defaults (F16 KV cache, flash attention, whose CPU kernel rounds to F16 too)
+      // add ~1e-2 of logit noise of their own: an F32 file could not meet the lossless 1e-4.
+      // With an F32 cache and plain attention, tiny F32 agrees with the TS engine to 7e-6.
+      const context = await model.createContext({
+        contextSize: size,
+        batchSize: size,
+        flashAttention: false,
+        experimentalKvCacheKeyType: 'F32',
+        experimentalKvCacheValueType: 'F32',
+      })
       try {
         // A context shift would silently drop history: fail instead of returning such logits.
         const sequence = context.getSequence({

@@ -15,7 +15,7 @@ import {type Checkpoint, type ProgressEvent} from '../src/formats/types.js'
 import {PyDict, TorchTensor} from '../src/formats/corenet/values.js'
 import {expectedTensors} from '../src/model/tensors.js'
 import {presetConfig} from '../src/model/presets.js'
-import {castRecord} from '../src/tensor/record.js'
+import {castRecord, readIntoOf, resizeRows} from '../src/tensor/record.js'
 import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
@@ -87,6 +87,45 @@ describe('reading torch.save fixtures', () => {
       expect(checkpoint.extras.notes.join(' ')).not.toContain('module.')
     } finally {
       await checkpoint.close()
+    }
+  })
+
+  it('contiguous tensors read straight into a caller buffer (cast and row resize too), bit-exact; views keep the gather path', async () => {
+    const {SOURCE_TENSOR} = await import('../src/formats/corenet/read.js')
+    for (const file of ['state_dict_f32.pt', 'views.pt']) {
+      const checkpoint = await openCheckpoint(path.join(fixtures, file))
+      try {
+        let fastCount = 0
+        for (const t of checkpoint.tensors) {
+          const fast = readIntoOf(t)
+          expect(fast !== undefined).toBe(SOURCE_TENSOR.get(t)!.contiguous)
+          if (!fast) continue
+          fastCount++
+          const whole = Buffer.from(await t.read())
+          // A dirty buffer: every byte must be overwritten.
+          const target = new Uint8Array(t.byteLength - 8).fill(0xa5)
+          await fast(target, 4)
+          expect(Buffer.from(target).equals(whole.subarray(4, t.byteLength - 4))).toBe(true)
+          await expect(fast(new Uint8Array(8), t.byteLength - 4)).rejects.toThrow(/outside the tensor/)
+          const bf16 = castRecord(t, 'BF16')
+          const castTarget = new Uint8Array(bf16.byteLength).fill(0xa5)
+          await readIntoOf(bf16)!(castTarget, 0)
+          expect(Buffer.from(castTarget).equals(Buffer.from(await bf16.read()))).toBe(true)
+          if (t.shape.length === 2) {
+            const rows = t.shape[0]!
+            const rowBytes = t.byteLength / rows
+            for (const resized of [resizeRows(t, rows + 3), resizeRows(t, rows + 3, t), resizeRows(t, rows - 1)]) {
+              const got = new Uint8Array(resized.byteLength - rowBytes).fill(0xa5)
+              await readIntoOf(resized)!(got, rowBytes)
+              expect(Buffer.from(got).equals(Buffer.from(await resized.read(rowBytes)))).toBe(true)
+            }
+            expect((await resizeRows(t, rows + 3).read(t.byteLength)).every((x) => x === 0)).toBe(true)
+          }
+        }
+        expect(fastCount).toBeGreaterThan(0)
+      } finally {
+        await checkpoint.close()
+      }
     }
   })
 

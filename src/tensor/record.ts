@@ -145,7 +145,7 @@ export function resizeRows(record: TensorRecord, rows: number, fill?: TensorReco
   const shape = [rows, ...record.shape.slice(1)]
   const byteLength = rows * rowBytes
   const srcBytes = Math.min(srcRows, rows) * rowBytes
-  return {
+  const out: TensorRecord = {
     name: record.name, dtype: record.dtype, shape, byteLength,
     async read(start = 0, end = byteLength) {
       const out = new Uint8Array(end - start)
@@ -157,6 +157,22 @@ export function resizeRows(record: TensorRecord, rows: number, fill?: TensorReco
       return out
     },
   }
+  const fast = readIntoOf(record)
+  if (!fast) return out
+  const fillFast = fill && readIntoOf(fill)
+  return withReadInto(out, async (target, start) => {
+    const end = start + target.byteLength
+    const head = Math.min(end, srcBytes) - start
+    if (head > 0) await fast(target.subarray(0, head), start)
+    if (end > srcBytes) {
+      const from = Math.max(start, srcBytes)
+      const rest = target.subarray(from - start)
+      // The target is a reused buffer: padding rows must be written as zeros, not left as they were.
+      if (!fill) rest.fill(0)
+      else if (fillFast) await fillFast(rest, from - srcBytes)
+      else rest.set(await fill.read(from - srcBytes, end - srcBytes))
+    }
+  })
 }
 
 /** Rows [from, to) along dim 0. */

@@ -9,7 +9,7 @@ import {type OpenElmConfig} from '../../model/config.js'
 import {CORENET_VOCAB, HF_VOCAB} from '../../model/vocab.js'
 import {GLOBAL_TENSORS} from '../../model/tensors.js'
 import {dtypeSize} from '../../tensor/dtype.js'
-import {numel, type TensorRecord} from '../../tensor/record.js'
+import {numel, type TensorRecord, withReadInto} from '../../tensor/record.js'
 import {dominantDType, findTokenizerFiles, resolveConfig} from '../common.js'
 import {type Checkpoint, type ReadOptions, type TrainingState} from '../types.js'
 import {children, unpickle} from './unpickle.js'
@@ -111,6 +111,13 @@ export function tensorRecord(name: string, t: TorchTensor): TensorRecord {
       name, dtype: t.storage.dtype, shape: [...t.shape], byteLength,
       read: (start = 0, end = byteLength) => zip.read(entry, base + start, base + end),
     }
+    // The writers' no-allocation path: positional reads straight into their (reused) buffers.
+    withReadInto(record, async (target, start) => {
+      if (start < 0 || start + target.byteLength > byteLength) {
+        throw new RangeError(`${name}: bytes ${start}..${start + target.byteLength} are outside the tensor (${byteLength} bytes)`)
+      }
+      await zip.readInto(entry, target, base + start)
+    })
   } else {
     // The span of storage the view touches; cached while the tensor is being read, then dropped.
     let lo = t.offset

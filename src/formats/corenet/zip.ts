@@ -97,6 +97,15 @@ export class ZipReader {
     return this.file.read(entry.dataOffset + start, end - start)
   }
 
+  /** Fill `target` with bytes [start, start + target.byteLength) of a record: one positional read, no allocation. */
+  async readInto(entry: ZipEntry, target: Uint8Array, start = 0): Promise<void> {
+    const end = start + target.byteLength
+    if (start < 0 || end > entry.size) {
+      throw new FormatError('zip.range', `${this.path}: read [${start}, ${end}) outside record "${entry.name}" (${entry.size} bytes)`, {path: this.path})
+    }
+    await this.file.readInto(target, entry.dataOffset + start)
+  }
+
   /** A whole (small) record, CRC-checked. */
   async readChecked(entry: ZipEntry): Promise<Uint8Array> {
     const bytes = await this.read(entry)

@@ -3,7 +3,7 @@
  * onnxruntime-node — the artifact-runtime check of DESIGN §5 level 3. `OnnxDecoder` is the
  * session wrapper the tests also use to drive prefill + cached decode steps.
  */
-import * as ort from 'onnxruntime-node'
+import type * as Ort from 'onnxruntime-node'
 import {FormatError, UsageError} from '../../errors.js'
 import {findModelFile} from '../../formats/onnx/index.js'
 import {layerDims, type OpenElmConfig} from '../../model/config.js'
@@ -12,8 +12,8 @@ import {type LogitsBackend} from './types.js'
 
 /** One layer's cache: [batch, kv_heads, past, head_dim] f32. */
 export interface KvCache {
-  key: ort.Tensor
-  value: ort.Tensor
+  key: Ort.Tensor
+  value: Ort.Tensor
 }
 
 export interface StepResult {
@@ -31,25 +31,27 @@ function executionProviders(device: string | undefined): string[] {
 
 /** An onnxruntime session over an exported OpenELM decoder with a KV cache. */
 export class OnnxDecoder {
-  private constructor(private readonly session: ort.InferenceSession, readonly config: OpenElmConfig, readonly modelFile: string) {}
+  private constructor(private readonly session: Ort.InferenceSession, private readonly ort: typeof Ort, readonly config: OpenElmConfig, readonly modelFile: string) {}
 
   static async open(p: string, config: OpenElmConfig, options: {device?: string} = {}): Promise<OnnxDecoder> {
     const modelFile = await findModelFile(p)
     if (!modelFile) throw new FormatError('onnx.missing', `${p} has no ONNX model (expected onnx/model.onnx or a .onnx file)`, {path: p})
-    let session: ort.InferenceSession
+    // Loaded on first use: the native library costs ~0.2 s at start-up for every other command.
+    const ort = await import('onnxruntime-node')
+    let session: Ort.InferenceSession
     try {
       session = await ort.InferenceSession.create(modelFile, {executionProviders: executionProviders(options.device)})
     } catch (error) {
       throw new FormatError('onnxruntime.load', `onnxruntime could not load ${modelFile}: ${(error as Error).message.split('\n')[0]}`, {path: modelFile})
     }
-    return new OnnxDecoder(session, config, modelFile)
+    return new OnnxDecoder(session, ort, config, modelFile)
   }
 
   /** An empty cache for `batch` rows, shaped as the graph declares. */
   emptyCache(batch: number): KvCache[] {
     return layerDims(this.config).map(({kvHeads}) => ({
-      key: new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, this.config.head_dim]),
-      value: new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, this.config.head_dim]),
+      key: new this.ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, this.config.head_dim]),
+      value: new this.ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, this.config.head_dim]),
     }))
   }
 
@@ -61,15 +63,15 @@ export class OnnxDecoder {
     const batch = ids.length
     const seq = ids[0]?.length ?? 0
     const total = mask[0]?.length ?? 0
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.flat().map(BigInt)), [batch, seq]),
-      attention_mask: new ort.Tensor('int64', BigInt64Array.from(mask.flat().map(BigInt)), [batch, total]),
+    const feeds: Record<string, Ort.Tensor> = {
+      input_ids: new this.ort.Tensor('int64', BigInt64Array.from(ids.flat().map(BigInt)), [batch, seq]),
+      attention_mask: new this.ort.Tensor('int64', BigInt64Array.from(mask.flat().map(BigInt)), [batch, total]),
     }
     cache.forEach((c, i) => {
       feeds[`past_key_values.${i}.key`] = c.key
       feeds[`past_key_values.${i}.value`] = c.value
     })
-    let out: ort.InferenceSession.ReturnType
+    let out: Ort.InferenceSession.ReturnType
     try {
       out = await this.session.run(feeds)
     } catch (error) {

@@ -13,7 +13,7 @@
  * uint32 words (for 3, 5 and 6 bits a code may straddle two words). `w ≈ scales * q + biases`.
  */
 import {FormatError, UsageError} from '../../errors.js'
-import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
+import {bf16BitsToF32, type DType, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
 
 export const QUANT_BITS = [2, 3, 4, 5, 6, 8] as const
@@ -70,38 +70,65 @@ export interface QuantizedRows {
  */
 export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number): QuantizedRows {
   const groups = cols / groupSize
-  const wordsPerRow = (cols * bits) / 32
-  const packed = new Uint32Array(rows * wordsPerRow)
+  const packed = new Uint32Array((rows * cols * bits) / 32)
   const scales = new Float32Array(rows * groups)
   const biases = new Float32Array(rows * groups)
+  quantizeInto(values, rows * cols, bits, groupSize, packed, scales, biases)
+  return {packed, scales, biases}
+}
+
+/** 1.5 · 2^52: for |x| < 2^51, (x + RINT_MAGIC) - RINT_MAGIC is x rounded half to even (the double sum has unit ulp). */
+const RINT_MAGIC = 6755399441055744
+
+/**
+ * The loop behind quantizeRows, into caller-owned arrays: `count` values (whole rows, so whole
+ * groups and whole words: the bit stream runs straight across row ends), `packed` holding their
+ * words and `scales`/`biases` their groups. Per group one min/max pass and one code pass, with
+ * groupParams inlined (no object per group). Bit-identical to groupParams + the rule above.
+ */
+function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
   const nBins = (1 << bits) - 1
+  const groups = count / groupSize
   let bitPos = 0
   let word = 0 // bits not yet stored, starting at bit (bitPos & ~31)
-  for (let r = 0; r < rows; r++) {
-    for (let g = 0; g < groups; g++) {
-      const start = r * cols + g * groupSize
-      const {scale, bias} = groupParams(values, start, groupSize, bits)
-      scales[r * groups + g] = scale
-      biases[r * groups + g] = bias
-      for (let i = start; i < start + groupSize; i++) {
-        // q = clip(rint(f32((w - bias) / scale)), 0, nBins), rint inlined (ties to even)
-        const x = f32(f32(values[i]! - bias) / scale)
-        let q = Math.floor(x)
-        const d = x - q
-        if (d > 0.5 || (d === 0.5 && (q & 1) === 1)) q += 1
-        q = q < 0 ? 0 : q > nBins ? nBins : q
-        const shift = bitPos & 31
-        word |= q << shift
-        if (shift + bits >= 32) {
-          // The word is full: store it and keep the bits of q that spill into the next one.
-          packed[bitPos >>> 5] = word
-          word = shift + bits > 32 ? q >>> (32 - shift) : 0
-        }
-        bitPos += bits
+  for (let g = 0; g < groups; g++) {
+    const start = g * groupSize
+    const end = start + groupSize
+    let min = Infinity
+    let max = -Infinity
+    for (let i = start; i < end; i++) {
+      const v = values[i]!
+      if (v > max) max = v
+      if (v < min) min = v
+    }
+    // groupParams, inlined
+    const minDominates = Math.abs(min) > Math.abs(max)
+    let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
+    if (!minDominates) scale = -scale
+    const edge = minDominates ? min : max
+    const q0 = rint(f32(edge / scale))
+    let bias = 0
+    if (q0 !== 0) {
+      scale = f32(edge / q0)
+      bias = edge
+    }
+    scales[g] = scale
+    biases[g] = bias
+    for (let i = start; i < end; i++) {
+      // q = clip(rint(f32((w - bias) / scale)), 0, nBins); NaN stays NaN through the clip and packs as 0.
+      const x = f32(f32(values[i]! - bias) / scale)
+      let q = x + RINT_MAGIC - RINT_MAGIC
+      q = q < 0 ? 0 : q > nBins ? nBins : q
+      const shift = bitPos & 31
+      word |= q << shift
+      if (shift + bits >= 32) {
+        // The word is full: store it and keep the bits of q that spill into the next one.
+        packed[bitPos >>> 5] = word
+        word = shift + bits > 32 ? q >>> (32 - shift) : 0
       }
+      bitPos += bits
     }
   }
-  return {packed, scales, biases}
 }
 
 /** Unpack the codes of `rows` rows (inverse of the packing in quantizeRows). */
@@ -161,21 +188,67 @@ function blockRows(cols: number): number {
   return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
 }
 
-/** Float rows [r0, r1) of `source`, rounded to `dtype`, as f32. */
-async function sourceRows(source: TensorRecord, cols: number, r0: number, r1: number, dtype: FloatDType): Promise<Float32Array> {
+/** Rows [r0, r1) of `source` as f32 (a view of the bytes read when it is f32 already). */
+async function readRows(source: TensorRecord, cols: number, r0: number, r1: number): Promise<Float32Array> {
   const size = dtypeSize(source.dtype)
-  const values = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
-  if (dtype === 'F32' || source.dtype === dtype) return values
-  return toFloat32(fromFloat32(values, dtype), dtype)
+  return toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
+}
+
+/** Reused for the rounded values of one block; only ever used synchronously (between awaits). */
+let roundScratch = new Float32Array(0)
+
+/** `values` (from `from`) rounded to `dtype`, as f32: the values themselves when no rounding applies, else in roundScratch. */
+function roundedRows(values: Float32Array, from: DType, dtype: FloatDType): Float32Array {
+  if (dtype === 'F32' || from === dtype) return values
+  if (roundScratch.length < values.length) roundScratch = new Float32Array(Math.max(values.length, BLOCK_BYTES / 4))
+  const out = roundScratch.subarray(0, values.length)
+  roundInto(values, dtype, out)
+  return out
+}
+
+/**
+ * `out[i]` = `values[i]` rounded to nearest even in `dtype` and widened back, bit for bit what
+ * `toFloat32(fromFloat32(values, dtype), dtype)` gives (except NaN payloads, which no quantizer
+ * output depends on), without the two intermediate arrays. Works on the f32 bits: dropping the low
+ * 16 (bf16) or 13 (f16 normals) mantissa bits with round-half-even, a carry moving into the
+ * exponent as it should. Inf/NaN (both) and f16 subnormals, zeros and overflow go the slow exact way.
+ */
+export function roundInto(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
+  const n = values.length
+  const src = new Int32Array(values.buffer, values.byteOffset, n)
+  const dst = new Int32Array(out.buffer, out.byteOffset, n)
+  if (dtype === 'BF16') {
+    for (let i = 0; i < n; i++) {
+      const x = src[i]!
+      if ((x & 0x7f800000) === 0x7f800000) out[i] = bf16BitsToF32(f32BitsToBf16Bits(x >>> 0))
+      else dst[i] = (x + 0x7fff + ((x >>> 16) & 1)) & 0xffff0000
+    }
+    return
+  }
+  for (let i = 0; i < n; i++) {
+    const x = src[i]!
+    const a = x & 0x7fffffff
+    if (a >= 0x38800000 && a < 0x477ff000) {
+      // |v| in [2^-14, 65520): an f16 normal after rounding (65520 and up overflow to Inf).
+      dst[i] = (x & 0x80000000) | ((a + 0xfff + ((a >>> 13) & 1)) & 0x7fffe000)
+    } else {
+      out[i] = f16BitsToF32(f32BitsToF16Bits(x >>> 0))
+    }
+  }
 }
 
 /**
  * The three tensors MLX stores for a quantized matrix: `<base>.weight` (U32 codes),
  * `<base>.scales` and `<base>.biases` (in `dtype`), computed on demand from `source` (first
  * rounded to `dtype`, as mlx-lm casts before quantizing).
- * - The codes are computed row block by row block (blocks aligned so chunked reads never redo one).
- * - Scales and biases (1/groupSize of the elements) are computed once for the whole tensor by a
- *   min/max pass when first asked for, shared by both records, and dropped once both were read.
+ * - Each row block (aligned so chunked reads never redo one) is read and rounded once and gives
+ *   both its codes and its scales/biases.
+ * - Scales and biases (1/groupSize of the elements) are collected for the whole tensor as blocks
+ *   are computed, turned into `dtype` bytes when first asked for, shared by both records, and
+ *   dropped once both were read.
+ * - When they are asked for before the weight (the usual order: `.biases` < `.scales` < `.weight`),
+ *   that pass keeps the codes of the whole tensor (bits/32 of the f32 size) for the weight to
+ *   serve, and drops them once the weight was read.
  */
 export function quantizedRecords(source: TensorRecord, base: string, spec: QuantSpec, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord; biases: TensorRecord} {
   checkQuantParams(spec.bits, spec.groupSize)
@@ -186,30 +259,53 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const groups = cols / groupSize
   const wordsPerRow = (cols * bits) / 32
   const step = blockRows(cols)
+  const blocks = Math.ceil(rows / step)
+  const paramBytes = rows * groups * dtypeSize(dtype)
+  const weightBytes = rows * wordsPerRow * 4
+  const rowBytes = wordsPerRow * 4
 
-  let cache: {r0: number; r1: number; packed: Uint32Array} | undefined
-  const packedBlock = async (r0: number, r1: number): Promise<Uint8Array> => {
-    if (!cache || cache.r0 !== r0 || cache.r1 !== r1) cache = {r0, r1, packed: quantizeRows(await sourceRows(source, cols, r0, r1, dtype), r1 - r0, cols, bits, groupSize).packed}
-    return new Uint8Array(cache.packed.buffer, cache.packed.byteOffset, cache.packed.byteLength)
+  /** f32 scales/biases of the blocks computed so far, until the `dtype` bytes are made. */
+  let pending: {scales: Float32Array; biases: Float32Array; done: Uint8Array} | undefined
+  let params: {scales: Uint8Array; biases: Uint8Array} | undefined
+  const served = {scales: 0, biases: 0, weight: 0}
+  /** Codes of the whole tensor, made by the scales/biases pass for the weight (inAll: blocks present). */
+  let allPacked: {packed: Uint32Array; inAll: Uint8Array} | undefined
+  let cache: {block: number; packed: Uint32Array} | undefined
+
+  /** Read and round block `b` once; its codes go to `packed`, its params to `pending` (when still wanted). */
+  const computeBlock = async (b: number, packed: Uint32Array): Promise<void> => {
+    const r0 = b * step
+    const r1 = Math.min(rows, r0 + step)
+    const raw = await readRows(source, cols, r0, r1)
+    // From here on synchronous (roundScratch is shared).
+    const values = roundedRows(raw, source.dtype, dtype)
+    const p = params ? undefined : (pending ??= {scales: new Float32Array(rows * groups), biases: new Float32Array(rows * groups), done: new Uint8Array(blocks)})
+    const n = (r1 - r0) * groups
+    const scales = p ? p.scales.subarray(r0 * groups, r0 * groups + n) : new Float32Array(n)
+    const biases = p ? p.biases.subarray(r0 * groups, r0 * groups + n) : new Float32Array(n)
+    quantizeInto(values, (r1 - r0) * cols, bits, groupSize, packed, scales, biases)
+    if (p) p.done[b] = 1
   }
 
-  const paramBytes = rows * groups * dtypeSize(dtype)
-  let params: {scales: Uint8Array; biases: Uint8Array} | undefined
-  const served = {scales: 0, biases: 0}
   const allParams = async () => {
     if (params) return params
-    const scales = new Float32Array(rows * groups)
-    const biases = new Float32Array(rows * groups)
-    for (let r0 = 0; r0 < rows; r0 += step) {
-      const r1 = Math.min(rows, r0 + step)
-      const values = await sourceRows(source, cols, r0, r1, dtype)
-      for (let g = 0; g < (r1 - r0) * groups; g++) {
-        const p = groupParams(values, g * groupSize, groupSize, bits)
-        scales[r0 * groups + g] = p.scale
-        biases[r0 * groups + g] = p.bias
+    const keepCodes = served.weight < weightBytes
+    if (keepCodes) allPacked ??= {packed: new Uint32Array(rows * wordsPerRow), inAll: new Uint8Array(blocks)}
+    for (let b = 0; b < blocks; b++) {
+      if (pending?.done[b]) continue
+      const w0 = b * step * wordsPerRow
+      const w1 = Math.min(rows, (b + 1) * step) * wordsPerRow
+      if (allPacked && keepCodes) {
+        await computeBlock(b, allPacked.packed.subarray(w0, w1))
+        allPacked.inAll[b] = 1
+      } else {
+        await computeBlock(b, new Uint32Array(w1 - w0))
       }
     }
-    params = {scales: fromFloat32(scales, dtype), biases: fromFloat32(biases, dtype)}
+    if (params) return params // made meanwhile by a concurrent call
+    const p = pending!
+    params = {scales: fromFloat32(p.scales, dtype), biases: fromFloat32(p.biases, dtype)}
+    pending = undefined
     return params
   }
   const paramRecord = (part: 'scales' | 'biases'): TensorRecord => ({
@@ -222,18 +318,38 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
     },
   })
 
-  const weightBytes = rows * wordsPerRow * 4
-  const rowBytes = wordsPerRow * 4
+  const packedBlock = async (b: number): Promise<Uint8Array> => {
+    let packed: Uint32Array
+    if (allPacked?.inAll[b]) {
+      packed = allPacked.packed.subarray(b * step * wordsPerRow, Math.min(rows, (b + 1) * step) * wordsPerRow)
+    } else {
+      if (!cache || cache.block !== b) {
+        const r0 = b * step
+        const words = new Uint32Array((Math.min(rows, r0 + step) - r0) * wordsPerRow)
+        await computeBlock(b, words)
+        cache = {block: b, packed: words}
+      }
+      packed = cache.packed
+    }
+    return new Uint8Array(packed.buffer, packed.byteOffset, packed.byteLength)
+  }
+
   const weight: TensorRecord = {
     name: `${base}.weight`, dtype: 'U32', shape: [rows, wordsPerRow], byteLength: weightBytes,
     async read(start = 0, end = weightBytes) {
       const out = new Uint8Array(end - start)
-      for (let r0 = Math.floor(start / rowBytes / step) * step; r0 * rowBytes < end; r0 += step) {
+      for (let b = Math.floor(start / rowBytes / step); b * step * rowBytes < end; b++) {
+        const r0 = b * step
         const r1 = Math.min(rows, r0 + step)
-        const bytes = await packedBlock(r0, r1)
+        const bytes = await packedBlock(b)
         const from = Math.max(start, r0 * rowBytes)
         const to = Math.min(end, r1 * rowBytes)
         out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
+      }
+      served.weight += end - start
+      if (served.weight >= weightBytes) {
+        allPacked = undefined
+        cache = undefined
       }
       return out
     },

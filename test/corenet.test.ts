@@ -76,6 +76,35 @@ describe('reading torch.save fixtures', () => {
     })
   }
 
+  it('reads a HF-named state dict saved with torch.save (pytorch_model.bin, "transformer." keys) bit-exact', async () => {
+    const folderPath = path.join(work, 'hf-torch-bin')
+    await fs.mkdir(folderPath)
+    const file = path.join(folderPath, 'pytorch_model.bin')
+    execFileSync(PY, ['-c', [
+      'import sys, torch',
+      'sd = torch.load(sys.argv[1], weights_only=True)',
+      'torch.save({"transformer." + k: v for k, v in sd.items()}, sys.argv[2])',
+    ].join('\n'), path.join(fixtures, 'state_dict_f32.pt'), file])
+    const checkpoint = await openCheckpoint(file)
+    try {
+      expect(checkpoint.format).toBe('corenet')
+      expect(await digests(checkpoint)).toEqual(strip(expected.files['state_dict_f32.pt']!.tensors))
+      expect(checkpoint.extras.notes.join(' ')).toContain('stripped the "transformer." prefix from 34 tensor names')
+    } finally {
+      await checkpoint.close()
+    }
+    // As a HF folder (pytorch_model.bin + config.json), the config file is used.
+    await fs.writeFile(path.join(folderPath, 'config.json'), JSON.stringify({model_type: 'openelm', num_transformer_layers: 4, model_dim: 64, head_dim: 8, num_gqa_groups: 2, ffn_dim_divisor: 16, vocab_size: 160, max_context_length: 128}))
+    const folder = await openCheckpoint(folderPath)
+    try {
+      expect(folder.extras.configSource).toBe('file')
+      expect(folder.config.max_context_length).toBe(128)
+      expect(await digests(folder)).toEqual(strip(expected.files['state_dict_f32.pt']!.tensors))
+    } finally {
+      await folder.close()
+    }
+  })
+
   it('reads every view chunk by chunk the same as whole', async () => {
     const checkpoint = await openCheckpoint(path.join(fixtures, 'views.pt'))
     try {

@@ -29,9 +29,19 @@ export const TRAINING_KEYS = {
 
 /** DDP/FSDP wrappers prefix keys with this; CoreNet unwraps before saving, but stray files exist. */
 const MODULE_PREFIX = 'module.'
+/** A HF-layout state dict saved with torch.save (`pytorch_model.bin`) prefixes keys with this. */
+const HF_PREFIX = 'transformer.'
+
+function stripPrefixes(name: string): string {
+  const unwrapped = name.startsWith(MODULE_PREFIX) ? name.slice(MODULE_PREFIX.length) : name
+  return unwrapped.startsWith(HF_PREFIX) ? unwrapped.slice(HF_PREFIX.length) : unwrapped
+}
 
 /** File names a CoreNet run writes into its results folder, most useful first. */
-export const CHECKPOINT_FILES = ['training_checkpoint_last.pt', 'checkpoint_last.pt'] as const
+export const CHECKPOINT_FILES = ['training_checkpoint_last.pt', 'checkpoint_last.pt', 'pytorch_model.bin'] as const
+
+/** A HF folder's torch.save weights: its config.json sits beside it. */
+const HF_TORCH_FILE = 'pytorch_model.bin'
 
 /** Where a storage's bytes are: a record of an archive still open. */
 export interface ArchiveSource {
@@ -216,13 +226,15 @@ export function tensorBytes(v: PyValue): number {
 function stateDictRecords(p: string, key: string, dict: PyValue, notes: string[]): TensorRecord[] {
   if (!(dict instanceof PyDict)) throw new FormatError('corenet.state_dict', `${p}: ${key} is not a dict of tensors`, {path: p})
   const names = [...dict.map.keys()]
-  const prefixed = names.filter((n) => typeof n === 'string' && n.startsWith(MODULE_PREFIX)).length
-  if (prefixed > 0) notes.push(`stripped the "${MODULE_PREFIX}" prefix from ${prefixed} tensor names`)
+  for (const prefix of [MODULE_PREFIX, HF_PREFIX]) {
+    const prefixed = names.filter((n) => typeof n === 'string' && (n.startsWith(prefix) || n.startsWith(MODULE_PREFIX + prefix))).length
+    if (prefixed > 0) notes.push(`stripped the "${prefix}" prefix from ${prefixed} tensor names`)
+  }
   const records: TensorRecord[] = []
   for (const [k, v] of dict.map) {
     if (typeof k !== 'string') throw new FormatError('corenet.state_dict', `${p}: ${key} has a non-string key ${String(k)}`, {path: p})
     if (!(v instanceof TorchTensor)) throw new FormatError('corenet.state_dict', `${p}: ${key}["${k}"] is not a tensor`, {path: p, tensor: k})
-    records.push(tensorRecord(k.startsWith(MODULE_PREFIX) ? k.slice(MODULE_PREFIX.length) : k, v))
+    records.push(tensorRecord(stripPrefixes(k), v))
   }
   return records
 }
@@ -268,7 +280,8 @@ export async function readCorenet(p: string, options: ReadOptions = {}): Promise
     const stateDict = isTraining ? top.get(modelKey)! : top
     const records = stateDictRecords(file, modelKey || 'the state dict', stateDict, notes)
     const config = fitConfigVocab(options.config, records, notes)
-    const resolved = await resolveConfig(records, undefined, {...options, config})
+    const besideConfig = path.basename(file) === HF_TORCH_FILE ? path.join(path.dirname(file), 'config.json') : undefined
+    const resolved = await resolveConfig(records, besideConfig, {...options, config})
     let training: TrainingState | undefined
     if (isTraining) {
       const optim = top.get(TRAINING_KEYS.optimizer)

@@ -13,6 +13,10 @@ import {HubError} from '../src/errors.js'
 import {push, type PushEvent, type PushOptions, type PushResult} from '../src/hub/push.js'
 import {BASE_DELAY_MS, MAX_ATTEMPTS} from '../src/hub/fetch.js'
 import {HubServer, startHubServer} from './helpers/hub-server.js'
+import {convert} from '../src/convert.js'
+import {GENERATED_CARD_MARKER} from '../src/formats/common.js'
+import {drain} from '../src/progress.js'
+import {verifyConversion} from '../src/verify/index.js'
 
 const TOKEN = 'hf_localTestToken_9f8e7d6c5b4a'
 const FIXTURE = path.resolve('fixtures/tiny-hf')
@@ -205,6 +209,24 @@ describe('push to a local Hub', () => {
     const {result} = await run({dir})
     expect(server.tree('me/OpenELM-tiny')!.get('README.md')!.toString()).toBe('# my own card\n')
     expect(result.files.find((f) => f.path === 'README.md')!.generated).toBeUndefined()
+  })
+
+  it('extends a card that openelm generated (MLX writer) with the per-layer table and the verify report', async () => {
+    const dir = path.join(root, 'mlx-card')
+    await drain(convert(FIXTURE, 'mlx', dir, {}, {quantization: {bits: 4, groupSize: 64, mode: 'affine'}}))
+    await verifyConversion(FIXTURE, dir)
+    const written = readFileSync(path.join(dir, 'README.md'), 'utf8')
+    expect(written).toContain(GENERATED_CARD_MARKER)
+    await run({dir})
+    const card = server.tree('me/OpenELM-tiny')!.get('README.md')!.toString()
+    expect(card).toMatch(/^---\nlibrary_name: mlx\n/)
+    expect(card.match(/^---$/gm)).toHaveLength(2)
+    expect(card).toContain('| layer |')
+    expect(card).toMatch(/[Vv]erif/)
+    expect(card).toContain('mlx_lm.generate --model .')
+    expect(card).not.toContain(GENERATED_CARD_MARKER)
+    // The folder's own file is left as the writer made it.
+    expect(readFileSync(path.join(dir, 'README.md'), 'utf8')).toBe(written)
   })
 
   it('makes no request at all under dryRun, and needs no token', async () => {

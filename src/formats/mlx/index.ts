@@ -13,7 +13,7 @@ import {inferConfig} from '../../model/infer.js'
 import {APPLE_REPOS, matchPreset} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, renamed, type TensorRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, dominantDType, findTokenizerFiles, resolveConfig} from '../common.js'
+import {copyTokenizerFiles, dominantDType, findTokenizerFiles, GENERATED_CARD_MARKER, resolveConfig} from '../common.js'
 import {openSafetensors} from '../safetensors/read.js'
 import {INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {writeSafetensors} from '../safetensors/write.js'
@@ -72,6 +72,7 @@ function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType,
   lines.push(`Converted${base ? ` from [${base}](https://huggingface.co/${base})` : ''} to the mlx-lm layout with \`openelm convert --to mlx\`.`, '')
   lines.push('```bash', 'pip install mlx-lm', 'mlx_lm.generate --model . --prompt "Once upon a time"', '```', '')
   lines.push('OpenELM uses the Llama-2 tokenizer, which Apple does not ship: put its tokenizer files next to the weights if they are not here.', '')
+  lines.push(GENERATED_CARD_MARKER, '')
   return lines.join('\n')
 }
 

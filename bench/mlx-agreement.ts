@@ -15,13 +15,7 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {parseFloatDType} from '../src/tensor/dtype.js'
 import {compareLogits} from '../src/verify/compare.js'
 import {runForward} from '../src/verify/engine/index.js'
-
-async function drain<T>(gen: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const r = await gen.next()
-    if (r.done) return r.value
-  }
-}
+import {drain} from '../src/progress.js'
 
 const [preset = 'tiny', positions = '32', ...cases] = process.argv.slice(2)
 const src = preset === 'tiny' ? await openCheckpoint('fixtures/tiny-hf') : synthCheckpoint(presetConfig(preset), {seed: 7})

@@ -10,25 +10,19 @@ import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {writeCheckpoint} from '../src/convert.js'
 import {openCheckpoint} from '../src/formats/registry.js'
-import {type Checkpoint, type ProgressEvent} from '../src/formats/types.js'
+import {type Checkpoint} from '../src/formats/types.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {llamacppBackend} from '../src/verify/backends/llamacpp.js'
 import {type ForwardResult, runForward} from '../src/verify/engine/index.js'
 import {compareLogits} from './helpers/logits.js'
+import {drain} from '../src/progress.js'
 
 const PROMPT = [1, 450, 4996, 17354, 1701, 29916]
 const VOCAB = 32000
 let work: string
 let synth: Checkpoint
 let reference: ForwardResult
-
-async function drain<T>(gen: AsyncGenerator<ProgressEvent, T>): Promise<T> {
-  for (;;) {
-    const next = await gen.next()
-    if (next.done) return next.value
-  }
-}
 
 beforeAll(async () => {
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'gguf-270m-'))

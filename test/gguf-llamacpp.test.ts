@@ -9,25 +9,18 @@ import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {openCheckpoint} from '../src/formats/registry.js'
-import {type ProgressEvent} from '../src/formats/types.js'
 import {llamacppBackend, llamacppContextSize} from '../src/verify/backends/llamacpp.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {compareLogits as verifyMetrics, DEFAULT_THRESHOLDS, logitFailures} from '../src/verify/compare.js'
 import {DEFAULT_PROMPT_LENGTH, promptTokens} from '../src/verify/index.js'
 import {compareLogits} from './helpers/logits.js'
+import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
 let work: string
 let source: string
 /** A token-id prompt: BOS then ids spread over the 128-token vocabulary. */
 const PROMPT = [1, 5, 9, 17, 33, 65, 100, 3, 44, 120, 7, 7, 90, 12, 127, 64]
-
-async function drain<T>(gen: AsyncGenerator<ProgressEvent, T>): Promise<T> {
-  for (;;) {
-    const next = await gen.next()
-    if (next.done) return next.value
-  }
-}
 
 beforeAll(async () => {
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'gguf-llama-'))

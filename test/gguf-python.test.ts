@@ -13,20 +13,13 @@ import {convert} from '../src/convert.js'
 import {openGguf} from '../src/formats/gguf/read.js'
 import {type GgufKv, type GgufValue} from '../src/formats/gguf/types.js'
 import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
-import {type ProgressEvent} from '../src/formats/types.js'
 import {toFloat32} from '../src/tensor/dtype.js'
 import {f32Record} from '../src/tensor/record.js'
+import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
 const script = path.join(repo, 'test/python/gguf_read.py')
 let work: string
-
-async function drain<T>(gen: AsyncGenerator<ProgressEvent, T>): Promise<T> {
-  for (;;) {
-    const next = await gen.next()
-    if (next.done) return next.value
-  }
-}
 
 /** Our value in the Python reader's JSON spelling (64-bit integers as strings). */
 function jsonValue(value: GgufValue): unknown {

@@ -19,22 +19,15 @@ import {openGguf, parseGgufHeader} from '../src/formats/gguf/read.js'
 import {loadVocab, parseSentencePieceModel, parseTokenizerJson, placeholderVocab} from '../src/formats/gguf/tokenizer.js'
 import {type GgufKv} from '../src/formats/gguf/types.js'
 import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
-import {type ProgressEvent} from '../src/formats/types.js'
 import {castBytes, f16BitsToF32, toFloat32} from '../src/tensor/dtype.js'
 import {f32Record, readFloat32} from '../src/tensor/record.js'
+import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
 const fixture = path.join(repo, 'fixtures/tiny-hf')
 const spmModel = path.join(repo, 'fixtures/tiny-spm/tokenizer.model')
 let work: string
 let source: string
-
-async function drain<T>(gen: AsyncGenerator<ProgressEvent, T>): Promise<T> {
-  for (;;) {
-    const next = await gen.next()
-    if (next.done) return next.value
-  }
-}
 
 async function sha(p: string): Promise<string> {
   return createHash('sha256').update(await fs.readFile(p)).digest('hex')

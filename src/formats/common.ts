@@ -6,7 +6,7 @@ import {inferConfig} from '../model/infer.js'
 import {checkTensors} from '../model/tensors.js'
 import {type FloatDType, isFloatDType} from '../tensor/dtype.js'
 import {renamed, type TensorRecord} from '../tensor/record.js'
-import {type Extras, type ReadOptions} from './types.js'
+import {type Checkpoint, type Extras, type FormatName, type Quantization, type ReadOptions, type TrainingState} from './types.js'
 import {pathExists} from '../io/atomic.js'
 import {readJsonFile} from '../io/file.js'
 import {ConfigError} from '../errors.js'
@@ -81,4 +81,36 @@ export async function resolveConfig(
 /** Rename records with a name function (used by every format's name table). */
 export function renameAll(records: readonly TensorRecord[], map: (name: string) => string): TensorRecord[] {
   return records.map((r) => renamed(r, map(r.name)))
+}
+
+/** What resolveConfig settles: the config, the checked canonical tensors, and how. */
+export type ResolvedModel = Awaited<ReturnType<typeof resolveConfig>>
+
+/**
+ * The Checkpoint a folder/file reader returns, from its resolved model and its own facts; the
+ * dtype is the one most bytes are stored in, tokenizer files are those beside the weights.
+ */
+export async function readerCheckpoint(
+  format: FormatName,
+  p: string,
+  resolved: ResolvedModel,
+  own: {tokenizerDir: string; notes: string[]; info: Record<string, unknown>; quantization?: Quantization; training?: TrainingState},
+  close: () => Promise<void>,
+): Promise<Checkpoint> {
+  return {
+    format,
+    path: p,
+    config: resolved.config,
+    tensors: resolved.tensors,
+    extras: {
+      configSource: resolved.configSource,
+      dtype: dominantDType(resolved.tensors),
+      ...(own.quantization ? {quantization: own.quantization} : {}),
+      tokenizerFiles: await findTokenizerFiles(own.tokenizerDir),
+      ...(own.training ? {training: own.training} : {}),
+      notes: own.notes,
+      info: own.info,
+    },
+    close,
+  }
 }

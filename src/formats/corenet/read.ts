@@ -10,7 +10,7 @@ import {CORENET_VOCAB, HF_VOCAB} from '../../model/vocab.js'
 import {GLOBAL_TENSORS} from '../../model/tensors.js'
 import {dtypeSize} from '../../tensor/dtype.js'
 import {numel, type TensorRecord, withReadInto} from '../../tensor/record.js'
-import {dominantDType, findTokenizerFiles, resolveConfig} from '../common.js'
+import {readerCheckpoint, resolveConfig} from '../common.js'
 import {type Checkpoint, type ReadOptions, type TrainingState} from '../types.js'
 import {children, unpickle} from './unpickle.js'
 import {PyDict, type PyValue, type TorchStorage, TorchTensor} from './values.js'
@@ -298,29 +298,20 @@ export async function readCorenet(p: string, options: ReadOptions = {}): Promise
         raw: {dict: top, modelKey} satisfies CorenetRaw,
       }
     }
-    return {
-      format: 'corenet',
-      path: p,
-      config: resolved.config,
-      tensors: resolved.tensors,
-      extras: {
-        configSource: resolved.configSource,
-        dtype: dominantDType(resolved.tensors),
-        tokenizerFiles: await findTokenizerFiles(path.dirname(file)),
-        training,
-        notes: [...notes, ...resolved.notes],
-        info: {
-          layout: isTraining ? 'CoreNet training checkpoint' : 'CoreNet state dict',
-          file,
-          archive: archive.prefix.slice(0, -1),
-          records: archive.zip.entries.size,
-          storages: archive.storages.size,
-          pickleProtocol: archive.protocol,
-          ...(isTraining ? {keys: [...top.map.keys()].map(String)} : {}),
-        },
+    return await readerCheckpoint('corenet', p, resolved, {
+      tokenizerDir: path.dirname(file),
+      training,
+      notes: [...notes, ...resolved.notes],
+      info: {
+        layout: isTraining ? 'CoreNet training checkpoint' : 'CoreNet state dict',
+        file,
+        archive: archive.prefix.slice(0, -1),
+        records: archive.zip.entries.size,
+        storages: archive.storages.size,
+        pickleProtocol: archive.protocol,
+        ...(isTraining ? {keys: [...top.map.keys()].map(String)} : {}),
       },
-      close: () => archive.zip.close(),
-    }
+    }, () => archive.zip.close())
   } catch (error) {
     await archive.zip.close()
     throw error

@@ -6,7 +6,7 @@ import {atomicDir, pathExists} from '../../io/atomic.js'
 import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
 import {castRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, dominantDType, findTokenizerFiles, renameAll, resolveConfig} from '../common.js'
+import {copyTokenizerFiles, readerCheckpoint, renameAll, resolveConfig} from '../common.js'
 import {openSafetensors} from '../safetensors/read.js'
 import {DEFAULT_SHARD_BYTES, INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
@@ -28,20 +28,11 @@ export async function readHf(p: string, options: ReadOptions = {}): Promise<Chec
     const canonical = renameAll(shards.tensors, fromHfName)
     const resolved = await resolveConfig(canonical, path.join(dir, 'config.json'), options)
     const files = shards.files.map((f) => ({path: f.path, bytes: f.size}))
-    return {
-      format: 'hf',
-      path: p,
-      config: resolved.config,
-      tensors: resolved.tensors,
-      extras: {
-        configSource: resolved.configSource,
-        dtype: dominantDType(resolved.tensors),
-        tokenizerFiles: await findTokenizerFiles(dir),
-        notes: resolved.notes,
-        info: {layout: shards.indexUsed ? 'sharded safetensors' : 'single safetensors', files, metadata: shards.files[0]?.metadata ?? {}},
-      },
-      close: shards.close,
-    }
+    return await readerCheckpoint('hf', p, resolved, {
+      tokenizerDir: dir,
+      notes: resolved.notes,
+      info: {layout: shards.indexUsed ? 'sharded safetensors' : 'single safetensors', files, metadata: shards.files[0]?.metadata ?? {}},
+    }, shards.close)
   } catch (error) {
     await shards.close()
     throw error

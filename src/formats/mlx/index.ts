@@ -13,7 +13,7 @@ import {inferConfig} from '../../model/infer.js'
 import {APPLE_REPOS, matchPreset} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, renamed, type TensorRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, dominantDType, findTokenizerFiles, GENERATED_CARD_MARKER, resolveConfig} from '../common.js'
+import {copyTokenizerFiles, GENERATED_CARD_MARKER, readerCheckpoint, resolveConfig} from '../common.js'
 import {openSafetensors} from '../safetensors/read.js'
 import {INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {writeSafetensors} from '../safetensors/write.js'
@@ -213,21 +213,12 @@ export async function readMlx(p: string, options: ReadOptions = {}): Promise<Che
     const metadataFormat = stored.metadata?.format
     if (stored.layout === 'mlx-lm' && metadataFormat !== undefined && metadataFormat !== 'mlx') notes.push(`safetensors metadata format is "${metadataFormat}", not "mlx"`)
     if (quantized.length > 0) notes.push(`dequantized ${quantized.map((q) => `${q.bits}-bit (group ${q.groupSize})`).join(', ')} affine weights on read`)
-    return {
-      format: 'mlx',
-      path: p,
-      config: resolved.config,
-      tensors: resolved.tensors,
-      extras: {
-        configSource: resolved.configSource,
-        dtype: dominantDType(resolved.tensors),
-        quantization: quantized[0],
-        tokenizerFiles: await findTokenizerFiles(dir),
-        notes: [...resolved.notes, ...notes],
-        info: {layout: stored.layout, files: stored.files, metadata: stored.metadata ?? {}, quantization: quantized},
-      },
-      close: stored.close,
-    }
+    return await readerCheckpoint('mlx', p, resolved, {
+      tokenizerDir: dir,
+      quantization: quantized[0],
+      notes: [...resolved.notes, ...notes],
+      info: {layout: stored.layout, files: stored.files, metadata: stored.metadata ?? {}, quantization: quantized},
+    }, stored.close)
   } catch (error) {
     await stored.close()
     throw error

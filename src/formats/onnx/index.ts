@@ -12,7 +12,7 @@ import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, dominantDType, findTokenizerFiles, resolveConfig} from '../common.js'
+import {copyTokenizerFiles, readerCheckpoint, resolveConfig} from '../common.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
 import {buildOpenElmGraph, type GraphOptions, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
@@ -96,26 +96,17 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
       const file = path.join(path.dirname(modelFile), name)
       files.push({path: file, bytes: (await fs.stat(file)).size})
     }
-    return {
-      format: 'onnx',
-      path: p,
-      config: resolved.config,
-      tensors: resolved.tensors,
-      extras: {
-        configSource: resolved.configSource,
-        dtype: dominantDType(resolved.tensors),
-        tokenizerFiles: await findTokenizerFiles(root),
-        notes: resolved.notes,
-        info: {
-          layout: onnxFile.externalFiles.length > 0 ? 'onnx with external data' : 'onnx (single file)',
-          modelFile,
-          irVersion: onnxFile.irVersion,
-          files,
-          derivedInitializers: derived,
-        },
+    return await readerCheckpoint('onnx', p, resolved, {
+      tokenizerDir: root,
+      notes: resolved.notes,
+      info: {
+        layout: onnxFile.externalFiles.length > 0 ? 'onnx with external data' : 'onnx (single file)',
+        modelFile,
+        irVersion: onnxFile.irVersion,
+        files,
+        derivedInitializers: derived,
       },
-      close: onnxFile.close,
-    }
+    }, onnxFile.close)
   } catch (error) {
     await onnxFile.close()
     throw error

@@ -13,7 +13,7 @@ import {type Checkpoint, type FormatName, type ProgressEvent, type Quantization,
 import {trackTemp} from './io/atomic.js'
 import {drain} from './progress.js'
 import {type FloatDType} from './tensor/dtype.js'
-import {compareWeights, conversionPath, type WeightReport} from './verify/compare.js'
+import {compareStored, type ExactWeights} from './verify/exact.js'
 import {verify, type VerifyReport} from './verify/index.js'
 
 /** A hop target: a format and, for MLX, a layout. */
@@ -59,10 +59,14 @@ export interface HopReport {
   quantization?: Quantization
   therePath: string
   backPath: string
-  /** The artifact in the hop's format vs the source: weights within the path's bound, and logits. */
+  /** The artifact in the hop's format vs the source: the exact check (stored codes and logits). */
   there?: VerifyReport
-  /** The artifact converted back to the source format vs the source: bit-exact when lossless. */
-  back?: WeightReport
+  /**
+   * The artifact converted back to the source format, checked exactly: against the source when the
+   * hop is lossless (bit-exact), else against the artifact (the way back is a dequantization/cast).
+   */
+  back?: ExactWeights
+  backAgainst?: 'source' | 'artifact'
   pass: boolean
   failure?: string
 }
@@ -116,27 +120,27 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
         if (options.afterWrite) await options.afterWrite(hop, report.therePath)
         const artifact = await openCheckpoint(report.therePath, {format: hop.format})
         try {
-          report.there = await verify(artifact, {against: source, backend: 'ts', tokens: options.tokens})
+          report.there = await verify(artifact, {against: source, backend: 'ts', runtime: 'none', tokens: options.tokens})
           await fs.mkdir(path.dirname(report.backPath), {recursive: true})
           await drain(
             writeCheckpoint(artifact, back.format, report.backPath, {dtype: sourceDtype, layout: back.layout, keepPaddedVocab: true, trainingCheckpoint: true, vocabSize: source.config.vocab_size})
           )
+          const returned = await openCheckpoint(report.backPath, {format: back.format})
+          try {
+            report.backAgainst = report.lossless ? 'source' : 'artifact'
+            report.back = await compareStored(report.lossless ? source : artifact, returned)
+          } finally {
+            await returned.close()
+          }
         } finally {
           await artifact.close()
         }
-        const returned = await openCheckpoint(report.backPath, {format: back.format})
-        try {
-          const kind = report.lossless ? 'lossless' : conversionPath(source.extras, {dtype, quantization: options.quantization})
-          report.back = await compareWeights(source.tensors, returned.tensors, {mode: report.lossless ? 'exact' : 'bounded', path: kind, dtype, quantization: options.quantization})
-        } finally {
-          await returned.close()
-        }
-        const backOk = report.back.failing.length === 0
+        const backOk = report.back.mismatching.length === 0
         report.pass = backOk && report.there.pass
         if (!report.there.pass) report.failure = `${hop.name} artifact: ${report.there.failures[0]}`
         else if (!backOk) {
-          const first = report.back.failing[0]!
-          report.failure = `${report.lossless ? 'not bit-exact' : 'out of bound'} after ${hop.name} and back: ${first.name}${first.problem ? ` (${first.problem})` : ` (max |Δ| ${first.maxAbs})`}`
+          const first = report.back.first!
+          report.failure = `${report.lossless ? 'not bit-exact' : 'not the exact conversion of the artifact'} after ${hop.name} and back: ${first.tensor} (row ${first.row}, ${first.part})`
         }
       } catch (error) {
         report.pass = false

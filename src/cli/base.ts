@@ -36,6 +36,16 @@ export abstract class BaseCommand extends Command {
     return Boolean(process.stdout.isTTY) && !this.jsonEnabled()
   }
 
+  private phaseShown = false
+
+  /** Show the phase a long operation is in, on one line (a person watching only); no label clears it. */
+  protected phase(label?: string): void {
+    if (!this.showProgress) return
+    if (this.phaseShown) process.stderr.write('\r\x1b[2K')
+    this.phaseShown = label !== undefined
+    if (label !== undefined) process.stderr.write(`${label}…`)
+  }
+
   /** Drain a library generator, rendering its events; returns the generator's result. */
   protected async drain<T>(events: AsyncGenerator<ProgressEvent, T>): Promise<T> {
     let bar: cliProgress.SingleBar | undefined

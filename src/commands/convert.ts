@@ -5,9 +5,11 @@ import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.
 import {dtypeOptions, parseSize, quantizationOption} from '../cli/options.js'
 import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
+import {UsageError} from '../errors.js'
 import {type FormatName} from '../formats/types.js'
 import {assertPassed, verifyConversion, type VerifyReport} from '../verify/index.js'
 import {reportLines} from '../verify/report.js'
+import {qualityGates} from './verify.js'
 
 export default class Convert extends BaseCommand {
   static override summary = 'Stream a checkpoint into another layout (hf, corenet, mlx, onnx, gguf).'
@@ -31,11 +33,16 @@ export default class Convert extends BaseCommand {
     'training-checkpoint': Flags.boolean({description: 'CoreNet: write the full training dict (optimizer state, counters) when the source had one', default: false}),
     ema: Flags.boolean({description: 'CoreNet source: convert the EMA weights', default: false}),
     config: Flags.string({description: 'source config: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
-    verify: Flags.boolean({description: 'after writing, verify the output against the source (ts engine); report in <out>/openelm-verify.json', default: false}),
+    verify: Flags.boolean({description: 'after writing, prove the output is the exact conversion of the source, run it in its own runtime, and measure its quality; report in <out>/openelm-verify.json', default: false}),
+    'max-kl': Flags.string({description: 'with --verify: quality gate, largest allowed mean KL against the source (nats)'}),
+    'min-top1': Flags.string({description: 'with --verify: quality gate, smallest allowed top-1 agreement (0..1)'}),
+    'max-ppl-ratio': Flags.string({description: 'with --verify: quality gate, largest allowed perplexity ratio on text'}),
   }
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
     const {args, flags} = await this.parse(Convert)
+    const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
+    if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined}
     const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
@@ -52,7 +59,8 @@ export default class Convert extends BaseCommand {
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
     if (!flags.verify) return result
-    const report = await verifyConversion(args.source, result.target.path, {}, read)
+    const report = await verifyConversion(args.source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
+    this.phase()
     if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
     assertPassed(report)
     return {...result, verify: report}

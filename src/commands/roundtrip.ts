@@ -31,14 +31,14 @@ export default class Roundtrip extends BaseCommand {
       keep: flags.keep,
     }))
     this.log(table(
-      ['hop', 'lossless', 'weights there', 'logits max |Δ|', 'top-1', 'back bit-exact', 'result'],
+      ['hop', 'lossless', 'there: exact', 'logits max |Δ|', 'KL vs source', 'back', 'result'],
       report.hops.map((h) => [
         `${report.source.format} → ${h.via} → ${report.source.format}`,
         h.lossless ? 'yes' : 'no',
-        h.there?.weights ? `${h.there.weights.identical}/${h.there.weights.tensors} identical` : '-',
+        h.there?.weights ? `${h.there.weights.matching}/${h.there.weights.tensors.length} tensors` : '-',
         h.there?.logits ? h.there.logits.maxAbs.toExponential(2) : '-',
-        h.there?.logits ? h.there.logits.top1.toFixed(3) : '-',
-        h.back ? (h.back.failing.length === 0 ? (h.back.identical === h.back.tensors ? 'yes' : 'within bound') : `no (${h.back.firstTensor})`) : '-',
+        h.there?.quality ? h.there.quality.meanKl.toExponential(2) : '-',
+        h.back ? (h.back.mismatching.length === 0 ? (h.backAgainst === 'source' ? 'bit-exact' : 'exact from artifact') : `no (${h.back.first?.tensor})`) : '-',
         h.pass ? 'ok' : `FAIL: ${h.failure}`,
       ]),
     ))

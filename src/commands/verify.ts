@@ -2,47 +2,52 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {forceFlag, formatOption} from '../cli/flags.js'
 import {UsageError} from '../errors.js'
-import {BACKENDS} from '../verify/backends/index.js'
-import {type PathKind, type Thresholds} from '../verify/compare.js'
-import {assertPassed, DEFAULT_PROMPT_LENGTH, verify, type VerifyReport} from '../verify/index.js'
+import {type QualityGates} from '../verify/quality.js'
+import {assertPassed, BACKEND_NAMES, DEFAULT_PROMPT_LENGTH, verify, type VerifyReport} from '../verify/index.js'
 import {reportLines} from '../verify/report.js'
+import {RUNTIMES} from '../verify/runtime.js'
 
 export default class Verify extends BaseCommand {
-  static override summary = 'Run the reference forward pass on a model, and compare it with a reference model.'
+  static override summary = 'Prove a model is the exact conversion of its source, run it in its own runtime, and measure its quality.'
+  static override description = `With --against: the reference applies MODEL's own transformation (cast, quantizer) to REF with its own implementation and compares what MODEL stores code for code, then the logits of both (exact verdict); the artifact's runtime (llama.cpp for GGUF, onnxruntime for ONNX) is compared with the engine on the same file; KL, top-1 and perplexity against REF are reported (gated only with --max-kl, --min-top1, --max-ppl-ratio). Without --against: the model runs, its logits are finite, and its runtime agrees with the engine.`
   static override examples = [
-    '<%= config.bin %> verify ./OpenELM-270M-bf16 --against ./OpenELM-270M',
-    '<%= config.bin %> verify ./OpenELM-270M --backend torch --device cuda --prompt-length 32',
+    '<%= config.bin %> verify ./OpenELM-270M-mlx-4bit --against ./OpenELM-270M',
+    '<%= config.bin %> verify model-q8_0.gguf --against training_checkpoint_last.pt --max-kl 0.01',
+    '<%= config.bin %> verify ./OpenELM-270M --backend torch --device cuda --against ./OpenELM-270M-bf16',
     '<%= config.bin %> verify fixtures/tiny-hf --tokens 1,5,17 --save-logits /tmp/logits.safetensors',
   ]
   static override args = {model: Args.string({description: 'model folder or file (any format)', required: true})}
   static override flags = {
-    against: Flags.string({description: 'reference model to compare with (any format)'}),
-    backend: Flags.string({description: 'forward-pass backend', options: Object.keys(BACKENDS), default: 'ts'}),
-    device: Flags.string({description: 'device for the torch backend', options: ['auto', 'cpu', 'cuda'], default: 'auto'}),
+    against: Flags.string({description: 'the source MODEL was converted from (any format)'}),
+    backend: Flags.string({description: 'reference engine (ts: built in, CPU; torch: PyTorch reference), or a runtime the artifact must run in (onnxruntime, llama.cpp)', options: [...BACKEND_NAMES], default: 'ts'}),
+    runtime: Flags.string({description: "the artifact's own runtime: auto (its format's, when installed), none, or one by name", options: ['auto', 'none', ...RUNTIMES], default: 'auto'}),
+    device: Flags.string({description: 'device of the torch engine and the runtimes (the ts engine is CPU only)', options: ['auto', 'cpu', 'cuda'], default: 'auto'}),
     tokens: Flags.string({description: 'comma-separated token ids (default: a seeded prompt)', exclusive: ['prompt-length']}),
     'prompt-length': Flags.integer({description: 'length of the seeded prompt (BOS + random ids)', default: DEFAULT_PROMPT_LENGTH, min: 1}),
     seed: Flags.integer({description: 'seed of the prompt', default: 0}),
     'save-logits': Flags.string({description: "write the model's logits [T, vocab] to this safetensors file"}),
     python: Flags.string({description: 'Python interpreter with torch and msgpack (torch backend)'}),
-    path: Flags.string({description: 'threshold set (default: from the dtypes/quantization)', options: ['lossless', 'cast16', 'quant8', 'quant4', 'quant-low']}),
-    'max-abs': Flags.string({description: 'override: largest allowed |Δlogit|'}),
-    'min-top1': Flags.string({description: 'override: smallest allowed top-1 agreement (0..1)'}),
-    'max-kl': Flags.string({description: 'override: largest allowed mean KL (nats)'}),
-    'min-cosine': Flags.string({description: 'override: smallest allowed cosine similarity of the logits'}),
-    'skip-weights': Flags.boolean({description: 'do not compare weights tensor by tensor', default: false}),
+    'max-kl': Flags.string({description: 'quality gate: largest allowed mean KL against REF (nats)'}),
+    'min-top1': Flags.string({description: 'quality gate: smallest allowed top-1 agreement with REF (0..1)'}),
+    'max-ppl-ratio': Flags.string({description: 'quality gate: largest allowed perplexity(MODEL) / perplexity(REF) on text'}),
+    'skip-weights': Flags.boolean({description: 'do not compare stored weights code for code (logits only)', default: false}),
     format: formatOption,
     force: forceFlag,
   }
 
   async run(): Promise<VerifyReport> {
     const {args, flags} = await this.parse(Verify)
+    const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
+    if (!flags.against && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) compare with a reference: pass --against SRC')
+    if (!flags.against && flags['skip-weights']) throw new UsageError('flag.skip_weights', '--skip-weights applies to a comparison with --against')
     const report = await verify(args.model, {
-      against: flags.against, backend: flags.backend, device: flags.device, python: flags.python,
+      against: flags.against, backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
       tokens: flags.tokens === undefined ? undefined : parseTokens(flags.tokens),
       promptLength: flags['prompt-length'], seed: flags.seed, saveLogits: flags['save-logits'], force: flags.force,
-      path: flags.path as PathKind | undefined, weights: !flags['skip-weights'],
-      thresholds: thresholdFlags(flags['max-abs'], flags['min-top1'], flags['max-kl'], flags['min-cosine']),
+      weights: !flags['skip-weights'], gates,
+      onPhase: (phase) => this.phase(phase),
     })
+    this.phase()
     if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
     return assertPassed(report)
   }
@@ -56,21 +61,22 @@ function parseTokens(text: string): number[] {
   })
 }
 
-function thresholdFlags(maxAbs?: string, minTop1?: string, maxKl?: string, minCosine?: string): Partial<Thresholds> {
+export function qualityGates(maxKl?: string, minTop1?: string, maxPplRatio?: string): QualityGates {
   const num = (flag: string, text?: string): number | undefined => {
     if (text === undefined) return undefined
     const v = Number(text)
-    if (!Number.isFinite(v) || v < 0) throw new UsageError('verify.threshold', `--${flag} must be a non-negative number, got "${text}"`)
+    if (text.trim() === '' || !Number.isFinite(v) || v < 0) throw new UsageError('verify.gate', `--${flag} must be a non-negative number, got "${text}"`)
     return v
   }
-  const out: Partial<Thresholds> = {}
-  const a = num('max-abs', maxAbs)
-  const t = num('min-top1', minTop1)
+  const out: QualityGates = {}
   const k = num('max-kl', maxKl)
-  if (a !== undefined) out.maxAbs = a
-  if (t !== undefined) out.minTop1 = t
-  if (k !== undefined) out.maxMeanKl = k
-  const c = num('min-cosine', minCosine)
-  if (c !== undefined) out.minCosine = c
+  const t = num('min-top1', minTop1)
+  const p = num('max-ppl-ratio', maxPplRatio)
+  if (k !== undefined) out.maxKl = k
+  if (t !== undefined) {
+    if (t > 1) throw new UsageError('verify.gate', `--min-top1 is a fraction in [0, 1], got ${t}`)
+    out.minTop1 = t
+  }
+  if (p !== undefined) out.maxPplRatio = p
   return out
 }

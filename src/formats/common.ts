@@ -6,7 +6,7 @@ import {inferConfig} from '../model/infer.js'
 import {checkTensors} from '../model/tensors.js'
 import {type FloatDType, isFloatDType} from '../tensor/dtype.js'
 import {renamed, type TensorRecord} from '../tensor/record.js'
-import {type Checkpoint, type Extras, type FormatName, type Quantization, type ReadOptions, type TrainingState} from './types.js'
+import {type Checkpoint, type Extras, type FormatName, type Quantization, type ReadOptions, type StoredTensor, type TrainingState} from './types.js'
 import {pathExists} from '../io/atomic.js'
 import {readJsonFile} from '../io/file.js'
 import {ConfigError} from '../errors.js'
@@ -94,7 +94,7 @@ export async function readerCheckpoint(
   format: FormatName,
   p: string,
   resolved: ResolvedModel,
-  own: {tokenizerDir: string; notes: string[]; info: Record<string, unknown>; quantization?: Quantization; training?: TrainingState},
+  own: {tokenizerDir: string; notes: string[]; info: Record<string, unknown>; quantization?: Quantization; training?: TrainingState; stored?: ReadonlyMap<string, StoredTensor>},
   close: () => Promise<void>,
 ): Promise<Checkpoint> {
   return {
@@ -102,6 +102,7 @@ export async function readerCheckpoint(
     path: p,
     config: resolved.config,
     tensors: resolved.tensors,
+    ...(own.stored && own.stored.size > 0 ? {stored: own.stored} : {}),
     extras: {
       configSource: resolved.configSource,
       dtype: dominantDType(resolved.tensors),

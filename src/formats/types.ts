@@ -4,6 +4,7 @@
  * N formats make 2N adapters, never N² converters.
  */
 import {type OpenElmConfig} from '../model/config.js'
+import {type Encoded, type SchemeParams} from '../quant/types.js'
 import {type FloatDType} from '../tensor/dtype.js'
 import {type TensorRecord} from '../tensor/record.js'
 
@@ -48,6 +49,30 @@ export interface TrainingState {
   raw?: unknown
 }
 
+/**
+ * A row range of a canonical tensor as the artifact stores it, in a storage scheme's encoding
+ * (src/quant): what `verify` compares, code for code, with the reference's own transformation.
+ */
+export interface StoredSegment {
+  /** First canonical row this segment holds, and how many. */
+  row0: number
+  rows: number
+  /** Scheme name (src/quant/index.ts SCHEMES) and its parameters. */
+  scheme: string
+  params: SchemeParams
+  /** What the file calls it, for messages (e.g. `blk.0.ffn_gate.weight`). */
+  label: string
+  /** The parts of rows [r0, r1) of this segment (relative to row0). */
+  read(r0: number, r1: number): Promise<Encoded>
+}
+
+/** How one canonical tensor is stored: its segments cover rows 0..shape[0) in order. */
+export interface StoredTensor {
+  name: string
+  shape: readonly number[]
+  segments: StoredSegment[]
+}
+
 export interface Checkpoint {
   format: FormatName
   path: string
@@ -55,6 +80,11 @@ export interface Checkpoint {
   /** Canonical names, canonical order, shapes checked against the config. */
   tensors: TensorRecord[]
   extras: Extras
+  /**
+   * The stored form of tensors that are not plain floats (quantized ones), by canonical name.
+   * Tensors absent here are stored as their record's float dtype (see formats/stored.ts).
+   */
+  stored?: ReadonlyMap<string, StoredTensor>
   /** Release file handles. */
   close(): Promise<void>
 }

@@ -1,90 +1,157 @@
 /**
- * `verify`: does this artifact compute what the source computes? Runs the reference forward pass
- * (a backend from ./backends) on the model — and on a reference model when given — then compares
- * weights, logits and per-layer hidden states with thresholds chosen from the conversion path.
- * Returns a typed report; `assertPassed` turns a failed report into a VerificationError.
+ * `verify`: is this artifact the faithful conversion of its source, and what did the conversion
+ * cost? Three separate answers (DESIGN §5):
+ *
+ * 1. Correctness, exact. Every transformation the tool applies is deterministic, so the reference
+ *    applies the same transformation to REF with its own implementation (src/quant in the `ts`
+ *    engine, src/verify/python/quant_ref.py in the `torch` one), compares what MODEL stores code
+ *    for code (exact.ts), and runs both through the reference forward pass: logits must agree to
+ *    the lossless threshold. A MODEL that is a sibling of REF rather than a conversion of it (an
+ *    f16 GGUF against a bf16 folder of the same source) is recognised and gets quality only.
+ * 2. The artifact's own runtime (runtime.ts): llama.cpp for GGUF, onnxruntime for ONNX, against
+ *    the engine on the same artifact, with a tolerance for the runtime's arithmetic.
+ * 3. Quality (quality.ts): KL, top-1 and perplexity against the float REF, gated only on request.
+ *
+ * Library code: returns a typed report; `assertPassed` turns a failed one into a VerificationError.
  */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {VerificationError} from '../errors.js'
+import {DependencyError, UsageError, VerificationError} from '../errors.js'
 import {openCheckpoint} from '../formats/registry.js'
-import {type Checkpoint, type FormatName, type Quantization, type ReadOptions} from '../formats/types.js'
+import {schemeCensus} from '../formats/stored.js'
+import {type Checkpoint, type FormatName, type ReadOptions} from '../formats/types.js'
 import {writeSafetensors} from '../formats/safetensors/write.js'
 import {atomicFile} from '../io/atomic.js'
 import {writeJsonFile} from '../io/file.js'
-import {f32Record} from '../tensor/record.js'
-import {backendFor} from './backends/index.js'
-import {type BackendResult} from './backends/types.js'
-import {
-  compareHidden, compareLogits, compareWeights, conversionPath, DEFAULT_THRESHOLDS, firstDivergentLayer, fmt,
-  type LayerDivergence, type LogitMetrics, type PathKind, type Thresholds, logitFailures, type WeightReport,
-} from './compare.js'
-import {checkTokens} from './engine/index.js'
 import {drain} from '../progress.js'
+import {f32Record} from '../tensor/record.js'
+import {torchExact, torchSingle} from './backends/torch.js'
+import {compareHidden, compareLogits, firstDivergentLayer, fmt, type LayerDivergence} from './compare.js'
+import {checkTokens, runForward} from './engine/index.js'
+import {compareStored, decideRelation, expectedCheckpoint, type ExactWeights, type Relation} from './exact.js'
+import {measureQuality, type QualityGates, type QualityReport} from './quality.js'
+import {checkRuntimeApplies, FORMAT_RUNTIME, RUNTIMES, type RuntimeCheck, runtimeAvailable, runtimeCheck, type RuntimeName} from './runtime.js'
+
+/** The reference engines: who computes the reference transformation and the forward passes. */
+export const ENGINES = ['ts', 'torch'] as const
+export type EngineName = (typeof ENGINES)[number]
+/** What `--backend` accepts: an engine, or a runtime (the artifact then must run there; the engine is ts). */
+export const BACKEND_NAMES = [...ENGINES, ...RUNTIMES] as const
+
+/** Logits of MODEL and of REF transformed must agree this closely, relative to max(1, max |logit|). */
+export const EXACT_LOGITS_REL = 1e-4
+/** Hidden states: a layer diverges when max|Δh| / max(1, max|h|) exceeds this (same lossless spirit). */
+const EXACT_HIDDEN_REL = 1e-5
 
 export interface VerifyOptions {
   /** Reference model (any format) to compare against. */
   against?: string | Checkpoint
-  /** ts (default) or torch, or any backend in BACKENDS. */
+  /** ts (default) or torch; onnxruntime / llama.cpp force that runtime (engine ts). */
   backend?: string
+  /** The artifact's runtime: auto (its format's, when installed), none, or one by name. */
+  runtime?: string
+  /** auto | cpu | cuda: the torch engine's and the runtimes' device; the ts engine is CPU only. */
   device?: string
   python?: string
   /** Explicit token ids; otherwise a prompt of `promptLength` ids drawn from `seed`. */
   tokens?: number[]
   promptLength?: number
   seed?: number
-  /** Force the threshold set instead of deriving it from dtype/quantization. */
-  path?: PathKind
-  /** Override single thresholds of the chosen set. */
-  thresholds?: Partial<Thresholds>
-  /** Compare canonical weights too (default: true when `against` is given). */
+  /** Where the tokens came from, when the caller tokenized text (shown in the report). */
+  promptSource?: PromptInfo
+  /** Opt-in quality gates. */
+  gates?: QualityGates
+  /** Compare stored weights code for code (default true with a reference). */
   weights?: boolean
   /** Write the model's logits [T, vocab] as a safetensors file (one F32 tensor `logits`). */
   saveLogits?: string
   force?: boolean
+  /** Called when a phase starts (commands render it). */
+  onPhase?: (phase: string) => void
+}
+
+export interface PromptInfo {
+  source: 'tokens' | 'seeded' | 'text' | 'file' | 'corpus'
+  /** The text (first characters) when the tokens came from text. */
+  text?: string
+  /** Which tokenizer made them. */
+  tokenizer?: string
+  seed?: number
 }
 
 export interface SideInfo {
   path: string
   format: string
   dtype: string
-  quantization?: Quantization
+  /** Storage schemes and how many tensors use each (e.g. {"mlx_affine(4-bit g64 F16)": 113, "f16": 17}). */
+  storage: Record<string, number>
   vocab: number
   seconds: number
 }
 
+export interface ExactLogits {
+  maxAbs: number
+  /** maxAbs / max(1, max |expected logit|). */
+  relMaxAbs: number
+  threshold: number
+  meanAbs: number
+  top1: number
+  pass: boolean
+}
+
 export interface VerifyReport {
   pass: boolean
-  backend: string
-  device: string
+  /**
+   * What the verdict rests on: `exact` (MODEL is REF's transformation: codes and logits),
+   * `quality-only` (MODEL is a sibling of REF, not a conversion of it), `single` (no REF: the model
+   * runs, its logits are finite, its runtime agrees with the engine).
+   */
+  verdict: 'exact' | 'quality-only' | 'single'
+  /** The checks that ran, in words. */
+  checks: string[]
+  /** Who computed the reference side, and where. */
+  engine: {name: EngineName; device: string}
   tokens: number[]
+  prompt: PromptInfo
   model: SideInfo
   against?: SideInfo
-  path?: PathKind
-  thresholds?: Thresholds
-  logits?: LogitMetrics
+  relation?: Relation
+  relationReason?: string
+  weights?: ExactWeights
+  logits?: ExactLogits
   layers?: LayerDivergence[]
   firstDivergentLayer: number | null
-  weights?: WeightReport
   firstDivergentTensor: string | null
+  quality?: QualityReport
+  runtime?: RuntimeCheck
   /** Without a reference: argmax per position and whether every logit is finite. */
   summary?: {top1: number[]; finite: boolean; logitMin: number; logitMax: number}
   failures: string[]
+  notes: string[]
   savedLogits?: string
+  seconds: Record<string, number>
 }
 
-/** DESIGN §7 measures verify on 32 tokens; shorter prompts make mean KL a noisy estimate. */
+/** DESIGN §7 measures verify on 32 tokens. */
 export const DEFAULT_PROMPT_LENGTH = 32
 
-/** A deterministic prompt: BOS (1), then ids in [3, vocab) drawn from `seed` (xorshift32). */
+/** The LLaMA-2 vocabulary: CoreNet's 32128 rows beyond it are padding, never real tokens. */
+const LLAMA_VOCAB = 32000
+
+/**
+ * A deterministic prompt: BOS (1), then ids in [3, vocab) drawn from `seed` (xorshift32). The draw
+ * range is the real vocabulary: rows 32000..32127 of CoreNet's padded embedding are not tokens, so
+ * a model with 32000 and one with 32128 rows get the same prompt.
+ */
 export function promptTokens(length: number, seed: number, vocab: number): number[] {
+  const real = vocab > LLAMA_VOCAB && vocab <= 32128 ? LLAMA_VOCAB : vocab
   let s = (seed ^ 0x9e3779b9) >>> 0 || 1
   const out = [1]
   while (out.length < length) {
     s ^= s << 13; s >>>= 0
     s ^= s >>> 17
     s ^= s << 5; s >>>= 0
-    out.push(3 + (s % Math.max(1, vocab - 3)))
+    out.push(3 + (s % Math.max(1, real - 3)))
   }
   return out.slice(0, length)
 }
@@ -97,33 +164,99 @@ function vocabOf(checkpoint: Checkpoint): number {
   return checkpoint.tensors.find((t) => t.name === 'token_embeddings.weight')?.shape[0] ?? checkpoint.config.vocab_size
 }
 
-export async function verify(model: string | Checkpoint, options: VerifyOptions = {}): Promise<VerifyReport> {
-  const backend = backendFor(options.backend ?? 'ts')
+function sideInfo(checkpoint: Checkpoint, p: string, vocab: number, seconds: number): SideInfo {
+  return {path: p, format: checkpoint.format, dtype: checkpoint.extras.dtype, storage: schemeCensus(checkpoint), vocab, seconds}
+}
+
+/** Settle engine, runtime and device from the options, refusing what cannot apply (before any work). */
+export function resolveBackends(options: Pick<VerifyOptions, 'backend' | 'runtime' | 'device'>, model: Checkpoint): {engine: EngineName; runtime?: RuntimeName; forcedRuntime: boolean; device: string} {
+  const backend = options.backend ?? 'ts'
+  if (!(BACKEND_NAMES as readonly string[]).includes(backend)) throw new UsageError('verify.backend', `unknown backend "${backend}" (expected one of ${BACKEND_NAMES.join(', ')})`)
   const device = options.device ?? 'auto'
-  const opened = [await open(model)]
+  if (!['auto', 'cpu', 'cuda'].includes(device)) throw new UsageError('verify.device', `unknown device "${device}" (expected auto, cpu or cuda)`)
+  const runtimeOption = options.runtime ?? 'auto'
+  if (runtimeOption !== 'auto' && runtimeOption !== 'none' && !(RUNTIMES as readonly string[]).includes(runtimeOption)) {
+    throw new UsageError('verify.runtime', `unknown runtime "${runtimeOption}" (expected auto, none, ${RUNTIMES.join(', ')})`)
+  }
+  let engine: EngineName = 'ts'
+  let runtime: RuntimeName | undefined
+  let forcedRuntime = false
+  if ((RUNTIMES as readonly string[]).includes(backend)) {
+    runtime = backend as RuntimeName
+    forcedRuntime = true
+    if (runtimeOption !== 'auto' && runtimeOption !== backend) throw new UsageError('verify.runtime', `--backend ${backend} runs the artifact in ${backend}; --runtime ${runtimeOption} contradicts it`)
+  } else {
+    engine = backend as EngineName
+    if (runtimeOption === 'auto') runtime = FORMAT_RUNTIME[model.format]
+    else if (runtimeOption !== 'none') {
+      runtime = runtimeOption as RuntimeName
+      forcedRuntime = true
+    }
+  }
+  if (runtime && (forcedRuntime || FORMAT_RUNTIME[model.format] === runtime)) checkRuntimeApplies(runtime, model)
+  if (device === 'cuda' && engine === 'ts' && !runtime) {
+    throw new UsageError('verify.device', '--device cuda: the ts engine runs on the CPU only; use --backend torch (PyTorch on CUDA), or a runtime with CUDA')
+  }
+  if (device === 'cuda' && engine === 'ts' && runtime && !forcedRuntime) {
+    throw new UsageError('verify.device', `--device cuda: the ts engine runs on the CPU only; pass --backend torch for the reference on CUDA, or --backend ${runtime} to run only the artifact's runtime on CUDA`)
+  }
+  return {engine, ...(runtime ? {runtime} : {}), forcedRuntime, device}
+}
+
+/** The engine's logits (and hidden states) for one checkpoint. */
+async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
+  const r = await runForward(checkpoint, tokens, {collectHidden})
+  return {logits: r.logits, vocab: r.vocab, ...(r.hidden ? {hidden: r.hidden} : {})}
+}
+
+function exactLogits(expected: Float32Array, model: Float32Array, T: number, expectedWidth: number, modelWidth: number, threshold = EXACT_LOGITS_REL): ExactLogits {
+  const m = compareLogits(expected, model, T, expectedWidth, modelWidth)
+  let scale = 1
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]!))
+  const relMaxAbs = m.maxAbs / scale
+  return {maxAbs: m.maxAbs, relMaxAbs, threshold, meanAbs: m.meanAbs, top1: m.top1, pass: relMaxAbs <= threshold}
+}
+
+export async function verify(model: string | Checkpoint, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const phase = options.onPhase ?? (() => undefined)
+  const seconds: Record<string, number> = {}
+  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+    phase(name)
+    const t0 = performance.now()
+    try {
+      return await work()
+    } finally {
+      seconds[name] = (seconds[name] ?? 0) + (performance.now() - t0) / 1000
+    }
+  }
+  const opened = [await timed('open model', () => open(model))]
   try {
     const cand = opened[0]!.checkpoint
-    const ref = options.against === undefined ? undefined : (opened.push(await open(options.against)), opened[1]!.checkpoint)
+    const modelPath = typeof model === 'string' ? model : cand.path
+    const {engine, runtime, forcedRuntime, device} = resolveBackends(options, cand)
+    const ref = options.against === undefined ? undefined : (opened.push(await timed('open reference', () => open(options.against!))), opened[1]!.checkpoint)
+    const refPath = ref ? (typeof options.against === 'string' ? options.against : ref.path) : undefined
     const vocab = Math.min(vocabOf(cand), ref ? vocabOf(ref) : Infinity)
-    const tokens = options.tokens ?? promptTokens(options.promptLength ?? DEFAULT_PROMPT_LENGTH, options.seed ?? 0, Math.min(vocab, cand.config.vocab_size))
+    const tokens = options.tokens ?? promptTokens(options.promptLength ?? DEFAULT_PROMPT_LENGTH, options.seed ?? 0, vocab)
     checkTokens(tokens, vocab)
-    const run = async (checkpoint: Checkpoint, path: string): Promise<{result: BackendResult; info: SideInfo}> => {
-      const t0 = performance.now()
-      const result = await backend.run({path, checkpoint}, tokens, {device, python: options.python, collectHidden: Boolean(ref)})
-      const info: SideInfo = {
-        path, format: checkpoint.format, dtype: checkpoint.extras.dtype,
-        ...(checkpoint.extras.quantization ? {quantization: checkpoint.extras.quantization} : {}),
-        vocab: result.vocab, seconds: (performance.now() - t0) / 1000,
-      }
-      return {result, info}
+    const prompt: PromptInfo = options.promptSource ?? (options.tokens ? {source: 'tokens'} : {source: 'seeded', seed: options.seed ?? 0})
+    const isText = prompt.source === 'text' || prompt.source === 'file' || prompt.source === 'corpus'
+    const notes: string[] = []
+    const failures: string[] = []
+    const checks: string[] = []
+    let runtimeReady = runtime !== undefined
+    if (runtime && !(await runtimeAvailable(runtime))) {
+      if (forcedRuntime) throw new DependencyError('runtime.missing', `the ${runtime} runtime is not installed here (npm install ${runtime === 'llama.cpp' ? 'node-llama-cpp' : 'onnxruntime-node'})`)
+      notes.push(`runtime ${runtime} is not installed here: the artifact's own runtime was not run (npm install ${runtime === 'llama.cpp' ? 'node-llama-cpp' : 'onnxruntime-node'})`)
+      runtimeReady = false
     }
-    const modelRun = await run(cand, typeof model === 'string' ? model : cand.path)
-    let savedLogits: string | undefined
-    if (options.saveLogits) savedLogits = await saveLogits(options.saveLogits, modelRun.result.logits, tokens.length, modelRun.result.vocab, options.force ?? false)
-    const base = {backend: backend.name, device, tokens, model: modelRun.info, ...(savedLogits ? {savedLogits} : {})}
 
+    // ---- single model -----------------------------------------------------------------------
     if (!ref) {
-      const logits = modelRun.result.logits
+      const run = engine === 'torch'
+        ? await timed('model forward', () => torchSingle(cand, tokens, {device, python: options.python}))
+        : {...(await timed('model forward', () => engineForward(cand, tokens, false))), device: 'cpu'}
+      const logits = run.logits
       let logitMin = Infinity
       let logitMax = -Infinity
       let finite = true
@@ -134,35 +267,91 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
           if (v > logitMax) logitMax = v
         }
       }
-      const top1 = compareLogits(logits, logits, tokens.length, modelRun.result.vocab).top1Reference
+      checks.push(`logits finite (${engine} engine, ${run.device})`)
+      if (!finite) failures.push('logits contain NaN or Inf')
+      let runtimeReport: RuntimeCheck | undefined
+      if (runtime && runtimeReady) {
+        runtimeReport = await timed(`${runtime} forward`, () => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits, vocab: run.vocab}, device))
+        checks.push(`${runtime} (${runtimeReport.device}) agrees with the ${engine} engine on the same file (${runtimeReport.storage} tolerance)`)
+        failures.push(...runtimeReport.failures)
+      }
+      const savedLogits = options.saveLogits ? await saveLogits(options.saveLogits, logits, tokens.length, run.vocab, options.force ?? false) : undefined
+      const top1 = compareLogits(logits, logits, tokens.length, run.vocab).top1Reference
       return {
-        ...base, pass: finite, summary: {top1, finite, logitMin, logitMax},
-        firstDivergentLayer: null, firstDivergentTensor: null, failures: finite ? [] : ['logits contain NaN or Inf'],
+        pass: failures.length === 0, verdict: 'single', checks, engine: {name: engine, device: run.device}, tokens, prompt,
+        model: sideInfo(cand, modelPath, run.vocab, seconds['model forward'] ?? 0),
+        firstDivergentLayer: null, firstDivergentTensor: null,
+        ...(runtimeReport ? {runtime: runtimeReport} : {}),
+        summary: {top1, finite, logitMin, logitMax}, failures, notes, ...(savedLogits ? {savedLogits} : {}), seconds,
       }
     }
 
-    const refRun = await run(ref, typeof options.against === 'string' ? options.against : ref.path)
-    const path = options.path ?? conversionPath(ref.extras, cand.extras)
-    const thresholds: Thresholds = {...DEFAULT_THRESHOLDS[path], ...options.thresholds}
-    const logits = compareLogits(refRun.result.logits, modelRun.result.logits, tokens.length, refRun.result.vocab, modelRun.result.vocab)
-    const failures = logitFailures(logits, thresholds)
-    const layers = refRun.result.hidden && modelRun.result.hidden ? compareHidden(refRun.result.hidden, modelRun.result.hidden) : undefined
-    const layer = layers ? firstDivergentLayer(layers, thresholds.hiddenRel) : null
-
-    let weights: WeightReport | undefined
-    if (options.weights ?? true) {
-      weights = await compareWeights(ref.tensors, cand.tensors, {
-        mode: thresholds.weights, path, dtype: cand.extras.dtype, quantization: cand.extras.quantization ?? ref.extras.quantization,
-      })
-      if (weights.failing.length > 0) {
-        const first = weights.failing[0]!
-        failures.push(`${weights.failing.length} tensor(s) differ beyond the ${weights.mode === 'exact' ? 'bit-exact' : 'error-bound'} check, first ${first.name}${first.problem ? ` (${first.problem})` : ` (max |Δ| ${fmt(first.maxAbs)}, ${first.outOfBound} elements)`}`)
+    // ---- against a reference ----------------------------------------------------------------
+    const compareWeights = options.weights ?? true
+    let weights: ExactWeights | undefined
+    let modelRun: {logits: Float32Array; vocab: number; hidden?: Float32Array[]}
+    let expectedRun: {logits: Float32Array; vocab: number; hidden?: Float32Array[]}
+    let refRun: {logits: Float32Array; vocab: number}
+    let engineDevice = 'cpu'
+    if (engine === 'torch') {
+      const r = await timed('torch reference', () => torchExact(ref, cand, tokens, {device, python: options.python, weights: compareWeights}))
+      weights = r.weights
+      modelRun = r.model
+      expectedRun = r.expected
+      refRun = r.reference
+      engineDevice = r.device
+      checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the PyTorch reference's own transformation of REF`)
+    } else {
+      if (compareWeights) {
+        weights = await timed('compare weights', () => compareStored(ref, cand))
+        checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the ts reference transformation of REF`)
       }
+      modelRun = await timed('model forward', () => engineForward(cand, tokens, true))
+      expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true))
+      refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false))
     }
+    const decision = weights ? await decideRelation(ref, cand, weights) : {relation: 'derived' as Relation, reason: 'weights not compared (--skip-weights): logits only'}
+    const logits = exactLogits(expectedRun.logits, modelRun.logits, tokens.length, expectedRun.vocab, modelRun.vocab)
+    const layers = expectedRun.hidden && modelRun.hidden ? compareHidden(expectedRun.hidden, modelRun.hidden) : undefined
+    const quality = measureQuality(refRun.logits, modelRun.logits, tokens, refRun.vocab, modelRun.vocab, {text: isText, gates: options.gates})
+    checks.push(`logits: MODEL vs REF transformed, ${engine} engine (${engineDevice}), max |Δ| ≤ ${fmt(EXACT_LOGITS_REL)} of the logit scale`)
+    checks.push(`quality against REF${isText ? ' on text' : ''}: KL, top-1${isText ? ', perplexity' : ''}${Object.keys(options.gates ?? {}).length > 0 ? ' (gated)' : ' (reported)'}`)
+    let verdict: VerifyReport['verdict'] = 'exact'
+    if (decision.relation === 'sibling') {
+      verdict = 'quality-only'
+      notes.push(`not a conversion of REF: ${decision.reason}; quality figures only`)
+    } else {
+      if (decision.relation === 'mismatch' && weights) {
+        const first = weights.first
+        failures.push(`${weights.mismatching.length} of ${weights.tensors.length} tensors are not REF's transformation, first ${first ? `${first.tensor} (${first.label}: row ${first.row}, block ${first.block}, ${first.part})` : weights.mismatching[0]}`)
+      }
+      if (!logits.pass) failures.push(`logits differ from REF transformed: max |Δ| ${fmt(logits.maxAbs)} is ${fmt(logits.relMaxAbs)} of the logit scale > ${fmt(EXACT_LOGITS_REL)}`)
+    }
+    failures.push(...quality.failures)
+    const hiddenLayer = layers ? firstDivergentLayer(layers, EXACT_HIDDEN_REL) : null
+    let runtimeReport: RuntimeCheck | undefined
+    if (runtime && runtimeReady) {
+      runtimeReport = await timed(`${runtime} forward`, () => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits: modelRun.logits, vocab: modelRun.vocab}, device))
+      checks.push(`${runtime} (${runtimeReport.device}) agrees with the ${engine} engine on the same file (${runtimeReport.storage} tolerance)`)
+      failures.push(...runtimeReport.failures)
+    }
+    if (weights && Object.keys(weights.accepted).length > 0) {
+      notes.push(`documented alternative roundings accepted: ${Object.entries(weights.accepted).map(([k, n]) => `${n} block${n === 1 ? '' : 's'} ${k}`).join(', ')}`)
+    }
+    const extra = weights?.tensors.find((t) => t.extraRows)
+    if (extra) notes.push(`${extra.name}: ${Math.abs(extra.extraRows!)} rows ${extra.extraRows! > 0 ? 'MODEL has beyond REF\'s' : 'REF has beyond MODEL\'s'} (CoreNet's padded vocabulary) not compared`)
+    const savedLogits = options.saveLogits ? await saveLogits(options.saveLogits, modelRun.logits, tokens.length, modelRun.vocab, options.force ?? false) : undefined
+    const failed = failures.length > 0
     return {
-      ...base, against: refRun.info, pass: failures.length === 0, path, thresholds, logits,
-      ...(layers ? {layers} : {}), firstDivergentLayer: failures.length > 0 ? layer ?? (layers ? layers.length : null) : null,
-      ...(weights ? {weights} : {}), firstDivergentTensor: weights?.firstTensor ?? null, failures,
+      pass: !failed, verdict, checks, engine: {name: engine, device: engineDevice}, tokens, prompt,
+      model: sideInfo(cand, modelPath, modelRun.vocab, seconds['model forward'] ?? 0),
+      against: sideInfo(ref, refPath!, refRun.vocab, seconds['reference forward (source)'] ?? 0),
+      relation: decision.relation, relationReason: decision.reason,
+      ...(weights ? {weights} : {}), logits, ...(layers ? {layers} : {}),
+      firstDivergentLayer: failed && verdict === 'exact' ? hiddenLayer ?? (layers && !logits.pass ? layers.length : null) : null,
+      firstDivergentTensor: verdict === 'exact' ? weights?.first?.tensor ?? null : null,
+      quality, ...(runtimeReport ? {runtime: runtimeReport} : {}),
+      failures, notes, ...(savedLogits ? {savedLogits} : {}), seconds,
     }
   } finally {
     for (const o of opened) if (o.owned) await o.checkpoint.close()
@@ -173,8 +362,8 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
 export const REPORT_FILE = 'openelm-verify.json'
 
 /**
- * Verify a conversion's output against its source with the ts backend; for folder outputs the
- * report is written to `<out>/openelm-verify.json` (atomically). Returns the report (pass or fail).
+ * Verify a conversion's output against its source; for folder outputs the report is written to
+ * `<out>/openelm-verify.json` (atomically). Returns the report (pass or fail).
  */
 export async function verifyConversion(
   source: string, out: string, options: Omit<VerifyOptions, 'against'> = {}, sourceRead: ReadOptions & {format?: FormatName} = {},
@@ -183,10 +372,11 @@ export async function verifyConversion(
   const reference = await openCheckpoint(source, sourceRead)
   let report: VerifyReport
   try {
-    report = await verify(out, {backend: 'ts', ...options, against: reference})
+    report = await verify(out, {...options, against: reference})
   } finally {
     await reference.close()
   }
+  report = {...report, against: {...report.against!, path: source}}
   const stat = await fs.stat(out)
   if (!stat.isDirectory()) return report
   const reportFile = path.join(out, REPORT_FILE)
@@ -220,5 +410,6 @@ export function divergenceText(report: VerifyReport): string {
 export function assertPassed(report: VerifyReport): VerifyReport {
   if (report.pass) return report
   const where = divergenceText(report)
-  throw new VerificationError('verify.failed', `verification failed (${report.path ?? 'single model'}): ${report.failures.join('; ')}${where ? `; ${where}` : ''}`, {report})
+  const what = report.verdict === 'single' ? 'single model' : report.verdict === 'quality-only' ? 'quality gates' : 'exact'
+  throw new VerificationError('verify.failed', `verification failed (${what}): ${report.failures.join('; ')}${where ? `; ${where}` : ''}`, {report})
 }

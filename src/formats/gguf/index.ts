@@ -10,13 +10,15 @@ import {UsageError} from '../../errors.js'
 import {atomicFile, pathExists} from '../../io/atomic.js'
 import {matchPreset} from '../../model/presets.js'
 import {checkTensors} from '../../model/tensors.js'
+import {floatSchemeName} from '../../quant/float.js'
+import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
 import {findTokenizerFiles} from '../common.js'
-import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
+import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type StoredSegment, type StoredTensor, type WriteOptions, type WriteResult} from '../types.js'
 import {configFromMetadata, type GgufFileType, openelmMetadata} from './metadata.js'
 import {expandNames, fromGgufName, joinRows, selectRows, toGgufNames} from './names.js'
-import {Q8_0_BLOCK} from './q8_0.js'
-import {openGguf, plainValue} from './read.js'
+import {Q8_0_BLOCK} from '../../quant/q8_0.js'
+import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
 import {loadVocab, type VocabPieces} from './tokenizer.js'
 import {GGML_BLOCK, GGUF_MAGIC, type GgmlTypeName, type GgufKv} from './types.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
@@ -141,8 +143,10 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     const maps = expandNames(config.num_transformer_layers)
     const halves = new Map<string, {first?: TensorRecord; second?: TensorRecord}>()
     const records: TensorRecord[] = []
+    const segments = new Map<string, {part: string; tensor: GgufTensor}[]>()
     for (const t of file.tensors) {
       const {canonical, part} = fromGgufName(t.info.name, maps)
+      segments.set(canonical, [...(segments.get(canonical) ?? []), {part, tensor: t}])
       const record = file.record(t, part === 'all' ? canonical : t.info.name)
       if (part === 'all') {
         records.push(record)
@@ -189,6 +193,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
       path: p,
       config,
       tensors,
+      stored: storedForms(file, tensors, segments),
       extras: {
         configSource: options.config ? 'flag' : 'file',
         dtype: quantized ? 'F16' : (stored as 'F32' | 'F16' | 'BF16'),
@@ -203,6 +208,32 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     await file.close()
     throw error
   }
+}
+
+/**
+ * How each canonical tensor is stored: one segment per GGUF tensor (proj_1 has two: ffn_gate rows,
+ * then ffn_up rows), in its ggml type's scheme, reading the stored bytes unchanged.
+ */
+function storedForms(file: GgufFile, tensors: readonly TensorRecord[], parts: Map<string, {part: string; tensor: GgufTensor}[]>): Map<string, StoredTensor> {
+  const forms = new Map<string, StoredTensor>()
+  for (const record of tensors) {
+    const list = [...(parts.get(record.name) ?? [])].sort((a, b) => (a.part === 'second-half' ? 1 : 0) - (b.part === 'second-half' ? 1 : 0))
+    let row0 = 0
+    const segments: StoredSegment[] = list.map(({tensor}) => {
+      const rows = tensor.shape.length === 1 ? 1 : tensor.shape[0]!
+      const rowBytes = tensor.byteLength / rows
+      const segment: StoredSegment = {
+        row0, rows, label: tensor.info.name,
+        scheme: tensor.type === 'Q8_0' ? 'gguf_q8_0' : floatSchemeName(tensor.type as FloatDType),
+        params: {},
+        read: async (r0, r1) => ({[tensor.type === 'Q8_0' ? 'blocks' : 'data']: await file.readRaw(tensor, r0 * rowBytes, r1 * rowBytes)}),
+      }
+      row0 += rows
+      return segment
+    })
+    forms.set(record.name, {name: record.name, shape: record.shape, segments})
+  }
+  return forms
 }
 
 async function hasGgufMagic(p: string): Promise<boolean> {

@@ -6,7 +6,7 @@ import {FormatError} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {type DType} from '../../tensor/dtype.js'
 import {type TensorRecord} from '../../tensor/record.js'
-import {dequantizeQ8_0} from './q8_0.js'
+import {dequantizeQ8_0} from '../../quant/q8_0.js'
 import {
   GGML_BLOCK, GGML_TYPE_NAMES, GGUF_MAGIC, GGUF_VERSION, GGUF_DEFAULT_ALIGNMENT, type GgmlTypeName, type GgufArray, type GgufHeader,
   type GgufKv, type GgufScalar, type GgufTensorInfo, type GgufValue, type GgufValueTypeName, KNOWN_GGML_TYPES, SCALAR_SIZES,

@@ -9,7 +9,7 @@ import {FileWriter} from '../../io/file.js'
 import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
 import {castRecord, CHUNK_BYTES, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
-import {quantizeQ8_0, Q8_0_BLOCK} from './q8_0.js'
+import {quantizeQ8_0, Q8_0_BLOCK} from '../../quant/q8_0.js'
 import {tensorBytes, MAX_DIMS, MAX_TENSOR_NAME_BYTES} from './read.js'
 import {
   GGML_TYPE, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GGUF_VALUE_TYPE, type GgmlTypeName, type GgufArray, type GgufKv,

@@ -17,7 +17,7 @@ import {copyTokenizerFiles, GENERATED_CARD_MARKER, readerCheckpoint, resolveConf
 import {openSafetensors} from '../safetensors/read.js'
 import {INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {writeSafetensors} from '../safetensors/write.js'
-import {type Checkpoint, type FormatAdapter, type ProgressEvent, type Quantization, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
+import {type Checkpoint, type FormatAdapter, type ProgressEvent, type Quantization, type ReadOptions, type StoredTensor, type WriteOptions, type WriteResult} from '../types.js'
 import {configFromCorenet, corenetConfig, hfStyleConfig, isCorenetConfig, parseQuantization} from './config.js'
 import {isQuantizable, LAYOUTS, type MlxLayout, modulePath, parseLayout, parseStoredName, storedName, type StoredPart} from './names.js'
 import {openNpz, writeNpz} from './npz.js'
@@ -158,7 +158,7 @@ async function openStored(p: string): Promise<StoredTensors> {
 }
 
 /** Group stored tensors by canonical name and dequantize the quantized ones. */
-export function canonicalTensors(stored: readonly TensorRecord[], prefix: string, quantization: ReturnType<typeof parseQuantization>): {tensors: TensorRecord[]; quantized: Quantization[]} {
+export function canonicalTensors(stored: readonly TensorRecord[], prefix: string, quantization: ReturnType<typeof parseQuantization>): {tensors: TensorRecord[]; quantized: Quantization[]; forms: Map<string, StoredTensor>} {
   const groups = new Map<string, Partial<Record<StoredPart, TensorRecord>>>()
   // Unprefixed layouts also accept HF-style `transformer.` names when every tensor has them.
   const hfPrefix = LAYOUTS['mlx-lm'].prefix
@@ -172,6 +172,7 @@ export function canonicalTensors(stored: readonly TensorRecord[], prefix: string
   }
   const tensors: TensorRecord[] = []
   const quantized: Quantization[] = []
+  const forms = new Map<string, StoredTensor>()
   for (const [canonical, group] of groups) {
     const {weight, scales, biases} = group
     if (!weight) throw new MappingError('tensor.missing', `${canonical}: found ${scales ? 'scales' : 'biases'} but no packed weight`, {tensor: canonical})
@@ -184,10 +185,31 @@ export function canonicalTensors(stored: readonly TensorRecord[], prefix: string
     const q = override || quantization.default
     if (!q) throw new ConfigError('config.quantization', `tensor ${canonical} is quantized but config.json has no quantization {bits, group_size}`, {tensor: canonical})
     checkQuantParams(q.bits, q.groupSize)
-    tensors.push(dequantizedRecord(canonical, weight, scales, biases, q))
+    const record = dequantizedRecord(canonical, weight, scales, biases, q)
+    tensors.push(record)
+    forms.set(canonical, affineStored(record, weight, scales, biases, q))
     if (!quantized.some((x) => x.bits === q.bits && x.groupSize === q.groupSize)) quantized.push(q)
   }
-  return {tensors, quantized}
+  return {tensors, quantized, forms}
+}
+
+/** The stored form of a quantized tensor: scheme `mlx_affine`, parts `weight`/`scales`/`biases` as stored. */
+function affineStored(record: TensorRecord, weight: TensorRecord, scales: TensorRecord, biases: TensorRecord, q: QuantSpec): StoredTensor {
+  const [rows] = record.shape as [number, number]
+  const wordBytes = weight.byteLength / rows
+  const paramBytes = scales.byteLength / rows
+  return {
+    name: record.name,
+    shape: record.shape,
+    segments: [{
+      row0: 0, rows, scheme: 'mlx_affine', params: {bits: q.bits, group_size: q.groupSize, dtype: scales.dtype as FloatDType}, label: weight.name,
+      read: async (r0, r1) => ({
+        weight: await weight.read(r0 * wordBytes, r1 * wordBytes),
+        scales: await scales.read(r0 * paramBytes, r1 * paramBytes),
+        biases: await biases.read(r0 * paramBytes, r1 * paramBytes),
+      }),
+    }],
+  }
 }
 
 export async function readMlx(p: string, options: ReadOptions = {}): Promise<Checkpoint> {
@@ -199,7 +221,7 @@ export async function readMlx(p: string, options: ReadOptions = {}): Promise<Che
     if (json !== undefined && (typeof json !== 'object' || json === null || Array.isArray(json))) throw new ConfigError('config.not_object', `${configPath} is not a JSON object`)
     const configJson = json as Record<string, unknown> | undefined
     const quantization = configJson ? parseQuantization(configJson, configPath) : {perPath: new Map()}
-    const {tensors, quantized} = canonicalTensors(stored.tensors, LAYOUTS[stored.layout].prefix, quantization)
+    const {tensors, quantized, forms} = canonicalTensors(stored.tensors, LAYOUTS[stored.layout].prefix, quantization)
     const notes: string[] = []
     let resolved
     if (configJson && isCorenetConfig(configJson) && !options.config) {
@@ -216,6 +238,7 @@ export async function readMlx(p: string, options: ReadOptions = {}): Promise<Che
     return await readerCheckpoint('mlx', p, resolved, {
       tokenizerDir: dir,
       quantization: quantized[0],
+      stored: forms,
       notes: [...resolved.notes, ...notes],
       info: {layout: stored.layout, files: stored.files, metadata: stored.metadata ?? {}, quantization: quantized},
     }, stored.close)

@@ -1,177 +1,19 @@
 /**
- * MLX affine quantization, exactly as `mx.quantize` computes it (DESIGN §4.3; mlx `ops.cpp`
- * fallback and the CPU backend), and its inverse.
- *
- * Per group of `groupSize` consecutive values of a row, all in fp32:
- *   scale = max((max - min) / (2^bits - 1), 1e-7), negated unless |min| > |max|
- *   edge  = |min| > |max| ? min : max
- *   q0    = rint(edge / scale)
- *   q0 ≠ 0: scale = edge / q0, bias = edge      (so `edge` — and zero — are exact)
- *   q0 = 0: bias = 0
- *   q     = clip(rint((w - bias) / scale), 0, 2^bits - 1)
- * Codes are packed LSB-first into one continuous bit stream per row, stored as little-endian
- * uint32 words (for 3, 5 and 6 bits a code may straddle two words). `w ≈ scales * q + biases`.
+ * MLX's quantized tensors as lazy records: the three tensors `<base>.weight` (U32 codes),
+ * `<base>.scales` and `<base>.biases` computed on demand from a float source, and the float record
+ * that dequantizes them back. The arithmetic (MLX's affine rule, the bit packing, the
+ * dequantization convention) is the `mlx_affine` scheme in src/quant/mlx-affine.ts.
  */
-import {FormatError, UsageError} from '../../errors.js'
-import {bf16BitsToF32, type DType, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
+import {FormatError} from '../../errors.js'
+import {
+  checkQuantParams, dequantizeRows, quantizeInto, roundInto, unpackRows,
+} from '../../quant/mlx-affine.js'
+import {type DType, dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
 
-export const QUANT_BITS = [2, 3, 4, 5, 6, 8] as const
-export const QUANT_GROUP_SIZES = [32, 64, 128] as const
-/** MLX's floor on the step size (`eps` in `affine_quantize`), as an f32. */
-export const SCALE_EPS = Math.fround(1e-7)
-
-const f32 = Math.fround
-
-/** Round half to even (C's `rint` in the default rounding mode; `Math.round` breaks ties upwards). */
-export function rint(x: number): number {
-  const f = Math.floor(x)
-  const d = x - f
-  if (d < 0.5) return f
-  if (d > 0.5) return f + 1
-  return f % 2 === 0 ? f : f + 1
-}
-
-export function checkQuantParams(bits: number, groupSize: number): void {
-  if (!(QUANT_BITS as readonly number[]).includes(bits)) throw new UsageError('quantize.bits', `MLX quantization supports 2, 3, 4, 5, 6 or 8 bits, not ${bits}`)
-  if (!(QUANT_GROUP_SIZES as readonly number[]).includes(groupSize)) throw new UsageError('quantize.group_size', `MLX quantization supports group sizes 32, 64 or 128, not ${groupSize}`)
-}
-
-/** The scale and bias of one group (f32 values), MLX's rule. */
-export function groupParams(values: ArrayLike<number>, start: number, count: number, bits: number): {scale: number; bias: number} {
-  const nBins = (1 << bits) - 1
-  let min = Infinity
-  let max = -Infinity
-  for (let i = start; i < start + count; i++) {
-    const v = values[i]!
-    if (v > max) max = v
-    if (v < min) min = v
-  }
-  const minDominates = Math.abs(min) > Math.abs(max)
-  let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
-  if (!minDominates) scale = -scale
-  const edge = minDominates ? min : max
-  const q0 = rint(f32(edge / scale))
-  if (q0 !== 0) return {scale: f32(edge / q0), bias: edge}
-  return {scale, bias: 0}
-}
-
-export interface QuantizedRows {
-  /** [rows, cols * bits / 32] little-endian words. */
-  packed: Uint32Array
-  /** [rows, cols / groupSize], f32 (cast to the float dtype when stored). */
-  scales: Float32Array
-  biases: Float32Array
-}
-
-/**
- * Quantize `rows` rows of `cols` f32 values. Values should already be rounded to the dtype the
- * model is stored in (mlx-lm casts, then quantizes).
- */
-export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number): QuantizedRows {
-  const groups = cols / groupSize
-  const packed = new Uint32Array((rows * cols * bits) / 32)
-  const scales = new Float32Array(rows * groups)
-  const biases = new Float32Array(rows * groups)
-  quantizeInto(values, rows * cols, bits, groupSize, packed, scales, biases)
-  return {packed, scales, biases}
-}
-
-/** 1.5 · 2^52: for |x| < 2^51, (x + RINT_MAGIC) - RINT_MAGIC is x rounded half to even (the double sum has unit ulp). */
-const RINT_MAGIC = 6755399441055744
-
-/**
- * The loop behind quantizeRows, into caller-owned arrays: `count` values (whole rows, so whole
- * groups and whole words: the bit stream runs straight across row ends), `packed` holding their
- * words and `scales`/`biases` their groups. Per group one min/max pass and one code pass, with
- * groupParams inlined (no object per group). Bit-identical to groupParams + the rule above.
- */
-function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
-  const nBins = (1 << bits) - 1
-  const groups = count / groupSize
-  let bitPos = 0
-  let word = 0 // bits not yet stored, starting at bit (bitPos & ~31)
-  for (let g = 0; g < groups; g++) {
-    const start = g * groupSize
-    const end = start + groupSize
-    let min = Infinity
-    let max = -Infinity
-    for (let i = start; i < end; i++) {
-      const v = values[i]!
-      if (v > max) max = v
-      if (v < min) min = v
-    }
-    // groupParams, inlined
-    const minDominates = Math.abs(min) > Math.abs(max)
-    let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
-    if (!minDominates) scale = -scale
-    const edge = minDominates ? min : max
-    const q0 = rint(f32(edge / scale))
-    let bias = 0
-    if (q0 !== 0) {
-      scale = f32(edge / q0)
-      bias = edge
-    }
-    scales[g] = scale
-    biases[g] = bias
-    for (let i = start; i < end; i++) {
-      // q = clip(rint(f32((w - bias) / scale)), 0, nBins); NaN stays NaN through the clip and packs as 0.
-      const x = f32(f32(values[i]! - bias) / scale)
-      let q = x + RINT_MAGIC - RINT_MAGIC
-      q = q < 0 ? 0 : q > nBins ? nBins : q
-      const shift = bitPos & 31
-      word |= q << shift
-      if (shift + bits >= 32) {
-        // The word is full: store it and keep the bits of q that spill into the next one.
-        packed[bitPos >>> 5] = word
-        word = shift + bits > 32 ? q >>> (32 - shift) : 0
-      }
-      bitPos += bits
-    }
-  }
-}
-
-/** Unpack the codes of `rows` rows (inverse of the packing in quantizeRows). */
-export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits: number): Uint8Array {
-  const wordsPerRow = (cols * bits) / 32
-  const codes = new Uint8Array(rows * cols)
-  const mask = (1 << bits) - 1
-  for (let r = 0; r < rows; r++) {
-    let bitPos = r * wordsPerRow * 32
-    for (let c = 0; c < cols; c++) {
-      const word = bitPos >>> 5
-      const shift = bitPos & 31
-      let q = packed[word]! >>> shift
-      if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
-      codes[r * cols + c] = q & mask
-      bitPos += bits
-    }
-  }
-  return codes
-}
-
-/** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once). */
-export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number): Float32Array {
-  const codes = unpackRows(packed, rows, cols, bits)
-  const out = new Float32Array(rows * cols)
-  // cols is a multiple of groupSize, so element i of the block belongs to group floor(i / groupSize).
-  for (let i = 0; i < out.length; i++) {
-    const g = Math.floor(i / groupSize)
-    out[i] = f32(f32(scales[g]! * codes[i]!) + biases[g]!)
-  }
-  return out
-}
-
-/**
- * Worst-case |w - dequantized| for a group whose values span [min, max], before the scale and
- * bias are rounded to a 16-bit dtype. Not half a step: MLX moves the step to `edge / q0` so that
- * the dominant end (and zero) stay exact, which can shrink it so the far end clips; the shortfall
- * is at most nBins/(nBins+1) of the original step (the edge is at least half the range away from
- * zero, so |q0| ≥ nBins/2). Either way the error stays within one original step.
- */
-export function groupErrorBound(min: number, max: number, bits: number): number {
-  return Math.max((max - min) / ((1 << bits) - 1), SCALE_EPS) * (1 + 1e-6)
-}
+export {
+  checkQuantParams, dequantizeRows, groupErrorBound, groupParams, QUANT_BITS, QUANT_GROUP_SIZES, quantizeRows, rint, roundInto, SCALE_EPS, unpackRows,
+} from '../../quant/mlx-affine.js'
 
 // ---- lazy records -----------------------------------------------------------------------------
 
@@ -204,37 +46,6 @@ function roundedRows(values: Float32Array, from: DType, dtype: FloatDType): Floa
   const out = roundScratch.subarray(0, values.length)
   roundInto(values, dtype, out)
   return out
-}
-
-/**
- * `out[i]` = `values[i]` rounded to nearest even in `dtype` and widened back, bit for bit what
- * `toFloat32(fromFloat32(values, dtype), dtype)` gives (except NaN payloads, which no quantizer
- * output depends on), without the two intermediate arrays. Works on the f32 bits: dropping the low
- * 16 (bf16) or 13 (f16 normals) mantissa bits with round-half-even, a carry moving into the
- * exponent as it should. Inf/NaN (both) and f16 subnormals, zeros and overflow go the slow exact way.
- */
-export function roundInto(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
-  const n = values.length
-  const src = new Int32Array(values.buffer, values.byteOffset, n)
-  const dst = new Int32Array(out.buffer, out.byteOffset, n)
-  if (dtype === 'BF16') {
-    for (let i = 0; i < n; i++) {
-      const x = src[i]!
-      if ((x & 0x7f800000) === 0x7f800000) out[i] = bf16BitsToF32(f32BitsToBf16Bits(x >>> 0))
-      else dst[i] = (x + 0x7fff + ((x >>> 16) & 1)) & 0xffff0000
-    }
-    return
-  }
-  for (let i = 0; i < n; i++) {
-    const x = src[i]!
-    const a = x & 0x7fffffff
-    if (a >= 0x38800000 && a < 0x477ff000) {
-      // |v| in [2^-14, 65520): an f16 normal after rounding (65520 and up overflow to Inf).
-      dst[i] = (x & 0x80000000) | ((a + 0xfff + ((a >>> 13) & 1)) & 0x7fffe000)
-    } else {
-      out[i] = f16BitsToF32(f32BitsToF16Bits(x >>> 0))
-    }
-  }
 }
 
 /**

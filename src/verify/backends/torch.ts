@@ -12,8 +12,13 @@ import {decode, encode} from '@msgpack/msgpack'
 import {DependencyError, VerificationError} from '../../errors.js'
 import {type Checkpoint} from '../../formats/types.js'
 import {writeSafetensors} from '../../formats/safetensors/write.js'
-import {isFloatDType} from '../../tensor/dtype.js'
+import {matrixShape, storedTensor} from '../../formats/stored.js'
+import {type StoredSegment} from '../../formats/types.js'
+import {schemeFor} from '../../quant/index.js'
+import {type SchemeParams} from '../../quant/types.js'
+import {dtypeSize, isFloatDType} from '../../tensor/dtype.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
+import {type ExactWeights, summarize, type TensorExact} from '../exact.js'
 import {type BackendResult, type LogitsBackend} from './types.js'
 import {drain} from '../../progress.js'
 
@@ -203,4 +208,147 @@ export const torchBackend: LogitsBackend = {
       await worker.close()
     }
   },
+}
+
+// ---- the exact check in the PyTorch reference ------------------------------------------------
+
+/** The metadata key of the stored-parts handover: {canonical: {scheme, params, shape}}. */
+export const PLAN_METADATA_KEY = 'openelm.plan'
+
+/**
+ * MODEL's stored parts as records named `<canonical>::<part>` (raw dtype, rows leading), and the
+ * plan the Python side reads them by. Segments of one tensor must share one scheme (they are
+ * concatenated by rows).
+ */
+export function storedHandover(model: Checkpoint): {records: TensorRecord[]; plan: Record<string, {scheme: string; params: SchemeParams; shape: readonly number[]}>} {
+  const records: TensorRecord[] = []
+  const plan: Record<string, {scheme: string; params: SchemeParams; shape: readonly number[]}> = {}
+  for (const t of model.tensors) {
+    const stored = storedTensor(model, t.name)!
+    const first = stored.segments[0]!
+    const key = (s: StoredSegment) => `${s.scheme}:${JSON.stringify(s.params)}`
+    if (stored.segments.some((s) => key(s) !== key(first))) {
+      throw new DependencyError('torch.segments', `${t.name} is stored in two schemes (${stored.segments.map((s) => `${s.label}: ${s.scheme}`).join(', ')}); the torch engine takes one scheme per tensor — use --backend ts`)
+    }
+    const [rows, cols] = matrixShape(t.shape)
+    const scheme = schemeFor(first.scheme)
+    plan[t.name] = {scheme: first.scheme, params: first.params, shape: t.shape}
+    for (const part of scheme.parts(first.params, cols)) {
+      const rowBytes = part.perRow * dtypeSize(part.dtype)
+      const byteLength = rows * rowBytes
+      records.push({
+        name: `${t.name}::${part.name}`, dtype: part.dtype, shape: [rows, part.perRow], byteLength,
+        async read(start = 0, end = byteLength) {
+          const r0 = Math.floor(start / rowBytes)
+          const r1 = Math.ceil(end / rowBytes)
+          const out = new Uint8Array((r1 - r0) * rowBytes)
+          for (const s of stored.segments) {
+            const a = Math.max(r0, s.row0)
+            const b = Math.min(r1, s.row0 + s.rows)
+            if (a < b) out.set((await s.read(a - s.row0, b - s.row0))[part.name]!, (a - r0) * rowBytes)
+          }
+          return out.subarray(start - r0 * rowBytes, end - r0 * rowBytes)
+        },
+      })
+    }
+  }
+  return {records, plan}
+}
+
+/** The Python reference's per-tensor comparison, as it replies. */
+interface PyTensorResult {
+  name: string
+  scheme: string
+  params: SchemeParams
+  elements: number
+  identical_elements: number
+  blocks: number
+  identical_blocks: number
+  accepted?: Record<string, number>
+  first?: {row: number; block: number; col: number; part: string} | null
+  extra_rows?: number
+  problem?: string
+}
+
+function tensorFromPython(t: PyTensorResult): TensorExact {
+  const accepted = t.accepted ?? {}
+  const acceptedBlocks = Object.values(accepted).reduce((a, b) => a + b, 0)
+  const segment = {
+    label: t.name, scheme: t.scheme, params: t.params, row0: 0, rows: 0, comparedRows: 0,
+    elements: t.elements, identicalElements: t.identical_elements, blocks: t.blocks, identicalBlocks: t.identical_blocks,
+    accepted, acceptedBlocks: [], ...(t.first ? {first: t.first} : {}),
+  }
+  return {
+    name: t.name, segments: [segment], elements: t.elements, identicalElements: t.identical_elements, blocks: t.blocks,
+    identicalBlocks: t.identical_blocks, mismatchedBlocks: t.blocks - t.identical_blocks - acceptedBlocks, accepted,
+    ...(t.first ? {first: {label: t.name, ...t.first}} : {}), ...(t.extra_rows ? {extraRows: t.extra_rows} : {}), ...(t.problem ? {problem: t.problem} : {}),
+  }
+}
+
+/** One side's logits from the reply. */
+function side(reply: WorkerReply, logitsKey: string, vocabKey: string, hiddenKey?: string): {logits: Float32Array; vocab: number; hidden?: Float32Array[]} {
+  const hidden = hiddenKey && reply[hiddenKey] ? (reply[hiddenKey] as Uint8Array[]).map(f32FromBytes) : undefined
+  return {logits: f32FromBytes(reply[logitsKey] as Uint8Array), vocab: reply[vocabKey] as number, ...(hidden ? {hidden} : {})}
+}
+
+/**
+ * The exact check run by the PyTorch reference: it quantizes REF with its own implementation,
+ * compares with MODEL's stored parts, dequantizes MODEL's parts itself, and returns the logits of
+ * MODEL, of REF transformed, and of REF.
+ */
+export async function torchExact(
+  ref: Checkpoint, model: Checkpoint, tokens: number[], options: {device?: string; python?: string; weights?: boolean},
+): Promise<{weights?: ExactWeights; model: {logits: Float32Array; vocab: number; hidden?: Float32Array[]}; expected: {logits: Float32Array; vocab: number; hidden?: Float32Array[]}; reference: {logits: Float32Array; vocab: number}; device: string}> {
+  const worker = await startChecked(options)
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-torch-'))
+  try {
+    const reference = path.join(dir, 'reference.safetensors')
+    const stored = path.join(dir, 'stored.safetensors')
+    await drain(writeSafetensors(reference, handoverRecords(ref)))
+    const {records, plan} = storedHandover(model)
+    await drain(writeSafetensors(stored, records, {[PLAN_METADATA_KEY]: JSON.stringify(plan)}))
+    const reply = await worker.call({op: 'exact', reference, stored, config: model.config, tokens, device: options.device ?? 'auto', collect_hidden: true})
+    const tensors = (reply.tensors as PyTensorResult[]).map(tensorFromPython)
+    return {
+      ...(options.weights === false ? {} : {weights: summarize(tensors)}),
+      model: side(reply, 'logits_model', 'vocab_model', 'hidden_model'),
+      expected: side(reply, 'logits_expected', 'vocab_model', 'hidden_expected'),
+      reference: side(reply, 'logits_reference', 'vocab_reference'),
+      device: reply.device as string,
+    }
+  } finally {
+    await fs.rm(dir, {recursive: true, force: true})
+    await worker.close()
+  }
+}
+
+/** A worker that said hello, with CUDA checked when asked for by name. */
+async function startChecked(options: {device?: string; python?: string}): Promise<TorchWorker> {
+  const worker = TorchWorker.start(findPython(options.python))
+  try {
+    const hello = await worker.call({op: 'hello'})
+    if (options.device?.startsWith('cuda') && !hello.cuda) {
+      throw new DependencyError('torch.cuda', `CUDA is not available to torch ${String(hello.torch)} in ${worker.python}: install a CUDA build of PyTorch and an NVIDIA driver, or use --device cpu`, {python: worker.python})
+    }
+    return worker
+  } catch (error) {
+    await worker.close()
+    throw error
+  }
+}
+
+/** One model through the PyTorch reference (verify without --against). */
+export async function torchSingle(model: Checkpoint, tokens: number[], options: {device?: string; python?: string}): Promise<{logits: Float32Array; vocab: number; device: string}> {
+  const worker = await startChecked(options)
+  try {
+    const {file, remove} = await handoverFile(model)
+    try {
+      const r = await torchForward(worker, file, model, tokens, {device: options.device})
+      return {logits: r.logits, vocab: r.vocab, device: r.device}
+    } finally {
+      await remove()
+    }
+  } finally {
+    await worker.close()
+  }
 }

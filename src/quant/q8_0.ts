@@ -4,7 +4,9 @@
  * and its inverse are f32, the inverse comes from the unrounded d, rounding is half away from
  * zero (C `roundf`), and d is stored as IEEE half.
  */
-import {f16BitsToF32, f32ToF16Bits} from '../../tensor/dtype.js'
+import {UsageError} from '../errors.js'
+import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
+import {type EncodingDiff, type Scheme} from './types.js'
 
 export const Q8_0_BLOCK = 32
 export const Q8_0_BLOCK_BYTES = 2 + Q8_0_BLOCK
@@ -56,4 +58,42 @@ export function dequantizeQ8_0(bytes: Uint8Array): Float32Array {
     for (let j = 0; j < Q8_0_BLOCK; j++) out[b * Q8_0_BLOCK + j] = d * view.getInt8(o + 2 + j)
   }
   return out
+}
+
+/** Scheme `gguf_q8_0`: one part, `blocks` (rows × cols/32 blocks of 34 bytes). No documented alternative rule: ggml's C reference and gguf-py's numpy quantizer are bit-identical by design. */
+export const GGUF_Q8_0: Scheme = {
+  name: 'gguf_q8_0',
+  describe: () => 'Q8_0 (blocks of 32, f16 scale)',
+  bitsPerWeight: () => (Q8_0_BLOCK_BYTES * 8) / Q8_0_BLOCK,
+  blockSize: () => Q8_0_BLOCK,
+  parts: (_params, cols) => [{name: 'blocks', dtype: 'U8', perRow: (cols / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES}],
+  check(_params, cols) {
+    if (cols % Q8_0_BLOCK !== 0) throw new UsageError('quantize.shape', `Q8_0 needs rows of whole ${Q8_0_BLOCK}-value blocks, not ${cols} values`)
+  },
+  encode: (values) => ({blocks: quantizeQ8_0(values)}),
+  decode: (parts) => dequantizeQ8_0(parts.blocks!),
+  compare(expected, actual, _source, rows, cols): EncodingDiff {
+    const a = expected.blocks!
+    const b = actual.blocks!
+    const perRow = cols / Q8_0_BLOCK
+    const diff: EncodingDiff = {elements: rows * cols, identicalElements: 0, blocks: rows * perRow, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
+    for (let block = 0; block < rows * perRow; block++) {
+      const o = block * Q8_0_BLOCK_BYTES
+      const scaleSame = a[o] === b[o] && a[o + 1] === b[o + 1]
+      let same = 0
+      let firstCode = -1
+      for (let j = 0; j < Q8_0_BLOCK; j++) {
+        if (a[o + 2 + j] === b[o + 2 + j]) same++
+        else if (firstCode < 0) firstCode = j
+      }
+      diff.identicalElements += same
+      if (scaleSame && same === Q8_0_BLOCK) diff.identicalBlocks++
+      else if (!diff.first) {
+        const row = Math.floor(block / perRow)
+        const g = block % perRow
+        diff.first = {row, block: g, col: g * Q8_0_BLOCK + Math.max(0, firstCode), part: scaleSame ? 'blocks' : 'scales'}
+      }
+    }
+    return diff
+  },
 }

@@ -1,0 +1,26 @@
+/**
+ * Every storage scheme, by name: one module per scheme (its kernel, its name, its bits per weight),
+ * and the PyTorch reference (src/verify/python/quant_ref.py) implements each under the same name.
+ */
+import {UsageError} from '../errors.js'
+import {BF16_SCHEME, F16_SCHEME, F32_SCHEME} from './float.js'
+import {MLX_AFFINE} from './mlx-affine.js'
+import {GGUF_Q8_0} from './q8_0.js'
+import {type Scheme} from './types.js'
+
+export const SCHEMES: Record<string, Scheme> = {
+  f32: F32_SCHEME,
+  f16: F16_SCHEME,
+  bf16: BF16_SCHEME,
+  mlx_affine: MLX_AFFINE,
+  gguf_q8_0: GGUF_Q8_0,
+}
+
+export function schemeFor(name: string): Scheme {
+  const scheme = SCHEMES[name]
+  if (!scheme) throw new UsageError('quant.scheme', `unknown storage scheme "${name}" (known: ${Object.keys(SCHEMES).join(', ')})`)
+  return scheme
+}
+
+export {floatSchemeName} from './float.js'
+export type {EncodingDiff, Encoded, FirstDifference, Scheme, SchemeParams} from './types.js'

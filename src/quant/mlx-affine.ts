@@ -1,0 +1,401 @@
+/**
+ * MLX affine quantization (scheme `mlx_affine`), exactly as MLX's CPU `affine_quantize` computes it
+ * (mlx/backend/cpu/quantized.cpp; DESIGN §4.3), its inverse, and the exact comparison of two
+ * encodings with MLX's documented alternative (its Metal kernel).
+ *
+ * Per group of `groupSize` consecutive values of a row, all in fp32:
+ *   scale = max((max - min) / (2^bits - 1), 1e-7), negated unless |min| > |max|
+ *   edge  = |min| > |max| ? min : max
+ *   q0    = rint(edge / scale)
+ *   q0 ≠ 0: scale = edge / q0, bias = edge      (so `edge` — and zero — are exact)
+ *   q0 = 0: bias = 0
+ *   q     = clip(rint((w - bias) / scale), 0, 2^bits - 1)
+ * Codes are packed LSB-first into one continuous bit stream per row, stored as little-endian
+ * uint32 words (for 3, 5 and 6 bits a code may straddle two words). `w ≈ scales * q + biases`.
+ * mlx-lm casts the weights to the model dtype first, then quantizes; scales and biases are stored
+ * in that dtype. Dequantization: f32(f32(scale·q) + bias), rounded to the dtype.
+ *
+ * MLX's Metal kernel (mlx/backend/metal/kernels/quantized.h, `affine_quantize`) differs from the CPU
+ * rule in two documented ways: it rounds with `round` (half away from zero) instead of `rint`, and
+ * its group maximum starts at 0 (max' = max(0, max)). Files quantized on a Mac's GPU therefore differ
+ * from the CPU rule in exact-half ties and in groups with no positive value; `compare` accepts a
+ * group that equals either the CPU rule or the Metal rule, and says which.
+ */
+import {UsageError} from '../errors.js'
+import {bf16BitsToF32, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, fromFloat32, toFloat32} from '../tensor/dtype.js'
+import {bytesEqual, type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
+
+export const QUANT_BITS = [2, 3, 4, 5, 6, 8] as const
+export const QUANT_GROUP_SIZES = [32, 64, 128] as const
+/** MLX's floor on the step size (`eps` in `affine_quantize`), as an f32. */
+export const SCALE_EPS = Math.fround(1e-7)
+
+const f32 = Math.fround
+
+/** Round half to even (C's `rint` in the default rounding mode; `Math.round` breaks ties upwards). */
+export function rint(x: number): number {
+  const f = Math.floor(x)
+  const d = x - f
+  if (d < 0.5) return f
+  if (d > 0.5) return f + 1
+  return f % 2 === 0 ? f : f + 1
+}
+
+export function checkQuantParams(bits: number, groupSize: number): void {
+  if (!(QUANT_BITS as readonly number[]).includes(bits)) throw new UsageError('quantize.bits', `MLX quantization supports 2, 3, 4, 5, 6 or 8 bits, not ${bits}`)
+  if (!(QUANT_GROUP_SIZES as readonly number[]).includes(groupSize)) throw new UsageError('quantize.group_size', `MLX quantization supports group sizes 32, 64 or 128, not ${groupSize}`)
+}
+
+/** The scale and bias of one group (f32 values), MLX's rule. */
+export function groupParams(values: ArrayLike<number>, start: number, count: number, bits: number): {scale: number; bias: number} {
+  const nBins = (1 << bits) - 1
+  let min = Infinity
+  let max = -Infinity
+  for (let i = start; i < start + count; i++) {
+    const v = values[i]!
+    if (v > max) max = v
+    if (v < min) min = v
+  }
+  const minDominates = Math.abs(min) > Math.abs(max)
+  let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
+  if (!minDominates) scale = -scale
+  const edge = minDominates ? min : max
+  const q0 = rint(f32(edge / scale))
+  if (q0 !== 0) return {scale: f32(edge / q0), bias: edge}
+  return {scale, bias: 0}
+}
+
+export interface QuantizedRows {
+  /** [rows, cols * bits / 32] little-endian words. */
+  packed: Uint32Array
+  /** [rows, cols / groupSize], f32 (cast to the float dtype when stored). */
+  scales: Float32Array
+  biases: Float32Array
+}
+
+/**
+ * Quantize `rows` rows of `cols` f32 values. Values should already be rounded to the dtype the
+ * model is stored in (mlx-lm casts, then quantizes).
+ */
+export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number): QuantizedRows {
+  const groups = cols / groupSize
+  const packed = new Uint32Array((rows * cols * bits) / 32)
+  const scales = new Float32Array(rows * groups)
+  const biases = new Float32Array(rows * groups)
+  quantizeInto(values, rows * cols, bits, groupSize, packed, scales, biases)
+  return {packed, scales, biases}
+}
+
+/** 1.5 · 2^52: for |x| < 2^51, (x + RINT_MAGIC) - RINT_MAGIC is x rounded half to even (the double sum has unit ulp). */
+const RINT_MAGIC = 6755399441055744
+
+/**
+ * The loop behind quantizeRows, into caller-owned arrays: `count` values (whole rows, so whole
+ * groups and whole words: the bit stream runs straight across row ends), `packed` holding their
+ * words and `scales`/`biases` their groups. Per group one min/max pass and one code pass, with
+ * groupParams inlined (no object per group). Bit-identical to groupParams + the rule above.
+ */
+export function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
+  const nBins = (1 << bits) - 1
+  const groups = count / groupSize
+  let bitPos = 0
+  let word = 0 // bits not yet stored, starting at bit (bitPos & ~31)
+  for (let g = 0; g < groups; g++) {
+    const start = g * groupSize
+    const end = start + groupSize
+    let min = Infinity
+    let max = -Infinity
+    for (let i = start; i < end; i++) {
+      const v = values[i]!
+      if (v > max) max = v
+      if (v < min) min = v
+    }
+    // groupParams, inlined
+    const minDominates = Math.abs(min) > Math.abs(max)
+    let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
+    if (!minDominates) scale = -scale
+    const edge = minDominates ? min : max
+    const q0 = rint(f32(edge / scale))
+    let bias = 0
+    if (q0 !== 0) {
+      scale = f32(edge / q0)
+      bias = edge
+    }
+    scales[g] = scale
+    biases[g] = bias
+    for (let i = start; i < end; i++) {
+      // q = clip(rint(f32((w - bias) / scale)), 0, nBins); NaN stays NaN through the clip and packs as 0.
+      const x = f32(f32(values[i]! - bias) / scale)
+      let q = x + RINT_MAGIC - RINT_MAGIC
+      q = q < 0 ? 0 : q > nBins ? nBins : q
+      const shift = bitPos & 31
+      word |= q << shift
+      if (shift + bits >= 32) {
+        // The word is full: store it and keep the bits of q that spill into the next one.
+        packed[bitPos >>> 5] = word
+        word = shift + bits > 32 ? q >>> (32 - shift) : 0
+      }
+      bitPos += bits
+    }
+  }
+}
+
+/** Unpack the codes of `rows` rows (inverse of the packing in quantizeRows). */
+export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits: number): Uint8Array {
+  const wordsPerRow = (cols * bits) / 32
+  const codes = new Uint8Array(rows * cols)
+  const mask = (1 << bits) - 1
+  for (let r = 0; r < rows; r++) {
+    let bitPos = r * wordsPerRow * 32
+    for (let c = 0; c < cols; c++) {
+      const word = bitPos >>> 5
+      const shift = bitPos & 31
+      let q = packed[word]! >>> shift
+      if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
+      codes[r * cols + c] = q & mask
+      bitPos += bits
+    }
+  }
+  return codes
+}
+
+/** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once). */
+export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number): Float32Array {
+  const codes = unpackRows(packed, rows, cols, bits)
+  const out = new Float32Array(rows * cols)
+  // cols is a multiple of groupSize, so element i of the block belongs to group floor(i / groupSize).
+  for (let i = 0; i < out.length; i++) {
+    const g = Math.floor(i / groupSize)
+    out[i] = f32(f32(scales[g]! * codes[i]!) + biases[g]!)
+  }
+  return out
+}
+
+/**
+ * Worst-case |w - dequantized| for a group whose values span [min, max], before the scale and
+ * bias are rounded to a 16-bit dtype. Not half a step: MLX moves the step to `edge / q0` so that
+ * the dominant end (and zero) stay exact, which can shrink it so the far end clips; the shortfall
+ * is at most nBins/(nBins+1) of the original step (the edge is at least half the range away from
+ * zero, so |q0| ≥ nBins/2). Either way the error stays within one original step.
+ */
+export function groupErrorBound(min: number, max: number, bits: number): number {
+  return Math.max((max - min) / ((1 << bits) - 1), SCALE_EPS) * (1 + 1e-6)
+}
+
+
+/**
+ * `out[i]` = `values[i]` rounded to nearest even in `dtype` and widened back, bit for bit what
+ * `toFloat32(fromFloat32(values, dtype), dtype)` gives (except NaN payloads, which no quantizer
+ * output depends on), without the two intermediate arrays. Works on the f32 bits: dropping the low
+ * 16 (bf16) or 13 (f16 normals) mantissa bits with round-half-even, a carry moving into the
+ * exponent as it should. Inf/NaN (both) and f16 subnormals, zeros and overflow go the slow exact way.
+ */
+export function roundInto(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
+  const n = values.length
+  const src = new Int32Array(values.buffer, values.byteOffset, n)
+  const dst = new Int32Array(out.buffer, out.byteOffset, n)
+  if (dtype === 'BF16') {
+    for (let i = 0; i < n; i++) {
+      const x = src[i]!
+      if ((x & 0x7f800000) === 0x7f800000) out[i] = bf16BitsToF32(f32BitsToBf16Bits(x >>> 0))
+      else dst[i] = (x + 0x7fff + ((x >>> 16) & 1)) & 0xffff0000
+    }
+    return
+  }
+  for (let i = 0; i < n; i++) {
+    const x = src[i]!
+    const a = x & 0x7fffffff
+    if (a >= 0x38800000 && a < 0x477ff000) {
+      // |v| in [2^-14, 65520): an f16 normal after rounding (65520 and up overflow to Inf).
+      dst[i] = (x & 0x80000000) | ((a + 0xfff + ((a >>> 13) & 1)) & 0x7fffe000)
+    } else {
+      out[i] = f16BitsToF32(f32BitsToF16Bits(x >>> 0))
+    }
+  }
+}
+
+
+// ---- the scheme ------------------------------------------------------------------------------
+
+/** The documented alternatives `compare` accepts, by name. */
+export const MLX_ACCEPTED = {
+  /** Same scale and bias; codes differ only where (w − bias)/scale is exactly k + ½ and the file took the half-away neighbour (Metal's `round`). */
+  tieHalfAway: 'tie-half-away',
+  /** The whole group equals what MLX's Metal kernel computes (round half away, max starting at 0). */
+  metalRule: 'mlx-metal-rule',
+} as const
+
+function paramsOf(params: SchemeParams): {bits: number; groupSize: number; dtype: FloatDType} {
+  const bits = params.bits ?? 0
+  const groupSize = params.group_size ?? 0
+  return {bits, groupSize, dtype: params.dtype ?? 'F32'}
+}
+
+/** `values` rounded to `dtype` and widened back (a copy; the input is kept). */
+function rounded(values: Float32Array, dtype: FloatDType): Float32Array {
+  if (dtype === 'F32') return values
+  const out = new Float32Array(values.length)
+  roundInto(values, dtype, out)
+  return out
+}
+
+function u32View(bytes: Uint8Array): Uint32Array {
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice()
+  return new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4)
+}
+
+/** C's `round` for an f32 value: half away from zero. */
+function roundHalfAway(x: number): number {
+  return x < 0 ? -Math.floor(0.5 - x) : Math.floor(x + 0.5)
+}
+
+/** The largest finite value of a float dtype (Metal's `Limits<T>::max`). */
+const DTYPE_MAX: Record<FloatDType, number> = {F32: 3.4028234663852886e38, F16: 65504, BF16: 3.3895313892515355e38}
+
+/** One group by MLX's Metal rule: f32 scale and bias, and the codes. */
+export function metalGroup(values: Float32Array, start: number, count: number, bits: number, dtype: FloatDType): {scale: number; bias: number; codes: Uint8Array} {
+  const nBins = (1 << bits) - 1
+  let min = DTYPE_MAX[dtype]
+  let max = 0
+  for (let i = start; i < start + count; i++) {
+    const v = values[i]!
+    if (v < min) min = v
+    if (v > max) max = v
+  }
+  let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
+  const side = Math.abs(min) > Math.abs(max)
+  if (!side) scale = -scale
+  const edge = side ? min : max
+  const q0 = roundHalfAway(f32(edge / scale))
+  let bias = 0
+  if (q0 !== 0) {
+    scale = f32(edge / q0)
+    bias = edge
+  }
+  const codes = new Uint8Array(count)
+  for (let i = 0; i < count; i++) {
+    const q = roundHalfAway(f32(f32(values[start + i]! - bias) / scale))
+    codes[i] = Math.max(0, Math.min(q, nBins))
+  }
+  return {scale, bias, codes}
+}
+
+/** The bytes of one f32 value stored in `dtype`. */
+function storedBits(value: number, dtype: FloatDType): number {
+  if (dtype === 'F32') {
+    const f = new Float32Array([value])
+    return new Uint32Array(f.buffer)[0]!
+  }
+  const bits = new Uint32Array(new Float32Array([value]).buffer)[0]!
+  return dtype === 'F16' ? f32BitsToF16Bits(bits) : f32BitsToBf16Bits(bits)
+}
+
+function readStored(bytes: Uint8Array, index: number, dtype: FloatDType): number {
+  const size = dtypeSize(dtype)
+  const o = index * size
+  if (size === 4) return (bytes[o]! | (bytes[o + 1]! << 8) | (bytes[o + 2]! << 16) | (bytes[o + 3]! << 24)) >>> 0
+  return bytes[o]! | (bytes[o + 1]! << 8)
+}
+
+export const MLX_AFFINE: Scheme = {
+  name: 'mlx_affine',
+  describe(params) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    return `${bits}-bit affine, group ${groupSize}, ${dtype} scales`
+  },
+  bitsPerWeight(params) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    return bits + (2 * dtypeSize(dtype) * 8) / groupSize
+  },
+  blockSize: (params) => paramsOf(params).groupSize,
+  parts(params, cols) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    return [{name: 'weight', dtype: 'U32', perRow: (cols * bits) / 32}, {name: 'scales', dtype, perRow: cols / groupSize}, {name: 'biases', dtype, perRow: cols / groupSize}]
+  },
+  check(params, cols) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    checkQuantParams(bits, groupSize)
+    if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new UsageError('quantize.dtype', `MLX scales must be F32, F16 or BF16, not ${String(dtype)}`)
+    if (cols % groupSize !== 0) throw new UsageError('quantize.shape', `rows of ${cols} values are not whole groups of ${groupSize}`)
+  },
+  encode(values, rows, cols, params) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    const q = quantizeRows(rounded(values, dtype), rows, cols, bits, groupSize)
+    return {
+      weight: new Uint8Array(q.packed.buffer, q.packed.byteOffset, q.packed.byteLength),
+      scales: fromFloat32(q.scales, dtype),
+      biases: fromFloat32(q.biases, dtype),
+    }
+  },
+  decode(parts, rows, cols, params) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    const values = dequantizeRows(u32View(parts.weight!), toFloat32(parts.scales!, dtype), toFloat32(parts.biases!, dtype), rows, cols, bits, groupSize)
+    if (dtype === 'F32') return values
+    roundInto(values, dtype, values)
+    return values
+  },
+  compare(expected, actual, source, rows, cols, params): EncodingDiff {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    const groups = cols / groupSize
+    const a = unpackRows(u32View(expected.weight!), rows, cols, bits)
+    const b = unpackRows(u32View(actual.weight!), rows, cols, bits)
+    const size = dtypeSize(dtype)
+    const diff: EncodingDiff = {elements: rows * cols, identicalElements: 0, blocks: rows * groups, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
+    let values: Float32Array | undefined
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < groups; g++) {
+        const block = r * groups + g
+        const e0 = r * cols + g * groupSize
+        let firstCode = -1
+        let same = 0
+        for (let i = 0; i < groupSize; i++) {
+          if (a[e0 + i] === b[e0 + i]) same++
+          else if (firstCode < 0) firstCode = i
+        }
+        diff.identicalElements += same
+        const scaleSame = bytesEqual(expected.scales!, block * size, actual.scales!, block * size, size)
+        const biasSame = bytesEqual(expected.biases!, block * size, actual.biases!, block * size, size)
+        if (same === groupSize && scaleSame && biasSame) {
+          diff.identicalBlocks++
+          continue
+        }
+        values ??= rounded(source, dtype)
+        const rule = acceptedRule(values, e0, groupSize, bits, dtype, b, actual, block, scaleSame && biasSame)
+        if (rule) {
+          diff.accepted[rule] = (diff.accepted[rule] ?? 0) + 1
+          diff.acceptedBlocks.push(block)
+        } else if (!diff.first) {
+          const part = firstCode >= 0 ? 'weight' : !scaleSame ? 'scales' : 'biases'
+          diff.first = {row: r, block: g, col: g * groupSize + Math.max(0, firstCode), part}
+        }
+      }
+    }
+    return diff
+  },
+}
+
+/** Which documented rule explains a differing group, if any. `codes` are the file's, unpacked. */
+function acceptedRule(
+  values: Float32Array, e0: number, groupSize: number, bits: number, dtype: FloatDType,
+  codes: Uint8Array, actual: Encoded, block: number, paramsSame: boolean,
+): string | undefined {
+  const nBins = (1 << bits) - 1
+  if (paramsSame) {
+    // Same scale and bias: every differing code must be the half-away neighbour of an exact tie.
+    const {scale, bias} = groupParams(values, e0, groupSize, bits)
+    let tie = true
+    for (let i = 0; i < groupSize && tie; i++) {
+      const x = f32(f32(values[e0 + i]! - bias) / scale)
+      const cpu = Math.min(Math.max(rint(x), 0), nBins)
+      if (codes[e0 + i] === cpu) continue
+      tie = x - Math.floor(x) === 0.5 && codes[e0 + i] === Math.min(Math.max(roundHalfAway(x), 0), nBins)
+    }
+    if (tie) return MLX_ACCEPTED.tieHalfAway
+  }
+  const metal = metalGroup(values, e0, groupSize, bits, dtype)
+  if (readStored(actual.scales!, block, dtype) !== storedBits(metal.scale, dtype)) return undefined
+  if (readStored(actual.biases!, block, dtype) !== storedBits(metal.bias, dtype)) return undefined
+  for (let i = 0; i < groupSize; i++) if (codes[e0 + i] !== metal.codes[i]) return undefined
+  return MLX_ACCEPTED.metalRule
+}
+

@@ -1,0 +1,118 @@
+/**
+ * The artifact's own runtime: a GGUF file runs in llama.cpp, an ONNX export in onnxruntime, and
+ * their logits are compared with the reference engine's on the SAME artifact. That difference is
+ * only the runtime's own arithmetic (llama.cpp rounds activations to 8 bits in Q8_0 matmuls and to
+ * f16 in F16 ones; onnxruntime fuses and reorders f32 sums), held to a tolerance per runtime and
+ * storage measured on the trained fixture and on random models (docs/verify.md, bench/RESULTS.md).
+ */
+import {DependencyError, UsageError} from '../errors.js'
+import {type Checkpoint} from '../formats/types.js'
+import {storedTensor} from '../formats/stored.js'
+import {llamacppBackend} from './backends/llamacpp.js'
+import {onnxruntimeBackend} from './backends/onnxruntime.js'
+import {type LogitsBackend} from './backends/types.js'
+import {compareLogits, fmt} from './compare.js'
+
+export const RUNTIMES = ['onnxruntime', 'llama.cpp'] as const
+export type RuntimeName = (typeof RUNTIMES)[number]
+
+/** Which runtime runs a format's artifacts. */
+export const FORMAT_RUNTIME: Partial<Record<Checkpoint['format'], RuntimeName>> = {gguf: 'llama.cpp', onnx: 'onnxruntime'}
+
+const BACKENDS: Record<RuntimeName, LogitsBackend> = {onnxruntime: onnxruntimeBackend, 'llama.cpp': llamacppBackend}
+
+export interface RuntimeTolerance {
+  /** max |Δlogit| / max(1, max |engine logit|). */
+  maxRelAbs: number
+  /** mean KL(engine ‖ runtime), nats. */
+  maxMeanKl: number
+  /** Where the number comes from. */
+  evidence: string
+}
+
+/**
+ * Tolerances by runtime and by how the matrices are stored. Measured on the trained fixture
+ * (real text) and random-weight models of the tiny and 270M shapes (bench case `runtime-tolerance`);
+ * each bound is about 4× the worst value measured, and far below what a wrong tensor gives.
+ */
+export const RUNTIME_TOLERANCES: Record<RuntimeName, Record<string, RuntimeTolerance>> = {
+  onnxruntime: {
+    f32: {maxRelAbs: 1e-4, maxMeanKl: 1e-6, evidence: 'f32 graph, f32 compute'},
+    f16: {maxRelAbs: 1e-4, maxMeanKl: 1e-6, evidence: 'f16 weights cast to f32 in the graph, f32 compute'},
+  },
+  'llama.cpp': {
+    f32: {maxRelAbs: 1e-4, maxMeanKl: 1e-6, evidence: 'F32 weights, F32 KV cache, no flash attention'},
+    f16: {maxRelAbs: 2e-2, maxMeanKl: 1e-3, evidence: 'F16 matmuls round activations to f16'},
+    bf16: {maxRelAbs: 4e-2, maxMeanKl: 4e-3, evidence: 'BF16 matmuls round activations to bf16'},
+    gguf_q8_0: {maxRelAbs: 6e-2, maxMeanKl: 8e-3, evidence: 'Q8_0 matmuls quantize activations to 8-bit blocks'},
+  },
+}
+
+export interface RuntimeCheck {
+  runtime: RuntimeName
+  device: string
+  /** The engine whose logits on the same artifact it is compared with. */
+  against: string
+  /** The storage the tolerance was chosen for (the scheme most matrix bytes use). */
+  storage: string
+  tolerance: RuntimeTolerance
+  maxAbs: number
+  relMaxAbs: number
+  meanKl: number
+  top1: number
+  pass: boolean
+  failures: string[]
+  seconds: number
+}
+
+/** The scheme most of the model's matrices are stored in. */
+export function dominantStorage(checkpoint: Checkpoint): string {
+  const count = new Map<string, number>()
+  for (const t of checkpoint.tensors) {
+    if (t.shape.length < 2) continue
+    for (const s of storedTensor(checkpoint, t.name)?.segments ?? []) count.set(s.scheme, (count.get(s.scheme) ?? 0) + s.rows)
+  }
+  return [...count.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'f32'
+}
+
+/** Whether a runtime can run this checkpoint; a forced runtime that cannot is a usage error. */
+export function checkRuntimeApplies(runtime: RuntimeName, checkpoint: Checkpoint): void {
+  const own = FORMAT_RUNTIME[checkpoint.format]
+  if (own !== runtime) {
+    throw new UsageError('verify.runtime', `${runtime} runs ${Object.entries(FORMAT_RUNTIME).filter(([, r]) => r === runtime).map(([f]) => f).join(', ')} files; ${checkpoint.path} is ${checkpoint.format}${own ? ` (its runtime is ${own})` : ' (no runtime of its own: the engine is the reference)'}`)
+  }
+}
+
+/** True when the runtime's package loads here (node-llama-cpp is optional). */
+export async function runtimeAvailable(runtime: RuntimeName): Promise<boolean> {
+  try {
+    await (runtime === 'llama.cpp' ? import('node-llama-cpp') : import('onnxruntime-node'))
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Run the artifact in its runtime and compare with the engine's logits on the same artifact. */
+export async function runtimeCheck(
+  runtime: RuntimeName, model: Checkpoint, modelPath: string, tokens: number[],
+  engine: {name: string; logits: Float32Array; vocab: number}, device: string,
+): Promise<RuntimeCheck> {
+  const storage = dominantStorage(model)
+  const tolerance = RUNTIME_TOLERANCES[runtime][storage]
+  if (!tolerance) throw new DependencyError('runtime.storage', `no measured ${runtime} tolerance for ${storage} storage yet`)
+  const t0 = performance.now()
+  const result = await BACKENDS[runtime].run({path: modelPath, checkpoint: model}, tokens, {device})
+  const m = compareLogits(engine.logits, result.logits, tokens.length, engine.vocab, result.vocab)
+  let scale = 1
+  for (let i = 0; i < engine.logits.length; i++) scale = Math.max(scale, Math.abs(engine.logits[i]!))
+  const relMaxAbs = m.maxAbs / scale
+  const failures: string[] = []
+  if (!(relMaxAbs <= tolerance.maxRelAbs)) failures.push(`${runtime} vs ${engine.name}: max |Δlogit| ${fmt(m.maxAbs)} is ${fmt(relMaxAbs)} of the logit scale > ${fmt(tolerance.maxRelAbs)} (${storage})`)
+  if (!(m.meanKl <= tolerance.maxMeanKl)) failures.push(`${runtime} vs ${engine.name}: mean KL ${fmt(m.meanKl)} > ${fmt(tolerance.maxMeanKl)} (${storage})`)
+  return {
+    runtime, device: device === 'cuda' ? 'cuda' : 'cpu', against: engine.name, storage, tolerance,
+    maxAbs: m.maxAbs, relMaxAbs, meanKl: m.meanKl, top1: m.top1, pass: failures.length === 0, failures,
+    seconds: (performance.now() - t0) / 1000,
+  }
+}

@@ -11,7 +11,7 @@ import {convert} from '../src/convert.js'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {llamacppBackend, llamacppContextSize} from '../src/verify/backends/llamacpp.js'
 import {runForward} from '../src/verify/engine/index.js'
-import {compareLogits as verifyMetrics, DEFAULT_THRESHOLDS, logitFailures} from '../src/verify/compare.js'
+import {compareLogits as verifyMetrics} from '../src/verify/compare.js'
 import {DEFAULT_PROMPT_LENGTH, promptTokens} from '../src/verify/index.js'
 import {compareLogits} from './helpers/logits.js'
 import {drain} from '../src/progress.js'
@@ -125,12 +125,12 @@ describe('llama.cpp runs our GGUF files', () => {
           const tokens = promptTokens(length, 0, 128)
           const reference = await runForward(src, tokens)
           const llama = await llamacppBackend.run({path: out, checkpoint: gguf}, tokens, {})
-          // verify's metrics and thresholds: F32 is the lossless path (max abs ≤ 1e-4, which needs
-          // the backend's F32 KV cache and plain attention), F16 the 16-bit one (top-1 ≥ 0.99
-          // counting near-ties, mean KL ≤ 1e-3).
+          // F32 agrees with the engine on the source to 1e-4 (which needs the backend's F32 KV cache
+          // and plain attention); F16 agrees on every top-1 (near-ties counted) with mean KL ≤ 1e-3.
           const m = verifyMetrics(reference.logits, llama.logits, length, 128)
-          expect(logitFailures(m, DEFAULT_THRESHOLDS[dtype === 'F32' ? 'lossless' : 'cast16'])).toEqual([])
-          expect(logitFailures(m, DEFAULT_THRESHOLDS.cast16)).toEqual([])
+          if (dtype === 'F32') expect(m.maxAbs).toBeLessThanOrEqual(1e-4)
+          expect(m.top1WithTies).toBeGreaterThanOrEqual(0.99)
+          expect(m.meanKl).toBeLessThanOrEqual(1e-3)
           // No position is off (the truncated last position had KL 0.63).
           expect(m.maxKl).toBeLessThan(1e-4)
         }

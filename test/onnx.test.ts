@@ -270,15 +270,19 @@ describe('onnx export: onnxruntime-node against the TS reference engine', () => 
 describe('verify --backend onnxruntime', () => {
   it('passes for the f32 and f16 exports against the source, fails for broken exports', async () => {
     const f32 = await verify(dirs.f32, {backend: 'onnxruntime', against: source})
-    expect(f32.backend).toBe('onnxruntime')
+    expect(f32.runtime!.runtime).toBe('onnxruntime')
+    expect(f32.engine.name).toBe('ts')
     expect(f32.pass).toBe(true)
-    expect(f32.logits!.maxAbs).toBeLessThanOrEqual(1e-4)
+    expect(f32.logits!.maxAbs).toBe(0)
+    expect(f32.runtime!.maxAbs).toBeLessThanOrEqual(1e-4)
     const f16 = await verify(dirs.f16, {backend: 'onnxruntime', against: source})
-    expect(f16.path).not.toBe('lossless')
+    expect(f16.verdict).toBe('exact')
+    expect(f16.quality!.meanKl).toBeGreaterThan(0)
     expect(f16.pass).toBe(true)
     const swapped = await verify(dirs['rope-swapped'], {backend: 'onnxruntime', against: source})
     expect(swapped.pass).toBe(false)
-    expect(swapped.weights!.failing).toHaveLength(0) // same weights: only the runtime check catches it
+    expect(swapped.weights!.mismatching).toHaveLength(0) // same weights: only the runtime check catches it
+    expect(swapped.runtime!.pass).toBe(false)
     const tiled = await verify(dirs['kv-tiled'], {backend: 'onnxruntime', against: source})
     expect(tiled.pass).toBe(false)
     await expect(verify(dirs['kv-wrong'], {backend: 'onnxruntime', against: source})).rejects.toBeInstanceOf(FormatError)

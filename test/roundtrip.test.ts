@@ -48,22 +48,26 @@ describe('roundtrip', () => {
       expect(hop.pass, hop.via).toBe(true)
       expect(hop.lossless, hop.via).toBe(true)
       // Back in the source format, every tensor is byte-identical to the source.
-      expect(hop.back!.identical, hop.via).toBe(hop.back!.tensors)
-      expect(hop.back!.tensors).toBe(34)
-      // The artifact itself computes the same logits (f32 lossless: max |Δ| ≤ 1e-4).
-      expect(hop.there!.logits!.maxAbs, hop.via).toBeLessThanOrEqual(1e-4)
+      expect(hop.backAgainst, hop.via).toBe('source')
+      expect(hop.back!.matching, hop.via).toBe(hop.back!.tensors.length)
+      expect(hop.back!.tensors).toHaveLength(34)
+      // The artifact itself is the exact conversion and computes the same logits.
+      expect(hop.there!.verdict, hop.via).toBe('exact')
+      expect(hop.there!.logits!.maxAbs, hop.via).toBe(0)
     }
   })
 
-  it('reports a lossy hop with its error bound and logits metrics', async () => {
+  it('checks a lossy hop exactly: the artifact is the cast of the source, the way back the widening of the artifact', async () => {
     const report = await drain(roundtrip(TRAINING, {via: parseVia('hf'), dtype: 'BF16'}))
     const hop = report.hops[0]!
     expect(hop.lossless).toBe(false)
     expect(hop.pass).toBe(true)
-    expect(hop.back!.mode).toBe('bounded')
-    expect(hop.back!.identical).toBeLessThan(hop.back!.tensors)
-    expect(hop.there!.logits!.maxAbs).toBeGreaterThan(0)
-    expect(hop.there!.path).toBe('cast16')
+    // The bf16 artifact is the exact cast of the source; back in f32 it is the exact widening of the artifact.
+    expect(hop.there!.verdict).toBe('exact')
+    expect(hop.there!.weights!.mismatching).toEqual([])
+    expect(hop.backAgainst).toBe('artifact')
+    expect(hop.back!.mismatching).toEqual([])
+    expect(hop.there!.quality!.meanKl).toBeGreaterThan(0)
   })
 
   it('fails and names the hop when an intermediate file is corrupted', async () => {

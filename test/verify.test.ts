@@ -15,7 +15,7 @@ import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {f32Record, readFloat32} from '../src/tensor/record.js'
 import {BACKENDS} from '../src/verify/backends/index.js'
-import {compareLogits, conversionPath} from '../src/verify/compare.js'
+import {compareLogits} from '../src/verify/compare.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {linear, MatmulPool} from '../src/verify/engine/matmul.js'
 import {normRopeHead, ropeTables} from '../src/verify/engine/ops.js'
@@ -154,7 +154,9 @@ describe('torch backend (Debian python3 + torch, CPU)', () => {
   it('verify --backend torch compares two models end to end', async () => {
     const report = await verify(fixture, {against: fixture, backend: 'torch', device: 'cpu', promptLength: 8})
     expect(report.pass).toBe(true)
-    expect(report.backend).toBe('torch')
+    expect(report.engine.name).toBe('torch')
+    expect(report.verdict).toBe('exact')
+    expect(report.weights!.matching).toBe(34)
     expect(report.logits!.maxAbs).toBe(0)
   })
 
@@ -217,16 +219,6 @@ describe('metrics', () => {
     expect(compareLogits(ref, new Float32Array([0, NaN, 2, 0, 0, 1]), 2, 3).maxAbs).toBe(Infinity)
   })
 
-  it('picks the threshold set from dtype and quantization', () => {
-    expect(conversionPath({dtype: 'F32'}, {dtype: 'F32'})).toBe('lossless')
-    expect(conversionPath({dtype: 'BF16'}, {dtype: 'F32'})).toBe('lossless')
-    expect(conversionPath({dtype: 'F32'}, {dtype: 'BF16'})).toBe('cast16')
-    expect(conversionPath({dtype: 'F16'}, {dtype: 'BF16'})).toBe('cast16')
-    expect(conversionPath({dtype: 'F32'}, {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'q8_0'}})).toBe('quant8')
-    expect(conversionPath({dtype: 'F32'}, {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}})).toBe('quant4')
-    expect(conversionPath({dtype: 'F32'}, {dtype: 'F16', quantization: {bits: 3, groupSize: 64, mode: 'affine'}})).toBe('quant-low')
-  })
-
   it('draws a deterministic prompt that starts with BOS', () => {
     const p = promptTokens(16, 0, 32000)
     expect(p[0]).toBe(1)
@@ -234,6 +226,11 @@ describe('metrics', () => {
     expect(promptTokens(16, 0, 32000)).toEqual(p)
     expect(promptTokens(16, 1, 32000)).not.toEqual(p)
     for (const t of p) expect(t).toBeLessThan(32000)
+  })
+
+  it("gives a model with CoreNet's 32128 padded rows the same prompt as its 32000-row conversion", () => {
+    expect(promptTokens(32, 0, 32128)).toEqual(promptTokens(32, 0, 32000))
+    expect(promptTokens(32, 0, 32128).every((t) => t < 32000)).toBe(true)
   })
 })
 

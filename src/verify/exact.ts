@@ -272,8 +272,13 @@ export function expectedCheckpoint(ref: Checkpoint, model: Checkpoint, exact?: E
         const common = Math.min(b, rRows)
         if (a < common) {
           const scheme = schemeFor(segment.scheme)
-          const source = await readRowsF32(r, cols, a, common)
-          const values = scheme.decode(scheme.encode(source, common - a, cols, segment.params), common - a, cols, segment.params)
+          const compared = accepted?.[si]
+          // A segment whose every block matched stores exactly REF's encoding: decode it rather than encode REF again.
+          const identical = compared !== undefined && compared.identicalBlocks === compared.blocks && compared.comparedRows === segment.rows
+          const encoded = identical
+            ? await segment.read(a - segment.row0, common - segment.row0)
+            : scheme.encode(await readRowsF32(r, cols, a, common), common - a, cols, segment.params)
+          const values = scheme.decode(encoded, common - a, cols, segment.params)
           const blocks = accepted?.[si]?.acceptedBlocks
           if (blocks && blocks.length > 0) {
             const size = scheme.blockSize(segment.params, cols)

@@ -161,12 +161,26 @@ export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits
 
 /** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once). */
 export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number): Float32Array {
-  const codes = unpackRows(packed, rows, cols, bits)
   const out = new Float32Array(rows * cols)
-  // cols is a multiple of groupSize, so element i of the block belongs to group floor(i / groupSize).
-  for (let i = 0; i < out.length; i++) {
-    const g = Math.floor(i / groupSize)
-    out[i] = f32(f32(scales[g]! * codes[i]!) + biases[g]!)
+  const mask = (1 << bits) - 1
+  const groups = cols / groupSize
+  const wordsPerRow = (cols * bits) / 32
+  let o = 0
+  for (let r = 0; r < rows; r++) {
+    // One bit stream per row; codes of 3, 5 and 6 bits may straddle two words.
+    let bitPos = r * wordsPerRow * 32
+    for (let g = 0; g < groups; g++) {
+      const scale = scales[r * groups + g]!
+      const bias = biases[r * groups + g]!
+      for (let i = 0; i < groupSize; i++) {
+        const word = bitPos >>> 5
+        const shift = bitPos & 31
+        let q = packed[word]! >>> shift
+        if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
+        out[o++] = f32(scale * (q & mask)) + bias
+        bitPos += bits
+      }
+    }
   }
   return out
 }

@@ -249,3 +249,62 @@ describe('verify without a reference', () => {
     }
   })
 })
+
+describe('what ran, and what cannot run', () => {
+  const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'bin/dev.js'), ...args], {cwd: repo, encoding: 'utf8', timeout: 120_000})
+
+  it('a runtime that cannot run the format is refused in one line with exit 2, before any work', async () => {
+    await expect(verify(fixture, {backend: 'llama.cpp'})).rejects.toThrow(/llama\.cpp runs gguf files; .*tiny-hf is hf \(no runtime of its own/)
+    await expect(verify(fixture, {runtime: 'onnxruntime', against: fixture})).rejects.toThrow(/onnxruntime runs onnx files/)
+    const r = cli('verify', fixture, '--backend', 'onnxruntime')
+    expect(r.status).toBe(2)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+  })
+
+  it('--device cuda on the CPU-only ts engine is refused with exit 2, naming what would run on CUDA', async () => {
+    await expect(verify(fixture, {device: 'cuda'})).rejects.toThrow(/the ts engine runs on the CPU only; use --backend torch/)
+    const r = cli('verify', fixture, '--device', 'cuda')
+    expect(r.status).toBe(2)
+    expect(r.stderr).toMatch(/^Error: --device cuda: the ts engine runs on the CPU only/)
+  })
+
+  it('without --against the verdict is named for what it checked: the engine and the device that ran', async () => {
+    const report = await verify(fixture, {promptLength: 8})
+    expect(report.verdict).toBe('single')
+    expect(report.engine).toEqual({name: 'ts', device: 'cpu'})
+    expect(report.checks).toEqual(['logits finite (ts engine, cpu)'])
+    const r = cli('verify', fixture, '--prompt-length', '8')
+    expect(r.status).toBe(0)
+    expect(r.stdout).toContain('engine ts (cpu)')
+    expect(r.stdout.trim().split('\n').at(-1)).toBe('PASS (logits finite (ts engine, cpu))')
+  })
+
+  it('quality gates need a reference, and are refused without one', () => {
+    const r = cli('verify', fixture, '--max-kl', '0.1')
+    expect(r.status).toBe(2)
+    expect(r.stderr).toContain('quality gates (--max-kl, --min-top1, --max-ppl-ratio) compare with a reference')
+  })
+
+  it('an f16 GGUF is a sibling of a bf16 folder of the same source: quality only, not 130 failed tensors', async () => {
+    const {drain} = await import('../src/progress.js')
+    const {convert} = await import('../src/convert.js')
+    const gguf = path.join(tmp, 'sibling-f16.gguf')
+    const bf16 = path.join(tmp, 'sibling-bf16')
+    await drain(convert(fixture, 'gguf', gguf, {}, {dtype: 'F16'}))
+    await drain(convert(fixture, 'hf', bf16, {}, {dtype: 'BF16'}))
+    const report = await verify(gguf, {against: bf16, runtime: 'none', promptLength: 16})
+    expect(report.verdict).toBe('quality-only')
+    expect(report.relation).toBe('sibling')
+    expect(report.pass).toBe(true)
+    expect(report.notes.join(' ')).toMatch(/not a conversion of REF/)
+    expect(report.quality!.meanKl).toBeLessThan(1e-3)
+    // An opt-in gate still applies to a sibling.
+    const gated = await verify(gguf, {against: bf16, runtime: 'none', promptLength: 16, gates: {maxKl: 0}})
+    expect(gated.pass).toBe(false)
+    expect(gated.failures[0]).toMatch(/mean KL .* > 0 \(--max-kl\)/)
+    // And the same f16 GGUF against its true f32 source is exact.
+    const exact = await verify(gguf, {against: fixture, runtime: 'none', promptLength: 16})
+    expect(exact.verdict).toBe('exact')
+    expect(exact.relation).toBe('derived')
+  })
+})

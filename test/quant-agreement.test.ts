@@ -471,56 +471,137 @@ describe('compare classifies the artifact against the reference quantization', (
 
 // ---- op "exact" end to end ---------------------------------------------------------------------
 
-describe('op "exact" on a real 4-bit MLX conversion of the tiny fixture', () => {
+describe('op "exact" on real conversions of the tiny fixture', () => {
   const FIXTURE = 'fixtures/tiny-hf'
+  const REF = path.join(FIXTURE, 'model.safetensors')
   const config = JSON.parse(readFileSync(path.join(FIXTURE, 'config.json'), 'utf8')) as Record<string, unknown>
   const TOKENS = Array.from({length: 48}, (_, i) => (i * 7919 + 13) % 128)
-  type ExactReply = {tensors: (CompareResult & {name: string; scheme: string; params: Record<string, unknown>; extra_rows: number})[]} & Record<string, unknown>
+  type Tensor = CompareResult & {name: string; scheme: string; params: Record<string, unknown>; extra_rows: number}
+  type ExactReply = {tensors: Tensor[]} & Record<string, unknown>
+  const storedQ4 = path.join(tmp, 'q4.stored.safetensors')
+  const brokenQ4 = path.join(tmp, 'q4.broken.safetensors')
+  const padded = path.join(tmp, 'padded.safetensors')
+  const storedPadded = path.join(tmp, 'padded.stored.safetensors')
+  let schemes: Record<string, string>
+  let worker: TorchWorker
+  const request = {op: 'exact', reference: REF, config, tokens: TOKENS, device: 'cpu', collect_hidden: true}
+  const exact = async (extra: Record<string, unknown>) => (await worker.call({...request, ...extra})) as unknown as ExactReply
+  const bytes = (reply: ExactReply, key: string) => Buffer.from(reply[key] as Uint8Array)
+  const floats = (reply: ExactReply, key: string) => new Float32Array(bytes(reply, key).buffer.slice(0))
 
-  it('every tensor 100% identical; MODEL logits equal EXPECTED bit for bit; one code moved by one is named and moves the logits', async () => {
+  beforeAll(async () => {
+    // A real 4-bit MLX conversion, its parts gathered into the stored file the op reads.
     const out = path.join(tmp, 'q4')
     await drain(convert(FIXTURE, 'mlx', out, {}, {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}}))
-    const storedFile = path.join(tmp, 'q4.stored.safetensors')
-    const schemes = JSON.parse(py([MLX_STORED, out, storedFile])) as Record<string, string>
+    schemes = JSON.parse(py([MLX_STORED, out, storedQ4])) as Record<string, string>
+    editStored(storedQ4, brokenQ4, {'token_embeddings.weight::weight': (w) => code(w, 8, 3, 0, 4, code(w, 8, 3, 0, 4) ^ 1)}) // row 3, col 0
+    // The fixture with 8 more embedding rows (CoreNet pads its vocab), quantized by the reference
+    // with another mix of schemes: MLX 8-bit/32/BF16, Q8_0 for proj_2 where it fits, bf16 otherwise.
+    const st = await openSafetensors(REF)
+    const records = []
+    try {
+      for (const t of st.tensors) {
+        const name = t.name.replace(/^transformer\./, '')
+        let values = toFloat32(await t.read(), t.dtype).slice()
+        if (name === 'token_embeddings.weight') {
+          const more = new Float32Array(values.length + 8 * 64)
+          more.set(values)
+          more.set(randomMatrix(21, 8, 64), values.length)
+          values = more
+        }
+        records.push(f32Record(name, name === 'token_embeddings.weight' ? [136, 64] : t.shape, values))
+      }
+    } finally {
+      await st.close()
+    }
+    await drain(writeSafetensors(padded, records))
+    const plan = Object.fromEntries(records.map((r) => {
+      const cols = r.shape.at(-1)!
+      if (r.shape.length === 2 && r.name.endsWith('proj_2.weight') && cols % 32 === 0) return [r.name, {scheme: 'gguf_q8_0', params: {}}]
+      if (r.shape.length === 2 && cols % 32 === 0) return [r.name, {scheme: 'mlx_affine', params: {bits: 8, group_size: 32, dtype: 'BF16'}}]
+      return [r.name, {scheme: 'bf16', params: {}}]
+    }))
+    writeFileSync(path.join(tmp, 'padded.plan.json'), JSON.stringify(plan))
+    py([QUANT_REF, 'quantize', '--in', padded, '--plan', path.join(tmp, 'padded.plan.json'), '--out', storedPadded])
+    worker = TorchWorker.start(PYTHON)
+  })
+  afterAll(async () => {
+    await worker?.close()
+  })
+
+  it('4-bit MLX: every tensor 100% identical; MODEL logits and hidden states equal EXPECTED bit for bit', async () => {
     // qkv_proj and proj_1 of 4 layers, layer 3's out_proj and proj_2, token_embeddings; the others' in-dims are not multiples of 64
     expect(Object.values(schemes).filter((s) => s === 'mlx_affine').length).toBe(11)
     expect(schemes['layers.0.attn_norm.weight']).toBe('f16')
-    // The same artifact with one code of token_embeddings (row 3, col 0) moved by one.
-    const broken = path.join(tmp, 'q4.broken.safetensors')
-    editStored(storedFile, broken, {'token_embeddings.weight::weight': (w) => code(w, 8, 3, 0, 4, code(w, 8, 3, 0, 4) ^ 1)})
-
-    const worker = TorchWorker.start(PYTHON)
-    try {
-      const request = {op: 'exact', reference: path.join(FIXTURE, 'model.safetensors'), config, tokens: TOKENS, device: 'cpu', collect_hidden: true}
-      const good = (await worker.call({...request, stored: storedFile})) as unknown as ExactReply
-      expect(good.tensors.length).toBe(34)
-      for (const t of good.tensors) {
-        expect({name: t.name, identical: t.identical_elements, blocks: t.identical_blocks, mismatch: t.first_difference, extra: t.extra_rows})
-          .toEqual({name: t.name, identical: t.elements, blocks: t.blocks, mismatch: null, extra: 0})
-      }
-      expect(good.tensors.find((t) => t.name === 'token_embeddings.weight')).toMatchObject({scheme: 'mlx_affine', params: {bits: 4, group_size: 64, dtype: 'F16'}, elements: 128 * 64, blocks: 128})
-      expect([good.vocab_model, good.vocab_reference]).toEqual([128, 128])
-      const logits = (key: string, reply: ExactReply = good) => Buffer.from(reply[key] as Uint8Array)
-      expect(logits('logits_model').byteLength).toBe(TOKENS.length * 128 * 4)
-      expect(logits('logits_model').equals(logits('logits_expected'))).toBe(true)
-      expect(logits('logits_model').equals(logits('logits_reference'))).toBe(false) // 4 bits do move the logits
-      const hidden = (key: string) => (good[key] as Uint8Array[]).map((h) => Buffer.from(h))
-      expect(hidden('hidden_model').length).toBe(4)
-      hidden('hidden_model').forEach((h, i) => expect(h.equals(hidden('hidden_expected')[i]!)).toBe(true))
-
-      const bad = (await worker.call({...request, stored: broken, collect_hidden: false})) as unknown as ExactReply
-      const emb = bad.tensors.find((t) => t.name === 'token_embeddings.weight')!
-      expect(emb).toMatchObject({mismatched_blocks: 1, identical_elements: 128 * 64 - 1, first_mismatch: {row: 3, block: 0, col: 0, part: 'weight'}})
-      expect(bad.tensors.filter((t) => t.mismatched_blocks > 0).map((t) => t.name)).toEqual(['token_embeddings.weight'])
-      expect(logits('logits_expected', bad).equals(logits('logits_expected'))).toBe(true) // EXPECTED comes from REF alone
-      // Row 3 of the tied embedding is the output row of token 3: its logit moves at every position.
-      const model = new Float32Array(logits('logits_model', bad).buffer.slice(0))
-      const expected = new Float32Array(logits('logits_expected', bad).buffer.slice(0))
-      const moved = [...model.keys()].filter((i) => model[i] !== expected[i]).map((i) => i % 128)
-      expect(new Set(moved)).toEqual(new Set([3]))
-      expect(moved.length).toBe(TOKENS.length)
-    } finally {
-      await worker.close()
+    const good = await exact({stored: storedQ4})
+    expect(good.tensors.length).toBe(34)
+    for (const t of good.tensors) {
+      expect({name: t.name, identical: t.identical_elements, blocks: t.identical_blocks, difference: t.first_difference, extra: t.extra_rows})
+        .toEqual({name: t.name, identical: t.elements, blocks: t.blocks, difference: null, extra: 0})
     }
+    expect(good.tensors.find((t) => t.name === 'token_embeddings.weight')).toMatchObject({scheme: 'mlx_affine', params: {bits: 4, group_size: 64, dtype: 'F16'}, elements: 128 * 64, blocks: 128})
+    expect([good.vocab_model, good.vocab_reference]).toEqual([128, 128])
+    expect(bytes(good, 'logits_model').byteLength).toBe(TOKENS.length * 128 * 4)
+    expect(bytes(good, 'logits_model').equals(bytes(good, 'logits_expected'))).toBe(true)
+    expect(bytes(good, 'logits_model').equals(bytes(good, 'logits_reference'))).toBe(false) // 4 bits do move the logits
+    const hidden = (key: string) => (good[key] as Uint8Array[]).map((h) => Buffer.from(h))
+    expect(hidden('hidden_model').length).toBe(4)
+    hidden('hidden_model').forEach((h, i) => expect(h.equals(hidden('hidden_expected')[i]!)).toBe(true))
+  })
+
+  it('one code moved by one: the tensor, row, group and column are named, and only that token\'s logit moves', async () => {
+    const bad = await exact({stored: brokenQ4, collect_hidden: false})
+    const emb = bad.tensors.find((t) => t.name === 'token_embeddings.weight')!
+    expect(emb).toMatchObject({mismatched_blocks: 1, identical_elements: 128 * 64 - 1, first_mismatch: {row: 3, block: 0, col: 0, part: 'weight'}})
+    expect(bad.tensors.filter((t) => t.mismatched_blocks > 0).map((t) => t.name)).toEqual(['token_embeddings.weight'])
+    // Row 3 of the tied embedding is the output row of token 3 (not an input here): its logit moves at every position.
+    expect(TOKENS.includes(3)).toBe(false)
+    const model = floats(bad, 'logits_model')
+    const expected = floats(bad, 'logits_expected')
+    const moved = [...model.keys()].filter((i) => model[i] !== expected[i]).map((i) => i % 128)
+    expect(new Set(moved)).toEqual(new Set([3]))
+    expect(moved.length).toBe(TOKENS.length)
+  })
+
+  it('a padded vocabulary: the common rows are compared, the extra rows reported and taken from MODEL, both ways round', async () => {
+    const wider = await exact({stored: storedPadded, collect_hidden: false})
+    expect(wider.tensors.find((t) => t.name === 'token_embeddings.weight')).toMatchObject({scheme: 'mlx_affine', extra_rows: 8, elements: 128 * 64, blocks: 128 * 2, identical_blocks: 256})
+    const planned = JSON.parse(readFileSync(path.join(tmp, 'padded.plan.json'), 'utf8')) as Record<string, {scheme: string}>
+    const q8 = Object.keys(planned).filter((name) => planned[name]!.scheme === 'gguf_q8_0')
+    expect(q8.length).toBeGreaterThan(0)
+    expect(wider.tensors.filter((t) => t.scheme === 'gguf_q8_0').map((t) => t.name)).toEqual(q8.sort())
+    expect(wider.tensors.every((t) => t.identical_elements === t.elements && (t.name === 'token_embeddings.weight' || t.extra_rows === 0))).toBe(true)
+    expect([wider.vocab_model, wider.vocab_reference]).toEqual([136, 128])
+    expect(bytes(wider, 'logits_model').equals(bytes(wider, 'logits_expected'))).toBe(true)
+    expect(bytes(wider, 'logits_reference').byteLength).toBe(TOKENS.length * 128 * 4)
+    // REF with 136 rows against the 128-row 4-bit model: 128 common rows, -8 extra.
+    const narrower = await exact({stored: storedQ4, reference: padded, collect_hidden: false})
+    expect(narrower.tensors.find((t) => t.name === 'token_embeddings.weight')).toMatchObject({extra_rows: -8, identical_elements: 128 * 64})
+    expect([narrower.vocab_model, narrower.vocab_reference]).toEqual([128, 136])
+    expect(bytes(narrower, 'logits_model').equals(bytes(narrower, 'logits_expected'))).toBe(true)
+  })
+
+  it('bad input comes back as one line with ok: false (no plan; a plan whose shape does not fit the stored part)', async () => {
+    const noPlan = await worker.request({...request, stored: REF})
+    expect(noPlan).toMatchObject({ok: false, error: 'SchemeError'})
+    expect(noPlan.message).toMatch(/no __metadata__\['openelm.plan'\]/)
+    const misplanned = path.join(tmp, 'q4.misplanned.safetensors')
+    const bytesIn = Buffer.from(readFileSync(storedQ4))
+    const n = Number(bytesIn.readBigUInt64LE(0))
+    const header = JSON.parse(bytesIn.subarray(8, 8 + n).toString('utf8')) as Record<string, unknown>
+    const plan = JSON.parse((header.__metadata__ as Record<string, string>)['openelm.plan']!) as Record<string, {shape: number[]}>
+    plan['norm.weight']!.shape = [65] // does not match the stored part [1, 64]
+    ;(header.__metadata__ as Record<string, string>)['openelm.plan'] = JSON.stringify(plan)
+    let text = JSON.stringify(header)
+    text += ' '.repeat((8 - (text.length % 8)) % 8)
+    const head = Buffer.alloc(8)
+    head.writeBigUInt64LE(BigInt(text.length))
+    writeFileSync(misplanned, Buffer.concat([head, Buffer.from(text), bytesIn.subarray(8 + n)]))
+    const wrong = await worker.request({...request, stored: misplanned})
+    expect(wrong).toMatchObject({ok: false, error: 'SchemeError'})
+    expect(wrong.message).toMatch(/norm\.weight::data is F16 \[1, 64\], expected F16 \[1, 65\]/)
+    expect(String(wrong.message).includes('\n')).toBe(false)
+    // The worker is still serving.
+    expect((await exact({stored: storedQ4, collect_hidden: false})).tensors.length).toBe(34)
   })
 })

@@ -147,15 +147,17 @@ def cast_bits(x, dtype):
     xb = x.view(torch.int32)
     if dtype == "F32":
         return xb.clone()
-    if dtype == "F16":
-        bits = x.to(torch.float16).view(torch.int16)
-        quiet = ((xb >> 16) & 0x8000) | 0x7E00 | ((xb >> 13) & 0x03FF)
-    elif dtype == "BF16":
-        bits = x.to(torch.bfloat16).view(torch.int16)
-        quiet = ((xb >> 16) & 0xFFFF) | 0x0040
-    else:
+    if dtype not in ("F16", "BF16"):
         raise SchemeError("unknown float dtype %r" % dtype)
-    return torch.where(torch.isnan(x), quiet.to(torch.int16), bits)
+    bits = x.to(torch.float16 if dtype == "F16" else torch.bfloat16).view(torch.int16)
+    nan = torch.isnan(x)
+    if not bool(nan.any()):
+        return bits
+    if dtype == "F16":
+        quiet = ((xb >> 16) & 0x8000) | 0x7E00 | ((xb >> 13) & 0x03FF)
+    else:
+        quiet = ((xb >> 16) & 0xFFFF) | 0x0040
+    return torch.where(nan, quiet.to(torch.int16), bits)
 
 
 def widen(bits, dtype):
@@ -246,9 +248,7 @@ def _mlx_codes(g, scale, bias, bits, rule):
     n = float((1 << bits) - 1)
     x = (g - bias[:, None]) / scale[:, None]
     q = _rint(x) if rule == "cpu" else torch.fmin(_round_away(x), _like(x, n))
-    q = torch.clamp(q, 0.0, n)
-    q = torch.where(torch.isnan(q), torch.zeros_like(q), q)
-    return q.to(torch.uint8)
+    return torch.nan_to_num(torch.clamp(q, 0.0, n), nan=0.0).to(torch.uint8)
 
 
 def pack_codes(codes, bits):
@@ -305,6 +305,8 @@ def _int8_low_byte(q):
     as a 32-bit conversion keeping the low byte; out of range (NaN, infinities, |q| >= 2^31) that
     conversion is x86-64's 0x80000000, low byte 0. (In range q always is: |x * id| <= 127.)"""
     torch = _torch()
+    if bool((q.abs() <= 127).all()):  # the usual case (NaN fails the test)
+        return q.to(torch.int8).view(torch.uint8)
     ok = torch.isfinite(q) & (q.abs() < 2.0 ** 31)
     qi = torch.where(ok, q, torch.zeros_like(q)).to(torch.int64)
     return (qi & 0xFF).to(torch.uint8)
@@ -323,10 +325,13 @@ def _q8_0_quantize(x):
     b = x.float().reshape(-1, Q8_0_BLOCK)
     # amax = MAX(amax, fabsf(v)) in order, with MAX(a, b) = a > b ? a : b: a NaN is taken (and then
     # replaced by the next value), exactly as the C loop does.
-    amax = torch.zeros(b.shape[0], dtype=torch.float32, device=b.device)
-    for j in range(Q8_0_BLOCK):
-        v = b[:, j].abs()
-        amax = torch.where(amax > v, amax, v)
+    if bool(torch.isnan(b).any()):
+        amax = torch.zeros(b.shape[0], dtype=torch.float32, device=b.device)
+        for j in range(Q8_0_BLOCK):
+            v = b[:, j].abs()
+            amax = torch.where(amax > v, amax, v)
+    else:
+        amax = b.abs().amax(dim=1)  # the same without NaNs (fabsf makes every zero +0)
     d = amax / _like(amax, 127.0)
     inv = torch.where(d != 0, _like(d, 1.0) / d, torch.zeros_like(d))  # `d ? 1.0f/d : 0.0f`
     codes = _int8_low_byte(_round_away(b * inv[:, None])).cpu().numpy()
@@ -442,11 +447,15 @@ def _compare_mlx(e, a, params):
     bits, group_size = params["bits"], params["group_size"]
     n, groups = e["scales"].shape
     cols = groups * group_size
-    ec = unpack_codes(e["weight"], bits, cols)
-    ac = unpack_codes(a["weight"], bits, cols)
     scales_eq = e["scales"] == a["scales"]
     biases_eq = e["biases"] == a["biases"]
-    codes_eq = (ec == ac).reshape(n, groups, group_size)
+    if np.array_equal(e["weight"], a["weight"]):  # the usual case: no codes to unpack
+        ec = ac = None
+        codes_eq = np.ones((n, groups, group_size), bool)
+    else:
+        ec = unpack_codes(e["weight"], bits, cols)
+        ac = unpack_codes(a["weight"], bits, cols)
+        codes_eq = (ec == ac).reshape(n, groups, group_size)
     params_eq = scales_eq & biases_eq
     elem = (codes_eq & params_eq[:, :, None]).reshape(n, cols)
     part = np.where(~scales_eq, 0, np.where(~biases_eq, 1, 2)).astype(np.int8)
@@ -465,6 +474,8 @@ def _mlx_accepted(source, ec, ac, a, block_eq, params):
     w = round_to(source, dtype).reshape(n, groups, group_size)
     ri, gj = torch.from_numpy(rows_i).to(w.device), torch.from_numpy(groups_j).to(w.device)
     g = w[ri, gj]
+    if ec is None:  # only scales or biases differ
+        ec = ac = unpack_codes(a["weight"], bits, groups * group_size)
     exp_codes = ec.reshape(n, groups, group_size)[rows_i, groups_j]
     act_codes = ac.reshape(n, groups, group_size)[rows_i, groups_j]
     # tie-half-away: the expected scale and bias, and each differing code is the half-away-from-zero
@@ -473,8 +484,7 @@ def _mlx_accepted(source, ec, ac, a, block_eq, params):
     x = (g - bias[:, None]) / scale[:, None]
     tie = ((x - torch.floor(x)) == 0.5).cpu().numpy()
     n_bins = float((1 << bits) - 1)
-    away = torch.clamp(_round_away(x), 0.0, n_bins)
-    away = torch.where(torch.isnan(away), torch.zeros_like(away), away).to(torch.uint8).cpu().numpy()
+    away = torch.nan_to_num(torch.clamp(_round_away(x), 0.0, n_bins), nan=0.0).to(torch.uint8).cpu().numpy()
     same_params = (a["scales"][rows_i, groups_j] == _to_numpy_bits(cast_bits(scale, dtype), dtype)) & \
                   (a["biases"][rows_i, groups_j] == _to_numpy_bits(cast_bits(bias, dtype), dtype))
     is_tie = same_params & ((act_codes == exp_codes) | (tie & (act_codes == away))).all(axis=1)

@@ -25,7 +25,7 @@ import {dequantizedRecord, quantizedRecords} from '../src/formats/mlx/quantize.j
 import {openSafetensors} from '../src/formats/safetensors/read.js'
 import {writeSafetensors} from '../src/formats/safetensors/write.js'
 import {drain} from '../src/progress.js'
-import {castBytes, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, toFloat32} from '../src/tensor/dtype.js'
+import {castBytes, f32BitsToBf16Bits, f32BitsToF16Bits, f32ToF16Bits, type FloatDType, toFloat32} from '../src/tensor/dtype.js'
 import {f32Record, memoryRecord} from '../src/tensor/record.js'
 import {TorchWorker} from '../src/verify/backends/torch.js'
 
@@ -328,7 +328,27 @@ function classifyCases(): Case[] {
     {name: 'classify.signflip', rows: 2, cols: 128, values: randomMatrix(12, 2, 128), scheme: 'mlx_affine', params: {bits: 4, group_size: 32, dtype: 'F16'}},
     {name: 'classify.q8', rows: 2, cols: 64, values: randomMatrix(13, 2, 64), scheme: 'gguf_q8_0', params: {}},
     {name: 'classify.half', rows: 3, cols: 16, values: randomMatrix(14, 3, 16), scheme: 'f16', params: {}},
+    {name: 'classify.metal', rows: 8, cols: 128, values: metalInput(), scheme: 'mlx_affine', params: METAL_MLX},
   ]
+}
+
+const METAL_MLX = {bits: 3, group_size: 32, dtype: 'F16' as FloatDType}
+
+/** Groups of every sign pattern (all negative, all positive, mixed) for a whole tensor under the Metal rule. */
+function metalInput(): Float32Array {
+  const v = randomMatrix(15, 8, 128)
+  return v.map((x, i) => x * 0.3 + [-1, 1, 0, -0.4][Math.floor(i / 32) % 4]!)
+}
+
+/** The artifact of `classify.metal`: every group under the Metal rule, on the values rounded to F16. */
+function metalArtifact(w: Buffer, scales: Buffer, biases: Buffer): void {
+  const rounded = toFloat32(castBytes(bytesOf(metalInput()), 'F32', 'F16'), 'F16')
+  for (let g = 0; g < rounded.length / 32; g++) {
+    const {scale, bias, codes} = metalGroup(rounded.subarray(g * 32, (g + 1) * 32), METAL_MLX.bits)
+    scales.writeUInt16LE(f32ToF16Bits(scale), g * 2)
+    biases.writeUInt16LE(f32ToF16Bits(bias), g * 2)
+    codes.forEach((q, j) => code(w, 12, Math.floor(g / 4), (g % 4) * 32 + j, METAL_MLX.bits, q))
+  }
 }
 
 const cases = [...buildCases(), ...divergenceCases(), ...classifyCases()]
@@ -350,6 +370,7 @@ beforeAll(async () => {
 
   // The artifact: the reference's own output with one edit of each kind, compared by the CLI.
   const metal = metalGroup(ALL_NEGATIVE, 4)
+  const metalParts: {scales: Buffer; biases: Buffer} = {scales: Buffer.alloc(0), biases: Buffer.alloc(0)}
   editStored(expected, actual, {
     'classify.mlx::weight': (w) => {
       metal.codes.forEach((q, c) => code(w, 16, 1, c, 4, q))
@@ -365,6 +386,9 @@ beforeAll(async () => {
     'classify.mlx::biases': (b) => b.writeFloatLE(metal.bias, 4 * 4),
     'classify.signflip::scales': (s) => s.writeUInt16LE(s.readUInt16LE((1 * 4 + 3) * 2) ^ 0x8000, (1 * 4 + 3) * 2), // row 1, group 3
     'classify.q8::blocks': (b) => b.writeInt8(b.readInt8(75) > -127 ? b.readInt8(75) - 1 : -126, 75), // row 1 (2 blocks of 34 bytes), block 0, code 5
+    'classify.metal::scales': (s) => (metalParts.scales = s), // edited with the weight, below (edits run in this order)
+    'classify.metal::biases': (b) => (metalParts.biases = b),
+    'classify.metal::weight': (w) => metalArtifact(w, metalParts.scales, metalParts.biases),
     'classify.half::data': (h) => h.writeUInt16LE(h.readUInt16LE((2 * 16 + 7) * 2) ^ 1, (2 * 16 + 7) * 2), // row 2, col 7
   })
   // compare takes every tensor of the plan; the unedited ones must come out identical.
@@ -401,7 +425,7 @@ describe('TS quantizers and the PyTorch reference agree bit for bit', () => {
     await check('bf16.', 3)
     await check('f32.', 3)
   })
-  it('the compare inputs too (every tensor the compare checks use, before the edits)', () => check('classify.', 4))
+  it('the compare inputs too (every tensor the compare checks use, before the edits)', () => check('classify.', 5))
 
   it('the hand-built cases really hit their edges: exact ties, f16 d of 0, subnormal and Inf', () => {
     // A tie case must contain codes that rint and roundf round differently, or it tests nothing.
@@ -460,6 +484,16 @@ describe('compare classifies the artifact against the reference quantization', (
     expect(r.first_mismatch).toEqual({row: 3, block: 2, col: 70, part: 'weight'})
     // Row 1 group 0 (all 32 elements: another scale), row 2 col 34 and row 3 col 70 differ.
     expect(r.elements - r.identical_elements).toBe(32 + 1 + 1)
+  })
+
+  it('a whole tensor made with MLX\'s Metal rule (by a TS transcription of the kernel): every group identical or accepted, none a mismatch', () => {
+    const r = report['classify.metal']!
+    expect(r.mismatched_blocks).toBe(0)
+    expect(r.first_mismatch).toBeNull()
+    expect(r.identical_blocks + r.accepted['tie-half-away']! + r.accepted['mlx-metal-rule']!).toBe(r.blocks)
+    // The two rules differ only where a group's max is below 0 (Metal starts w_max at 0) or on ties:
+    // here the 16 all-negative groups (offsets -1 and -0.4); the mixed and all-positive ones are identical.
+    expect([r.identical_blocks, r.accepted['mlx-metal-rule'], r.accepted['tie-half-away']]).toEqual([16, 16, 0])
   })
 
   it('a scale with a flipped sign, a Q8_0 code and an f16 value are mismatches named by row, block, column and part', () => {

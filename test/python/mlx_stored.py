@@ -28,7 +28,7 @@ def main(mlx_dir, out):
         if not name.endswith(".weight"):
             continue
         base = name[: -len(".weight")]
-        canonical = quant_ref._strip(name)
+        canonical = quant_ref.canonical_name(name)
         dt, shape, bits = tensors[name]
         if base + ".scales" in tensors:
             spec = quant.get(base) if isinstance(quant.get(base), dict) else quant

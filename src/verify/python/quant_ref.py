@@ -587,7 +587,8 @@ def _ref_module():
     return openelm_ref
 
 
-def _strip(name):
+def canonical_name(name):
+    """A tensor name without the HF `transformer.` prefix."""
     return name[len("transformer."):] if name.startswith("transformer.") else name
 
 
@@ -606,9 +607,12 @@ def read_plan(metadata, tensors, path):
     for name, entry in plan.items():
         if not isinstance(entry, dict) or "scheme" not in entry or "shape" not in entry:
             raise SchemeError("%s: plan entry %s needs scheme and shape" % (path, name))
-        rows, cols = canonical_shape(entry["shape"])
-        scheme = entry["scheme"]
-        params = check_params(scheme, entry.get("params"), cols)
+        try:
+            rows, cols = canonical_shape(entry["shape"])
+            scheme = entry["scheme"]
+            params = check_params(scheme, entry.get("params"), cols)
+        except SchemeError as e:
+            raise SchemeError("%s: plan entry %s: %s" % (path, name, e))
         parts = {}
         for part, (dt, shape) in layout(scheme, params, rows, cols).items():
             key = name + PART_SEP + part
@@ -618,7 +622,7 @@ def read_plan(metadata, tensors, path):
             if got_dt != dt or got_shape != shape:
                 raise SchemeError("%s: %s is %s %s, expected %s %s for %s %s" % (path, key, got_dt, got_shape, dt, shape, scheme, json.dumps(params, sort_keys=True)))
             parts[part] = bits
-        out[_strip(name)] = {"scheme": scheme, "params": params, "shape": [int(d) for d in entry["shape"]], "rows": rows, "cols": cols, "parts": parts}
+        out[canonical_name(name)] = {"scheme": scheme, "params": params, "shape": [int(d) for d in entry["shape"]], "rows": rows, "cols": cols, "parts": parts}
     known = {n + PART_SEP + p for n, e in plan.items() for p in layout(e["scheme"], e.get("params"), *canonical_shape(e["shape"]))}
     extra = sorted(set(tensors) - known)
     if extra:
@@ -697,7 +701,7 @@ def exact(request):
     _, ref_raw = ref.read_safetensors_raw(request["reference"])
     ref_tensors = {}
     for name, value in ref_raw.items():
-        canonical = _strip(name)
+        canonical = canonical_name(name)
         if canonical in ref_tensors:
             raise SchemeError("%s: tensor %s appears twice (with and without the transformer. prefix)" % (request["reference"], canonical))
         ref_tensors[canonical] = value
@@ -815,7 +819,10 @@ def main(argv):
                 if name not in sources:
                     raise SchemeError("%s: no tensor %s" % (args.src, name))
                 shape, values = sources[name]
-                parts = quantize(entry["scheme"], values, entry.get("params"), device=args.device)
+                try:
+                    parts = quantize(entry["scheme"], values, entry.get("params"), device=args.device)
+                except SchemeError as e:
+                    raise SchemeError("tensor %s: %s" % (name, e))
                 entries[name] = (entry["scheme"], entry.get("params"), shape, parts)
             write_stored(args.out, entries)
             if args.dequantized:

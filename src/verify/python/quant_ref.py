@@ -622,6 +622,8 @@ def read_plan(metadata, tensors, path):
             if got_dt != dt or got_shape != shape:
                 raise SchemeError("%s: %s is %s %s, expected %s %s for %s %s" % (path, key, got_dt, got_shape, dt, shape, scheme, json.dumps(params, sort_keys=True)))
             parts[part] = bits
+        if canonical_name(name) in out:
+            raise SchemeError("%s: plan names %s twice (with and without the transformer. prefix)" % (path, canonical_name(name)))
         out[canonical_name(name)] = {"scheme": scheme, "params": params, "shape": [int(d) for d in entry["shape"]], "rows": rows, "cols": cols, "parts": parts}
     known = {n + PART_SEP + p for n, e in plan.items() for p in layout(e["scheme"], e.get("params"), *canonical_shape(e["shape"]))}
     extra = sorted(set(tensors) - known)

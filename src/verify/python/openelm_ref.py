@@ -146,6 +146,52 @@ def load_safetensors(path, device="cpu", dtype=None):
     return out
 
 
+# Raw element types of the quantized parts (quant_ref.py): the little-endian bits of each element.
+_ST_RAW = {"F32": "<u4", "F16": "<u2", "BF16": "<u2", "U32": "<u4", "U8": "u1"}
+
+
+class SafetensorsError(ValueError):
+    pass
+
+
+def read_safetensors_raw(path):
+    """(metadata, {name: (dtype, shape, bits)}) of a safetensors file holding F32/F16/BF16/U32/U8
+    tensors; `bits` is a read-only numpy view of each element's raw bits (uint32/uint16/uint8) on a
+    memory map, so nothing is copied until used. Sizes and offsets are checked against the file."""
+    import numpy as np
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise SafetensorsError("%s: %d bytes, fewer than the 8-byte header length" % (path, len(head)))
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > 100000000 or 8 + header_len > size:
+            raise SafetensorsError("%s: header length %d does not fit the file (%d bytes)" % (path, header_len, size))
+        try:
+            header = json.loads(f.read(header_len).decode("utf-8"))
+        except ValueError as e:
+            raise SafetensorsError("%s: header is not JSON (%s)" % (path, e))
+    metadata = header.pop("__metadata__", None) or {}
+    data = np.memmap(path, dtype=np.uint8, mode="r") if size > 8 + header_len else np.zeros(0, np.uint8)
+    base = 8 + header_len
+    out = {}
+    for name, info in header.items():
+        dt = info.get("dtype") if isinstance(info, dict) else None
+        if dt not in _ST_RAW:
+            raise SafetensorsError("%s: tensor %s has dtype %s (expected one of %s)" % (path, name, dt, ", ".join(sorted(_ST_RAW))))
+        shape = [int(d) for d in info["shape"]]
+        start, end = (int(v) for v in info["data_offsets"])
+        item = np.dtype(_ST_RAW[dt]).itemsize
+        count = 1
+        for d in shape:
+            count *= d
+        if start < 0 or end != start + count * item or base + end > size:
+            raise SafetensorsError("%s: tensor %s: data_offsets [%d, %d] do not hold %s %s in a %d-byte file"
+                                   % (path, name, start, end, dt, shape, size))
+        out[name] = (dt, shape, data[base + start:base + end].view(_ST_RAW[dt]).reshape(shape))
+    return metadata, out
+
+
 def save_safetensors(path, tensors, keep_dtype=False):
     """Write {name: tensor} as a safetensors file (sorted names): F32, or each tensor's own
     F32/F16/BF16 dtype when keep_dtype. Streams one tensor at a time."""
@@ -312,6 +358,12 @@ def handle(request, cache):
     op = request.get("op")
     if op == "hello":
         return {"ok": True, "torch": torch.__version__, "python": sys.version.split()[0], "cuda": bool(torch.cuda.is_available())}
+    if op == "exact":  # a quantized artifact against its source, exactly (quant_ref.py)
+        here = os.path.dirname(os.path.abspath(__file__))
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        import quant_ref
+        return quant_ref.exact(request)
     if op != "forward":
         raise ValueError("unknown op %r" % op)
     device = resolve_device(torch, request.get("device"))

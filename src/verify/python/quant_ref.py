@@ -1,0 +1,850 @@
+#!/usr/bin/env python3
+"""Reference quantizers for the exact check of quantized artifacts (issue 12), written from the
+runtimes' own definitions, not from the TypeScript writers:
+
+  f32, f16, bf16  IEEE 754 round to nearest even (torch's own casts); a NaN is quieted with its sign
+                  and top payload bits kept (what x86 F16C/AVX512-BF16 and ARM FCVT/BFCVT do)
+  mlx_affine      MLX's CPU `affine_quantize` (mlx/backend/cpu/quantized.cpp, `quantize`); its
+                  Metal/CUDA kernel (round half away from zero, w_max starting at 0) is the second,
+                  documented rule that `compare` accepts
+  gguf_q8_0       ggml's `quantize_row_q8_0_ref` (ggml/src/ggml-quants.c), the rule llama-quantize
+                  and gguf-py's quants.py write files with
+
+Canonical encoding (the contract with the TS side). Every tensor is 2-D [rows, cols] (a 1-D
+tensor is [1, n]); a scheme turns it into named parts, each a little-endian array with `rows`
+leading rows. Here a part is a numpy array of each element's raw bits: uint8 (U8), uint16 (F16,
+BF16), uint32 (U32, F32).
+  f32 / f16 / bf16   data    [rows, cols]                  the values, cast
+  mlx_affine         weight  U32 [rows, cols*bits/32]      codes, LSB-first, one bit stream per row
+                     scales  dtype [rows, cols/group_size]
+                     biases  dtype [rows, cols/group_size]
+      params {bits: 2|3|4|5|6|8, group_size: 32|64|128, dtype: F32|F16|BF16}; the source is cast to
+      dtype first (mlx-lm casts, then quantizes); dequantized f32(f32(scale*q) + bias), cast to dtype
+  gguf_q8_0          blocks  U8 [rows, cols/32*34]          per 32 values: f16 d (LE), 32 int8 codes
+
+Arithmetic. Each step of a rule is one f32 operation, in torch (CPU or CUDA, torch 1.13 and 2.x):
+  * every division is by a tensor: for `cuda_tensor / python_number` torch multiplies by the
+    reciprocal (one more rounding), so divisors are made with `_like`;
+  * torch.round is half to even (C rint); C roundf and Metal round (half away from zero) are built
+    from trunc, exactly (the fraction x - trunc(x) of an f32 is exact);
+  * no a*b+c in one kernel (FMA): dequantization multiplies, then adds;
+  * numpy only moves bits (packing, comparing): no float arithmetic there, so no silent f64.
+
+Use: `quantize`, `dequantize`, `compare`, `take_accepted`, `exact` (the worker's `op: "exact"`), or
+  python3 quant_ref.py quantize   --in SRC.safetensors --out STORED.safetensors (--plan PLAN.json | --scheme S [--params JSON])
+                                  [--dequantized VALUES.safetensors]
+  python3 quant_ref.py dequantize --in STORED.safetensors --out VALUES.safetensors
+  python3 quant_ref.py compare    --expected STORED --actual STORED --source SRC.safetensors
+SRC holds F32/F16/BF16 tensors; PLAN is {name: {"scheme", "params"}}; STORED holds `<name>::<part>`
+tensors in their raw dtypes and __metadata__["openelm.plan"] = {name: {scheme, params, shape}}
+(the `stored` file of the exact op); VALUES holds each tensor dequantized, F32, in its own shape;
+compare prints {name: result} as JSON. Errors print one line `quant_ref: <kind>: <message>`, exit 2.
+"""
+import json
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+
+SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0")
+FLOAT_SCHEMES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+MLX_BITS = (2, 3, 4, 5, 6, 8)
+MLX_GROUP_SIZES = (32, 64, 128)
+MLX_DTYPES = ("F32", "F16", "BF16")
+MLX_EPS = 1e-7  # MLX's `float eps = 1e-7`: the tensors it is put in are f32, so it is f32(1e-7)
+# The largest finite value of T, where MLX's Metal kernel starts its running minimum.
+FINITE_MAX = {"F32": 3.4028234663852886e38, "F16": 65504.0, "BF16": 3.3895313892515355e38}
+Q8_0_BLOCK = 32
+Q8_0_BYTES = 2 + Q8_0_BLOCK
+# Accepted documented differences per scheme (compare): `kind` names in the order they are tried.
+ACCEPTED_KINDS = {"mlx_affine": ("tie-half-away", "mlx-metal-rule")}
+BITS_DTYPE = {"U8": np.uint8, "U32": np.uint32, "F32": np.uint32, "F16": np.uint16, "BF16": np.uint16}
+CHUNK_ELEMENTS = 1 << 22  # values per row block: bounds the f32 temporaries to ~16 MiB each
+PLAN_KEY = "openelm.plan"
+PART_SEP = "::"
+
+
+class SchemeError(ValueError):
+    """A scheme, its params, a plan or a stored part that does not fit the contract."""
+
+
+def _torch():
+    import torch
+    return torch
+
+
+# ---------------------------------------------------------------------------------------------
+# schemes and their parts
+
+
+def canonical_shape(shape):
+    """[rows, cols] of a tensor shape: 1-D tensors are one row."""
+    shape = [int(d) for d in shape]
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    raise SchemeError("shape %s is not 1-D or 2-D" % (shape,))
+
+
+def check_params(scheme, params, cols):
+    """The params of `scheme` (validated, with nothing extra) for rows of `cols` values."""
+    params = dict(params or {})
+    if scheme in FLOAT_SCHEMES:
+        if params:
+            raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
+        return {}
+    if scheme == "gguf_q8_0":
+        if params:
+            raise SchemeError("scheme gguf_q8_0 takes no params, got %s" % json.dumps(params, sort_keys=True))
+        if cols % Q8_0_BLOCK:
+            raise SchemeError("gguf_q8_0 needs rows of a multiple of %d values, got %d" % (Q8_0_BLOCK, cols))
+        return {}
+    if scheme == "mlx_affine":
+        extra = sorted(set(params) - {"bits", "group_size", "dtype"})
+        if extra:
+            raise SchemeError("mlx_affine: unknown params %s" % ", ".join(extra))
+        bits, group_size, dtype = params.get("bits"), params.get("group_size"), params.get("dtype")
+        if bits not in MLX_BITS:
+            raise SchemeError("mlx_affine: bits must be one of %s, got %r" % (MLX_BITS, bits))
+        if group_size not in MLX_GROUP_SIZES:
+            raise SchemeError("mlx_affine: group_size must be one of %s, got %r" % (MLX_GROUP_SIZES, group_size))
+        if dtype not in MLX_DTYPES:
+            raise SchemeError("mlx_affine: dtype must be one of %s, got %r" % (MLX_DTYPES, dtype))
+        if cols % group_size:
+            raise SchemeError("mlx_affine: rows of %d values do not split into groups of %d" % (cols, group_size))
+        return {"bits": bits, "group_size": group_size, "dtype": dtype}
+    raise SchemeError("unknown scheme %r (expected one of %s)" % (scheme, ", ".join(SCHEMES)))
+
+
+def layout(scheme, params, rows, cols):
+    """{part: (dtype, [rows, n])} of a [rows, cols] tensor under `scheme`."""
+    params = check_params(scheme, params, cols)
+    if scheme in FLOAT_SCHEMES:
+        return {"data": (FLOAT_SCHEMES[scheme], [rows, cols])}
+    if scheme == "gguf_q8_0":
+        return {"blocks": ("U8", [rows, cols // Q8_0_BLOCK * Q8_0_BYTES])}
+    groups = cols // params["group_size"]
+    return {
+        "weight": ("U32", [rows, cols * params["bits"] // 32]),
+        "scales": (params["dtype"], [rows, groups]),
+        "biases": (params["dtype"], [rows, groups]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# f32 <-> 16-bit bits, on torch tensors
+
+
+def cast_bits(x, dtype):
+    """The bits of f32 tensor `x` cast to `dtype` with round to nearest even: int16 (F16, BF16) or
+    int32 (F32) tensor. Finite values and infinities are torch's own casts; a NaN keeps its sign and
+    top payload bits and gets the quiet bit (torch would give its one canonical NaN instead)."""
+    torch = _torch()
+    x = x.float().contiguous()
+    xb = x.view(torch.int32)
+    if dtype == "F32":
+        return xb.clone()
+    if dtype not in ("F16", "BF16"):
+        raise SchemeError("unknown float dtype %r" % dtype)
+    bits = x.to(torch.float16 if dtype == "F16" else torch.bfloat16).view(torch.int16)
+    nan = torch.isnan(x)
+    if not bool(nan.any()):
+        return bits
+    if dtype == "F16":
+        quiet = ((xb >> 16) & 0x8000) | 0x7E00 | ((xb >> 13) & 0x03FF)
+    else:
+        quiet = ((xb >> 16) & 0xFFFF) | 0x0040
+    return torch.where(nan, quiet.to(torch.int16), bits)
+
+
+def widen(bits, dtype):
+    """f32 tensor of the values whose `dtype` bits are `bits` (as cast_bits returns them); exact."""
+    torch = _torch()
+    if dtype == "F32":
+        return bits.to(torch.int32).view(torch.float32)
+    if dtype == "F16":
+        return bits.to(torch.int16).view(torch.float16).float()
+    if dtype == "BF16":
+        return bits.to(torch.int16).view(torch.bfloat16).float()
+    raise SchemeError("unknown float dtype %r" % dtype)
+
+
+def round_to(x, dtype):
+    """`x` rounded to `dtype` (nearest even) and widened back to f32."""
+    return widen(cast_bits(x, dtype), dtype)
+
+
+def _to_numpy_bits(t, dtype):
+    a = t.cpu().numpy()
+    return a.view(np.uint32) if dtype in ("F32", "U32") else a.view(np.uint16)
+
+
+def _from_numpy_bits(a, device):
+    """A torch int tensor with the same bits as numpy uint16/uint32 array `a`."""
+    torch = _torch()
+    a = np.ascontiguousarray(a)
+    signed = a.view(np.int16) if a.dtype == np.uint16 else a.view(np.int32)
+    return torch.from_numpy(signed.copy()).to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# rounding
+
+
+def _rint(x):
+    """Half to even (C rint in the default rounding mode)."""
+    return _torch().round(x)
+
+
+def _round_away(x):
+    """Half away from zero (C roundf, Metal round); NaN and infinities pass through."""
+    torch = _torch()
+    t = torch.trunc(x)
+    return torch.where((x - t).abs() >= 0.5, t + torch.sign(x), t)
+
+
+def _like(t, value):
+    return _torch().full_like(t, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# MLX affine
+
+
+def _mlx_params(g, bits, rule, dtype):
+    """f32 (scale, bias) per group (rows of `g`, f32 values already rounded to `dtype`) under MLX's
+    CPU rule ('cpu') or its Metal/CUDA kernel ('metal'). NaNs are skipped by the min/max (std::max
+    and Metal's max keep the running value when the new one is NaN)."""
+    torch = _torch()
+    nan = torch.isnan(g)
+    inf = _like(g, float("inf"))
+    w_max = torch.where(nan, -inf, g).amax(dim=1)
+    w_min = torch.where(nan, inf, g).amin(dim=1)
+    if rule == "metal":
+        w_max = torch.clamp(w_max, min=0.0)  # `float w_max = 0`
+        w_min = torch.clamp(w_min, max=FINITE_MAX[dtype])  # `float w_min = Limits<T>::max`
+    n_bins = _like(w_max, float((1 << bits) - 1))
+    span = (w_max - w_min) / n_bins
+    # CPU: std::max(span, eps) returns span when it is NaN; Metal's max returns the non-NaN one.
+    scale = torch.maximum(span, _like(span, MLX_EPS)) if rule == "cpu" else torch.fmax(span, _like(span, MLX_EPS))
+    side = w_min.abs() > w_max.abs()
+    scale = torch.where(side, scale, -scale)
+    edge = torch.where(side, w_min, w_max)
+    q0 = (_rint if rule == "cpu" else _round_away)(edge / scale)
+    moved = q0 != 0
+    scale = torch.where(moved, edge / q0, scale)
+    bias = torch.where(moved, edge, torch.zeros_like(edge))
+    return scale, bias
+
+
+def _mlx_codes(g, scale, bias, bits, rule):
+    """uint8 codes of each group's values: clip(round((w - bias) / scale), 0, 2^bits - 1). A NaN
+    quotient gives 0 under the CPU rule (float-to-int of NaN on arm64, and on x86-64 after the shift
+    into the word) and 2^bits - 1 under Metal's (its min returns the non-NaN operand)."""
+    torch = _torch()
+    n = float((1 << bits) - 1)
+    x = (g - bias[:, None]) / scale[:, None]
+    q = _rint(x) if rule == "cpu" else torch.fmin(_round_away(x), _like(x, n))
+    return torch.nan_to_num(torch.clamp(q, 0.0, n), nan=0.0).to(torch.uint8)
+
+
+def pack_codes(codes, bits):
+    """uint32 words [rows, cols*bits/32] of uint8 codes [rows, cols]: one LSB-first bit stream per
+    row (element 0 in the lowest bits of word 0; 3/5/6-bit codes may straddle two words)."""
+    rows, cols = codes.shape
+    planes = np.unpackbits(codes.reshape(rows, cols, 1), axis=2, bitorder="little")[:, :, :bits]
+    stream = np.packbits(planes.reshape(rows, cols * bits), axis=1, bitorder="little")
+    return np.ascontiguousarray(stream).view("<u4").astype(np.uint32).reshape(rows, cols * bits // 32)
+
+
+def unpack_codes(words, bits, cols):
+    """uint8 codes [rows, cols] of packed words [rows, cols*bits/32] (inverse of pack_codes)."""
+    words = np.ascontiguousarray(words, dtype="<u4")
+    rows = words.shape[0]
+    stream = words.view(np.uint8).reshape(rows, -1)
+    planes = np.unpackbits(stream, axis=1, bitorder="little").reshape(rows, cols, bits)
+    byte = np.zeros((rows, cols, 8), np.uint8)
+    byte[:, :, :bits] = planes
+    return np.packbits(byte, axis=2, bitorder="little").reshape(rows, cols)
+
+
+def _mlx_quantize(x, params, rule="cpu"):
+    bits, group_size, dtype = params["bits"], params["group_size"], params["dtype"]
+    rows, cols = x.shape
+    g = round_to(x, dtype).reshape(-1, group_size)
+    scale, bias = _mlx_params(g, bits, rule, dtype)
+    codes = _mlx_codes(g, scale, bias, bits, rule).reshape(rows, cols).cpu().numpy()
+    groups = cols // group_size
+    return {
+        "weight": pack_codes(codes, bits),
+        "scales": _to_numpy_bits(cast_bits(scale, dtype), dtype).reshape(rows, groups),
+        "biases": _to_numpy_bits(cast_bits(bias, dtype), dtype).reshape(rows, groups),
+    }
+
+
+def _mlx_dequantize(parts, rows, cols, params, device):
+    torch = _torch()
+    bits, group_size, dtype = params["bits"], params["group_size"], params["dtype"]
+    groups = cols // group_size
+    codes = torch.from_numpy(unpack_codes(parts["weight"], bits, cols)).to(device).float()
+    scale = widen(_from_numpy_bits(parts["scales"], device), dtype).reshape(rows, groups, 1)
+    bias = widen(_from_numpy_bits(parts["biases"], device), dtype).reshape(rows, groups, 1)
+    v = torch.add(torch.mul(scale, codes.reshape(rows, groups, group_size)), bias)  # two f32 roundings
+    return round_to(v.reshape(rows, cols), dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF Q8_0
+
+
+def _int8_low_byte(q):
+    """uint8 bit patterns of the int8 codes: ggml stores `roundf(x)` into int8_t, which compilers do
+    as a 32-bit conversion keeping the low byte; out of range (NaN, infinities, |q| >= 2^31) that
+    conversion is x86-64's 0x80000000, low byte 0. (In range q always is: |x * id| <= 127.)"""
+    torch = _torch()
+    if bool((q.abs() <= 127).all()):  # the usual case (NaN fails the test)
+        return q.to(torch.int8).view(torch.uint8)
+    ok = torch.isfinite(q) & (q.abs() < 2.0 ** 31)
+    qi = torch.where(ok, q, torch.zeros_like(q)).to(torch.int64)
+    return (qi & 0xFF).to(torch.uint8)
+
+
+def _ggml_f16_bits(d):
+    """ggml's GGML_FP32_TO_FP16: round to nearest even; any NaN becomes sign | 0x7E00."""
+    torch = _torch()
+    sign = (d.view(torch.int32) >> 16) & 0x8000
+    return torch.where(torch.isnan(d), (sign | 0x7E00).to(torch.int16), cast_bits(d, "F16"))
+
+
+def _q8_0_quantize(x):
+    torch = _torch()
+    rows, cols = x.shape
+    b = x.float().reshape(-1, Q8_0_BLOCK)
+    # amax = MAX(amax, fabsf(v)) in order, with MAX(a, b) = a > b ? a : b: a NaN is taken (and then
+    # replaced by the next value), exactly as the C loop does.
+    if bool(torch.isnan(b).any()):
+        amax = torch.zeros(b.shape[0], dtype=torch.float32, device=b.device)
+        for j in range(Q8_0_BLOCK):
+            v = b[:, j].abs()
+            amax = torch.where(amax > v, amax, v)
+    else:
+        amax = b.abs().amax(dim=1)  # the same without NaNs (fabsf makes every zero +0)
+    d = amax / _like(amax, 127.0)
+    inv = torch.where(d != 0, _like(d, 1.0) / d, torch.zeros_like(d))  # `d ? 1.0f/d : 0.0f`
+    codes = _int8_low_byte(_round_away(b * inv[:, None])).cpu().numpy()
+    dbits = _ggml_f16_bits(d).cpu().numpy().view(np.uint16)
+    out = np.empty((b.shape[0], Q8_0_BYTES), np.uint8)
+    out[:, 0] = dbits & 0xFF
+    out[:, 1] = dbits >> 8
+    out[:, 2:] = codes
+    return {"blocks": out.reshape(rows, cols // Q8_0_BLOCK * Q8_0_BYTES)}
+
+
+def _q8_0_dequantize(parts, rows, cols, device):
+    torch = _torch()
+    blocks = np.ascontiguousarray(parts["blocks"], dtype=np.uint8).reshape(-1, Q8_0_BYTES)
+    dbits = blocks[:, 0].astype(np.uint16) | (blocks[:, 1].astype(np.uint16) << 8)
+    d = widen(_from_numpy_bits(dbits, device), "F16")
+    q = torch.from_numpy(blocks[:, 2:].view(np.int8).copy()).to(device).float()
+    return torch.mul(d[:, None], q).reshape(rows, cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# the three entry points
+
+
+def _row_blocks(rows, cols):
+    step = max(1, CHUNK_ELEMENTS // max(1, cols))
+    for r0 in range(0, rows, step):
+        yield r0, min(rows, r0 + step)
+
+
+def _as_f32_tensor(values):
+    torch = _torch()
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    if values.dim() != 2:
+        raise SchemeError("values must be 2-D [rows, cols], got shape %s" % (list(values.shape),))
+    return values
+
+
+def quantize(scheme, values, params=None, device=None):
+    """{part: numpy bits} of `values` ([rows, cols] f32 tensor or array) under `scheme`, computed on
+    `device` (default: where `values` are), one row block at a time."""
+    values = _as_f32_tensor(values)
+    rows, cols = values.shape
+    params = check_params(scheme, params, cols)
+    parts = {name: np.empty(shape, BITS_DTYPE[dt]) for name, (dt, shape) in layout(scheme, params, rows, cols).items()}
+    for r0, r1 in _row_blocks(rows, cols):
+        x = values[r0:r1].to(device or values.device).float()
+        if scheme in FLOAT_SCHEMES:
+            dt = FLOAT_SCHEMES[scheme]
+            out = {"data": _to_numpy_bits(cast_bits(x, dt), dt)}
+        elif scheme == "mlx_affine":
+            out = _mlx_quantize(x, params)
+        else:
+            out = _q8_0_quantize(x)
+        for name, bits in out.items():
+            parts[name][r0:r1] = bits
+    return parts
+
+
+def dequantize(scheme, parts, rows, cols, params=None, device="cpu"):
+    """f32 tensor [rows, cols] on `device` of the values `parts` stand for."""
+    torch = _torch()
+    params = check_params(scheme, params, cols)
+    _check_parts(scheme, params, parts, rows, cols, "parts")
+    out = torch.empty((rows, cols), dtype=torch.float32, device=device)
+    for r0, r1 in _row_blocks(rows, cols):
+        block = {name: p[r0:r1] for name, p in parts.items()}
+        if scheme in FLOAT_SCHEMES:
+            out[r0:r1] = widen(_from_numpy_bits(block["data"], device), FLOAT_SCHEMES[scheme])
+        elif scheme == "mlx_affine":
+            out[r0:r1] = _mlx_dequantize(block, r1 - r0, cols, params, device)
+        else:
+            out[r0:r1] = _q8_0_dequantize(block, r1 - r0, cols, device)
+    return out
+
+
+def _check_parts(scheme, params, parts, rows, cols, what):
+    want = layout(scheme, params, rows, cols)
+    if set(parts) != set(want):
+        raise SchemeError("%s of a %s tensor: parts %s, expected %s" % (what, scheme, sorted(parts), sorted(want)))
+    for name, (dt, shape) in want.items():
+        got = parts[name]
+        if list(got.shape) != shape or got.dtype != BITS_DTYPE[dt]:
+            raise SchemeError("%s: part %s is %s %s, expected %s bits %s" % (what, name, got.dtype, list(got.shape), dt, shape))
+
+
+def _blocking(scheme, params, cols):
+    """(blocks per row, columns per block, part names in the order a difference is reported)."""
+    if scheme in FLOAT_SCHEMES:
+        return 1, cols, ("data",)
+    if scheme == "gguf_q8_0":
+        return cols // Q8_0_BLOCK, Q8_0_BLOCK, ("blocks",)
+    return cols // params["group_size"], params["group_size"], ("scales", "biases", "weight")
+
+
+def _compare_floats(e, a):
+    eq = e["data"] == a["data"]
+    return eq, eq.all(axis=1, keepdims=True), np.zeros((eq.shape[0], 1), np.int8)
+
+
+def _compare_q8_0(e, a):
+    n = e["blocks"].shape[0]
+    eb = e["blocks"].reshape(n, -1, Q8_0_BYTES)
+    ab = a["blocks"].reshape(n, -1, Q8_0_BYTES)
+    same = eb == ab
+    d_eq = same[:, :, :2].all(axis=2)
+    elem = (same[:, :, 2:] & d_eq[:, :, None]).reshape(n, -1)
+    return elem, same.all(axis=2), np.zeros(d_eq.shape, np.int8)
+
+
+def _compare_mlx(e, a, params):
+    bits, group_size = params["bits"], params["group_size"]
+    n, groups = e["scales"].shape
+    cols = groups * group_size
+    scales_eq = e["scales"] == a["scales"]
+    biases_eq = e["biases"] == a["biases"]
+    if np.array_equal(e["weight"], a["weight"]):  # the usual case: no codes to unpack
+        ec = ac = None
+        codes_eq = np.ones((n, groups, group_size), bool)
+    else:
+        ec = unpack_codes(e["weight"], bits, cols)
+        ac = unpack_codes(a["weight"], bits, cols)
+        codes_eq = (ec == ac).reshape(n, groups, group_size)
+    params_eq = scales_eq & biases_eq
+    elem = (codes_eq & params_eq[:, :, None]).reshape(n, cols)
+    part = np.where(~scales_eq, 0, np.where(~biases_eq, 1, 2)).astype(np.int8)
+    return elem, params_eq & codes_eq.all(axis=2), part, ec, ac
+
+
+def _mlx_accepted(source, ec, ac, a, block_eq, params):
+    """Kind per group (0 none, 1 tie-half-away, 2 mlx-metal-rule) for the groups that differ."""
+    torch = _torch()
+    bits, group_size, dtype = params["bits"], params["group_size"], params["dtype"]
+    n, groups = block_eq.shape
+    kind = np.zeros((n, groups), np.int8)
+    rows_i, groups_j = np.nonzero(~block_eq)
+    if len(rows_i) == 0:
+        return kind
+    w = round_to(source, dtype).reshape(n, groups, group_size)
+    ri, gj = torch.from_numpy(rows_i).to(w.device), torch.from_numpy(groups_j).to(w.device)
+    g = w[ri, gj]
+    if ec is None:  # only scales or biases differ
+        ec = ac = unpack_codes(a["weight"], bits, groups * group_size)
+    exp_codes = ec.reshape(n, groups, group_size)[rows_i, groups_j]
+    act_codes = ac.reshape(n, groups, group_size)[rows_i, groups_j]
+    # tie-half-away: the expected scale and bias, and each differing code is the half-away-from-zero
+    # neighbour of an f32 quotient that is exactly k + 0.5 (MLX's Metal kernel rounds with `round`).
+    scale, bias = _mlx_params(g, bits, "cpu", dtype)
+    x = (g - bias[:, None]) / scale[:, None]
+    tie = ((x - torch.floor(x)) == 0.5).cpu().numpy()
+    n_bins = float((1 << bits) - 1)
+    away = torch.nan_to_num(torch.clamp(_round_away(x), 0.0, n_bins), nan=0.0).to(torch.uint8).cpu().numpy()
+    same_params = (a["scales"][rows_i, groups_j] == _to_numpy_bits(cast_bits(scale, dtype), dtype)) & \
+                  (a["biases"][rows_i, groups_j] == _to_numpy_bits(cast_bits(bias, dtype), dtype))
+    is_tie = same_params & ((act_codes == exp_codes) | (tie & (act_codes == away))).all(axis=1)
+    # mlx-metal-rule: scale, bias and every code exactly what the Metal kernel computes.
+    ms, mb = _mlx_params(g, bits, "metal", dtype)
+    metal_codes = _mlx_codes(g, ms, mb, bits, "metal").cpu().numpy()
+    is_metal = (a["scales"][rows_i, groups_j] == _to_numpy_bits(cast_bits(ms, dtype), dtype)) & \
+               (a["biases"][rows_i, groups_j] == _to_numpy_bits(cast_bits(mb, dtype), dtype)) & \
+               (act_codes == metal_codes).all(axis=1)
+    kind[rows_i, groups_j] = np.where(is_tie, 1, np.where(is_metal, 2, 0))
+    return kind
+
+
+def _location(r0, elem, block_eq, part, names, block_cols, where):
+    """{row, block, col, part} of the first block in `where` (row-major), or None."""
+    hits = np.argwhere(where)
+    if len(hits) == 0:
+        return None
+    i, j = (int(v) for v in hits[0])
+    cols = elem[i, j * block_cols:(j + 1) * block_cols]
+    off = int(np.argmin(cols)) if not cols.all() else 0
+    return {"row": r0 + i, "block": j, "col": j * block_cols + off, "part": names[int(part[i, j])]}
+
+
+def compare(scheme, expected_parts, actual_parts, source_values, params=None):
+    """How `actual_parts` (the artifact) match `expected_parts` (this reference's quantization of
+    `source_values`, [rows, cols] f32). An element is identical when its code or value and its
+    block's scale/bias/d are; a block is a group (mlx_affine), a 32-value block (gguf_q8_0) or a row
+    (floats). Differences of the documented kinds (ACCEPTED_KINDS) are counted per kind, and
+    `accepted_mask` ([rows, blocks] bool, or None) marks those blocks for take_accepted."""
+    source = _as_f32_tensor(source_values)
+    rows, cols = source.shape
+    params = check_params(scheme, params, cols)
+    _check_parts(scheme, params, expected_parts, rows, cols, "expected")
+    _check_parts(scheme, params, actual_parts, rows, cols, "actual")
+    per_row, block_cols, names = _blocking(scheme, params, cols)
+    kinds = ACCEPTED_KINDS.get(scheme, ())
+    result = {
+        "elements": rows * cols, "identical_elements": 0, "blocks": rows * per_row, "identical_blocks": 0,
+        "mismatched_blocks": 0, "first_difference": None, "first_mismatch": None,
+        "accepted": {k: 0 for k in kinds}, "accepted_mask": None,
+    }
+    for r0, r1 in _row_blocks(rows, cols):
+        e = {k: np.asarray(v[r0:r1]) for k, v in expected_parts.items()}
+        a = {k: np.asarray(v[r0:r1]) for k, v in actual_parts.items()}
+        if scheme in FLOAT_SCHEMES:
+            elem, block_eq, part = _compare_floats(e, a)
+        elif scheme == "gguf_q8_0":
+            elem, block_eq, part = _compare_q8_0(e, a)
+        else:
+            elem, block_eq, part, ec, ac = _compare_mlx(e, a, params)
+        result["identical_elements"] += int(elem.sum())
+        result["identical_blocks"] += int(block_eq.sum())
+        if block_eq.all():
+            continue
+        kind = _mlx_accepted(source[r0:r1], ec, ac, a, block_eq, params) if scheme == "mlx_affine" else np.zeros(block_eq.shape, np.int8)
+        for k, label in enumerate(kinds):
+            result["accepted"][label] += int((kind == k + 1).sum())
+        mismatch = ~block_eq & (kind == 0)
+        result["mismatched_blocks"] += int(mismatch.sum())
+        if result["first_difference"] is None:
+            result["first_difference"] = _location(r0, elem, block_eq, part, names, block_cols, ~block_eq)
+        if result["first_mismatch"] is None:
+            result["first_mismatch"] = _location(r0, elem, block_eq, part, names, block_cols, mismatch)
+        if (kind != 0).any():
+            if result["accepted_mask"] is None:
+                result["accepted_mask"] = np.zeros((rows, per_row), bool)
+            result["accepted_mask"][r0:r1] = kind != 0
+    return result
+
+
+def take_accepted(scheme, expected_parts, actual_parts, accepted_mask, params=None):
+    """`expected_parts` with the blocks marked in `accepted_mask` taken from `actual_parts`."""
+    if accepted_mask is None:
+        return expected_parts
+    if scheme != "mlx_affine":
+        raise SchemeError("scheme %s has no accepted differences" % scheme)
+    words = params["group_size"] * params["bits"] // 32  # a group is whole words (group_size >= 32)
+    return {
+        "weight": np.where(np.repeat(accepted_mask, words, axis=1), actual_parts["weight"], expected_parts["weight"]),
+        "scales": np.where(accepted_mask, actual_parts["scales"], expected_parts["scales"]),
+        "biases": np.where(accepted_mask, actual_parts["biases"], expected_parts["biases"]),
+    }
+
+
+def public(result):
+    """A compare result without its numpy mask (for JSON / msgpack)."""
+    return {k: v for k, v in result.items() if k != "accepted_mask"}
+
+
+# ---------------------------------------------------------------------------------------------
+# stored files: `<name>::<part>` tensors plus __metadata__["openelm.plan"]
+
+
+def _ref_module():
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import openelm_ref
+    return openelm_ref
+
+
+def canonical_name(name):
+    """A tensor name without the HF `transformer.` prefix."""
+    return name[len("transformer."):] if name.startswith("transformer.") else name
+
+
+def read_plan(metadata, tensors, path):
+    """{canonical: {scheme, params, shape, rows, cols, parts}} of a stored file (validated)."""
+    text = metadata.get(PLAN_KEY)
+    if text is None:
+        raise SchemeError("%s: no __metadata__[%r] (the plan of schemes)" % (path, PLAN_KEY))
+    try:
+        plan = json.loads(text)
+    except ValueError as e:
+        raise SchemeError("%s: __metadata__[%r] is not JSON (%s)" % (path, PLAN_KEY, e))
+    if not isinstance(plan, dict):
+        raise SchemeError("%s: __metadata__[%r] is not a JSON object" % (path, PLAN_KEY))
+    out = {}
+    for name, entry in plan.items():
+        if not isinstance(entry, dict) or "scheme" not in entry or "shape" not in entry:
+            raise SchemeError("%s: plan entry %s needs scheme and shape" % (path, name))
+        try:
+            rows, cols = canonical_shape(entry["shape"])
+            scheme = entry["scheme"]
+            params = check_params(scheme, entry.get("params"), cols)
+        except SchemeError as e:
+            raise SchemeError("%s: plan entry %s: %s" % (path, name, e))
+        parts = {}
+        for part, (dt, shape) in layout(scheme, params, rows, cols).items():
+            key = name + PART_SEP + part
+            if key not in tensors:
+                raise SchemeError("%s: plan names %s (%s) but the file has no tensor %s" % (path, name, scheme, key))
+            got_dt, got_shape, bits = tensors[key]
+            if got_dt != dt or got_shape != shape:
+                raise SchemeError("%s: %s is %s %s, expected %s %s for %s %s" % (path, key, got_dt, got_shape, dt, shape, scheme, json.dumps(params, sort_keys=True)))
+            parts[part] = bits
+        if canonical_name(name) in out:
+            raise SchemeError("%s: plan names %s twice (with and without the transformer. prefix)" % (path, canonical_name(name)))
+        out[canonical_name(name)] = {"scheme": scheme, "params": params, "shape": [int(d) for d in entry["shape"]], "rows": rows, "cols": cols, "parts": parts}
+    known = {n + PART_SEP + p for n, e in plan.items() for p in layout(e["scheme"], e.get("params"), *canonical_shape(e["shape"]))}
+    extra = sorted(set(tensors) - known)
+    if extra:
+        raise SchemeError("%s: tensors not in the plan: %s" % (path, ", ".join(extra[:5])))
+    return out
+
+
+def read_stored(path):
+    metadata, tensors = _ref_module().read_safetensors_raw(path)
+    return read_plan(metadata, tensors, path)
+
+
+def _float_tensor(dt, bits):
+    """f32 torch tensor [rows, cols] of a raw F32/F16/BF16 tensor (exact)."""
+    if dt not in FLOAT_SCHEMES.values():
+        raise SchemeError("expected a float tensor, got %s" % dt)
+    return widen(_from_numpy_bits(np.asarray(bits), "cpu"), dt)
+
+
+def write_stored(path, entries):
+    """Write {name: (scheme, params, shape, parts)} as a stored file, via a temporary sibling."""
+    plan, tensors = {}, {}
+    for name, (scheme, params, shape, parts) in sorted(entries.items()):
+        rows, cols = canonical_shape(shape)
+        params = check_params(scheme, params, cols)
+        plan[name] = {"scheme": scheme, "params": params, "shape": list(shape)}
+        for part, (dt, pshape) in layout(scheme, params, rows, cols).items():
+            tensors[name + PART_SEP + part] = (dt, pshape, parts[part])
+    write_raw_safetensors(path, tensors, {PLAN_KEY: json.dumps(plan, sort_keys=True, separators=(",", ":"))})
+
+
+def write_raw_safetensors(path, tensors, metadata=None):
+    """Write {name: (dtype, shape, numpy bits)} (sorted by name) via a temporary sibling + rename."""
+    header, offset = {}, 0
+    order = sorted(tensors)
+    for name in order:
+        dt, shape, bits = tensors[name]
+        n = int(np.asarray(bits).size) * np.dtype(BITS_DTYPE[dt]).itemsize
+        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * ((8 - len(text) % 8) % 8)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(text)))
+            f.write(text)
+            for name in order:
+                dt, _, bits = tensors[name]
+                f.write(np.ascontiguousarray(bits, dtype=np.dtype(BITS_DTYPE[dt]).newbyteorder("<")).tobytes())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker op
+
+
+def exact(request):
+    """`op: "exact"`: quantize REF (`reference`, float safetensors) with this module, compare with
+    MODEL's stored parts (`stored`), and run MODEL (its parts dequantized), EXPECTED (REF quantized
+    here, accepted groups and MODEL's extra rows taken from MODEL, dequantized) and REFERENCE (REF's
+    floats) through the f32 forward pass."""
+    torch = _torch()
+    ref = _ref_module()
+    device = ref.resolve_device(torch, request.get("device"))
+    config = request["config"]
+    tokens = [int(t) for t in request["tokens"]]
+    collect = bool(request.get("collect_hidden"))
+    t0 = time.perf_counter()
+    plan = read_stored(request["stored"])
+    _, ref_raw = ref.read_safetensors_raw(request["reference"])
+    ref_tensors = {}
+    for name, value in ref_raw.items():
+        canonical = canonical_name(name)
+        if canonical in ref_tensors:
+            raise SchemeError("%s: tensor %s appears twice (with and without the transformer. prefix)" % (request["reference"], canonical))
+        ref_tensors[canonical] = value
+    missing = sorted(set(plan) - set(ref_tensors))
+    unused = sorted(set(ref_tensors) - set(plan))
+    if missing or unused:
+        raise SchemeError("the reference and the stored model hold different tensors: only in MODEL: %s; only in REF: %s"
+                          % (", ".join(missing[:5]) or "-", ", ".join(unused[:5]) or "-"))
+    reports, model_w, expected_parts = [], {}, {}
+    for name in sorted(plan):
+        entry = plan[name]
+        scheme, params, rows, cols = entry["scheme"], entry["params"], entry["rows"], entry["cols"]
+        dt, shape, bits = ref_tensors[name]
+        ref_rows, ref_cols = canonical_shape(shape)
+        if ref_cols != cols or (ref_rows != rows and name != "token_embeddings.weight"):
+            raise SchemeError("tensor %s: MODEL shape %s, REF shape %s" % (name, entry["shape"], shape))
+        common = min(rows, ref_rows)
+        source = _float_tensor(dt, np.asarray(bits).reshape(ref_rows, ref_cols)[:common])
+        actual = {p: v[:common] for p, v in entry["parts"].items()}
+        expected = quantize(scheme, source, params, device=device)
+        result = compare(scheme, expected, actual, source, params)
+        merged = take_accepted(scheme, expected, actual, result["accepted_mask"], params)
+        if rows > common:
+            merged = {p: np.concatenate([merged[p], entry["parts"][p][common:]]) for p in merged}
+        expected_parts[name] = merged
+        model_w[name] = dequantize(scheme, entry["parts"], rows, cols, params, device).reshape(entry["shape"])
+        report = public(result)
+        report.update({"name": name, "scheme": scheme, "params": params, "extra_rows": rows - ref_rows})
+        reports.append(report)
+        del source, expected, actual
+    t1 = time.perf_counter()
+    logits_model, hidden_model = ref.forward(config, model_w, tokens, collect)
+    del model_w
+    t2 = time.perf_counter()
+    expected_w = {name: dequantize(plan[name]["scheme"], parts, plan[name]["rows"], plan[name]["cols"], plan[name]["params"], device).reshape(plan[name]["shape"])
+                  for name, parts in expected_parts.items()}
+    del expected_parts
+    t3 = time.perf_counter()
+    logits_expected, hidden_expected = ref.forward(config, expected_w, tokens, collect)
+    del expected_w
+    reference_w = {name: _float_tensor(dt, np.asarray(bits)).reshape(shape).to(device) for name, (dt, shape, bits) in ref_tensors.items()}
+    logits_reference, _ = ref.forward(config, reference_w, tokens, False)
+    del reference_w
+    t4 = time.perf_counter()
+
+    def f32_bytes(t):
+        return t.float().cpu().numpy().astype("<f4").tobytes()
+
+    reply = {
+        "ok": True, "device": device, "tensors": reports,
+        "vocab_model": int(logits_model.shape[1]), "vocab_reference": int(logits_reference.shape[1]),
+        "logits_model": f32_bytes(logits_model), "logits_expected": f32_bytes(logits_expected),
+        "logits_reference": f32_bytes(logits_reference),
+        "seconds": {"quantize": (t1 - t0) + (t3 - t2), "forward": (t2 - t1) + (t4 - t3)},
+    }
+    if collect:
+        reply["hidden_model"] = [f32_bytes(h) for h in hidden_model]
+        reply["hidden_expected"] = [f32_bytes(h) for h in hidden_expected]
+    return reply
+
+
+# ---------------------------------------------------------------------------------------------
+# command line (for tests)
+
+
+def _read_sources(path):
+    _, tensors = _ref_module().read_safetensors_raw(path)
+    out = {}
+    for name, (dt, shape, bits) in tensors.items():
+        rows, cols = canonical_shape(shape)
+        out[name] = (shape, _float_tensor(dt, np.asarray(bits).reshape(rows, cols)))
+    return out
+
+
+def _write_dequantized(path, plan):
+    out = {}
+    for name, e in plan.items():
+        v = dequantize(e["scheme"], e["parts"], e["rows"], e["cols"], e["params"])
+        out[name] = ("F32", e["shape"], _to_numpy_bits(v, "F32").reshape(e["shape"]))
+    write_raw_safetensors(path, out)
+
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(prog="quant_ref.py", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quantize", help="quantize each tensor of a float safetensors file into a stored file")
+    q.add_argument("--in", dest="src", required=True)
+    q.add_argument("--out", required=True)
+    q.add_argument("--plan", help="JSON file {name: {scheme, params}} (else every tensor gets --scheme/--params)")
+    q.add_argument("--scheme", choices=SCHEMES)
+    q.add_argument("--params", default="{}", help="JSON object of the scheme's params")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--dequantized", help="also write each tensor dequantized from the parts just made (as `dequantize` does)")
+    d = sub.add_parser("dequantize", help="dequantize every tensor of a stored file (F32 out)")
+    d.add_argument("--in", dest="src", required=True)
+    d.add_argument("--out", required=True)
+    c = sub.add_parser("compare", help="compare two stored files of the same plan; prints {name: result} JSON")
+    c.add_argument("--expected", required=True)
+    c.add_argument("--actual", required=True)
+    c.add_argument("--source", required=True, help="the float safetensors file both were made from")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "quantize":
+            sources = _read_sources(args.src)
+            if args.plan:
+                with open(args.plan) as f:
+                    plan = json.load(f)
+            elif args.scheme:
+                plan = {name: {"scheme": args.scheme, "params": json.loads(args.params)} for name in sources}
+            else:
+                raise SchemeError("give --plan or --scheme")
+            entries = {}
+            for name, entry in sorted(plan.items()):
+                if name not in sources:
+                    raise SchemeError("%s: no tensor %s" % (args.src, name))
+                shape, values = sources[name]
+                try:
+                    parts = quantize(entry["scheme"], values, entry.get("params"), device=args.device)
+                except SchemeError as e:
+                    raise SchemeError("tensor %s: %s" % (name, e))
+                entries[name] = (entry["scheme"], entry.get("params"), shape, parts)
+            write_stored(args.out, entries)
+            if args.dequantized:
+                _write_dequantized(args.dequantized, read_stored(args.out))
+        elif args.command == "dequantize":
+            _write_dequantized(args.out, read_stored(args.src))
+        else:
+            expected, actual = read_stored(args.expected), read_stored(args.actual)
+            sources = _read_sources(args.source)
+            report = {}
+            for name, e in sorted(expected.items()):
+                if name not in actual or name not in sources:
+                    raise SchemeError("tensor %s is not in all three files" % name)
+                report[name] = public(compare(e["scheme"], e["parts"], actual[name]["parts"], sources[name][1], e["params"]))
+            sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
+    except (ValueError, KeyError, OSError) as e:
+        sys.stderr.write("quant_ref: %s: %s\n" % (type(e).__name__, e))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -255,7 +255,7 @@ export function storedHandover(model: Checkpoint): {records: TensorRecord[]; pla
   return {records, plan}
 }
 
-/** The Python reference's per-tensor comparison, as it replies. */
+/** The Python reference's per-tensor comparison, as it replies (quant_ref.py `compare` + name/scheme). */
 interface PyTensorResult {
   name: string
   scheme: string
@@ -264,24 +264,25 @@ interface PyTensorResult {
   identical_elements: number
   blocks: number
   identical_blocks: number
+  mismatched_blocks: number
   accepted?: Record<string, number>
-  first?: {row: number; block: number; col: number; part: string} | null
+  /** First block that differs and no documented rule explains. */
+  first_mismatch?: {row: number; block: number; col: number; part: string} | null
   extra_rows?: number
-  problem?: string
 }
 
 function tensorFromPython(t: PyTensorResult): TensorExact {
-  const accepted = t.accepted ?? {}
-  const acceptedBlocks = Object.values(accepted).reduce((a, b) => a + b, 0)
+  const accepted = Object.fromEntries(Object.entries(t.accepted ?? {}).filter(([, n]) => n > 0))
+  const first = t.first_mismatch ?? undefined
   const segment = {
     label: t.name, scheme: t.scheme, params: t.params, row0: 0, rows: 0, comparedRows: 0,
     elements: t.elements, identicalElements: t.identical_elements, blocks: t.blocks, identicalBlocks: t.identical_blocks,
-    accepted, acceptedBlocks: [], ...(t.first ? {first: t.first} : {}),
+    accepted, acceptedBlocks: [], ...(first ? {first} : {}),
   }
   return {
     name: t.name, segments: [segment], elements: t.elements, identicalElements: t.identical_elements, blocks: t.blocks,
-    identicalBlocks: t.identical_blocks, mismatchedBlocks: t.blocks - t.identical_blocks - acceptedBlocks, accepted,
-    ...(t.first ? {first: {label: t.name, ...t.first}} : {}), ...(t.extra_rows ? {extraRows: t.extra_rows} : {}), ...(t.problem ? {problem: t.problem} : {}),
+    identicalBlocks: t.identical_blocks, mismatchedBlocks: t.mismatched_blocks, accepted,
+    ...(first ? {first: {label: t.name, ...first}} : {}), ...(t.extra_rows ? {extraRows: t.extra_rows} : {}),
   }
 }
 
@@ -308,7 +309,8 @@ export async function torchExact(
     const {records, plan} = storedHandover(model)
     await drain(writeSafetensors(stored, records, {[PLAN_METADATA_KEY]: JSON.stringify(plan)}))
     const reply = await worker.call({op: 'exact', reference, stored, config: model.config, tokens, device: options.device ?? 'auto', collect_hidden: true})
-    const tensors = (reply.tensors as PyTensorResult[]).map(tensorFromPython)
+    const byName = new Map((reply.tensors as PyTensorResult[]).map((t) => [t.name, tensorFromPython(t)]))
+    const tensors = model.tensors.map((t) => byName.get(t.name) ?? {name: t.name, segments: [], elements: 0, identicalElements: 0, blocks: 0, identicalBlocks: 0, mismatchedBlocks: 0, accepted: {}, problem: 'not compared by the PyTorch reference'})
     return {
       ...(options.weights === false ? {} : {weights: summarize(tensors)}),
       model: side(reply, 'logits_model', 'vocab_model', 'hidden_model'),

@@ -104,7 +104,8 @@ export function readSentencePieceModel(bytes: Uint8Array, file = 'tokenizer.mode
     unk_surface: trainer?.unk_surface ?? d.unk_surface,
     treat_whitespace_as_suffix: trainer?.treat_whitespace_as_suffix ?? d.treat_whitespace_as_suffix,
     normalizer: normalizer?.name ?? d.normalizer,
-    precompiled_charsmap: normalizer?.precompiled_charsmap ?? new Uint8Array(0),
+    // A copy as a plain Uint8Array (protobufjs hands out a Buffer view on Node).
+    precompiled_charsmap: new Uint8Array(normalizer?.precompiled_charsmap ?? []),
     add_dummy_prefix: normalizer?.add_dummy_prefix ?? d.add_dummy_prefix,
     remove_extra_whitespaces: normalizer?.remove_extra_whitespaces ?? d.remove_extra_whitespaces,
     escape_whitespaces: normalizer?.escape_whitespaces ?? d.escape_whitespaces,

@@ -22,7 +22,7 @@ import {parseTokenizerJson} from '../src/formats/gguf/tokenizer.js'
 import {type GgufKv} from '../src/formats/gguf/types.js'
 import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
 import {drain} from '../src/progress.js'
-import {heldOutText} from '../src/text/corpus.js'
+import {heldOutDocuments, heldOutText} from '../src/text/corpus.js'
 import {
   createTokenizer, decodeBytes, findTokenizer, hfTokenizerFiles, isPlaceholderVocabulary, LLAMA2_NAME, llama2Model, llama2Tokenizer, loadTokenizer,
   mergesFromModel, modelFromGgufVocabulary, modelFromTokenizerJson, PIECE_TYPE, readSentencePieceModel, type SentencePieceModel, type Tokenizer,
@@ -47,7 +47,9 @@ const EDGE = [
 ]
 /** 300 held-out Brown lines (real English prose, never seen by the trained fixture). */
 const BROWN = heldOutText().split('\n').slice(0, 300)
-const LINES = [...EDGE, ...BROWN]
+/** Whole documents (paragraphs joined by "\n"): the encoder cuts text where no merge can cross. */
+const DOCUMENTS = heldOutDocuments().slice(0, 4).map((d) => d.text)
+const LINES = [...EDGE, ...BROWN, ...DOCUMENTS]
 
 interface PythonAnswer {version: string; pieces: number; encode: number[][]; decode: string[]}
 
@@ -150,6 +152,8 @@ describe('against python3-sentencepiece', () => {
     expect(reference[EDGE.indexOf('\t')]).toEqual([29871, 12])
     expect(reference[EDGE.indexOf('\ufeff')]).toEqual([29871, 30143])
     expect(reference.slice(EDGE.length).flat().length).toBeGreaterThan(10000)
+    expect(DOCUMENTS.every((d) => d.split('\n').length > 3)).toBe(true)
+    expect(llama.model.pieces.some((p) => p.length > 1 && p.includes('\n'))).toBe(false) // so "\n" cuts the text
   })
 
   it('decodes 300 random id sequences (bytes, spaces, control, UNK) to the same text', () => {

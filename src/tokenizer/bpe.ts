@@ -31,6 +31,10 @@ export interface CompiledModel {
   readonly byteOf: Int16Array
   /** Longest mergeable piece, in UTF-16 units: longer pairs need no lookup. */
   readonly maxPieceLength: number
+  /** Code points that occur in some mergeable piece of two or more characters. */
+  readonly joining: Set<number>
+  /** Whether any piece is UNUSED (then a text is merged in one piece, see `encodeIds`). */
+  readonly hasUnused: boolean
 }
 
 /**
@@ -53,6 +57,8 @@ export function compileModel(model: SentencePieceModel, name: string): CompiledM
   const byteIds = new Int32Array(256).fill(-1)
   const byteOf = new Int16Array(n).fill(-1)
   let maxPieceLength = 0
+  const joining = new Set<number>()
+  let hasUnused = false
   for (let id = 0; id < n; id++) {
     const piece = model.pieces[id]!
     const type = model.types[id]!
@@ -62,7 +68,12 @@ export function compileModel(model: SentencePieceModel, name: string): CompiledM
     const table = normal ? mergeable : reserved
     if (mergeable.has(piece) || reserved.has(piece)) throw new FormatError('tokenizer.duplicate', `${name}: the piece "${piece}" appears twice (ids ${mergeable.get(piece) ?? reserved.get(piece)} and ${id})`, {path: name})
     table.set(piece, id)
-    if (normal) maxPieceLength = Math.max(maxPieceLength, piece.length)
+    if (normal) {
+      maxPieceLength = Math.max(maxPieceLength, piece.length)
+      const chars = Array.from(piece)
+      if (chars.length > 1) for (const c of chars) joining.add(c.codePointAt(0)!)
+    }
+    if (type === PIECE_TYPE.UNUSED) hasUnused = true
     if (type === PIECE_TYPE.USER_DEFINED) {
       const list = userDefined.get(piece[0]!) ?? []
       list.push(piece)
@@ -89,7 +100,7 @@ export function compileModel(model: SentencePieceModel, name: string): CompiledM
     const missing = [...byteIds.keys()].filter((b) => byteIds[b] === -1)
     if (missing.length > 0) throw new FormatError('tokenizer.bytes', `${name}: byte_fallback is on but ${missing.length} byte pieces are missing (first ${bytePiece(missing[0]!)})`, {path: name})
   }
-  return {model, mergeable, reserved, userDefined, byteIds, byteOf, maxPieceLength}
+  return {model, mergeable, reserved, userDefined, byteIds, byteOf, maxPieceLength, joining, hasUnused}
 }
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
@@ -192,12 +203,40 @@ class PairQueue {
 
 const utf8 = new TextEncoder()
 
-/** The piece ids SentencePiece gives `text` (no BOS/EOS). */
+/**
+ * The piece ids SentencePiece gives `text` (no BOS/EOS). Merges never cross a character that
+ * occurs in no multi-character piece (for LLaMA: "\n" and most rare characters), so the text is
+ * cut there and each part merged on its own: the same result with a smaller queue. Models with
+ * UNUSED pieces are merged in one piece, since SentencePiece's record of how an UNUSED piece was
+ * made is shared by the whole text.
+ */
 export function encodeIds(compiled: CompiledModel, text: string): number[] {
-  const {model, mergeable, reserved, userDefined, maxPieceLength} = compiled
-  const s = normalize(model, text)
-  if (s === '') return []
+  const s = normalize(compiled.model, text)
+  const ids: number[] = []
+  const unmerge = new Map<string, [string, string]>()
+  if (s === '') return ids
+  if (compiled.hasUnused) {
+    encodeSegment(compiled, s, ids, unmerge)
+    return ids
+  }
+  let from = 0
+  for (let i = 0; i < s.length;) {
+    const cp = s.codePointAt(i)!
+    const size = cp > 0xffff ? 2 : 1
+    if (!compiled.joining.has(cp)) {
+      if (i > from) encodeSegment(compiled, s.slice(from, i), ids, unmerge)
+      encodeSegment(compiled, s.slice(i, i + size), ids, unmerge)
+      from = i + size
+    }
+    i += size
+  }
+  if (from < s.length) encodeSegment(compiled, s.slice(from), ids, unmerge)
+  return ids
+}
 
+/** BPE-merge the normalized text `s` and append its ids to `ids`. */
+function encodeSegment(compiled: CompiledModel, s: string, ids: number[], unmerge: Map<string, [string, string]>): void {
+  const {model, mergeable, reserved, userDefined, maxPieceLength} = compiled
   // Symbols: start offset and length (UTF-16 units; 0 once merged away) and list links.
   const n = s.length
   const start = new Int32Array(n)
@@ -230,8 +269,6 @@ export function encodeIds(compiled: CompiledModel, text: string): number[] {
     next[i] = i + 1 < count ? i + 1 : -1
   }
 
-  // Merged UNUSED pieces remember what they were made of, to be split back at the end.
-  let unmerge: Map<string, [string, string]> | undefined
   // Each merge adds at most two pairs, so 2n entries are rarely outgrown.
   const queue = new PairQueue(Math.max(16, 2 * count))
   const consider = (left: number, right: number) => {
@@ -242,10 +279,8 @@ export function encodeIds(compiled: CompiledModel, text: string): number[] {
     const id = mergeable.get(piece)
     if (id === undefined) return
     queue.push(model.scores[id]!, left, right, size)
-    if (model.types[id] === PIECE_TYPE.UNUSED) {
-      unmerge ??= new Map()
-      unmerge.set(piece, [s.substr(start[left]!, len[left]!), s.substr(start[right]!, len[right]!)])
-    }
+    // A merged UNUSED piece remembers what it was made of, to be split back at the end.
+    if (model.types[id] === PIECE_TYPE.UNUSED) unmerge.set(piece, [s.substr(start[left]!, len[left]!), s.substr(start[right]!, len[right]!)])
   }
   for (let i = 1; i < count; i++) consider(i - 1, i)
   const top = new Int32Array(3)
@@ -263,11 +298,10 @@ export function encodeIds(compiled: CompiledModel, text: string): number[] {
     consider(left, after)
   }
 
-  const ids: number[] = []
   const emit = (piece: string) => {
     const id = reserved.get(piece) ?? mergeable.get(piece)
     if (id !== undefined && model.types[id] === PIECE_TYPE.UNUSED) {
-      const parts = unmerge?.get(piece)
+      const parts = unmerge.get(piece)
       if (parts) {
         emit(parts[0])
         emit(parts[1])
@@ -283,7 +317,6 @@ export function encodeIds(compiled: CompiledModel, text: string): number[] {
     }
   }
   for (let i = 0; i >= 0; i = next[i]!) emit(s.substr(start[i]!, len[i]!))
-  return ids
 }
 
 const REPLACEMENT = '\ufffd'

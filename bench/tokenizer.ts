@@ -21,25 +21,30 @@ const text = heldOutText()
 const bytes = Buffer.byteLength(text)
 const lines = text.split('\n')
 
-function best(run: () => void): number {
-  let min = Infinity
+/** Best of 3 wall-clock and CPU (user+sys) seconds: on a shared machine CPU time is the steadier figure. */
+function best(run: () => void): {wall: number; cpu: number} {
+  let wall = Infinity
+  let cpu = Infinity
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now()
+    const c0 = process.cpuUsage()
     run()
-    min = Math.min(min, performance.now() - t0)
+    const c = process.cpuUsage(c0)
+    wall = Math.min(wall, (performance.now() - t0) / 1000)
+    cpu = Math.min(cpu, (c.user + c.system) / 1e6)
   }
-  return min / 1000
+  return {wall, cpu}
 }
 
 const ids = t.encode(text)
-const whole = best(() => t.encode(text))
-const byLine = best(() => lines.forEach((l) => t.encode(l)))
-const decode = best(() => t.decode(ids))
 const mb = bytes / 1e6
-console.log(`held-out Brown text: ${bytes} bytes, ${lines.length} lines, ${ids.length} tokens (${(bytes / ids.length).toFixed(2)} bytes/token)`)
-console.log(`encode, one string: ${whole.toFixed(3)} s = ${(mb / whole).toFixed(2)} MB/s, ${Math.round(ids.length / whole)} tokens/s`)
-console.log(`encode, line by line: ${byLine.toFixed(3)} s = ${(mb / byLine).toFixed(2)} MB/s`)
-console.log(`decode: ${decode.toFixed(3)} s = ${(mb / decode).toFixed(2)} MB/s; round trip ${t.decode(ids) === text ? 'exact' : 'DIFFERS'}`)
+const show = (what: string, r: {wall: number; cpu: number}, extra = '') =>
+  console.log(`${what}: ${r.wall.toFixed(3)} s wall, ${r.cpu.toFixed(3)} s CPU = ${(mb / r.wall).toFixed(2)} MB/s wall, ${(mb / r.cpu).toFixed(2)} MB/s CPU${extra}`)
+console.log(`held-out Brown text: ${bytes} bytes, ${lines.length} lines, ${ids.length} tokens (${(bytes / ids.length).toFixed(2)} bytes/token); load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`)
+const whole = best(() => t.encode(text))
+show('encode, one string', whole, `, ${Math.round(ids.length / whole.cpu)} tokens/s CPU`)
+show('encode, line by line', best(() => lines.forEach((l) => t.encode(l))))
+show('decode', best(() => t.decode(ids)), `; round trip ${t.decode(ids) === text ? 'exact' : 'DIFFERS'}`)
 
 if (process.argv.includes('--sweep')) {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-tokenizer-bench-'))

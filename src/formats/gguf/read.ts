@@ -28,6 +28,9 @@ const MIN_KV_BYTES = 8 + 4 + 1 // key length, value type, 1-byte value
 const MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8 // name length, n_dims, one dim, type, offset
 const INT64_MAX = (1n << 63n) - 1n
 
+/** ignoreBOM: a string that starts with U+FEFF keeps it (LLaMA-2's token 30143 is "\ufeff"). */
+const UTF8 = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true})
+
 /** Thrown internally when the header runs past the bytes read so far (but not past the file). */
 class NeedMoreBytes extends Error {}
 
@@ -79,7 +82,7 @@ class Cursor {
     this.pos += length
     let text: string
     try {
-      text = new TextDecoder('utf-8', {fatal: true}).decode(bytes)
+      text = UTF8.decode(bytes)
     } catch {
       throw new FormatError('gguf.utf8', `${this.file}: ${what} at offset ${this.pos - length} is not valid UTF-8`, {path: this.file, field: what})
     }

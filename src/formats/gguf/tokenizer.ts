@@ -1,54 +1,16 @@
 /**
  * The vocabulary written into `tokenizer.ggml.*`: read from a SentencePiece `tokenizer.model`
- * (ModelProto, decoded with protobufjs from the schema below) or a Hugging Face
+ * (ModelProto, decoded by src/tokenizer/proto.ts) or a Hugging Face
  * `tokenizer.json`, fitted to the model's embedding rows. Without either file a placeholder
  * vocabulary is synthesised (llama.cpp cannot load a model without one) and the output says so.
  */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import protobuf from 'protobufjs'
 import {FormatError, IoError, MappingError} from '../../errors.js'
+import {MAX_TOKENIZER_JSON_BYTES, MAX_TOKENIZER_MODEL_BYTES, readSentencePieceModel, scoresFromMerges} from '../../tokenizer/index.js'
 import {TOKEN_TYPE} from './types.js'
 
-/**
- * The parts of sentencepiece_model.proto this tool reads, with the published field numbers.
- * proto2 defaults matter: a piece without `type` is NORMAL; unk/bos/eos default to 0/1/2.
- */
-const SENTENCEPIECE_SCHEMA = `
-syntax = "proto2";
-package sentencepiece;
-message TrainerSpec {
-  enum ModelType { UNIGRAM = 1; BPE = 2; WORD = 3; CHAR = 4; }
-  optional ModelType model_type = 3 [default = UNIGRAM];
-  optional int32 vocab_size = 4 [default = 8000];
-  optional bool byte_fallback = 35 [default = false];
-  optional int32 unk_id = 40 [default = 0];
-  optional int32 bos_id = 41 [default = 1];
-  optional int32 eos_id = 42 [default = 2];
-  optional int32 pad_id = 43 [default = -1];
-}
-message NormalizerSpec {
-  optional string name = 1;
-  optional bool add_dummy_prefix = 3 [default = true];
-  optional bool remove_extra_whitespaces = 4 [default = true];
-}
-message ModelProto {
-  message SentencePiece {
-    enum Type { NORMAL = 1; UNKNOWN = 2; CONTROL = 3; USER_DEFINED = 4; UNUSED = 5; BYTE = 6; }
-    optional string piece = 1;
-    optional float score = 2;
-    optional Type type = 3 [default = NORMAL];
-  }
-  repeated SentencePiece pieces = 1;
-  optional TrainerSpec trainer_spec = 2;
-  optional NormalizerSpec normalizer_spec = 3;
-}
-`
-
-/** A tokenizer.model larger than this is not a SentencePiece model (Llama-2's is 500 kB). */
-export const MAX_TOKENIZER_MODEL_BYTES = 64 * 1024 * 1024
-/** Same for tokenizer.json (large BPE vocabularies are a few MB). */
-export const MAX_TOKENIZER_JSON_BYTES = 256 * 1024 * 1024
+export {MAX_TOKENIZER_JSON_BYTES, MAX_TOKENIZER_MODEL_BYTES}
 
 export interface GgufVocab {
   tokens: string[]
@@ -63,43 +25,19 @@ export interface GgufVocab {
   notes: string[]
 }
 
-let modelProto: protobuf.Type | undefined
-function modelProtoType(): protobuf.Type {
-  modelProto ??= protobuf.parse(SENTENCEPIECE_SCHEMA, {keepCase: true}).root.lookupType('sentencepiece.ModelProto')
-  return modelProto
-}
-
-interface RawPiece {piece?: string; score?: number; type?: number}
-
-/** Decode a SentencePiece ModelProto into tokens, scores, types and special ids. */
+/** Decode a SentencePiece ModelProto (src/tokenizer/proto.ts) into tokens, scores, types and special ids. */
 export function parseSentencePieceModel(bytes: Uint8Array, file = 'tokenizer.model'): Omit<GgufVocab, 'addBos' | 'source' | 'notes'> {
-  let message: protobuf.Message
-  try {
-    message = modelProtoType().decode(bytes)
-  } catch (error) {
-    throw new FormatError('tokenizer.protobuf', `${file} is not a SentencePiece model: ${(error as Error).message}`, {path: file})
-  }
-  const obj = modelProtoType().toObject(message, {defaults: true, enums: Number}) as {
-    pieces: RawPiece[]
-    trainer_spec?: {unk_id: number; bos_id: number; eos_id: number}
-  }
-  if (obj.pieces.length === 0) throw new FormatError('tokenizer.empty', `${file} has no pieces`, {path: file})
-  const spec = obj.trainer_spec ?? {unk_id: 0, bos_id: 1, eos_id: 2}
-  return {
-    tokens: obj.pieces.map((p) => p.piece ?? ''),
-    scores: obj.pieces.map((p) => p.score ?? 0),
-    types: obj.pieces.map((p) => p.type ?? TOKEN_TYPE.NORMAL),
-    unk: spec.unk_id,
-    bos: spec.bos_id,
-    eos: spec.eos_id,
-  }
+  const model = readSentencePieceModel(bytes, file)
+  return {tokens: model.pieces, scores: model.scores, types: model.types, unk: model.unk_id, bos: model.bos_id, eos: model.eos_id}
 }
 
 const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/
 
 /**
  * A Hugging Face `tokenizer.json` (Llama-style BPE with byte fallback, or Unigram). BPE files
- * carry no scores: like llama.cpp's converter, pieces get score -id so earlier merges win.
+ * carry no scores: they follow from the merge ranks (src/tokenizer/hf.ts `scoresFromMerges`, so
+ * LLaMA's "▁"-only pieces merge last, as in Meta's tokenizer.model); pieces no merge makes come
+ * after all merges. A BPE file without merges gets score -id.
  */
 export function parseTokenizerJson(json: unknown, file = 'tokenizer.json'): Omit<GgufVocab, 'addBos' | 'source' | 'notes'> {
   const model = (json as {model?: {type?: string; vocab?: unknown; unk_id?: number; unk_token?: string}})?.model
@@ -122,7 +60,9 @@ export function parseTokenizerJson(json: unknown, file = 'tokenizer.json'): Omit
       }
       tokens[id] = piece
     }
-    scores = tokens.map((_, id) => -id)
+    const merges = (model as {merges?: unknown}).merges
+    const pairs = Array.isArray(merges) ? merges.map((m) => (typeof m === 'string' ? m.split(' ') : m)).filter((m): m is [string, string] => Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === 'string')) : []
+    scores = pairs.length > 0 ? scoresFromMerges(tokens, pairs, (id) => -(pairs.length + id)) : tokens.map((_, id) => -id)
   }
   for (const a of added) {
     if (a.id >= tokens.length) tokens.length = a.id + 1

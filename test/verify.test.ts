@@ -308,3 +308,45 @@ describe('what ran, and what cannot run', () => {
     expect(exact.relation).toBe('derived')
   })
 })
+
+describe('verify on text', () => {
+  const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'bin/dev.js'), ...args], {cwd: repo, encoding: 'utf8', timeout: 120_000})
+  let model: string
+  beforeAll(async () => {
+    model = path.join(tmp, 'micro-llama-vocab')
+    const {drain} = await import('../src/progress.js')
+    const {writeCheckpoint} = await import('../src/convert.js')
+    await drain(writeCheckpoint(synthCheckpoint(presetConfig('micro', {vocab_size: 32000})), 'hf', model, {}))
+  })
+
+  it('--prompt tokenizes exactly as SentencePiece does (LLaMA-2, a 32000-row model) and prints the tokens', async () => {
+    const r = cli('verify', model, '--prompt', 'The quick brown fox', '--json')
+    expect(r.status, r.stderr).toBe(0)
+    const report = JSON.parse(r.stdout)
+    // SentencePiece itself, on the tokenizer.model we write for the built-in LLaMA-2 vocabulary.
+    const {llama2Model, writeSentencePieceModel} = await import('../src/tokenizer/index.js')
+    const spm = path.join(tmp, 'llama2.model')
+    writeFileSync(spm, writeSentencePieceModel(await llama2Model()))
+    const py = spawnSync('/usr/bin/python3', [path.join(repo, 'test/python/spm_check.py'), spm], {input: JSON.stringify({encode: ['The quick brown fox']}), encoding: 'utf8'})
+    expect(py.status, py.stderr).toBe(0)
+    expect(report.tokens).toEqual([1, ...JSON.parse(py.stdout).encode[0]])
+    expect(report.tokens).toEqual([1, 450, 4996, 17354, 1701, 29916])
+    expect(report.prompt.source).toBe('text')
+    expect(report.prompt.tokenizer).toMatch(/LLaMA-2/)
+    const human = cli('verify', model, '--prompt', 'The quick brown fox')
+    expect(human.stdout).toContain('prompt tokens: <s>=1 ▁The=450 ▁quick=4996 ▁brown=17354 ▁fo=1701 x=29916')
+  })
+
+  it('without a prompt, a model with a tokenizer runs held-out Brown corpus text; without one, seeded ids', async () => {
+    const withText = await verify(model, {promptLength: 16})
+    expect(withText.prompt.source).toBe('corpus')
+    expect(withText.tokens).toHaveLength(16)
+    expect(withText.prompt.text).toMatch(/^Vincent G\. Ierulli has been appointed/)
+    const seeded = await verify(fixture, {promptLength: 16})
+    expect(seeded.prompt).toEqual({source: 'seeded', seed: 0})
+  })
+
+  it('--prompt on a model without a tokenizer says to pass --tokenizer, in one line', async () => {
+    await expect(verify(fixture, {text: 'hello'})).rejects.toThrow(/no tokenizer for .*tiny-hf .*pass --tokenizer PATH/)
+  })
+})

@@ -30,6 +30,7 @@ import {compareHidden, compareLogits, firstDivergentLayer, fmt, type LayerDiverg
 import {checkTokens, runForward} from './engine/index.js'
 import {compareStored, decideRelation, expectedCheckpoint, type ExactWeights, type Relation} from './exact.js'
 import {measureQuality, type QualityGates, type QualityReport} from './quality.js'
+import {type PromptInfo, type PromptOptions, resolvePrompt} from './prompt.js'
 import {checkRuntimeApplies, FORMAT_RUNTIME, RUNTIMES, type RuntimeCheck, runtimeAvailable, runtimeCheck, type RuntimeName} from './runtime.js'
 
 /** The reference engines: who computes the reference transformation and the forward passes. */
@@ -53,12 +54,15 @@ export interface VerifyOptions {
   /** auto | cpu | cuda: the torch engine's and the runtimes' device; the ts engine is CPU only. */
   device?: string
   python?: string
-  /** Explicit token ids; otherwise a prompt of `promptLength` ids drawn from `seed`. */
+  /** Explicit token ids. */
   tokens?: number[]
+  /** Text to tokenize with the model's tokenizer (or `tokenizer`), or a file of it. */
+  text?: string
+  textFile?: string
+  tokenizer?: string
+  /** Tokens of held-out corpus text (when a tokenizer is found) or of seeded ids (default 32). */
   promptLength?: number
   seed?: number
-  /** Where the tokens came from, when the caller tokenized text (shown in the report). */
-  promptSource?: PromptInfo
   /** Opt-in quality gates. */
   gates?: QualityGates
   /** Compare stored weights code for code (default true with a reference). */
@@ -68,15 +72,6 @@ export interface VerifyOptions {
   force?: boolean
   /** Called when a phase starts (commands render it). */
   onPhase?: (phase: string) => void
-}
-
-export interface PromptInfo {
-  source: 'tokens' | 'seeded' | 'text' | 'file' | 'corpus'
-  /** The text (first characters) when the tokens came from text. */
-  text?: string
-  /** Which tokenizer made them. */
-  tokenizer?: string
-  seed?: number
 }
 
 export interface SideInfo {
@@ -132,28 +127,18 @@ export interface VerifyReport {
   seconds: Record<string, number>
 }
 
-/** DESIGN §7 measures verify on 32 tokens. */
-export const DEFAULT_PROMPT_LENGTH = 32
-
-/** The LLaMA-2 vocabulary: CoreNet's 32128 rows beyond it are padding, never real tokens. */
-const LLAMA_VOCAB = 32000
-
-/**
- * A deterministic prompt: BOS (1), then ids in [3, vocab) drawn from `seed` (xorshift32). The draw
- * range is the real vocabulary: rows 32000..32127 of CoreNet's padded embedding are not tokens, so
- * a model with 32000 and one with 32128 rows get the same prompt.
- */
-export function promptTokens(length: number, seed: number, vocab: number): number[] {
-  const real = vocab > LLAMA_VOCAB && vocab <= 32128 ? LLAMA_VOCAB : vocab
-  let s = (seed ^ 0x9e3779b9) >>> 0 || 1
-  const out = [1]
-  while (out.length < length) {
-    s ^= s << 13; s >>>= 0
-    s ^= s >>> 17
-    s ^= s << 5; s >>>= 0
-    out.push(3 + (s % Math.max(1, real - 3)))
+/** The tokens: from MODEL's tokenizer, else REF's (a MODEL folder without tokenizer files, a REF with them). */
+async function promptFor(model: Checkpoint, modelPath: string, ref: Checkpoint | undefined, refPath: string | undefined, options: VerifyOptions): Promise<{tokens: number[]; prompt: PromptInfo}> {
+  const p: PromptOptions = {tokens: options.tokens, text: options.text, textFile: options.textFile, tokenizer: options.tokenizer, promptLength: options.promptLength, seed: options.seed}
+  let own
+  try {
+    own = await resolvePrompt(model, modelPath, p)
+  } catch (error) {
+    if (!(error instanceof UsageError && error.code === 'verify.tokenizer' && ref && refPath)) throw error
+    return resolvePrompt(ref, refPath, p)
   }
-  return out.slice(0, length)
+  if (own.prompt.source !== 'seeded' || !ref || !refPath) return own
+  return resolvePrompt(ref, refPath, p)
 }
 
 async function open(model: string | Checkpoint): Promise<{checkpoint: Checkpoint; owned: boolean}> {
@@ -237,9 +222,8 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const ref = options.against === undefined ? undefined : (opened.push(await timed('open reference', () => open(options.against!))), opened[1]!.checkpoint)
     const refPath = ref ? (typeof options.against === 'string' ? options.against : ref.path) : undefined
     const vocab = Math.min(vocabOf(cand), ref ? vocabOf(ref) : Infinity)
-    const tokens = options.tokens ?? promptTokens(options.promptLength ?? DEFAULT_PROMPT_LENGTH, options.seed ?? 0, vocab)
+    const {tokens, prompt} = await timed('tokens', () => promptFor(cand, modelPath, ref, refPath, options))
     checkTokens(tokens, vocab)
-    const prompt: PromptInfo = options.promptSource ?? (options.tokens ? {source: 'tokens'} : {source: 'seeded', seed: options.seed ?? 0})
     const isText = prompt.source === 'text' || prompt.source === 'file' || prompt.source === 'corpus'
     const notes: string[] = []
     const failures: string[] = []
@@ -413,3 +397,5 @@ export function assertPassed(report: VerifyReport): VerifyReport {
   const what = report.verdict === 'single' ? 'single model' : report.verdict === 'quality-only' ? 'quality gates' : 'exact'
   throw new VerificationError('verify.failed', `verification failed (${what}): ${report.failures.join('; ')}${where ? `; ${where}` : ''}`, {report})
 }
+
+export {DEFAULT_PROMPT_LENGTH, type PromptInfo, promptTokens} from './prompt.js'

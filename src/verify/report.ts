@@ -34,6 +34,8 @@ export function reportLines(report: VerifyReport): string[] {
   lines.push(side('model', report.model))
   if (report.against) lines.push(side('against', report.against))
   lines.push(`engine ${report.engine.name} (${report.engine.device}); ${promptLine(report)}`)
+  const pieces = report.prompt.pieces
+  if (pieces) lines.push(`prompt tokens: ${pieces.slice(0, 48).map((piece, i) => `${JSON.stringify(piece).slice(1, -1)}=${report.tokens[i]}`).join(' ')}${pieces.length > 48 ? ' …' : ''}`)
   if (report.summary) {
     lines.push(`logits ${report.summary.finite ? 'finite' : 'contain NaN/Inf'}, range [${fmt(report.summary.logitMin)}, ${fmt(report.summary.logitMax)}]`)
     lines.push(`top-1 per position: ${report.summary.top1.join(' ')}`)

@@ -19,6 +19,7 @@ import {configFromMetadata, type GgufFileType, openelmMetadata} from './metadata
 import {expandNames, fromGgufName, joinRows, selectRows, toGgufNames} from './names.js'
 import {Q8_0_BLOCK} from '../../quant/q8_0.js'
 import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
+import {type EmbeddedVocabulary} from '../../tokenizer/find.js'
 import {loadVocab, type VocabPieces} from './tokenizer.js'
 import {GGML_BLOCK, GGUF_MAGIC, type GgmlTypeName, type GgufKv} from './types.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
@@ -85,6 +86,25 @@ const EMBEDDED_VOCAB = 'ggufVocab'
 function embeddedVocab(source: Checkpoint): (VocabPieces & {addBos: boolean}) | undefined {
   return source.format === 'gguf' ? (source.extras.info[EMBEDDED_VOCAB] as (VocabPieces & {addBos: boolean}) | undefined) : undefined
 }
+
+/** A GGUF checkpoint's embedded vocabulary as the tokenizer reads it (undefined for other formats or a placeholder vocabulary). */
+export function ggufEmbeddedVocabulary(source: Checkpoint): EmbeddedVocabulary | undefined {
+  const v = embeddedVocab(source)
+  if (!v) return undefined
+  const model = source.extras.info[EMBEDDED_TOKENIZER_MODEL]
+  const spacePrefix = source.extras.info[EMBEDDED_SPACE_PREFIX]
+  return {
+    file: source.path,
+    vocabulary: {
+      ...(typeof model === 'string' ? {model} : {}), tokens: v.tokens, scores: v.scores, types: v.types, bos: v.bos, eos: v.eos, unk: v.unk,
+      ...(typeof spacePrefix === 'boolean' ? {addSpacePrefix: spacePrefix} : {}),
+    },
+    addBos: v.addBos,
+  }
+}
+
+const EMBEDDED_TOKENIZER_MODEL = 'ggufTokenizerModel'
+const EMBEDDED_SPACE_PREFIX = 'ggufAddSpacePrefix'
 
 function vocabFromMetadata(kv: Map<string, GgufKv>): (VocabPieces & {addBos: boolean}) | undefined {
   if (kv.get('openelm.vocab_placeholder')?.value === true) return undefined
@@ -188,6 +208,8 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
       metadata,
     }
     Object.defineProperty(info, EMBEDDED_VOCAB, {value: vocabFromMetadata(file.kv), enumerable: false})
+    Object.defineProperty(info, EMBEDDED_TOKENIZER_MODEL, {value: file.kv.get('tokenizer.ggml.model')?.value, enumerable: false})
+    Object.defineProperty(info, EMBEDDED_SPACE_PREFIX, {value: file.kv.get('tokenizer.ggml.add_space_prefix')?.value, enumerable: false})
     return {
       format: 'gguf',
       path: p,

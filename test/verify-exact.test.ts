@@ -5,7 +5,7 @@
  * logits) is printed at the end for the docs.
  */
 import {spawnSync} from 'node:child_process'
-import {promises as fs} from 'node:fs'
+import {existsSync, promises as fs} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -18,8 +18,8 @@ import {injectMlxBug, injectQ8MaxBug, MLX_BUGS} from './helpers/inject.js'
 const repo = path.resolve(import.meta.dirname, '..')
 const FIXTURES = [
   {name: 'random', path: path.join(repo, 'fixtures/tiny-hf')},
-  ...(process.env.OPENELM_NO_TRAINED ? [] : [{name: 'trained', path: path.join(repo, 'fixtures/trained')}]),
-]
+  {name: 'trained', path: path.join(repo, 'fixtures/trained')},
+].filter((f) => existsSync(f.path))
 const TENSOR = 'layers.1.attn.qkv_proj.weight'
 let tmp: string
 const caught: Record<string, {codes: boolean; logits: boolean; firstTensor: string | null}> = {}

@@ -3,6 +3,7 @@ import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
 import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
 import {dtypeOptions, parseSize, quantizationOption} from '../cli/options.js'
+import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
 import {type FormatName} from '../formats/types.js'
@@ -32,11 +33,14 @@ export default class Convert extends BaseCommand {
     ema: Flags.boolean({description: 'CoreNet source: convert the EMA weights', default: false}),
     config: Flags.string({description: 'source config: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
     verify: Flags.boolean({description: 'after writing, verify the output against the source (ts engine); report in <out>/openelm-verify.json', default: false}),
+    ...peftFlags,
+    merge: mergeFlag,
   }
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
     const {args, flags} = await this.parse(Convert)
-    const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined}
+    const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
+    const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, ...(peft ? {peft} : {})}
     const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
       ...(flags.quantize === undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),

@@ -312,6 +312,9 @@ def handle(request, cache):
     op = request.get("op")
     if op == "hello":
         return {"ok": True, "torch": torch.__version__, "python": sys.version.split()[0], "cuda": bool(torch.cuda.is_available())}
+    if op == "forward_peft":  # LoRA/DoRA adapters applied unmerged (peft_ref.py, beside this file)
+        from peft_ref import handle_forward_peft
+        return handle_forward_peft(request, cache)
     if op != "forward":
         raise ValueError("unknown op %r" % op)
     device = resolve_device(torch, request.get("device"))

@@ -5,7 +5,7 @@ import {loadLoraConfigFile, refuseNoMerge} from '../formats/corenet/peft.js'
 import {type FormatName, type PeftInfo, type PeftOptions} from '../formats/types.js'
 
 export const peftFlags = {
-  adapter: Flags.string({description: 'CoreNet LoRA/DoRA adapters saved apart from the base (a .pt of lora_* tensors): merged into SOURCE'}),
+  adapter: Flags.string({description: 'CoreNet LoRA/DoRA adapters saved apart from their base (a .pt of lora_* tensors), merged into it'}),
   'lora-alpha': Flags.string({description: 'LoRA/DoRA: lora_alpha of the run (not stored in CoreNet checkpoints; Apple\'s peft_configs use 32)'}),
   'lora-config': Flags.string({description: 'LoRA/DoRA: the run\'s CoreNet YAML, for its model.lora.config (alpha, rslora per module)'}),
   'embedding-adapter': Flags.string({

@@ -1,6 +1,6 @@
 /** What `openelm inspect` reports: format, config, per-layer dims, dtypes, sizes, extras. */
 import {openCheckpoint} from './formats/registry.js'
-import {type Checkpoint, type FormatName, type ReadOptions, type TrainingState, type Quantization} from './formats/types.js'
+import {type Checkpoint, type FormatName, type PeftInfo, type ReadOptions, type TrainingState, type Quantization} from './formats/types.js'
 import {layerDims, type LayerDims, type OpenElmConfig, parameterCount} from './model/config.js'
 import {matchPreset} from './model/presets.js'
 
@@ -21,6 +21,8 @@ export interface InspectReport {
   training?: Omit<TrainingState, 'raw'>
   notes: string[]
   info: Record<string, unknown>
+  /** LoRA/DoRA adapters (merged on conversion). */
+  peft?: PeftInfo
 }
 
 export function describeCheckpoint(checkpoint: Checkpoint): InspectReport {
@@ -44,6 +46,7 @@ export function describeCheckpoint(checkpoint: Checkpoint): InspectReport {
     training: training ? (({raw: _raw, ...rest}) => rest)(training) : undefined,
     notes: checkpoint.extras.notes,
     info: checkpoint.extras.info,
+    ...(checkpoint.extras.peft ? {peft: checkpoint.extras.peft} : {}),
   }
 }
 

@@ -3,6 +3,7 @@ import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
 import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
 import {dtypeOptions, parseSize, quantizationOption} from '../cli/options.js'
+import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
 import {UsageError} from '../errors.js'
@@ -37,13 +38,16 @@ export default class Convert extends BaseCommand {
     'max-kl': Flags.string({description: 'with --verify: quality gate, largest allowed mean KL against the source (nats)'}),
     'min-top1': Flags.string({description: 'with --verify: quality gate, smallest allowed top-1 agreement (0..1)'}),
     'max-ppl-ratio': Flags.string({description: 'with --verify: quality gate, largest allowed perplexity ratio on text'}),
+    ...peftFlags,
+    merge: mergeFlag,
   }
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
     const {args, flags} = await this.parse(Convert)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
-    const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined}
+    const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
+    const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, ...(peft ? {peft} : {})}
     const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
       ...(flags.quantize === undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
 import {formatOption} from '../cli/flags.js'
+import {peftFlags, peftLines, peftOptions} from '../cli/peft.js'
 import {bytes, count, table} from '../cli/render.js'
 import {inspect, type InspectReport} from '../inspect.js'
 import {type FormatName} from '../formats/types.js'
@@ -17,11 +18,13 @@ export default class Inspect extends BaseCommand {
     format: formatOption,
     ema: Flags.boolean({description: 'CoreNet: inspect the EMA weights', default: false}),
     config: Flags.string({description: 'config to use: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
+    ...peftFlags,
   }
 
   async run(): Promise<InspectReport> {
     const {args, flags} = await this.parse(Inspect)
-    const report = await inspect(args.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined})
+    const peft = await peftOptions(flags, {describeOnly: true})
+    const report = await inspect(args.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, peft})
     const c = report.config
     this.log(`${report.path}: ${report.format}${report.preset ? ` (OpenELM-${report.preset} shape)` : ''}`)
     this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${report.quantization.bits}-bit/${report.quantization.groupSize}` : ''}`)
@@ -34,6 +37,7 @@ export default class Inspect extends BaseCommand {
       const t = report.training
       this.log(`  training    iterations ${t.iterations ?? '-'}, epoch ${t.epoch ?? '-'}, optimizer ${t.hasOptimizer ? bytes(t.optimizerBytes) : 'none'}, EMA ${t.hasEma ? 'yes' : 'no'}, grad scaler ${t.hasGradientScaler ? 'yes' : 'no'}`)
     }
+    if (report.peft) for (const line of peftLines(report.peft)) this.log(`  ${line}`)
     for (const note of report.notes) this.log(`  note        ${note}`)
     this.log('')
     this.log(table(['layer', 'q heads', 'kv heads', 'ffn dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])))

@@ -4,6 +4,7 @@
  */
 import {promises as fs} from 'node:fs'
 import {FormatError, IoError, UsageError} from '../errors.js'
+import {applyPeftOptions} from './corenet/adapter.js'
 import {corenetFormat} from './corenet/index.js'
 import {ggufFormat} from './gguf/index.js'
 import {hfFormat} from './hf/index.js'
@@ -40,5 +41,7 @@ export async function detectFormat(p: string): Promise<FormatAdapter> {
 /** Open any supported checkpoint, optionally forcing its format. */
 export async function openCheckpoint(p: string, options: ReadOptions & {format?: FormatName} = {}): Promise<Checkpoint> {
   const adapter = options.format ? adapterFor(options.format) : await detectFormat(p)
-  return adapter.read(p, options)
+  const checkpoint = await adapter.read(p, options)
+  // LoRA/DoRA: adapters saved apart (--adapter) are merged here, whatever the base's format.
+  return options.peft ? applyPeftOptions(checkpoint, options) : checkpoint
 }

@@ -7,6 +7,7 @@ import {type OpenElmConfig} from '../model/config.js'
 import {type Encoded, type SchemeParams} from '../quant/types.js'
 import {type FloatDType} from '../tensor/dtype.js'
 import {type TensorRecord} from '../tensor/record.js'
+import {type MergeFault} from '../tensor/lora.js'
 
 export const FORMAT_NAMES = ['hf', 'corenet', 'mlx', 'onnx', 'gguf'] as const
 export type FormatName = (typeof FORMAT_NAMES)[number]
@@ -35,6 +36,74 @@ export interface Extras {
   notes: string[]
   /** Format-specific facts for `inspect` (layout name, file list, sizes...). */
   info: Record<string, unknown>
+  /** Set when the source carried LoRA/DoRA adapters: the tensors are then the merged weights. */
+  peft?: PeftInfo
+}
+
+/** One adapted module of a CoreNet PEFT checkpoint (corenet/third_party/modeling/lora.py). */
+export interface PeftModule {
+  /** CoreNet's module path, e.g. `layers.0.attn.qkv_proj`. */
+  module: string
+  /** The canonical weight the adapter changes. */
+  tensor: string
+  /** lora.py `Linear` or `Embedding`. */
+  type: 'linear' | 'embedding'
+  kind: 'lora' | 'dora'
+  adapterName: string
+  rank: number
+  /** Not stored in CoreNet checkpoints: from --lora-alpha or the run's YAML, else unknown. */
+  alpha?: number
+  rslora: boolean
+  /** alpha / r (alpha / sqrt(r) with rslora), when alpha is known. */
+  scale?: number
+}
+
+/** What `inspect` shows about adapters, and what the unmerged reference needs to rebuild them. */
+export interface PeftInfo {
+  /** `lora+dora` when some modules use each. */
+  kind: 'lora' | 'dora' | 'lora+dora'
+  modules: PeftModule[]
+  /** Where alpha came from. */
+  alphaSource: 'flag' | 'lora-config' | 'unknown'
+  /**
+   * The embedding adapter: CoreNet applies it to the input lookup only (its tied output layer uses
+   * the base weight), which a tied model cannot hold: `merge` (input and output both adapted),
+   * `drop` (neither), or `unresolved` (not chosen; the checkpoint can be inspected, not converted).
+   */
+  embedding?: 'merge' | 'drop' | 'unresolved'
+  /** The file the adapters were read from, the dict key inside it ('' for a bare state dict). */
+  adapterFile: string
+  adapterKey: string
+  /** The base weights: the same file, or the checkpoint given with --adapter. */
+  base: {path: string; format: FormatName; key?: string}
+  /** Settings still missing before the adapters can be merged (one sentence each). */
+  unresolved: string[]
+}
+
+/** A CoreNet `model.lora.config[]` entry (LayerConfig + LoRAParams of lora.py). */
+export interface LoraLayerConfig {
+  regex: string
+  moduleType: 'linear' | 'embedding'
+  adapterName?: string
+  r?: number
+  alpha: number
+  rslora: boolean
+  dora?: boolean
+}
+
+export interface PeftOptions {
+  /** Adapters saved apart from the base (a CoreNet `.pt` holding only adapter tensors). */
+  adapter?: string
+  /** lora_alpha for every adapted module. */
+  loraAlpha?: number
+  /** The run's `model.lora.config` (from its YAML). */
+  loraConfig?: {file: string; layers: LoraLayerConfig[]}
+  /** How to treat an embedding adapter (see PeftInfo.embedding). */
+  embeddingAdapter?: 'merge' | 'drop'
+  /** `inspect`: open even when settings are missing (merged tensors then refuse to be read). */
+  describeOnly?: boolean
+  /** Testing only: a deliberately wrong merge, to prove that verification catches it. */
+  fault?: MergeFault
 }
 
 export interface TrainingState {
@@ -94,6 +163,8 @@ export interface ReadOptions {
   config?: OpenElmConfig
   /** CoreNet: read `ema_state_dict` instead of `model_state_dict`. */
   ema?: boolean
+  /** LoRA/DoRA adapters: settings the checkpoint does not store, and adapters saved apart. */
+  peft?: PeftOptions
 }
 
 export interface WriteOptions {

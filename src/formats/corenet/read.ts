@@ -11,7 +11,8 @@ import {GLOBAL_TENSORS} from '../../model/tensors.js'
 import {dtypeSize} from '../../tensor/dtype.js'
 import {numel, type TensorRecord, withReadInto} from '../../tensor/record.js'
 import {readerCheckpoint, resolveConfig} from '../common.js'
-import {type Checkpoint, type ReadOptions, type TrainingState} from '../types.js'
+import {type Checkpoint, type PeftInfo, type ReadOptions, type TrainingState} from '../types.js'
+import {baseOnlyModules, hasPeftNames, mergeAdapters, splitPeft} from './peft.js'
 import {children, unpickle} from './unpickle.js'
 import {PyDict, type PyValue, type TorchStorage, TorchTensor} from './values.js'
 import {type ZipEntry, ZipReader} from './zip.js'
@@ -223,7 +224,7 @@ export function tensorBytes(v: PyValue): number {
   return total
 }
 
-function stateDictRecords(p: string, key: string, dict: PyValue, notes: string[]): TensorRecord[] {
+export function stateDictRecords(p: string, key: string, dict: PyValue, notes: string[]): TensorRecord[] {
   if (!(dict instanceof PyDict)) throw new FormatError('corenet.state_dict', `${p}: ${key} is not a dict of tensors`, {path: p})
   const names = [...dict.map.keys()]
   for (const prefix of [MODULE_PREFIX, HF_PREFIX]) {
@@ -278,7 +279,25 @@ export async function readCorenet(p: string, options: ReadOptions = {}): Promise
       modelKey = isTraining ? TRAINING_KEYS.model : ''
     }
     const stateDict = isTraining ? top.get(modelKey)! : top
-    const records = stateDictRecords(file, modelKey || 'the state dict', stateDict, notes)
+    let records = stateDictRecords(file, modelKey || 'the state dict', stateDict, notes)
+    let peft: PeftInfo | undefined
+    if (hasPeftNames(records)) {
+      // A CoreNet LoRA/DoRA model (corenet/third_party/modeling/lora.py): merge its adapters.
+      const split = splitPeft(records)
+      const baseOnly = baseOnlyModules(split)
+      if (options.peft?.adapter) {
+        if (split.adapterTensors > 0) throw new UsageError('peft.adapter_twice', `--adapter: ${file} already carries adapters; convert it without --adapter`, {path: file})
+        records = split.plain
+      } else {
+        if (baseOnly.length > 0) {
+          throw new FormatError('peft.no_adapters', `${file}: ${baseOnly[0]}.base_layer.weight has no adapter tensors beside it (adapters saved apart? pass them with --adapter)`, {path: file, module: baseOnly[0]})
+        }
+        const merged = mergeAdapters(split.plain, split.modules, options.peft ?? {}, {adapterFile: file, adapterKey: modelKey, base: {path: file, format: 'corenet', key: modelKey}})
+        records = merged.tensors
+        peft = merged.info
+        notes.push(...merged.notes)
+      }
+    }
     const config = fitConfigVocab(options.config, records, notes)
     const besideConfig = path.basename(file) === HF_TORCH_FILE ? path.join(path.dirname(file), 'config.json') : undefined
     const resolved = await resolveConfig(records, besideConfig, {...options, config})
@@ -295,10 +314,12 @@ export async function readCorenet(p: string, options: ReadOptions = {}): Promise
         optimizerBytes: optim === undefined ? 0 : tensorBytes(optim),
         hasEma: ema !== undefined && ema !== null,
         hasGradientScaler: scaler !== undefined && scaler !== null,
-        raw: {dict: top, modelKey} satisfies CorenetRaw,
+        // A PEFT run's optimizer state belongs to the adapters, which are merged away.
+        ...(peft ? {} : {raw: {dict: top, modelKey} satisfies CorenetRaw}),
       }
+      if (peft && training.hasOptimizer) notes.push('the optimizer state belongs to the adapters, which are merged: a .pt output is the merged state dict, without training state')
     }
-    return await readerCheckpoint('corenet', p, resolved, {
+    const checkpoint = await readerCheckpoint('corenet', p, resolved, {
       tokenizerDir: path.dirname(file),
       training,
       notes: [...notes, ...resolved.notes],
@@ -312,6 +333,8 @@ export async function readCorenet(p: string, options: ReadOptions = {}): Promise
         ...(isTraining ? {keys: [...top.map.keys()].map(String)} : {}),
       },
     }, () => archive.zip.close())
+    if (peft) checkpoint.extras.peft = peft
+    return checkpoint
   } catch (error) {
     await archive.zip.close()
     throw error

@@ -364,6 +364,9 @@ def handle(request, cache):
             sys.path.insert(0, here)
         import quant_ref
         return quant_ref.exact(request)
+    if op == "forward_peft":  # LoRA/DoRA adapters applied unmerged (peft_ref.py, beside this file)
+        from peft_ref import handle_forward_peft
+        return handle_forward_peft(request, cache)
     if op != "forward":
         raise ValueError("unknown op %r" % op)
     device = resolve_device(torch, request.get("device"))

@@ -172,3 +172,37 @@ describe('wrong merges fail and name the tensor', () => {
     expect(report.tensors.filter((t) => !t.pass).map((t) => `${t.name} ${t.use}`)).toEqual(['token_embeddings.weight input', 'token_embeddings.weight output'])
   })
 })
+
+describe('verify and convert --verify take a LoRA/DoRA checkpoint as the source (phase 2)', () => {
+  const cli = (...args: string[]) => {
+    try {
+      return {code: 0, stdout: execFileSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bin/dev.js'), ...args], {cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000}), stderr: ''}
+    } catch (error) {
+      const e = error as {status: number; stdout: string; stderr: string}
+      return {code: e.status, stdout: e.stdout, stderr: e.stderr}
+    }
+  }
+
+  it('convert lora.pt --to mlx --quantize 4 --verify: exact against the merged source, and the merge against the unmerged reference', () => {
+    const out = path.join(tmp, 'phase2-mlx-q4')
+    const r = cli('convert', LORA, '--to', 'mlx', '--quantize', '4', '--group-size', '32', '--lora-alpha', '8', '--embedding-adapter', 'merge', '--verify', '--out', out, '--json')
+    expect(r.code, r.stderr).toBe(0)
+    const report = JSON.parse(r.stdout).verify
+    expect(report.verdict).toBe('exact')
+    expect(report.weights.mismatching).toEqual([])
+    expect(report.peft.pass).toBe(true)
+    expect(report.peft.relMaxAbs).toBeLessThan(PEFT_LOGIT_REL)
+    expect(report.checks.some((c: string) => c.startsWith('adapters: REF\'s lora merge vs its adapters applied unmerged'))).toBe(true)
+  })
+
+  it('verify OUT --against dora.pt --lora-alpha 3 passes; the wrong alpha (the merge it describes is not OUT) fails with exit 5', () => {
+    const out = path.join(tmp, 'phase2-dora-hf')
+    expect(cli('convert', DORA, '--to', 'hf', '--lora-alpha', '3', '--out', out).code).toBe(0)
+    const good = cli('verify', out, '--against', DORA, '--lora-alpha', '3', '--json')
+    expect(good.code, good.stderr).toBe(0)
+    expect(JSON.parse(good.stdout).peft.pass).toBe(true)
+    const wrong = cli('verify', out, '--against', DORA, '--lora-alpha', '6')
+    expect(wrong.code).toBe(5)
+    expect(wrong.stderr).toMatch(/tensors are not REF's transformation, first layers\.0\.attn\.qkv_proj\.weight/)
+  })
+})

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {forceFlag, formatOption} from '../cli/flags.js'
+import {peftFlags, peftOptions} from '../cli/peft.js'
 import {UsageError} from '../errors.js'
 import {type QualityGates} from '../verify/quality.js'
 import {assertPassed, BACKEND_NAMES, DEFAULT_PROMPT_LENGTH, verify, type VerifyReport} from '../verify/index.js'
@@ -34,6 +35,7 @@ export default class Verify extends BaseCommand {
     'min-top1': Flags.string({description: 'quality gate: smallest allowed top-1 agreement with REF (0..1)'}),
     'max-ppl-ratio': Flags.string({description: 'quality gate: largest allowed perplexity(MODEL) / perplexity(REF) on text'}),
     'skip-weights': Flags.boolean({description: 'do not compare stored weights code for code (logits only)', default: false}),
+    ...peftFlags,
     format: formatOption,
     force: forceFlag,
   }
@@ -43,8 +45,10 @@ export default class Verify extends BaseCommand {
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.against && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) compare with a reference: pass --against SRC')
     if (!flags.against && flags['skip-weights']) throw new UsageError('flag.skip_weights', '--skip-weights applies to a comparison with --against')
+    const peft = await peftOptions(flags)
+    if (peft && !flags.against) throw new UsageError('flag.peft', 'the LoRA/DoRA flags (--adapter, --lora-alpha, --lora-config, --embedding-adapter) describe the --against checkpoint: pass --against')
     const report = await verify(args.model, {
-      against: flags.against, backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
+      against: flags.against, ...(peft ? {againstRead: {peft}} : {}), backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
       tokens: flags.tokens === undefined ? undefined : parseTokens(flags.tokens),
       text: flags.prompt, textFile: flags['text-file'], tokenizer: flags.tokenizer,
       promptLength: flags['prompt-length'], seed: flags.seed, saveLogits: flags['save-logits'], force: flags.force,

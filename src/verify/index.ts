@@ -29,6 +29,7 @@ import {torchExact, torchSingle} from './backends/torch.js'
 import {compareHidden, compareLogits, firstDivergentLayer, fmt, type LayerDivergence} from './compare.js'
 import {checkTokens, runForward} from './engine/index.js'
 import {compareStored, decideRelation, expectedCheckpoint, type ExactWeights, type Relation} from './exact.js'
+import {verifyPeft} from './peft.js'
 import {measureQuality, type QualityGates, type QualityReport} from './quality.js'
 import {type PromptInfo, type PromptOptions, resolvePrompt} from './prompt.js'
 import {checkRuntimeApplies, FORMAT_RUNTIME, RUNTIMES, type RuntimeCheck, runtimeAvailable, runtimeCheck, type RuntimeName} from './runtime.js'
@@ -47,6 +48,8 @@ const EXACT_HIDDEN_REL = 1e-5
 export interface VerifyOptions {
   /** Reference model (any format) to compare against. */
   against?: string | Checkpoint
+  /** How to open `against` when it is a path (--format, --ema, --config, LoRA/DoRA settings). */
+  againstRead?: ReadOptions & {format?: FormatName}
   /** ts (default) or torch; onnxruntime / llama.cpp force that runtime (engine ts). */
   backend?: string
   /** The artifact's runtime: auto (its format's, when installed), none, or one by name. */
@@ -94,6 +97,17 @@ export interface ExactLogits {
   pass: boolean
 }
 
+export interface PeftCheck {
+  pass: boolean
+  relMaxAbs: number
+  threshold: number
+  firstDivergentTensor: string | null
+  failures: string[]
+  kind: string
+  modules: number
+  device: string
+}
+
 export interface VerifyReport {
   pass: boolean
   /**
@@ -119,6 +133,8 @@ export interface VerifyReport {
   firstDivergentTensor: string | null
   quality?: QualityReport
   runtime?: RuntimeCheck
+  /** REF is a LoRA/DoRA checkpoint: its merge against the adapters applied unmerged. */
+  peft?: PeftCheck
   /** Without a reference: argmax per position and whether every logit is finite. */
   summary?: {top1: number[]; finite: boolean; logitMin: number; logitMax: number}
   failures: string[]
@@ -141,8 +157,8 @@ async function promptFor(model: Checkpoint, modelPath: string, ref: Checkpoint |
   return resolvePrompt(ref, refPath, p)
 }
 
-async function open(model: string | Checkpoint): Promise<{checkpoint: Checkpoint; owned: boolean}> {
-  return typeof model === 'string' ? {checkpoint: await openCheckpoint(model), owned: true} : {checkpoint: model, owned: false}
+async function open(model: string | Checkpoint, read?: ReadOptions & {format?: FormatName}): Promise<{checkpoint: Checkpoint; owned: boolean}> {
+  return typeof model === 'string' ? {checkpoint: await openCheckpoint(model, read), owned: true} : {checkpoint: model, owned: false}
 }
 
 function vocabOf(checkpoint: Checkpoint): number {
@@ -219,7 +235,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const cand = opened[0]!.checkpoint
     const modelPath = typeof model === 'string' ? model : cand.path
     const {engine, runtime, forcedRuntime, device} = resolveBackends(options, cand)
-    const ref = options.against === undefined ? undefined : (opened.push(await timed('open reference', () => open(options.against!))), opened[1]!.checkpoint)
+    const ref = options.against === undefined ? undefined : (opened.push(await timed('open reference', () => open(options.against!, options.againstRead))), opened[1]!.checkpoint)
     const refPath = ref ? (typeof options.against === 'string' ? options.against : ref.path) : undefined
     const vocab = Math.min(vocabOf(cand), ref ? vocabOf(ref) : Infinity)
     const {tokens, prompt} = await timed('tokens', () => promptFor(cand, modelPath, ref, refPath, options))
@@ -319,6 +335,15 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       checks.push(`${runtime} (${runtimeReport.device}) agrees with the ${engine} engine on the same file (${runtimeReport.storage} tolerance)`)
       failures.push(...runtimeReport.failures)
     }
+    // A LoRA/DoRA REF is read merged (in f32): the merge itself is checked against CoreNet's
+    // definitions applied unmerged by the PyTorch reference, so MODEL = T(merge(REF)) ≡ REF unmerged.
+    let peft: PeftCheck | undefined
+    if (ref.extras.peft) {
+      const r = await timed('adapters (unmerged PyTorch reference)', () => verifyPeft(ref, ref, {tokens, device: device === 'cuda' ? 'cuda' : 'cpu', python: options.python}))
+      peft = {pass: r.pass, relMaxAbs: r.logits.maxAbs / r.logitScale, threshold: r.maxAbsAllowed / r.logitScale, firstDivergentTensor: r.firstDivergentTensor, failures: r.failures, kind: ref.extras.peft.kind, modules: ref.extras.peft.modules.length, device: r.device}
+      checks.push(`adapters: REF's ${ref.extras.peft.kind} merge vs its adapters applied unmerged (PyTorch, ${r.device}), max |Δ| ≤ ${fmt(peft.threshold)} of the logit scale, every adapted weight probed`)
+      failures.push(...r.failures.map((f) => `adapters: ${f}`))
+    }
     if (weights && Object.keys(weights.accepted).length > 0) {
       notes.push(`documented alternative roundings accepted: ${Object.entries(weights.accepted).map(([k, n]) => `${n} block${n === 1 ? '' : 's'} ${k}`).join(', ')}`)
     }
@@ -334,7 +359,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       ...(weights ? {weights} : {}), logits, ...(layers ? {layers} : {}),
       firstDivergentLayer: failed && verdict === 'exact' ? hiddenLayer ?? (layers && !logits.pass ? layers.length : null) : null,
       firstDivergentTensor: verdict === 'exact' ? weights?.first?.tensor ?? null : null,
-      quality, ...(runtimeReport ? {runtime: runtimeReport} : {}),
+      quality, ...(runtimeReport ? {runtime: runtimeReport} : {}), ...(peft ? {peft} : {}),
       failures, notes, ...(savedLogits ? {savedLogits} : {}), seconds,
     }
   } finally {

@@ -56,6 +56,8 @@ export function reportLines(report: VerifyReport): string[] {
     const l = report.logits
     rows.push(['logits vs REF transformed', `max |Δ| ${fmt(l.maxAbs)} (${fmt(l.relMaxAbs)} of scale)`, `≤ ${fmt(l.threshold)} of scale`, l.pass ? 'ok' : 'FAIL'])
   }
+  const pe = report.peft
+  if (pe) rows.push([`${pe.kind} merge vs unmerged (torch)`, `${fmt(pe.relMaxAbs)} of scale, ${pe.modules} modules`, `≤ ${fmt(pe.threshold)} of scale`, pe.pass ? 'ok' : 'FAIL'])
   const r = report.runtime
   if (r) {
     rows.push([`${r.runtime} (${r.device}) vs ${r.against}`, `${fmt(r.relMaxAbs)} of scale, KL ${fmt(r.meanKl)}`, `≤ ${fmt(r.tolerance.maxRelAbs)}, ≤ ${fmt(r.tolerance.maxMeanKl)}`, r.pass ? 'ok' : 'FAIL'])

@@ -20,11 +20,11 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {fmt} from '../src/verify/compare.js'
-import {promptTokens} from '../src/verify/index.js'
+import {resolvePrompt} from '../src/verify/prompt.js'
 import {dominantStorage, type RuntimeName, runtimeCheck} from '../src/verify/runtime.js'
 
 const {values} = parseArgs({options: {
-  models: {type: 'string', default: 'tiny:0,tiny:1,tiny:2,270M:0'},
+  models: {type: 'string', default: 'fixtures/trained,tiny:0,tiny:1,tiny:2,270M:0'},
   tokens: {type: 'string', default: '32,128'},
   out: {type: 'string', default: 'bench/out/runtime-tolerance.json'},
 }})
@@ -50,6 +50,12 @@ const work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-runtime-tol-'))
 try {
   for (const spec of values.models!.split(',')) {
     const src = await source(spec)
+    // Real held-out text when the source has a tokenizer (the trained fixture), else seeded ids.
+    const prompts = new Map<number, number[]>()
+    for (const n of values.tokens!.split(',').map(Number)) {
+      const length = Math.min(n, src.config.max_context_length - 1)
+      prompts.set(n, (await resolvePrompt(src, /^[^:/]+:\d+$/.test(spec) ? '/nonexistent' : spec, {promptLength: length})).tokens)
+    }
     try {
       for (const t of TARGETS) {
         const dir = path.join(work, `${spec.replaceAll(/[/:]/g, '_')}-${t.label.replace(' ', '-')}`)
@@ -59,7 +65,7 @@ try {
         const model = await openCheckpoint(out)
         try {
           for (const n of values.tokens!.split(',').map(Number)) {
-            const tokens = promptTokens(Math.min(n, model.config.max_context_length - 1), 0, model.config.vocab_size)
+            const tokens = prompts.get(n)!
             const engine = await runForward(model, tokens)
             const r = await runtimeCheck(t.runtime, model, out, tokens, {name: 'ts', logits: engine.logits, vocab: engine.vocab}, 'cpu')
             rows.push({model: spec, target: t.label, runtime: t.runtime, storage: dominantStorage(model), tokens: tokens.length, relMaxAbs: r.relMaxAbs, meanKl: r.meanKl, maxAbs: r.maxAbs, top1: r.top1})

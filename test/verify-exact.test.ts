@@ -9,7 +9,11 @@ import {existsSync, promises as fs} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {convert} from '../src/convert.js'
+import {convert, writeCheckpoint} from '../src/convert.js'
+import {openCheckpoint} from '../src/formats/registry.js'
+import {presetConfig} from '../src/model/presets.js'
+import {synthCheckpoint} from '../src/model/synth.js'
+import {compareStored, decideRelation} from '../src/verify/exact.js'
 import {type WriteOptions} from '../src/formats/types.js'
 import {drain} from '../src/progress.js'
 import {verify} from '../src/verify/index.js'
@@ -69,6 +73,40 @@ describe.each(FIXTURES)('correct conversions of the $name fixture pass exactly',
       const quantized = report.weights!.tensors.filter((t) => t.segments.some((s) => s.scheme !== 'f16' && s.scheme !== 'bf16' && s.scheme !== 'f32'))
       if (options.quantization) expect(quantized.length).toBeGreaterThan(0)
     })
+  }
+})
+
+// A slice of bench/verify-sweep.ts (which runs every bit width × group size × 20 seeds per shape):
+// correct conversions of random models of other shapes and seeds never fail the code check.
+describe('correct conversions never fail: random micro and tiny models, 3 seeds', () => {
+  const sweep: [string, WriteOptions][] = [
+    ['mlx-2bit-g64', {dtype: 'F16', quantization: {bits: 2, groupSize: 64, mode: 'affine'}}],
+    ['mlx-3bit-g32', {dtype: 'BF16', quantization: {bits: 3, groupSize: 32, mode: 'affine'}}],
+    ['mlx-5bit-g32', {dtype: 'F16', quantization: {bits: 5, groupSize: 32, mode: 'affine'}}],
+    ['mlx-6bit-g32-f32', {dtype: 'F32', quantization: {bits: 6, groupSize: 32, mode: 'affine'}}],
+    ['mlx-8bit-g64', {dtype: 'F16', quantization: {bits: 8, groupSize: 64, mode: 'affine'}}],
+    ['gguf-q8_0', {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'q8_0'}}],
+  ]
+  for (const preset of ['micro', 'tiny']) {
+    for (const seed of [3, 7, 11]) {
+      it(`${preset} seed ${seed}`, async () => {
+        const source = synthCheckpoint(presetConfig(preset), {seed})
+        for (const [label, options] of sweep) {
+          const gguf = label.startsWith('gguf')
+          const out = path.join(tmp, `sweep-${preset}-${seed}-${label}${gguf ? '.gguf' : ''}`)
+          await drain(writeCheckpoint(source, gguf ? 'gguf' : 'mlx', out, options))
+          const model = await openCheckpoint(out)
+          try {
+            const exact = await compareStored(source, model)
+            expect({label, mismatching: exact.mismatching}).toEqual({label, mismatching: []})
+            expect((await decideRelation(source, model, exact)).relation).toBe('derived')
+            expect(exact.tensors.some((t) => t.segments.some((s) => s.scheme === 'mlx_affine' || s.scheme === 'gguf_q8_0'))).toBe(true)
+          } finally {
+            await model.close()
+          }
+        }
+      })
+    }
   }
 })
 

@@ -210,7 +210,8 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "tokenizer.model"), "wb") as f:
         f.write(sp_bytes)
-    ref.save_safetensors(os.path.join(out, "model.safetensors"), final)
+    # Hugging Face names (OpenELMForCausalLM: "transformer." + the module path).
+    ref.save_safetensors(os.path.join(out, "model.safetensors"), {"transformer." + n: t for n, t in final.items()})
     for name in ("config.json", "generation_config.json"):
         shutil.copy(os.path.join(work, name), os.path.join(out, name))
     with open(os.path.join(out, "train.json"), "w") as f:

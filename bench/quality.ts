@@ -3,7 +3,8 @@
  * The source (default fixtures/trained, f32) is converted to bf16, f16, MLX 2/3/4/5/6/8 bits at
  * groups 32/64/128 and GGUF Q8_0; each output is verified against the source (`verify`, which also
  * proves it exact) over windows of held-out Brown text, and the quality figures are averaged over
- * the windows (KL and top-1 per position; perplexity over every prediction).
+ * the windows (KL and top-1 per position; perplexity over every prediction). Bits per weight are
+ * measured on the written file: every matrix's stored parts (codes, scales, biases) over its weights.
  *
  *   npx tsx bench/quality.ts [--source fixtures/trained] [--windows 4] [--length 128]
  *                            [--out bench/out/quality.json]
@@ -16,6 +17,9 @@ import {writeCheckpoint} from '../src/convert.js'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {type FormatName, type WriteOptions} from '../src/formats/types.js'
 import {drain} from '../src/progress.js'
+import {storedTensor} from '../src/formats/stored.js'
+import {schemeFor} from '../src/quant/index.js'
+import {dtypeSize} from '../src/tensor/dtype.js'
 import {heldOutDocuments} from '../src/text/corpus.js'
 import {findTokenizer} from '../src/tokenizer/index.js'
 import {runForward} from '../src/verify/engine/index.js'
@@ -41,6 +45,14 @@ for (const bits of [8, 6, 5, 4, 3, 2]) {
   }
 }
 
+// Per-module widths (issue 14): mlx-lm's recipes read for OpenELM, and the embedding (= head) apart.
+TARGETS.push(
+  {label: 'MLX mixed_3_6 g64', to: 'mlx', options: {dtype: 'F16', mlxQuant: {recipe: 'mixed_3_6'}}, bits: NaN},
+  {label: 'MLX mixed_4_6 g64', to: 'mlx', options: {dtype: 'F16', mlxQuant: {recipe: 'mixed_4_6'}}, bits: NaN},
+  {label: 'MLX 4-bit g64, emb 8', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}, mlxQuant: {embedding: 8}}, bits: NaN},
+  {label: 'MLX 4-bit g64, emb f16', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}, mlxQuant: {embedding: 'none'}}, bits: NaN},
+)
+
 const source = await openCheckpoint(values.source!)
 const tokenizer = await findTokenizer(values.source!, source.config.vocab_size)
 if (!tokenizer) throw new Error(`${values.source} has no tokenizer: the quality table needs real text`)
@@ -49,6 +61,26 @@ const stream: number[] = []
 for (const d of heldOutDocuments()) stream.push(...tokenizer.encode(d.text, {addBos: true}))
 const windows = Array.from({length: Number(values.windows)}, (_, w) => stream.slice(w * length, (w + 1) * length))
 
+/** Stored bits per matrix weight: bytes of every 2-D tensor's parts (codes, scales, biases) × 8 / weights. */
+async function storedBitsPerWeight(dir: string): Promise<number> {
+  const m = await openCheckpoint(dir)
+  try {
+    let bits = 0
+    let weights = 0
+    for (const t of m.tensors) {
+      if (t.shape.length !== 2) continue
+      weights += t.shape[0]! * t.shape[1]!
+      for (const s of storedTensor(m, t.name)!.segments) {
+        const parts = schemeFor(s.scheme).parts(s.params, t.shape[1]!)
+        bits += parts.reduce((a, p) => a + p.perRow * dtypeSize(p.dtype) * 8, 0) * s.rows
+      }
+    }
+    return Math.round((bits / weights) * 100) / 100
+  } finally {
+    await m.close()
+  }
+}
+
 interface Row {target: string; bitsPerWeight: number; exact: boolean; meanKl: number; top1: number; pplModel: number; pplRef: number; pplRatio: number}
 const rows: Row[] = []
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-quality-'))
@@ -56,6 +88,7 @@ try {
   for (const t of TARGETS) {
     const out = path.join(work, t.label.replaceAll(/[^a-z0-9]+/gi, '-') + (t.to === 'gguf' ? '.gguf' : ''))
     await drain(writeCheckpoint(source, t.to, out, t.options))
+    t.bits = await storedBitsPerWeight(out)
     let kl = 0
     let top1 = 0
     let nllModel = 0

@@ -30,3 +30,20 @@ export function quantizationOption(bits: number | undefined, groupSize: number |
   if (![32, 64, 128].includes(g)) throw new UsageError('flag.group_size', `--group-size ${g} is not supported (expected 32, 64 or 128)`)
   return {bits, groupSize: g, mode: 'affine'}
 }
+
+/** --q-recipe / --quantize-embedding: MLX targets only, checked before any work. */
+export function mlxQuantFlags(recipe: string | undefined, embedding: string | undefined, to: string, quantize: number | undefined, groupSize?: number): WriteOptions['mlxQuant'] {
+  if (recipe === undefined && embedding === undefined) return undefined
+  const flag = recipe !== undefined ? '--q-recipe' : '--quantize-embedding'
+  if (to !== 'mlx') throw new UsageError('flag.target', `${flag} applies to --to mlx (per-module MLX quantization), not --to ${to}`)
+  let bits: number | 'none' | undefined
+  if (embedding !== undefined) {
+    bits = embedding === 'none' ? 'none' : /^\d+$/.test(embedding) ? Number(embedding) : NaN
+    if (bits !== 'none' && ![2, 3, 4, 5, 6, 8].includes(bits)) throw new UsageError('flag.quantize_embedding', `--quantize-embedding ${embedding} is not supported (expected 2, 3, 4, 5, 6, 8 or none)`)
+    if (recipe === undefined && quantize === undefined) throw new UsageError('flag.quantize_embedding', '--quantize-embedding needs --quantize or --q-recipe (the width of the other matrices)')
+  }
+  if (recipe !== undefined && quantize === undefined && groupSize !== undefined && ![32, 64, 128].includes(groupSize)) {
+    throw new UsageError('flag.group_size', `--group-size ${groupSize} is not supported (expected 32, 64 or 128)`)
+  }
+  return {...(recipe !== undefined ? {recipe} : {}), ...(bits !== undefined ? {embedding: bits} : {}), ...(recipe !== undefined && quantize === undefined && groupSize !== undefined ? {groupSize} : {})}
+}

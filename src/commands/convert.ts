@@ -2,11 +2,12 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
 import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
-import {dtypeOptions, parseSize, quantizationOption} from '../cli/options.js'
+import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
 import {UsageError} from '../errors.js'
+import {MLX_RECIPE_NAMES} from '../formats/mlx/recipe.js'
 import {type FormatName} from '../formats/types.js'
 import {assertPassed, verifyConversion, type VerifyReport} from '../verify/index.js'
 import {reportLines} from '../verify/report.js'
@@ -27,6 +28,8 @@ export default class Convert extends BaseCommand {
     format: formatOption,
     quantize: Flags.integer({description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); for GGUF use --dtype q8_0'}),
     'group-size': Flags.integer({description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
+    'q-recipe': Flags.string({description: 'MLX: mixed widths as mlx-lm\'s recipes, read for OpenELM (embedding/head, and qkv_proj/proj_2 of the first, last and every third layer get the high width)', options: MLX_RECIPE_NAMES}),
+    'quantize-embedding': Flags.string({description: 'MLX: bits for the embedding, which is also the output head (2, 3, 4, 5, 6, 8), or none to keep it in float'}),
     layout: Flags.string({description: 'target layout variant (mlx: mlx-lm, corenet-mlx, npz; onnx: external-data, single-file, contrib-ops)'}),
     'shard-size': Flags.string({description: 'max safetensors shard size, e.g. 5GB (default: 5GB)'}),
     'vocab-size': Flags.integer({description: 'resize the embedding to this many rows (drop rows, or pad with zeros)'}),
@@ -48,9 +51,12 @@ export default class Convert extends BaseCommand {
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
     const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, ...(peft ? {peft} : {})}
+    const mlxQuant = mlxQuantFlags(flags['q-recipe'], flags['quantize-embedding'], flags.to, flags.quantize, flags['group-size'])
     const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
-      ...(flags.quantize === undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
+      // With --q-recipe alone, --group-size travels in mlxQuant.
+      ...(flags.quantize === undefined ? (mlxQuant?.recipe === undefined ? {quantization: quantizationOption(undefined, flags['group-size'])} : {}) : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
+      ...(mlxQuant ? {mlxQuant} : {}),
       layout: flags.layout,
       shardSize: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined,
       vocabSize: flags['vocab-size'],

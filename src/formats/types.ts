@@ -170,6 +170,8 @@ export interface ReadOptions {
 export interface WriteOptions {
   dtype?: FloatDType
   quantization?: Quantization
+  /** MLX: per-module widths (a mixed recipe, the embedding's own width). */
+  mlxQuant?: {recipe?: string; embedding?: number | 'none'; groupSize?: number}
   /** Format-specific layout (`mlx-lm`, `corenet-mlx`, `npz`...). */
   layout?: string
   /** Max bytes per safetensors shard. */

@@ -24,8 +24,9 @@ export function quantizationJson(q: QuantSpec): Record<string, unknown> {
   return {bits: q.bits, group_size: q.groupSize, mode: 'affine'}
 }
 
-export function hfStyleConfig(config: OpenElmConfig, dtype: FloatDType, q: QuantSpec | undefined): Record<string, unknown> {
-  return toHfConfigJson(config, dtype, q ? {quantization: quantizationJson(q), quantization_config: quantizationJson(q)} : {})
+export function hfStyleConfig(config: OpenElmConfig, dtype: FloatDType, q: QuantSpec | undefined, perModule: Record<string, unknown> = {}): Record<string, unknown> {
+  const quantization = q ? {...quantizationJson(q), ...perModule} : undefined
+  return toHfConfigJson(config, dtype, quantization ? {quantization, quantization_config: quantization} : {})
 }
 
 /** CoreNet's config.json; `model_name` is undefined for shapes CoreNet does not know. */

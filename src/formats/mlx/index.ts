@@ -22,6 +22,7 @@ import {configFromCorenet, corenetConfig, hfStyleConfig, isCorenetConfig, parseQ
 import {isQuantizable, LAYOUTS, type MlxLayout, modulePath, parseLayout, parseStoredName, storedName, type StoredPart} from './names.js'
 import {openNpz, writeNpz} from './npz.js'
 import {checkQuantParams, dequantizedRecord, quantizedRecords, type QuantSpec} from './quantize.js'
+import {type MlxQuantPlan, mlxQuantPlan} from './recipe.js'
 
 /** mlx-lm's `MAX_FILE_SIZE_GB = 5`, used as `5 << 30` bytes. */
 export const MLX_SHARD_BYTES = 5 * 2 ** 30
@@ -45,11 +46,12 @@ export function defaultMlxDType(config: OpenElmConfig): FloatDType {
 }
 
 /** The records a layout stores for a checkpoint: cast floats, or MLX's three quantized tensors. */
-export function mlxRecords(source: Checkpoint, layout: MlxLayout, dtype: FloatDType, q: QuantSpec | undefined): {records: TensorRecord[]; quantized: string[]} {
+export function mlxRecords(source: Checkpoint, layout: MlxLayout, dtype: FloatDType, plan: MlxQuantPlan | undefined): {records: TensorRecord[]; quantized: string[]} {
   const spec = LAYOUTS[layout]
   const records: TensorRecord[] = []
   const quantized: string[] = []
   for (const t of source.tensors) {
+    const q = plan?.specFor(t.name)
     if (q && isQuantizable(t.name, t.shape, q.groupSize, spec)) {
       const {weight, scales, biases} = quantizedRecords(t, spec.prefix + modulePath(t.name), q, dtype)
       records.push(weight, scales, biases)
@@ -61,13 +63,13 @@ export function mlxRecords(source: Checkpoint, layout: MlxLayout, dtype: FloatDT
   return {records, quantized}
 }
 
-function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType, q: QuantSpec | undefined): string {
+function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType, plan: MlxQuantPlan | undefined): string {
   const preset = matchPreset(config)
   const base = preset && !source.path.startsWith('synth:') ? APPLE_REPOS[preset] : undefined
   const lines = ['---', 'library_name: mlx', 'license: other', 'license_name: apple-sample-code-license', 'pipeline_tag: text-generation', 'tags:', '- openelm', '- mlx']
   if (base) lines.push(`base_model: ${base}`)
   lines.push('---', '')
-  const what = q ? `${q.bits}-bit (group size ${q.groupSize}, affine) quantized` : dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32'
+  const what = plan ? `${plan.label}, affine quantized` : dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32'
   lines.push(`# ${base ? base.split('/')[1] : 'OpenELM'} (MLX, ${what})`, '')
   lines.push(`Converted${base ? ` from [${base}](https://huggingface.co/${base})` : ''} to the mlx-lm layout with \`openelm convert --to mlx\`.`, '')
   lines.push('```bash', 'pip install mlx-lm', 'mlx_lm.generate --model . --prompt "Once upon a time"', '```', '')
@@ -81,14 +83,24 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
   if (options.quantization && options.quantization.mode !== 'affine') {
     throw new UsageError('flag.quantize', `MLX stores affine quantization only (got ${options.quantization.mode}); use --quantize N instead of --dtype q8_0`)
   }
-  const q: QuantSpec | undefined = options.quantization ? {bits: options.quantization.bits, groupSize: options.quantization.groupSize} : undefined
-  if (q) checkQuantParams(q.bits, q.groupSize)
+  const base: QuantSpec | undefined = options.quantization ? {bits: options.quantization.bits, groupSize: options.quantization.groupSize} : undefined
+  if (base) checkQuantParams(base.bits, base.groupSize)
+  const plan = mlxQuantPlan(source.config, base, options.mlxQuant)
+  if (options.mlxQuant && (options.mlxQuant.recipe !== undefined || options.mlxQuant.embedding !== undefined) && layout !== 'mlx-lm') {
+    throw new UsageError('flag.q_recipe', `per-module quantization (--q-recipe, --quantize-embedding) needs the mlx-lm layout: ${layout}'s config holds one {bits, group_size}`)
+  }
+  const q = plan?.base
   const dtype = options.dtype ?? defaultMlxDType(source.config)
-  const {records, quantized} = mlxRecords(source, layout, dtype, q)
+  const {records, quantized} = mlxRecords(source, layout, dtype, plan)
   const notes: string[] = []
-  if (q) {
-    const skipped = source.tensors.filter((t) => t.shape.length === 2 && !quantized.includes(t.name)).map((t) => t.name)
-    if (skipped.length > 0) notes.push(`kept ${skipped.length} matri${skipped.length === 1 ? 'x' : 'ces'} in ${dtype} (${layout === 'mlx-lm' ? '' : 'embedding not quantized in this layout, or '}last dim not a multiple of ${q.groupSize}): ${skipped.join(', ')}`)
+  if (plan) {
+    const skipped = source.tensors.filter((t) => t.shape.length === 2 && !quantized.includes(t.name) && plan.specFor(t.name)).map((t) => t.name)
+    if (skipped.length > 0) notes.push(`kept ${skipped.length} matri${skipped.length === 1 ? 'x' : 'ces'} in ${dtype} (${layout === 'mlx-lm' ? '' : 'embedding not quantized in this layout, or '}last dim not a multiple of ${plan.base.groupSize}): ${skipped.join(', ')}`)
+    const widths = new Map<number, number>()
+    for (const name of quantized) widths.set(plan.specFor(name)!.bits, (widths.get(plan.specFor(name)!.bits) ?? 0) + 1)
+    if (widths.size > 1 || options.mlxQuant?.embedding === 'none') {
+      notes.push(`per-module quantization (${plan.label}): ${[...widths.entries()].sort((a, b) => a[0] - b[0]).map(([b, c]) => `${c} × ${b}-bit`).join(', ')}${options.mlxQuant?.embedding === 'none' ? `, embedding in ${dtype}` : ''}`)
+    }
   }
   const quantization: Quantization | undefined = q ? {...q, mode: 'affine'} : undefined
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
@@ -102,11 +114,11 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
         indexMetadata: (totalSize) => ({total_size: totalSize, total_parameters: parameterCount(source.config)}),
       })))
       const config = path.join(dir, 'config.json')
-      files.push({path: config, bytes: await writeJsonFile(config, hfStyleConfig(source.config, dtype, q))})
+      files.push({path: config, bytes: await writeJsonFile(config, hfStyleConfig(source.config, dtype, q, perModule(source, plan, quantized)))})
       const gen = path.join(dir, 'generation_config.json')
       files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(source.config))})
       const card = path.join(dir, 'README.md')
-      const text = modelCard(source.config, source, dtype, q)
+      const text = modelCard(source.config, source, dtype, plan)
       await fs.writeFile(card, text)
       files.push({path: card, bytes: Buffer.byteLength(text)})
     } else {
@@ -129,6 +141,18 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
     files.push(...(await copyTokenizerFiles(source.extras.tokenizerFiles, dir)))
     return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, quantization, notes}
   })
+}
+
+/** config.json's per-module entries (mlx-lm's paths): the module's own parameters, or false when kept in float. */
+function perModule(source: Checkpoint, plan: MlxQuantPlan | undefined, quantized: readonly string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  if (!plan) return out
+  for (const t of source.tensors) {
+    if (t.shape.length !== 2 || !plan.explicit(t.name)) continue
+    const q = quantized.includes(t.name) ? plan.specFor(t.name) : undefined
+    out[LAYOUTS['mlx-lm'].prefix + modulePath(t.name)] = q ? {group_size: q.groupSize, bits: q.bits, mode: 'affine'} : false
+  }
+  return out
 }
 
 // ---- reading -----------------------------------------------------------------------------------
@@ -182,7 +206,8 @@ export function canonicalTensors(stored: readonly TensorRecord[], prefix: string
     }
     if (!scales || !biases) throw new MappingError('tensor.missing', `quantized tensor ${canonical} has ${scales ? 'scales' : 'biases'} but no ${scales ? 'biases' : 'scales'}`, {tensor: canonical})
     const override = quantization.perPath.get(modulePath(canonical)) ?? quantization.perPath.get(`transformer.${modulePath(canonical)}`)
-    const q = override || quantization.default
+    if (override === false) throw new ConfigError('config.quantization', `config.json says ${modulePath(canonical)} is not quantized (false), but ${canonical} has scales and biases: mlx-lm would refuse the extra parameters`, {tensor: canonical})
+    const q = override ?? quantization.default
     if (!q) throw new ConfigError('config.quantization', `tensor ${canonical} is quantized but config.json has no quantization {bits, group_size}`, {tensor: canonical})
     checkQuantParams(q.bits, q.groupSize)
     const record = dequantizedRecord(canonical, weight, scales, biases, q)

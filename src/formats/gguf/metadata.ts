@@ -131,7 +131,9 @@ export function configFromMetadata(kv: Map<string, GgufKv>, vocabRows: number, f
     ffnMultipliers = ffnDims.map((d) => d / modelDim)
     notes.push('ffn_multipliers derived from the GGUF feed_forward_length values (the file has no openelm.ffn_multipliers)')
   }
-  const qkv = floats(kv, `${ARCH}.qkv_multipliers`, file) ?? [0.5, 1.0]
+  const statedQkv = floats(kv, `${ARCH}.qkv_multipliers`, file)
+  if (statedQkv && statedQkv.length !== 2) throw new FormatError('gguf.key_value', `${file}: ${ARCH}.qkv_multipliers must be 2 floats (got ${statedQkv.length})`, {path: file, field: `${ARCH}.qkv_multipliers`})
+  const qkv = statedQkv ?? [0.5, 1.0]
   const config: OpenElmConfig = {
     num_transformer_layers: layers,
     model_dim: modelDim,
@@ -155,7 +157,7 @@ export function configFromMetadata(kv: Map<string, GgufKv>, vocabRows: number, f
     eos_token_id: uint(kv, 'tokenizer.ggml.eos_token_id', file, 2),
     initializer_range: 0.02,
   }
-  validateConfig(config)
+  validateConfig(config, {heads: statedQkv !== undefined, source: file})
   layerDims(config).forEach((d, i) => {
     if (d.ffnDim !== ffnDims[i]) {
       throw new ConfigError('gguf.ffn', `${file}: layer ${i} feed_forward_length ${ffnDims[i]} does not match the multipliers (${d.ffnDim})`, {path: file, layer: i})

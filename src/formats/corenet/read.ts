@@ -98,8 +98,10 @@ export async function openTorchArchive(p: string): Promise<OpenedArchive> {
       const entry = zip.entries.get(name)
       if (!entry) throw new FormatError('corenet.missing_storage', `${p}: storage "${s.key}" has no record ${name} in the archive`, {path: p, storage: s.key})
       const want = s.numel * dtypeSize(s.dtype)
-      if (entry.size < want) {
-        throw new FormatError('corenet.storage_size', `${p}: storage "${s.key}" has ${entry.size} bytes, its ${s.numel} ${s.dtype} elements need ${want}`, {path: p, storage: s.key})
+      // torch.save writes each storage record at exactly numel × itemsize bytes: any other size
+      // means the storage class or numel was altered (e.g. FloatStorage relabelled HalfStorage).
+      if (entry.size !== want) {
+        throw new FormatError('corenet.storage_size', `${p}: storage "${s.key}" record has ${entry.size} bytes, but its ${s.numel} ${s.dtype} elements take exactly ${want}`, {path: p, storage: s.key})
       }
       s.source = {zip, entry} satisfies ArchiveSource
     }

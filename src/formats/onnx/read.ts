@@ -5,7 +5,7 @@
  * data location/offset/length. Tensors become lazy records reading straight from the files.
  */
 import path from 'node:path'
-import {FormatError} from '../../errors.js'
+import {FormatError, quote} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {type DType, dtypeSize} from '../../tensor/dtype.js'
 import {formatShape, numel, type TensorRecord} from '../../tensor/record.js'
@@ -221,11 +221,16 @@ async function initializerRecord(modelPath: string, file: RandomAccessFile, h: T
     if (!location || path.isAbsolute(location) || location.split(/[\\/]/).includes('..')) {
       throw new FormatError('onnx.external', `${where}: external data location ${JSON.stringify(location ?? null)} must be a file name next to the model`, {path: modelPath, tensor: h.name})
     }
-    const offset = Number(h.external.offset ?? '0')
-    const length = h.external.length === undefined ? byteLength : Number(h.external.length)
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length)) {
-      throw new FormatError('onnx.external', `${where}: bad external offset/length ${h.external.offset}/${h.external.length}`, {path: modelPath, tensor: h.name})
+    // onnxruntime parses these as decimal integers; "" or "0x10" must not silently become 0 or NaN.
+    const decimal = (key: 'offset' | 'length', fallback: number): number => {
+      const text = h.external[key]
+      if (text === undefined) return fallback
+      const n = /^[0-9]{1,16}$/.test(text) ? Number(text) : Number.NaN
+      if (!Number.isSafeInteger(n)) throw new FormatError('onnx.external', `${where}: external data ${key} ${quote(text)} is not a decimal byte count`, {path: modelPath, tensor: h.name, field: key})
+      return n
     }
+    const offset = decimal('offset', 0)
+    const length = decimal('length', byteLength)
     if (length !== byteLength) throw mismatch(length)
     const dataPath = path.join(path.dirname(modelPath), location)
     let data = dataFiles.get(location)

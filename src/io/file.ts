@@ -129,7 +129,7 @@ export const MAX_JSON_BYTES = 64 * 1024 * 1024
  */
 export function jsonErrorSummary(text: string, error: Error): string {
   const message = error.message
-  const reason = message.split(/, "|\n| in JSON at position| at position/)[0]!.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 120)
+  const reason = message.split(/, (?:\.\.\.)?"|\n| in JSON at position| at position/)[0]!.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 120)
   const at = /at position (\d+)/.exec(message)
   const token = /^Unexpected token '(.)'/.exec(message)?.[1]
   const pos = at ? Number(at[1]) : token !== undefined ? firstOutsideStrings(text, token) : -1

@@ -276,7 +276,7 @@ export function parseHfConfig(json: unknown): OpenElmConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError('config.not_object', 'config.json is not a JSON object')
   const j = json as Record<string, unknown>
   if (j.model_type !== undefined && j.model_type !== 'openelm') {
-    throw new ConfigError('config.model_type', `config.json has model_type "${String(j.model_type)}", not "openelm": this is not an OpenELM model`, {field: 'model_type'})
+    throw new ConfigError('config.model_type', `config.json has model_type ${showValue(j.model_type)}, not "openelm": this is not an OpenELM model`, {field: 'model_type'})
   }
   for (const field of ['num_transformer_layers', 'model_dim', 'head_dim']) {
     if (typeof j[field] !== 'number') throw new ConfigError('config.missing', `config.json lacks the number field ${field}`, {field})

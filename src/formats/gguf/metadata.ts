@@ -3,7 +3,7 @@
  * the value types it checks (scalars UINT32/FLOAT32, per-layer INT32 arrays), plus a few
  * `openelm.*` keys llama.cpp ignores that make the config round-trip exactly.
  */
-import {ConfigError, FormatError} from '../../errors.js'
+import {ConfigError, FormatError, quote} from '../../errors.js'
 import {layerDims, type OpenElmConfig, RMS_NORM_EPS, validateConfig} from '../../model/config.js'
 import {type GgufVocab} from './tokenizer.js'
 import {type GgufKv, type GgufValue, LLAMA_FILE_TYPE, GGUF_DEFAULT_ALIGNMENT} from './types.js'
@@ -116,7 +116,7 @@ function gcd(a: number, b: number): number {
  */
 export function configFromMetadata(kv: Map<string, GgufKv>, vocabRows: number, file: string): {config: OpenElmConfig; notes: string[]} {
   const arch = get(kv, 'general.architecture', file)
-  if (arch.value !== ARCH) throw new FormatError('gguf.architecture', `${file}: general.architecture is "${String(arch.value)}", not "${ARCH}"`, {path: file})
+  if (arch.value !== ARCH) throw new FormatError('gguf.architecture', `${file}: general.architecture is ${quote(String(arch.value))}, not "${ARCH}"`, {path: file})
   const notes: string[] = []
   const layers = uint(kv, `${ARCH}.block_count`, file)
   const modelDim = uint(kv, `${ARCH}.embedding_length`, file)

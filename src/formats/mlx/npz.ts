@@ -292,6 +292,7 @@ export interface NpzFile {
 interface CentralEntry {
   name: string
   method: number
+  crc: number
   compressedSize: number
   size: number
   localOffset: number
@@ -322,7 +323,7 @@ function readZip64Extra(extra: Buffer, want: {size: boolean; compressed: boolean
  * Inflate a raw-deflate member as a stream: the first `want` bytes (`exact` false), or exactly
  * `want` bytes (`exact` true: fewer, or any byte beyond, is an error). Memory: `want` plus one chunk.
  */
-async function inflateMember(file: RandomAccessFile, offset: number, compressedSize: number, want: number, exact: boolean, fail: (message: string) => never): Promise<Uint8Array> {
+async function inflateMember(file: RandomAccessFile, offset: number, compressedSize: number, want: number, exact: boolean, fail: (message: string) => never, crc?: number): Promise<Uint8Array> {
   const out = new Uint8Array(want)
   let produced = 0
   let beyond = false
@@ -349,6 +350,8 @@ async function inflateMember(file: RandomAccessFile, offset: number, compressedS
   }
   if (exact && beyond) fail(`inflates past the ${want} bytes its directory entry and .npy header declare`)
   if (produced < want && (exact || produced === 0)) fail(`inflates to ${produced} bytes, expected ${want}`)
+  // Raw deflate has no checksum of its own: the directory's CRC-32 is what catches damaged streams.
+  if (exact && crc !== undefined && crc32(out) >>> 0 !== crc) fail(`fails its CRC-32 check (damaged compressed data)`)
   return produced < want ? out.subarray(0, produced) : out
 }
 
@@ -406,7 +409,7 @@ export async function openNpz(p: string): Promise<NpzFile> {
         compressedSize = z.compressed ?? compressedSize
         localOffset = z.offset ?? localOffset
       }
-      central.push({name, method, compressedSize, size, localOffset})
+      central.push({name, method, crc: cd.readUInt32LE(q + 16), compressedSize, size, localOffset})
       q += 46 + nameLen + extraLen + commentLen
     }
     const methods = new Set<string>()
@@ -427,9 +430,8 @@ export async function openNpz(p: string): Promise<NpzFile> {
         if (entry.size !== entry.compressedSize) fail('sizes', `stored member ${entry.name} has different compressed and uncompressed sizes`)
         member = (start, end) => file.read(dataOffset + start, end - start)
       } else {
-        const inflate = (want: number, exact: boolean) => inflateMember(file, dataOffset, entry.compressedSize, want, exact, (message) => fail('inflate', `member ${entry.name} ${message}`))
+        const inflate = (want: number, exact: boolean) => inflateMember(file, dataOffset, entry.compressedSize, want, exact, (message) => fail('inflate', `member ${entry.name} ${message}`), entry.crc)
         member = async (start, end) => {
-          if (end <= headLength && inflated?.name !== entry.name) return (await inflate(end, false)).subarray(start, end)
           if (inflated?.name !== entry.name) {
             if (entry.size > MAX_INFLATED_BYTES) fail('inflate', `member ${entry.name} would inflate to ${entry.size} bytes, above the ${MAX_INFLATED_BYTES}-byte limit of one tensor`)
             inflated = undefined // drop the previous member before inflating the next
@@ -439,7 +441,8 @@ export async function openNpz(p: string): Promise<NpzFile> {
         }
       }
       const headLength = Math.min(entry.size, 10 + MAX_NPY_HEADER)
-      const headBytes = await member(0, headLength)
+      // A deflated member's header comes from inflating its first bytes only; reads inflate it whole.
+      const headBytes = entry.method === 0 ? await member(0, headLength) : await inflateMember(file, dataOffset, entry.compressedSize, headLength, false, (message) => fail('inflate', `member ${entry.name} ${message}`))
       const info = parseNpyHeader(headBytes, where)
       const byteLength = numel(info.shape) * dtypeSize(info.dtype)
       if (info.headerLength + byteLength !== entry.size) {

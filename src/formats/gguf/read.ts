@@ -254,6 +254,10 @@ function parseHeaderBytes(bytes: Uint8Array, fileSize: number, file: string): Gg
       throw new FormatError('gguf.gap', `${file}: tensor ${span.name} starts at data offset ${span.start}, but the previous tensor's data ends at ${i === 0 ? 0n : spans[i - 1]!.end} (${span.start - expected} bytes unaccounted for: a tensor's type or shape does not match its data)`, {path: file, tensor: span.name})
     }
   })
+  const last = spans.at(-1)
+  if (last && BigInt(dataBytes) > ((last.end + align - 1n) / align) * align) {
+    throw new FormatError('gguf.gap', `${file}: the data section has ${BigInt(dataBytes) - last.end} bytes after the last tensor ${last.name} (more than the alignment padding: a tensor's type or shape does not match its data)`, {path: file, tensor: last.name})
+  }
   return {version, tensor_count: tensorCount, metadata_kv_count: kvCount, metadata, tensorInfos, alignment, dataOffset, fileSize}
 }
 

@@ -1,0 +1,58 @@
+/**
+ * The CI slice of our fuzzer (scripts/fuzz.ts): a fixed range of cases over every seed format,
+ * run in a watched worker process exactly as `npm run fuzz` runs them. Every class that is a
+ * finding must be zero; the slice must cover every seed and reach both verdicts.
+ */
+import {promises as fs} from 'node:fs'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {classCounts, describeCase, FINDINGS, prepare, type Prepared, runCase, runFuzz} from '../scripts/fuzz/run.js'
+import {caseRng, chooseMutation} from '../scripts/fuzz/mutate.js'
+
+/** The slice: 600 cases = 50 per seed (12 seeds); measured 20 s on 2 shared cores (limit 3 min). */
+const SLICE = {cases: 600, seed: 17}
+
+let prepared: Prepared
+beforeAll(async () => {
+  prepared = await prepare()
+})
+afterAll(async () => {
+  await fs.rm(prepared.work, {recursive: true, force: true})
+})
+
+describe('fuzzer', () => {
+  it('replays a case from its number alone', () => {
+    for (const k of [0, 5, 123, 4999]) {
+      const a = describeCase(prepared, SLICE.seed, k)
+      const seed = prepared.seeds[k % prepared.seeds.length]!
+      const b = chooseMutation(seed, prepared.bytes.get(seed.name)!, caseRng(SLICE.seed, k))
+      expect(a.mutation.description).toBe(b.description)
+      expect(a.seed.name).toBe(seed.name)
+    }
+    expect(describeCase(prepared, SLICE.seed, 1).mutation.description).not.toBe(describeCase(prepared, SLICE.seed + 1, 1).mutation.description)
+  })
+
+  it('runs the first case of every seed in-process (what --case replays) without a finding', async () => {
+    const results = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map((k) => runCase(prepared, SLICE.seed, k)))
+    for (const r of results) expect(FINDINGS).not.toContain(r.class)
+    expect(new Set(results.map((r) => r.seed)).size).toBe(12)
+  })
+
+  it(`the CI slice (${SLICE.cases} cases, seed ${SLICE.seed}) has no finding`, async () => {
+    const start = performance.now()
+    const results = await runFuzz(SLICE)
+    const seconds = (performance.now() - start) / 1000
+    const counts = classCounts(results)
+    const findings = results.filter((r) => FINDINGS.includes(r.class))
+    expect(findings.map((r) => `case ${r.case} [${r.class}] ${r.seed}: ${r.mutation} → ${r.detail}`)).toEqual([])
+    expect(results).toHaveLength(SLICE.cases)
+    expect(results.map((r) => r.case)).toEqual(Array.from({length: SLICE.cases}, (_, i) => i))
+    // Both verdicts are reached, on every seed.
+    expect(counts.reject).toBeGreaterThan(SLICE.cases / 3)
+    expect(counts.accept).toBeGreaterThan(SLICE.cases / 10)
+    for (const seed of prepared.seeds) expect(results.filter((r) => r.seed === seed.name).length).toBe(SLICE.cases / prepared.seeds.length)
+    expect(Math.max(...results.map((r) => r.maxRss ?? 0))).toBeLessThan(300 * 2 ** 20)
+    expect(seconds).toBeLessThan(180)
+    await fs.writeFile(path.join(prepared.work, 'slice.json'), JSON.stringify({seconds, counts}))
+  }, 240_000)
+})

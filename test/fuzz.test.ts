@@ -55,4 +55,21 @@ describe('fuzzer', () => {
     expect(seconds).toBeLessThan(180)
     await fs.writeFile(path.join(prepared.work, 'slice.json'), JSON.stringify({seconds, counts}))
   }, 240_000)
+
+  /**
+   * Findings of `npm run fuzz -- --cases 5000 --seed 1`, replayed by number. The mutation text is
+   * pinned, so a change to the mutators that would silently retarget a case fails here instead.
+   */
+  const REPLAYED: [number, string, string, string][] = [
+    [515, 'state_dict_f32.pt: state_dict_f32/data.pkl: byte 1369 → opcode 0x68', 'reject', 'pickle.tensor'],
+    [2394, 'onnx/model.onnx: transformer.token_embeddings.weight external location "model.onnx_data" → "model.onnx"', 'reject', 'onnx.external'],
+    [4424, 'flip bit 3 of byte 837 of model.gguf', 'accept', 'valid, judged against the seed'],
+  ]
+  for (const [k, mutation, cls, detail] of REPLAYED) {
+    it(`fuzz case ${k} (seed 1): ${mutation}`, async () => {
+      const r = await runCase(prepared, 1, k)
+      expect(r.mutation).toBe(mutation)
+      expect([r.class, r.detail]).toEqual([cls, detail])
+    })
+  }
 })

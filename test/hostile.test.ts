@@ -215,6 +215,38 @@ describe('fuzz findings: structural changes that used to read shifted or relabel
   })
 })
 
+describe('fuzz findings of the 5,000-case run', () => {
+  it('an ONNX external data location naming the model file itself is refused', async () => {
+    const p = await make('onnx-external', 'onnx/model.onnx', (b) => {
+      const model = onnx.ModelProto.decode(b)
+      model.graph!.initializer![0]!.externalData!.find((e) => e.key === 'location')!.value = 'model.onnx'
+      return Buffer.from(onnx.ModelProto.encode(model).finish())
+    })
+    const error = await refusal(p)
+    expect(error.message).toMatch(/external data location "model.onnx" is the model file itself/)
+  })
+  it('two ONNX initializers sharing external bytes are refused', async () => {
+    const p = await make('onnx-external', 'onnx/model.onnx', (b) => {
+      const model = onnx.ModelProto.decode(b)
+      const [a, c] = model.graph!.initializer!.filter((i) => (i.externalData?.length ?? 0) > 0 && Number(i.dims?.at(-1)) === 32)
+      c!.externalData!.find((e) => e.key === 'offset')!.value = a!.externalData!.find((e) => e.key === 'offset')!.value
+      return Buffer.from(onnx.ModelProto.encode(model).finish())
+    })
+    const error = await refusal(p)
+    expect(error.code).toBe('onnx.external_overlap')
+  })
+  it('a pickled tensor size that is not an integer names its type', async () => {
+    const p = await make('torch-pt', 'state_dict_f32.pt', torchPickle((pkl) => {
+      // The first size tuple: BININT1 n, BININT1 m, TUPLE2 → None, BININT1 m, TUPLE2.
+      const at = pkl.search(/K.K.\x86/s)
+      return `${pkl.slice(0, at)}N${pkl.slice(at + 2)}`
+    }))
+    const error = await refusal(p)
+    expect(error.message).toMatch(/_rebuild_tensor_v2: size of type None is not a non-negative integer$/)
+    expect(error.message).not.toMatch(/object Object/)
+  })
+})
+
 describe('4. --json output is complete through a slow pipe', () => {
   it('inspect --json of a file whose error carries a 1 MB name gives valid, complete JSON', async () => {
     const long = `transformer.${'y'.repeat(2 ** 20)}`

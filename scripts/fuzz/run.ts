@@ -118,7 +118,9 @@ function judge(m: Mutation, base: Digest, got: Digest): string | undefined {
       if (total > 0) return `accepted a structural change that alters ${total} values (${changed[0]![0]})`
       return undefined
     case 'bytes':
-      if (!configSame) return 'accepted a byte change with a different config'
+      // A byte inside a metadata value can turn one valid config into another (a GGUF context
+      // length, a float): then it is an edit, and the tensors must be untouched and the logits finite.
+      if (!configSame) return total > 0 ? `a byte change alters the config and ${total} tensor values` : got.finite ? undefined : 'a byte change gives a config with non-finite logits'
       if (total > 64 * (m.touched ?? 1) + 64) return `a ${m.touched}-byte change alters ${total} values in ${changed.length} tensors`
       return undefined
     case 'tensor':
@@ -214,7 +216,7 @@ export async function runCase(prepared: Prepared, masterSeed: number, caseNo: nu
       return result('wrong', `the converted output does not read back: ${(error as Error).message.slice(0, 200)}`)
     }
     const verdict = judge(mutation, prepared.baselines.get(seed.name)!, got)
-    return verdict ? result('wrong', verdict) : result('accept', 'same as the seed')
+    return verdict ? result('wrong', verdict) : result('accept', 'valid, judged against the seed')
   } catch (error) {
     return result('internal', `fuzzer: ${(error as Error).message.slice(0, 200)}`)
   } finally {

@@ -57,17 +57,20 @@ describe('fuzzer', () => {
   }, 240_000)
 
   /**
-   * Findings of `npm run fuzz -- --cases 5000 --seed 1`, replayed by number. The mutation text is
+   * Findings of `npm run fuzz -- --cases 5000 --seed 1` (and seed 2), replayed by number. The mutation text is
    * pinned, so a change to the mutators that would silently retarget a case fails here instead.
    */
-  const REPLAYED: [number, string, string, string][] = [
+  const REPLAYED: [number, string, string, string, number?][] = [
     [515, 'state_dict_f32.pt: state_dict_f32/data.pkl: byte 1369 → opcode 0x68', 'reject', 'pickle.tensor'],
     [2394, 'onnx/model.onnx: transformer.token_embeddings.weight external location "model.onnx_data" → "model.onnx"', 'reject', 'onnx.external'],
     [4424, 'flip bit 3 of byte 837 of model.gguf', 'accept', 'valid, judged against the seed'],
+    // `--cases 5000 --first 5000 --seed 2`: F32 norms relabelled F16 within their padding.
+    [5131, 'model.gguf: GGUF blk.0.attn_q_norm.weight ggml type at 3125 0 → 1', 'reject', 'gguf.padding', 2],
+    [9752, 'model.gguf: GGUF blk.0.attn_k_norm.weight ggml type at 3181 0 → 1', 'reject', 'gguf.padding', 2],
   ]
-  for (const [k, mutation, cls, detail] of REPLAYED) {
-    it(`fuzz case ${k} (seed 1): ${mutation}`, async () => {
-      const r = await runCase(prepared, 1, k)
+  for (const [k, mutation, cls, detail, seed = 1] of REPLAYED) {
+    it(`fuzz case ${k} (seed ${seed}): ${mutation}`, async () => {
+      const r = await runCase(prepared, seed, k)
       expect(r.mutation).toBe(mutation)
       expect([r.class, r.detail]).toEqual([cls, detail])
     })

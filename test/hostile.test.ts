@@ -194,6 +194,11 @@ describe('fuzz findings: structural changes that used to read shifted or relabel
     expect(error.code).toBe('gguf.gap')
     expect(error.message).toMatch(/bytes unaccounted for/)
   })
+  it('fuzz finding: an F32 norm relabelled F16 inside its alignment padding is refused (padding must be zero)', async () => {
+    const error = await refusal(await make('gguf-f16', 'model.gguf', ggufTensorType('blk.0.attn_q_norm.weight', 1)))
+    expect(error.code).toBe('gguf.padding')
+    expect(error.message).toMatch(/the 16 padding bytes after tensor "blk.0.attn_q_norm.weight" are not zero/)
+  })
   it('the same relabel of the last tensor leaves unexplained bytes at the end and is refused', async () => {
     const error = await refusal(await make('gguf-f16', 'model.gguf', ggufTensorType('output_norm.weight', 1)))
     expect(error.code).toBe('gguf.gap')

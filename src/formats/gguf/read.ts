@@ -307,6 +307,24 @@ export interface GgufFile {
   close(): Promise<void>
 }
 
+/**
+ * gguf-py and llama.cpp pad each tensor's data to the alignment with zero bytes. Padding that is
+ * not zero means a tensor was relabelled to a smaller type or shape within its padding (an F32
+ * norm read as F16 would otherwise be accepted, half its bytes left over as "padding").
+ */
+async function checkPadding(f: RandomAccessFile, alignment: number, tensors: readonly GgufTensor[]): Promise<void> {
+  const sorted = [...tensors].sort((a, b) => a.fileOffset - b.fileOffset)
+  for (const t of sorted) {
+    const end = t.fileOffset + t.byteLength
+    const padded = Math.min(f.size, Math.ceil(end / alignment) * alignment)
+    if (padded <= end) continue
+    const pad = await f.read(end, padded - end)
+    if (pad.some((b) => b !== 0)) {
+      throw new FormatError('gguf.padding', `${f.path}: the ${padded - end} padding bytes after tensor ${quote(t.info.name)} are not zero (its type or shape does not match its data)`, {path: f.path, tensor: t.info.name})
+    }
+  }
+}
+
 export async function openGguf(p: string): Promise<GgufFile> {
   const f = await RandomAccessFile.open(p)
   let header: GgufHeader
@@ -321,6 +339,12 @@ export async function openGguf(p: string): Promise<GgufFile> {
     const ne = info.dimensions.map(Number)
     return {info, type, shape: [...ne].reverse(), byteLength: tensorBytes(info.name, type, ne), fileOffset: header.dataOffset + Number(info.offset)}
   })
+  try {
+    await checkPadding(f, header.alignment, tensors)
+  } catch (error) {
+    await f.close()
+    throw error
+  }
   const readRaw = (t: GgufTensor, start = 0, end = t.byteLength) => f.read(t.fileOffset + start, end - start)
   return {
     path: p,

@@ -56,6 +56,24 @@ describe('fuzzer', () => {
     await fs.writeFile(path.join(prepared.work, 'slice.json'), JSON.stringify({seconds, counts}))
   }, 240_000)
 
+  it('the watchdog pins a hang, a signal and a memory blow-up on the case in flight, and goes on', async () => {
+    const outcomes: Record<string, string[]> = {}
+    for (const what of ['hang', 'signal', 'memory']) {
+      process.env.OPENELM_FUZZ_SELFTEST = `${what}:2`
+      try {
+        const results = await runFuzz({cases: 4, seed: SLICE.seed, hangMs: 3000})
+        outcomes[what] = results.map((r) => `${r.case}:${r.class}`)
+      } finally {
+        delete process.env.OPENELM_FUZZ_SELFTEST
+      }
+    }
+    for (const [what, list] of Object.entries(outcomes)) {
+      expect(list.map((x) => Number(x.split(':')[0]))).toEqual([0, 1, 2, 3])
+      expect(list[2]).toBe(`2:${what}`)
+      for (const k of [0, 1, 3]) expect(['accept', 'reject']).toContain(list[k]!.split(':')[1])
+    }
+  }, 120_000)
+
   /**
    * Findings of `npm run fuzz -- --cases 5000 --seed 1` (and seed 2), replayed by number. The mutation text is
    * pinned, so a change to the mutators that would silently retarget a case fails here instead.

@@ -29,6 +29,18 @@ import {makeSeeds, type Seed} from './seeds.js'
 export const MEMORY_LIMIT_BYTES = 300 * 1024 * 1024
 /** A case with no answer for this long is a hang (the slowest clean case takes well under a second). */
 export const HANG_MS = 30_000
+
+/**
+ * Self-test of the watchdog (test/fuzz.test.ts): `OPENELM_FUZZ_SELFTEST=hang|memory|signal:<case>`
+ * makes the worker misbehave on that case, so the parent's classes are shown to fire.
+ */
+function selfTest(caseNo: number): void {
+  const [what, at] = (process.env.OPENELM_FUZZ_SELFTEST ?? '').split(':')
+  if (Number(at) !== caseNo) return
+  if (what === 'hang') for (;;) { /* a synchronous loop no timer can interrupt */ }
+  if (what === 'memory') (globalThis as {ballast?: Buffer}).ballast = Buffer.alloc(400 * 2 ** 20, 1)
+  if (what === 'signal') process.kill(process.pid, 'SIGSEGV')
+}
 /** The longest error message a person should see (base.ts cuts at 2000; readers should stay far below). */
 const MAX_MESSAGE_CHARS = 1000
 const PROMPT = [1, 2, 3, 5, 8]
@@ -249,6 +261,8 @@ export interface FuzzOptions {
   /** Worker processes run side by side (default 1). */
   jobs?: number
   onResult?: (r: CaseResult) => void
+  /** Override HANG_MS (the watchdog's self-test). */
+  hangMs?: number
 }
 
 /** Run cases [first, first + cases) in watched worker processes. */
@@ -262,7 +276,7 @@ export async function runFuzz(options: FuzzOptions): Promise<CaseResult[]> {
     const to = Math.min(first + options.cases, from + per)
     let next = from
     while (next < to) {
-      const results = await runWorker(options.seed, next, to)
+      const results = await runWorker(options.seed, next, to, options.hangMs ?? HANG_MS)
       for (const r of results) {
         all.push(r)
         options.onResult?.(r)
@@ -274,7 +288,7 @@ export async function runFuzz(options: FuzzOptions): Promise<CaseResult[]> {
 }
 
 /** One worker from `from` until it finishes `to`, or until a case is a hang, signal or memory finding. */
-function runWorker(masterSeed: number, from: number, to: number): Promise<CaseResult[]> {
+function runWorker(masterSeed: number, from: number, to: number, hangMs: number): Promise<CaseResult[]> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, '--worker', '--seed', String(masterSeed), '--first', String(from), '--to', String(to)], {cwd: REPO, stdio: ['ignore', 'pipe', 'pipe']})
     const results: CaseResult[] = []
@@ -292,11 +306,11 @@ function runWorker(masterSeed: number, from: number, to: number): Promise<CaseRe
       resolve(results)
     }
     const watch = setInterval(() => {
-      if (inFlight && performance.now() - inFlight.at > HANG_MS) {
+      if (inFlight && performance.now() - inFlight.at > hangMs) {
         const c = inFlight
         inFlight = undefined
         child.kill('SIGKILL')
-        finish({case: c.case, seed: c.seed, mutation: c.mutation, kind: c.kind, class: 'hang', detail: `no answer in ${HANG_MS / 1000} s`, ms: HANG_MS})
+        finish({case: c.case, seed: c.seed, mutation: c.mutation, kind: c.kind, class: 'hang', detail: `no answer in ${hangMs / 1000} s`, ms: hangMs})
       }
     }, 500)
     readline.createInterface({input: child.stdout}).on('line', (line) => {
@@ -343,6 +357,7 @@ export async function worker(masterSeed: number, from: number, to: number): Prom
         // runCase reports the mutator's failure
       }
       process.stdout.write(`${JSON.stringify({start: true, ...start})}\n`)
+      selfTest(k)
       const r = await runCase(prepared, masterSeed, k)
       process.stdout.write(`${JSON.stringify(r)}\n`)
     }

@@ -388,8 +388,7 @@ function pickleMutation(file: string, b: Buffer, r: Rng): Mutation {
   const replaceText = (from: string, to: string) => (data: Buffer) => Buffer.from(data.toString('latin1').replace(from, to), 'latin1')
   if (op === 0 && text.includes('FloatStorage')) {
     const v = r.pick(['HalfStorage', 'BFloat16Storage', 'DoubleStorage', 'IntStorage', 'LongStorage', 'ByteStorage', 'BoolStorage', 'QInt8Storage'])
-    const kind: MutationKind = 'structure'
-    return memberMutation(file, members, false, index, replaceText('FloatStorage', v), `storage class FloatStorage → ${v}`, kind)
+    return memberMutation(file, members, false, index, replaceText('FloatStorage', v), `storage class FloatStorage → ${v}`, 'structure')
   }
   if (op === 1) {
     const v = r.pick(['os\nsystem', 'builtins\neval', 'builtins\nset', 'torch\nload', 'collections\ndefaultdict', 'torch._utils\n_rebuild_parameter'])

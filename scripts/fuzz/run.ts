@@ -11,7 +11,7 @@
  * pinned on the case in flight, and the worker is restarted after the case.
  */
 import {spawn} from 'node:child_process'
-import {promises as fs} from 'node:fs'
+import {promises as fs, rmSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import readline from 'node:readline'
@@ -295,6 +295,8 @@ function runWorker(masterSeed: number, from: number, to: number, hangMs: number)
     let inFlight: {case: number; seed: string; mutation: string; kind: string; at: number} | undefined
     let finished = false
     let stderr = ''
+    // The worker's temp folder: removed here too, since a killed worker cannot clean up.
+    let workDir: string | undefined
     child.stderr.on('data', (d: Buffer) => {
       stderr = (stderr + d.toString()).slice(-2000)
     })
@@ -320,6 +322,10 @@ function runWorker(masterSeed: number, from: number, to: number, hangMs: number)
       } catch {
         return
       }
+      if ((msg as {work?: string}).work) {
+        workDir = (msg as {work?: string}).work
+        return
+      }
       if (msg.start) {
         inFlight = {case: msg.case, seed: msg.seed, mutation: msg.mutation, kind: msg.kind, at: performance.now()}
         return
@@ -334,6 +340,7 @@ function runWorker(masterSeed: number, from: number, to: number, hangMs: number)
       results.push(msg)
     })
     child.on('exit', (code, signal) => {
+      if (workDir) rmSync(workDir, {recursive: true, force: true})
       if (inFlight) {
         const c = inFlight
         finish({case: c.case, seed: c.seed, mutation: c.mutation, kind: c.kind, class: 'signal', detail: `worker ended (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n').at(-1) ?? ''}`, ms: Math.round(performance.now() - c.at)})
@@ -347,6 +354,7 @@ function runWorker(masterSeed: number, from: number, to: number, hangMs: number)
 /** The worker side: run cases, one JSON line when each starts and one when it ends. */
 export async function worker(masterSeed: number, from: number, to: number): Promise<void> {
   const prepared = await prepare()
+  process.stdout.write(`${JSON.stringify({work: prepared.work})}\n`)
   try {
     for (let k = from; k < to; k++) {
       let start = {case: k, seed: '?', mutation: '?', kind: '?'}

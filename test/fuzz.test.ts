@@ -61,7 +61,7 @@ describe('fuzzer', () => {
     for (const what of ['hang', 'signal', 'memory']) {
       process.env.OPENELM_FUZZ_SELFTEST = `${what}:2`
       try {
-        const results = await runFuzz({cases: 4, seed: SLICE.seed, hangMs: 3000})
+        const results = await runFuzz({cases: 4, seed: SLICE.seed, hangMs: 10_000}) // clean cases take ~10 ms; 10 s leaves room for a loaded machine
         outcomes[what] = results.map((r) => `${r.case}:${r.class}`)
       } finally {
         delete process.env.OPENELM_FUZZ_SELFTEST

@@ -75,7 +75,7 @@ describe('fuzzer', () => {
   }, 120_000)
 
   /**
-   * Findings of `npm run fuzz -- --cases 5000 --seed 1` (and seed 2), replayed by number. The mutation text is
+   * Findings of `npm run fuzz -- --cases 5000 --seed 1` (and seeds 2, 3), replayed by number. The mutation text is
    * pinned, so a change to the mutators that would silently retarget a case fails here instead.
    */
   const REPLAYED: [number, string, string, string, number?][] = [
@@ -85,6 +85,9 @@ describe('fuzzer', () => {
     // `--cases 5000 --first 5000 --seed 2`: F32 norms relabelled F16 within their padding.
     [5131, 'model.gguf: GGUF blk.0.attn_q_norm.weight ggml type at 3125 0 → 1', 'reject', 'gguf.padding', 2],
     [9752, 'model.gguf: GGUF blk.0.attn_k_norm.weight ggml type at 3181 0 → 1', 'reject', 'gguf.padding', 2],
+    // `--cases 5000 --first 10000 --seed 3`: hangs, num_transformer_layers = 10^9 sized per-layer lists.
+    [11544, 'config.json: num_transformer_layers = 1000000000', 'reject', 'config.range', 3],
+    [13834, 'config.json: num_transformer_layers = 1000000000', 'reject', 'config.range', 3],
   ]
   for (const [k, mutation, cls, detail, seed = 1] of REPLAYED) {
     it(`fuzz case ${k} (seed ${seed}): ${mutation}`, async () => {

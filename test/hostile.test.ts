@@ -252,6 +252,25 @@ describe('fuzz findings of the 5,000-case run', () => {
   })
 })
 
+describe('fuzz findings of the third 5,000-case run (seed 3)', () => {
+  it('num_transformer_layers = 10^9 is refused by its range before any per-layer list is built (was a hang)', async () => {
+    const error = await refusal(await make('hf-single', 'config.json', configField('num_transformer_layers', '1000000000')))
+    expect(error.message).toBe('config field num_transformer_layers = 1000000000 is out of range (allowed 1..1024)')
+  })
+  it('the same for GGUF block_count', async () => {
+    const p = await make('gguf-f16', 'model.gguf', (b) => {
+      const c = Buffer.from(b)
+      const key = Buffer.from('openelm.block_count')
+      const at = c.indexOf(key) + key.length
+      expect(c.readUInt32LE(at)).toBe(4) // UINT32
+      c.writeUInt32LE(1_000_000_000, at + 4)
+      return c
+    })
+    const error = await refusal(p)
+    expect(error.message).toBe('config field num_transformer_layers = 1000000000 is out of range (allowed 1..1024)')
+  })
+})
+
 describe('4. --json output is complete through a slow pipe', () => {
   it('inspect --json of a file whose error carries a 1 MB name gives valid, complete JSON', async () => {
     const long = `transformer.${'y'.repeat(2 ** 20)}`

@@ -96,6 +96,7 @@ function defaults(shape: ConfigShape) {
 
 /** Build a full config from the architectural numbers, deriving per-layer heads as CoreNet does. */
 export function deriveConfig(shape: ConfigShape): OpenElmConfig {
+  checkShapeFields(shape)
   const d = defaults(shape)
   const n = shape.num_transformer_layers
   const qkvMults = linspace(d.qkv_multipliers[0], d.qkv_multipliers[1], n).map(pyRound2)
@@ -190,6 +191,20 @@ export function showValue(v: unknown, max = 60): string {
     text = String(v)
   }
   return text.length > max ? `${text.slice(0, max)}…` : text
+}
+
+/**
+ * The architectural scalars checked before anything is sized by them: deriving per-layer lists
+ * from `num_transformer_layers` = 10^9 would otherwise build billion-entry arrays (a hang).
+ */
+export function checkShapeFields(shape: Partial<Record<keyof typeof CONFIG_LIMITS, unknown>>): void {
+  for (const f of ['num_transformer_layers', 'model_dim', 'head_dim', 'num_gqa_groups', 'vocab_size', 'ffn_dim_divisor', 'max_context_length'] as const) {
+    const v = shape[f]
+    if (v === undefined) continue
+    const [lo, hi] = CONFIG_LIMITS[f]
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ConfigError('config.field', `config field ${f} must be a positive integer (got ${showValue(v)})`, {field: f})
+    if (v < lo || v > hi) throw new ConfigError('config.range', `config field ${f} = ${showValue(v)} is out of range (allowed ${lo}..${hi})`, {field: f})
+  }
 }
 
 /**
@@ -304,6 +319,7 @@ export function parseHfConfig(json: unknown): OpenElmConfig {
   const qkv = numList('qkv_multipliers') ?? [0.5, 1.0]
   if (qkv.length !== 2) throw new ConfigError('config.field', `config field qkv_multipliers must be a [min, max] pair (got ${qkv.length} values)`, {field: 'qkv_multipliers'})
   const n = j.num_transformer_layers as number
+  checkShapeFields({num_transformer_layers: n})
   // HF also accepts one number for every layer.
   const ffnField = j.ffn_multipliers
   const ffn = typeof ffnField === 'number' && Number.isInteger(n) && n > 0 ? Array.from({length: n}, () => ffnField) : numList('ffn_multipliers') ?? [0.5, 4.0]

@@ -4,7 +4,7 @@
  * `openelm.*` keys llama.cpp ignores that make the config round-trip exactly.
  */
 import {ConfigError, FormatError, quote} from '../../errors.js'
-import {layerDims, type OpenElmConfig, RMS_NORM_EPS, validateConfig} from '../../model/config.js'
+import {checkShapeFields, layerDims, type OpenElmConfig, RMS_NORM_EPS, validateConfig} from '../../model/config.js'
 import {type GgufVocab} from './tokenizer.js'
 import {type GgufKv, type GgufValue, LLAMA_FILE_TYPE, GGUF_DEFAULT_ALIGNMENT} from './types.js'
 
@@ -119,6 +119,7 @@ export function configFromMetadata(kv: Map<string, GgufKv>, vocabRows: number, f
   if (arch.value !== ARCH) throw new FormatError('gguf.architecture', `${file}: general.architecture is ${quote(String(arch.value))}, not "${ARCH}"`, {path: file})
   const notes: string[] = []
   const layers = uint(kv, `${ARCH}.block_count`, file)
+  checkShapeFields({num_transformer_layers: layers}) // before per-layer lists are sized by it
   const modelDim = uint(kv, `${ARCH}.embedding_length`, file)
   const qHeads = perLayer(kv, `${ARCH}.attention.head_count`, layers, file)
   const kvHeads = kv.has(`${ARCH}.attention.head_count_kv`) ? perLayer(kv, `${ARCH}.attention.head_count_kv`, layers, file) : qHeads

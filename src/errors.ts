@@ -15,6 +15,30 @@ export const EXIT_CODES: Record<ErrorKind, number> = {
   dependency: 7,
 }
 
+/** Longest prefix of a string from a file that a message quotes. */
+export const MAX_QUOTED_CHARS = 80
+
+/**
+ * A string from a file (a tensor name, a key, a JSON snippet) as a message shows it: escaped
+ * (JSON string syntax, so control characters and newlines stay on one line) and cut to a short
+ * prefix with its full length, so a hostile 1 MB name never floods a terminal.
+ */
+export function quote(value: string, max = MAX_QUOTED_CHARS): string {
+  if (value.length <= max) return JSON.stringify(value)
+  return `${JSON.stringify(value.slice(0, max))}… (${value.length} characters)`
+}
+
+/** A name from a file as messages show it: tame names (printable ASCII, short) as they are, others quoted. */
+export function shown(name: string): string {
+  return /^[\x21-\x7e]{1,80}$/.test(name) ? name : quote(name)
+}
+
+/** Text already serialised (a JSON value, a shape) cut to a short one-line prefix. */
+export function clip(text: string, max = MAX_QUOTED_CHARS): string {
+  const line = text.replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1))
+  return line.length <= max ? line : `${line.slice(0, max)}… (${text.length} characters)`
+}
+
 export class OpenElmError extends Error {
   readonly kind: ErrorKind
   /** A machine-readable reason, e.g. `safetensors.overlap`. */

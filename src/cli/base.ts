@@ -11,6 +11,26 @@ import {removePendingTempsSync} from '../io/atomic.js'
 
 let signalsInstalled = false
 
+/** The longest error line printed for a person (the full text is in --json). */
+const MAX_ERROR_LINE = 2000
+
+/** One line, control characters escaped, cut: what a hostile string can do to a terminal stays bounded. */
+export function errorLine(message: string): string {
+  const line = message.replace(/\r?\n/g, ' ').replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1))
+  return line.length <= MAX_ERROR_LINE ? line : `${line.slice(0, MAX_ERROR_LINE)}… (${line.length} characters)`
+}
+
+/**
+ * Resolve once everything written to `stream` so far has been handed to the OS: oclif ends an
+ * error with process.exit, which would cut a large --json answer at the pipe's buffer (64 KiB).
+ */
+export function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.writableLength === 0) resolve()
+    else stream.write('', () => resolve())
+  })
+}
+
 function installSignalCleanup(): void {
   if (signalsInstalled) return
   signalsInstalled = true
@@ -72,8 +92,9 @@ export abstract class BaseCommand extends Command {
   protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
     if (error instanceof OpenElmError) {
       const code = EXIT_CODES[error.kind]
-      if (this.jsonEnabled()) this.logJson({error: {kind: error.kind, code: error.code, message: error.message, ...error.details}})
-      this.logToStderr(`Error: ${error.message}`)
+      if (this.jsonEnabled()) this.logJson({error: {...error.details, kind: error.kind, code: error.code, message: error.message}})
+      this.logToStderr(`Error: ${errorLine(error.message)}`)
+      await Promise.all([flushed(process.stdout), flushed(process.stderr)])
       this.exit(code)
     }
     if (error instanceof Errors.ExitError) throw error
@@ -85,12 +106,14 @@ export abstract class BaseCommand extends Command {
     }
     const code = (error as NodeJS.ErrnoException).code
     if (code === 'ENOSPC' || code === 'EACCES' || code === 'EROFS' || code === 'ENOENT') {
-      this.logToStderr(`Error: ${error.message}`)
+      this.logToStderr(`Error: ${errorLine(error.message)}`)
+      await flushed(process.stderr)
       this.exit(EXIT_CODES.io)
     }
     // Unexpected: still one line, with a hint to report it.
-    this.logToStderr(`Error: internal error: ${error.message} (please report this; set OPENELM_DEBUG=1 for a stack trace)`)
+    this.logToStderr(`Error: internal error: ${errorLine(error.message)} (please report this; set OPENELM_DEBUG=1 for a stack trace)`)
     if (process.env.OPENELM_DEBUG) this.logToStderr(error.stack ?? '')
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)])
     this.exit(1)
   }
 }

@@ -1,7 +1,7 @@
 /** Pieces every folder-based format shares: tokenizer files, config resolution, dtype census. */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {parseHfConfig, type OpenElmConfig} from '../model/config.js'
+import {parseHfConfig, type OpenElmConfig, validateConfig} from '../model/config.js'
 import {inferConfig} from '../model/infer.js'
 import {checkTensors} from '../model/tensors.js'
 import {type FloatDType, isFloatDType} from '../tensor/dtype.js'
@@ -71,6 +71,8 @@ export async function resolveConfig(
     configSource = 'inferred'
     notes.push('no config.json: config inferred from tensor shapes')
   }
+  // Every source (flag, file, inference) passes the same validator before the tensors are checked.
+  validateConfig(config)
   const embedding = tensors.find((t) => t.name === 'token_embeddings.weight')
   if (embedding && embedding.shape[0] !== config.vocab_size && configSource !== 'inferred') {
     throw new ConfigError('config.vocab', `config vocab_size ${config.vocab_size} contradicts token_embeddings.weight with ${embedding.shape[0]} rows`, {field: 'vocab_size'})

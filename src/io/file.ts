@@ -120,17 +120,57 @@ export class FileWriter {
   }
 }
 
+/** The largest JSON file read whole (configs, shard indexes, tokenizer.json are kilobytes to a few MB). */
+export const MAX_JSON_BYTES = 64 * 1024 * 1024
+
+/**
+ * JSON.parse's complaint as one line: V8 quotes the whole input (newlines included) in some
+ * messages; keep the reason, turn a position into line:column, and never echo the file.
+ */
+export function jsonErrorSummary(text: string, error: Error): string {
+  const message = error.message
+  const reason = message.split(/, (?:\.\.\.)?"|\n| in JSON at position| at position/)[0]!.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 120)
+  const at = /at position (\d+)/.exec(message)
+  const token = /^Unexpected token '(.)'/.exec(message)?.[1]
+  const pos = at ? Number(at[1]) : token !== undefined ? firstOutsideStrings(text, token) : -1
+  let where = ''
+  if (pos >= 0) {
+    const before = text.slice(0, pos)
+    const line = before.split('\n').length
+    where = ` at line ${line} column ${pos - before.lastIndexOf('\n')}`
+  }
+  const hint = /Unexpected token '?(N|I|-I)/.test(message) ? ' (NaN and Infinity are not JSON numbers)' : ''
+  return `${reason}${where}${hint}`
+}
+
+/** Index of the first `char` outside JSON strings (where V8's "Unexpected token" points), or -1. */
+function firstOutsideStrings(text: string, char: string): number {
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (inString) {
+      if (c === '\\') i++
+      else if (c === '"') inString = false
+    } else if (c === '"') inString = true
+    else if (c === char) return i
+  }
+  return -1
+}
+
 export async function readJsonFile(p: string): Promise<unknown> {
   let text: string
   try {
+    const size = (await fs.stat(p)).size
+    if (size > MAX_JSON_BYTES) throw new FormatError('json.too_large', `${p} is ${size} bytes, above the ${MAX_JSON_BYTES}-byte limit for a JSON file`, {path: p})
     text = await fs.readFile(p, 'utf8')
   } catch (error) {
+    if (error instanceof FormatError) throw error
     throw new IoError('file.open', `cannot read ${p}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {path: p})
   }
   try {
     return JSON.parse(text)
   } catch (error) {
-    throw new FormatError('json.invalid', `${p} is not valid JSON: ${(error as Error).message}`, {path: p})
+    throw new FormatError('json.invalid', `${p} is not valid JSON: ${jsonErrorSummary(text, error as Error)}`, {path: p})
   }
 }
 

@@ -96,6 +96,7 @@ function defaults(shape: ConfigShape) {
 
 /** Build a full config from the architectural numbers, deriving per-layer heads as CoreNet does. */
 export function deriveConfig(shape: ConfigShape): OpenElmConfig {
+  checkShapeFields(shape)
   const d = defaults(shape)
   const n = shape.num_transformer_layers
   const qkvMults = linspace(d.qkv_multipliers[0], d.qkv_multipliers[1], n).map(pyRound2)
@@ -141,39 +142,148 @@ export function layerDims(config: OpenElmConfig): LayerDims[] {
   }))
 }
 
-export function validateConfig(config: OpenElmConfig): void {
-  const n = config.num_transformer_layers
-  const positiveInt = (field: keyof OpenElmConfig) => {
-    const v = config[field]
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-      throw new ConfigError('config.field', `config field ${field} must be a positive integer (got ${JSON.stringify(v)})`, {field})
-    }
+/**
+ * Limits of a believable OpenELM config. Each is far above every released model and far below
+ * what would overflow a size computation or a 32-bit field a runtime stores it in.
+ */
+export const CONFIG_LIMITS = {
+  /** 36 in OpenELM-3B; GGUF stores per-layer arrays, so thousands would be a hostile file. */
+  num_transformer_layers: [1, 1024],
+  /** 3072 in OpenELM-3B. */
+  model_dim: [1, 65_536],
+  /** 128 in OpenELM-3B. */
+  head_dim: [1, 4096],
+  /** 4 in every released model. */
+  num_gqa_groups: [1, 4096],
+  /** Per-layer head counts (24 at most in the released models). */
+  heads: [1, 65_536],
+  /** 32000 (HF) or 32128 (CoreNet); 2^22 is 16x the largest tokenizer in use. */
+  vocab_size: [1, 4_194_304],
+  /** 256 in every released model. */
+  ffn_dim_divisor: [1, 65_536],
+  /** 2048/4096 in the released models; GGUF keeps context_length in a UINT32, 2^24 is already 8000x. */
+  max_context_length: [1, 16_777_216],
+  rope_max_length: [1, 16_777_216],
+} as const satisfies Record<string, readonly [number, number]>
+
+/** RoPE base θ: inv_freq = θ^(-2j/hd) needs θ > 1 (θ ≤ 0 gives NaN, θ = 1 no rotation at all); GGUF stores it as FLOAT32. */
+export const ROPE_THETA_RANGE = [1, 1e12] as const
+/** Multipliers of model_dim: [0.5, 1.0] (qkv) and [0.5, 4.0] (ffn) in the released models. */
+export const MULTIPLIER_RANGE = [0, 64] as const
+
+/**
+ * Which fields a config's source stated itself (not derived): contradictions between stated
+ * fields are errors, since the real loaders keep one and drop the other.
+ */
+export interface ConfigStatement {
+  /** The source stated both qkv_multipliers (or its default) and the per-layer head lists. */
+  heads?: boolean
+  /** Where the config came from, for messages ("config.json", a GGUF file...). */
+  source?: string
+}
+
+/** A short, escaped, one-line rendering of a value from a file (hostile strings stay short). */
+export function showValue(v: unknown, max = 60): string {
+  let text: string
+  try {
+    text = typeof v === 'number' ? String(v) : typeof v === 'bigint' ? `${v}` : JSON.stringify(v) ?? String(v)
+  } catch {
+    text = String(v)
   }
-  for (const f of ['num_transformer_layers', 'model_dim', 'head_dim', 'num_gqa_groups', 'vocab_size', 'ffn_dim_divisor'] as const) positiveInt(f)
+  return text.length > max ? `${text.slice(0, max)}…` : text
+}
+
+/**
+ * The architectural scalars checked before anything is sized by them: deriving per-layer lists
+ * from `num_transformer_layers` = 10^9 would otherwise build billion-entry arrays (a hang).
+ */
+export function checkShapeFields(shape: Partial<Record<keyof typeof CONFIG_LIMITS, unknown>>): void {
+  for (const f of ['num_transformer_layers', 'model_dim', 'head_dim', 'num_gqa_groups', 'vocab_size', 'ffn_dim_divisor', 'max_context_length'] as const) {
+    const v = shape[f]
+    if (v === undefined) continue
+    const [lo, hi] = CONFIG_LIMITS[f]
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ConfigError('config.field', `config field ${f} must be a positive integer (got ${showValue(v)})`, {field: f})
+    if (v < lo || v > hi) throw new ConfigError('config.range', `config field ${f} = ${showValue(v)} is out of range (allowed ${lo}..${hi})`, {field: f})
+  }
+}
+
+/**
+ * The one place an OpenELM config is validated: every field's type and range, the per-layer
+ * lists against the layer count, GQA consistency, and (when the source stated them) the head
+ * counts against qkv_multipliers. Consistency with the tensors is `checkTensors`' job
+ * (model/tensors.ts), which every reader calls after this.
+ */
+export function validateConfig(config: OpenElmConfig, statement: ConfigStatement = {}): void {
+  const n = config.num_transformer_layers
+  const bad = (code: string, field: string, message: string, extra: Record<string, unknown> = {}): never => {
+    throw new ConfigError(code, `config field ${message}`, {field, ...extra})
+  }
+  const intIn = (field: string, v: unknown, [lo, hi]: readonly [number, number], label = field) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) bad('config.field', field, `${label} must be a positive integer (got ${showValue(v)})`)
+    if ((v as number) < lo || (v as number) > hi) bad('config.range', field, `${label} = ${showValue(v)} is out of range (allowed ${lo}..${hi})`)
+  }
+  for (const f of ['num_transformer_layers', 'model_dim', 'head_dim', 'num_gqa_groups', 'vocab_size', 'ffn_dim_divisor'] as const) intIn(f, config[f], CONFIG_LIMITS[f])
   for (const f of ['num_query_heads', 'num_kv_heads', 'ffn_multipliers'] as const) {
     const list = config[f]
     if (!Array.isArray(list) || list.length !== n) {
-      throw new ConfigError('config.list_length', `config field ${f} has ${Array.isArray(list) ? list.length : 'no'} entries, but num_transformer_layers is ${n}`, {field: f})
+      bad('config.list_length', f, `${f} has ${Array.isArray(list) ? list.length : 'no'} entries, but num_transformer_layers is ${n}`)
     }
-    if (!list.every((v) => typeof v === 'number' && Number.isFinite(v) && v > 0)) {
-      throw new ConfigError('config.field', `config field ${f} must hold positive numbers`, {field: f})
-    }
+    if (!list.every((v) => typeof v === 'number' && Number.isFinite(v) && v > 0)) bad('config.field', f, `${f} must hold positive numbers`)
   }
   config.num_query_heads.forEach((q, i) => {
     if (!Number.isInteger(q) || q % config.num_gqa_groups !== 0) {
-      throw new ConfigError('config.gqa', `config field num_query_heads[${i}] = ${q} is not divisible by num_gqa_groups = ${config.num_gqa_groups}`, {field: 'num_query_heads', layer: i})
+      bad('config.gqa', 'num_query_heads', `num_query_heads[${i}] = ${q} is not divisible by num_gqa_groups = ${config.num_gqa_groups}`, {layer: i})
     }
     const kv = config.num_kv_heads[i]!
     if (kv * config.num_gqa_groups !== q) {
-      throw new ConfigError('config.gqa', `config field num_kv_heads[${i}] = ${kv} does not equal num_query_heads[${i}] / num_gqa_groups = ${q / config.num_gqa_groups}`, {field: 'num_kv_heads', layer: i})
+      bad('config.gqa', 'num_kv_heads', `num_kv_heads[${i}] = ${kv} does not equal num_query_heads[${i}] / num_gqa_groups = ${q / config.num_gqa_groups}`, {layer: i})
+    }
+    intIn('num_query_heads', q, CONFIG_LIMITS.heads, `num_query_heads[${i}]`)
+  })
+  config.ffn_multipliers.forEach((m, i) => {
+    if (m > MULTIPLIER_RANGE[1]) bad('config.range', 'ffn_multipliers', `ffn_multipliers[${i}] = ${m} is out of range (allowed > ${MULTIPLIER_RANGE[0]} and ≤ ${MULTIPLIER_RANGE[1]})`, {layer: i})
+  })
+  const qkv = config.qkv_multipliers
+  if (!Array.isArray(qkv) || qkv.length !== 2) bad('config.field', 'qkv_multipliers', `qkv_multipliers must be a [min, max] pair (got ${showValue(qkv)})`)
+  qkv.forEach((m, i) => {
+    if (typeof m !== 'number' || !Number.isFinite(m) || m <= MULTIPLIER_RANGE[0] || m > MULTIPLIER_RANGE[1]) {
+      bad('config.range', 'qkv_multipliers', `qkv_multipliers[${i}] = ${showValue(m)} is out of range (allowed > ${MULTIPLIER_RANGE[0]} and ≤ ${MULTIPLIER_RANGE[1]})`)
     }
   })
-  if (config.normalization_layer_name !== 'rms_norm') {
-    throw new ConfigError('config.unsupported', `config field normalization_layer_name = "${config.normalization_layer_name}" is not supported (OpenELM uses rms_norm)`, {field: 'normalization_layer_name'})
+  for (const f of ['max_context_length', 'rope_max_length'] as const) intIn(f, config[f], CONFIG_LIMITS[f])
+  const theta = config.rope_freq_constant
+  if (typeof theta !== 'number' || !Number.isFinite(theta) || theta <= ROPE_THETA_RANGE[0] || theta > ROPE_THETA_RANGE[1]) {
+    bad('config.range', 'rope_freq_constant', `rope_freq_constant = ${showValue(theta)} is out of range (allowed > ${ROPE_THETA_RANGE[0]} and ≤ ${ROPE_THETA_RANGE[1]})`)
   }
-  if (!config.ffn_with_glu) throw new ConfigError('config.unsupported', 'config field ffn_with_glu = false is not supported (OpenELM uses a GLU FFN)', {field: 'ffn_with_glu'})
-  if (!config.share_input_output_layers) throw new ConfigError('config.unsupported', 'config field share_input_output_layers = false is not supported (OpenELM ties embeddings)', {field: 'share_input_output_layers'})
-  if (!['swish', 'silu'].includes(config.activation_fn_name)) throw new ConfigError('config.unsupported', `config field activation_fn_name = "${config.activation_fn_name}" is not supported (OpenELM uses swish)`, {field: 'activation_fn_name'})
+  for (const f of ['bos_token_id', 'eos_token_id'] as const) {
+    const id = config[f]
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= config.vocab_size) {
+      bad('config.range', f, `${f} = ${showValue(id)} is out of range (allowed an integer 0..${config.vocab_size - 1}, below vocab_size)`)
+    }
+  }
+  const init = config.initializer_range
+  if (typeof init !== 'number' || !Number.isFinite(init) || init < 0) bad('config.range', 'initializer_range', `initializer_range = ${showValue(init)} must be a finite number ≥ 0`)
+  for (const f of ['ffn_with_glu', 'normalize_qk_projections', 'share_input_output_layers'] as const) {
+    if (typeof config[f] !== 'boolean') bad('config.field', f, `${f} must be true or false (got ${showValue(config[f])})`)
+  }
+  for (const f of ['activation_fn_name', 'normalization_layer_name'] as const) {
+    if (typeof config[f] !== 'string') bad('config.field', f, `${f} must be a string (got ${showValue(config[f])})`)
+  }
+  if (config.normalization_layer_name !== 'rms_norm') {
+    bad('config.unsupported', 'normalization_layer_name', `normalization_layer_name = ${showValue(config.normalization_layer_name)} is not supported (OpenELM uses rms_norm)`)
+  }
+  if (!config.ffn_with_glu) bad('config.unsupported', 'ffn_with_glu', 'ffn_with_glu = false is not supported (OpenELM uses a GLU FFN)')
+  if (!config.share_input_output_layers) bad('config.unsupported', 'share_input_output_layers', 'share_input_output_layers = false is not supported (OpenELM ties embeddings)')
+  if (!['swish', 'silu'].includes(config.activation_fn_name)) bad('config.unsupported', 'activation_fn_name', `activation_fn_name = ${showValue(config.activation_fn_name)} is not supported (OpenELM uses swish)`)
+  if (statement.heads) {
+    // HF's OpenELMConfig.__post_init__ recomputes the head lists from qkv_multipliers: lists that
+    // disagree describe a model the HF loader would not build.
+    const derived = linspace(qkv[0], qkv[1], n).map(pyRound2).map((m) => makeDivisible(config.model_dim * m, config.head_dim * config.num_gqa_groups) / config.head_dim)
+    const i = derived.findIndex((q, layer) => q !== config.num_query_heads[layer])
+    if (i >= 0) {
+      bad('config.contradiction', 'qkv_multipliers', `qkv_multipliers ${showValue(qkv)} give layer ${i} ${derived[i]} query heads, but num_query_heads[${i}] = ${config.num_query_heads[i]}${statement.source ? ` in ${statement.source}` : ''}`, {layer: i})
+    }
+  }
 }
 
 /** Parse a HF `config.json` object (either ffn_multipliers form). */
@@ -181,7 +291,7 @@ export function parseHfConfig(json: unknown): OpenElmConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError('config.not_object', 'config.json is not a JSON object')
   const j = json as Record<string, unknown>
   if (j.model_type !== undefined && j.model_type !== 'openelm') {
-    throw new ConfigError('config.model_type', `config.json has model_type "${String(j.model_type)}", not "openelm": this is not an OpenELM model`, {field: 'model_type'})
+    throw new ConfigError('config.model_type', `config.json has model_type ${showValue(j.model_type)}, not "openelm": this is not an OpenELM model`, {field: 'model_type'})
   }
   for (const field of ['num_transformer_layers', 'model_dim', 'head_dim']) {
     if (typeof j[field] !== 'number') throw new ConfigError('config.missing', `config.json lacks the number field ${field}`, {field})
@@ -189,11 +299,17 @@ export function parseHfConfig(json: unknown): OpenElmConfig {
   const num = (field: string, fallback: number) => {
     const v = j[field]
     if (v === undefined || v === null) return fallback
-    if (typeof v !== 'number') throw new ConfigError('config.field', `config field ${field} must be a number (got ${JSON.stringify(v)})`, {field})
+    if (typeof v !== 'number') throw new ConfigError('config.field', `config field ${field} must be a number (got ${showValue(v)})`, {field})
     return v
   }
-  const bool = (field: string, fallback: boolean) => (typeof j[field] === 'boolean' ? (j[field] as boolean) : fallback)
-  const str = (field: string, fallback: string) => (typeof j[field] === 'string' ? (j[field] as string) : fallback)
+  const typed = <T>(field: string, type: 'boolean' | 'string', fallback: T): T => {
+    const v = j[field]
+    if (v === undefined || v === null) return fallback
+    if (typeof v !== type) throw new ConfigError('config.field', `config field ${field} must be a ${type} (got ${showValue(v)})`, {field})
+    return v as T
+  }
+  const bool = (field: string, fallback: boolean) => typed(field, 'boolean', fallback)
+  const str = (field: string, fallback: string) => typed(field, 'string', fallback)
   const numList = (field: string): number[] | undefined => {
     const v = j[field]
     if (v === undefined || v === null) return undefined
@@ -203,6 +319,7 @@ export function parseHfConfig(json: unknown): OpenElmConfig {
   const qkv = numList('qkv_multipliers') ?? [0.5, 1.0]
   if (qkv.length !== 2) throw new ConfigError('config.field', `config field qkv_multipliers must be a [min, max] pair (got ${qkv.length} values)`, {field: 'qkv_multipliers'})
   const n = j.num_transformer_layers as number
+  checkShapeFields({num_transformer_layers: n})
   // HF also accepts one number for every layer.
   const ffnField = j.ffn_multipliers
   const ffn = typeof ffnField === 'number' && Number.isInteger(n) && n > 0 ? Array.from({length: n}, () => ffnField) : numList('ffn_multipliers') ?? [0.5, 4.0]
@@ -235,7 +352,7 @@ export function parseHfConfig(json: unknown): OpenElmConfig {
     eos_token_id: num('eos_token_id', 2),
     initializer_range: num('initializer_range', 0.02),
   }
-  validateConfig(config)
+  validateConfig(config, {heads: j.num_query_heads !== undefined && j.num_query_heads !== null, source: 'config.json'})
   return config
 }
 

@@ -2,7 +2,7 @@
  * The canonical tensor layout: CoreNet state-dict names (no prefix) and the shape each must have
  * for a given config. Every format maps to and from these names.
  */
-import {MappingError} from '../errors.js'
+import {MappingError, shown} from '../errors.js'
 import {formatShape, shapeEquals, type TensorRecord} from '../tensor/record.js'
 import {layerDims, type OpenElmConfig} from './config.js'
 
@@ -67,13 +67,13 @@ export function expectedTensors(config: OpenElmConfig): ExpectedTensor[] {
 export function checkTensors(config: OpenElmConfig, tensors: readonly TensorRecord[]): TensorRecord[] {
   const byName = new Map<string, TensorRecord>()
   for (const t of tensors) {
-    if (byName.has(t.name)) throw new MappingError('tensor.duplicate', `tensor ${t.name} appears twice`, {tensor: t.name})
+    if (byName.has(t.name)) throw new MappingError('tensor.duplicate', `tensor ${shown(t.name)} appears twice`, {tensor: t.name})
     byName.set(t.name, t)
   }
   const expected = expectedTensors(config)
   const known = new Set(expected.map((e) => e.name))
   for (const t of tensors) {
-    if (!known.has(t.name)) throw new MappingError('tensor.unknown', `unknown tensor ${t.name}: not part of an OpenELM model with ${config.num_transformer_layers} layers`, {tensor: t.name})
+    if (!known.has(t.name)) throw new MappingError('tensor.unknown', `unknown tensor ${shown(t.name)}: not part of an OpenELM model with ${config.num_transformer_layers} layers`, {tensor: t.name})
   }
   return expected.map((e) => {
     const t = byName.get(e.name)

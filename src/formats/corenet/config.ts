@@ -5,7 +5,7 @@
  */
 import {promises as fs} from 'node:fs'
 import {ConfigError, IoError} from '../../errors.js'
-import {type OpenElmConfig, parseHfConfig} from '../../model/config.js'
+import {type OpenElmConfig, parseHfConfig, showValue} from '../../model/config.js'
 import {presetConfig, resolvePresetName} from '../../model/presets.js'
 import {parseYaml, type YamlValue} from './yaml.js'
 
@@ -22,7 +22,7 @@ export function presetFromModelName(name: string): string {
   try {
     return resolvePresetName(bare)
   } catch {
-    throw new ConfigError('config.model_name', `model_name "${name}" is not an OpenELM model this tool knows (OpenELM-270M, -450M, -1_1B, -3B)`, {field: 'model_name'})
+    throw new ConfigError('config.model_name', `model_name ${showValue(name)} is not an OpenELM model this tool knows (OpenELM-270M, -450M, -1_1B, -3B)`, {field: 'model_name'})
   }
 }
 

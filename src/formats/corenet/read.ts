@@ -4,7 +4,7 @@
  */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {FormatError, UsageError} from '../../errors.js'
+import {FormatError, quote, UsageError} from '../../errors.js'
 import {type OpenElmConfig} from '../../model/config.js'
 import {CORENET_VOCAB, HF_VOCAB} from '../../model/vocab.js'
 import {GLOBAL_TENSORS} from '../../model/tensors.js'
@@ -15,7 +15,7 @@ import {type Checkpoint, type PeftInfo, type ReadOptions, type TrainingState} fr
 import {baseOnlyModules, hasPeftNames, mergeAdapters, splitPeft} from './peft.js'
 import {children, unpickle} from './unpickle.js'
 import {PyDict, type PyValue, type TorchStorage, TorchTensor} from './values.js'
-import {type ZipEntry, ZipReader} from './zip.js'
+import {RECORD_ALIGNMENT, type ZipEntry, ZipReader} from './zip.js'
 
 /** Keys of a CoreNet training checkpoint (corenet/utils/checkpoint_utils.py). */
 export const TRAINING_KEYS = {
@@ -96,10 +96,17 @@ export async function openTorchArchive(p: string): Promise<OpenedArchive> {
     for (const s of storages.values()) {
       const name = `${prefix}data/${s.key}`
       const entry = zip.entries.get(name)
-      if (!entry) throw new FormatError('corenet.missing_storage', `${p}: storage "${s.key}" has no record ${name} in the archive`, {path: p, storage: s.key})
+      if (!entry) throw new FormatError('corenet.missing_storage', `${p}: storage ${quote(s.key)} has no record ${name} in the archive`, {path: p, storage: s.key})
       const want = s.numel * dtypeSize(s.dtype)
-      if (entry.size < want) {
-        throw new FormatError('corenet.storage_size', `${p}: storage "${s.key}" has ${entry.size} bytes, its ${s.numel} ${s.dtype} elements need ${want}`, {path: p, storage: s.key})
+      // torch.save writes each storage record at exactly numel × itemsize bytes: any other size
+      // means the storage class or numel was altered (e.g. FloatStorage relabelled HalfStorage).
+      if (entry.size !== want) {
+        throw new FormatError('corenet.storage_size', `${p}: storage ${quote(s.key)} record has ${entry.size} bytes, but its ${s.numel} ${s.dtype} elements take exactly ${want}`, {path: p, storage: s.key})
+      }
+      // torch.save aligns every record's data to 64 bytes (PyTorchStreamWriter's kFieldAlignment);
+      // an unaligned start means a local header's lengths were altered and the bytes are shifted.
+      if (entry.dataOffset % RECORD_ALIGNMENT !== 0) {
+        throw new FormatError('corenet.storage_alignment', `${p}: storage ${quote(s.key)} data starts at offset ${entry.dataOffset}, not on the ${RECORD_ALIGNMENT}-byte boundary torch.save writes (a damaged local header?)`, {path: p, storage: s.key})
       }
       s.source = {zip, entry} satisfies ArchiveSource
     }
@@ -234,7 +241,7 @@ export function stateDictRecords(p: string, key: string, dict: PyValue, notes: s
   const records: TensorRecord[] = []
   for (const [k, v] of dict.map) {
     if (typeof k !== 'string') throw new FormatError('corenet.state_dict', `${p}: ${key} has a non-string key ${String(k)}`, {path: p})
-    if (!(v instanceof TorchTensor)) throw new FormatError('corenet.state_dict', `${p}: ${key}["${k}"] is not a tensor`, {path: p, tensor: k})
+    if (!(v instanceof TorchTensor)) throw new FormatError('corenet.state_dict', `${p}: ${key}[${quote(k)}] is not a tensor`, {path: p, tensor: k})
     records.push(tensorRecord(stripPrefixes(k), v))
   }
   return records

@@ -528,7 +528,7 @@ function isStorage(v: unknown): boolean {
 }
 
 function smallInt(v: PyValue | undefined, what: string, bad: (m: string) => never): number {
-  if (typeof v !== 'bigint' || v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) bad(`${what} ${String(v)} is not a non-negative integer`)
+  if (typeof v !== 'bigint' || v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) bad(`${what} ${typeof v === 'bigint' ? String(v) : `of type ${describe(v)}`} is not a non-negative integer`)
   return Number(v)
 }
 

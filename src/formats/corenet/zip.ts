@@ -5,7 +5,7 @@
  * before trusting it; the writer mirrors torch's layout byte for byte where it can.
  */
 import {crc32} from 'node:zlib'
-import {FormatError} from '../../errors.js'
+import {FormatError, quote} from '../../errors.js'
 import {FileWriter, RandomAccessFile} from '../../io/file.js'
 
 /** Spec field names, kept as the ZIP APPNOTE spells them. */
@@ -85,14 +85,14 @@ export class ZipReader {
 
   entry(name: string): ZipEntry {
     const e = this.entries.get(name)
-    if (!e) throw new FormatError('zip.missing_record', `${this.path}: the archive has no record "${name}"`, {path: this.path, record: name})
+    if (!e) throw new FormatError('zip.missing_record', `${this.path}: the archive has no record ${quote(name)}`, {path: this.path, record: name})
     return e
   }
 
   /** Bytes [start, end) of a record. */
   async read(entry: ZipEntry, start = 0, end = entry.size): Promise<Uint8Array> {
     if (start < 0 || end > entry.size || start > end) {
-      throw new FormatError('zip.range', `${this.path}: read [${start}, ${end}) outside record "${entry.name}" (${entry.size} bytes)`, {path: this.path})
+      throw new FormatError('zip.range', `${this.path}: read [${start}, ${end}) outside record ${quote(entry.name)} (${entry.size} bytes)`, {path: this.path})
     }
     return this.file.read(entry.dataOffset + start, end - start)
   }
@@ -101,7 +101,7 @@ export class ZipReader {
   async readInto(entry: ZipEntry, target: Uint8Array, start = 0): Promise<void> {
     const end = start + target.byteLength
     if (start < 0 || end > entry.size) {
-      throw new FormatError('zip.range', `${this.path}: read [${start}, ${end}) outside record "${entry.name}" (${entry.size} bytes)`, {path: this.path})
+      throw new FormatError('zip.range', `${this.path}: read [${start}, ${end}) outside record ${quote(entry.name)} (${entry.size} bytes)`, {path: this.path})
     }
     await this.file.readInto(target, entry.dataOffset + start)
   }
@@ -110,7 +110,7 @@ export class ZipReader {
   async readChecked(entry: ZipEntry): Promise<Uint8Array> {
     const bytes = await this.read(entry)
     if (crc32(bytes) !== entry.crc32) {
-      throw new FormatError('zip.crc', `${this.path}: record "${entry.name}" fails its CRC-32 check (corrupt archive)`, {path: this.path, record: entry.name})
+      throw new FormatError('zip.crc', `${this.path}: record ${quote(entry.name)} fails its CRC-32 check (corrupt archive)`, {path: this.path, record: entry.name})
     }
     return bytes
   }
@@ -199,11 +199,11 @@ async function readDirectory(file: RandomAccessFile): Promise<Map<string, ZipEnt
     for (let q = 0; q + 4 <= extra.byteLength;) {
       const id = u16(extra, q)
       const len = u16(extra, q + 2)
-      if (q + 4 + len > extra.byteLength) throw new FormatError('zip.bad_extra', `${name}: entry "${entryName}" has a malformed extra field`, {path: name})
+      if (q + 4 + len > extra.byteLength) throw new FormatError('zip.bad_extra', `${name}: entry ${quote(entryName)} has a malformed extra field`, {path: name})
       if (id === ZIP64_EXTRA_ID) {
         let f = q + 4
         const take = (what: string): number => {
-          if (f + 8 > q + 4 + len) throw new FormatError('zip.bad_extra', `${name}: entry "${entryName}" ZIP64 field lacks ${what}`, {path: name})
+          if (f + 8 > q + 4 + len) throw new FormatError('zip.bad_extra', `${name}: entry ${quote(entryName)} ZIP64 field lacks ${what}`, {path: name})
           const v = u64(extra, f, what, name)
           f += 8
           return v
@@ -214,29 +214,29 @@ async function readDirectory(file: RandomAccessFile): Promise<Map<string, ZipEnt
       }
       q += 4 + len
     }
-    if (method !== 0) throw new FormatError('zip.compressed', `${name}: record "${entryName}" is compressed (method ${method}); torch archives store records uncompressed`, {path: name, record: entryName})
-    if (compressed !== size) throw new FormatError('zip.bad_sizes', `${name}: record "${entryName}" has compressed size ${compressed} ≠ size ${size} for a stored record`, {path: name})
-    if (entries.has(entryName)) throw new FormatError('zip.duplicate', `${name}: record "${entryName}" appears twice`, {path: name, record: entryName})
+    if (method !== 0) throw new FormatError('zip.compressed', `${name}: record ${quote(entryName)} is compressed (method ${method}); torch archives store records uncompressed`, {path: name, record: entryName})
+    if (compressed !== size) throw new FormatError('zip.bad_sizes', `${name}: record ${quote(entryName)} has compressed size ${compressed} ≠ size ${size} for a stored record`, {path: name})
+    if (entries.has(entryName)) throw new FormatError('zip.duplicate', `${name}: record ${quote(entryName)} appears twice`, {path: name, record: entryName})
     entries.set(entryName, {name: entryName, headerOffset, dataOffset: -1, size, crc32: crc})
     p = next
   }
   // Local headers: check each against the directory and find where its data starts.
   for (const entry of entries.values()) {
     if (entry.headerOffset + LOCAL_HEADER_BYTES > cdOffset) {
-      throw new FormatError('zip.bad_offset', `${name}: record "${entry.name}" header offset ${entry.headerOffset} is outside the archive data`, {path: name})
+      throw new FormatError('zip.bad_offset', `${name}: record ${quote(entry.name)} header offset ${entry.headerOffset} is outside the archive data`, {path: name})
     }
     const h = await file.read(entry.headerOffset, LOCAL_HEADER_BYTES)
-    if (u32(h, 0) !== SIG_LOCAL) throw new FormatError('zip.bad_local_header', `${name}: no local header for "${entry.name}" at offset ${entry.headerOffset}`, {path: name})
+    if (u32(h, 0) !== SIG_LOCAL) throw new FormatError('zip.bad_local_header', `${name}: no local header for ${quote(entry.name)} at offset ${entry.headerOffset}`, {path: name})
     const nameLength = u16(h, 26)
     const extraLength = u16(h, 28)
     const localName = await file.read(entry.headerOffset + LOCAL_HEADER_BYTES, nameLength)
     if (Buffer.from(localName).toString('utf8') !== entry.name) {
-      throw new FormatError('zip.name_mismatch', `${name}: local header at ${entry.headerOffset} names "${Buffer.from(localName).toString('utf8')}", the directory says "${entry.name}"`, {path: name})
+      throw new FormatError('zip.name_mismatch', `${name}: local header at ${entry.headerOffset} names ${quote(Buffer.from(localName).toString('utf8'))}, the directory says ${quote(entry.name)}`, {path: name})
     }
-    if (u16(h, 8) !== 0) throw new FormatError('zip.compressed', `${name}: record "${entry.name}" is compressed`, {path: name})
+    if (u16(h, 8) !== 0) throw new FormatError('zip.compressed', `${name}: record ${quote(entry.name)} is compressed`, {path: name})
     entry.dataOffset = entry.headerOffset + LOCAL_HEADER_BYTES + nameLength + extraLength
     if (entry.dataOffset + entry.size > cdOffset) {
-      throw new FormatError('zip.bad_offset', `${name}: record "${entry.name}" data [${entry.dataOffset}, ${entry.dataOffset + entry.size}) runs past the archive data (truncated?)`, {path: name})
+      throw new FormatError('zip.bad_offset', `${name}: record ${quote(entry.name)} data [${entry.dataOffset}, ${entry.dataOffset + entry.size}) runs past the archive data (truncated?)`, {path: name})
     }
   }
   const sorted = [...entries.values()].sort((a, b) => a.headerOffset - b.headerOffset)
@@ -244,7 +244,7 @@ async function readDirectory(file: RandomAccessFile): Promise<Map<string, ZipEnt
     const prev = sorted[i - 1]!
     const cur = sorted[i]!
     if (cur.headerOffset < prev.dataOffset + prev.size) {
-      throw new FormatError('zip.overlap', `${name}: records "${prev.name}" and "${cur.name}" overlap`, {path: name})
+      throw new FormatError('zip.overlap', `${name}: records ${quote(prev.name)} and ${quote(cur.name)} overlap`, {path: name})
     }
   }
   return entries
@@ -319,7 +319,7 @@ export class ZipWriter {
   }
 
   async begin(name: string, size: number): Promise<void> {
-    if (this.current) throw new FormatError('zip.writer_state', `record "${name}" begun before the previous one ended`)
+    if (this.current) throw new FormatError('zip.writer_state', `record ${quote(name)} begun before the previous one ended`)
     const nameBytes = Buffer.from(name, 'utf8')
     const headerOffset = this.out.position
     await this.out.write(localHeader(nameBytes, headerOffset, size))
@@ -330,7 +330,7 @@ export class ZipWriter {
     const c = this.current
     if (!c) throw new FormatError('zip.writer_state', 'write outside a record')
     if (c.written + bytes.byteLength > c.size) {
-      throw new FormatError('zip.writer_size', `record "${Buffer.from(c.name).toString()}" got more than its planned ${c.size} bytes`)
+      throw new FormatError('zip.writer_size', `record ${quote(Buffer.from(c.name).toString())} got more than its planned ${c.size} bytes`)
     }
     c.crc = crc32(bytes, c.crc)
     c.written += bytes.byteLength
@@ -340,7 +340,7 @@ export class ZipWriter {
   async end(): Promise<void> {
     const c = this.current
     if (!c) throw new FormatError('zip.writer_state', 'end outside a record')
-    if (c.written !== c.size) throw new FormatError('zip.writer_size', `record "${Buffer.from(c.name).toString()}" got ${c.written} bytes, planned ${c.size}`)
+    if (c.written !== c.size) throw new FormatError('zip.writer_size', `record ${quote(Buffer.from(c.name).toString())} got ${c.written} bytes, planned ${c.size}`)
     // Data descriptor: 64-bit sizes when the record needed ZIP64 (as miniz does).
     const wide = c.size >= U32_MAX || c.headerOffset >= U32_MAX
     const d = Buffer.alloc(wide ? 24 : 16)

@@ -9,6 +9,7 @@ import path from 'node:path'
 import {UsageError} from '../../errors.js'
 import {atomicFile, pathExists} from '../../io/atomic.js'
 import {matchPreset} from '../../model/presets.js'
+import {validateConfig} from '../../model/config.js'
 import {checkTensors} from '../../model/tensors.js'
 import {floatSchemeName} from '../../quant/float.js'
 import {type FloatDType} from '../../tensor/dtype.js'
@@ -160,6 +161,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     const embedding = file.tensors.find((t) => t.info.name === 'token_embd.weight')
     const metaConfig = configFromMetadata(file.kv, embedding?.shape[0] ?? 0, p)
     const config = options.config ?? metaConfig.config
+    validateConfig(config)
     const maps = expandNames(config.num_transformer_layers)
     const halves = new Map<string, {first?: TensorRecord; second?: TensorRecord}>()
     const records: TensorRecord[] = []

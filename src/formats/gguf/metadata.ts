@@ -3,8 +3,8 @@
  * the value types it checks (scalars UINT32/FLOAT32, per-layer INT32 arrays), plus a few
  * `openelm.*` keys llama.cpp ignores that make the config round-trip exactly.
  */
-import {ConfigError, FormatError} from '../../errors.js'
-import {layerDims, type OpenElmConfig, RMS_NORM_EPS, validateConfig} from '../../model/config.js'
+import {ConfigError, FormatError, quote} from '../../errors.js'
+import {checkShapeFields, layerDims, type OpenElmConfig, RMS_NORM_EPS, validateConfig} from '../../model/config.js'
 import {type GgufVocab} from './tokenizer.js'
 import {type GgufKv, type GgufValue, LLAMA_FILE_TYPE, GGUF_DEFAULT_ALIGNMENT} from './types.js'
 
@@ -116,9 +116,10 @@ function gcd(a: number, b: number): number {
  */
 export function configFromMetadata(kv: Map<string, GgufKv>, vocabRows: number, file: string): {config: OpenElmConfig; notes: string[]} {
   const arch = get(kv, 'general.architecture', file)
-  if (arch.value !== ARCH) throw new FormatError('gguf.architecture', `${file}: general.architecture is "${String(arch.value)}", not "${ARCH}"`, {path: file})
+  if (arch.value !== ARCH) throw new FormatError('gguf.architecture', `${file}: general.architecture is ${quote(String(arch.value))}, not "${ARCH}"`, {path: file})
   const notes: string[] = []
   const layers = uint(kv, `${ARCH}.block_count`, file)
+  checkShapeFields({num_transformer_layers: layers}) // before per-layer lists are sized by it
   const modelDim = uint(kv, `${ARCH}.embedding_length`, file)
   const qHeads = perLayer(kv, `${ARCH}.attention.head_count`, layers, file)
   const kvHeads = kv.has(`${ARCH}.attention.head_count_kv`) ? perLayer(kv, `${ARCH}.attention.head_count_kv`, layers, file) : qHeads
@@ -131,7 +132,9 @@ export function configFromMetadata(kv: Map<string, GgufKv>, vocabRows: number, f
     ffnMultipliers = ffnDims.map((d) => d / modelDim)
     notes.push('ffn_multipliers derived from the GGUF feed_forward_length values (the file has no openelm.ffn_multipliers)')
   }
-  const qkv = floats(kv, `${ARCH}.qkv_multipliers`, file) ?? [0.5, 1.0]
+  const statedQkv = floats(kv, `${ARCH}.qkv_multipliers`, file)
+  if (statedQkv && statedQkv.length !== 2) throw new FormatError('gguf.key_value', `${file}: ${ARCH}.qkv_multipliers must be 2 floats (got ${statedQkv.length})`, {path: file, field: `${ARCH}.qkv_multipliers`})
+  const qkv = statedQkv ?? [0.5, 1.0]
   const config: OpenElmConfig = {
     num_transformer_layers: layers,
     model_dim: modelDim,
@@ -155,7 +158,7 @@ export function configFromMetadata(kv: Map<string, GgufKv>, vocabRows: number, f
     eos_token_id: uint(kv, 'tokenizer.ggml.eos_token_id', file, 2),
     initializer_range: 0.02,
   }
-  validateConfig(config)
+  validateConfig(config, {heads: statedQkv !== undefined, source: file})
   layerDims(config).forEach((d, i) => {
     if (d.ffnDim !== ffnDims[i]) {
       throw new ConfigError('gguf.ffn', `${file}: layer ${i} feed_forward_length ${ffnDims[i]} does not match the multipliers (${d.ffnDim})`, {path: file, layer: i})

@@ -4,7 +4,7 @@
  * `ffn_gate`, rows [I, 2I) `ffn_up`. There is no `output` tensor (the head is tied).
  * The row split and re-join are pure record transforms kept apart from the renaming.
  */
-import {MappingError} from '../../errors.js'
+import {MappingError, shown} from '../../errors.js'
 import {GLOBAL_TENSORS, LAYER_TENSORS} from '../../model/tensors.js'
 import {type TensorRecord} from '../../tensor/record.js'
 
@@ -66,15 +66,15 @@ export function expandNames(layers: number): NameMaps {
 
 export function toGgufNames(canonical: string, maps: NameMaps): {gguf: string; part: RowPart}[] {
   const names = maps.toGguf.get(canonical)
-  if (!names) throw new MappingError('gguf.unmapped', `tensor ${canonical} has no GGUF name`, {tensor: canonical})
+  if (!names) throw new MappingError('gguf.unmapped', `tensor ${shown(canonical)} has no GGUF name`, {tensor: canonical})
   return names
 }
 
 export function fromGgufName(gguf: string, maps: NameMaps): {canonical: string; part: RowPart} {
   const rejected = REJECTED_GGUF_TENSORS[gguf]
-  if (rejected) throw new MappingError('gguf.rejected_tensor', `GGUF tensor ${gguf}: ${rejected}`, {tensor: gguf})
+  if (rejected) throw new MappingError('gguf.rejected_tensor', `GGUF tensor ${shown(gguf)}: ${rejected}`, {tensor: gguf})
   const hit = maps.toCanonical.get(gguf)
-  if (!hit) throw new MappingError('gguf.unknown_tensor', `GGUF tensor ${gguf} is not part of an OpenELM model`, {tensor: gguf})
+  if (!hit) throw new MappingError('gguf.unknown_tensor', `GGUF tensor ${shown(gguf)} is not part of an OpenELM model`, {tensor: gguf})
   return hit
 }
 
@@ -84,7 +84,7 @@ export function fromGgufName(gguf: string, maps: NameMaps): {canonical: string; 
 export function selectRows(record: TensorRecord, part: RowPart, name: string): TensorRecord {
   if (part === 'all') return {...bind(record), name}
   const rows = record.shape[0]!
-  if (rows % 2 !== 0) throw new MappingError('gguf.split', `tensor ${record.name} has ${rows} rows, which cannot split into gate and up halves`, {tensor: record.name})
+  if (rows % 2 !== 0) throw new MappingError('gguf.split', `tensor ${shown(record.name)} has ${rows} rows, which cannot split into gate and up halves`, {tensor: record.name})
   const half = rows / 2
   const rowBytes = record.byteLength / rows
   const base = part === 'first-half' ? 0 : half * rowBytes

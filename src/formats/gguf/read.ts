@@ -2,7 +2,7 @@
  * Validating GGUF reader. Every count, length and offset is checked against the file size before
  * it is trusted; 64-bit fields stay bigint until checked. Tensor data is read lazily.
  */
-import {FormatError} from '../../errors.js'
+import {FormatError, quote} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {type DType} from '../../tensor/dtype.js'
 import {type TensorRecord} from '../../tensor/record.js'
@@ -175,7 +175,7 @@ function parseHeaderBytes(bytes: Uint8Array, fileSize: number, file: string): Gg
   const keys = new Set<string>()
   for (let i = 0; i < Number(kvCount); i++) {
     const key = c.string(`metadata key #${i}`)
-    if (keys.has(key)) throw new FormatError('gguf.duplicate_key', `${file}: metadata key "${key}" appears twice`, {path: file, field: key})
+    if (keys.has(key)) throw new FormatError('gguf.duplicate_key', `${file}: metadata key ${quote(key)} appears twice`, {path: file, field: key})
     keys.add(key)
     const type = valueTypeName(c.u32(`"${key}" value type`), file, `"${key}"`)
     metadata.push({key, type, value: readValue(c, type, `"${key}"`, 0, file)})
@@ -196,7 +196,7 @@ function parseHeaderBytes(bytes: Uint8Array, fileSize: number, file: string): Gg
   for (let i = 0; i < Number(tensorCount); i++) {
     const name = c.string(`tensor #${i} name`)
     if (Buffer.byteLength(name) > MAX_TENSOR_NAME_BYTES) {
-      throw new FormatError('gguf.tensor_name', `${file}: tensor name "${name.slice(0, 80)}" is ${Buffer.byteLength(name)} bytes (limit ${MAX_TENSOR_NAME_BYTES})`, {path: file, tensor: name})
+      throw new FormatError('gguf.tensor_name', `${file}: tensor name ${quote(name)} is ${Buffer.byteLength(name)} bytes (limit ${MAX_TENSOR_NAME_BYTES})`, {path: file, tensor: name})
     }
     if (names.has(name)) throw new FormatError('gguf.duplicate_tensor', `${file}: tensor ${name} appears twice`, {path: file, tensor: name})
     names.add(name)
@@ -244,6 +244,19 @@ function parseHeaderBytes(bytes: Uint8Array, fileSize: number, file: string): Gg
     if (spans[i]!.start < spans[i - 1]!.end) {
       throw new FormatError('gguf.overlap', `${file}: tensors ${spans[i - 1]!.name} and ${spans[i]!.name} overlap`, {path: file, tensor: spans[i]!.name})
     }
+  }
+  // gguf-py and llama.cpp pack tensor data back to back, each padded to the alignment: bytes no
+  // tensor accounts for mean a tensor's type or shape was changed to a smaller one.
+  const align = BigInt(alignment)
+  spans.forEach((span, i) => {
+    const expected = i === 0 ? 0n : ((spans[i - 1]!.end + align - 1n) / align) * align
+    if (span.start !== expected) {
+      throw new FormatError('gguf.gap', `${file}: tensor ${span.name} starts at data offset ${span.start}, but the previous tensor's data ends at ${i === 0 ? 0n : spans[i - 1]!.end} (${span.start - expected} bytes unaccounted for: a tensor's type or shape does not match its data)`, {path: file, tensor: span.name})
+    }
+  })
+  const last = spans.at(-1)
+  if (last && BigInt(dataBytes) > ((last.end + align - 1n) / align) * align) {
+    throw new FormatError('gguf.gap', `${file}: the data section has ${BigInt(dataBytes) - last.end} bytes after the last tensor ${last.name} (more than the alignment padding: a tensor's type or shape does not match its data)`, {path: file, tensor: last.name})
   }
   return {version, tensor_count: tensorCount, metadata_kv_count: kvCount, metadata, tensorInfos, alignment, dataOffset, fileSize}
 }
@@ -294,6 +307,24 @@ export interface GgufFile {
   close(): Promise<void>
 }
 
+/**
+ * gguf-py and llama.cpp pad each tensor's data to the alignment with zero bytes. Padding that is
+ * not zero means a tensor was relabelled to a smaller type or shape within its padding (an F32
+ * norm read as F16 would otherwise be accepted, half its bytes left over as "padding").
+ */
+async function checkPadding(f: RandomAccessFile, alignment: number, tensors: readonly GgufTensor[]): Promise<void> {
+  const sorted = [...tensors].sort((a, b) => a.fileOffset - b.fileOffset)
+  for (const t of sorted) {
+    const end = t.fileOffset + t.byteLength
+    const padded = Math.min(f.size, Math.ceil(end / alignment) * alignment)
+    if (padded <= end) continue
+    const pad = await f.read(end, padded - end)
+    if (pad.some((b) => b !== 0)) {
+      throw new FormatError('gguf.padding', `${f.path}: the ${padded - end} padding bytes after tensor ${quote(t.info.name)} are not zero (its type or shape does not match its data)`, {path: f.path, tensor: t.info.name})
+    }
+  }
+}
+
 export async function openGguf(p: string): Promise<GgufFile> {
   const f = await RandomAccessFile.open(p)
   let header: GgufHeader
@@ -308,6 +339,12 @@ export async function openGguf(p: string): Promise<GgufFile> {
     const ne = info.dimensions.map(Number)
     return {info, type, shape: [...ne].reverse(), byteLength: tensorBytes(info.name, type, ne), fileOffset: header.dataOffset + Number(info.offset)}
   })
+  try {
+    await checkPadding(f, header.alignment, tensors)
+  } catch (error) {
+    await f.close()
+    throw error
+  }
   const readRaw = (t: GgufTensor, start = 0, end = t.byteLength) => f.read(t.fileOffset + start, end - start)
   return {
     path: p,

@@ -6,7 +6,7 @@
  */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {FormatError, IoError, MappingError} from '../../errors.js'
+import {FormatError, IoError, MappingError, quote} from '../../errors.js'
 import {MAX_TOKENIZER_JSON_BYTES, MAX_TOKENIZER_MODEL_BYTES, readSentencePieceModel, scoresFromMerges} from '../../tokenizer/index.js'
 import {TOKEN_TYPE} from './types.js'
 
@@ -56,7 +56,7 @@ export function parseTokenizerJson(json: unknown, file = 'tokenizer.json'): Omit
     tokens = new Array(entries.length)
     for (const [piece, id] of entries) {
       if (!Number.isInteger(id) || id < 0 || id >= entries.length || tokens[id] !== undefined) {
-        throw new FormatError('tokenizer.json', `${file}: token "${piece}" has id ${id}, outside 0..${entries.length - 1} or repeated`, {path: file})
+        throw new FormatError('tokenizer.json', `${file}: token ${quote(String(piece))} has id ${id}, outside 0..${entries.length - 1} or repeated`, {path: file})
       }
       tokens[id] = piece
     }

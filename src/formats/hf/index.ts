@@ -1,7 +1,7 @@
 /** The Hugging Face layout: config.json + model.safetensors (or shards + index), `transformer.` keys. */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {MappingError} from '../../errors.js'
+import {MappingError, shown} from '../../errors.js'
 import {atomicDir, pathExists} from '../../io/atomic.js'
 import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
@@ -46,7 +46,7 @@ const FOREIGN_PREFIXES = ['model.', 'lm_head.', 'gpt_neox.', 'transformer.h.', '
 function assertOpenElmNames(p: string, names: readonly string[]): void {
   const foreign = names.find((n) => FOREIGN_PREFIXES.some((prefix) => n.startsWith(prefix)))
   if (foreign !== undefined && !names.some((n) => n.startsWith(`${HF_PREFIX}token_embeddings.`))) {
-    throw new MappingError('hf.not_openelm', `${p} is not an OpenELM checkpoint: it has tensor ${foreign}, OpenELM's start with "${HF_PREFIX}layers." / "${HF_PREFIX}token_embeddings."`, {tensor: foreign, path: p})
+    throw new MappingError('hf.not_openelm', `${p} is not an OpenELM checkpoint: it has tensor ${shown(foreign)}, OpenELM's start with "${HF_PREFIX}layers." / "${HF_PREFIX}token_embeddings."`, {tensor: foreign, path: p})
   }
 }
 

@@ -6,7 +6,7 @@
  *   `model_name` names one of CoreNet's `gpt_configs` (OpenELM-270M, -450M, -1_1B, -3B).
  */
 import {ConfigError, FormatError} from '../../errors.js'
-import {type OpenElmConfig, toHfConfigJson} from '../../model/config.js'
+import {type OpenElmConfig, showValue, toHfConfigJson} from '../../model/config.js'
 import {matchPreset, presetConfig} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {type Quantization} from '../types.js'
@@ -53,13 +53,16 @@ export function isCorenetConfig(json: Record<string, unknown>): boolean {
 export function configFromCorenet(json: Record<string, unknown>): OpenElmConfig | undefined {
   const preset = CORENET_MODEL_NAMES[json.model_name as string]
   if (!preset) return undefined
-  const num = (field: string): number | undefined => {
-    const v = json[field]
-    if (v === undefined) return undefined
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ConfigError('config.field', `config field ${field} must be a positive integer (got ${JSON.stringify(v)})`, {field})
-    return v
-  }
+  const num = (field: string) => corenetInteger(json, field)
   return presetConfig(preset, {vocab_size: num('vocab_size') ?? 32000, max_context_length: num('max_context_length') ?? 2048})
+}
+
+/** A positive integer field of CoreNet's config.json, or undefined when absent. */
+export function corenetInteger(json: Record<string, unknown>, field: string): number | undefined {
+  const v = json[field]
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ConfigError('config.field', `config field ${field} must be a positive integer (got ${showValue(v)})`, {field})
+  return v
 }
 
 /** The `quantization` object of a config.json, checked. Per-module overrides are returned by path. */
@@ -71,7 +74,7 @@ export function parseQuantization(json: Record<string, unknown>, file: string): 
   const q = raw as Record<string, unknown>
   const one = (v: Record<string, unknown>, where: string): Quantization => {
     const mode = v.mode ?? 'affine'
-    if (mode !== 'affine') throw new FormatError('mlx.quantization_mode', `${file}: ${where} uses quantization mode "${String(mode)}"; only "affine" is supported`, {field: 'quantization'})
+    if (mode !== 'affine') throw new FormatError('mlx.quantization_mode', `${file}: ${where} uses quantization mode ${showValue(mode)}; only "affine" is supported`, {field: 'quantization'})
     const bits = v.bits
     const groupSize = v.group_size
     if (typeof bits !== 'number' || typeof groupSize !== 'number') throw new ConfigError('config.quantization', `${file}: ${where} needs numeric bits and group_size`, {field: 'quantization'})

@@ -18,7 +18,7 @@ import {openSafetensors} from '../safetensors/read.js'
 import {INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {writeSafetensors} from '../safetensors/write.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type Quantization, type ReadOptions, type StoredTensor, type WriteOptions, type WriteResult} from '../types.js'
-import {configFromCorenet, corenetConfig, hfStyleConfig, isCorenetConfig, parseQuantization} from './config.js'
+import {configFromCorenet, corenetConfig, corenetInteger, hfStyleConfig, isCorenetConfig, parseQuantization} from './config.js'
 import {isQuantizable, LAYOUTS, type MlxLayout, modulePath, parseLayout, parseStoredName, storedName, type StoredPart} from './names.js'
 import {openNpz, writeNpz} from './npz.js'
 import {checkQuantParams, dequantizedRecord, quantizedRecords, type QuantSpec} from './quantize.js'
@@ -252,7 +252,7 @@ export async function readMlx(p: string, options: ReadOptions = {}): Promise<Che
     if (configJson && isCorenetConfig(configJson) && !options.config) {
       const named = configFromCorenet(configJson)
       if (!named) notes.push(`config.json model_name "${String(configJson.model_name)}" is not a CoreNet config: shape inferred from the tensors`)
-      const config = named ?? {...inferConfig(tensors), max_context_length: Number(configJson.max_context_length ?? 2048)}
+      const config = named ?? {...inferConfig(tensors), max_context_length: corenetInteger(configJson, 'max_context_length') ?? 2048}
       resolved = {...(await resolveConfig(tensors, undefined, {...options, config})), configSource: 'file' as const}
     } else {
       resolved = await resolveConfig(tensors, configJson ? configPath : undefined, options)

@@ -2,7 +2,7 @@
  * MLX layouts and their tensor names. Every canonical tensor `<path>.weight` is stored as
  * `<prefix><path>.weight`, plus `<prefix><path>.scales` / `.biases` when quantized.
  */
-import {MappingError, UsageError} from '../../errors.js'
+import {MappingError, UsageError, shown} from '../../errors.js'
 import {GLOBAL_TENSORS} from '../../model/tensors.js'
 
 export const MLX_LAYOUTS = ['mlx-lm', 'corenet-mlx', 'npz'] as const
@@ -48,13 +48,13 @@ export function storedName(canonical: string, part: StoredPart, prefix: string):
 /** Split a stored name into the canonical tensor it belongs to and which part it is. */
 export function parseStoredName(name: string, prefix: string): {canonical: string; part: StoredPart} {
   if (!name.startsWith(prefix)) {
-    throw new MappingError('tensor.unknown', `unknown tensor ${name}: this MLX layout's tensors start with "${prefix}"`, {tensor: name})
+    throw new MappingError('tensor.unknown', `unknown tensor ${shown(name)}: this MLX layout's tensors start with "${prefix}"`, {tensor: name})
   }
   const rest = name.slice(prefix.length)
   const dot = rest.lastIndexOf('.')
   const part = rest.slice(dot + 1) as StoredPart
   if (dot < 0 || !PARTS.includes(part)) {
-    throw new MappingError('tensor.unknown', `unknown tensor ${name}: expected a name ending in .weight, .scales or .biases`, {tensor: name})
+    throw new MappingError('tensor.unknown', `unknown tensor ${shown(name)}: expected a name ending in .weight, .scales or .biases`, {tensor: name})
   }
   return {canonical: `${rest.slice(0, dot)}.weight`, part}
 }

@@ -7,11 +7,15 @@
  * the same input gives the same bytes. bfloat16 has no numpy dtype; it is written as `<V2` (raw
  * 2-byte values), exactly as MLX does, so `mx.load` reads it back as bfloat16 and numpy reads the
  * raw bits (view them as `<u2` and shift left 16 to get float32).
- * Reading: stored and deflated members (`np.savez_compressed`); a deflated member is inflated
- * whole when first read (the format forces it), stored members are read in ranges.
+ * Reading: stored and deflated members (`np.savez_compressed`); stored members are read in ranges.
+ * A deflated member cannot be read in ranges: opening inflates only its `.npy` header, and the
+ * first read inflates it as a stream into a buffer of exactly the size its header (already
+ * checked against the config) implies, refusing the first byte beyond — what the ZIP directory
+ * declares is never trusted for an allocation.
  */
 import {promises as fs} from 'node:fs'
-import {crc32, inflateRawSync} from 'node:zlib'
+import {Readable} from 'node:stream'
+import {crc32, createInflateRaw} from 'node:zlib'
 import {FormatError} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {type DType, dtypeSize} from '../../tensor/dtype.js'
@@ -31,6 +35,10 @@ const U16_MAX = 0xffff
 /** 1980-01-01 00:00:00 in MS-DOS date/time: fixed so output bytes are deterministic. */
 const DOS_TIME = 0
 const DOS_DATE = (0 << 9) | (1 << 5) | 1
+/** Compressed bytes fed to the inflater at a time. */
+const INFLATE_INPUT_CHUNK = 1 << 20
+/** Node's largest Buffer; a deflated tensor must fit one (it is held whole, the format forces it). */
+const MAX_INFLATED_BYTES = 2 ** 32 - 1
 
 const SIG_LOCAL = 0x04034b50
 const SIG_CENTRAL = 0x02014b50
@@ -284,6 +292,7 @@ export interface NpzFile {
 interface CentralEntry {
   name: string
   method: number
+  crc: number
   compressedSize: number
   size: number
   localOffset: number
@@ -308,6 +317,42 @@ function readZip64Extra(extra: Buffer, want: {size: boolean; compressed: boolean
     p += 4 + len
   }
   throw new FormatError('npz.zip64', `${where}: a size or offset is 0xFFFFFFFF but there is no ZIP64 extra field`)
+}
+
+/**
+ * Inflate a raw-deflate member as a stream: the first `want` bytes (`exact` false), or exactly
+ * `want` bytes (`exact` true: fewer, or any byte beyond, is an error). Memory: `want` plus one chunk.
+ */
+async function inflateMember(file: RandomAccessFile, offset: number, compressedSize: number, want: number, exact: boolean, fail: (message: string) => never, crc?: number): Promise<Uint8Array> {
+  const out = new Uint8Array(want)
+  let produced = 0
+  let beyond = false
+  const input = Readable.from((async function* () {
+    for (let p = 0; p < compressedSize; p += INFLATE_INPUT_CHUNK) yield Buffer.from(await file.read(offset + p, Math.min(INFLATE_INPUT_CHUNK, compressedSize - p)))
+  })())
+  const inflater = createInflateRaw()
+  input.on('error', (error) => inflater.destroy(error))
+  input.pipe(inflater)
+  try {
+    for await (const chunk of inflater as AsyncIterable<Buffer>) {
+      const take = Math.min(chunk.byteLength, want - produced)
+      out.set(chunk.subarray(0, take), produced)
+      produced += take
+      if (take < chunk.byteLength) beyond = true
+      if (produced === want && (beyond || !exact)) break
+    }
+  } catch (error) {
+    if (error instanceof FormatError) throw error
+    return fail(`does not inflate: ${(error as Error).message}`)
+  } finally {
+    input.destroy()
+    inflater.destroy()
+  }
+  if (exact && beyond) fail(`inflates past the ${want} bytes its directory entry and .npy header declare`)
+  if (produced < want && (exact || produced === 0)) fail(`inflates to ${produced} bytes, expected ${want}`)
+  // Raw deflate has no checksum of its own: the directory's CRC-32 is what catches damaged streams.
+  if (exact && crc !== undefined && crc32(out) >>> 0 !== crc) fail(`fails its CRC-32 check (damaged compressed data)`)
+  return produced < want ? out.subarray(0, produced) : out
 }
 
 /** Open a `.npz`: parse the central directory and each member's `.npy` header; data stays on disk. */
@@ -364,7 +409,7 @@ export async function openNpz(p: string): Promise<NpzFile> {
         compressedSize = z.compressed ?? compressedSize
         localOffset = z.offset ?? localOffset
       }
-      central.push({name, method, compressedSize, size, localOffset})
+      central.push({name, method, crc: cd.readUInt32LE(q + 16), compressedSize, size, localOffset})
       q += 46 + nameLen + extraLen + commentLen
     }
     const methods = new Set<string>()
@@ -385,22 +430,19 @@ export async function openNpz(p: string): Promise<NpzFile> {
         if (entry.size !== entry.compressedSize) fail('sizes', `stored member ${entry.name} has different compressed and uncompressed sizes`)
         member = (start, end) => file.read(dataOffset + start, end - start)
       } else {
+        const inflate = (want: number, exact: boolean) => inflateMember(file, dataOffset, entry.compressedSize, want, exact, (message) => fail('inflate', `member ${entry.name} ${message}`), entry.crc)
         member = async (start, end) => {
           if (inflated?.name !== entry.name) {
-            let bytes: Uint8Array
-            try {
-              // Capped at the declared size: a member cannot inflate past what the directory promised.
-              bytes = inflateRawSync(await file.read(dataOffset, entry.compressedSize), {maxOutputLength: Math.max(1, entry.size)})
-            } catch (error) {
-              return fail('inflate', `member ${entry.name} does not inflate: ${(error as Error).message}`)
-            }
-            if (bytes.byteLength !== entry.size) fail('inflate', `member ${entry.name} inflates to ${bytes.byteLength} bytes, expected ${entry.size}`)
-            inflated = {name: entry.name, bytes}
+            if (entry.size > MAX_INFLATED_BYTES) fail('inflate', `member ${entry.name} would inflate to ${entry.size} bytes, above the ${MAX_INFLATED_BYTES}-byte limit of one tensor`)
+            inflated = undefined // drop the previous member before inflating the next
+            inflated = {name: entry.name, bytes: await inflate(entry.size, true)}
           }
           return inflated.bytes.subarray(start, end)
         }
       }
-      const headBytes = await member(0, Math.min(entry.size, 10 + MAX_NPY_HEADER))
+      const headLength = Math.min(entry.size, 10 + MAX_NPY_HEADER)
+      // A deflated member's header comes from inflating its first bytes only; reads inflate it whole.
+      const headBytes = entry.method === 0 ? await member(0, headLength) : await inflateMember(file, dataOffset, entry.compressedSize, headLength, false, (message) => fail('inflate', `member ${entry.name} ${message}`))
       const info = parseNpyHeader(headBytes, where)
       const byteLength = numel(info.shape) * dtypeSize(info.dtype)
       if (info.headerLength + byteLength !== entry.size) {

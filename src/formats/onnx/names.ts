@@ -2,7 +2,7 @@
  * ONNX initializer names: the HF key names (`transformer.` + canonical), plus the RoPE tables the
  * graph derives from the config (dropped on read: they are recomputed on export).
  */
-import {MappingError} from '../../errors.js'
+import {MappingError, shown} from '../../errors.js'
 import {fromHfName, HF_PREFIX, toHfName} from '../hf/names.js'
 
 /** Initializers that are not model weights (derived from the config). */
@@ -16,7 +16,7 @@ export function toOnnxName(canonical: string): string {
 export function fromOnnxName(name: string): string | undefined {
   if ((DERIVED_INITIALIZERS as readonly string[]).includes(name)) return undefined
   if (!name.startsWith(HF_PREFIX)) {
-    throw new MappingError('tensor.unknown', `unknown ONNX initializer ${name}: OpenELM weights are named "${HF_PREFIX}<canonical name>"`, {tensor: name})
+    throw new MappingError('tensor.unknown', `unknown ONNX initializer ${shown(name)}: OpenELM weights are named "${HF_PREFIX}<canonical name>"`, {tensor: name})
   }
   return fromHfName(name)
 }

@@ -5,7 +5,7 @@
  * data location/offset/length. Tensors become lazy records reading straight from the files.
  */
 import path from 'node:path'
-import {FormatError} from '../../errors.js'
+import {FormatError, quote, shown} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {type DType, dtypeSize} from '../../tensor/dtype.js'
 import {formatShape, numel, type TensorRecord} from '../../tensor/record.js'
@@ -23,6 +23,8 @@ const SCAN_WINDOW = 64 * 1024
 export interface OnnxInitializer extends TensorRecord {
   /** raw_data in the model file, or external data. */
   storage: 'raw_data' | 'external'
+  /** Where external data lies. */
+  externalSpan?: {file: string; offset: number; length: number}
 }
 
 export interface OnnxFile {
@@ -196,6 +198,15 @@ export async function openOnnx(modelPath: string): Promise<OnnxFile> {
       }
     }
     if (!sawGraph) throw new FormatError('onnx.no_graph', `${modelPath} has no ONNX graph (is it an ONNX model?)`, {path: modelPath})
+    // Writers give each initializer its own range of an external file; shared or overlapping
+    // ranges mean an offset was altered and a tensor would read another's bytes.
+    const spans = initializers.filter((i) => i.externalSpan).map((i) => ({name: i.name, ...i.externalSpan!})).sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.offset - b.offset))
+    for (let i = 1; i < spans.length; i++) {
+      const [a, b] = [spans[i - 1]!, spans[i]!]
+      if (a.file === b.file && b.offset < a.offset + a.length) {
+        throw new FormatError('onnx.external_overlap', `${modelPath}: initializers ${shown(a.name)} and ${shown(b.name)} overlap in ${quote(a.file)} ([${a.offset}, ${a.offset + a.length}) and [${b.offset}, ${b.offset + b.length}))`, {path: modelPath, tensor: b.name})
+      }
+    }
     const names = new Set<string>()
     for (const init of initializers) {
       if (names.has(init.name)) throw new FormatError('onnx.duplicate', `${modelPath}: initializer ${init.name} appears twice`, {path: modelPath, tensor: init.name})
@@ -221,12 +232,20 @@ async function initializerRecord(modelPath: string, file: RandomAccessFile, h: T
     if (!location || path.isAbsolute(location) || location.split(/[\\/]/).includes('..')) {
       throw new FormatError('onnx.external', `${where}: external data location ${JSON.stringify(location ?? null)} must be a file name next to the model`, {path: modelPath, tensor: h.name})
     }
-    const offset = Number(h.external.offset ?? '0')
-    const length = h.external.length === undefined ? byteLength : Number(h.external.length)
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length)) {
-      throw new FormatError('onnx.external', `${where}: bad external offset/length ${h.external.offset}/${h.external.length}`, {path: modelPath, tensor: h.name})
+    // onnxruntime parses these as decimal integers; "" or "0x10" must not silently become 0 or NaN.
+    const decimal = (key: 'offset' | 'length', fallback: number): number => {
+      const text = h.external[key]
+      if (text === undefined) return fallback
+      const n = /^[0-9]{1,16}$/.test(text) ? Number(text) : Number.NaN
+      if (!Number.isSafeInteger(n)) throw new FormatError('onnx.external', `${where}: external data ${key} ${quote(text)} is not a decimal byte count`, {path: modelPath, tensor: h.name, field: key})
+      return n
     }
+    const offset = decimal('offset', 0)
+    const length = decimal('length', byteLength)
     if (length !== byteLength) throw mismatch(length)
+    if (location === path.basename(modelPath)) {
+      throw new FormatError('onnx.external', `${where}: external data location ${quote(location)} is the model file itself`, {path: modelPath, tensor: h.name})
+    }
     const dataPath = path.join(path.dirname(modelPath), location)
     let data = dataFiles.get(location)
     if (!data) {
@@ -238,7 +257,7 @@ async function initializerRecord(modelPath: string, file: RandomAccessFile, h: T
     }
     const source = data
     return {
-      name: h.name, dtype, shape, byteLength, storage: 'external',
+      name: h.name, dtype, shape, byteLength, storage: 'external', externalSpan: {file: location, offset, length},
       read: (start = 0, end = byteLength) => source.read(offset + start, end - start),
     }
   }

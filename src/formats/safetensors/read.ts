@@ -2,8 +2,8 @@
  * Streaming safetensors reader. The header is checked against every rule of the reference crate
  * before anything is trusted; tensor bytes are read on demand with positional reads.
  */
-import {FormatError} from '../../errors.js'
-import {RandomAccessFile} from '../../io/file.js'
+import {clip, FormatError, quote} from '../../errors.js'
+import {jsonErrorSummary, RandomAccessFile} from '../../io/file.js'
 import {dtypeSize, isDType} from '../../tensor/dtype.js'
 import {type TensorRecord, withReadInto} from '../../tensor/record.js'
 import {type HeaderEntry, MAX_HEADER_BYTES, N_LEN, type ParsedHeader} from './types.js'
@@ -53,13 +53,13 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
   try {
     json = JSON.parse(text)
   } catch (error) {
-    fail('header_json', file, `header is not valid JSON (${(error as Error).message})`)
+    fail('header_json', file, `header is not valid JSON (${jsonErrorSummary(text, error as Error)})`)
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) fail('header_json', file, 'header is not a JSON object')
   const keys = topLevelKeys(text)
   const seen = new Set<string>()
   for (const k of keys) {
-    if (seen.has(k)) fail('duplicate_key', file, `tensor "${k}" appears twice in the header`, {tensor: k})
+    if (seen.has(k)) fail('duplicate_key', file, `tensor ${quote(k)} appears twice in the header`, {tensor: k})
     seen.add(k)
   }
   const header = json as Record<string, unknown>
@@ -73,23 +73,26 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
       metadata = value as Record<string, string>
       continue
     }
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('header_entry', file, `tensor "${name}" has no {dtype, shape, data_offsets} entry`, {tensor: name})
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('header_entry', file, `tensor ${quote(name)} has no {dtype, shape, data_offsets} entry`, {tensor: name})
     const {dtype, shape, data_offsets} = value as Record<string, unknown>
-    if (!isDType(dtype)) fail('dtype', file, `tensor "${name}" has unknown dtype ${JSON.stringify(dtype)}`, {tensor: name})
+    for (const [field, v] of [['dtype', dtype], ['shape', shape], ['data_offsets', data_offsets]] as const) {
+      if (v === undefined) fail('header_entry', file, `tensor ${quote(name)} lacks the field ${field}`, {tensor: name, field})
+    }
+    if (!isDType(dtype)) fail('dtype', file, `tensor ${quote(name)} has unknown dtype ${clip(JSON.stringify(dtype) ?? String(dtype), 40)}`, {tensor: name})
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
-      fail('shape', file, `tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`, {tensor: name})
+      fail('shape', file, `tensor ${quote(name)} has an invalid shape ${clip(JSON.stringify(shape) ?? String(undefined), 40)} (expected a list of non-negative integers)`, {tensor: name})
     }
     if (!Array.isArray(data_offsets) || data_offsets.length !== 2 || !data_offsets.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
-      fail('offsets', file, `tensor "${name}" has invalid data_offsets ${JSON.stringify(data_offsets)}`, {tensor: name})
+      fail('offsets', file, `tensor ${quote(name)} has invalid data_offsets ${clip(JSON.stringify(data_offsets) ?? String(undefined), 40)} (expected [begin, end] byte offsets)`, {tensor: name})
     }
     const [begin, end] = data_offsets as [number, number]
-    if (end < begin) fail('offsets', file, `tensor "${name}" ends (${end}) before it begins (${begin})`, {tensor: name})
+    if (end < begin) fail('offsets', file, `tensor ${quote(name)} ends (${end}) before it begins (${begin})`, {tensor: name})
     let elements = 1n
     for (const d of shape as number[]) elements *= BigInt(d)
     const expected = elements * BigInt(dtypeSize(dtype))
-    if (expected > BigInt(Number.MAX_SAFE_INTEGER)) fail('overflow', file, `tensor "${name}" shape ${JSON.stringify(shape)} overflows`, {tensor: name})
+    if (expected > BigInt(Number.MAX_SAFE_INTEGER)) fail('overflow', file, `tensor ${quote(name)} shape ${clip(JSON.stringify(shape) ?? String(undefined), 40)} overflows`, {tensor: name})
     if (BigInt(end - begin) !== expected) {
-      fail('size_mismatch', file, `tensor "${name}" spans ${end - begin} bytes but ${dtype} ${JSON.stringify(shape)} needs ${expected}`, {tensor: name})
+      fail('size_mismatch', file, `tensor ${quote(name)} spans ${end - begin} bytes but ${dtype} ${clip(JSON.stringify(shape) ?? String(undefined), 40)} needs ${expected}`, {tensor: name})
     }
     tensors.push({name, entry: {dtype, shape: shape as number[], data_offsets: [begin, end]}})
   }
@@ -97,8 +100,8 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file = '<
   let cursor = 0
   for (const {name, entry} of tensors) {
     const [begin, end] = entry.data_offsets
-    if (begin < cursor) fail('overlap', file, `tensor "${name}" at bytes ${begin}..${end} overlaps the previous tensor (ending at ${cursor})`, {tensor: name})
-    if (begin > cursor) fail('gap', file, `tensor "${name}" starts at ${begin}, leaving a gap after byte ${cursor}`, {tensor: name})
+    if (begin < cursor) fail('overlap', file, `tensor ${quote(name)} at bytes ${begin}..${end} overlaps the previous tensor (ending at ${cursor})`, {tensor: name})
+    if (begin > cursor) fail('gap', file, `tensor ${quote(name)} starts at ${begin}, leaving a gap after byte ${cursor}`, {tensor: name})
     cursor = end
   }
   const dataStart = N_LEN + headerBytes.byteLength

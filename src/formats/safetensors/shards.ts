@@ -1,6 +1,6 @@
 /** Sharded safetensors folders (`model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`). */
 import path from 'node:path'
-import {FormatError} from '../../errors.js'
+import {FormatError, quote, shown} from '../../errors.js'
 import {readJsonFile, writeJsonFile} from '../../io/file.js'
 import {type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
@@ -100,21 +100,21 @@ export async function openShardedSafetensors(dir: string, singleName = SINGLE_FI
     const map = weightMap as Record<string, string>
     const shardNames = [...new Set(Object.values(map))].sort()
     for (const name of shardNames) {
-      if (name.includes('/') || name.includes('\\') || name.startsWith('.')) throw new FormatError('index.invalid', `${indexPath}: shard name "${name}" is not a plain file name`)
+      if (name.includes('/') || name.includes('\\') || name.startsWith('.')) throw new FormatError('index.invalid', `${indexPath}: shard name ${quote(name)} is not a plain file name`)
       files.push(await openSafetensors(path.join(dir, name)))
     }
     const tensors: TensorRecord[] = []
     for (const [i, file] of files.entries()) {
       for (const t of file.tensors) {
         if (map[t.name] !== shardNames[i]) {
-          throw new FormatError('index.mismatch', `${indexPath}: tensor ${t.name} is in ${shardNames[i]} but the index says ${map[t.name] ?? 'nothing'}`, {tensor: t.name})
+          throw new FormatError('index.mismatch', `${indexPath}: tensor ${shown(t.name)} is in ${shardNames[i]} but the index says ${map[t.name] === undefined ? 'nothing' : shown(String(map[t.name]))}`, {tensor: t.name})
         }
         tensors.push(t)
       }
     }
     const present = new Set(tensors.map((t) => t.name))
     for (const name of Object.keys(map)) {
-      if (!present.has(name)) throw new FormatError('index.mismatch', `${indexPath}: tensor ${name} is listed in the index but missing from ${map[name]}`, {tensor: name})
+      if (!present.has(name)) throw new FormatError('index.mismatch', `${indexPath}: tensor ${shown(name)} is listed in the index but missing from ${shown(String(map[name]))}`, {tensor: name})
     }
     return {files, tensors, indexUsed: true, close}
   } catch (error) {

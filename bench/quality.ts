@@ -81,6 +81,10 @@ async function storedBitsPerWeight(dir: string): Promise<number> {
   }
 }
 
+// REF's logits per window, computed once for every target.
+const refRuns = []
+for (const tokens of windows) refRuns.push(await runForward(source, tokens))
+
 interface Row {target: string; bitsPerWeight: number; exact: boolean; meanKl: number; top1: number; pplModel: number; pplRef: number; pplRatio: number}
 const rows: Row[] = []
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-quality-'))
@@ -99,8 +103,9 @@ try {
     const exact = r.pass && r.verdict === 'exact'
     const model = await openCheckpoint(out)
     try {
-      for (const tokens of windows) {
-        const [a, b] = [await runForward(source, tokens), await runForward(model, tokens)]
+      for (const [w, tokens] of windows.entries()) {
+        const a = refRuns[w]!
+        const b = await runForward(model, tokens)
         const q = measureQuality(a.logits, b.logits, tokens, a.vocab, b.vocab, {text: true})
         kl += q.meanKl * tokens.length
         top1 += q.top1 * tokens.length

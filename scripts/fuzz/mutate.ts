@@ -8,7 +8,7 @@
  *   tensors unchanged, the config consistent the way Hugging Face's loader reads it).
  */
 import {deflateRawSync, inflateRawSync} from 'node:zlib'
-import {onnx} from '../../src/formats/onnx/builder.js'
+import {onnx, varint} from '../../src/formats/onnx/builder.js'
 import {buildZip, readStoredZip, type Seed, type ZipMember} from './seeds.js'
 
 export type MutationKind = 'structure' | 'bytes' | 'tensor' | 'edit'
@@ -441,7 +441,7 @@ function onnxMutation(file: string, b: Buffer, r: Rng): Mutation {
     const v = r.pick([0, 1, site.value + 1, site.value - 1, site.value * 2, 2 ** 35, 2 ** 53])
     return {
       description: `${file}: varint (${site.what}) at ${site.at} ${site.value} → ${v}`, kind: 'structure', file,
-      apply: (x) => Buffer.concat([x.subarray(0, site.at), encodeVarint(Math.max(0, v)), x.subarray(site.end)]),
+      apply: (x) => Buffer.concat([x.subarray(0, site.at), varint(Math.max(0, v)), x.subarray(site.end)]),
     }
   }
   const model = onnx.ModelProto.decode(b)
@@ -482,17 +482,6 @@ function readVarint(b: Buffer, at: number): {value: number; end: number} | undef
     scale *= 128
   }
   return undefined
-}
-
-function encodeVarint(v: number): Buffer {
-  const out: number[] = []
-  let n = v
-  while (n >= 128) {
-    out.push((n % 128) | 0x80)
-    n = Math.floor(n / 128)
-  }
-  out.push(n)
-  return Buffer.from(out)
 }
 
 /** Tags and lengths of a protobuf message and of the graph/initializer messages inside it. */

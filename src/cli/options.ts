@@ -1,6 +1,7 @@
 /** Turning shared flag values into library options. */
 import {UsageError} from '../errors.js'
 import {type Quantization, type WriteOptions} from '../formats/types.js'
+import {checkEmbeddingBits} from '../formats/mlx/recipe.js'
 import {parseFloatDType} from '../tensor/dtype.js'
 
 /** `--dtype` may name a float type, or `q8_0` (GGUF's 8-bit blocks, stored next to f16). */
@@ -20,15 +21,18 @@ export function parseSize(text: string): number {
   return Math.floor(Number(m[1]) * unit)
 }
 
+function checkGroupSize(g: number): number {
+  if (![32, 64, 128].includes(g)) throw new UsageError('flag.group_size', `--group-size ${g} is not supported (expected 32, 64 or 128)`)
+  return g
+}
+
 export function quantizationOption(bits: number | undefined, groupSize: number | undefined): Quantization | undefined {
   if (bits === undefined) {
     if (groupSize !== undefined) throw new UsageError('flag.group_size', '--group-size needs --quantize')
     return undefined
   }
   if (![2, 3, 4, 5, 6, 8].includes(bits)) throw new UsageError('flag.quantize', `--quantize ${bits} is not supported (expected 2, 3, 4, 5, 6 or 8)`)
-  const g = groupSize ?? 64
-  if (![32, 64, 128].includes(g)) throw new UsageError('flag.group_size', `--group-size ${g} is not supported (expected 32, 64 or 128)`)
-  return {bits, groupSize: g, mode: 'affine'}
+  return {bits, groupSize: checkGroupSize(groupSize ?? 64), mode: 'affine'}
 }
 
 /** --q-recipe / --quantize-embedding: MLX targets only, checked before any work. */
@@ -39,11 +43,9 @@ export function mlxQuantFlags(recipe: string | undefined, embedding: string | un
   let bits: number | 'none' | undefined
   if (embedding !== undefined) {
     bits = embedding === 'none' ? 'none' : /^\d+$/.test(embedding) ? Number(embedding) : NaN
-    if (bits !== 'none' && ![2, 3, 4, 5, 6, 8].includes(bits)) throw new UsageError('flag.quantize_embedding', `--quantize-embedding ${embedding} is not supported (expected 2, 3, 4, 5, 6, 8 or none)`)
+    checkEmbeddingBits(bits, embedding)
     if (recipe === undefined && quantize === undefined) throw new UsageError('flag.quantize_embedding', '--quantize-embedding needs --quantize or --q-recipe (the width of the other matrices)')
   }
-  if (recipe !== undefined && quantize === undefined && groupSize !== undefined && ![32, 64, 128].includes(groupSize)) {
-    throw new UsageError('flag.group_size', `--group-size ${groupSize} is not supported (expected 32, 64 or 128)`)
-  }
+  if (recipe !== undefined && quantize === undefined && groupSize !== undefined) checkGroupSize(groupSize)
   return {...(recipe !== undefined ? {recipe} : {}), ...(bits !== undefined ? {embedding: bits} : {}), ...(recipe !== undefined && quantize === undefined && groupSize !== undefined ? {groupSize} : {})}
 }

@@ -55,7 +55,7 @@ export default class Convert extends BaseCommand {
     const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
       // With --q-recipe alone, --group-size travels in mlxQuant.
-      ...(flags.quantize === undefined ? (mlxQuant?.recipe === undefined ? {quantization: quantizationOption(undefined, flags['group-size'])} : {}) : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
+      ...(flags.quantize === undefined && mlxQuant?.recipe !== undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
       ...(mlxQuant ? {mlxQuant} : {}),
       layout: flags.layout,
       shardSize: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined,

@@ -97,7 +97,10 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
     const skipped = source.tensors.filter((t) => t.shape.length === 2 && !quantized.includes(t.name) && plan.specFor(t.name)).map((t) => t.name)
     if (skipped.length > 0) notes.push(`kept ${skipped.length} matri${skipped.length === 1 ? 'x' : 'ces'} in ${dtype} (${layout === 'mlx-lm' ? '' : 'embedding not quantized in this layout, or '}last dim not a multiple of ${plan.base.groupSize}): ${skipped.join(', ')}`)
     const widths = new Map<number, number>()
-    for (const name of quantized) widths.set(plan.specFor(name)!.bits, (widths.get(plan.specFor(name)!.bits) ?? 0) + 1)
+    for (const name of quantized) {
+      const bits = plan.specFor(name)!.bits
+      widths.set(bits, (widths.get(bits) ?? 0) + 1)
+    }
     if (widths.size > 1 || options.mlxQuant?.embedding === 'none') {
       notes.push(`per-module quantization (${plan.label}): ${[...widths.entries()].sort((a, b) => a[0] - b[0]).map(([b, c]) => `${c} × ${b}-bit`).join(', ')}${options.mlxQuant?.embedding === 'none' ? `, embedding in ${dtype}` : ''}`)
     }

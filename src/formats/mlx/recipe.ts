@@ -57,8 +57,9 @@ export function usesMoreBits(i: number, n: number): boolean {
 
 const LAYER = /^layers\.(\d+)\.(attn\.qkv_proj|attn\.out_proj|ffn\.proj_1|ffn\.proj_2)\.weight$/
 
-export function checkEmbeddingBits(bits: number | 'none'): void {
-  if (bits !== 'none' && ![2, 3, 4, 5, 6, 8].includes(bits)) throw new UsageError('flag.quantize_embedding', `--quantize-embedding ${bits} is not supported (expected 2, 3, 4, 5, 6, 8 or none)`)
+/** `text`: how the user wrote it, for the message. */
+export function checkEmbeddingBits(bits: number | 'none', text = String(bits)): void {
+  if (bits !== 'none' && ![2, 3, 4, 5, 6, 8].includes(bits)) throw new UsageError('flag.quantize_embedding', `--quantize-embedding ${text} is not supported (expected 2, 3, 4, 5, 6, 8 or none)`)
 }
 
 /** The plan for `base` (from --quantize/--group-size, or the recipe's low width) and the choices. */

@@ -4,12 +4,13 @@
  * calls. Keys are cached after k_norm and RoPE, values as projected. Same arithmetic as
  * `runForward` (index.ts): one prefill of the whole sequence gives its logits.
  */
+import os from 'node:os'
 import {MappingError, UsageError} from '../../errors.js'
 import {type Checkpoint} from '../../formats/types.js'
 import {layerDims, type LayerDims} from '../../model/config.js'
 import {GLOBAL_TENSORS, layerTensorName, type LayerRole} from '../../model/tensors.js'
 import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
-import {readFloat32, type TensorRecord} from '../../tensor/record.js'
+import {f32Record, numel, readFloat32, type TensorRecord} from '../../tensor/record.js'
 import {checkTokens} from './index.js'
 import {linear, MatmulPool} from './matmul.js'
 import {addInPlace, gluSilu, normRopeHead, rmsNorm, ropeTables} from './ops.js'
@@ -19,6 +20,23 @@ export interface SessionOptions {
   capacity?: number
   /** Worker threads for the matmuls (default: one per core, 0 = main thread only). */
   threads?: number
+  /**
+   * Hold the weight matrices in memory as f32 (read and dequantized once) instead of reading them
+   * from the file at every step. Default: when they take at most half the free memory.
+   */
+  resident?: boolean
+}
+
+/** f32 bytes of the weight matrices: what a resident session holds. */
+export function residentBytes(checkpoint: Checkpoint): number {
+  return checkpoint.tensors.filter((t) => t.shape.length === 2).reduce((n, t) => n + numel(t.shape) * 4, 0)
+}
+
+/** The whole tensor as an in-memory f32 record (quantized or 16-bit storage decoded once). */
+async function residentRecord(record: TensorRecord): Promise<TensorRecord> {
+  const values = toFloat32(await record.read(), record.dtype)
+  // A view into the reader's buffer may be reused by it: keep our own copy.
+  return f32Record(record.name, record.shape, record.dtype === 'F32' ? values.slice() : values)
 }
 
 interface Layer {
@@ -50,11 +68,15 @@ export class EngineSession {
     private readonly cos: Float32Array,
     private readonly sin: Float32Array,
     private readonly pool: MatmulPool,
+    /** Whether the weight matrices are held in memory (SessionOptions.resident). */
+    readonly resident: boolean,
   ) {}
 
   static async open(checkpoint: Checkpoint, options: SessionOptions = {}): Promise<EngineSession> {
     const {config} = checkpoint
-    const byName = new Map(checkpoint.tensors.map((t) => [t.name, t]))
+    const resident = options.resident ?? residentBytes(checkpoint) <= os.freemem() / 2
+    const byName = new Map<string, TensorRecord>()
+    for (const t of checkpoint.tensors) byName.set(t.name, resident && t.shape.length === 2 ? await residentRecord(t) : t)
     const tensor = (name: string): TensorRecord => {
       const t = byName.get(name)
       if (!t) throw new MappingError('tensor.missing', `tensor ${name} is missing`, {tensor: name})
@@ -80,7 +102,20 @@ export class EngineSession {
     const embedding = tensor(GLOBAL_TENSORS.token_embeddings)
     const norm = await readFloat32(tensor(GLOBAL_TENSORS.norm))
     const {cos, sin} = ropeTables(capacity, hd, config.rope_freq_constant)
-    return new EngineSession(checkpoint, capacity, embedding.shape[0]!, embedding, norm, layers, cos, sin, new MatmulPool(options.threads))
+    return new EngineSession(checkpoint, capacity, embedding.shape[0]!, embedding, norm, layers, cos, sin, new MatmulPool(options.threads), resident)
+  }
+
+  /**
+   * y = x · Wᵀ. The SIMD kernel takes rows of x in pairs and leaves an odd one to the plain
+   * kernel, 2-3× slower per row: a single decode step would run entirely on it. An odd T gets a
+   * zero row appended instead (its output is dropped); the weights are read once either way.
+   */
+  private async linear(x: Float32Array, T: number, record: TensorRecord): Promise<Float32Array> {
+    if (T % 2 === 0 || !this.pool.usesSimd) return linear(this.pool, x, T, record)
+    const padded = new Float32Array(x.length + x.length / T)
+    padded.set(x)
+    const y = await linear(this.pool, padded, T + 1, record)
+    return y.subarray(0, T * record.shape[0]!)
   }
 
   /** Positions in the cache. */
@@ -109,18 +144,18 @@ export class EngineSession {
     }
     for (const layer of this.layers) {
       const h = rmsNorm(x, T, layer.attnNorm)
-      const qkv = await linear(this.pool, h, T, layer.qkv)
+      const qkv = await this.linear(h, T, layer.qkv)
       const attn = this.attend(layer, qkv, T, p0, hd)
-      addInPlace(x, await linear(this.pool, attn, T, layer.out))
+      addInPlace(x, await this.linear(attn, T, layer.out))
       const h2 = rmsNorm(x, T, layer.ffnNorm)
-      const gated = gluSilu(await linear(this.pool, h2, T, layer.proj1), T, layer.dims.ffnDim)
-      addInPlace(x, await linear(this.pool, gated, T, layer.proj2))
+      const gated = gluSilu(await this.linear(h2, T, layer.proj1), T, layer.dims.ffnDim)
+      addInPlace(x, await this.linear(gated, T, layer.proj2))
     }
     this.length = p0 + T
     const rows = options.all ? T : 1
     const final = rmsNorm(x.subarray((T - rows) * d), rows, this.norm)
     // Tied output layer: logits = h · token_embeddingsᵀ.
-    return linear(this.pool, final, rows, this.embedding)
+    return this.linear(final, rows, this.embedding)
   }
 
   /**

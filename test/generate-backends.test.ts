@@ -69,7 +69,7 @@ describe.each(['fixture', 'synth'])('greedy tokens agree across backends (%s, f3
     const ts = await run(m.hf, {prompt: PROMPT, maxTokens: MAX})
     const torch = await run(m.hf, {prompt: PROMPT, maxTokens: MAX, backend: 'torch', device: 'cpu'})
     const ort = await run(m.onnx, {prompt: PROMPT, maxTokens: MAX, backend: 'onnxruntime'})
-    const llama = await run(m.gguf, {prompt: PROMPT, maxTokens: MAX, backend: 'llama.cpp', threads: 2})
+    const llama = await run(m.gguf, {prompt: PROMPT, maxTokens: MAX, backend: 'llama.cpp', threads: 1})
     const tokenizer = await loadTokenizer(TOKENIZER)
     expect(ts.result.prompt.ids).toEqual(tokenizer.encode(PROMPT, {addBos: true}))
     expect(ts.result.prompt.ids[0]).toBe(1)

@@ -90,6 +90,19 @@ describe('engine session (KV cache)', () => {
     expect(relDiff(full.logits, joined)).toBeLessThan(1e-5)
   })
 
+  it('weights read from the file at every step give the same logits as weights held in memory', async () => {
+    const tokens = [1, 5, 9, 17, 33]
+    const logits: Float32Array[] = []
+    for (const resident of [true, false]) {
+      const session = await EngineSession.open(fixture, {threads: 0, resident})
+      expect(session.resident).toBe(resident)
+      logits.push(await session.append(tokens.slice(0, 4)), await session.append(tokens.slice(4)))
+      await session.close()
+    }
+    expect(logits[2]).toEqual(logits[0])
+    expect(logits[3]).toEqual(logits[1])
+  })
+
   it('refuses positions past its capacity and ids outside the vocabulary', async () => {
     const session = await EngineSession.open(fixture, {capacity: 3, threads: 0})
     try {

@@ -20,7 +20,7 @@ export default class Generate extends BaseCommand {
     'max-tokens': Flags.integer({description: 'tokens to generate at most (stops earlier at EOS)', default: DEFAULT_MAX_TOKENS, min: 1}),
     temperature: Flags.string({description: 'sampling temperature; 0 = greedy (the argmax, lowest id on a tie)', default: '0'}),
     'top-p': Flags.string({description: 'nucleus sampling: keep the most likely tokens up to this probability mass (with --temperature > 0)', default: '1'}),
-    seed: Flags.integer({description: 'seed of the sampler (same seed, same tokens)', default: 0, min: 0}),
+    seed: Flags.integer({description: 'seed of the sampler (same seed, same tokens; default 0)', min: 0}),
     backend: Flags.string({description: 'where the model runs: ts (built in, CPU), torch (PyTorch reference), onnxruntime (ONNX), llama.cpp (GGUF)', options: [...GENERATE_BACKENDS], default: 'ts'}),
     device: Flags.string({description: 'device of the torch, onnxruntime and llama.cpp backends (ts is CPU only)', options: ['auto', 'cpu', 'cuda'], default: 'auto'}),
     threads: Flags.integer({description: 'CPU threads of the ts engine and llama.cpp (default: one per core)', min: 1}),
@@ -34,12 +34,13 @@ export default class Generate extends BaseCommand {
     const temperature = parseNumber('temperature', flags.temperature)
     const topP = parseNumber('top-p', flags['top-p'])
     if (topP !== 1 && temperature === 0) throw new UsageError('flag.top_p', '--top-p applies to sampling: pass --temperature > 0 with it')
+    if (flags.seed !== undefined && temperature === 0) throw new UsageError('flag.seed', '--seed applies to sampling: pass --temperature > 0 with it')
     const tokens = flags.tokens === undefined ? undefined : parseTokens(flags.tokens)
     if (flags.prompt === undefined && tokens === undefined) throw new UsageError('flag.prompt', 'give the prompt: --prompt TEXT (or --tokens IDS)')
     if (flags.python !== undefined && flags.backend !== 'torch') throw new UsageError('flag.python', '--python applies to --backend torch')
     if (flags.threads !== undefined && !['ts', 'llama.cpp'].includes(flags.backend)) throw new UsageError('flag.threads', '--threads applies to --backend ts and llama.cpp')
     const events = generate(args.model, {
-      prompt: flags.prompt, tokens, maxTokens: flags['max-tokens'], temperature, topP, seed: flags.seed,
+      prompt: flags.prompt, tokens, maxTokens: flags['max-tokens'], temperature, topP, seed: flags.seed ?? 0,
       backend: flags.backend, device: flags.device, threads: flags.threads, tokenizer: flags.tokenizer, python: flags.python,
       format: flags.format as never,
     })

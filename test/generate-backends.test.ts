@@ -126,6 +126,16 @@ describe('stopping and sampling', () => {
     expect(a.result.sampling).toEqual({greedy: false, temperature: 1.5, topP: 0.95, seed: 42})
   })
 
+  it('never picks an id past the tokenizer\'s pieces (padding rows of a larger embedding)', async () => {
+    // 200 embedding rows, 128 pieces: near-flat random logits would pick a padding row ~1 time in 3.
+    const folder = path.join(work, 'padded')
+    await drain(writeCheckpoint(synthCheckpoint(presetConfig('tiny', {vocab_size: 200}), {seed: 3, dtype: 'F32'}), 'hf', folder, {}))
+    const r = await run(folder, {prompt: PROMPT, maxTokens: 48, temperature: 5, seed: 1, tokenizer: TOKENIZER})
+    expect(r.result.generated.ids).toHaveLength(48)
+    expect(Math.max(...r.result.generated.ids)).toBeLessThan(128)
+    expect(new Set(r.result.generated.ids).size).toBeGreaterThan(20)
+  })
+
   it('stops at the model\'s context length', async () => {
     // tiny's max_context_length is 128: a 120-token prompt leaves room for 8 more positions.
     const tokens = [1, ...Array.from({length: 119}, (_, i) => 3 + (i % 100))]

@@ -116,8 +116,10 @@ export async function* generate(modelPath: string, options: GenerateOptions): As
     let position = ids.length
     let steps = 0
     let finishReason: FinishReason
+    // Ids past the tokenizer's pieces are not tokens (CoreNet's 32128 rows pad LLaMA's 32000): never chosen.
+    const choices = tokenizer ? Math.min(tokenizer.vocabSize, rows) : rows
     for (;;) {
-      const id = sampler.next(logits)
+      const id = sampler.next(logits.length > choices ? logits.subarray(0, choices) : logits)
       generated.push(id)
       const piece = stream ? stream.push(id) : ''
       text += piece

@@ -2,13 +2,18 @@
  * `generate` pieces: the engine's KV-cache session against full forward passes, the sampler
  * (greedy ties, seeded reproducibility, temperature and top-p), and streamed SentencePiece text.
  */
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
+import {AutoTokenizer, env} from '@huggingface/transformers'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {type Checkpoint} from '../src/formats/types.js'
 import {argmax, Sampler, seededRandom, StreamDecoder} from '../src/generate/index.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
+import {encodeWithSpecials} from '../src/generate/special.js'
+import {hfTokenizerFiles} from '../src/tokenizer/files.js'
 import {llama2Tokenizer} from '../src/tokenizer/llama2.js'
 import {type Tokenizer} from '../src/tokenizer/tokenizer.js'
 import {runForward} from '../src/verify/engine/index.js'
@@ -226,5 +231,33 @@ describe('streamed text', () => {
 
   it('control pieces (EOS) add no text', () => {
     expect(streamed([1, 15043], [3186, 2])).toEqual([' world', '', ''])
+  })
+})
+
+describe('special tokens written in text (chat templates)', () => {
+  it('encode as Hugging Face tokenizers do without add_special_tokens (transformers.js on our tokenizer.json)', async () => {
+    const llama = await llama2Tokenizer()
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-special-'))
+    try {
+      const dir = path.join(root, 'llama2')
+      await fs.mkdir(dir)
+      for (const [name, bytes] of Object.entries(hfTokenizerFiles(llama.model, {withModel: false}))) await fs.writeFile(path.join(dir, name), bytes)
+      env.allowRemoteModels = false
+      env.localModelPath = root + path.sep
+      const tok = await AutoTokenizer.from_pretrained('llama2')
+      const texts = [
+        '<|system|>\nYou are a helpful assistant.</s>\n<|user|>\nHi there</s>\n<|assistant|>\n',
+        '<s>Hello</s>world',
+        'a</s> b<unk>c',
+        '<s> <|user|>\n 🦙 x</s>\n',
+        'no specials at all',
+      ]
+      for (const text of texts) expect(encodeWithSpecials(llama, text), text).toEqual(tok.encode(text, {add_special_tokens: false}))
+      expect(encodeWithSpecials(llama, '<s>Hello</s>world')).toEqual([1, 15043, 2, 3186])
+      // Plain encode keeps SentencePiece's reading: "</s>" is ordinary text there.
+      expect(llama.encode('a</s>', {addBos: false})).not.toContain(2)
+    } finally {
+      await fs.rm(root, {recursive: true, force: true})
+    }
   })
 })

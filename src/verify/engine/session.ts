@@ -34,9 +34,9 @@ export function residentBytes(checkpoint: Checkpoint): number {
 
 /** The whole tensor as an in-memory f32 record (quantized or 16-bit storage decoded once). */
 async function residentRecord(record: TensorRecord): Promise<TensorRecord> {
-  const values = toFloat32(await record.read(), record.dtype)
-  // A view into the reader's buffer may be reused by it: keep our own copy.
-  return f32Record(record.name, record.shape, record.dtype === 'F32' ? values.slice() : values)
+  // read() hands out bytes the record does not write again (readers reuse buffers only through
+  // readInto), so an f32 view of them is ours to keep.
+  return f32Record(record.name, record.shape, toFloat32(await record.read(), record.dtype))
 }
 
 interface Layer {

@@ -56,7 +56,7 @@ beforeAll(async () => {
   await fs.cp(path.join(ROOT, 'fixtures/tiny-hf'), fixture, {recursive: true})
   models.fixture = await withConversions('fixture', fixture)
   const synth = path.join(work, 'synth')
-  await drain(writeCheckpoint(synthCheckpoint(presetConfig('tiny'), {seed: 21, dtype: 'F32'}), 'hf', synth, {}))
+  await drain(writeCheckpoint(synthCheckpoint(presetConfig('tiny'), {seed: 13, dtype: 'F32'}), 'hf', synth, {}))
   models.synth = await withConversions('synth', synth)
 }, 120_000)
 afterAll(async () => {
@@ -197,5 +197,10 @@ describe('the CLI', () => {
     expectRefusal(await cli(['generate', m.hf, '--device', 'cuda', '--prompt', 'a']), /ts engine runs on the CPU only/)
     expectRefusal(await cli(['generate', m.hf, '--prompt', 'a', '--top-p', '0.5']), /--top-p applies to sampling/)
     expectRefusal(await cli(['generate', path.join(ROOT, 'fixtures/tiny-hf'), '--prompt', 'a']), /no tokenizer for .*: pass --tokenizer PATH/)
+    // A backend that cannot start: one line, its own exit code, and nothing on stdout (not even the prompt).
+    const noPython = await cli(['generate', m.hf, '--backend', 'torch', '--python', path.join(work, 'no-python'), '--prompt', 'a'])
+    expect(noPython.code, noPython.stderr).toBe(7)
+    expect(noPython.stderr.trim().split('\n')).toHaveLength(1)
+    expect(noPython.stdout).toBe('')
   }, 60_000)
 })

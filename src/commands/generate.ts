@@ -60,7 +60,7 @@ export default class Generate extends BaseCommand {
         // Text continues the prompt as typed; without a tokenizer the ids are printed instead.
         if (flags.prompt !== undefined) process.stdout.write(flags.prompt)
         else if (!hasTokenizer) this.logToStderr('note: no tokenizer for this model: printing token ids')
-        this.phase('prefill')
+        this.phase('running the prompt')
       } else {
         this.phase()
         process.stdout.write(event.type === 'token' && !hasTokenizer ? ` ${event.id}` : event.text)

@@ -101,10 +101,11 @@ export async function* generate(modelPath: string, options: GenerateOptions): As
     }
     const contextLength = checkpoint.config.max_context_length
     if (ids.length >= contextLength) throw new UsageError('generate.context', `the prompt is ${ids.length} tokens; the model's context holds ${contextLength} (prompt + at least one generated token)`)
-    yield {type: 'prompt', ids, ...(tokenizer ? {tokenizer: tokenizer.name} : {})}
     // The last generated token is not fed back, so the cache holds prompt + maxTokens - 1 positions.
     const capacity = Math.min(contextLength, ids.length + maxTokens - 1)
     session = await openSession(backend, modelPath, checkpoint, {capacity, device: options.device, python: options.python, threads: options.threads})
+    // Only once the backend runs: a backend that fails to start prints nothing on stdout.
+    yield {type: 'prompt', ids, ...(tokenizer ? {tokenizer: tokenizer.name} : {})}
     const sampler = new Sampler(options)
     const stream = tokenizer ? new StreamDecoder(tokenizer, ids) : undefined
     const eos = tokenizer ? tokenizer.eos : checkpoint.config.eos_token_id

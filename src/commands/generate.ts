@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {formatOption} from '../cli/flags.js'
 import {UsageError} from '../errors.js'
+import {type FormatName} from '../formats/types.js'
 import {DEFAULT_MAX_TOKENS, generate, GENERATE_BACKENDS, type GenerateResult} from '../generate/index.js'
 
 export default class Generate extends BaseCommand {
@@ -42,7 +43,7 @@ export default class Generate extends BaseCommand {
     const events = generate(args.model, {
       prompt: flags.prompt, tokens, maxTokens: flags['max-tokens'], temperature, topP, seed: flags.seed ?? 0,
       backend: flags.backend, device: flags.device, threads: flags.threads, tokenizer: flags.tokenizer, python: flags.python,
-      format: flags.format as never,
+      format: flags.format as FormatName | undefined,
     })
     const stream = !this.jsonEnabled()
     let hasTokenizer = true

@@ -108,7 +108,7 @@ export async function* generate(modelPath: string, options: GenerateOptions): As
     yield {type: 'prompt', ids, ...(tokenizer ? {tokenizer: tokenizer.name} : {})}
     const sampler = new Sampler(options)
     const stream = tokenizer ? new StreamDecoder(tokenizer, ids) : undefined
-    const eos = tokenizer ? tokenizer.eos : checkpoint.config.eos_token_id
+    const eos = tokenizer && tokenizer.eos >= 0 ? tokenizer.eos : checkpoint.config.eos_token_id
     const tLoad = performance.now()
     let logits = await session.feed(ids)
     const tPrefill = performance.now()

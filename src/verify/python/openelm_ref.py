@@ -367,6 +367,9 @@ def handle(request, cache):
     if op == "forward_peft":  # LoRA/DoRA adapters applied unmerged (peft_ref.py, beside this file)
         from peft_ref import handle_forward_peft
         return handle_forward_peft(request, cache)
+    if op in ("decode_start", "decode_step"):  # KV-cached generation (decode_ref.py, beside this file)
+        from decode_ref import handle_decode
+        return handle_decode(request, cache)
     if op != "forward":
         raise ValueError("unknown op %r" % op)
     device = resolve_device(torch, request.get("device"))

@@ -1,0 +1,179 @@
+/**
+ * MLX's floating-point modes (mxfp4, nvfp4, mxfp8): the TS schemes (src/quant/mlx-fp.ts) and the
+ * PyTorch reference's own implementation (quant_ref.py, written from MLX's `fp_quantize` op graph)
+ * agree bit for bit on random matrices and hand-built edge groups, for every mode × weight dtype;
+ * and the hand-built groups really hit the rule's edges (fp4 ties, e4m3 ties and saturation, the
+ * e8m0 exponent at log2 = k + ½, a zero scale).
+ */
+import {execFileSync} from 'node:child_process'
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {openSafetensors} from '../src/formats/safetensors/read.js'
+import {writeSafetensors} from '../src/formats/safetensors/write.js'
+import {drain} from '../src/progress.js'
+import {schemeFor} from '../src/quant/index.js'
+import {e4m3Code, e4m3Value, fp4Code, MLX_FP_MODE_NAMES, type MlxFpMode} from '../src/quant/mlx-fp.js'
+import {type FloatDType} from '../src/tensor/dtype.js'
+import {f32Record} from '../src/tensor/record.js'
+
+const PYTHON = '/usr/bin/python3'
+const QUANT_REF = path.join(import.meta.dirname, '..', 'src', 'verify', 'python', 'quant_ref.py')
+const DTYPES: FloatDType[] = ['F32', 'F16', 'BF16']
+
+interface Case {name: string; rows: number; cols: number; values: Float32Array; scheme: string; dtype: FloatDType}
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-mlx-fp-'))
+afterAll(() => rmSync(tmp, {recursive: true, force: true}))
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+function randomMatrix(seed: number, rows: number, cols: number): Float32Array {
+  const u = prng(seed)
+  const scale = [0.02, 0.5, 3, 1e-3][seed % 4]!
+  return Float32Array.from({length: rows * cols}, () => {
+    const g = Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u())
+    return u() < 0.01 ? g * scale * 20 : g * scale
+  })
+}
+
+/** Hand-built groups of 32 values (two groups of 16 for nvfp4), one 32-value row each. */
+function edgeRows(mode: MlxFpMode): number[][] {
+  const top = mode === 'mxfp8' ? 448 : 6 // amax giving scale 1 (e = 0, or e4m3 1.0)
+  const row = (fn: (i: number) => number) => Array.from({length: 32}, (_, i) => fn(i))
+  const fp4Ties = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5, 0.1, 0.5, 5.5]
+  const e4m3Ties = [1 + 1 / 16, 1 + 3 / 16, 3 * 2 ** -10, 5 * 2 ** -10, 2 ** -6 - 2 ** -10, 440, 232, 1e-4]
+  const ties = mode === 'mxfp8' ? e4m3Ties : fp4Ties
+  return [
+    // every tie of the element format, both signs, with amax = top in both halves (scale 1)
+    row((i) => (i % 16 === 0 ? top : i % 16 === 1 ? -top : (i % 2 ? -1 : 1) * ties[(i >> 1) % ties.length]!)),
+    // the same ties at scale 2^5 and 2^-7
+    row((i) => 32 * (i % 16 === 0 ? top : (i % 2 ? -1 : 1) * ties[(i >> 1) % ties.length]!)),
+    row((i) => 2 ** -7 * (i % 16 === 0 ? top : (i % 2 ? -1 : 1) * ties[(i >> 1) % ties.length]!)),
+    row(() => 0), // a zero group: scale 0 → e = 0 (mx), e4m3 0 (nv: 0/0 codes)
+    row((i) => (i % 2 ? -0 : 0)),
+    // amax / M near 2^k · √2: log2 of the scale near k + ½ (the e8m0 exponent's tie)
+    row((i) => (i % 16 === 0 ? top * Math.SQRT2 : (i - 16) * 0.01 * top)),
+    row((i) => (i % 16 === 0 ? top * 1.4140 * 4 : (i - 16) * 0.02)),
+    row((i) => (i % 16 === 0 ? top * 1.4145 / 8 : (i - 16) * 0.001)),
+    row((i) => (i % 16 === 0 ? top * 1.41421 * 2 ** 10 : i)),
+    row((i) => (i % 2 ? 1 : -1) * (i + 1) * 1e-8), // tiny: f16 subnormals, scales underflow
+    row((i) => (i % 2 ? 1 : -1) * (i + 1) * 3e-6),
+    row((i) => (i % 2 ? 1 : -1) * (i + 1) * 1e-40), // f32 subnormals
+    row((i) => (i % 3 - 1) * 6.0e4 + i), // near the f16 maximum: nvfp4 scale saturates at 448
+    row((i) => (i % 5 - 2) * 1e5 + i), // overflows f16
+    row((i) => (i === 3 ? 1e30 : i * 0.1)),
+    row((i) => 0.37 * (i % 7) - 1.1),
+  ]
+}
+
+function buildCases(): Case[] {
+  const cases: Case[] = []
+  for (const mode of MLX_FP_MODE_NAMES) {
+    for (const dtype of DTYPES) {
+      const scheme = `mlx_${mode}`
+      const seed = MLX_FP_MODE_NAMES.indexOf(mode) * 10 + DTYPES.indexOf(dtype)
+      cases.push({name: `${mode}.${dtype}.random.a`, rows: 8, cols: 256, values: randomMatrix(seed, 8, 256), scheme, dtype})
+      cases.push({name: `${mode}.${dtype}.random.b`, rows: 4, cols: 96, values: randomMatrix(seed + 101, 4, 96), scheme, dtype})
+      cases.push({name: `${mode}.${dtype}.random.c`, rows: 16, cols: 64, values: randomMatrix(seed + 202, 16, 64), scheme, dtype})
+      cases.push({name: `${mode}.${dtype}.random.d`, rows: 16, cols: 64, values: randomMatrix(seed + 303, 16, 64), scheme, dtype})
+      const edges = edgeRows(mode)
+      cases.push({name: `${mode}.${dtype}.edge`, rows: edges.length, cols: 32, values: Float32Array.from(edges.flat()), scheme, dtype})
+    }
+  }
+  return cases
+}
+
+const cases = buildCases()
+let stored: Map<string, Uint8Array>
+let dequantized: Map<string, Uint8Array>
+
+async function readAll(file: string): Promise<Map<string, Uint8Array>> {
+  const st = await openSafetensors(file)
+  try {
+    const out = new Map<string, Uint8Array>()
+    for (const t of st.tensors) out.set(t.name, (await t.read()).slice())
+    return out
+  } finally {
+    await st.close()
+  }
+}
+
+beforeAll(async () => {
+  const src = path.join(tmp, 'cases.safetensors')
+  await drain(writeSafetensors(src, cases.map((c) => f32Record(c.name, [c.rows, c.cols], c.values))))
+  writeFileSync(path.join(tmp, 'plan.json'), JSON.stringify(Object.fromEntries(cases.map((c) => [c.name, {scheme: c.scheme, params: {dtype: c.dtype}}]))))
+  execFileSync(PYTHON, [QUANT_REF, 'quantize', '--in', src, '--plan', path.join(tmp, 'plan.json'), '--out', path.join(tmp, 'stored.safetensors'), '--dequantized', path.join(tmp, 'deq.safetensors')], {encoding: 'utf8'})
+  stored = await readAll(path.join(tmp, 'stored.safetensors'))
+  dequantized = await readAll(path.join(tmp, 'deq.safetensors'))
+}, 120_000)
+
+function firstByteDifference(a: Uint8Array, b: Uint8Array): string | undefined {
+  if (a.byteLength !== b.byteLength) return `${a.byteLength} bytes vs ${b.byteLength}`
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return `byte ${i}: ${a[i]} vs ${b[i]}`
+  return undefined
+}
+
+describe('MLX fp modes: TS and the PyTorch reference agree bit for bit', () => {
+  for (const mode of MLX_FP_MODE_NAMES) {
+    it(`${mode}: random matrices and edge groups, F32/F16/BF16 weights: codes, scales and dequantized values`, () => {
+      const selected = cases.filter((c) => c.name.startsWith(`${mode}.`))
+      expect(selected.length).toBe(15)
+      const failures: string[] = []
+      let groups = 0
+      for (const c of selected) {
+        const scheme = schemeFor(c.scheme)
+        const ts = scheme.encode(c.values, c.rows, c.cols, {dtype: c.dtype})
+        expect(Object.keys(ts).sort()).toEqual(['scales', 'weight'])
+        for (const [part, bytes] of Object.entries(ts)) {
+          const diff = firstByteDifference(bytes, stored.get(`${c.name}::${part}`) ?? new Uint8Array(0))
+          if (diff) failures.push(`${c.name} ${part}: ${diff}`)
+        }
+        groups += ts.scales!.length
+        const tv = scheme.decode(ts, c.rows, c.cols, {dtype: c.dtype})
+        const pv = new Float32Array(dequantized.get(c.name)!.slice().buffer)
+        const tb = new Uint32Array(tv.buffer, tv.byteOffset, tv.length)
+        const pb = new Uint32Array(pv.buffer)
+        const at = tb.findIndex((b, i) => b !== pb[i])
+        if (at >= 0) failures.push(`${c.name} dequantized value ${at}: ${tv[at]} vs ${pv[at]}`)
+      }
+      expect(failures).toEqual([])
+      expect(groups).toBeGreaterThan(200)
+    })
+  }
+
+  it('the edge groups hit the edges: fp4 ties go to the smaller magnitude, e4m3 ties to the even code, saturation, zero', () => {
+    expect([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5].map((q) => fp4Code(q))).toEqual([0, 1, 2, 3, 4, 5, 6])
+    expect([-0.25, -0.75, -5, -5.01, -0.0, -1e-9].map((q) => fp4Code(q))).toEqual([0, 9, 14, 15, 0, 0])
+    expect([Infinity, NaN].map((q) => fp4Code(q))).toEqual([0, 0])
+    // Beyond 6 the rounded differences decide: 7 → 6, but q = 1e30/448 (a saturated nvfp4 scale) is
+    // absorbed by every f32 subtraction, all 16 distances tie and argmin takes code 0.
+    expect([fp4Code(7), fp4Code(-7), fp4Code(1e30 / 448, 'F32')]).toEqual([7, 15, 0])
+    expect(e4m3Code(1 + 1 / 16)).toBe(0x38) // tie between 1 and 1.125 → 1 (even)
+    expect(e4m3Code(1 + 3 / 16)).toBe(0x3a) // tie between 1.125 and 1.25 → 1.25 (even)
+    expect(e4m3Code(3 * 2 ** -10)).toBe(0x02) // subnormal tie → 2·2^-9
+    expect(e4m3Code(2 ** -6 - 2 ** -10)).toBe(0x08) // rounds up into the smallest normal
+    expect([448, 460, 1e9, Infinity, NaN].map(e4m3Code)).toEqual([0x7e, 0x7e, 0x7e, 0x7e, 0x7e])
+    expect(e4m3Code(-1e9)).toBe(0xfe)
+    expect(e4m3Code(-0)).toBe(0x80)
+    for (let c = 0; c < 0x7f; c++) expect(e4m3Code(e4m3Value(c))).toBe(c)
+    // Through the scheme: the scale-1 edge row of mxfp4 keeps the ties' codes, the zero row gets e = 0.
+    const rows = edgeRows('mxfp4')
+    const parts = schemeFor('mlx_mxfp4').encode(Float32Array.from(rows.flat()), rows.length, 32, {dtype: 'F32'})
+    expect(parts.scales![0]).toBe(127)
+    expect(parts.scales![1]).toBe(127 + 5)
+    expect(parts.scales![3]).toBe(127) // zero group
+    expect(parts.weight![0]).toBe(0xf7) // elements 0, 1: +6 (code 7), -6 (code 15)
+    expect(parts.weight![1]).toBe(0x91) // elements 2, 3: +0.75 → 0.5 (code 1), -0.75 → -0.5 (code 9)
+  })
+})

@@ -3,20 +3,26 @@
  * PyTorch reference's own implementation (quant_ref.py, written from MLX's `fp_quantize` op graph)
  * agree bit for bit on random matrices and hand-built edge groups, for every mode × weight dtype;
  * and the hand-built groups really hit the rule's edges (fp4 ties, e4m3 ties and saturation, the
- * e8m0 exponent at log2 = k + ½, a zero scale).
+ * e8m0 exponent at log2 = k + ½, a zero scale). End to end on the trained fixture: `convert --to
+ * mlx --q-mode M` writes what mlx-lm's loader reads (config, tensor names, dtypes), reads back, and
+ * `verify --against SRC` proves it exactly (TS and torch engines); a wrong rounding injected into
+ * one tensor fails with exit 5 and names that tensor; bad flag combinations are usage errors.
  */
-import {execFileSync} from 'node:child_process'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {execFileSync, spawnSync} from 'node:child_process'
+import {existsSync, promises as fs, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {convert} from '../src/convert.js'
+import {openCheckpoint} from '../src/formats/registry.js'
 import {openSafetensors} from '../src/formats/safetensors/read.js'
 import {writeSafetensors} from '../src/formats/safetensors/write.js'
 import {drain} from '../src/progress.js'
 import {schemeFor} from '../src/quant/index.js'
 import {e4m3Code, e4m3Value, fp4Code, MLX_FP_MODE_NAMES, type MlxFpMode} from '../src/quant/mlx-fp.js'
 import {type FloatDType} from '../src/tensor/dtype.js'
-import {f32Record} from '../src/tensor/record.js'
+import {f32Record, readFloat32} from '../src/tensor/record.js'
+import {verify} from '../src/verify/index.js'
 
 const PYTHON = '/usr/bin/python3'
 const QUANT_REF = path.join(import.meta.dirname, '..', 'src', 'verify', 'python', 'quant_ref.py')
@@ -176,4 +182,163 @@ describe('MLX fp modes: TS and the PyTorch reference agree bit for bit', () => {
     expect(parts.weight![0]).toBe(0xf7) // elements 0, 1: +6 (code 7), -6 (code 15)
     expect(parts.weight![1]).toBe(0x91) // elements 2, 3: +0.75 → 0.5 (code 1), -0.75 → -0.5 (code 9)
   })
+})
+
+// ---- end to end ----------------------------------------------------------------------------------
+
+const repo = path.resolve(import.meta.dirname, '..')
+const TRAINED = path.join(repo, 'fixtures/trained')
+const TENSOR = 'layers.1.attn.qkv_proj.weight'
+
+function cli(...args: string[]): {code: number; stdout: string; stderr: string} {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(repo, 'bin/dev.js'), ...args], {cwd: repo, encoding: 'utf8', timeout: 120_000})
+  return {code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr}
+}
+
+/** The safetensors header and data of a single-file mlx-lm folder. */
+function readFolder(dir: string): {header: Record<string, {dtype: string; shape: number[]; data_offsets: [number, number]}>; bytes: Buffer; dataStart: number} {
+  const bytes = readFileSync(path.join(dir, 'model.safetensors'))
+  const n = Number(bytes.readBigUInt64LE(0))
+  return {header: JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')), bytes, dataStart: 8 + n}
+}
+
+/** e4m3 magnitudes by code 0..126, ascending (an independent restatement for the injected bug). */
+const E4M3 = Array.from({length: 127}, (_, c) => ((c >> 3) === 0 ? (c & 7) / 512 : (8 + (c & 7)) * 2 ** ((c >> 3) - 10)))
+const FP4 = [0, 0.5, 1, 1.5, 2, 3, 4, 6]
+/** Index of the last value of ascending `table` that is at most `m`. */
+const lastAtMost = (table: number[], m: number) => table.reduce((k, v, i) => (v <= m ? i : k), 0)
+
+/**
+ * Rewrite the codes of `canonical` as a broken writer would: each quotient rounded toward zero
+ * instead of to nearest, with the file's own scales. The model is F32 (no dtype rounding), so the
+ * quotient is fround(w / scale).
+ */
+async function injectRoundDown(dir: string, canonical: string, mode: MlxFpMode): Promise<number> {
+  const {header, bytes, dataStart} = readFolder(dir)
+  const base = `transformer.${canonical.replace(/\.weight$/, '')}`
+  const w = header[`${base}.weight`]!
+  const s = header[`${base}.scales`]!
+  const ck = await openCheckpoint(TRAINED)
+  const values = await readFloat32(ck.tensors.find((t) => t.name === canonical)!)
+  await ck.close()
+  const group = mode === 'nvfp4' ? 16 : 32
+  let changed = 0
+  const codes: number[] = []
+  for (let i = 0; i < values.length; i++) {
+    const byte = bytes[dataStart + s.data_offsets[0] + Math.floor(i / group)]!
+    const scale = mode === 'nvfp4' ? E4M3[byte & 0x7f]! : 2 ** (byte - 127)
+    const q = Math.fround(values[i]! / scale)
+    const m = Math.abs(q)
+    let code: number
+    if (mode === 'mxfp8') {
+      code = m >= 448 ? 126 : lastAtMost(E4M3, m)
+      if (q < 0 || Object.is(q, -0)) code |= 0x80
+    } else {
+      const k = lastAtMost(FP4, m)
+      code = k === 0 ? 0 : q < 0 ? 8 + k : k
+    }
+    codes.push(code)
+  }
+  const out = Buffer.from(bytes)
+  const at = dataStart + w.data_offsets[0]
+  if (mode === 'mxfp8') {
+    codes.forEach((c, i) => { if (out[at + i] !== c) changed++; out[at + i] = c })
+  } else {
+    for (let j = 0; j < codes.length / 2; j++) {
+      const b = codes[2 * j]! | (codes[2 * j + 1]! << 4)
+      if (out[at + j] !== b) changed++
+      out[at + j] = b
+    }
+  }
+  writeFileSync(path.join(dir, 'model.safetensors'), out)
+  return changed
+}
+
+describe.skipIf(!existsSync(TRAINED))('convert --to mlx --q-mode on the trained fixture', () => {
+  let dir: string
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-mlx-fp-e2e-'))
+  })
+  afterAll(async () => {
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  for (const mode of MLX_FP_MODE_NAMES) {
+    it(`${mode}: mlx-lm's layout and config, read back, verified exactly; a wrong rounding fails with exit 5`, async () => {
+      const out = path.join(dir, mode)
+      const r = cli('convert', TRAINED, '--to', 'mlx', '--q-mode', mode, '--dtype', 'f32', '--out', out, '--json')
+      expect(r.code, r.stderr).toBe(0)
+      const result = JSON.parse(r.stdout) as {target: {quantization: {mode: string; bits: number; groupSize: number}}}
+      const {bits, groupSize} = {mxfp4: {bits: 4, groupSize: 32}, nvfp4: {bits: 4, groupSize: 16}, mxfp8: {bits: 8, groupSize: 32}}[mode]
+      expect(result.target.quantization).toEqual({bits, groupSize, mode})
+      const config = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')) as Record<string, unknown>
+      expect(config.quantization).toEqual({bits, group_size: groupSize, mode})
+      expect(config.quantization_config).toEqual({bits, group_size: groupSize, mode})
+      const {header} = readFolder(out)
+      const names = Object.keys(header).filter((n) => n !== '__metadata__')
+      expect(names.filter((n) => n.endsWith('.biases'))).toEqual([])
+      const qkv = 'transformer.layers.1.attn.qkv_proj'
+      const ck = await openCheckpoint(TRAINED)
+      const [rows, cols] = ck.tensors.find((t) => t.name === TENSOR)!.shape as [number, number]
+      await ck.close()
+      expect(header[`${qkv}.weight`]).toMatchObject({dtype: 'U32', shape: [rows, (cols * bits) / 32]})
+      expect(header[`${qkv}.scales`]).toMatchObject({dtype: 'U8', shape: [rows, cols / groupSize]})
+      expect(header['transformer.token_embeddings.scales']?.dtype).toBe('U8') // the tied embedding/head is quantized too
+      expect(names.filter((n) => n.endsWith('.scales')).length).toBe(17)
+
+      const good = await verify(out, {against: TRAINED})
+      expect(good.relation).toBe('derived')
+      expect(good.weights!.mismatching).toEqual([])
+      expect(good.weights!.tensors.every((t) => t.identicalElements === t.elements)).toBe(true)
+      expect(good.logits!.pass).toBe(true)
+      expect(good.model.storage[`mlx_${mode}`]).toBe(17)
+
+      expect(await injectRoundDown(out, TENSOR, mode)).toBeGreaterThan(0)
+      const bad = cli('verify', out, '--against', TRAINED)
+      expect(bad.code).toBe(5)
+      const line = bad.stderr.trim().split('\n').at(-1)!
+      expect(line).toMatch(/^Error: verification failed \(exact\)/)
+      expect(line).toContain(TENSOR)
+      const report = await verify(out, {against: TRAINED})
+      expect(report.weights!.mismatching).toEqual([TENSOR])
+    }, 120_000)
+  }
+
+  it('the torch engine proves an nvfp4 F16 conversion exactly, with the embedding kept in float', async () => {
+    const out = path.join(dir, 'nvfp4-f16')
+    await drain(convert(TRAINED, 'mlx', out, {}, {quantization: {bits: 4, groupSize: 16, mode: 'nvfp4'}, mlxQuant: {embedding: 'none'}}))
+    const config = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')) as {quantization: Record<string, unknown>}
+    expect(config.quantization).toEqual({bits: 4, group_size: 16, mode: 'nvfp4', 'transformer.token_embeddings': false})
+    const report = await verify(out, {against: TRAINED, backend: 'torch'})
+    expect(report.relation).toBe('derived')
+    expect(report.weights!.mismatching).toEqual([])
+    expect(report.logits!.pass).toBe(true)
+    expect(report.model.storage).toEqual({mlx_nvfp4: 16, f16: 18})
+  }, 120_000)
+
+  it('bad combinations are usage errors (exit 2) before any work', () => {
+    const out = path.join(dir, 'never')
+    for (const [args, message] of [
+      [['--q-mode', 'mxfp4', '--group-size', '64'], /--q-mode mxfp4 uses groups of 32/],
+      [['--q-mode', 'nvfp4', '--quantize', '8'], /--q-mode nvfp4 stores 4-bit elements/],
+      [['--q-mode', 'mxfp8', '--q-recipe', 'mixed_3_6'], /does not apply to --q-mode mxfp8/],
+      [['--q-mode', 'mxfp4', '--quantize-embedding', '6'], /--quantize-embedding 6 with --q-mode mxfp4/],
+      [['--q-mode', 'mxfp4', '--layout', 'corenet-mlx'], /needs the mlx-lm layout/],
+    ] as const) {
+      const r = cli('convert', TRAINED, '--to', 'mlx', '--out', out, ...args)
+      expect(r.code, r.stderr).toBe(2)
+      expect(r.stderr).toMatch(message)
+    }
+    const gguf = cli('convert', TRAINED, '--to', 'gguf', '--q-mode', 'mxfp4', '--out', `${out}.gguf`)
+    expect(gguf.code).toBe(2)
+    expect(gguf.stderr).toMatch(/--q-mode mxfp4 applies to --to mlx/)
+    expect(existsSync(out) || existsSync(`${out}.gguf`)).toBe(false)
+  }, 120_000)
+
+  it('--dtype q8_0 from the command line still writes Q8_0 (the quantization flags no longer drop it)', () => {
+    const out = path.join(dir, 'q8.gguf')
+    const r = cli('convert', TRAINED, '--to', 'gguf', '--dtype', 'q8_0', '--out', out, '--json')
+    expect(r.code, r.stderr).toBe(0)
+    expect((JSON.parse(r.stdout) as {target: {quantization?: unknown}}).target.quantization).toEqual({bits: 8, groupSize: 32, mode: 'q8_0'})
+  }, 60_000)
 })

@@ -184,6 +184,39 @@ describe('MLX fp modes: TS and the PyTorch reference agree bit for bit', () => {
   })
 })
 
+describe('MLX fp schemes: layout, bits per weight and compare', () => {
+  for (const [mode, bpw] of [['mxfp4', 4.25], ['nvfp4', 4.5], ['mxfp8', 8.25]] as const) {
+    it(`${mode}: parts have their declared sizes; a changed code and a changed scale are named by row, group, column and part`, () => {
+      const scheme = schemeFor(`mlx_${mode}`)
+      expect(scheme.bitsPerWeight({dtype: 'F16'})).toBe(bpw)
+      const rows = 3
+      const cols = 96
+      const values = randomMatrix(5, rows, cols)
+      const params = {dtype: 'BF16' as FloatDType}
+      const parts = scheme.encode(values, rows, cols, params)
+      for (const part of scheme.parts(params, cols)) expect(parts[part.name]!.byteLength, part.name).toBe(rows * part.perRow * (part.dtype === 'U32' ? 4 : 1))
+      const same = scheme.compare(parts, parts, values, rows, cols, params)
+      expect([same.identicalElements, same.identicalBlocks, same.blocks, same.first]).toEqual([rows * cols, same.blocks, (rows * cols) / MLX_FP_MODES_GROUP[mode], undefined])
+      const group = MLX_FP_MODES_GROUP[mode]
+      const edited = {weight: parts.weight!.slice(), scales: parts.scales!.slice()}
+      const col = group + 3 // row 1, group 1, element 3 of the group
+      const byteAt = mode === 'mxfp8' ? cols + col : (cols + col) >> 1
+      edited.weight[byteAt] ^= mode === 'mxfp8' ? 1 : (col & 1 ? 0x10 : 0x01)
+      const code = scheme.compare(parts, edited, values, rows, cols, params)
+      expect(code.first).toEqual({row: 1, block: 1, col, part: 'weight'})
+      expect(code.identicalBlocks).toBe(code.blocks - 1)
+      expect(code.identicalElements).toBe(rows * cols - 1)
+      const scale = {weight: parts.weight!, scales: parts.scales!.slice()}
+      scale.scales[(2 * cols) / group + 2]! ^= 1 // row 2, group 2
+      expect(scheme.compare(parts, scale, values, rows, cols, params).first).toEqual({row: 2, block: 2, col: 2 * group, part: 'scales'})
+      expect(() => scheme.check({dtype: 'F16', group_size: 64}, 128)).toThrow(/groups of/)
+      expect(() => scheme.check({dtype: 'F16'}, group + 8)).toThrow(/not whole groups/)
+    })
+  }
+})
+
+const MLX_FP_MODES_GROUP = {mxfp4: 32, nvfp4: 16, mxfp8: 32} as const
+
 // ---- end to end ----------------------------------------------------------------------------------
 
 const repo = path.resolve(import.meta.dirname, '..')

@@ -19,9 +19,9 @@ import {openSafetensors} from '../src/formats/safetensors/read.js'
 import {writeSafetensors} from '../src/formats/safetensors/write.js'
 import {drain} from '../src/progress.js'
 import {schemeFor} from '../src/quant/index.js'
-import {e4m3Code, e4m3Value, fp4Code, MLX_FP_MODE_NAMES, type MlxFpMode} from '../src/quant/mlx-fp.js'
+import {e4m3Code, e4m3Value, fp4Code, gpuGroup, MLX_FP_MODE_NAMES, MLX_FP_MODES, type MlxFpMode, packFp, roundTo} from '../src/quant/mlx-fp.js'
 import {type FloatDType} from '../src/tensor/dtype.js'
-import {f32Record, readFloat32} from '../src/tensor/record.js'
+import {f32Record, memoryRecord, readFloat32} from '../src/tensor/record.js'
 import {verify} from '../src/verify/index.js'
 
 const PYTHON = '/usr/bin/python3'
@@ -103,6 +103,23 @@ function buildCases(): Case[] {
 const cases = buildCases()
 let stored: Map<string, Uint8Array>
 let dequantized: Map<string, Uint8Array>
+let gpuReport: Record<string, {blocks: number; identical_blocks: number; mismatched_blocks: number; accepted: Record<string, number>}>
+const gpuParts = new Map<string, {weight: Uint8Array; scales: Uint8Array}>()
+
+/** A case's parts as MLX's GPU kernel would write them (every group by `gpuGroup`). */
+function gpuEncode(c: Case): {weight: Uint8Array; scales: Uint8Array} {
+  const mode = c.scheme.slice(4) as MlxFpMode
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  const values = c.values.map((v) => roundTo(v, c.dtype))
+  const codes = new Uint8Array(values.length)
+  const scales = new Uint8Array(values.length / groupSize)
+  for (let g = 0; g < scales.length; g++) {
+    const r = gpuGroup(mode, values, g * groupSize)
+    scales[g] = r.scale
+    codes.set(r.codes, g * groupSize)
+  }
+  return {weight: packFp(codes, bits), scales}
+}
 
 async function readAll(file: string): Promise<Map<string, Uint8Array>> {
   const st = await openSafetensors(file)
@@ -122,6 +139,19 @@ beforeAll(async () => {
   execFileSync(PYTHON, [QUANT_REF, 'quantize', '--in', src, '--plan', path.join(tmp, 'plan.json'), '--out', path.join(tmp, 'stored.safetensors'), '--dequantized', path.join(tmp, 'deq.safetensors')], {encoding: 'utf8'})
   stored = await readAll(path.join(tmp, 'stored.safetensors'))
   dequantized = await readAll(path.join(tmp, 'deq.safetensors'))
+  // The GPU kernel's encoding of every case, classified by the reference's compare.
+  const records = []
+  const plan: Record<string, unknown> = {}
+  for (const c of cases) {
+    const parts = gpuEncode(c)
+    gpuParts.set(c.name, parts)
+    const bits = MLX_FP_MODES[c.scheme.slice(4) as MlxFpMode].bits
+    records.push(memoryRecord(`${c.name}::weight`, 'U32', [c.rows, (c.cols * bits) / 32], parts.weight), memoryRecord(`${c.name}::scales`, 'U8', [c.rows, parts.scales.length / c.rows], parts.scales))
+    plan[c.name] = {scheme: c.scheme, params: {dtype: c.dtype}, shape: [c.rows, c.cols]}
+  }
+  const gpuFile = path.join(tmp, 'gpu.safetensors')
+  await drain(writeSafetensors(gpuFile, records, {'openelm.plan': JSON.stringify(plan)}))
+  gpuReport = JSON.parse(execFileSync(PYTHON, [QUANT_REF, 'compare', '--expected', path.join(tmp, 'stored.safetensors'), '--actual', gpuFile, '--source', src], {encoding: 'utf8'}))
 }, 120_000)
 
 function firstByteDifference(a: Uint8Array, b: Uint8Array): string | undefined {
@@ -157,6 +187,25 @@ describe('MLX fp modes: TS and the PyTorch reference agree bit for bit', () => {
       expect(groups).toBeGreaterThan(200)
     })
   }
+
+  it('a tensor written by MLX\'s GPU kernel rule: every group identical or accepted as mlx-gpu-rule, never a mismatch, by TS and by the reference alike', () => {
+    let accepted = 0
+    let edgeAccepted = 0
+    for (const c of cases) {
+      const scheme = schemeFor(c.scheme)
+      const diff = scheme.compare(scheme.encode(c.values, c.rows, c.cols, {dtype: c.dtype}), gpuParts.get(c.name)!, c.values, c.rows, c.cols, {dtype: c.dtype})
+      const tsAccepted = diff.accepted['mlx-gpu-rule'] ?? 0
+      expect(diff.identicalBlocks + tsAccepted, c.name).toBe(diff.blocks)
+      expect(diff.first, c.name).toBeUndefined()
+      const py = gpuReport[c.name]!
+      expect([py.blocks, py.identical_blocks, py.mismatched_blocks, py.accepted['mlx-gpu-rule']], c.name).toEqual([diff.blocks, diff.identicalBlocks, 0, tsAccepted])
+      accepted += tsAccepted
+      if (c.name.endsWith('.edge')) edgeAccepted += tsAccepted
+    }
+    // The two rules really differ (fp4 ties, -0, zero groups, exponent ties): the acceptance is exercised.
+    expect(edgeAccepted).toBeGreaterThan(20)
+    expect(accepted).toBeGreaterThan(edgeAccepted)
+  })
 
   it('the edge groups hit the edges: fp4 ties go to the smaller magnitude, e4m3 ties to the even code, saturation, zero', () => {
     expect([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5].map((q) => fp4Code(q))).toEqual([0, 1, 2, 3, 4, 5, 6])
@@ -347,6 +396,36 @@ describe.skipIf(!existsSync(TRAINED))('convert --to mlx --q-mode on the trained 
     expect(report.weights!.mismatching).toEqual([])
     expect(report.logits!.pass).toBe(true)
     expect(report.model.storage).toEqual({mlx_nvfp4: 16, f16: 18})
+  }, 120_000)
+
+  it('a tensor quantized by MLX\'s GPU kernel rule (as mlx_lm.convert on a Mac) passes: its differing groups are accepted and named, on both engines', async () => {
+    const out = path.join(dir, 'mxfp4-gpu')
+    await drain(convert(TRAINED, 'mlx', out, {}, {quantization: {bits: 4, groupSize: 32, mode: 'mxfp4'}}))
+    const {header, bytes, dataStart} = readFolder(out)
+    const base = `transformer.${TENSOR.replace(/\.weight$/, '')}`
+    const ck = await openCheckpoint(TRAINED)
+    const values = (await readFloat32(ck.tensors.find((t) => t.name === TENSOR)!)).map((v) => roundTo(v, 'F16'))
+    await ck.close()
+    const codes = new Uint8Array(values.length)
+    const edited = Buffer.from(bytes)
+    for (let g = 0; g < values.length / 32; g++) {
+      const r = gpuGroup('mxfp4', values, g * 32)
+      edited[dataStart + header[`${base}.scales`]!.data_offsets[0] + g] = r.scale
+      codes.set(r.codes, g * 32)
+    }
+    const weight = packFp(codes, 4)
+    const w0 = dataStart + header[`${base}.weight`]!.data_offsets[0]
+    let changed = 0
+    weight.forEach((b, i) => { if (edited[w0 + i] !== b) changed++; edited[w0 + i] = b })
+    expect(changed).toBeGreaterThan(0)
+    writeFileSync(path.join(out, 'model.safetensors'), edited)
+    for (const backend of ['ts', 'torch'] as const) {
+      const report = await verify(out, {against: TRAINED, backend})
+      expect(report.pass, backend).toBe(true)
+      expect(report.weights!.mismatching, backend).toEqual([])
+      expect(report.weights!.accepted['mlx-gpu-rule'], backend).toBeGreaterThan(0)
+      expect(report.logits!.pass, backend).toBe(true)
+    }
   }, 120_000)
 
   it('bad combinations are usage errors (exit 2) before any work', () => {

@@ -143,9 +143,12 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
       scales[g] = (e + 127) & 0xff
       divisor = roundTo(2 ** e, dtype)
     }
+    // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.
+    const exact = mode !== 'nvfp4' && divisor <= 1 && divisor > 0
+    const fp4Dtype = mode === 'nvfp4' ? 'F32' : dtype
     for (let i = start; i < start + groupSize; i++) {
-      const q = roundTo(values[i]! / divisor, dtype)
-      codes[i] = bits === 4 ? fp4Code(q, mode === 'nvfp4' ? 'F32' : dtype) : e4m3Code(q)
+      const q = exact ? values[i]! / divisor : roundTo(values[i]! / divisor, dtype)
+      codes[i] = bits === 4 ? fp4Code(q, fp4Dtype) : e4m3Code(q)
     }
   }
 }
@@ -167,6 +170,56 @@ export function unpackFp(weight: Uint8Array, bits: number, count: number): Uint8
   }
   return out
 }
+
+/** C's `round` (half away from zero). */
+function roundHalfAway(x: number): number {
+  return x < 0 ? -Math.floor(0.5 - x) : Math.floor(x + 0.5)
+}
+
+/** MLX's GPU kernel's fp4 conversion (`fp4_e2m1` in kernels/fp4.h): ties to the even code, the sign bit kept, NaN → 0x7. */
+export function gpuFp4Code(q: number): number {
+  if (Number.isNaN(q)) return 0x7
+  const sign = q < 0 || Object.is(q, -0) ? 0x8 : 0
+  const x = Math.abs(q)
+  const bits = x > 5 ? 7 : x >= 3.5 ? 6 : x > 2.5 ? 5 : x >= 1.75 ? 4 : x > 1.25 ? 3 : x >= 0.75 ? 2 : x > 0.25 ? 1 : 0
+  return bits | sign
+}
+
+/**
+ * One group under MLX's Metal/CUDA kernel (`fp_quantize` in kernels/fp_quantized.h), the documented
+ * alternative `compare` accepts: everything in f32 — scale = amax / M; e8m0 = clamp(round_half_away
+ * (log2 scale), ±127) + 127 (0xFF when not finite; a zero amax gives byte 0); q = w × f32(1 / scale);
+ * codes by `gpuFp4Code` / e4m3. `values` are the weights already rounded to the dtype.
+ */
+export function gpuGroup(mode: MlxFpMode, values: ArrayLike<number>, start: number): {scale: number; codes: Uint8Array} {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  let amax = 0
+  for (let i = start; i < start + groupSize; i++) amax = Math.max(amax, Math.abs(values[i]!))
+  const x = Math.fround(amax / (bits === 4 ? 6 : 448))
+  let scale: number
+  let value: number
+  if (mode === 'nvfp4') {
+    scale = e4m3Code(x)
+    value = e4m3Value(scale)
+  } else {
+    if (!Number.isFinite(x)) scale = 0xff
+    else {
+      const n = x === 0 ? -127 : Math.max(-127, Math.min(127, roundHalfAway(Math.fround(Math.log2(x)))))
+      scale = n + 127
+    }
+    value = e8m0Value(scale)
+  }
+  const enc = value === 0 ? 0 : Math.fround(1 / value)
+  const codes = new Uint8Array(groupSize)
+  for (let i = 0; i < groupSize; i++) {
+    const q = Math.fround(values[start + i]! * enc)
+    codes[i] = bits === 4 ? gpuFp4Code(q) : e4m3Code(q)
+  }
+  return {scale, codes}
+}
+
+/** The documented alternative `compare` accepts for the fp modes. */
+export const MLX_FP_ACCEPTED = {gpuRule: 'mlx-gpu-rule'} as const
 
 function fpScheme(mode: MlxFpMode): Scheme {
   const {bits, groupSize} = MLX_FP_MODES[mode]
@@ -206,8 +259,9 @@ function fpScheme(mode: MlxFpMode): Scheme {
       }
       return out
     },
-    compare(expected, actual, _source, rows, cols): EncodingDiff {
+    compare(expected, actual, source, rows, cols, params): EncodingDiff {
       const n = rows * cols
+      let values: Float32Array | undefined
       const a = unpackFp(expected.weight!, bits, n)
       const b = unpackFp(actual.weight!, bits, n)
       const groups = cols / groupSize
@@ -223,6 +277,18 @@ function fpScheme(mode: MlxFpMode): Scheme {
         if (scaleSame) diff.identicalElements += same
         if (scaleSame && same === groupSize) {
           diff.identicalBlocks++
+          continue
+        }
+        if (!values) {
+          values = new Float32Array(n)
+          for (let i = 0; i < n; i++) values[i] = roundTo(source[i]!, dtypeOf(params))
+        }
+        const gpu = gpuGroup(mode, values, block * groupSize)
+        let isGpu = gpu.scale === actual.scales![block]
+        for (let i = 0; i < groupSize && isGpu; i++) isGpu = gpu.codes[i] === b[block * groupSize + i]
+        if (isGpu) {
+          diff.accepted[MLX_FP_ACCEPTED.gpuRule] = (diff.accepted[MLX_FP_ACCEPTED.gpuRule] ?? 0) + 1
+          diff.acceptedBlocks.push(block)
           continue
         }
         if (!diff.first) {

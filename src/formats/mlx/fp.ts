@@ -18,7 +18,12 @@ function blockRows(cols: number): number {
   return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
 }
 
-/** `<base>.weight` and `<base>.scales` of `source` quantized in `mode`, after rounding to `dtype` (mlx-lm casts, then quantizes). */
+/**
+ * `<base>.weight` and `<base>.scales` of `source` quantized in `mode`, after rounding to `dtype`
+ * (mlx-lm casts, then quantizes). The first read of either computes the whole tensor block by block
+ * (one pass over the source) into its packed codes (bits/32 of the f32 size) and scales, kept until
+ * both records were read in full.
+ */
 export function fpQuantizedRecords(source: TensorRecord, base: string, mode: MlxFpMode, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord} {
   const {bits, groupSize} = MLX_FP_MODES[mode]
   if (source.shape.length !== 2) throw new FormatError('quantize.rank', `cannot quantize ${source.name}: shape ${formatShape(source.shape)} is not 2-D`)
@@ -28,37 +33,36 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   const weightRow = (cols * bits) / 8
   const scalesRow = cols / groupSize
   const size = dtypeSize(source.dtype)
-  let cache: {block: number; weight: Uint8Array; scales: Uint8Array} | undefined
+  let whole: Promise<{weight: Uint8Array; scales: Uint8Array}> | undefined
+  const served = {weight: 0, scales: 0}
 
-  const block = async (b: number) => {
-    if (cache?.block === b) return cache
-    const r0 = b * step
-    const r1 = Math.min(rows, r0 + step)
-    const raw = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
-    const values = new Float32Array(raw.length)
-    if (dtype === 'F32' || source.dtype === dtype) values.set(raw)
-    else roundInto(raw, dtype, values)
-    const codes = new Uint8Array(values.length)
-    const scales = new Uint8Array((r1 - r0) * scalesRow)
-    fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
-    cache = {block: b, weight: packFp(codes, bits), scales}
-    return cache
+  const compute = async () => {
+    const weight = new Uint8Array(rows * weightRow)
+    const scales = new Uint8Array(rows * scalesRow)
+    const values = new Float32Array(step * cols)
+    const codes = new Uint8Array(step * cols)
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const r1 = Math.min(rows, r0 + step)
+      const n = (r1 - r0) * cols
+      const raw = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
+      const v = values.subarray(0, n)
+      if (dtype === 'F32' || source.dtype === dtype) v.set(raw)
+      else roundInto(raw, dtype, v)
+      fpQuantizeInto(mode, v, n, dtype, codes, scales.subarray(r0 * scalesRow, r1 * scalesRow))
+      weight.set(packFp(codes.subarray(0, n), bits), r0 * weightRow)
+    }
+    return {weight, scales}
   }
   const record = (part: 'weight' | 'scales', rowBytes: number, shape: number[]): TensorRecord => {
     const byteLength = rows * rowBytes
     return {
       name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength,
       async read(start = 0, end = byteLength) {
-        const out = new Uint8Array(end - start)
-        for (let b = Math.floor(start / rowBytes / step); b * step * rowBytes < end; b++) {
-          const r0 = b * step
-          const r1 = Math.min(rows, r0 + step)
-          const bytes = (await block(b))[part]
-          const from = Math.max(start, r0 * rowBytes)
-          const to = Math.min(end, r1 * rowBytes)
-          out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
-        }
-        return out
+        whole ??= compute()
+        const bytes = (await whole)[part].slice(start, end)
+        served[part] += end - start
+        if (served.weight >= rows * weightRow && served.scales >= rows * scalesRow) whole = undefined
+        return bytes
       },
     }
   }

@@ -552,7 +552,12 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
         result["identical_blocks"] += int(block_eq.sum())
         if block_eq.all():
             continue
-        kind = _mlx_accepted(source[r0:r1], ec, ac, a, block_eq, params) if scheme == "mlx_affine" else np.zeros(block_eq.shape, np.int8)
+        if scheme == "mlx_affine":
+            kind = _mlx_accepted(source[r0:r1], ec, ac, a, block_eq, params)
+        elif scheme in MLX_FP:
+            kind = _fp_accepted(source[r0:r1], a, block_eq, scheme, params)
+        else:
+            kind = np.zeros(block_eq.shape, np.int8)
         for k, label in enumerate(kinds):
             result["accepted"][label] += int((kind == k + 1).sum())
         mismatch = ~block_eq & (kind == 0)
@@ -572,6 +577,13 @@ def take_accepted(scheme, expected_parts, actual_parts, accepted_mask, params=No
     """`expected_parts` with the blocks marked in `accepted_mask` taken from `actual_parts`."""
     if accepted_mask is None:
         return expected_parts
+    if scheme in MLX_FP:
+        _, bits, group_size = MLX_FP[scheme]
+        words = group_size * bits // 32
+        return {
+            "weight": np.where(np.repeat(accepted_mask, words, axis=1), actual_parts["weight"], expected_parts["weight"]),
+            "scales": np.where(accepted_mask, actual_parts["scales"], expected_parts["scales"]),
+        }
     if scheme != "mlx_affine":
         raise SchemeError("scheme %s has no accepted differences" % scheme)
     words = params["group_size"] * params["bits"] // 32  # a group is whole words (group_size >= 32)
@@ -897,6 +909,61 @@ def _fp_dequantize(parts, rows, cols, scheme, params, device):
     return round_to(out, params["dtype"])
 
 
+def _fp4_gpu_codes(q):
+    """uint8 codes of MLX's GPU kernel's fp4 conversion (`fp4_e2m1`, kernels/fp4.h): thresholds with
+    ties to the even code, the sign bit kept (so -0 is 8), NaN -> 7."""
+    torch = _torch()
+    x = q.abs()
+    bits = torch.zeros_like(x)
+    for threshold, code, strict in ((0.25, 1, True), (0.75, 2, False), (1.25, 3, True), (1.75, 4, False),
+                                    (2.5, 5, True), (3.5, 6, False), (5.0, 7, True)):
+        bits = torch.where((x > threshold) if strict else (x >= threshold), _like(x, float(code)), bits)
+    codes = bits.to(torch.int64) | (torch.signbit(q).to(torch.int64) << 3)
+    return torch.where(torch.isnan(q), torch.full_like(codes, 7), codes).to(torch.uint8)
+
+
+def _fp_gpu(g, scheme):
+    """(scale bytes, codes) per group (rows of `g`, f32 values already rounded to the dtype) under MLX's
+    Metal/CUDA kernel (`fp_quantize`, kernels/fp_quantized.h): all in f32, the e8m0 exponent
+    round-half-away of log2 clamped to +-127 (0xFF when not finite; a zero amax gives byte 0), and
+    q = w * f32(1 / scale)."""
+    torch = _torch()
+    mode, bits, _ = MLX_FP[scheme]
+    amax = g.abs().amax(dim=1)
+    x = amax / _like(amax, 6.0 if bits == 4 else 448.0)
+    if mode == "nvfp4":
+        scale_bytes = _e4m3_bytes(x)
+        value = _e4m3_values(scale_bytes)
+    else:
+        n = torch.clamp(_round_away(torch.log2(x)), -127.0, 127.0)
+        n = torch.where(x == 0, _like(n, -127.0), n)
+        b = torch.where(torch.isfinite(x), n + 127, _like(n, 255.0)).to(torch.int64)
+        scale_bytes = b.to(torch.uint8)
+        value = torch.where(b == 0, _like(x, 2.0 ** -127), torch.pow(_like(x, 2.0), (b - 127).float()))
+    enc = torch.where(value == 0, torch.zeros_like(value), _like(value, 1.0) / value)
+    q = g * enc[:, None]
+    codes = _fp4_gpu_codes(q) if bits == 4 else _e4m3_bytes(q)
+    return scale_bytes, codes
+
+
+def _fp_accepted(source, a, block_eq, scheme, params):
+    """Kind per group (0 none, 1 mlx-gpu-rule) for the groups that differ."""
+    _, bits, group_size = MLX_FP[scheme]
+    n, groups = block_eq.shape
+    kind = np.zeros((n, groups), np.int8)
+    rows_i, groups_j = np.nonzero(~block_eq)
+    if len(rows_i) == 0:
+        return kind
+    torch = _torch()
+    w = round_to(source, params["dtype"]).reshape(n, groups, group_size)
+    g = w[torch.from_numpy(rows_i).to(w.device), torch.from_numpy(groups_j).to(w.device)]
+    sb, codes = _fp_gpu(g, scheme)
+    act_codes = _fp_codes(a["weight"], bits, groups * group_size).reshape(n, groups, group_size)[rows_i, groups_j]
+    ok = (a["scales"][rows_i, groups_j] == sb.cpu().numpy()) & (act_codes == codes.cpu().numpy()).all(axis=1)
+    kind[rows_i, groups_j] = np.where(ok, 1, 0)
+    return kind
+
+
 def _fp_compare(e, a, scheme):
     _, bits, group_size = MLX_FP[scheme]
     n, groups = e["scales"].shape
@@ -909,6 +976,7 @@ def _fp_compare(e, a, scheme):
 
 
 SCHEMES = SCHEMES + tuple(MLX_FP)
+ACCEPTED_KINDS.update({name: ("mlx-gpu-rule",) for name in MLX_FP})
 
 
 # ---------------------------------------------------------------------------------------------

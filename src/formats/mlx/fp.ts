@@ -21,8 +21,8 @@ function blockRows(cols: number): number {
 /**
  * `<base>.weight` and `<base>.scales` of `source` quantized in `mode`, after rounding to `dtype`
  * (mlx-lm casts, then quantizes). The first read of either computes the whole tensor block by block
- * (one pass over the source) into its packed codes (bits/32 of the f32 size) and scales, kept until
- * both records were read in full.
+ * (one pass over the source) into its packed codes (bits/32 of the f32 size) and scales; each part
+ * is dropped once read in full.
  */
 export function fpQuantizedRecords(source: TensorRecord, base: string, mode: MlxFpMode, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord} {
   const {bits, groupSize} = MLX_FP_MODES[mode]
@@ -33,10 +33,12 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   const weightRow = (cols * bits) / 8
   const scalesRow = cols / groupSize
   const size = dtypeSize(source.dtype)
-  let whole: Promise<{weight: Uint8Array; scales: Uint8Array}> | undefined
+  /** Both parts of the whole tensor; each is dropped once read in full (the writer reads all weights, then all scales: only the small scales wait). */
+  let whole: Promise<{weight?: Uint8Array; scales?: Uint8Array}> | undefined
   const served = {weight: 0, scales: 0}
+  const total = {weight: rows * weightRow, scales: rows * scalesRow}
 
-  const compute = async () => {
+  const compute = async (): Promise<{weight?: Uint8Array; scales?: Uint8Array}> => {
     const weight = new Uint8Array(rows * weightRow)
     const scales = new Uint8Array(rows * scalesRow)
     const values = new Float32Array(step * cols)
@@ -58,10 +60,15 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
     return {
       name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength,
       async read(start = 0, end = byteLength) {
-        whole ??= compute()
-        const bytes = (await whole)[part].slice(start, end)
+        if (!whole || !(await whole)[part]) whole = compute() // first read, or a part read again after it was dropped
+        const parts = await whole
+        const bytes = parts[part]!.slice(start, end)
         served[part] += end - start
-        if (served.weight >= rows * weightRow && served.scales >= rows * scalesRow) whole = undefined
+        if (served[part] >= total[part]) {
+          served[part] = 0
+          delete parts[part]
+          if (!parts.weight && !parts.scales) whole = undefined
+        }
         return bytes
       },
     }

@@ -114,9 +114,9 @@ function dtypeOf(params: SchemeParams): FloatDType {
 
 /**
  * Encode `count` values (whole groups) of `values` (already rounded to `dtype`) into `codes` (one
- * byte per element) and `scales` (one byte per group).
+ * byte per element; null: the scales only) and `scales` (one byte per group).
  */
-export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType, codes: Uint8Array, scales: Uint8Array): void {
+export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType, codes: Uint8Array | null, scales: Uint8Array): void {
   const {bits, groupSize} = MLX_FP_MODES[mode]
   const maxval = bits === 4 ? 6 : 448
   for (let g = 0; g < count / groupSize; g++) {
@@ -132,7 +132,7 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
       // Inf/NaN weights (e.g. beyond the f16 range): MLX's float-to-int of the exponent is undefined;
       // both implementations write e8m0's NaN byte (what MLX's Metal kernel writes) and zero codes.
       scales[g] = mode === 'nvfp4' ? e4m3Code(s) : 0xff
-      codes.fill(0, start, start + groupSize)
+      codes?.fill(0, start, start + groupSize)
       continue
     } else if (mode === 'nvfp4') {
       const code = e4m3Code(s)
@@ -143,6 +143,7 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
       scales[g] = (e + 127) & 0xff
       divisor = roundTo(2 ** e, dtype)
     }
+    if (!codes) continue // scales only
     // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.
     const exact = mode !== 'nvfp4' && divisor <= 1 && divisor > 0
     const fp4Dtype = mode === 'nvfp4' ? 'F32' : dtype

@@ -20,9 +20,10 @@ function blockRows(cols: number): number {
 
 /**
  * `<base>.weight` and `<base>.scales` of `source` quantized in `mode`, after rounding to `dtype`
- * (mlx-lm casts, then quantizes). The first read of either computes the whole tensor block by block
- * (one pass over the source) into its packed codes (bits/32 of the f32 size) and scales; each part
- * is dropped once read in full.
+ * (mlx-lm casts, then quantizes), computed row block by row block, each record keeping only its last
+ * block: memory stays bounded by a block whatever the model size. The writer reads every weight
+ * before every scale, so the scales pass reads the source again and computes only the scales (the
+ * same per-group rule, without the codes).
  */
 export function fpQuantizedRecords(source: TensorRecord, base: string, mode: MlxFpMode, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord} {
   const {bits, groupSize} = MLX_FP_MODES[mode]
@@ -33,43 +34,47 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   const weightRow = (cols * bits) / 8
   const scalesRow = cols / groupSize
   const size = dtypeSize(source.dtype)
-  /** Both parts of the whole tensor; each is dropped once read in full (the writer reads all weights, then all scales: only the small scales wait). */
-  let whole: Promise<{weight?: Uint8Array; scales?: Uint8Array}> | undefined
-  const served = {weight: 0, scales: 0}
-  const total = {weight: rows * weightRow, scales: rows * scalesRow}
+  const cache: Partial<Record<'weight' | 'scales', {block: number; bytes: Uint8Array}>> = {}
 
-  const compute = async (): Promise<{weight?: Uint8Array; scales?: Uint8Array}> => {
-    const weight = new Uint8Array(rows * weightRow)
-    const scales = new Uint8Array(rows * scalesRow)
-    const values = new Float32Array(step * cols)
-    const codes = new Uint8Array(step * cols)
-    for (let r0 = 0; r0 < rows; r0 += step) {
-      const r1 = Math.min(rows, r0 + step)
-      const n = (r1 - r0) * cols
-      const raw = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
-      const v = values.subarray(0, n)
-      if (dtype === 'F32' || source.dtype === dtype) v.set(raw)
-      else roundInto(raw, dtype, v)
-      fpQuantizeInto(mode, v, n, dtype, codes, scales.subarray(r0 * scalesRow, r1 * scalesRow))
-      weight.set(packFp(codes.subarray(0, n), bits), r0 * weightRow)
+  const block = async (b: number, part: 'weight' | 'scales'): Promise<Uint8Array> => {
+    const hit = cache[part]
+    if (hit?.block === b) return hit.bytes
+    const r0 = b * step
+    const r1 = Math.min(rows, r0 + step)
+    const raw = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
+    let values = raw
+    if (dtype !== 'F32' && source.dtype !== dtype) {
+      values = new Float32Array(raw.length)
+      roundInto(raw, dtype, values)
     }
-    return {weight, scales}
+    const scales = new Uint8Array((r1 - r0) * scalesRow)
+    let bytes: Uint8Array = scales
+    if (part === 'weight') {
+      const codes = new Uint8Array(values.length)
+      fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
+      bytes = packFp(codes, bits)
+    } else {
+      fpQuantizeInto(mode, values, values.length, dtype, null, scales)
+    }
+    cache[part] = {block: b, bytes}
+    return bytes
   }
   const record = (part: 'weight' | 'scales', rowBytes: number, shape: number[]): TensorRecord => {
     const byteLength = rows * rowBytes
     return {
       name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength,
       async read(start = 0, end = byteLength) {
-        if (!whole || !(await whole)[part]) whole = compute() // first read, or a part read again after it was dropped
-        const parts = await whole
-        const bytes = parts[part]!.slice(start, end)
-        served[part] += end - start
-        if (served[part] >= total[part]) {
-          served[part] = 0
-          delete parts[part]
-          if (!parts.weight && !parts.scales) whole = undefined
+        const out = new Uint8Array(end - start)
+        for (let b = Math.floor(start / rowBytes / step); b * step * rowBytes < end; b++) {
+          const r0 = b * step
+          const r1 = Math.min(rows, r0 + step)
+          const bytes = await block(b, part)
+          const from = Math.max(start, r0 * rowBytes)
+          const to = Math.min(end, r1 * rowBytes)
+          out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
         }
-        return bytes
+        if (end >= byteLength) delete cache[part]
+        return out
       },
     }
   }

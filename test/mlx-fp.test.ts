@@ -428,6 +428,31 @@ describe.skipIf(!existsSync(TRAINED))('convert --to mlx --q-mode on the trained 
     }
   }, 120_000)
 
+  it('the reader refuses fp folders that do not hold together: a wrong group size or mode in config.json, biases on an fp module, float scales', async () => {
+    const good = path.join(dir, 'mxfp4') // written by the first test of this block
+    const variant = async (name: string, edit: (config: Record<string, unknown>) => void, from = good) => {
+      const out = path.join(dir, name)
+      await fs.cp(from, out, {recursive: true})
+      const file = path.join(out, 'config.json')
+      const config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
+      edit(config)
+      writeFileSync(file, JSON.stringify(config))
+      return out
+    }
+    const withQ = (q: Record<string, unknown>) => (c: Record<string, unknown>) => {
+      c.quantization = q
+      c.quantization_config = q
+    }
+    await expect(openCheckpoint(await variant('bad-group', withQ({bits: 4, group_size: 64, mode: 'mxfp4'})))).rejects.toThrow(/MLX's mxfp4 is 4 bits in groups of 32/)
+    await expect(openCheckpoint(await variant('bad-mode', withQ({bits: 4, group_size: 32, mode: 'fp3'})))).rejects.toThrow(/quantization mode "fp3"; supported: "affine", "mxfp4", "nvfp4", "mxfp8"/)
+    // An affine folder (scales and biases) whose config claims mxfp4.
+    const affine = path.join(dir, 'affine-g32')
+    await drain(convert(TRAINED, 'mlx', affine, {}, {quantization: {bits: 4, groupSize: 32, mode: 'affine'}}))
+    await expect(openCheckpoint(await variant('claims-mxfp4', withQ({bits: 4, group_size: 32, mode: 'mxfp4'}), affine))).rejects.toThrow(/is mxfp4, which stores no biases/)
+    // An mxfp4 folder whose config claims affine: no biases, and scales that are not floats.
+    await expect(openCheckpoint(await variant('claims-affine', withQ({bits: 4, group_size: 32, mode: 'affine'})))).rejects.toThrow(/has scales but no biases/)
+  }, 120_000)
+
   it('bad combinations are usage errors (exit 2) before any work', () => {
     const out = path.join(dir, 'never')
     for (const [args, message] of [

@@ -31,6 +31,7 @@ const {values} = parseArgs({options: {
   windows: {type: 'string', default: '4'},
   length: {type: 'string', default: '128'},
   out: {type: 'string', default: 'bench/out/quality.json'},
+  only: {type: 'string'},
 }})
 
 interface Target {label: string; to: FormatName; options: WriteOptions; bits: number}
@@ -52,6 +53,16 @@ TARGETS.push(
   {label: 'MLX 4-bit g64, emb 8', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}, mlxQuant: {embedding: 8}}, bits: NaN},
   {label: 'MLX 4-bit g64, emb f16', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}, mlxQuant: {embedding: 'none'}}, bits: NaN},
 )
+
+// MLX's floating-point modes (issue 14): mxfp4, nvfp4, mxfp8 (width and group fixed by the mode).
+TARGETS.push(
+  {label: 'MLX mxfp4', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 32, mode: 'mxfp4'}}, bits: NaN},
+  {label: 'MLX nvfp4', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 16, mode: 'nvfp4'}}, bits: NaN},
+  {label: 'MLX mxfp8', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'mxfp8'}}, bits: NaN},
+  {label: 'MLX mxfp4, emb f16', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 32, mode: 'mxfp4'}, mlxQuant: {embedding: 'none'}}, bits: NaN},
+)
+// --only REGEX: measure a subset of the rows (e.g. --only 'mxfp|nvfp|4-bit g32').
+if (values.only) TARGETS.splice(0, TARGETS.length, ...TARGETS.filter((t) => new RegExp(values.only!).test(t.label)))
 
 const source = await openCheckpoint(values.source!)
 const tokenizer = await findTokenizer(values.source!, source.config.vocab_size)

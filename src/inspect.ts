@@ -3,6 +3,7 @@ import {openCheckpoint} from './formats/registry.js'
 import {type Checkpoint, type FormatName, type PeftInfo, type ReadOptions, type TrainingState, type Quantization} from './formats/types.js'
 import {layerDims, type LayerDims, type OpenElmConfig, parameterCount} from './model/config.js'
 import {matchPreset} from './model/presets.js'
+import {type StorageGroup, storageSummary, type TensorStorage, tensorStorage} from './inspect/quant.js'
 
 export interface InspectReport {
   path: string
@@ -23,9 +24,14 @@ export interface InspectReport {
   info: Record<string, unknown>
   /** LoRA/DoRA adapters (merged on conversion). */
   peft?: PeftInfo
+  /** Storage types (quantization) grouped: tensors, stored bytes, bits per weight. */
+  storage?: StorageGroup[]
+  /** Each tensor's storage type, stored bytes and bits per weight (src/inspect/quant.ts). */
+  tensorStorage?: TensorStorage[]
 }
 
 export function describeCheckpoint(checkpoint: Checkpoint): InspectReport {
+  const perTensor = tensorStorage(checkpoint)
   const dtypes: Record<string, number> = {}
   for (const t of checkpoint.tensors) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1
   const training = checkpoint.extras.training
@@ -47,6 +53,8 @@ export function describeCheckpoint(checkpoint: Checkpoint): InspectReport {
     notes: checkpoint.extras.notes,
     info: checkpoint.extras.info,
     ...(checkpoint.extras.peft ? {peft: checkpoint.extras.peft} : {}),
+    storage: storageSummary(perTensor),
+    tensorStorage: perTensor,
   }
 }
 

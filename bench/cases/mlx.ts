@@ -14,4 +14,14 @@ export const cases: BenchCase[] = [
     bytes: (ctx) => ctx.sizeOf(hf11(ctx)),
     targets: {rssMB: 300},
   },
+  {
+    name: 'mlx/1.1B-mxfp4',
+    description: 'convert 1.1B f32 → mlx --q-mode mxfp4 (MLX fp4 e2m1, e8m0 scale per 32; writes 0.6 GB)',
+    setup: ensureHf11,
+    command: (ctx) => [...ctx.cli, 'convert', hf11(ctx), '--to', 'mlx', '--q-mode', 'mxfp4', '--out', path.join(ctx.work, 'out-mlx-mxfp4')],
+    baseline: (ctx) => cpOf(ctx, hf11(ctx), 'cp-mlx-mxfp4'),
+    outputs: (ctx) => [path.join(ctx.work, 'out-mlx-mxfp4'), path.join(ctx.work, 'cp-mlx-mxfp4')],
+    bytes: (ctx) => ctx.sizeOf(hf11(ctx)),
+    targets: {rssMB: 300},
+  },
 ]

@@ -2,6 +2,7 @@
 import {UsageError} from '../errors.js'
 import {type Quantization, type WriteOptions} from '../formats/types.js'
 import {checkEmbeddingBits} from '../formats/mlx/recipe.js'
+import {isMlxFpMode, MLX_FP_MODE_NAMES, MLX_FP_MODES} from '../quant/mlx-fp.js'
 import {parseFloatDType} from '../tensor/dtype.js'
 
 /** `--dtype` may name a float type, or `q8_0` (GGUF's 8-bit blocks, stored next to f16). */
@@ -26,7 +27,8 @@ function checkGroupSize(g: number): number {
   return g
 }
 
-export function quantizationOption(bits: number | undefined, groupSize: number | undefined): Quantization | undefined {
+export function quantizationOption(bits: number | undefined, groupSize: number | undefined, qMode?: string, to?: string): Quantization | undefined {
+  if (qMode !== undefined && qMode !== 'affine') return fpModeOption(qMode, bits, groupSize, to)
   if (bits === undefined) {
     if (groupSize !== undefined) throw new UsageError('flag.group_size', '--group-size needs --quantize')
     return undefined
@@ -48,4 +50,14 @@ export function mlxQuantFlags(recipe: string | undefined, embedding: string | un
   }
   if (recipe !== undefined && quantize === undefined && groupSize !== undefined) checkGroupSize(groupSize)
   return {...(recipe !== undefined ? {recipe} : {}), ...(bits !== undefined ? {embedding: bits} : {}), ...(recipe !== undefined && quantize === undefined && groupSize !== undefined ? {groupSize} : {})}
+}
+
+/** `--q-mode mxfp4|nvfp4|mxfp8` (MLX only): the mode fixes the width and the group size, so --quantize/--group-size may only repeat them. */
+function fpModeOption(qMode: string, bits: number | undefined, groupSize: number | undefined, to: string | undefined): Quantization {
+  if (!isMlxFpMode(qMode)) throw new UsageError('flag.q_mode', `--q-mode ${qMode} is not supported (expected affine, ${MLX_FP_MODE_NAMES.join(', ')})`)
+  if (to !== undefined && to !== 'mlx') throw new UsageError('flag.target', `--q-mode ${qMode} applies to --to mlx (MLX's quantization modes), not --to ${to}`)
+  const m = MLX_FP_MODES[qMode]
+  if (bits !== undefined && bits !== m.bits) throw new UsageError('flag.quantize', `--q-mode ${qMode} stores ${m.bits}-bit elements: drop --quantize ${bits}`)
+  if (groupSize !== undefined && groupSize !== m.groupSize) throw new UsageError('flag.group_size', `--q-mode ${qMode} uses groups of ${m.groupSize} (MLX fixes it): drop --group-size ${groupSize}`)
+  return {bits: m.bits, groupSize: m.groupSize, mode: qMode}
 }

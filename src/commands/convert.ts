@@ -8,6 +8,7 @@ import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
 import {UsageError} from '../errors.js'
 import {MLX_RECIPE_NAMES} from '../formats/mlx/recipe.js'
+import {MLX_FP_MODE_NAMES} from '../quant/mlx-fp.js'
 import {type FormatName} from '../formats/types.js'
 import {assertPassed, verifyConversion, type VerifyReport} from '../verify/index.js'
 import {reportLines} from '../verify/report.js'
@@ -28,6 +29,7 @@ export default class Convert extends BaseCommand {
     format: formatOption,
     quantize: Flags.integer({description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); for GGUF use --dtype q8_0'}),
     'group-size': Flags.integer({description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
+    'q-mode': Flags.string({description: 'MLX: quantization mode, as mlx-lm\'s --q-mode: affine (default; --quantize N), or mxfp4, nvfp4, mxfp8 (MLX\'s floating-point formats; width and group size fixed by the mode)', options: ['affine', ...MLX_FP_MODE_NAMES]}),
     'q-recipe': Flags.string({description: 'MLX: mixed widths as mlx-lm\'s recipes, read for OpenELM (embedding/head, and qkv_proj/proj_2 of the first, last and every third layer get the high width)', options: MLX_RECIPE_NAMES}),
     'quantize-embedding': Flags.string({description: 'MLX: bits for the embedding, which is also the output head (2, 3, 4, 5, 6, 8), or none to keep it in float'}),
     layout: Flags.string({description: 'target layout variant (mlx: mlx-lm, corenet-mlx, npz; onnx: external-data, single-file, contrib-ops)'}),
@@ -51,11 +53,13 @@ export default class Convert extends BaseCommand {
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
     const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, ...(peft ? {peft} : {})}
-    const mlxQuant = mlxQuantFlags(flags['q-recipe'], flags['quantize-embedding'], flags.to, flags.quantize, flags['group-size'])
+    const fpMode = flags['q-mode'] !== undefined && flags['q-mode'] !== 'affine'
+    // With --q-recipe alone (affine), --group-size travels in mlxQuant.
+    const quantization = flags.quantize === undefined && flags['q-recipe'] !== undefined && !fpMode ? undefined : quantizationOption(flags.quantize, flags['group-size'], flags['q-mode'], flags.to)
+    const mlxQuant = mlxQuantFlags(flags['q-recipe'], flags['quantize-embedding'], flags.to, flags.quantize ?? (fpMode ? quantization?.bits : undefined), flags['group-size'])
     const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
-      // With --q-recipe alone, --group-size travels in mlxQuant.
-      ...(flags.quantize === undefined && mlxQuant?.recipe !== undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
+      ...(quantization ? {quantization} : {}), // else --dtype q8_0 keeps its own
       ...(mlxQuant ? {mlxQuant} : {}),
       layout: flags.layout,
       shardSize: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined,
@@ -65,7 +69,7 @@ export default class Convert extends BaseCommand {
       force: flags.force,
     }))
     const total = result.target.files.reduce((a, f) => a + f.bytes, 0)
-    this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${result.target.quantization.bits}-bit` : ''})`)
+    this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${['affine', 'q8_0'].includes(result.target.quantization.mode) ? `${result.target.quantization.bits}-bit` : result.target.quantization.mode}` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
     if (!flags.verify) return result

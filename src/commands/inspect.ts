@@ -18,6 +18,7 @@ export default class Inspect extends BaseCommand {
     format: formatOption,
     ema: Flags.boolean({description: 'CoreNet: inspect the EMA weights', default: false}),
     config: Flags.string({description: 'config to use: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
+    tensors: Flags.boolean({description: 'also list every tensor\'s storage: type (quantization), bits per weight, stored bytes', default: false}),
     ...peftFlags,
   }
 
@@ -27,9 +28,10 @@ export default class Inspect extends BaseCommand {
     const report = await inspect(args.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, peft})
     const c = report.config
     this.log(`${report.path}: ${report.format}${report.preset ? ` (OpenELM-${report.preset} shape)` : ''}`)
-    this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${report.quantization.bits}-bit/${report.quantization.groupSize}` : ''}`)
+    this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${['affine', 'q8_0'].includes(report.quantization.mode) ? `${report.quantization.bits}-bit/${report.quantization.groupSize}` : report.quantization.mode}` : ''}`)
     this.log(`  config      ${report.configSource}: layers ${c.num_transformer_layers}, model_dim ${c.model_dim}, head_dim ${c.head_dim}, gqa ${c.num_gqa_groups}, vocab ${c.vocab_size}, context ${c.max_context_length}`)
     this.log(`  dtypes      ${Object.entries(report.dtypes).map(([d, n]) => `${d}×${n}`).join(' ')}`)
+    this.log(`  storage     ${(report.storage ?? []).map((g) => `${g.type} ×${g.tensors} (${g.bitsPerWeight} bpw) ${bytes(g.storedBytes)}`).join(', ')}`)
     const files = Array.isArray(report.info.files) ? (report.info.files as {path: string; bytes: number}[]) : []
     if (files.length > 0) this.log(`  files       ${files.map((f) => `${f.path.split('/').pop()} (${bytes(f.bytes)})`).join(', ')}${report.info.layout ? `   ${String(report.info.layout)}` : ''}`)
     if (report.tokenizerFiles.length > 0) this.log(`  tokenizer   ${report.tokenizerFiles.map((f) => f.split('/').pop()).join(', ')}`)
@@ -41,6 +43,10 @@ export default class Inspect extends BaseCommand {
     for (const note of report.notes) this.log(`  note        ${note}`)
     this.log('')
     this.log(table(['layer', 'q heads', 'kv heads', 'ffn dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])))
+    if (flags.tensors) {
+      this.log('')
+      this.log(table(['tensor', 'shape', 'type', 'bits/weight', 'stored'], (report.tensorStorage ?? []).map((t) => [t.name, t.shape.join('×'), t.type, t.bitsPerWeight, bytes(t.storedBytes)])))
+    }
     return report
   }
 }

@@ -15,7 +15,7 @@ export type FormatName = (typeof FORMAT_NAMES)[number]
 export interface Quantization {
   bits: number
   groupSize: number
-  mode: 'affine' | 'q8_0'
+  mode: 'affine' | 'q8_0' | 'mxfp4' | 'nvfp4' | 'mxfp8'
 }
 
 /** What a checkpoint carries besides the model weights. */

@@ -138,6 +138,7 @@ async function readVerifyReport(dir: string): Promise<{json?: unknown; error?: s
 function dtypeLine(report: InspectReport): string {
   const q = report.quantization
   if (!q) return report.dtype
+  if (q.mode !== 'q8_0' && q.mode !== 'affine') return `MLX ${q.mode} (${report.dtype} for the rest)`
   return q.mode === 'q8_0' ? `Q8_0 blocks (${report.dtype} for the rest)` : `${q.bits}-bit affine, group size ${q.groupSize} (${report.dtype} scales)`
 }
 
@@ -169,7 +170,7 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
   if (report) {
     if (report.format === 'hf') tags.push('safetensors')
     else tags.push(report.format)
-    if (report.quantization) tags.push(report.quantization.mode === 'q8_0' ? 'q8_0' : `${report.quantization.bits}-bit`)
+    if (report.quantization) tags.push(report.quantization.mode === 'affine' ? `${report.quantization.bits}-bit` : report.quantization.mode)
   }
   metadata.tags = tags
   metadata.license = 'other'

@@ -24,3 +24,9 @@ export function schemeFor(name: string): Scheme {
 
 export {floatSchemeName} from './float.js'
 export type {EncodingDiff, Encoded, FirstDifference, Scheme, SchemeParams} from './types.js'
+
+// ---- MLX's floating-point modes (mxfp4, nvfp4, mxfp8): src/quant/mlx-fp.ts ----
+import {MLX_MXFP4, MLX_MXFP8, MLX_NVFP4} from './mlx-fp.js'
+SCHEMES[MLX_MXFP4.name] = MLX_MXFP4
+SCHEMES[MLX_NVFP4.name] = MLX_NVFP4
+SCHEMES[MLX_MXFP8.name] = MLX_MXFP8

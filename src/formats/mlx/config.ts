@@ -11,6 +11,7 @@ import {matchPreset, presetConfig} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {type Quantization} from '../types.js'
 import {type QuantSpec} from './quantize.js'
+import {isMlxFpMode, MLX_FP_MODE_NAMES, MLX_FP_MODES} from '../../quant/mlx-fp.js'
 
 /** CoreNet's `gpt_configs` keys ↔ our preset names. */
 export const CORENET_MODEL_NAMES: Record<string, string> = {
@@ -21,7 +22,7 @@ export const CORENET_MODEL_NAMES: Record<string, string> = {
 }
 
 export function quantizationJson(q: QuantSpec): Record<string, unknown> {
-  return {bits: q.bits, group_size: q.groupSize, mode: 'affine'}
+  return {bits: q.bits, group_size: q.groupSize, mode: q.mode ?? 'affine'}
 }
 
 export function hfStyleConfig(config: OpenElmConfig, dtype: FloatDType, q: QuantSpec | undefined, perModule: Record<string, unknown> = {}): Record<string, unknown> {
@@ -74,11 +75,15 @@ export function parseQuantization(json: Record<string, unknown>, file: string): 
   const q = raw as Record<string, unknown>
   const one = (v: Record<string, unknown>, where: string): Quantization => {
     const mode = v.mode ?? 'affine'
-    if (mode !== 'affine') throw new FormatError('mlx.quantization_mode', `${file}: ${where} uses quantization mode ${showValue(mode)}; only "affine" is supported`, {field: 'quantization'})
+    if (mode !== 'affine' && !isMlxFpMode(mode)) throw new FormatError('mlx.quantization_mode', `${file}: ${where} uses quantization mode ${showValue(mode)}; supported: "affine", ${MLX_FP_MODE_NAMES.map((m) => `"${m}"`).join(', ')}`, {field: 'quantization'})
     const bits = v.bits
     const groupSize = v.group_size
     if (typeof bits !== 'number' || typeof groupSize !== 'number') throw new ConfigError('config.quantization', `${file}: ${where} needs numeric bits and group_size`, {field: 'quantization'})
-    return {bits, groupSize, mode: 'affine'}
+    if (mode !== 'affine') {
+      const fixed = MLX_FP_MODES[mode]
+      if (bits !== fixed.bits || groupSize !== fixed.groupSize) throw new ConfigError('config.quantization', `${file}: ${where} says ${mode} with ${bits} bits in groups of ${groupSize}; MLX's ${mode} is ${fixed.bits} bits in groups of ${fixed.groupSize}`, {field: 'quantization'})
+    }
+    return {bits, groupSize, mode}
   }
   for (const [key, value] of Object.entries(q)) {
     if (['bits', 'group_size', 'mode', 'quant_method'].includes(key)) continue

@@ -23,6 +23,9 @@ import {isQuantizable, LAYOUTS, type MlxLayout, modulePath, parseLayout, parseSt
 import {openNpz, writeNpz} from './npz.js'
 import {checkQuantParams, dequantizedRecord, quantizedRecords, type QuantSpec} from './quantize.js'
 import {type MlxQuantPlan, mlxQuantPlan} from './recipe.js'
+import {fpDequantizedRecord, fpQuantizedRecords, fpStored} from './fp.js'
+import {isMlxFpMode} from '../../quant/mlx-fp.js'
+import {isFloatDType} from '../../tensor/dtype.js'
 
 /** mlx-lm's `MAX_FILE_SIZE_GB = 5`, used as `5 << 30` bytes. */
 export const MLX_SHARD_BYTES = 5 * 2 ** 30
@@ -52,7 +55,11 @@ export function mlxRecords(source: Checkpoint, layout: MlxLayout, dtype: FloatDT
   const quantized: string[] = []
   for (const t of source.tensors) {
     const q = plan?.specFor(t.name)
-    if (q && isQuantizable(t.name, t.shape, q.groupSize, spec)) {
+    if (q && isQuantizable(t.name, t.shape, q.groupSize, spec) && isMlxFpMode(q.mode)) {
+      const {weight, scales} = fpQuantizedRecords(t, spec.prefix + modulePath(t.name), q.mode, dtype)
+      records.push(weight, scales)
+      quantized.push(t.name)
+    } else if (q && isQuantizable(t.name, t.shape, q.groupSize, spec)) {
       const {weight, scales, biases} = quantizedRecords(t, spec.prefix + modulePath(t.name), q, dtype)
       records.push(weight, scales, biases)
       quantized.push(t.name)
@@ -69,7 +76,7 @@ function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType,
   const lines = ['---', 'library_name: mlx', 'license: other', 'license_name: apple-sample-code-license', 'pipeline_tag: text-generation', 'tags:', '- openelm', '- mlx']
   if (base) lines.push(`base_model: ${base}`)
   lines.push('---', '')
-  const what = plan ? `${plan.label}, affine quantized` : dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32'
+  const what = plan ? `${plan.label}, ${plan.base.mode ?? 'affine'} quantized` : dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32'
   lines.push(`# ${base ? base.split('/')[1] : 'OpenELM'} (MLX, ${what})`, '')
   lines.push(`Converted${base ? ` from [${base}](https://huggingface.co/${base})` : ''} to the mlx-lm layout with \`openelm convert --to mlx\`.`, '')
   lines.push('```bash', 'pip install mlx-lm', 'mlx_lm.generate --model . --prompt "Once upon a time"', '```', '')
@@ -80,11 +87,13 @@ function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType,
 
 export async function* writeMlx(source: Checkpoint, out: string, options: WriteOptions): AsyncGenerator<ProgressEvent, WriteResult> {
   const layout = parseLayout(options.layout)
-  if (options.quantization && options.quantization.mode !== 'affine') {
-    throw new UsageError('flag.quantize', `MLX stores affine quantization only (got ${options.quantization.mode}); use --quantize N instead of --dtype q8_0`)
+  const mode = options.quantization?.mode
+  if (mode !== undefined && mode !== 'affine' && !isMlxFpMode(mode)) {
+    throw new UsageError('flag.quantize', `MLX stores affine, mxfp4, nvfp4 or mxfp8 quantization (got ${mode}); use --quantize N or --q-mode instead of --dtype q8_0`)
   }
-  const base: QuantSpec | undefined = options.quantization ? {bits: options.quantization.bits, groupSize: options.quantization.groupSize} : undefined
-  if (base) checkQuantParams(base.bits, base.groupSize)
+  const base: QuantSpec | undefined = options.quantization ? {bits: options.quantization.bits, groupSize: options.quantization.groupSize, mode: mode as QuantSpec['mode']} : undefined
+  if (base && mode === 'affine') checkQuantParams(base.bits, base.groupSize)
+  if (base && isMlxFpMode(mode) && layout !== 'mlx-lm') throw new UsageError('flag.q_mode', `--q-mode ${mode} needs the mlx-lm layout: ${layout}'s config has no quantization mode`)
   const plan = mlxQuantPlan(source.config, base, options.mlxQuant)
   if (options.mlxQuant && (options.mlxQuant.recipe !== undefined || options.mlxQuant.embedding !== undefined) && layout !== 'mlx-lm') {
     throw new UsageError('flag.q_recipe', `per-module quantization (--q-recipe, --quantize-embedding) needs the mlx-lm layout: ${layout}'s config holds one {bits, group_size}`)
@@ -105,7 +114,7 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
       notes.push(`per-module quantization (${plan.label}): ${[...widths.entries()].sort((a, b) => a[0] - b[0]).map(([b, c]) => `${c} × ${b}-bit`).join(', ')}${options.mlxQuant?.embedding === 'none' ? `, embedding in ${dtype}` : ''}`)
     }
   }
-  const quantization: Quantization | undefined = q ? {...q, mode: 'affine'} : undefined
+  const quantization: Quantization | undefined = q ? {bits: q.bits, groupSize: q.groupSize, mode: q.mode ?? 'affine'} : undefined
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
     const files: {path: string; bytes: number}[] = []
     const totalBytes = records.reduce((a, r) => a + r.byteLength, 0)
@@ -153,7 +162,7 @@ function perModule(source: Checkpoint, plan: MlxQuantPlan | undefined, quantized
   for (const t of source.tensors) {
     if (t.shape.length !== 2 || !plan.explicit(t.name)) continue
     const q = quantized.includes(t.name) ? plan.specFor(t.name) : undefined
-    out[LAYOUTS['mlx-lm'].prefix + modulePath(t.name)] = q ? {group_size: q.groupSize, bits: q.bits, mode: 'affine'} : false
+    out[LAYOUTS['mlx-lm'].prefix + modulePath(t.name)] = q ? {group_size: q.groupSize, bits: q.bits, mode: q.mode ?? 'affine'} : false
   }
   return out
 }
@@ -200,11 +209,24 @@ export function canonicalTensors(stored: readonly TensorRecord[], prefix: string
   const tensors: TensorRecord[] = []
   const quantized: Quantization[] = []
   const forms = new Map<string, StoredTensor>()
+  // The dtype fp-mode tensors dequantize to: the file's float tensors' (mlx-lm casts the model to it before quantizing).
+  const floatDtype = (stored.find((t) => isFloatDType(t.dtype))?.dtype ?? 'F16') as FloatDType
   for (const [canonical, group] of groups) {
     const {weight, scales, biases} = group
     if (!weight) throw new MappingError('tensor.missing', `${canonical}: found ${scales ? 'scales' : 'biases'} but no packed weight`, {tensor: canonical})
     if (!scales && !biases) {
       tensors.push(renamed(weight, canonical))
+      continue
+    }
+    const fpOverride = quantization.perPath.get(modulePath(canonical)) ?? quantization.perPath.get(`transformer.${modulePath(canonical)}`)
+    const fpQ = fpOverride === false ? undefined : fpOverride ?? quantization.default
+    if (fpQ && isMlxFpMode(fpQ.mode)) {
+      if (biases) throw new MappingError('tensor.unexpected', `quantized tensor ${canonical} is ${fpQ.mode}, which stores no biases, but the file has ${biases.name}`, {tensor: canonical})
+      if (!scales) throw new MappingError('tensor.missing', `quantized tensor ${canonical} (${fpQ.mode}) has no scales`, {tensor: canonical})
+      const record = fpDequantizedRecord(canonical, weight, scales, fpQ.mode, floatDtype)
+      tensors.push(record)
+      forms.set(canonical, fpStored(record, weight, scales, fpQ.mode, floatDtype))
+      if (!quantized.some((x) => x.mode === fpQ.mode)) quantized.push(fpQ)
       continue
     }
     if (!scales || !biases) throw new MappingError('tensor.missing', `quantized tensor ${canonical} has ${scales ? 'scales' : 'biases'} but no ${scales ? 'biases' : 'scales'}`, {tensor: canonical})
@@ -213,10 +235,11 @@ export function canonicalTensors(stored: readonly TensorRecord[], prefix: string
     const q = override ?? quantization.default
     if (!q) throw new ConfigError('config.quantization', `tensor ${canonical} is quantized but config.json has no quantization {bits, group_size}`, {tensor: canonical})
     checkQuantParams(q.bits, q.groupSize)
-    const record = dequantizedRecord(canonical, weight, scales, biases, q)
+    const spec = {bits: q.bits, groupSize: q.groupSize}
+    const record = dequantizedRecord(canonical, weight, scales, biases, spec)
     tensors.push(record)
-    forms.set(canonical, affineStored(record, weight, scales, biases, q))
-    if (!quantized.some((x) => x.bits === q.bits && x.groupSize === q.groupSize)) quantized.push(q)
+    forms.set(canonical, affineStored(record, weight, scales, biases, spec))
+    if (!quantized.some((x) => x.bits === q.bits && x.groupSize === q.groupSize && x.mode === q.mode)) quantized.push(q)
   }
   return {tensors, quantized, forms}
 }
@@ -262,7 +285,7 @@ export async function readMlx(p: string, options: ReadOptions = {}): Promise<Che
     }
     const metadataFormat = stored.metadata?.format
     if (stored.layout === 'mlx-lm' && metadataFormat !== undefined && metadataFormat !== 'mlx') notes.push(`safetensors metadata format is "${metadataFormat}", not "mlx"`)
-    if (quantized.length > 0) notes.push(`dequantized ${quantized.map((q) => `${q.bits}-bit (group ${q.groupSize})`).join(', ')} affine weights on read`)
+    if (quantized.length > 0) notes.push(`dequantized ${quantized.map((q) => (q.mode === 'affine' ? `${q.bits}-bit (group ${q.groupSize}) affine` : q.mode)).join(', ')} weights on read`)
     return await readerCheckpoint('mlx', p, resolved, {
       tokenizerDir: dir,
       quantization: quantized[0],

@@ -20,6 +20,8 @@ export {
 export interface QuantSpec {
   bits: number
   groupSize: number
+  /** MLX's quantization mode (default affine; mxfp4/nvfp4/mxfp8: src/formats/mlx/fp.ts). */
+  mode?: 'affine' | 'mxfp4' | 'nvfp4' | 'mxfp8'
 }
 
 /** f32 bytes of one row block: a quarter of a streaming chunk keeps the transient buffers small (RSS target). */

@@ -64,6 +64,8 @@ export function checkEmbeddingBits(bits: number | 'none', text = String(bits)): 
 
 /** The plan for `base` (from --quantize/--group-size, or the recipe's low width) and the choices. */
 export function mlxQuantPlan(config: OpenElmConfig, base: QuantSpec | undefined, choice: MlxQuantChoice = {}): MlxQuantPlan | undefined {
+  const fpMode = base?.mode !== undefined && base.mode !== 'affine' ? base.mode : undefined
+  if (fpMode && choice.recipe !== undefined) throw new UsageError('flag.q_recipe', `--q-recipe ${choice.recipe} mixes affine widths; it does not apply to --q-mode ${fpMode} (mlx-lm refuses it too)`)
   let recipe: {low: number; high: number} | undefined
   if (choice.recipe !== undefined) {
     recipe = MLX_RECIPES[choice.recipe as MlxRecipe]
@@ -71,6 +73,7 @@ export function mlxQuantPlan(config: OpenElmConfig, base: QuantSpec | undefined,
     if (base && base.bits !== recipe.low) throw new UsageError('flag.q_recipe', `--q-recipe ${choice.recipe} sets the widths (${recipe.low} and ${recipe.high} bits); drop --quantize ${base.bits}`)
   }
   if (choice.embedding !== undefined) checkEmbeddingBits(choice.embedding)
+  if (fpMode && typeof choice.embedding === 'number') throw new UsageError('flag.quantize_embedding', `--quantize-embedding ${choice.embedding} with --q-mode ${fpMode}: the embedding can be kept in float (none), not given its own affine width`)
   const groupSize = base?.groupSize ?? choice.groupSize ?? 64
   const top: QuantSpec | undefined = base ?? (recipe ? {bits: recipe.low, groupSize} : undefined)
   if (!top) return undefined
@@ -88,7 +91,7 @@ export function mlxQuantPlan(config: OpenElmConfig, base: QuantSpec | undefined,
     }
     return recipeSpec(canonical)
   }
-  const parts = [recipe ? `${choice.recipe} (${recipe.low}/${recipe.high}-bit)` : `${top.bits}-bit`, `group ${groupSize}`]
+  const parts = fpMode ? [fpMode] : [recipe ? `${choice.recipe} (${recipe.low}/${recipe.high}-bit)` : `${top.bits}-bit`, `group ${groupSize}`]
   if (choice.embedding !== undefined) parts.push(choice.embedding === 'none' ? 'embedding unquantized' : `embedding ${choice.embedding}-bit`)
   return {
     base: top,

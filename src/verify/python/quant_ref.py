@@ -92,6 +92,8 @@ def canonical_shape(shape):
 def check_params(scheme, params, cols):
     """The params of `scheme` (validated, with nothing extra) for rows of `cols` values."""
     params = dict(params or {})
+    if scheme in MLX_FP:
+        return _fp_check_params(scheme, params, cols)
     if scheme in FLOAT_SCHEMES:
         if params:
             raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
@@ -122,6 +124,8 @@ def check_params(scheme, params, cols):
 def layout(scheme, params, rows, cols):
     """{part: (dtype, [rows, n])} of a [rows, cols] tensor under `scheme`."""
     params = check_params(scheme, params, cols)
+    if scheme in MLX_FP:
+        return _fp_layout(scheme, params, rows, cols)
     if scheme in FLOAT_SCHEMES:
         return {"data": (FLOAT_SCHEMES[scheme], [rows, cols])}
     if scheme == "gguf_q8_0":
@@ -385,6 +389,8 @@ def quantize(scheme, values, params=None, device=None):
             out = {"data": _to_numpy_bits(cast_bits(x, dt), dt)}
         elif scheme == "mlx_affine":
             out = _mlx_quantize(x, params)
+        elif scheme in MLX_FP:
+            out = _fp_quantize(x, scheme, params)
         else:
             out = _q8_0_quantize(x)
         for name, bits in out.items():
@@ -404,6 +410,8 @@ def dequantize(scheme, parts, rows, cols, params=None, device="cpu"):
             out[r0:r1] = widen(_from_numpy_bits(block["data"], device), FLOAT_SCHEMES[scheme])
         elif scheme == "mlx_affine":
             out[r0:r1] = _mlx_dequantize(block, r1 - r0, cols, params, device)
+        elif scheme in MLX_FP:
+            out[r0:r1] = _fp_dequantize(block, r1 - r0, cols, scheme, params, device)
         else:
             out[r0:r1] = _q8_0_dequantize(block, r1 - r0, cols, device)
     return out
@@ -425,6 +433,8 @@ def _blocking(scheme, params, cols):
         return 1, cols, ("data",)
     if scheme == "gguf_q8_0":
         return cols // Q8_0_BLOCK, Q8_0_BLOCK, ("blocks",)
+    if scheme in MLX_FP:
+        return cols // MLX_FP[scheme][2], MLX_FP[scheme][2], ("scales", "weight")
     return cols // params["group_size"], params["group_size"], ("scales", "biases", "weight")
 
 
@@ -534,13 +544,20 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
             elem, block_eq, part = _compare_floats(e, a)
         elif scheme == "gguf_q8_0":
             elem, block_eq, part = _compare_q8_0(e, a)
+        elif scheme in MLX_FP:
+            elem, block_eq, part = _fp_compare(e, a, scheme)
         else:
             elem, block_eq, part, ec, ac = _compare_mlx(e, a, params)
         result["identical_elements"] += int(elem.sum())
         result["identical_blocks"] += int(block_eq.sum())
         if block_eq.all():
             continue
-        kind = _mlx_accepted(source[r0:r1], ec, ac, a, block_eq, params) if scheme == "mlx_affine" else np.zeros(block_eq.shape, np.int8)
+        if scheme == "mlx_affine":
+            kind = _mlx_accepted(source[r0:r1], ec, ac, a, block_eq, params)
+        elif scheme in MLX_FP:
+            kind = _fp_accepted(source[r0:r1], a, block_eq, scheme, params)
+        else:
+            kind = np.zeros(block_eq.shape, np.int8)
         for k, label in enumerate(kinds):
             result["accepted"][label] += int((kind == k + 1).sum())
         mismatch = ~block_eq & (kind == 0)
@@ -560,6 +577,13 @@ def take_accepted(scheme, expected_parts, actual_parts, accepted_mask, params=No
     """`expected_parts` with the blocks marked in `accepted_mask` taken from `actual_parts`."""
     if accepted_mask is None:
         return expected_parts
+    if scheme in MLX_FP:
+        _, bits, group_size = MLX_FP[scheme]
+        words = group_size * bits // 32
+        return {
+            "weight": np.where(np.repeat(accepted_mask, words, axis=1), actual_parts["weight"], expected_parts["weight"]),
+            "scales": np.where(accepted_mask, actual_parts["scales"], expected_parts["scales"]),
+        }
     if scheme != "mlx_affine":
         raise SchemeError("scheme %s has no accepted differences" % scheme)
     words = params["group_size"] * params["bits"] // 32  # a group is whole words (group_size >= 32)
@@ -763,6 +787,196 @@ def exact(request):
         reply["hidden_model"] = [f32_bytes(h) for h in hidden_model]
         reply["hidden_expected"] = [f32_bytes(h) for h in hidden_expected]
     return reply
+
+
+# ---------------------------------------------------------------------------------------------
+# MLX floating-point modes: mlx_mxfp4, mlx_nvfp4, mlx_mxfp8 (mx.quantize(w, mode=...) on MLX's CPU
+# device, i.e. the op graph of `fp_quantize` in mlx/ops.cpp), written from that graph: every op in
+# the weight dtype D (computed in f32 and rounded to D: one op's double rounding is innocuous),
+#   s = D(max|w| / M)                      M = 6 (fp4 elements) or 448 (fp8 elements)
+#   mx (group 32): e = where(s == 0, 0, round(D(log2 s))), scale byte e + 127, q = D(w / D(2^e))
+#   nv (group 16): scale byte = to_fp8(s), q = D(w / from_fp8(byte))
+#   fp4: argmin |q - lut| over MLX's 16-entry table (first index on ties; in D for mx, f32 for nv)
+#   fp8: to_fp8(q): e4m3fn, nearest even, |q| >= 448 (and NaN/Inf) saturate to 0x7E | sign
+# Parts: weight U32 [rows, cols*bits/32] (fp4: element 2j in the low nibble of byte j), scales U8
+# [rows, cols/group]; no biases. params {dtype}. Dequantized: lut/e4m3 value x scale (exact in f32),
+# rounded to D.
+
+MLX_FP = {"mlx_mxfp4": ("mxfp4", 4, 32), "mlx_nvfp4": ("nvfp4", 4, 16), "mlx_mxfp8": ("mxfp8", 8, 32)}
+MLX_FP4_LUT = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+
+
+def _fp_check_params(scheme, params, cols):
+    mode, bits, group_size = MLX_FP[scheme]
+    extra = sorted(set(params) - {"dtype"})
+    if extra:
+        raise SchemeError("%s: unknown params %s (bits %d and group_size %d are fixed by the mode)" % (scheme, ", ".join(extra), bits, group_size))
+    if params.get("dtype") not in MLX_DTYPES:
+        raise SchemeError("%s: dtype must be one of %s, got %r" % (scheme, MLX_DTYPES, params.get("dtype")))
+    if cols % group_size:
+        raise SchemeError("%s: rows of %d values do not split into groups of %d" % (scheme, cols, group_size))
+    return {"dtype": params["dtype"]}
+
+
+def _fp_layout(scheme, params, rows, cols):
+    _, bits, group_size = MLX_FP[scheme]
+    return {"weight": ("U32", [rows, cols * bits // 32]), "scales": ("U8", [rows, cols // group_size])}
+
+
+def _e4m3_bytes(v):
+    """uint8 e4m3fn codes of f32 tensor `v`: the nearest of the format's values (ties to the even
+    code), computed on the value grid: exponent E (at least -6, the subnormal range), step 2^(E-3),
+    n = rint(|v| / step), code = 8(E + 6) + n."""
+    torch = _torch()
+    a = v.abs()
+    _, ex = torch.frexp(a)
+    e = torch.where(a == 0, _like(a, -6.0), torch.clamp(ex.float() - 1, min=-6.0))
+    n = torch.round(a / torch.pow(_like(a, 2.0), e - 3))
+    code = 8 * (e + 6) + n
+    code = torch.where(a < 448.0, code, _like(code, 126.0)).to(torch.int64)  # NaN fails a < 448
+    return (code | (torch.signbit(v).to(torch.int64) << 7)).to(torch.uint8)
+
+
+def _e4m3_values(b):
+    """f32 values of e4m3 codes (uint8/int tensor); 0x7F / 0xFF read as +-480, as MLX's FromFP8."""
+    torch = _torch()
+    b = b.to(torch.int64)
+    e, m = (b >> 3) & 0xF, (b & 7).float()
+    v = torch.where(e == 0, m * 2.0 ** -9, (m + 8) * torch.pow(torch.full_like(m, 2.0), (e - 10).float()))
+    return torch.where((b & 0x80) != 0, -v, v)
+
+
+def _fp_quantize(x, scheme, params):
+    torch = _torch()
+    mode, bits, group_size = MLX_FP[scheme]
+    dtype = params["dtype"]
+    rows, cols = x.shape
+    g = round_to(x, dtype).reshape(-1, group_size)
+    amax = g.abs().amax(dim=1)
+    s = round_to(amax / _like(amax, 6.0 if bits == 4 else 448.0), dtype)
+    finite = torch.isfinite(s)
+    if mode == "nvfp4":
+        scale_bytes = _e4m3_bytes(s)
+        q = round_to(g / _e4m3_values(scale_bytes)[:, None], dtype)
+    else:
+        e = torch.where(s == 0, torch.zeros_like(s), torch.round(round_to(torch.log2(s), dtype)))
+        e = torch.where(finite, e, torch.zeros_like(e))
+        scale_bytes = torch.where(finite, (e.to(torch.int64) + 127) & 0xFF, torch.full_like(e, 255, dtype=torch.int64)).to(torch.uint8)
+        q = round_to(g / round_to(torch.pow(_like(e, 2.0), e), dtype)[:, None], dtype)
+    # A non-finite scale (Inf/NaN weights; MLX's exponent conversion is undefined there): codes 0.
+    q = torch.where(finite[:, None], q, torch.zeros_like(q))
+    if bits == 4:
+        lut = torch.tensor(MLX_FP4_LUT, dtype=torch.float32, device=q.device)
+        dist = q[:, :, None] - lut
+        if mode != "nvfp4":  # mx: the subtraction is in D; nv: q was promoted to f32 (x 1.0f)
+            dist = round_to(dist.reshape(-1, 16), dtype).reshape(dist.shape)
+        codes = torch.argmin(dist.abs(), dim=2).to(torch.uint8).reshape(rows, cols).cpu().numpy()
+        weight = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+    else:
+        weight = _e4m3_bytes(q).reshape(rows, cols).cpu().numpy()
+    return {
+        "weight": np.ascontiguousarray(weight).view("<u4").astype(np.uint32).reshape(rows, cols * bits // 32),
+        "scales": scale_bytes.reshape(rows, cols // group_size).cpu().numpy(),
+    }
+
+
+def _fp_codes(weight, bits, cols):
+    """uint8 codes [rows, cols] of a weight part."""
+    b = np.ascontiguousarray(weight, dtype="<u4").view(np.uint8).reshape(weight.shape[0], -1)
+    if bits == 8:
+        return b
+    out = np.empty((b.shape[0], cols), np.uint8)
+    out[:, 0::2] = b & 0xF
+    out[:, 1::2] = b >> 4
+    return out
+
+
+def _fp_dequantize(parts, rows, cols, scheme, params, device):
+    torch = _torch()
+    mode, bits, group_size = MLX_FP[scheme]
+    codes = torch.from_numpy(_fp_codes(parts["weight"], bits, cols).astype(np.int64)).to(device)
+    if bits == 4:
+        v = torch.tensor(MLX_FP4_LUT, dtype=torch.float32, device=device)[codes]
+    else:
+        v = _e4m3_values(codes)
+    sb = torch.from_numpy(np.asarray(parts["scales"]).astype(np.int64)).to(device)
+    if mode == "nvfp4":
+        scale = _e4m3_values(sb)
+    else:
+        scale = torch.where(sb == 0, torch.full_like(sb, 0, dtype=torch.float32) + 2.0 ** -127,
+                            torch.pow(torch.full_like(sb, 2, dtype=torch.float32), (sb - 127).float()))
+    out = torch.mul(v.reshape(rows, -1, group_size), scale.reshape(rows, -1, 1)).reshape(rows, cols)
+    return round_to(out, params["dtype"])
+
+
+def _fp4_gpu_codes(q):
+    """uint8 codes of MLX's GPU kernel's fp4 conversion (`fp4_e2m1`, kernels/fp4.h): thresholds with
+    ties to the even code, the sign bit kept (so -0 is 8), NaN -> 7."""
+    torch = _torch()
+    x = q.abs()
+    bits = torch.zeros_like(x)
+    for threshold, code, strict in ((0.25, 1, True), (0.75, 2, False), (1.25, 3, True), (1.75, 4, False),
+                                    (2.5, 5, True), (3.5, 6, False), (5.0, 7, True)):
+        bits = torch.where((x > threshold) if strict else (x >= threshold), _like(x, float(code)), bits)
+    codes = bits.to(torch.int64) | (torch.signbit(q).to(torch.int64) << 3)
+    return torch.where(torch.isnan(q), torch.full_like(codes, 7), codes).to(torch.uint8)
+
+
+def _fp_gpu(g, scheme):
+    """(scale bytes, codes) per group (rows of `g`, f32 values already rounded to the dtype) under MLX's
+    Metal/CUDA kernel (`fp_quantize`, kernels/fp_quantized.h): all in f32, the e8m0 exponent
+    round-half-away of log2 clamped to +-127 (0xFF when not finite; a zero amax gives byte 0), and
+    q = w * f32(1 / scale)."""
+    torch = _torch()
+    mode, bits, _ = MLX_FP[scheme]
+    amax = g.abs().amax(dim=1)
+    x = amax / _like(amax, 6.0 if bits == 4 else 448.0)
+    if mode == "nvfp4":
+        scale_bytes = _e4m3_bytes(x)
+        value = _e4m3_values(scale_bytes)
+    else:
+        n = torch.clamp(_round_away(torch.log2(x)), -127.0, 127.0)
+        n = torch.where(x == 0, _like(n, -127.0), n)
+        b = torch.where(torch.isfinite(x), n + 127, _like(n, 255.0)).to(torch.int64)
+        scale_bytes = b.to(torch.uint8)
+        value = torch.where(b == 0, _like(x, 2.0 ** -127), torch.pow(_like(x, 2.0), (b - 127).float()))
+    enc = torch.where(value == 0, torch.zeros_like(value), _like(value, 1.0) / value)
+    q = g * enc[:, None]
+    codes = _fp4_gpu_codes(q) if bits == 4 else _e4m3_bytes(q)
+    return scale_bytes, codes
+
+
+def _fp_accepted(source, a, block_eq, scheme, params):
+    """Kind per group (0 none, 1 mlx-gpu-rule) for the groups that differ."""
+    _, bits, group_size = MLX_FP[scheme]
+    n, groups = block_eq.shape
+    kind = np.zeros((n, groups), np.int8)
+    rows_i, groups_j = np.nonzero(~block_eq)
+    if len(rows_i) == 0:
+        return kind
+    torch = _torch()
+    w = round_to(source, params["dtype"]).reshape(n, groups, group_size)
+    g = w[torch.from_numpy(rows_i).to(w.device), torch.from_numpy(groups_j).to(w.device)]
+    sb, codes = _fp_gpu(g, scheme)
+    act_codes = _fp_codes(a["weight"], bits, groups * group_size).reshape(n, groups, group_size)[rows_i, groups_j]
+    ok = (a["scales"][rows_i, groups_j] == sb.cpu().numpy()) & (act_codes == codes.cpu().numpy()).all(axis=1)
+    kind[rows_i, groups_j] = np.where(ok, 1, 0)
+    return kind
+
+
+def _fp_compare(e, a, scheme):
+    _, bits, group_size = MLX_FP[scheme]
+    n, groups = e["scales"].shape
+    cols = groups * group_size
+    scales_eq = e["scales"] == a["scales"]
+    codes_eq = (_fp_codes(e["weight"], bits, cols) == _fp_codes(a["weight"], bits, cols)).reshape(n, groups, group_size)
+    elem = (codes_eq & scales_eq[:, :, None]).reshape(n, cols)
+    part = np.where(~scales_eq, 0, 1).astype(np.int8)
+    return elem, scales_eq & codes_eq.all(axis=2), part
+
+
+SCHEMES = SCHEMES + tuple(MLX_FP)
+ACCEPTED_KINDS.update({name: ("mlx-gpu-rule",) for name in MLX_FP})
 
 
 # ---------------------------------------------------------------------------------------------

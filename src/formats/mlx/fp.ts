@@ -1,0 +1,141 @@
+/**
+ * MLX's floating-point modes (mxfp4, nvfp4, mxfp8) as lazy records: `<base>.weight` (U32 codes) and
+ * `<base>.scales` (U8), no biases, computed on demand from a float source row block by row block;
+ * and the float record that dequantizes them back. The arithmetic is src/quant/mlx-fp.ts.
+ */
+import {FormatError} from '../../errors.js'
+import {fpQuantizeInto, MLX_FP_MODES, type MlxFpMode, packFp} from '../../quant/mlx-fp.js'
+import {schemeFor} from '../../quant/index.js'
+import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
+import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
+import {roundInto} from '../../quant/mlx-affine.js'
+import {type StoredTensor} from '../types.js'
+
+/** f32 bytes of one row block (a quarter of a streaming chunk, as the affine records). */
+const BLOCK_BYTES = CHUNK_BYTES / 4
+
+function blockRows(cols: number): number {
+  return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
+}
+
+/**
+ * `<base>.weight` and `<base>.scales` of `source` quantized in `mode`, after rounding to `dtype`
+ * (mlx-lm casts, then quantizes), computed row block by row block, each record keeping only its last
+ * block: memory stays bounded by a block whatever the model size. The writer reads every weight
+ * before every scale, so the scales pass reads the source again and computes only the scales (the
+ * same per-group rule, without the codes).
+ */
+export function fpQuantizedRecords(source: TensorRecord, base: string, mode: MlxFpMode, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord} {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  if (source.shape.length !== 2) throw new FormatError('quantize.rank', `cannot quantize ${source.name}: shape ${formatShape(source.shape)} is not 2-D`)
+  const [rows, cols] = source.shape as [number, number]
+  if (cols % groupSize !== 0) throw new FormatError('quantize.shape', `cannot quantize ${source.name}: last dim ${cols} is not a multiple of ${mode}'s group size ${groupSize}`)
+  const step = blockRows(cols)
+  const weightRow = (cols * bits) / 8
+  const scalesRow = cols / groupSize
+  const size = dtypeSize(source.dtype)
+  const cache: Partial<Record<'weight' | 'scales', {block: number; bytes: Uint8Array}>> = {}
+
+  const block = async (b: number, part: 'weight' | 'scales'): Promise<Uint8Array> => {
+    const hit = cache[part]
+    if (hit?.block === b) return hit.bytes
+    const r0 = b * step
+    const r1 = Math.min(rows, r0 + step)
+    const raw = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
+    let values = raw
+    if (dtype !== 'F32' && source.dtype !== dtype) {
+      values = new Float32Array(raw.length)
+      roundInto(raw, dtype, values)
+    }
+    const scales = new Uint8Array((r1 - r0) * scalesRow)
+    let bytes: Uint8Array = scales
+    if (part === 'weight') {
+      const codes = new Uint8Array(values.length)
+      fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
+      bytes = packFp(codes, bits)
+    } else {
+      fpQuantizeInto(mode, values, values.length, dtype, null, scales)
+    }
+    cache[part] = {block: b, bytes}
+    return bytes
+  }
+  const record = (part: 'weight' | 'scales', rowBytes: number, shape: number[]): TensorRecord => {
+    const byteLength = rows * rowBytes
+    return {
+      name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength,
+      async read(start = 0, end = byteLength) {
+        const out = new Uint8Array(end - start)
+        for (let b = Math.floor(start / rowBytes / step); b * step * rowBytes < end; b++) {
+          const r0 = b * step
+          const r1 = Math.min(rows, r0 + step)
+          const bytes = await block(b, part)
+          const from = Math.max(start, r0 * rowBytes)
+          const to = Math.min(end, r1 * rowBytes)
+          out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
+        }
+        if (end >= byteLength) delete cache[part]
+        return out
+      },
+    }
+  }
+  return {weight: record('weight', weightRow, [rows, (cols * bits) / 32]), scales: record('scales', scalesRow, [rows, scalesRow])}
+}
+
+/** Checks the stored pair and returns [rows, cols]. */
+function fpShape(name: string, weight: TensorRecord, scales: TensorRecord, mode: MlxFpMode): [number, number] {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  const fail = (message: string): never => {
+    throw new FormatError('mlx.quantized_shape', `quantized tensor ${name} (${mode}): ${message}`, {tensor: name})
+  }
+  if (weight.dtype !== 'U32') fail(`packed weight is ${weight.dtype}, expected U32`)
+  if (scales.dtype !== 'U8') fail(`scales are ${scales.dtype}, expected U8 (${mode === 'nvfp4' ? 'fp8 e4m3' : 'e8m0'} bytes)`)
+  if (weight.shape.length !== 2 || scales.shape.length !== 2) fail('weight and scales must be 2-D')
+  const [rows, words] = weight.shape as [number, number]
+  const cols = (words * 32) / bits
+  if (cols % groupSize !== 0) fail(`${words} packed words per row do not hold whole groups of ${groupSize}`)
+  if (scales.shape[0] !== rows || scales.shape[1] !== cols / groupSize) fail(`scales has shape ${formatShape(scales.shape)}, expected [${rows}, ${cols / groupSize}]`)
+  return [rows, cols]
+}
+
+/** The float record (in `dtype`) standing for `name`, dequantizing row block by row block. */
+export function fpDequantizedRecord(name: string, weight: TensorRecord, scales: TensorRecord, mode: MlxFpMode, dtype: FloatDType): TensorRecord {
+  const [rows, cols] = fpShape(name, weight, scales, mode)
+  const scheme = schemeFor(`mlx_${mode}`)
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  const size = dtypeSize(dtype)
+  const rowBytes = cols * size
+  const byteLength = rows * rowBytes
+  const step = blockRows(cols)
+  const wRow = (cols * bits) / 8
+  const sRow = cols / groupSize
+  return {
+    name, dtype, shape: [rows, cols], byteLength,
+    async read(start = 0, end = byteLength) {
+      const out = new Uint8Array(end - start)
+      for (let r0 = Math.floor(start / rowBytes / step) * step; r0 * rowBytes < end; r0 += step) {
+        const r1 = Math.min(rows, r0 + step)
+        const parts = {weight: await weight.read(r0 * wRow, r1 * wRow), scales: await scales.read(r0 * sRow, r1 * sRow)}
+        const bytes = fromFloat32(scheme.decode(parts, r1 - r0, cols, {dtype}), dtype)
+        const from = Math.max(start, r0 * rowBytes)
+        const to = Math.min(end, r1 * rowBytes)
+        out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
+      }
+      return out
+    },
+  }
+}
+
+/** The stored form: scheme `mlx_<mode>`, parts `weight`/`scales` as stored, params {dtype}. */
+export function fpStored(record: TensorRecord, weight: TensorRecord, scales: TensorRecord, mode: MlxFpMode, dtype: FloatDType): StoredTensor {
+  const [rows] = record.shape as [number, number]
+  const wRow = weight.byteLength / rows
+  const sRow = scales.byteLength / rows
+  return {
+    name: record.name,
+    shape: record.shape,
+    segments: [{
+      row0: 0, rows, scheme: `mlx_${mode}`, params: {dtype}, label: weight.name,
+      read: async (r0, r1) => ({weight: await weight.read(r0 * wRow, r1 * wRow), scales: await scales.read(r0 * sRow, r1 * sRow)}),
+    }],
+  }
+}

@@ -1,0 +1,314 @@
+/**
+ * MLX's floating-point quantization modes (schemes `mlx_mxfp4`, `mlx_nvfp4`, `mlx_mxfp8`), as
+ * `mx.quantize(w, mode=...)` computes them on MLX's CPU device: the op graph `fp_quantize` builds in
+ * mlx/ops.cpp (the CPU takes that graph; Metal and CUDA run a fused kernel, see docs/mlx.md).
+ *
+ * | mode  | group | element                  | scale per group              | bits/weight |
+ * |-------|-------|--------------------------|------------------------------|-------------|
+ * | mxfp4 | 32    | fp4 e2m1 (±0…6), 4 bits  | e8m0: a power of two, 1 byte | 4.25        |
+ * | nvfp4 | 16    | fp4 e2m1, 4 bits         | fp8 e4m3, 1 byte             | 4.5         |
+ * | mxfp8 | 32    | fp8 e4m3fn (±448), 8 bits| e8m0                         | 8.25        |
+ *
+ * MLX forces these group sizes and widths (`fp_quantize` throws otherwise) and stores no biases.
+ * Parts: `weight` U32 [rows, cols*bits/32] (fp4: element 2j in the low nibble of byte j, the bytes
+ * little-endian in the words; fp8: one byte per element), `scales` U8 [rows, cols/group].
+ *
+ * The rule, every step in the weight dtype D (mlx-lm casts the model to D, then quantizes; a D
+ * operation is the exact result rounded to D), with amax = max |w| over the group:
+ *   mx (group 32): s = D(amax / M) with M = 6 (fp4) or 448 (fp8);
+ *                  e = s == 0 ? 0 : rint(D(log2 s));   scale byte = e + 127
+ *                  q = D(w / D(2^e))
+ *   nv (group 16): s = D(amax / 6); scale byte = e4m3(s); q = D(w / e4m3value(byte))
+ *   fp4 code: the index of the nearest of MLX's table [+0, .5, 1, 1.5, 2, 3, 4, 6, -0, -.5, …, -6]
+ *             (`argmin |q - lut|`: a tie takes the first index, so the smaller magnitude, and
+ *             a zero is always code 0); ±Inf and NaN (a zero divisor) give code 0
+ *   fp8 code: e4m3fn of q, round to nearest even, |q| ≥ 448 saturates to ±448 (0x7E/0xFE)
+ * Dequantization: table value × 2^(byte − 127) (byte 0: 2^-127) or × e4m3 value, exact in f32,
+ * then rounded to D (the dtype the reader presents).
+ */
+import {UsageError} from '../errors.js'
+import {bf16BitsToF32, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, isFloatDType} from '../tensor/dtype.js'
+import {rint} from './mlx-affine.js'
+import {type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
+
+export const MLX_FP_MODES = {
+  mxfp4: {bits: 4, groupSize: 32},
+  nvfp4: {bits: 4, groupSize: 16},
+  mxfp8: {bits: 8, groupSize: 32},
+} as const
+export type MlxFpMode = keyof typeof MLX_FP_MODES
+export const MLX_FP_MODE_NAMES = Object.keys(MLX_FP_MODES) as MlxFpMode[]
+
+export function isMlxFpMode(mode: unknown): mode is MlxFpMode {
+  return typeof mode === 'string' && Object.hasOwn(MLX_FP_MODES, mode)
+}
+
+/** MLX's fp4 e2m1 table, by code. */
+export const FP4_VALUES = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6] as const
+
+const scratchF = new Float32Array(1)
+const scratchU = new Uint32Array(scratchF.buffer)
+
+/** `v` rounded (nearest even) to `dtype`, as a number (f32 first: the double-to-f32 rounding is innocuous for one operation's result). */
+export function roundTo(v: number, dtype: FloatDType): number {
+  const f = Math.fround(v)
+  if (dtype === 'F32') return f
+  scratchF[0] = f
+  return dtype === 'F16' ? f16BitsToF32(f32BitsToF16Bits(scratchU[0]!)) : bf16BitsToF32(f32BitsToBf16Bits(scratchU[0]!))
+}
+
+/**
+ * MLX's fp4 code of q: `argmin |q - lut|` with the subtraction rounded to `dtype` (the first index
+ * wins a tie: the smaller magnitude, and a zero is code 0). Up to |q| = 6 the two nearest entries are
+ * within a factor of two of q, so their differences are exact and thresholds decide; beyond, the
+ * rounded differences may tie (a saturated nvfp4 scale leaves q huge) and are compared as MLX does.
+ */
+export function fp4Code(q: number, dtype: FloatDType = 'F32'): number {
+  if (!Number.isFinite(q)) return 0
+  const m = Math.abs(q)
+  if (m > 6) {
+    let best = 0
+    let bestDist = Infinity
+    for (let k = 0; k < 16; k++) {
+      const d = Math.abs(roundTo(q - FP4_VALUES[k]!, dtype))
+      if (d < bestDist) {
+        best = k
+        bestDist = d
+      }
+    }
+    return best
+  }
+  const idx = m <= 0.25 ? 0 : m <= 0.75 ? 1 : m <= 1.25 ? 2 : m <= 1.75 ? 3 : m <= 2.5 ? 4 : m <= 3.5 ? 5 : m <= 5 ? 6 : 7
+  return idx === 0 ? 0 : q < 0 ? 8 + idx : idx
+}
+
+/** fp8 e4m3fn byte of an f32 value: round to nearest even, saturating at ±448 (NaN, ±Inf too). */
+export function e4m3Code(v: number): number {
+  scratchF[0] = v
+  const bits = scratchU[0]!
+  const sign = bits >>> 31 ? 0x80 : 0
+  const a = Math.abs(scratchF[0]!)
+  if (!(a < 448)) return sign | 0x7e // NaN, Inf and |v| >= 448
+  const exp = ((bits >>> 23) & 0xff) - 127
+  if (exp < -6) return sign | rint(a * 512) // subnormal steps of 2^-9; 8 lands on the smallest normal
+  const n = rint((a / 2 ** exp) * 8) // 8..16
+  return sign | (((exp + 7) << 3) + n - 8)
+}
+
+/** The value of an fp8 e4m3 byte (0x7F/0xFF: ±480, as MLX's FromFP8 reads them). */
+export function e4m3Value(code: number): number {
+  const e = (code >>> 3) & 0xf
+  const m = code & 7
+  const v = e === 0 ? m * 2 ** -9 : (8 + m) * 2 ** (e - 10)
+  return code & 0x80 ? -v : v
+}
+
+/** The value of an e8m0 scale byte (0: 2^-127, as MLX decodes it; 255: +Inf). */
+export function e8m0Value(code: number): number {
+  return code === 0 ? 2 ** -127 : Math.fround(2 ** (code - 127)) // 255: 2^128, Inf in f32
+}
+
+function dtypeOf(params: SchemeParams): FloatDType {
+  return params.dtype ?? 'F32'
+}
+
+/**
+ * Encode `count` values (whole groups) of `values` (already rounded to `dtype`) into `codes` (one
+ * byte per element; null: the scales only) and `scales` (one byte per group).
+ */
+export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType, codes: Uint8Array | null, scales: Uint8Array): void {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  const maxval = bits === 4 ? 6 : 448
+  for (let g = 0; g < count / groupSize; g++) {
+    const start = g * groupSize
+    let amax = 0
+    for (let i = start; i < start + groupSize; i++) {
+      const a = Math.abs(values[i]!)
+      if (a > amax) amax = a
+    }
+    const s = roundTo(amax / maxval, dtype)
+    let divisor: number
+    if (!Number.isFinite(s)) {
+      // Inf/NaN weights (e.g. beyond the f16 range): MLX's float-to-int of the exponent is undefined;
+      // both implementations write e8m0's NaN byte (what MLX's Metal kernel writes) and zero codes.
+      scales[g] = mode === 'nvfp4' ? e4m3Code(s) : 0xff
+      codes?.fill(0, start, start + groupSize)
+      continue
+    } else if (mode === 'nvfp4') {
+      const code = e4m3Code(s)
+      scales[g] = code
+      divisor = e4m3Value(code)
+    } else {
+      const e = s === 0 ? 0 : rint(roundTo(Math.log2(s), dtype))
+      scales[g] = (e + 127) & 0xff
+      divisor = roundTo(2 ** e, dtype)
+    }
+    if (!codes) continue // scales only
+    // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.
+    const exact = mode !== 'nvfp4' && divisor <= 1 && divisor > 0
+    const fp4Dtype = mode === 'nvfp4' ? 'F32' : dtype
+    for (let i = start; i < start + groupSize; i++) {
+      const q = exact ? values[i]! / divisor : roundTo(values[i]! / divisor, dtype)
+      codes[i] = bits === 4 ? fp4Code(q, fp4Dtype) : e4m3Code(q)
+    }
+  }
+}
+
+/** Codes (one byte per element) → the `weight` part's bytes. */
+export function packFp(codes: Uint8Array, bits: number): Uint8Array {
+  if (bits === 8) return codes.slice()
+  const out = new Uint8Array(codes.length / 2)
+  for (let j = 0; j < out.length; j++) out[j] = codes[2 * j]! | (codes[2 * j + 1]! << 4)
+  return out
+}
+
+export function unpackFp(weight: Uint8Array, bits: number, count: number): Uint8Array {
+  if (bits === 8) return weight.subarray(0, count)
+  const out = new Uint8Array(count)
+  for (let j = 0; j < count / 2; j++) {
+    out[2 * j] = weight[j]! & 0xf
+    out[2 * j + 1] = weight[j]! >>> 4
+  }
+  return out
+}
+
+/** C's `round` (half away from zero). */
+function roundHalfAway(x: number): number {
+  return x < 0 ? -Math.floor(0.5 - x) : Math.floor(x + 0.5)
+}
+
+/** MLX's GPU kernel's fp4 conversion (`fp4_e2m1` in kernels/fp4.h): ties to the even code, the sign bit kept, NaN → 0x7. */
+export function gpuFp4Code(q: number): number {
+  if (Number.isNaN(q)) return 0x7
+  const sign = q < 0 || Object.is(q, -0) ? 0x8 : 0
+  const x = Math.abs(q)
+  const bits = x > 5 ? 7 : x >= 3.5 ? 6 : x > 2.5 ? 5 : x >= 1.75 ? 4 : x > 1.25 ? 3 : x >= 0.75 ? 2 : x > 0.25 ? 1 : 0
+  return bits | sign
+}
+
+/**
+ * One group under MLX's Metal/CUDA kernel (`fp_quantize` in kernels/fp_quantized.h), the documented
+ * alternative `compare` accepts: everything in f32 — scale = amax / M; e8m0 = clamp(round_half_away
+ * (log2 scale), ±127) + 127 (0xFF when not finite; a zero amax gives byte 0); q = w × f32(1 / scale);
+ * codes by `gpuFp4Code` / e4m3. `values` are the weights already rounded to the dtype.
+ */
+export function gpuGroup(mode: MlxFpMode, values: ArrayLike<number>, start: number): {scale: number; codes: Uint8Array} {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  let amax = 0
+  for (let i = start; i < start + groupSize; i++) amax = Math.max(amax, Math.abs(values[i]!))
+  const x = Math.fround(amax / (bits === 4 ? 6 : 448))
+  let scale: number
+  let value: number
+  if (mode === 'nvfp4') {
+    scale = e4m3Code(x)
+    value = e4m3Value(scale)
+  } else {
+    if (!Number.isFinite(x)) scale = 0xff
+    else {
+      const n = x === 0 ? -127 : Math.max(-127, Math.min(127, roundHalfAway(Math.fround(Math.log2(x)))))
+      scale = n + 127
+    }
+    value = e8m0Value(scale)
+  }
+  const enc = value === 0 ? 0 : Math.fround(1 / value)
+  const codes = new Uint8Array(groupSize)
+  for (let i = 0; i < groupSize; i++) {
+    const q = Math.fround(values[start + i]! * enc)
+    codes[i] = bits === 4 ? gpuFp4Code(q) : e4m3Code(q)
+  }
+  return {scale, codes}
+}
+
+/** The documented alternative `compare` accepts for the fp modes. */
+export const MLX_FP_ACCEPTED = {gpuRule: 'mlx-gpu-rule'} as const
+
+function fpScheme(mode: MlxFpMode): Scheme {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  return {
+    name: `mlx_${mode}`,
+    describe: (params) => `MLX ${mode} (${bits === 4 ? 'fp4 e2m1' : 'fp8 e4m3'} values, ${mode === 'nvfp4' ? 'e4m3' : 'e8m0'} scale per ${groupSize}, from ${dtypeOf(params)})`,
+    bitsPerWeight: () => bits + 8 / groupSize,
+    blockSize: () => groupSize,
+    parts: (_params, cols) => [{name: 'weight', dtype: 'U32', perRow: (cols * bits) / 32}, {name: 'scales', dtype: 'U8', perRow: cols / groupSize}],
+    check(params, cols) {
+      const dtype = dtypeOf(params)
+      if (!isFloatDType(dtype)) throw new UsageError('quantize.dtype', `MLX ${mode} quantizes F32, F16 or BF16 weights, not ${String(dtype)}`)
+      if (params.bits !== undefined && params.bits !== bits) throw new UsageError('quantize.bits', `MLX ${mode} stores ${bits}-bit elements, not ${params.bits}`)
+      if (params.group_size !== undefined && params.group_size !== groupSize) throw new UsageError('quantize.group_size', `MLX ${mode} uses groups of ${groupSize}, not ${params.group_size}`)
+      if (cols % groupSize !== 0) throw new UsageError('quantize.shape', `rows of ${cols} values are not whole groups of ${groupSize}`)
+    },
+    encode(values, rows, cols, params) {
+      const dtype = dtypeOf(params)
+      const n = rows * cols
+      const rounded = new Float32Array(n)
+      for (let i = 0; i < n; i++) rounded[i] = roundTo(values[i]!, dtype)
+      const codes = new Uint8Array(n)
+      const scales = new Uint8Array(n / groupSize)
+      fpQuantizeInto(mode, rounded, n, dtype, codes, scales)
+      return {weight: packFp(codes, bits), scales}
+    },
+    decode(parts, rows, cols, params) {
+      const dtype = dtypeOf(params)
+      const n = rows * cols
+      const codes = unpackFp(parts.weight!, bits, n)
+      const out = new Float32Array(n)
+      for (let i = 0; i < n; i++) {
+        const byte = parts.scales![Math.floor(i / groupSize)]!
+        const scale = mode === 'nvfp4' ? e4m3Value(byte) : e8m0Value(byte)
+        const v = bits === 4 ? FP4_VALUES[codes[i]!]! : e4m3Value(codes[i]!)
+        out[i] = roundTo(v * scale, dtype)
+      }
+      return out
+    },
+    compare(expected, actual, source, rows, cols, params): EncodingDiff {
+      const n = rows * cols
+      let values: Float32Array | undefined
+      const a = unpackFp(expected.weight!, bits, n)
+      const b = unpackFp(actual.weight!, bits, n)
+      const groups = cols / groupSize
+      const diff: EncodingDiff = {elements: n, identicalElements: 0, blocks: rows * groups, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
+      for (let block = 0; block < rows * groups; block++) {
+        const scaleSame = expected.scales![block] === actual.scales![block]
+        let first = -1
+        let same = 0
+        for (let i = block * groupSize; i < (block + 1) * groupSize; i++) {
+          if (a[i] === b[i]) same++
+          else if (first < 0) first = i - block * groupSize
+        }
+        if (scaleSame) diff.identicalElements += same
+        if (scaleSame && same === groupSize) {
+          diff.identicalBlocks++
+          continue
+        }
+        if (!values) {
+          values = new Float32Array(n)
+          for (let i = 0; i < n; i++) values[i] = roundTo(source[i]!, dtypeOf(params))
+        }
+        const gpu = gpuGroup(mode, values, block * groupSize)
+        let isGpu = gpu.scale === actual.scales![block]
+        for (let i = 0; i < groupSize && isGpu; i++) isGpu = gpu.codes[i] === b[block * groupSize + i]
+        if (isGpu) {
+          diff.accepted[MLX_FP_ACCEPTED.gpuRule] = (diff.accepted[MLX_FP_ACCEPTED.gpuRule] ?? 0) + 1
+          diff.acceptedBlocks.push(block)
+          continue
+        }
+        if (!diff.first) {
+          const g = block % groups
+          diff.first = {row: Math.floor(block / groups), block: g, col: g * groupSize + Math.max(0, scaleSame ? first : 0), part: scaleSame ? 'weight' : 'scales'}
+        }
+      }
+      return diff
+    },
+  }
+}
+
+export const MLX_MXFP4 = fpScheme('mxfp4')
+export const MLX_NVFP4 = fpScheme('nvfp4')
+export const MLX_MXFP8 = fpScheme('mxfp8')
+
+/** The scheme name of an MLX quantization mode's tensors. */
+export function mlxFpSchemeName(mode: MlxFpMode): string {
+  return `mlx_${mode}`
+}
+
+export type {Encoded}

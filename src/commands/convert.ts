@@ -1,7 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
-import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
+import {dtypeFlag, forceFlag, formatOption, hubSourceFlags, outFlag, toFlag} from '../cli/flags.js'
+import {checkRevisionApplies} from '../hub/source.js'
 import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {bytes} from '../cli/render.js'
@@ -19,7 +20,7 @@ export default class Convert extends BaseCommand {
     '<%= config.bin %> convert fixtures/tiny-hf --to hf --dtype bf16 --out /tmp/tiny-bf16',
     '<%= config.bin %> convert training_checkpoint_last.pt --to mlx --quantize 4 --verify --out ./OpenELM-270M-mlx-4bit',
   ]
-  static override args = {source: Args.string({description: 'source model folder or file', required: true})}
+  static override args = {source: Args.string({description: 'source model folder or file, Hub repo id (owner/name) or checkpoint URL', required: true})}
   static override flags = {
     to: toFlag,
     out: outFlag,
@@ -43,6 +44,7 @@ export default class Convert extends BaseCommand {
     'max-ppl-ratio': Flags.string({description: 'with --verify: quality gate, largest allowed perplexity ratio on text'}),
     ...peftFlags,
     merge: mergeFlag,
+    ...hubSourceFlags,
   }
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
@@ -52,7 +54,10 @@ export default class Convert extends BaseCommand {
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
     const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, ...(peft ? {peft} : {})}
     const mlxQuant = mlxQuantFlags(flags['q-recipe'], flags['quantize-embedding'], flags.to, flags.quantize, flags['group-size'])
-    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
+    const resolved = await this.localSource(args.source, flags)
+    checkRevisionApplies([resolved], flags.revision)
+    const source = resolved.path
+    const result = await this.drain(convert(source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
       // With --q-recipe alone, --group-size travels in mlxQuant.
       ...(flags.quantize === undefined && mlxQuant?.recipe !== undefined ? {} : {quantization: quantizationOption(flags.quantize, flags['group-size'])}),
@@ -69,7 +74,7 @@ export default class Convert extends BaseCommand {
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
     if (!flags.verify) return result
-    const report = await verifyConversion(args.source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
+    const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
     this.phase()
     if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
     assertPassed(report)

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
-import {dtypeFlag} from '../cli/flags.js'
+import {dtypeFlag, hubSourceFlags} from '../cli/flags.js'
+import {checkRevisionApplies} from '../hub/source.js'
 import {dtypeOptions, quantizationOption} from '../cli/options.js'
 import {table} from '../cli/render.js'
 import {VerificationError} from '../errors.js'
@@ -19,12 +20,15 @@ export default class Roundtrip extends BaseCommand {
     quantize: Flags.integer({description: 'quantize MLX hops to this many bits (lossy: checked by logits, not bytes)'}),
     'group-size': Flags.integer({description: 'quantization group size (default 64)'}),
     keep: Flags.boolean({description: 'keep the intermediate files and print where they are', default: false}),
+    ...hubSourceFlags,
   }
 
   async run(): Promise<RoundtripReport> {
     const {args, flags} = await this.parse(Roundtrip)
     const {dtype} = dtypeOptions(flags.dtype)
-    const report = await this.drain(roundtrip(args.source, {
+    const resolved = await this.localSource(args.source, flags)
+    checkRevisionApplies([resolved], flags.revision)
+    const report = await this.drain(roundtrip(resolved.path, {
       via: parseVia(flags.via),
       dtype,
       quantization: quantizationOption(flags.quantize, flags['group-size']),

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
-import {forceFlag, formatOption} from '../cli/flags.js'
+import {forceFlag, formatOption, hubSourceFlags} from '../cli/flags.js'
+import {checkRevisionApplies} from '../hub/source.js'
 import {peftFlags, peftOptions} from '../cli/peft.js'
 import {UsageError} from '../errors.js'
 import {type QualityGates} from '../verify/quality.js'
@@ -38,6 +39,7 @@ export default class Verify extends BaseCommand {
     ...peftFlags,
     format: formatOption,
     force: forceFlag,
+    ...hubSourceFlags,
   }
 
   async run(): Promise<VerifyReport> {
@@ -47,8 +49,11 @@ export default class Verify extends BaseCommand {
     if (!flags.against && flags['skip-weights']) throw new UsageError('flag.skip_weights', '--skip-weights applies to a comparison with --against')
     const peft = await peftOptions(flags)
     if (peft && !flags.against) throw new UsageError('flag.peft', 'the LoRA/DoRA flags (--adapter, --lora-alpha, --lora-config, --embedding-adapter) describe the --against checkpoint: pass --against')
-    const report = await verify(args.model, {
-      against: flags.against, ...(peft ? {againstRead: {peft}} : {}), backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
+    const model = await this.localSource(args.model, flags)
+    const against = flags.against === undefined ? undefined : await this.localSource(flags.against, flags)
+    checkRevisionApplies(against ? [model, against] : [model], flags.revision)
+    const report = await verify(model.path, {
+      against: against?.path, ...(peft ? {againstRead: {peft}} : {}), backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
       tokens: flags.tokens === undefined ? undefined : parseTokens(flags.tokens),
       text: flags.prompt, textFile: flags['text-file'], tokenizer: flags.tokenizer,
       promptLength: flags['prompt-length'], seed: flags.seed, saveLogits: flags['save-logits'], force: flags.force,

@@ -1,0 +1,63 @@
+/**
+ * What a MODEL argument names: a local path (always first, even when it is also spelled like a
+ * repo id), an `http(s)://` URL of a checkpoint, or a Hub repo id `owner/name`. Remote sources are
+ * downloaded into the shared cache and answered with the local path the converters read.
+ */
+import {promises as fs} from 'node:fs'
+import {UsageError} from '../errors.js'
+import {type DownloadEvent, type DownloadOptions, downloadRepo, downloadUrl, type RepoDownload, type UrlDownload} from './download.js'
+
+export type SourceKind = 'local' | 'repo' | 'url'
+
+export interface ResolvedSource {
+  kind: SourceKind
+  /** What the user wrote. */
+  spec: string
+  /** The local file or folder to read. */
+  path: string
+  repo?: RepoDownload
+  url?: UrlDownload
+}
+
+/** `owner/name` as the Hub spells repo ids (letters, digits, `-`, `_`, `.`; no leading/trailing separators). */
+const REPO_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$/
+
+export function isRepoId(spec: string): boolean {
+  return REPO_ID.test(spec) && !spec.includes('..') && !spec.endsWith('.') && !/[-.]{2}/.test(spec)
+}
+
+export function isUrl(spec: string): boolean {
+  return /^https?:\/\//i.test(spec)
+}
+
+async function present(spec: string): Promise<boolean> {
+  try {
+    await fs.lstat(spec)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Turn a source argument into a local path, downloading when it names the Hub or a URL.
+ */
+export async function* resolveSource(spec: string, options: DownloadOptions = {}): AsyncGenerator<DownloadEvent, ResolvedSource> {
+  if (await present(spec)) return {kind: 'local', spec, path: spec}
+  if (isUrl(spec)) {
+    const url = yield* downloadUrl(spec, options)
+    return {kind: 'url', spec, path: url.path, url}
+  }
+  if (isRepoId(spec)) {
+    const repo = yield* downloadRepo(spec, options)
+    return {kind: 'repo', spec, path: repo.path, repo}
+  }
+  return {kind: 'local', spec, path: spec}
+}
+
+/** `--revision` applies to repo ids only: refused when no source names the Hub (a flag applies or is refused). */
+export function checkRevisionApplies(sources: ResolvedSource[], revision: string | undefined): void {
+  if (revision !== undefined && !sources.some((s) => s.kind === 'repo')) {
+    throw new UsageError('flag.revision', `--revision applies to a Hub repo id, and ${sources.map((s) => s.spec).join(' and ')} ${sources.length === 1 ? 'is' : 'are'} not one`)
+  }
+}

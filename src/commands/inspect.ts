@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
 import {formatOption, hubSourceFlags} from '../cli/flags.js'
-import {checkRevisionApplies} from '../hub/source.js'
+import {checkHubFlagsApply} from '../hub/source.js'
 import {peftFlags, peftLines, peftOptions} from '../cli/peft.js'
 import {bytes, count, table} from '../cli/render.js'
 import {inspect, type InspectReport} from '../inspect.js'
@@ -27,7 +27,7 @@ export default class Inspect extends BaseCommand {
     const {args, flags} = await this.parse(Inspect)
     const peft = await peftOptions(flags, {describeOnly: true})
     const resolved = await this.localSource(args.path, flags)
-    checkRevisionApplies([resolved], flags.revision)
+    checkHubFlagsApply([resolved], flags)
     const report = await inspect(resolved.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, peft})
     const c = report.config
     this.log(`${report.path}: ${report.format}${report.preset ? ` (OpenELM-${report.preset} shape)` : ''}`)

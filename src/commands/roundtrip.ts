@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {dtypeFlag, hubSourceFlags} from '../cli/flags.js'
-import {checkRevisionApplies} from '../hub/source.js'
+import {checkHubFlagsApply} from '../hub/source.js'
 import {dtypeOptions, quantizationOption} from '../cli/options.js'
 import {table} from '../cli/render.js'
 import {VerificationError} from '../errors.js'
@@ -27,7 +27,7 @@ export default class Roundtrip extends BaseCommand {
     const {args, flags} = await this.parse(Roundtrip)
     const {dtype} = dtypeOptions(flags.dtype)
     const resolved = await this.localSource(args.source, flags)
-    checkRevisionApplies([resolved], flags.revision)
+    checkHubFlagsApply([resolved], flags)
     const report = await this.drain(roundtrip(resolved.path, {
       via: parseVia(flags.via),
       dtype,

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {forceFlag, formatOption, hubSourceFlags} from '../cli/flags.js'
-import {checkRevisionApplies} from '../hub/source.js'
+import {checkHubFlagsApply} from '../hub/source.js'
 import {peftFlags, peftOptions} from '../cli/peft.js'
 import {UsageError} from '../errors.js'
 import {type QualityGates} from '../verify/quality.js'
@@ -51,7 +51,7 @@ export default class Verify extends BaseCommand {
     if (peft && !flags.against) throw new UsageError('flag.peft', 'the LoRA/DoRA flags (--adapter, --lora-alpha, --lora-config, --embedding-adapter) describe the --against checkpoint: pass --against')
     const model = await this.localSource(args.model, flags)
     const against = flags.against === undefined ? undefined : await this.localSource(flags.against, flags)
-    checkRevisionApplies(against ? [model, against] : [model], flags.revision)
+    checkHubFlagsApply(against ? [model, against] : [model], flags)
     const report = await verify(model.path, {
       against: against?.path, ...(peft ? {againstRead: {peft}} : {}), backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
       tokens: flags.tokens === undefined ? undefined : parseTokens(flags.tokens),

@@ -55,9 +55,18 @@ export async function* resolveSource(spec: string, options: DownloadOptions = {}
   return {kind: 'local', spec, path: spec}
 }
 
-/** `--revision` applies to repo ids only: refused when no source names the Hub (a flag applies or is refused). */
-export function checkRevisionApplies(sources: ResolvedSource[], revision: string | undefined): void {
-  if (revision !== undefined && !sources.some((s) => s.kind === 'repo')) {
-    throw new UsageError('flag.revision', `--revision applies to a Hub repo id, and ${sources.map((s) => s.spec).join(' and ')} ${sources.length === 1 ? 'is' : 'are'} not one`)
+/**
+ * The Hub source flags apply only when a source is remote (a flag applies or is refused):
+ * `--revision` to a repo id; `--token` and `--endpoint` to a repo id or, for `convert --push`, the push.
+ */
+export function checkHubFlagsApply(sources: ResolvedSource[], flags: {revision?: string; token?: string; endpoint?: string}, pushing = false): void {
+  const names = `${sources.map((s) => s.spec).join(' and ')} ${sources.length === 1 ? 'is' : 'are'} not one`
+  if (flags.revision !== undefined && !sources.some((s) => s.kind === 'repo')) {
+    throw new UsageError('flag.revision', `--revision applies to a Hub repo id, and ${names}`)
+  }
+  for (const flag of ['token', 'endpoint'] as const) {
+    if (flags[flag] !== undefined && !pushing && !sources.some((s) => s.kind === 'repo')) {
+      throw new UsageError(`flag.${flag}`, `--${flag} applies to a Hub repo id${pushing ? '' : ' (or convert --push)'}, and ${names}`)
+    }
   }
 }

@@ -159,6 +159,26 @@ describe('repo ids from the Hub', () => {
   }, 120_000)
 })
 
+describe('progress on a terminal only', () => {
+  it('a TTY shows the download line (bytes, percent, done); a pipe shows only the closing note', async () => {
+    server.publish('me/OpenELM-tiny', tinyFiles())
+    // `script` gives the command a pseudo-terminal, as a person's shell would.
+    const tty = await new Promise<Run>((resolve) => {
+      execFile('script', ['-qec', `${BIN} inspect me/OpenELM-tiny`, '/dev/null'], {env: {PATH: process.env.PATH ?? '', HOME: root, HF_HOME: home, HF_ENDPOINT: server.url, TERM: 'xterm'}, timeout: 120_000}, (error, stdout, stderr) => {
+        resolve({code: error ? ((error as {code?: number}).code ?? 1) : 0, stdout, stderr})
+      })
+    })
+    expect(tty.code, tty.stdout).toBe(0)
+    expect(tty.stdout).toMatch(/downloading model\.safetensors 100% 613\.91 KiB\/613\.91 KiB .*done/)
+    expect(tty.stdout).toContain('downloading config.json')
+    rmSync(home, {recursive: true, force: true})
+    const piped = await cli(['inspect', 'me/OpenELM-tiny'])
+    expect(piped.code, piped.stderr).toBe(0)
+    expect(piped.stderr).not.toContain('downloading')
+    expect(piped.stderr.trim()).toMatch(/^note: me\/OpenELM-tiny@[0-9a-f]{12}: downloaded 3 of 3 files into /)
+  }, 120_000)
+})
+
 describe('resumable downloads', () => {
   it('a connection dropped after N bytes continues from N with a Range request; the blob checks out', async () => {
     const sha = server.publish('me/OpenELM-tiny', tinyFiles())

@@ -110,6 +110,11 @@ export class HubServer {
     return this.url
   }
 
+  /** Let the process exit while the server still listens (benchmarks). */
+  unref(): void {
+    this.server?.unref()
+  }
+
   async stop(): Promise<void> {
     this.server?.closeAllConnections()
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))

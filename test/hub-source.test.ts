@@ -102,7 +102,7 @@ describe('repo ids from the Hub', () => {
 
     const noRepo = await cli(['inspect', 'me/nothing-here'])
     expect(noRepo.code).toBe(6)
-    expect(noRepo.stderr.trim().split('\n')).toEqual([`Error: repository me/nothing-here not found at ${server.url} (if it is private, set HF_TOKEN)`])
+    expect(noRepo.stderr.trim().split('\n')).toEqual([`Error: me/nothing-here is not a local path, and repository me/nothing-here not found at ${server.url} (if it is private, set HF_TOKEN)`])
     const noRev = await cli(['convert', 'me/OpenELM-tiny', '--revision', 'nope', '--to', 'hf', '--out', path.join(root, 'never')])
     expect(noRev.code).toBe(6)
     expect(noRev.stderr.trim().split('\n')).toEqual([`Error: revision "nope" not found in me/OpenELM-tiny at ${server.url}`])

@@ -4,7 +4,7 @@
  * downloaded into the shared cache and answered with the local path the converters read.
  */
 import {promises as fs} from 'node:fs'
-import {UsageError} from '../errors.js'
+import {HubError, UsageError} from '../errors.js'
 import {type DownloadEvent, type DownloadOptions, downloadRepo, downloadUrl, type RepoDownload, type UrlDownload} from './download.js'
 
 export type SourceKind = 'local' | 'repo' | 'url'
@@ -49,8 +49,16 @@ export async function* resolveSource(spec: string, options: DownloadOptions = {}
     return {kind: 'url', spec, path: url.path, url}
   }
   if (isRepoId(spec)) {
-    const repo = yield* downloadRepo(spec, options)
-    return {kind: 'repo', spec, path: repo.path, repo}
+    try {
+      const repo = yield* downloadRepo(spec, options)
+      return {kind: 'repo', spec, path: repo.path, repo}
+    } catch (error) {
+      // A typo in a local path reads like a repo id: say both were tried.
+      if (error instanceof HubError && (error.code === 'hub.repo_not_found' || error.code === 'hub.network')) {
+        throw new HubError(error.code, `${spec} is not a local path, and ${error.message}`, error.details)
+      }
+      throw error
+    }
   }
   return {kind: 'local', spec, path: spec}
 }

@@ -11,7 +11,7 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, beforeEach, describe, expect, it} from 'vitest'
 import {downloadLine} from '../src/cli/download-progress.js'
 import {type DownloadEvent, downloadRepo, neededFiles, type RepoDownload} from '../src/hub/download.js'
-import {isRepoId} from '../src/hub/source.js'
+import {isRepoId, looksLocal} from '../src/hub/source.js'
 import {HubServer, startHubServer} from './helpers/hub-server.js'
 
 const TOKEN = 'hf_downloadToken_0123456789abcdef'
@@ -241,6 +241,16 @@ describe('pieces', () => {
     expect(isRepoId('apple/OpenELM-270M-Instruct')).toBe(true)
     for (const s of ['./x/y', 'a/b/c', '/abs/path', 'model.pt', '../up', 'a/..', 'a//b']) expect(isRepoId(s), s).toBe(false)
   })
+
+  it('a missing path under a local folder, or named like a model file, stays a local path (no Hub request)', async () => {
+    expect(await looksLocal('fixtures/nope')).toBe(true)
+    expect(await looksLocal('someone/model.gguf')).toBe(true)
+    expect(await looksLocal('apple/OpenELM-270M')).toBe(false)
+    const run = await cli(['inspect', 'fixtures/nope'])
+    expect(run.code).toBe(4)
+    expect(run.stderr.trim()).toMatch(/^Error: fixtures\/nope does not exist/)
+    expect(server.requests).toHaveLength(0)
+  }, 60_000)
 
   it('renders bytes, speed and ETA', () => {
     expect(downloadLine({type: 'download', file: 'model.safetensors', bytes: 512 * 1024 * 1024, total: 1024 * 1024 * 1024, resumedFrom: 0, bytesPerSecond: 10 * 1024 * 1024, etaSeconds: 51.2, done: false}))

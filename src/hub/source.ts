@@ -30,6 +30,23 @@ export function isUrl(spec: string): boolean {
   return /^https?:\/\//i.test(spec)
 }
 
+/** File endings of model files, never of a repo id a person would type. */
+const FILE_ENDINGS = /\.(pt|pth|bin|safetensors|gguf|onnx|npz|json|yaml|yml|model)$/i
+
+/**
+ * A missing `dir/file` is a local path with a typo, not a repo id, when `dir` is a local folder
+ * (`fixtures/nope`) or the name ends like a model file (`models/model.gguf`): the reader's
+ * "does not exist" is the right answer, not a request to the Hub.
+ */
+export async function looksLocal(spec: string): Promise<boolean> {
+  if (FILE_ENDINGS.test(spec)) return true
+  try {
+    return (await fs.stat(spec.split('/')[0]!)).isDirectory()
+  } catch {
+    return false
+  }
+}
+
 async function present(spec: string): Promise<boolean> {
   try {
     await fs.lstat(spec)
@@ -48,7 +65,7 @@ export async function* resolveSource(spec: string, options: DownloadOptions = {}
     const url = yield* downloadUrl(spec, options)
     return {kind: 'url', spec, path: url.path, url}
   }
-  if (isRepoId(spec)) {
+  if (isRepoId(spec) && !(await looksLocal(spec))) {
     try {
       const repo = yield* downloadRepo(spec, options)
       return {kind: 'repo', spec, path: repo.path, repo}

@@ -92,6 +92,19 @@ describe('repo ids from the Hub', () => {
     expect(JSON.parse(second.stdout).source.path).toBe(path.join(repoDir, 'snapshots', sha))
   }, 240_000)
 
+  it('verify MODEL --against owner/name compares a local conversion with the repo', async () => {
+    server.publish('me/OpenELM-tiny', tinyFiles())
+    const out = path.join(root, 'tiny-bf16')
+    const conv = await cli(['convert', TINY, '--to', 'hf', '--dtype', 'bf16', '--out', out])
+    expect(conv.code, conv.stderr).toBe(0)
+    const run = await cli(['verify', out, '--against', 'me/OpenELM-tiny', '--json'])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout)
+    expect(report.pass).toBe(true)
+    expect(report.verdict).toBe('exact')
+    expect(server.downloads()).toHaveLength(3)
+  }, 120_000)
+
   it('--revision picks a branch; a missing repo or revision is one line, exit 6', async () => {
     server.publish('me/OpenELM-tiny', tinyFiles())
     const other = server.publish('me/OpenELM-tiny', tinyFiles(), {branch: 'v2'})

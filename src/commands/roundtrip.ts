@@ -13,7 +13,7 @@ export default class Roundtrip extends BaseCommand {
     '<%= config.bin %> roundtrip training_checkpoint_last.pt --via hf,mlx,onnx,corenet',
     '<%= config.bin %> roundtrip fixtures/tiny-hf --via mlx --quantize 4 --json',
   ]
-  static override args = {source: Args.string({description: 'checkpoint to test', required: true})}
+  static override args = {source: Args.string({description: 'checkpoint to test: a path, Hub repo id (owner/name) or checkpoint URL', required: true})}
   static override flags = {
     via: Flags.string({description: 'comma-separated formats to pass through: hf, corenet, mlx, npz, corenet-mlx, onnx, gguf', default: 'hf,mlx,onnx,corenet'}),
     dtype: dtypeFlag,

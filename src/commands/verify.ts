@@ -18,9 +18,9 @@ export default class Verify extends BaseCommand {
     '<%= config.bin %> verify ./OpenELM-270M --backend torch --device cuda --against ./OpenELM-270M-bf16',
     '<%= config.bin %> verify fixtures/tiny-hf --tokens 1,5,17 --save-logits /tmp/logits.safetensors',
   ]
-  static override args = {model: Args.string({description: 'model folder or file (any format)', required: true})}
+  static override args = {model: Args.string({description: 'model folder or file (any format), Hub repo id (owner/name) or checkpoint URL', required: true})}
   static override flags = {
-    against: Flags.string({description: 'the source MODEL was converted from (any format)'}),
+    against: Flags.string({description: 'the source MODEL was converted from (any format; a path, Hub repo id or checkpoint URL)'}),
     backend: Flags.string({description: 'reference engine (ts: built in, CPU; torch: PyTorch reference), or a runtime the artifact must run in (onnxruntime, llama.cpp)', options: [...BACKEND_NAMES], default: 'ts'}),
     runtime: Flags.string({description: "the artifact's own runtime: auto (its format's, when installed), none, or one by name", options: ['auto', 'none', ...RUNTIMES], default: 'auto'}),
     device: Flags.string({description: 'device of the torch engine and the runtimes (the ts engine is CPU only)', options: ['auto', 'cpu', 'cuda'], default: 'auto'}),

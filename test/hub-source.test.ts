@@ -232,6 +232,18 @@ describe('resumable downloads', () => {
     expect(existsSync(partial)).toBe(false)
   })
 
+  it('HF_HUB_OFFLINE=1 reads the cached snapshot of the revision without any request', async () => {
+    const sha = server.publish('me/OpenELM-tiny', tinyFiles())
+    const first = await drainDownload(downloadRepo('me/OpenELM-tiny', {env: {HF_HOME: home}, endpoint: server.url}))
+    const count = server.requests.length
+    const offline = await drainDownload(downloadRepo('me/OpenELM-tiny', {env: {HF_HOME: home, HF_HUB_OFFLINE: '1'}, endpoint: server.url}))
+    expect(server.requests.length).toBe(count)
+    expect(offline.path).toBe(first.path)
+    expect(offline.sha).toBe(sha)
+    expect(offline.files).toEqual(['config.json', 'generation_config.json', 'model.safetensors'])
+    await expect(drainDownload(downloadRepo('me/other', {env: {HF_HOME: home, HF_HUB_OFFLINE: '1'}, endpoint: server.url}))).rejects.toThrow(/HF_HUB_OFFLINE is set and me\/other@main is not in the cache/)
+  })
+
   it('a corrupted partial file is caught by the sha256 check and removed', async () => {
     server.publish('me/OpenELM-tiny', tinyFiles())
     const weights = readFileSync(path.join(TINY, 'model.safetensors'))

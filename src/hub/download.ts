@@ -168,7 +168,7 @@ async function* fetchBlob(url: string, blob: string, file: string, headers: Reco
         return {type: 'download', file, bytes, total, resumedFrom: have, bytesPerSecond, etaSeconds, done}
       }
       yield event(false)
-      // Chunks are gathered into writes of WRITE_BYTES: one syscall per few MB, not per 64 KiB.
+      // Chunks are gathered into writes of WRITE_BYTES: one syscall per 8 MiB, not per 64 KiB (1 MiB batches measured ~1.5 s more CPU per GB); a killed process loses at most the unwritten batch.
       let batch: Uint8Array[] = []
       let batched = 0
       const flush = async () => {

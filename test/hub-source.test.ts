@@ -244,6 +244,29 @@ describe('resumable downloads', () => {
     await expect(drainDownload(downloadRepo('me/other', {env: {HF_HOME: home, HF_HUB_OFFLINE: '1'}, endpoint: server.url}))).rejects.toThrow(/HF_HUB_OFFLINE is set and me\/other@main is not in the cache/)
   })
 
+  it('a process killed mid-download (SIGKILL) leaves its written bytes; the next run asks for the rest with Range', async () => {
+    // 20 MiB of weights: more than one 8 MiB write batch reaches the disk before the kill.
+    const big = Buffer.alloc(20 << 20)
+    for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE((i * 2654435761) >>> 0, i)
+    server.publish('me/big', new Map([['config.json', readFileSync(path.join(TINY, 'config.json'))], ['model.safetensors', big]]))
+    const STALL = 12 << 20
+    server.stall = (q) => (q.path.endsWith('/model.safetensors') && q.range === undefined ? STALL : undefined)
+    const partial = path.join(home, 'hub', 'models--me--big', 'blobs', `${sha256(big)}.incomplete`)
+    const child = execFile(BIN, ['inspect', 'me/big'], {env: {PATH: process.env.PATH ?? '', HOME: root, HF_HOME: home, HF_ENDPOINT: server.url}})
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    const deadline = Date.now() + 60_000
+    while (!(existsSync(partial) && statSync(partial).size >= 8 << 20) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    child.kill('SIGKILL')
+    await exited
+    const kept = statSync(partial).size
+    expect(kept).toBeGreaterThanOrEqual(8 << 20) // at least one batch (a batch ends on a chunk boundary past 8 MiB)
+    expect(kept).toBeLessThanOrEqual(STALL)
+    server.stall = undefined
+    const result = await drainDownload(downloadRepo('me/big', {env: {HF_HOME: home}, endpoint: server.url}))
+    expect(server.downloads('me/big').filter((q) => q.path.endsWith('/model.safetensors')).map((q) => q.range)).toEqual([undefined, `bytes=${kept}-`])
+    expect(sha256(readFileSync(path.join(result.path, 'model.safetensors')))).toBe(sha256(big))
+  }, 120_000)
+
   it('a corrupted partial file is caught by the sha256 check and removed', async () => {
     server.publish('me/OpenELM-tiny', tinyFiles())
     const weights = readFileSync(path.join(TINY, 'model.safetensors'))

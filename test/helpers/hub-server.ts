@@ -89,6 +89,8 @@ export class HubServer {
   fault: FaultHook | undefined
   /** Downloads: send this many bytes of a resolve GET's body, then cut the connection. */
   truncate: ((request: RequestLog, index: number) => number | undefined) | undefined
+  /** Downloads: send this many bytes of a resolve GET's body, then send nothing more (a stalled link). */
+  stall: ((request: RequestLog, index: number) => number | undefined) | undefined
   url = ''
   private server: http.Server | undefined
   private readonly parts = new Map<string, Map<number, Buffer>>()
@@ -213,6 +215,11 @@ export class HubServer {
     headers['Content-Length'] = String(body.length)
     res.writeHead(status, headers)
     if (log.method === 'HEAD') return void res.end()
+    const pause = this.stall?.(log, index)
+    if (pause !== undefined && pause < body.length) {
+      res.write(body.subarray(0, pause))
+      return
+    }
     const cut = this.truncate?.(log, index)
     if (cut !== undefined && cut < body.length) {
       res.write(body.subarray(0, cut), () => setTimeout(() => res.destroy(), 20))

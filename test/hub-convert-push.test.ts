@@ -110,6 +110,13 @@ describe('push --delete and --keep-stale', () => {
     expect(tree.has('model-00002-of-00002.safetensors')).toBe(true)
   }, 120_000)
 
+  it('push --dry-run --delete sends nothing and says the deletions are decided at push time', async () => {
+    const run = await cli(['push', TINY, '--repo', 'me/tiny', '--delete', 'notes.txt', '--dry-run'])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr.trim().split('\n').at(-1)).toBe('note: which remote files --delete removes is decided at push time: a dry run makes no request')
+    expect(server.requests).toHaveLength(0)
+  }, 60_000)
+
   it('picks stale weights only', () => {
     expect(deletions(['model.safetensors', 'model-00001-of-00003.safetensors', 'weights.safetensors', 'sub/model-1.safetensors', 'model.safetensors.index.json', 'README.md'], new Set(['model.safetensors', 'README.md']), {}))
       .toEqual(['model-00001-of-00003.safetensors', 'model.safetensors.index.json'])

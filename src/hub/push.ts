@@ -188,7 +188,10 @@ export async function* push(dir: string, options: PushOptions): AsyncGenerator<P
   const totalBytes = files.reduce((sum, f) => sum + f.bytes, 0)
   yield {type: 'plan', files, totalBytes}
   const result: PushResult = {repo: options.repo, endpoint, repoUrl: `${endpoint}/${options.repo}`, revision, dryRun: Boolean(options.dryRun), createdRepo: false, createdBranch: false, files: files.map(({absPath: _abs, ...f}) => f), totalBytes, deleted: []}
-  if (options.dryRun) return result
+  if (options.dryRun) {
+    if (options.delete?.length) yield {type: 'note', message: 'which remote files --delete removes is decided at push time: a dry run makes no request'}
+    return result
+  }
 
   const {token, source} = await resolveToken(options.token, env)
   result.tokenSource = source

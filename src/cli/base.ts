@@ -8,6 +8,8 @@ import cliProgress from 'cli-progress'
 import {EXIT_CODES, OpenElmError} from '../errors.js'
 import {type ProgressEvent} from '../formats/types.js'
 import {removePendingTempsSync} from '../io/atomic.js'
+import {resolveSource, type ResolvedSource} from '../hub/source.js'
+import {downloadLine} from './download-progress.js'
 
 let signalsInstalled = false
 
@@ -86,6 +88,32 @@ export abstract class BaseCommand extends Command {
       }
     } finally {
       bar?.stop()
+    }
+  }
+
+  /**
+   * A source argument as a local path: a local path as it is; a Hub repo id (`owner/name`, with
+   * the hubSourceFlags) or a checkpoint URL downloaded into the Hugging Face cache first, with a
+   * progress line on a TTY.
+   */
+  protected async localSource(spec: string, flags: {revision?: string; token?: string; endpoint?: string}): Promise<ResolvedSource> {
+    const events = resolveSource(spec, {revision: flags.revision, token: flags.token, endpoint: flags.endpoint})
+    let shown = false
+    try {
+      for (;;) {
+        const step = await events.next()
+        if (step.done) {
+          const repo = step.value.repo
+          if (repo && repo.downloaded.length > 0 && !this.jsonEnabled()) this.logToStderr(`note: ${repo.repo}@${repo.sha.slice(0, 12)}: downloaded ${repo.downloaded.length} of ${repo.files.length} files into ${repo.path}`)
+          return step.value
+        }
+        if (this.showProgress) {
+          process.stderr.write(`\r\x1b[2K${downloadLine(step.value)}${step.value.done ? '\n' : ''}`)
+          shown = !step.value.done
+        }
+      }
+    } finally {
+      if (shown) process.stderr.write('\n')
     }
   }
 

@@ -11,3 +11,10 @@ export const outFlag = Flags.string({char: 'o', description: 'output folder (or 
 export const forceFlag = Flags.boolean({description: 'replace the output if it exists', default: false})
 export const formatOption = Flags.string({description: 'force the source format instead of detecting it', options: [...FORMAT_NAMES]})
 export const toFlag = Flags.string({description: 'target format', options: [...FORMAT_NAMES], required: true})
+
+/** Where a MODEL argument that names the Hub is read from: spread into a command's flags. */
+export const hubSourceFlags = {
+  revision: Flags.string({description: 'Hub source: branch, tag or commit of the repo id (default: main)'}),
+  token: Flags.string({description: 'Hub source: token for gated or private repos (default: HF_TOKEN)'}),
+  endpoint: Flags.string({description: 'Hub source: Hub URL (default: HF_ENDPOINT, then https://huggingface.co)'}),
+}

@@ -1,7 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
-import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
+import {dtypeFlag, forceFlag, formatOption, hubSourceFlags, outFlag, toFlag} from '../cli/flags.js'
+import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
+import {PushRenderer} from '../cli/push-progress.js'
+import {push, type PushResult} from '../hub/push.js'
+import {resolveToken} from '../hub/credentials.js'
 import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {bytes} from '../cli/render.js'
@@ -20,7 +24,7 @@ export default class Convert extends BaseCommand {
     '<%= config.bin %> convert fixtures/tiny-hf --to hf --dtype bf16 --out /tmp/tiny-bf16',
     '<%= config.bin %> convert training_checkpoint_last.pt --to mlx --quantize 4 --verify --out ./OpenELM-270M-mlx-4bit',
   ]
-  static override args = {source: Args.string({description: 'source model folder or file', required: true})}
+  static override args = {source: Args.string({description: 'source model folder or file, Hub repo id (owner/name) or checkpoint URL', required: true})}
   static override flags = {
     to: toFlag,
     out: outFlag,
@@ -45,9 +49,12 @@ export default class Convert extends BaseCommand {
     'max-ppl-ratio': Flags.string({description: 'with --verify: quality gate, largest allowed perplexity ratio on text'}),
     ...peftFlags,
     merge: mergeFlag,
+    ...hubSourceFlags,
+    push: Flags.string({description: 'after converting (and --verify), push the output folder to this Hub repo, OWNER/NAME (uses --token/HF_TOKEN, --endpoint/HF_ENDPOINT)'}),
+    'keep-stale': Flags.boolean({description: 'with --push: keep model*.safetensors shards of an earlier push that this one does not replace', default: false}),
   }
 
-  async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
+  async run(): Promise<ConvertResult & {verify?: VerifyReport; push?: PushResult}> {
     const {args, flags} = await this.parse(Convert)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
@@ -57,7 +64,14 @@ export default class Convert extends BaseCommand {
     // With --q-recipe alone (affine), --group-size travels in mlxQuant.
     const quantization = flags.quantize === undefined && flags['q-recipe'] !== undefined && !fpMode ? undefined : quantizationOption(flags.quantize, flags['group-size'], flags['q-mode'], flags.to)
     const mlxQuant = mlxQuantFlags(flags['q-recipe'], flags['quantize-embedding'], flags.to, flags.quantize ?? (fpMode ? quantization?.bits : undefined), flags['group-size'])
-    const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
+    if (flags.push !== undefined && !isRepoId(flags.push)) throw new UsageError('push.repo', `invalid --push "${flags.push}" (expected OWNER/NAME, e.g. me/OpenELM-270M-mlx)`)
+    if (flags['keep-stale'] && flags.push === undefined) throw new UsageError('flag.keep_stale', '--keep-stale applies to --push')
+    // No token, no work: the conversion would be for nothing.
+    if (flags.push !== undefined) await resolveToken(flags.token)
+    const resolved = await this.localSource(args.source, flags)
+    checkHubFlagsApply([resolved], flags, flags.push !== undefined)
+    const source = resolved.path
+    const result = await this.drain(convert(source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
       ...(quantization ? {quantization} : {}), // else --dtype q8_0 keeps its own
       ...(mlxQuant ? {mlxQuant} : {}),
@@ -72,11 +86,35 @@ export default class Convert extends BaseCommand {
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${['affine', 'q8_0'].includes(result.target.quantization.mode) ? `${result.target.quantization.bits}-bit` : result.target.quantization.mode}` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
-    if (!flags.verify) return result
-    const report = await verifyConversion(args.source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
-    this.phase()
-    if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
-    assertPassed(report)
-    return {...result, verify: report}
+    let verified: VerifyReport | undefined
+    if (flags.verify) {
+      const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
+      this.phase()
+      if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
+      verified = assertPassed(report)
+    }
+    if (flags.push === undefined) return verified ? {...result, verify: verified} : result
+    const pushed = await this.pushOutput(result.target.path, flags.push, flags.token, flags.endpoint, flags['keep-stale'])
+    return {...result, ...(verified ? {verify: verified} : {}), push: pushed}
+  }
+
+  /** `push` of the finished output, rendered as the push command renders it. */
+  private async pushOutput(dir: string, repo: string, token: string | undefined, endpoint: string | undefined, keepStale: boolean): Promise<PushResult> {
+    const renderer = new PushRenderer({progress: this.showProgress, quiet: this.jsonEnabled(), log: (line) => this.logToStderr(line)})
+    const events = push(dir, {repo, token, endpoint, keepStale})
+    try {
+      for (;;) {
+        const step = await events.next()
+        if (step.done) {
+          const pushed = step.value
+          if (pushed.deleted.length > 0) this.log(`deleted ${pushed.deleted.join(', ')}`)
+          this.log(`pushed ${pushed.files.length} files to ${pushed.repo}: ${pushed.commitUrl}`)
+          return pushed
+        }
+        renderer.handle(step.value)
+      }
+    } finally {
+      renderer.stop()
+    }
   }
 }

@@ -1,7 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
-import {formatOption} from '../cli/flags.js'
+import {formatOption, hubSourceFlags} from '../cli/flags.js'
+import {checkHubFlagsApply} from '../hub/source.js'
 import {peftFlags, peftLines, peftOptions} from '../cli/peft.js'
 import {bytes, count, table} from '../cli/render.js'
 import {inspect, type InspectReport} from '../inspect.js'
@@ -13,19 +14,22 @@ export default class Inspect extends BaseCommand {
     '<%= config.bin %> inspect fixtures/tiny-hf',
     '<%= config.bin %> inspect training_checkpoint_last.pt --json',
   ]
-  static override args = {path: Args.string({description: 'model folder or file', required: true})}
+  static override args = {path: Args.string({description: 'model folder or file, Hub repo id (owner/name) or checkpoint URL', required: true})}
   static override flags = {
     format: formatOption,
     ema: Flags.boolean({description: 'CoreNet: inspect the EMA weights', default: false}),
     config: Flags.string({description: 'config to use: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
     tensors: Flags.boolean({description: 'also list every tensor\'s storage: type (quantization), bits per weight, stored bytes', default: false}),
     ...peftFlags,
+    ...hubSourceFlags,
   }
 
   async run(): Promise<InspectReport> {
     const {args, flags} = await this.parse(Inspect)
     const peft = await peftOptions(flags, {describeOnly: true})
-    const report = await inspect(args.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, peft})
+    const resolved = await this.localSource(args.path, flags)
+    checkHubFlagsApply([resolved], flags)
+    const report = await inspect(resolved.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, peft})
     const c = report.config
     this.log(`${report.path}: ${report.format}${report.preset ? ` (OpenELM-${report.preset} shape)` : ''}`)
     this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${['affine', 'q8_0'].includes(report.quantization.mode) ? `${report.quantization.bits}-bit/${report.quantization.groupSize}` : report.quantization.mode}` : ''}`)

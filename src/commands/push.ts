@@ -26,6 +26,8 @@ export default class Push extends BaseCommand {
     exclude: Flags.string({description: 'skip paths matching this glob (repeatable)', multiple: true, multipleNonGreedy: true}),
     'dry-run': Flags.boolean({description: 'list what would be uploaded (size, LFS or not) and send nothing', default: false}),
     'base-model': Flags.string({description: 'base_model for the generated model card (default: the Apple repo of a matching shape)'}),
+    delete: Flags.string({description: 'delete remote files matching this glob in the same commit (repeatable)', multiple: true, multipleNonGreedy: true}),
+    'keep-stale': Flags.boolean({description: 'keep model*.safetensors shards (and shard index) of an earlier push that this one does not replace', default: false}),
   }
 
   async run(): Promise<PushResult> {
@@ -34,7 +36,7 @@ export default class Push extends BaseCommand {
     const events = push(args.dir, {
       repo: flags.repo, token: flags.token, endpoint: flags.endpoint, revision: flags.revision, createPr: flags['create-pr'],
       private: flags.private, commitMessage: flags['commit-message'], include: flags.include, exclude: flags.exclude,
-      dryRun: flags['dry-run'], baseModel: flags['base-model'],
+      dryRun: flags['dry-run'], baseModel: flags['base-model'], delete: flags.delete, keepStale: flags['keep-stale'],
     })
     let result: PushResult
     try {
@@ -55,6 +57,7 @@ export default class Push extends BaseCommand {
       this.log(`dry run: ${plural(result.files.length, 'file')}, ${bytes(result.totalBytes)} would be pushed to ${target} at ${result.endpoint}; nothing was sent`)
     } else {
       this.log(`pushed ${plural(result.files.length, 'file')}, ${bytes(result.totalBytes)} to ${target}`)
+      if (result.deleted.length > 0) this.log(`deleted ${result.deleted.join(', ')}`)
       this.log(`commit: ${result.commitUrl}`)
       if (result.pullRequestUrl) this.log(`pull request: ${result.pullRequestUrl}`)
     }

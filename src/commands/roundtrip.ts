@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
-import {dtypeFlag} from '../cli/flags.js'
+import {dtypeFlag, hubSourceFlags} from '../cli/flags.js'
+import {checkHubFlagsApply} from '../hub/source.js'
 import {dtypeOptions, quantizationOption} from '../cli/options.js'
 import {table} from '../cli/render.js'
 import {VerificationError} from '../errors.js'
@@ -12,19 +13,22 @@ export default class Roundtrip extends BaseCommand {
     '<%= config.bin %> roundtrip training_checkpoint_last.pt --via hf,mlx,onnx,corenet',
     '<%= config.bin %> roundtrip fixtures/tiny-hf --via mlx --quantize 4 --json',
   ]
-  static override args = {source: Args.string({description: 'checkpoint to test', required: true})}
+  static override args = {source: Args.string({description: 'checkpoint to test: a path, Hub repo id (owner/name) or checkpoint URL', required: true})}
   static override flags = {
     via: Flags.string({description: 'comma-separated formats to pass through: hf, corenet, mlx, npz, corenet-mlx, onnx, gguf', default: 'hf,mlx,onnx,corenet'}),
     dtype: dtypeFlag,
     quantize: Flags.integer({description: 'quantize MLX hops to this many bits (lossy: checked by logits, not bytes)'}),
     'group-size': Flags.integer({description: 'quantization group size (default 64)'}),
     keep: Flags.boolean({description: 'keep the intermediate files and print where they are', default: false}),
+    ...hubSourceFlags,
   }
 
   async run(): Promise<RoundtripReport> {
     const {args, flags} = await this.parse(Roundtrip)
     const {dtype} = dtypeOptions(flags.dtype)
-    const report = await this.drain(roundtrip(args.source, {
+    const resolved = await this.localSource(args.source, flags)
+    checkHubFlagsApply([resolved], flags)
+    const report = await this.drain(roundtrip(resolved.path, {
       via: parseVia(flags.via),
       dtype,
       quantization: quantizationOption(flags.quantize, flags['group-size']),

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
-import {forceFlag, formatOption} from '../cli/flags.js'
+import {forceFlag, formatOption, hubSourceFlags} from '../cli/flags.js'
+import {checkHubFlagsApply} from '../hub/source.js'
 import {peftFlags, peftOptions} from '../cli/peft.js'
 import {UsageError} from '../errors.js'
 import {type QualityGates} from '../verify/quality.js'
@@ -17,9 +18,9 @@ export default class Verify extends BaseCommand {
     '<%= config.bin %> verify ./OpenELM-270M --backend torch --device cuda --against ./OpenELM-270M-bf16',
     '<%= config.bin %> verify fixtures/tiny-hf --tokens 1,5,17 --save-logits /tmp/logits.safetensors',
   ]
-  static override args = {model: Args.string({description: 'model folder or file (any format)', required: true})}
+  static override args = {model: Args.string({description: 'model folder or file (any format), Hub repo id (owner/name) or checkpoint URL', required: true})}
   static override flags = {
-    against: Flags.string({description: 'the source MODEL was converted from (any format)'}),
+    against: Flags.string({description: 'the source MODEL was converted from (any format; a path, Hub repo id or checkpoint URL)'}),
     backend: Flags.string({description: 'reference engine (ts: built in, CPU; torch: PyTorch reference), or a runtime the artifact must run in (onnxruntime, llama.cpp)', options: [...BACKEND_NAMES], default: 'ts'}),
     runtime: Flags.string({description: "the artifact's own runtime: auto (its format's, when installed), none, or one by name", options: ['auto', 'none', ...RUNTIMES], default: 'auto'}),
     device: Flags.string({description: 'device of the torch engine and the runtimes (the ts engine is CPU only)', options: ['auto', 'cpu', 'cuda'], default: 'auto'}),
@@ -38,6 +39,7 @@ export default class Verify extends BaseCommand {
     ...peftFlags,
     format: formatOption,
     force: forceFlag,
+    ...hubSourceFlags,
   }
 
   async run(): Promise<VerifyReport> {
@@ -47,8 +49,11 @@ export default class Verify extends BaseCommand {
     if (!flags.against && flags['skip-weights']) throw new UsageError('flag.skip_weights', '--skip-weights applies to a comparison with --against')
     const peft = await peftOptions(flags)
     if (peft && !flags.against) throw new UsageError('flag.peft', 'the LoRA/DoRA flags (--adapter, --lora-alpha, --lora-config, --embedding-adapter) describe the --against checkpoint: pass --against')
-    const report = await verify(args.model, {
-      against: flags.against, ...(peft ? {againstRead: {peft}} : {}), backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
+    const model = await this.localSource(args.model, flags)
+    const against = flags.against === undefined ? undefined : await this.localSource(flags.against, flags)
+    checkHubFlagsApply(against ? [model, against] : [model], flags)
+    const report = await verify(model.path, {
+      against: against?.path, ...(peft ? {againstRead: {peft}} : {}), backend: flags.backend, runtime: flags.runtime, device: flags.device, python: flags.python,
       tokens: flags.tokens === undefined ? undefined : parseTokens(flags.tokens),
       text: flags.prompt, textFile: flags['text-file'], tokenizer: flags.tokenizer,
       promptLength: flags['prompt-length'], seed: flags.seed, saveLogits: flags['save-logits'], force: flags.force,

@@ -16,7 +16,7 @@ import {type CommitOperation, type CommitOutput, commitIter, createBranch, creat
 import {HubError, OpenElmError, UsageError} from '../errors.js'
 import {buildModelCard} from './card.js'
 import {resolveEndpoint, resolveToken, scrubToken, type TokenSource} from './credentials.js'
-import {type LocalFile, isLfs, listFolder, SAMPLE_BYTES, selected} from './files.js'
+import {type LocalFile, isLfs, listFolder, matchesAny, SAMPLE_BYTES, selected} from './files.js'
 import {hubFetch, type RetryPolicy} from './fetch.js'
 
 /** A repo id is `owner/name`, each part as the Hub allows them. */
@@ -43,6 +43,10 @@ export interface PushOptions {
   dryRun?: boolean
   /** `base_model` of the generated card. */
   baseModel?: string
+  /** Remote files matching these globs (and not uploaded now) are deleted in the same commit. */
+  delete?: string[]
+  /** Keep `model*.safetensors` shards (and a shard index) of an earlier push that this one does not upload. */
+  keepStale?: boolean
   /** Injectable transport (tests); wrapped with retries. */
   fetch?: typeof fetch
   retry?: Partial<RetryPolicy>
@@ -77,6 +81,36 @@ export interface PushResult {
   totalBytes: number
   user?: string
   tokenSource?: TokenSource
+  /** Remote files this commit deletes (stale shards, --delete matches). */
+  deleted: string[]
+}
+
+/**
+ * Weights of an earlier push that loaders would still pick up next to the new ones: mlx-lm loads
+ * every `model*.safetensors` it finds, and transformers follows a shard index when one is there.
+ */
+export function isStaleWeight(file: string): boolean {
+  return /^model[^/]*\.safetensors$/.test(file) || file === 'model.safetensors.index.json'
+}
+
+/** Remote paths to delete: --delete matches and (unless kept) stale weights, never a file being uploaded. */
+export function deletions(remote: string[], uploading: Set<string>, options: {delete?: string[]; keepStale?: boolean}): string[] {
+  return remote.filter((f) => !uploading.has(f) && ((options.delete?.length && matchesAny(f, options.delete)) || (!options.keepStale && isStaleWeight(f)))).sort()
+}
+
+/** Files of `repo` at `revision` (none when the repo or the branch does not exist yet). */
+async function remoteFiles(endpoint: string, repo: string, revision: string, token: string, doFetch: typeof fetch): Promise<string[]> {
+  const response = await doFetch(`${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`, {headers: {Authorization: `Bearer ${token}`}})
+  if (response.status === 404) {
+    await response.body?.cancel().catch(() => undefined)
+    return []
+  }
+  if (!response.ok) {
+    await response.body?.cancel().catch(() => undefined)
+    throw new HubError(`hub.http_${response.status}`, `listing the files of ${repo}@${revision} failed: HTTP ${response.status}`, {status: response.status})
+  }
+  const info = (await response.json()) as {siblings?: {rfilename: string}[]}
+  return (info.siblings ?? []).map((s) => s.rfilename)
 }
 
 function validate(options: PushOptions): void {
@@ -153,8 +187,11 @@ export async function* push(dir: string, options: PushOptions): AsyncGenerator<P
   for (const message of notes.splice(0)) yield {type: 'note', message}
   const totalBytes = files.reduce((sum, f) => sum + f.bytes, 0)
   yield {type: 'plan', files, totalBytes}
-  const result: PushResult = {repo: options.repo, endpoint, repoUrl: `${endpoint}/${options.repo}`, revision, dryRun: Boolean(options.dryRun), createdRepo: false, createdBranch: false, files: files.map(({absPath: _abs, ...f}) => f), totalBytes}
-  if (options.dryRun) return result
+  const result: PushResult = {repo: options.repo, endpoint, repoUrl: `${endpoint}/${options.repo}`, revision, dryRun: Boolean(options.dryRun), createdRepo: false, createdBranch: false, files: files.map(({absPath: _abs, ...f}) => f), totalBytes, deleted: []}
+  if (options.dryRun) {
+    if (options.delete?.length) yield {type: 'note', message: 'which remote files --delete removes is decided at push time: a dry run makes no request'}
+    return result
+  }
 
   const {token, source} = await resolveToken(options.token, env)
   result.tokenSource = source
@@ -215,6 +252,12 @@ export async function* push(dir: string, options: PushOptions): AsyncGenerator<P
     path: f.path,
     content: f.generated ? new Blob([card!]) : pathToFileURL(f.absPath!),
   }))
+  if (!result.createdRepo && (!options.keepStale || options.delete?.length)) {
+    const remote = yield* call(`listing the files of ${options.repo}`, () => remoteFiles(endpoint, options.repo, revision, token, fetch))
+    result.deleted = deletions(remote, new Set(files.map((f) => f.path)), options)
+    for (const file of result.deleted) operations.push({operation: 'delete', path: file})
+    if (result.deleted.length > 0) yield {type: 'note', message: `deleting ${result.deleted.join(', ')} from ${options.repo} in the same commit${options.keepStale ? '' : ' (stale weights of an earlier push; --keep-stale keeps them)'}`}
+  }
   const sizes = new Map(files.map((f) => [f.path, f.bytes]))
   const lastProgress = new Map<string, number>()
   const iterator = commitIter({

@@ -11,6 +11,10 @@
  *   PUT  /storage/part/OID/N                       (multipart: one part, answers an ETag)
  *   POST /storage/complete/OID                     {oid, parts: [{partNumber, etag}]}
  *   POST /api/models/OWNER/NAME/commit/REV[?create_pr=1]      NDJSON: header, file, lfsFile
+ * and the download protocol of `hf download` / the openelm source resolver:
+ *   GET  /api/models/OWNER/NAME/revision/REV      {sha, siblings: [{rfilename}]} (404 X-Error-Code RepoNotFound / RevisionNotFound)
+ *   HEAD|GET /OWNER/NAME/resolve/REV/PATH         ETag (sha256 for LFS files), X-Repo-Commit, Range → 206;
+ *                                                 401 X-Error-Code GatedRepo for a gated repo without the token
  * It stores what it receives (LFS objects are checked against their sha256) so tests can compare
  * the committed tree byte for byte with the folder. Faults are injected per request.
  */
@@ -25,6 +29,8 @@ export interface RequestLog {
   query: string
   authorization?: string
   contentType?: string
+  /** The Range header of a download. */
+  range?: string
   bodyBytes: number
   /** The body of JSON/NDJSON requests (API calls), as text. */
   bodyText?: string
@@ -51,7 +57,11 @@ export interface Commit {
 
 interface Repo {
   private: boolean
+  gated?: boolean
   branches: Map<string, Map<string, Buffer>>
+  /** Commit sha of each branch head, and the tree of every commit. */
+  heads?: Map<string, string>
+  snapshots?: Map<string, Map<string, Buffer>>
   pullRequests: Map<number, Map<string, Buffer>>
 }
 
@@ -77,6 +87,10 @@ export class HubServer {
   /** LFS storage: oid → bytes. */
   readonly objects = new Map<string, Buffer>()
   fault: FaultHook | undefined
+  /** Downloads: send this many bytes of a resolve GET's body, then cut the connection. */
+  truncate: ((request: RequestLog, index: number) => number | undefined) | undefined
+  /** Downloads: send this many bytes of a resolve GET's body, then send nothing more (a stalled link). */
+  stall: ((request: RequestLog, index: number) => number | undefined) | undefined
   url = ''
   private server: http.Server | undefined
   private readonly parts = new Map<string, Map<number, Buffer>>()
@@ -98,6 +112,11 @@ export class HubServer {
     return this.url
   }
 
+  /** Let the process exit while the server still listens (benchmarks). */
+  unref(): void {
+    this.server?.unref()
+  }
+
   async stop(): Promise<void> {
     this.server?.closeAllConnections()
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()))
@@ -110,6 +129,105 @@ export class HubServer {
     return pr ? r?.pullRequests.get(Number(pr[1])) : r?.branches.get(ref)
   }
 
+  /** Put a repo on the server as if someone had pushed `files` to `branch` (a new commit each call). */
+  publish(repo: string, files: Map<string, Buffer>, options: {branch?: string; gated?: boolean} = {}): string {
+    let r = this.repos.get(repo)
+    if (!r) this.repos.set(repo, (r = {private: false, branches: new Map(), pullRequests: new Map()}))
+    if (options.gated !== undefined) r.gated = options.gated
+    const branch = options.branch ?? 'main'
+    r.branches.set(branch, new Map(files))
+    return this.recordHead(r, branch)
+  }
+
+  private recordHead(r: Repo, branch: string): string {
+    const tree = r.branches.get(branch)!
+    const hash = createHash('sha1').update(branch).update(String(Date.now())).update(String(Math.random()))
+    for (const [name, data] of [...tree].sort(([a], [b]) => (a < b ? -1 : 1))) hash.update(name).update(data)
+    const sha = hash.digest('hex')
+    r.heads ??= new Map()
+    r.snapshots ??= new Map()
+    r.heads.set(branch, sha)
+    r.snapshots.set(sha, tree)
+    return sha
+  }
+
+  /** Commit sha a branch points at (recorded for every branch the server holds). */
+  head(repo: string, branch = 'main'): string | undefined {
+    const r = this.repos.get(repo)
+    if (!r) return undefined
+    if (!r.heads?.has(branch) && r.branches.has(branch)) this.recordHead(r, branch)
+    return r.heads?.get(branch)
+  }
+
+  /** GET requests for file bytes (what a cache hit must not make). */
+  downloads(repo?: string): RequestLog[] {
+    return this.requests.filter((q) => q.method === 'GET' && /^\/[^/]+\/[^/]+\/resolve\//.test(q.path) && (!repo || q.path.startsWith(`/${repo}/resolve/`)))
+  }
+
+  private errorCode(res: http.ServerResponse, status: number, code: string, message: string): void {
+    res.writeHead(status, {'Content-Type': 'application/json', 'X-Error-Code': code, 'X-Error-Message': message})
+    res.end(JSON.stringify({error: message}))
+  }
+
+  private treeAt(r: Repo, repo: string, rev: string): {sha: string; tree: Map<string, Buffer>} | undefined {
+    if (r.branches.has(rev)) {
+      const sha = this.head(repo, rev)!
+      return {sha, tree: r.branches.get(rev)!}
+    }
+    const tree = r.snapshots?.get(rev)
+    return tree ? {sha: rev, tree} : undefined
+  }
+
+  private revisionInfo(repo: string, rev: string, res: http.ServerResponse): void {
+    const r = this.repos.get(repo)
+    if (!r) return this.errorCode(res, 404, 'RepoNotFound', 'Repository not found')
+    const at = this.treeAt(r, repo, rev)
+    if (!at) return this.errorCode(res, 404, 'RevisionNotFound', `Invalid rev id: ${rev}`)
+    this.json(res, 200, {id: repo, modelId: repo, sha: at.sha, private: r.private, gated: r.gated ? 'manual' : false, siblings: [...at.tree.keys()].sort().map((rfilename) => ({rfilename}))})
+  }
+
+  private resolveFile(repo: string, rev: string, file: string, req: http.IncomingMessage, log: RequestLog, index: number, res: http.ServerResponse): void {
+    const r = this.repos.get(repo)
+    if (!r) return this.errorCode(res, 404, 'RepoNotFound', 'Repository not found')
+    if (r.gated && !this.authorized(req)) return this.errorCode(res, 401, 'GatedRepo', `Access to model ${repo} is restricted. You must have access to it and be authenticated to access it. Please log in.`)
+    const at = this.treeAt(r, repo, rev)
+    if (!at) return this.errorCode(res, 404, 'RevisionNotFound', `Invalid rev id: ${rev}`)
+    const data = at.tree.get(file)
+    if (!data) return this.errorCode(res, 404, 'EntryNotFound', `${file} does not exist on "${rev}"`)
+    const lfs = LFS_SUFFIXES.some((suffix) => file.endsWith(suffix))
+    const etag = lfs ? createHash('sha256').update(data).digest('hex') : createHash('sha1').update(`blob ${data.length}\0`).update(data).digest('hex')
+    const headers: Record<string, string> = {ETag: `"${etag}"`, 'X-Repo-Commit': at.sha, 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream'}
+    if (lfs) headers['X-Linked-Etag'] = `"${etag}"`
+    let body = data
+    let status = 200
+    const range = /^bytes=(\d+)-$/.exec(String(req.headers.range ?? ''))
+    if (range) {
+      const start = Number(range[1])
+      if (start >= data.length) {
+        res.writeHead(416, {'Content-Range': `bytes */${data.length}`})
+        res.end()
+        return
+      }
+      body = data.subarray(start)
+      status = 206
+      headers['Content-Range'] = `bytes ${start}-${data.length - 1}/${data.length}`
+    }
+    headers['Content-Length'] = String(body.length)
+    res.writeHead(status, headers)
+    if (log.method === 'HEAD') return void res.end()
+    const pause = this.stall?.(log, index)
+    if (pause !== undefined && pause < body.length) {
+      res.write(body.subarray(0, pause))
+      return
+    }
+    const cut = this.truncate?.(log, index)
+    if (cut !== undefined && cut < body.length) {
+      res.write(body.subarray(0, cut), () => setTimeout(() => res.destroy(), 20))
+      return
+    }
+    res.end(body)
+  }
+
   private json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
     res.writeHead(status, {'Content-Type': 'application/json', ...headers})
     res.end(JSON.stringify(body))
@@ -117,7 +235,7 @@ export class HubServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', this.url)
-    const log: RequestLog = {method: req.method ?? 'GET', path: decodeURIComponent(url.pathname), query: url.search, authorization: req.headers.authorization, contentType: req.headers['content-type'], bodyBytes: 0}
+    const log: RequestLog = {method: req.method ?? 'GET', path: decodeURIComponent(url.pathname), query: url.search, authorization: req.headers.authorization, contentType: req.headers['content-type'], range: req.headers.range, bodyBytes: 0}
     const index = this.requests.push(log) - 1
     const fault = this.fault?.(log, index)
     if (fault && 'drop' in fault) {
@@ -155,6 +273,10 @@ export class HubServer {
     if (m === 'PUT' && (match = /^\/storage\/basic\/([0-9a-f]{64})$/.exec(p))) return this.putBasic(match[1]!, body, res)
     if (m === 'PUT' && (match = /^\/storage\/part\/([0-9a-f]{64})\/(\d+)$/.exec(p))) return this.putPart(match[1]!, Number(match[2]), body, res)
     if (m === 'POST' && (match = /^\/storage\/complete\/([0-9a-f]{64})$/.exec(p))) return this.complete(match[1]!, body, res)
+
+    // Downloads: public repos need no token; gated ones check it per file, as the Hub does.
+    if (m === 'GET' && (match = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(p))) return this.revisionInfo(match[1]!, match[2]!, res)
+    if ((m === 'GET' || m === 'HEAD') && (match = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(p))) return this.resolveFile(match[1]!, match[2]!, match[3]!, req, log, this.requests.indexOf(log), res)
 
     if (!this.authorized(req)) return this.json(res, 401, {error: 'Invalid credentials in Authorization header'})
     if (m === 'GET' && p === '/api/whoami-v2') {
@@ -289,6 +411,7 @@ export class HubServer {
       pullRequestUrl = `${this.url}/${repo}/discussions/${commit.pullRequest}`
     } else {
       r.branches.set(rev, files)
+      this.recordHead(r, rev)
     }
     this.commits.push(commit)
     this.json(res, 200, {success: true, commitOid: oid, commitUrl: `${this.url}/${repo}/commit/${oid}`, hookOutput: '', ...(pullRequestUrl && {pullRequestUrl})})

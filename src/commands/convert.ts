@@ -4,6 +4,7 @@ import {loadConfigFile} from '../formats/corenet/config.js'
 import {dtypeFlag, forceFlag, formatOption, outFlag, toFlag} from '../cli/flags.js'
 import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
+import {tokenizerFlags, tokenizerRequest} from '../cli/tokenizer.js'
 import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
 import {UsageError} from '../errors.js'
@@ -43,6 +44,7 @@ export default class Convert extends BaseCommand {
     'max-ppl-ratio': Flags.string({description: 'with --verify: quality gate, largest allowed perplexity ratio on text'}),
     ...peftFlags,
     merge: mergeFlag,
+    ...tokenizerFlags,
   }
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport}> {
@@ -51,6 +53,7 @@ export default class Convert extends BaseCommand {
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
     const read = {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, ...(peft ? {peft} : {})}
+    const tokenizer = tokenizerRequest(flags, flags.to, flags.layout)
     const mlxQuant = mlxQuantFlags(flags['q-recipe'], flags['quantize-embedding'], flags.to, flags.quantize, flags['group-size'])
     const result = await this.drain(convert(args.source, flags.to as FormatName, flags.out, read, {
       ...dtypeOptions(flags.dtype),
@@ -63,11 +66,13 @@ export default class Convert extends BaseCommand {
       keepPaddedVocab: flags['keep-padded-vocab'],
       trainingCheckpoint: flags['training-checkpoint'],
       force: flags.force,
+      ...(tokenizer ? {tokenizerRequest: tokenizer} : {}),
     }))
     const total = result.target.files.reduce((a, f) => a + f.bytes, 0)
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${result.target.quantization.bits}-bit` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
+    if (result.tokenizer) this.log(`  tokenizer: ${result.tokenizer.reason}`)
     if (!flags.verify) return result
     const report = await verifyConversion(args.source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
     this.phase()

@@ -13,7 +13,8 @@ import {inferConfig} from '../../model/infer.js'
 import {APPLE_REPOS, matchPreset} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, renamed, type TensorRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, GENERATED_CARD_MARKER, readerCheckpoint, resolveConfig} from '../common.js'
+import {GENERATED_CARD_MARKER, readerCheckpoint, resolveConfig} from '../common.js'
+import {type TokenizerKind, tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
 import {openSafetensors} from '../safetensors/read.js'
 import {INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {writeSafetensors} from '../safetensors/write.js'
@@ -141,7 +142,9 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
       }
       files.push({path: config, bytes: await writeJsonFile(config, json)})
     }
-    files.push(...(await copyTokenizerFiles(source.extras.tokenizerFiles, dir)))
+    const tokenizer = await tokenizerFilesFor(mlxTokenizerKind(options), source, options)
+    files.push(...(await writeTokenizerFiles(dir, tokenizer.files)))
+    notes.push(...tokenizer.notes)
     return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, quantization, notes}
   })
 }
@@ -312,10 +315,16 @@ export async function detectMlx(p: string): Promise<boolean> {
   }
 }
 
+/** mlx_lm.load reads the Hugging Face tokenizer files; CoreNet's MLX example and mlx-examples' npz models read tokenizer.model. */
+function mlxTokenizerKind(options: Pick<WriteOptions, 'layout'>): TokenizerKind {
+  return parseLayout(options.layout) === 'mlx-lm' ? 'hf-files' : 'sentencepiece'
+}
+
 export const mlxFormat: FormatAdapter = {
   name: 'mlx',
   description: 'MLX: mlx-lm folder (model.safetensors, format "mlx", optional affine quantization), CoreNet weights.safetensors, or weights.npz',
   detect: detectMlx,
   read: readMlx,
   write: writeMlx,
+  tokenizerKind: mlxTokenizerKind,
 }

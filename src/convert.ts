@@ -11,7 +11,8 @@ export interface TokenizerChoice {
   name?: string
   reason: string
   vocabSize?: number
-  chatTemplate?: boolean
+  /** Where the chat template written came from (absent: none written beyond what copied files hold). */
+  chatTemplate?: string
 }
 
 export interface ConvertResult {
@@ -44,7 +45,8 @@ export async function* writeCheckpoint(checkpoint: Checkpoint, to: FormatName, o
     ...(tokenizer ? {
       tokenizer: {
         origin: tokenizer.origin, reason: tokenizer.reason,
-        ...(tokenizer.tokenizer ? {name: tokenizer.tokenizer.name, vocabSize: tokenizer.tokenizer.vocabSize, chatTemplate: tokenizer.chatTemplate !== undefined} : {}),
+        ...(tokenizer.tokenizer ? {name: tokenizer.tokenizer.name, vocabSize: tokenizer.tokenizer.vocabSize} : {}),
+        ...(tokenizer.chatTemplateReason ? {chatTemplate: tokenizer.chatTemplateReason} : {}),
       },
     } : {}),
     notes: [...notes, ...result.notes],

@@ -213,6 +213,9 @@ describe('CLI', () => {
     for (const [args, message] of [
       [['--to', 'corenet', '--tokenizer', TINY_SPM], /--tokenizer applies to outputs that carry a tokenizer .* not --to corenet/],
       [['--to', 'hf', '--tokenizer', TINY_SPM, '--no-tokenizer'], /--tokenizer and --no-tokenizer exclude each other/],
+      [['--to', 'corenet', '--chat-template', 'openelm'], /--chat-template applies to outputs that carry a tokenizer .* not --to corenet/],
+      [['--to', 'mlx', '--layout', 'corenet-mlx', '--chat-template', 'openelm'], /--chat-template applies to outputs with tokenizer_config\.json or GGUF metadata, not --layout corenet-mlx/],
+      [['--to', 'hf', '--chat-template', 'openelm', '--no-tokenizer'], /--chat-template needs a tokenizer/],
     ] as [string[], RegExp][]) {
       const out = path.join(work, 'cli-refused')
       const run = await cli(['convert', bare, '--out', out, ...args])

@@ -73,6 +73,7 @@ export default class Convert extends BaseCommand {
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
     if (result.tokenizer) this.log(`  tokenizer: ${result.tokenizer.reason}`)
+    if (result.tokenizer?.chatTemplate) this.log(`  chat template: ${result.tokenizer.chatTemplate}`)
     if (!flags.verify) return result
     const report = await verifyConversion(args.source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
     this.phase()

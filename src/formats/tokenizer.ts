@@ -16,12 +16,13 @@
  */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {ConfigError, FormatError} from '../errors.js'
+import {ConfigError, FormatError, IoError, UsageError} from '../errors.js'
+import {OPENELM_CHAT_TEMPLATE} from '../tokenizer/chat.js'
 import {
   createTokenizer, hfTokenizerFiles, isPlaceholderVocabulary, LLAMA2_ROWS, llama2Tokenizer, loadTokenizer, modelFromGgufVocabulary, type SentencePieceModel,
   type Tokenizer, writeSentencePieceModel,
 } from '../tokenizer/index.js'
-import {ggufEmbeddedVocabulary, readGgufVocabulary} from './gguf/index.js'
+import {ggufEmbeddedChatTemplate, ggufEmbeddedVocabulary, readGgufVocabulary} from './gguf/index.js'
 import {type Checkpoint, type WriteOptions} from './types.js'
 
 export type TokenizerKind = 'hf-files' | 'sentencepiece' | 'gguf-vocab' | 'none'
@@ -32,6 +33,10 @@ export interface TokenizerRequest {
   from?: string
   /** Write no tokenizer (GGUF then keeps a placeholder vocabulary). */
   none?: boolean
+  /** `openelm` (OpenELM-Instruct's template, src/tokenizer/chat.ts) or a file holding a Jinja template. */
+  chatTemplate?: string
+  /** Write no chat template, even for an Instruct model or a source that has one. */
+  noChatTemplate?: boolean
 }
 
 /** The settled tokenizer of a conversion, or why there is none. */
@@ -46,8 +51,13 @@ export interface OutputTokenizer {
    * runtime loaded before stays what it loads. Missing ones are made from the model.
    */
   originals?: Record<string, Uint8Array>
-  /** A Jinja chat template for tokenizer_config.json / GGUF `tokenizer.chat_template`. */
-  chatTemplate?: string
+  /**
+   * A Jinja chat template for tokenizer_config.json / GGUF `tokenizer.chat_template`; null: remove
+   * the one a copied tokenizer_config.json has (`--no-chat-template`).
+   */
+  chatTemplate?: string | null
+  /** Where the chat template came from, when there is one. */
+  chatTemplateReason?: string
 }
 
 const TOKENIZER_SOURCE_FILES = ['tokenizer.model', 'tokenizer.json']
@@ -120,7 +130,46 @@ export async function resolveOutputTokenizer(source: Checkpoint, rows: number, r
   if (found.tokenizer.vocabSize > rows) {
     throw new ConfigError('tokenizer.size', `${found.tokenizer.name} has ${found.tokenizer.vocabSize} pieces but the model has ${rows} embedding rows`, {rows})
   }
-  return {tokenizer: found.tokenizer, origin, reason: `${found.tokenizer.name}, ${why}`, ...(found.originals ? {originals: found.originals} : {})}
+  const chat = await chatTemplateFor(source, found.originals, request)
+  return {
+    tokenizer: found.tokenizer, origin, reason: `${found.tokenizer.name}, ${why}`,
+    ...(found.originals ? {originals: found.originals} : {}),
+    ...(chat ? {chatTemplate: chat.template, ...(chat.reason ? {chatTemplateReason: chat.reason} : {})} : {}),
+  }
+}
+
+/** A path segment naming an Instruct model: `OpenELM-270M-Instruct`, `models--apple--OpenELM-270M-Instruct`, `x-instruct-f16.gguf`. */
+const INSTRUCT_NAME = /-instruct(?=$|[-_.])/i
+
+/** True when the model's path says it is an Instruct one (the Hub cache keeps the repo name in a folder above the snapshot). */
+export function isInstructPath(p: string): boolean {
+  return path.resolve(p).split(path.sep).some((segment) => INSTRUCT_NAME.test(segment))
+}
+
+/**
+ * The chat template, first match wins: `--no-chat-template` (none, and a copied one removed),
+ * `--chat-template openelm|FILE`, the source tokenizer_config.json's, the source GGUF's, OpenELM's
+ * for a model whose name ends in -Instruct; else none.
+ */
+async function chatTemplateFor(source: Checkpoint, originals: Record<string, Uint8Array> | undefined, request: TokenizerRequest): Promise<{template: string | null; reason?: string} | undefined> {
+  if (request.noChatTemplate) return copiedChatTemplate(originals) !== undefined ? {template: null} : undefined
+  if (request.chatTemplate === 'openelm') return {template: OPENELM_CHAT_TEMPLATE, reason: 'OpenELM-Instruct\'s (--chat-template openelm)'}
+  if (request.chatTemplate !== undefined) {
+    let text: string
+    try {
+      text = await fs.readFile(request.chatTemplate, 'utf8')
+    } catch (error) {
+      throw new IoError('file.open', `cannot read the chat template ${request.chatTemplate}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {path: request.chatTemplate})
+    }
+    if (text.trim() === '') throw new UsageError('flag.chat_template', `${request.chatTemplate} is empty: give a Jinja chat template, or --chat-template openelm`)
+    return {template: text, reason: `from ${request.chatTemplate} (--chat-template)`}
+  }
+  const copied = copiedChatTemplate(originals)
+  if (copied !== undefined) return {template: copied, reason: 'the source\'s tokenizer_config.json'}
+  const embedded = ggufEmbeddedChatTemplate(source)
+  if (embedded !== undefined) return {template: embedded, reason: 'the source GGUF\'s tokenizer.chat_template'}
+  if (isInstructPath(source.path)) return {template: OPENELM_CHAT_TEMPLATE, reason: `OpenELM-Instruct's (the model's name, ${path.basename(path.resolve(source.path))}, ends in -Instruct)`}
+  return undefined
 }
 
 /** True when the model has a LLaMA-style tokenizer.json (identity normalizer, escaped spaces, no whitespace removal). */
@@ -153,19 +202,33 @@ export async function tokenizerFilesFor(kind: TokenizerKind, source: Checkpoint,
     ? hfTokenizerFiles(tokenizer.model, {
       addBos: tokenizer.addBos,
       modelMaxLength: source.config.max_context_length,
-      ...(out.chatTemplate !== undefined ? {chatTemplate: out.chatTemplate} : {}),
+      ...(typeof out.chatTemplate === 'string' ? {chatTemplate: out.chatTemplate} : {}),
       withModel: false,
     })
     : {}
   const files: Record<string, Uint8Array> = {...made, ...originals, 'tokenizer.model': model()}
-  if (out.chatTemplate !== undefined && originals['tokenizer_config.json']) {
+  if (out.chatTemplate !== undefined && originals['tokenizer_config.json'] && copiedChatTemplate(originals) !== out.chatTemplate) {
     files['tokenizer_config.json'] = withChatTemplate(originals['tokenizer_config.json'], out.chatTemplate)
   }
   return {files, notes: []}
 }
 
-/** A copied tokenizer_config.json with `chat_template` set (its other fields kept). */
-function withChatTemplate(bytes: Uint8Array, template: string): Uint8Array {
+/** The chat_template (string form) of a copied tokenizer_config.json. */
+function copiedChatTemplate(originals: Record<string, Uint8Array> | undefined): string | undefined {
+  const bytes = originals?.['tokenizer_config.json']
+  if (!bytes) return undefined
+  let json: unknown
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString('utf8'))
+  } catch {
+    return undefined // copied as it is; a file the runtime cannot parse is the source's own
+  }
+  const template = (json as {chat_template?: unknown} | null)?.chat_template
+  return typeof template === 'string' ? template : undefined
+}
+
+/** A copied tokenizer_config.json with `chat_template` set, or removed for null (its other fields kept). */
+function withChatTemplate(bytes: Uint8Array, template: string | null): Uint8Array {
   let json: unknown
   try {
     json = JSON.parse(Buffer.from(bytes).toString('utf8'))
@@ -173,7 +236,8 @@ function withChatTemplate(bytes: Uint8Array, template: string): Uint8Array {
     throw new FormatError('json.invalid', `the source's tokenizer_config.json is not valid JSON: ${(error as Error).message}`)
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FormatError('json.invalid', 'the source\'s tokenizer_config.json is not a JSON object')
-  return new TextEncoder().encode(JSON.stringify({...json, chat_template: template}, null, 2) + '\n')
+  const {chat_template: _, ...rest} = json as Record<string, unknown>
+  return new TextEncoder().encode(JSON.stringify(template === null ? rest : {...rest, chat_template: template}, null, 2) + '\n')
 }
 
 /** Write `files` into `dir`; the entries for a WriteResult. */

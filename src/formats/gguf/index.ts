@@ -105,6 +105,13 @@ export function ggufEmbeddedVocabulary(source: Checkpoint): EmbeddedVocabulary |
 }
 
 const EMBEDDED_TOKENIZER_MODEL = 'ggufTokenizerModel'
+const EMBEDDED_CHAT_TEMPLATE = 'ggufChatTemplate'
+
+/** A GGUF checkpoint's `tokenizer.chat_template` (undefined for other formats or when it has none). */
+export function ggufEmbeddedChatTemplate(source: Checkpoint): string | undefined {
+  const t = source.format === 'gguf' ? source.extras.info[EMBEDDED_CHAT_TEMPLATE] : undefined
+  return typeof t === 'string' ? t : undefined
+}
 const EMBEDDED_SPACE_PREFIX = 'ggufAddSpacePrefix'
 
 function vocabFromMetadata(kv: Map<string, GgufKv>): (VocabPieces & {addBos: boolean}) | undefined {
@@ -166,7 +173,8 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
     ? vocabFromModel(settled.tokenizer?.model, settled.tokenizer?.addBos ?? true, rows, ids, settled.reason)
     : await loadVocab(source.extras.tokenizerFiles, rows, ids, embeddedVocab(source))
   const {inputs, fallbacks} = ggufTensors(source, target)
-  const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab, chatTemplate: settled?.chatTemplate})
+  const chatTemplate = settled ? settled.chatTemplate ?? undefined : ggufEmbeddedChatTemplate(source)
+  const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab, ...(chatTemplate ? {chatTemplate} : {})})
   const plan = planGguf(metadata, inputs)
   const notes = [...vocab.notes]
   if (fallbacks.length > 0) notes.push(`Q8_0: ${fallbacks.length} tensors whose rows are not multiples of ${Q8_0_BLOCK} values were written as F16 (as llama.cpp does): ${fallbacks.join(', ')}`)
@@ -238,6 +246,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     }
     Object.defineProperty(info, EMBEDDED_VOCAB, {value: vocabFromMetadata(file.kv), enumerable: false})
     Object.defineProperty(info, EMBEDDED_TOKENIZER_MODEL, {value: file.kv.get('tokenizer.ggml.model')?.value, enumerable: false})
+    Object.defineProperty(info, EMBEDDED_CHAT_TEMPLATE, {value: file.kv.get('tokenizer.chat_template')?.value, enumerable: false})
     Object.defineProperty(info, EMBEDDED_SPACE_PREFIX, {value: file.kv.get('tokenizer.ggml.add_space_prefix')?.value, enumerable: false})
     return {
       format: 'gguf',

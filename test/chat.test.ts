@@ -14,6 +14,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {convert, writeCheckpoint} from '../src/convert.js'
 import {openGguf} from '../src/formats/gguf/read.js'
 import {isInstructPath} from '../src/formats/tokenizer.js'
+import {generate} from '../src/generate/index.js'
 import {encodeWithSpecials} from '../src/generate/special.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
@@ -113,6 +114,21 @@ describe('chat template in outputs', () => {
     expect(result.tokenizer!.chatTemplate).toBe('the source GGUF\'s tokenizer.chat_template')
     expect((await configOf(back)).chat_template).toBe(OPENELM_CHAT_TEMPLATE)
   })
+
+  it('generate --chat: the prompt is BOS + the rendered template with "</s>" as EOS; the result shows the text', async () => {
+    const model = path.join(work, 'instruct-hf')
+    const system = 'You are brief.'
+    const prompt = 'What is the capital of France?'
+    const result = await drain(generate(model, {prompt, chat: {system}, maxTokens: 2}))
+    const expected = renderChat([{role: 'system', content: system}, {role: 'user', content: prompt}])
+    expect(result.prompt.text).toBe(expected)
+    expect(result.prompt.ids).toEqual([1, ...encodeWithSpecials(await llama2Tokenizer(), expected)])
+    expect(result.prompt.ids.slice(0, 6)).toEqual([1, ...(await llama2Tokenizer()).encode('<|system|>', {addBos: false})].slice(0, 6))
+    expect(result.generated.ids.length).toBeGreaterThan(0)
+    const plain = await drain(generate(model, {prompt, chat: {}, maxTokens: 1}))
+    expect(plain.prompt.text).toBe(renderChat([{role: 'user', content: prompt}]))
+    await expect(drain(generate(model, {tokens: [1, 2, 3], chat: {}}))).rejects.toThrow(/--chat wraps a text prompt/)
+  }, 60_000)
 
   it('a base model has none unless asked (--chat-template openelm|FILE); --no-chat-template drops it', async () => {
     const plain = path.join(work, 'base-hf')

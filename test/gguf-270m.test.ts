@@ -1,5 +1,5 @@
 /**
- * A 270M-shape model (synthetic weights, f16, placeholder 32000-piece vocabulary) through GGUF:
+ * A 270M-shape model (synthetic weights, f16, the built-in LLaMA-2 vocabulary) through GGUF:
  * llama.cpp loads the F16 and Q8_0 files; F16 gives the TS engine's greedy tokens, Q8_0 passes
  * the 8-bit thresholds. Heavy (≈1 GB of files, two 270M forward passes): about a minute on an idle
  * 2-core machine.

@@ -9,7 +9,7 @@ import {readHf} from '../src/formats/hf/index.js'
 import {detectFormat, openCheckpoint} from '../src/formats/registry.js'
 import {openSafetensors} from '../src/formats/safetensors/read.js'
 import {writeSafetensors} from '../src/formats/safetensors/write.js'
-import {parseHfConfig, toHfConfigJson} from '../src/model/config.js'
+import {parseHfConfig, qualifiedAutoMap, toHfConfigJson} from '../src/model/config.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {memoryRecord, type TensorRecord} from '../src/tensor/record.js'
@@ -131,14 +131,16 @@ describe('writing the HF layout', () => {
   it('writes config.json, generation_config.json and model.safetensors, bit-exact, and copies tokenizer files', async () => {
     const src = fresh('with-tokenizer')
     await fs.cp(FIXTURE, src, {recursive: true})
-    const tokenizer = {'tokenizer.json': '{"version":"1.0"}', 'tokenizer.model': 'sentencepiece\u0000bytes', 'tokenizer_config.json': '{"add_bos_token":true}', 'special_tokens_map.json': '{"bos_token":"<s>"}'}
-    for (const [name, text] of Object.entries(tokenizer)) await fs.writeFile(path.join(src, name), text)
+    // The source's tokenizer files are copied unchanged (tokenizer.model, read first, must be a real one).
+    const tokenizer = {'tokenizer.json': '{"version":"1.0"}', 'tokenizer.model': readFileSync(path.join(FIXTURE, '../tiny-spm/tokenizer.model'), 'latin1'), 'tokenizer_config.json': '{"add_bos_token":true}', 'special_tokens_map.json': '{"bos_token":"<s>"}'}
+    for (const [name, text] of Object.entries(tokenizer)) await fs.writeFile(path.join(src, name), text, 'latin1')
     await fs.writeFile(path.join(src, 'README.md'), 'not copied')
     const out = fresh('out')
     const result = await drain(convert(src, 'hf', out, {}, {}))
     expect(readdirSync(out).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', ...Object.keys(tokenizer)].sort())
-    for (const [name, text] of Object.entries(tokenizer)) expect(readFileSync(path.join(out, name), 'utf8')).toBe(text)
-    expect(readJson(path.join(out, 'config.json'))).toEqual(toHfConfigJson(presetConfig('tiny'), 'F32'))
+    for (const [name, text] of Object.entries(tokenizer)) expect(readFileSync(path.join(out, name), 'latin1')).toBe(text)
+    // No remote code beside the source: auto_map names Apple's 270M repo (the same code for every size).
+    expect(readJson(path.join(out, 'config.json'))).toEqual(toHfConfigJson(presetConfig('tiny'), 'F32', {auto_map: qualifiedAutoMap('apple/OpenELM-270M')}))
     expect(readJson(path.join(out, 'generation_config.json'))).toEqual({_from_model_config: true, bos_token_id: 1, eos_token_id: 2, transformers_version: '4.39.3'})
     // Same dtype, one file: the safetensors is byte-identical to the source's.
     expect(sha256(readFileSync(path.join(out, 'model.safetensors')))).toBe(sha256(readFileSync(path.join(FIXTURE, 'model.safetensors'))))

@@ -200,7 +200,8 @@ describe("CoreNet's MLX layout", () => {
     const source: Checkpoint = synthCheckpoint(presetConfig('micro', {vocab_size: 32000}), {seed: 3})
     const out = path.join(tmp, 'corenet-mlx')
     await drain(writeCheckpoint(source, 'mlx', out, {layout: 'corenet-mlx', quantization: {bits: 4, groupSize: 32, mode: 'affine'}}))
-    expect((await fs.readdir(out)).sort()).toEqual(['config.json', CORENET_WEIGHTS])
+    // 32128 rows: CoreNet's padded LLaMA-2 vocabulary, so the built-in LLaMA-2 tokenizer.model goes along.
+    expect((await fs.readdir(out)).sort()).toEqual(['config.json', 'tokenizer.model', CORENET_WEIGHTS])
     const config = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'))
     expect(config).toEqual({model_name: 'OpenELM-micro', vocab_size: 32128, max_context_length: 64, quantization: {group_size: 32, bits: 4}})
     const st = await openSafetensors(path.join(out, CORENET_WEIGHTS))

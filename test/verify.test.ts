@@ -316,7 +316,8 @@ describe('verify on text', () => {
     model = path.join(tmp, 'micro-llama-vocab')
     const {drain} = await import('../src/progress.js')
     const {writeCheckpoint} = await import('../src/convert.js')
-    await drain(writeCheckpoint(synthCheckpoint(presetConfig('micro', {vocab_size: 32000})), 'hf', model, {}))
+    // No tokenizer files beside it: the built-in LLaMA-2 tokenizer is what verify falls back to.
+    await drain(writeCheckpoint(synthCheckpoint(presetConfig('micro', {vocab_size: 32000})), 'hf', model, {tokenizerRequest: {none: true}}))
   })
 
   it('--prompt tokenizes exactly as SentencePiece does (LLaMA-2, a 32000-row model) and prints the tokens', async () => {

@@ -8,6 +8,7 @@ import {push, type PushResult} from '../hub/push.js'
 import {resolveToken} from '../hub/credentials.js'
 import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
+import {tokenizerFlags, tokenizerRequest} from '../cli/tokenizer.js'
 import {bytes} from '../cli/render.js'
 import {convert, type ConvertResult} from '../convert.js'
 import {UsageError} from '../errors.js'
@@ -52,6 +53,7 @@ export default class Convert extends BaseCommand {
     ...hubSourceFlags,
     push: Flags.string({description: 'after converting (and --verify), push the output folder to this Hub repo, OWNER/NAME (uses --token/HF_TOKEN, --endpoint/HF_ENDPOINT)'}),
     'keep-stale': Flags.boolean({description: 'with --push: keep model*.safetensors shards of an earlier push that this one does not replace', default: false}),
+    ...tokenizerFlags,
   }
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport; push?: PushResult}> {
@@ -63,6 +65,7 @@ export default class Convert extends BaseCommand {
     const fpMode = flags['q-mode'] !== undefined && flags['q-mode'] !== 'affine'
     // With --q-recipe alone (affine), --group-size travels in mlxQuant.
     const quantization = flags.quantize === undefined && flags['q-recipe'] !== undefined && !fpMode ? undefined : quantizationOption(flags.quantize, flags['group-size'], flags['q-mode'], flags.to)
+    const tokenizer = tokenizerRequest(flags, flags.to, flags.layout)
     const mlxQuant = mlxQuantFlags(flags['q-recipe'], flags['quantize-embedding'], flags.to, flags.quantize ?? (fpMode ? quantization?.bits : undefined), flags['group-size'])
     if (flags.push !== undefined && !isRepoId(flags.push)) throw new UsageError('push.repo', `invalid --push "${flags.push}" (expected OWNER/NAME, e.g. me/OpenELM-270M-mlx)`)
     if (flags['keep-stale'] && flags.push === undefined) throw new UsageError('flag.keep_stale', '--keep-stale applies to --push')
@@ -81,11 +84,14 @@ export default class Convert extends BaseCommand {
       keepPaddedVocab: flags['keep-padded-vocab'],
       trainingCheckpoint: flags['training-checkpoint'],
       force: flags.force,
+      ...(tokenizer ? {tokenizerRequest: tokenizer} : {}),
     }))
     const total = result.target.files.reduce((a, f) => a + f.bytes, 0)
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${['affine', 'q8_0'].includes(result.target.quantization.mode) ? `${result.target.quantization.bits}-bit` : result.target.quantization.mode}` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
+    if (result.tokenizer) this.log(`  tokenizer: ${result.tokenizer.reason}`)
+    if (result.tokenizer?.chatTemplate) this.log(`  chat template: ${result.tokenizer.chatTemplate}`)
     let verified: VerifyReport | undefined
     if (flags.verify) {
       const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)

@@ -25,6 +25,8 @@ export default class Generate extends BaseCommand {
     backend: Flags.string({description: 'where the model runs: ts (built in, CPU), torch (PyTorch reference), onnxruntime (ONNX), llama.cpp (GGUF)', options: [...GENERATE_BACKENDS], default: 'ts'}),
     device: Flags.string({description: 'device of the torch, onnxruntime and llama.cpp backends (ts is CPU only)', options: ['auto', 'cpu', 'cuda'], default: 'auto'}),
     threads: Flags.integer({description: 'CPU threads of the ts engine and llama.cpp (default: one per core)', min: 1}),
+    chat: Flags.boolean({description: 'Instruct models: wrap --prompt as the user\'s turn of OpenELM-Instruct\'s chat template (<|user|> … </s> <|assistant|>)', default: false}),
+    system: Flags.string({description: 'with --chat: a system message before the user\'s turn', dependsOn: ['chat']}),
     tokenizer: Flags.string({description: "tokenizer to use: a folder, tokenizer.model or tokenizer.json (default: the model's own, else LLaMA-2's for 32000-row models)"}),
     python: Flags.string({description: 'Python interpreter with torch and msgpack (torch backend)'}),
     format: formatOption,
@@ -44,6 +46,7 @@ export default class Generate extends BaseCommand {
       prompt: flags.prompt, tokens, maxTokens: flags['max-tokens'], temperature, topP, seed: flags.seed ?? 0,
       backend: flags.backend, device: flags.device, threads: flags.threads, tokenizer: flags.tokenizer, python: flags.python,
       format: flags.format as FormatName | undefined,
+      ...(flags.chat ? {chat: flags.system !== undefined ? {system: flags.system} : {}} : {}),
     })
     const stream = !this.jsonEnabled()
     let hasTokenizer = true
@@ -59,7 +62,8 @@ export default class Generate extends BaseCommand {
       if (event.type === 'prompt') {
         hasTokenizer = event.tokenizer !== undefined
         // Text continues the prompt as typed; without a tokenizer the ids are printed instead.
-        if (flags.prompt !== undefined) process.stdout.write(flags.prompt)
+        // With --chat only the answer is printed (the prompt was wrapped in the template).
+        if (flags.prompt !== undefined && !flags.chat) process.stdout.write(flags.prompt)
         else if (!hasTokenizer) this.logToStderr('note: no tokenizer for this model: printing token ids')
         this.phase('running the prompt')
       } else {

@@ -1,7 +1,8 @@
 /** Pieces every folder-based format shares: tokenizer files, config resolution, dtype census. */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {parseHfConfig, type OpenElmConfig, validateConfig} from '../model/config.js'
+import {HF_AUTO_MAP, parseHfConfig, qualifiedAutoMap, type OpenElmConfig, validateConfig} from '../model/config.js'
+import {appleCodeRepo} from '../model/presets.js'
 import {inferConfig} from '../model/infer.js'
 import {checkTensors} from '../model/tensors.js'
 import {type FloatDType, isFloatDType} from '../tensor/dtype.js'
@@ -26,6 +27,26 @@ export async function findTokenizerFiles(dir: string): Promise<string[]> {
     if (await pathExists(p)) found.push(p)
   }
   return found
+}
+
+/** The remote code an OpenELM HF repo ships; `auto_map` names these modules. */
+export const REMOTE_CODE_FILES = ['configuration_openelm.py', 'modeling_openelm.py'] as const
+
+/** The remote-code files in `dir`, when both are there (modeling imports configuration). */
+export async function findRemoteCode(dir: string): Promise<string[]> {
+  const files = REMOTE_CODE_FILES.map((name) => path.join(dir, name))
+  for (const f of files) if (!(await pathExists(f))) return []
+  return files
+}
+
+/**
+ * `auto_map` and the remote-code files of an HF-style output: the source's own files copied, with
+ * auto_map naming them; else auto_map qualified with Apple's repo of the shape
+ * (`apple/OpenELM-270M--modeling_openelm.OpenELMForCausalLM`), so trust_remote_code finds the code.
+ */
+export function remoteCodeFor(source: Checkpoint, copy: boolean): {autoMap: typeof HF_AUTO_MAP; files: string[]} {
+  const files = copy ? source.extras.remoteCode ?? [] : []
+  return files.length > 0 ? {autoMap: HF_AUTO_MAP, files} : {autoMap: qualifiedAutoMap(appleCodeRepo(source.config)), files: []}
 }
 
 export async function copyTokenizerFiles(files: readonly string[], dir: string): Promise<{path: string; bytes: number}[]> {
@@ -110,6 +131,7 @@ export async function readerCheckpoint(
       dtype: dominantDType(resolved.tensors),
       ...(own.quantization ? {quantization: own.quantization} : {}),
       tokenizerFiles: await findTokenizerFiles(own.tokenizerDir),
+      remoteCode: await findRemoteCode(own.tokenizerDir),
       ...(own.training ? {training: own.training} : {}),
       notes: own.notes,
       info: own.info,

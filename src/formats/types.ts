@@ -8,6 +8,7 @@ import {type Encoded, type SchemeParams} from '../quant/types.js'
 import {type FloatDType} from '../tensor/dtype.js'
 import {type TensorRecord} from '../tensor/record.js'
 import {type MergeFault} from '../tensor/lora.js'
+import {type OutputTokenizer, type TokenizerKind, type TokenizerRequest} from './tokenizer.js'
 
 export const FORMAT_NAMES = ['hf', 'corenet', 'mlx', 'onnx', 'gguf'] as const
 export type FormatName = (typeof FORMAT_NAMES)[number]
@@ -28,6 +29,8 @@ export interface Extras {
   quantization?: Quantization
   /** Tokenizer files found next to the model (absolute paths). */
   tokenizerFiles: string[]
+  /** Hugging Face remote code next to the model (configuration_openelm.py and modeling_openelm.py, both or none). */
+  remoteCode?: string[]
   /** Rows of the CoreNet padded vocabulary beyond vocab_size, when the source kept them. */
   paddedVocabRows?: number
   /** Training state of a CoreNet training checkpoint (opaque to other formats). */
@@ -183,6 +186,13 @@ export interface WriteOptions {
   trainingCheckpoint?: boolean
   /** Replace an existing output. */
   force?: boolean
+  /** `--tokenizer PATH` / `--no-tokenizer`, settled by `convert` into `tokenizer`. */
+  tokenizerRequest?: TokenizerRequest
+  /**
+   * The tokenizer to write (settled by `convert`, formats/tokenizer.ts). Absent when a writer is
+   * called directly: folder formats then copy the source's tokenizer files.
+   */
+  tokenizer?: OutputTokenizer
 }
 
 export type ProgressEvent =
@@ -206,4 +216,6 @@ export interface FormatAdapter {
   detect(path: string): Promise<boolean>
   read(path: string, options?: ReadOptions): Promise<Checkpoint>
   write(source: Checkpoint, out: string, options: WriteOptions): AsyncGenerator<ProgressEvent, WriteResult>
+  /** What tokenizer this format's runtime loads, for the layout in `options` (formats/tokenizer.ts). */
+  tokenizerKind(options: Pick<WriteOptions, 'layout'>): TokenizerKind
 }

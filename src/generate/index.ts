@@ -8,7 +8,9 @@
 import {UsageError} from '../errors.js'
 import {openCheckpoint} from '../formats/registry.js'
 import {type Checkpoint, type FormatName} from '../formats/types.js'
+import {renderChat, type ChatMessage} from '../tokenizer/chat.js'
 import {type Tokenizer} from '../tokenizer/tokenizer.js'
+import {encodeWithSpecials} from './special.js'
 import {modelTokenizer} from '../verify/prompt.js'
 import {Sampler, type SamplingOptions, checkSampling} from './sampler.js'
 import {checkBackend, type DecodeSession, type GenerateBackend, openSession} from './sessions.js'
@@ -25,6 +27,12 @@ export interface GenerateOptions extends SamplingOptions {
   prompt?: string
   /** Prompt token ids, as given (instead of text). */
   tokens?: number[]
+  /**
+   * Instruct models: the prompt is the user's message, rendered with OpenELM-Instruct's chat
+   * template (src/tokenizer/chat.ts) after an optional system message, ending in the assistant's
+   * turn. "</s>" in the rendered text is EOS, as Hugging Face tokenizers read it.
+   */
+  chat?: {system?: string}
   /** Tokenizer to use instead of the model's own (a folder, tokenizer.model or tokenizer.json). */
   tokenizer?: string
   /** Tokens to generate at most (default 64); generation stops earlier at EOS. */
@@ -82,6 +90,7 @@ export async function* generate(modelPath: string, options: GenerateOptions): As
   const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS
   checkMaxTokens(maxTokens)
   if ((options.prompt === undefined) === (options.tokens === undefined)) throw new UsageError('generate.prompt', 'give the prompt as --prompt TEXT (or as --tokens IDS)')
+  if (options.chat && options.prompt === undefined) throw new UsageError('generate.chat', '--chat wraps a text prompt: give --prompt TEXT, not --tokens')
   const checkpoint = await openCheckpoint(modelPath, options.format ? {format: options.format} : {})
   let session: DecodeSession | undefined
   try {
@@ -89,9 +98,17 @@ export async function* generate(modelPath: string, options: GenerateOptions): As
     const rows = embeddingRows(checkpoint)
     const tokenizer: Tokenizer | undefined = await modelTokenizer(checkpoint, modelPath, options.tokenizer)
     let ids: number[]
+    let chatText: string | undefined
     if (options.prompt !== undefined) {
       if (!tokenizer) throw new UsageError('generate.tokenizer', `no tokenizer for ${modelPath} (no tokenizer.model or tokenizer.json beside it, and a ${rows}-row vocabulary is not LLaMA-2's): pass --tokenizer PATH`)
-      ids = tokenizer.encode(options.prompt, {addBos: true})
+      if (options.chat) {
+        const messages: ChatMessage[] = [...(options.chat.system !== undefined ? [{role: 'system' as const, content: options.chat.system}] : []), {role: 'user', content: options.prompt}]
+        chatText = renderChat(messages, {addGenerationPrompt: true, eosToken: tokenizer.eos >= 0 ? tokenizer.pieceOf(tokenizer.eos) : undefined})
+        // BOS, then the rendered text with its "</s>" as EOS ids (as the instruction tuning tokenized it).
+        ids = [...(tokenizer.bos >= 0 ? [tokenizer.bos] : []), ...encodeWithSpecials(tokenizer, chatText)]
+      } else {
+        ids = tokenizer.encode(options.prompt, {addBos: true})
+      }
     } else {
       ids = [...options.tokens!]
       if (ids.length === 0) throw new UsageError('generate.prompt', '--tokens is empty')
@@ -152,7 +169,7 @@ export async function* generate(modelPath: string, options: GenerateOptions): As
       model: {path: modelPath, format: checkpoint.format},
       backend, device: session.device,
       tokenizer: tokenizer?.name ?? null,
-      prompt: {text: options.prompt ?? null, ids},
+      prompt: {text: chatText ?? options.prompt ?? null, ids},
       generated: {ids: generated, text},
       finishReason,
       sampling: {greedy: sampler.greedy, temperature: sampler.temperature, topP: sampler.topP, seed: sampler.seed},

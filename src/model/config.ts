@@ -371,6 +371,14 @@ export const HF_AUTO_MAP = {
   AutoModelForCausalLM: 'modeling_openelm.OpenELMForCausalLM',
 }
 
+/**
+ * `auto_map` for a folder without the remote code: the qualified form `<repo>--<module>.<class>`,
+ * which transformers resolves by fetching the module from that Hub repo under trust_remote_code.
+ */
+export function qualifiedAutoMap(repo: string): typeof HF_AUTO_MAP {
+  return {AutoConfig: `${repo}--${HF_AUTO_MAP.AutoConfig}`, AutoModelForCausalLM: `${repo}--${HF_AUTO_MAP.AutoModelForCausalLM}`}
+}
+
 /** Serialise to the HF `config.json` object (keys sorted, as `transformers` writes them). */
 export function toHfConfigJson(config: OpenElmConfig, dtype: FloatDType, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const json: Record<string, unknown> = {

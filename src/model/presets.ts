@@ -35,6 +35,14 @@ export const APPLE_REPOS: Record<string, string> = {
   '3B': 'apple/OpenELM-3B',
 }
 
+/**
+ * The Apple repo whose remote code (configuration_openelm.py, modeling_openelm.py) a folder of
+ * this shape points at: the matching release, else 270M's (the same two files serve every size).
+ */
+export function appleCodeRepo(config: OpenElmConfig): string {
+  return APPLE_REPOS[matchPreset(config) ?? ''] ?? APPLE_REPOS['270M']!
+}
+
 /** The preset whose architecture equals `config` (vocab ignored), if any. */
 export function matchPreset(config: OpenElmConfig): string | undefined {
   for (const name of ['270M', '450M', '1.1B', '3B', 'tiny', 'micro']) {

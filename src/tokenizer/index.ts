@@ -15,3 +15,4 @@ export {BYTE_PIECE, bytePiece, MODEL_TYPE, PIECE_TYPE, SPACE_SYMBOL, type PieceT
 export {MAX_TOKENIZER_MODEL_BYTES, readSentencePieceModel, writeSentencePieceModel} from './proto.js'
 export {createTokenizer, type EncodeOptions, type Tokenizer} from './tokenizer.js'
 export {hfTokenizerFiles} from './files.js'
+export {OPENELM_CHAT_EOS, OPENELM_CHAT_TEMPLATE, renderChat, type ChatMessage, type ChatRole} from './chat.js'

@@ -52,4 +52,6 @@ export const corenetFormat: FormatAdapter = {
   },
   read: readCorenet,
   write: writeCorenet,
+  // A torch.save checkpoint holds weights only; CoreNet's training config names its tokenizer.
+  tokenizerKind: () => 'none',
 }

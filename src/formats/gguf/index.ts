@@ -21,7 +21,7 @@ import {expandNames, fromGgufName, joinRows, selectRows, toGgufNames} from './na
 import {Q8_0_BLOCK} from '../../quant/q8_0.js'
 import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
 import {type EmbeddedVocabulary} from '../../tokenizer/find.js'
-import {loadVocab, type VocabPieces} from './tokenizer.js'
+import {loadVocab, vocabFromModel, type VocabPieces} from './tokenizer.js'
 import {GGML_BLOCK, GGUF_MAGIC, type GgmlTypeName, type GgufKv} from './types.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
 
@@ -105,6 +105,13 @@ export function ggufEmbeddedVocabulary(source: Checkpoint): EmbeddedVocabulary |
 }
 
 const EMBEDDED_TOKENIZER_MODEL = 'ggufTokenizerModel'
+const EMBEDDED_CHAT_TEMPLATE = 'ggufChatTemplate'
+
+/** A GGUF checkpoint's `tokenizer.chat_template` (undefined for other formats or when it has none). */
+export function ggufEmbeddedChatTemplate(source: Checkpoint): string | undefined {
+  const t = source.format === 'gguf' ? source.extras.info[EMBEDDED_CHAT_TEMPLATE] : undefined
+  return typeof t === 'string' ? t : undefined
+}
 const EMBEDDED_SPACE_PREFIX = 'ggufAddSpacePrefix'
 
 function vocabFromMetadata(kv: Map<string, GgufKv>): (VocabPieces & {addBos: boolean}) | undefined {
@@ -124,6 +131,28 @@ function vocabFromMetadata(kv: Map<string, GgufKv>): (VocabPieces & {addBos: boo
   }
 }
 
+/** The vocabulary of any GGUF file (a model, or a vocabulary-only file such as llama.cpp's ggml-vocab-*.gguf); undefined when it has none. */
+export async function readGgufVocabulary(p: string): Promise<EmbeddedVocabulary | undefined> {
+  const file = await openGguf(p)
+  try {
+    const tokens = (file.kv.get('tokenizer.ggml.tokens')?.value as {items?: unknown[]} | undefined)?.items
+    if (!tokens) return undefined
+    const v = vocabFromMetadata(file.kv) ?? {tokens: tokens as string[], scores: tokens.map(() => 0), types: tokens.map(() => 1), bos: 1, eos: 2, unk: 0, addBos: true}
+    const model = file.kv.get('tokenizer.ggml.model')?.value
+    const spacePrefix = file.kv.get('tokenizer.ggml.add_space_prefix')?.value
+    return {
+      file: p,
+      vocabulary: {
+        ...(typeof model === 'string' ? {model} : {}), tokens: v.tokens, scores: v.scores, types: v.types, bos: v.bos, eos: v.eos, unk: v.unk,
+        ...(typeof spacePrefix === 'boolean' ? {addSpacePrefix: spacePrefix} : {}),
+      },
+      addBos: v.addBos,
+    }
+  } finally {
+    await file.close()
+  }
+}
+
 async function isDirectory(p: string): Promise<boolean> {
   try {
     return (await fs.stat(p)).isDirectory()
@@ -137,9 +166,15 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
   const file = out.endsWith('.gguf') && !(await isDirectory(out)) ? out : path.join(out, GGUF_FILE_NAMES[target])
   const embedding = source.tensors.find((t) => t.name === 'token_embeddings.weight')
   const rows = embedding?.shape[0] ?? source.config.vocab_size
-  const vocab = await loadVocab(source.extras.tokenizerFiles, rows, {bos: source.config.bos_token_id, eos: source.config.eos_token_id}, embeddedVocab(source))
+  const ids = {bos: source.config.bos_token_id, eos: source.config.eos_token_id}
+  // Through `convert` the tokenizer is settled (formats/tokenizer.ts); a direct call reads the source's files.
+  const settled = options.tokenizer
+  const vocab = settled
+    ? vocabFromModel(settled.tokenizer?.model, settled.tokenizer?.addBos ?? true, rows, ids, settled.reason)
+    : await loadVocab(source.extras.tokenizerFiles, rows, ids, embeddedVocab(source))
   const {inputs, fallbacks} = ggufTensors(source, target)
-  const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab})
+  const chatTemplate = settled ? settled.chatTemplate ?? undefined : ggufEmbeddedChatTemplate(source)
+  const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab, ...(chatTemplate ? {chatTemplate} : {})})
   const plan = planGguf(metadata, inputs)
   const notes = [...vocab.notes]
   if (fallbacks.length > 0) notes.push(`Q8_0: ${fallbacks.length} tensors whose rows are not multiples of ${Q8_0_BLOCK} values were written as F16 (as llama.cpp does): ${fallbacks.join(', ')}`)
@@ -211,6 +246,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     }
     Object.defineProperty(info, EMBEDDED_VOCAB, {value: vocabFromMetadata(file.kv), enumerable: false})
     Object.defineProperty(info, EMBEDDED_TOKENIZER_MODEL, {value: file.kv.get('tokenizer.ggml.model')?.value, enumerable: false})
+    Object.defineProperty(info, EMBEDDED_CHAT_TEMPLATE, {value: file.kv.get('tokenizer.chat_template')?.value, enumerable: false})
     Object.defineProperty(info, EMBEDDED_SPACE_PREFIX, {value: file.kv.get('tokenizer.ggml.add_space_prefix')?.value, enumerable: false})
     return {
       format: 'gguf',
@@ -284,4 +320,5 @@ export const ggufFormat: FormatAdapter = {
   },
   read: readGgufCheckpoint,
   write: writeGgufCheckpoint,
+  tokenizerKind: () => 'gguf-vocab',
 }

@@ -4,7 +4,8 @@
  * `openelm.*` keys llama.cpp ignores that make the config round-trip exactly.
  */
 import {ConfigError, FormatError, quote} from '../../errors.js'
-import {checkShapeFields, layerDims, type OpenElmConfig, RMS_NORM_EPS, validateConfig} from '../../model/config.js'
+import {checkShapeFields, layerDims, type OpenElmConfig, parameterCount, RMS_NORM_EPS, validateConfig} from '../../model/config.js'
+import {matchPreset} from '../../model/presets.js'
 import {type GgufVocab} from './tokenizer.js'
 import {type GgufKv, type GgufValue, LLAMA_FILE_TYPE, GGUF_DEFAULT_ALIGNMENT} from './types.js'
 
@@ -17,8 +18,28 @@ export type GgufFileType = keyof typeof LLAMA_FILE_TYPE
 const int32s = (values: readonly number[]): GgufValue => ({itemType: 'INT32', items: [...values]})
 const f64s = (values: readonly number[]): GgufValue => ({itemType: 'FLOAT64', items: [...values]})
 
+/**
+ * A parameter count in llama.cpp's rounded notation (gguf-py `model_weight_count_rounded_notation`):
+ * K/M/B/T with at least two significant digits, e.g. 271527168 → "272M", 1079891456 → "1.1B".
+ */
+export function roundedParameterCount(n: number): string {
+  const [scale, suffix] = n > 1e12 ? [1e-12, 'T'] : n > 1e9 ? [1e-9, 'B'] : n > 1e6 ? [1e-6, 'M'] : [1e-3, 'K']
+  const scaled = n * scale
+  const digits = String(Math.round(scaled)).replace(/^0+/, '').length
+  return `${scaled.toFixed(Math.max(2 - digits, 0))}${suffix}`
+}
+
+/**
+ * `general.size_label`: the released size's name for a released shape ("270M", "450M", "1.1B",
+ * "3B", as llama.cpp's converter takes it from the repository name), else the rounded count.
+ */
+export function sizeLabel(config: OpenElmConfig): string {
+  const preset = matchPreset(config)
+  return preset && !['tiny', 'micro'].includes(preset) ? preset : roundedParameterCount(parameterCount(config))
+}
+
 /** Every KV of an OpenELM GGUF, in the order written. */
-export function openelmMetadata(config: OpenElmConfig, options: {name: string; fileType: GgufFileType; vocab: GgufVocab}): GgufKv[] {
+export function openelmMetadata(config: OpenElmConfig, options: {name: string; fileType: GgufFileType; vocab: GgufVocab; chatTemplate?: string}): GgufKv[] {
   const dims = layerDims(config)
   const {vocab} = options
   const kv = (key: string, type: GgufKv['type'], value: GgufValue): GgufKv => ({key, type, value})
@@ -26,6 +47,7 @@ export function openelmMetadata(config: OpenElmConfig, options: {name: string; f
     kv('general.architecture', 'STRING', ARCH),
     kv('general.type', 'STRING', 'model'),
     kv('general.name', 'STRING', options.name),
+    kv('general.size_label', 'STRING', sizeLabel(config)),
     kv('general.file_type', 'UINT32', LLAMA_FILE_TYPE[options.fileType]),
     kv('general.quantization_version', 'UINT32', GGML_QUANT_VERSION),
     kv('general.alignment', 'UINT32', GGUF_DEFAULT_ALIGNMENT),
@@ -57,6 +79,7 @@ export function openelmMetadata(config: OpenElmConfig, options: {name: string; f
     kv('tokenizer.ggml.add_bos_token', 'BOOL', vocab.addBos),
     kv('tokenizer.ggml.add_eos_token', 'BOOL', false),
   ]
+  if (options.chatTemplate !== undefined) out.push(kv('tokenizer.chat_template', 'STRING', options.chatTemplate))
   if (vocab.source === 'placeholder') out.push(kv(`${ARCH}.vocab_placeholder`, 'BOOL', true))
   return out
 }

@@ -7,7 +7,7 @@
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
 import {FormatError, IoError, MappingError, quote} from '../../errors.js'
-import {MAX_TOKENIZER_JSON_BYTES, MAX_TOKENIZER_MODEL_BYTES, readSentencePieceModel, scoresFromMerges} from '../../tokenizer/index.js'
+import {MAX_TOKENIZER_JSON_BYTES, MAX_TOKENIZER_MODEL_BYTES, readSentencePieceModel, scoresFromMerges, type SentencePieceModel} from '../../tokenizer/index.js'
 import {TOKEN_TYPE} from './types.js'
 
 export {MAX_TOKENIZER_JSON_BYTES, MAX_TOKENIZER_MODEL_BYTES}
@@ -176,6 +176,25 @@ export async function loadVocab(files: readonly string[], rows: number, ids: {bo
     notes.push(`no tokenizer.model or tokenizer.json next to the source: wrote a placeholder vocabulary of ${rows} pieces (<unk> <s> </s>, byte pieces, ▁, [PLACEHOLDER_<id>]); token ids work in llama.cpp, text does not. Put the Llama-2 tokenizer.model next to the model to embed the real one.`)
     return {...placeholderVocab(rows, ids.bos, ids.eos), addBos: true, source: 'placeholder', notes}
   }
+  return fitVocab(base, rows, source, source === 'gguf' ? embedded!.addBos : await readAddBos(files), notes)
+}
+
+/**
+ * The vocabulary of a settled tokenizer (formats/tokenizer.ts) fitted to `rows`, or, without one,
+ * the placeholder vocabulary with a note saying why (`reason`).
+ */
+export function vocabFromModel(model: SentencePieceModel | undefined, addBos: boolean, rows: number, ids: {bos: number; eos: number}, reason: string): GgufVocab {
+  if (!model) {
+    const notes = [`${reason}: wrote a placeholder vocabulary of ${rows} pieces (<unk> <s> </s>, byte pieces, ▁, [PLACEHOLDER_<id>]); token ids work in llama.cpp, text does not`]
+    return {...placeholderVocab(rows, ids.bos, ids.eos), addBos: true, source: 'placeholder', notes}
+  }
+  // A model without BOS/EOS pieces (-1) keeps the config's ids, as GGUF stores them unsigned.
+  const base = {tokens: [...model.pieces], scores: [...model.scores], types: [...model.types], unk: model.unk_id, bos: model.bos_id >= 0 ? model.bos_id : ids.bos, eos: model.eos_id >= 0 ? model.eos_id : ids.eos}
+  return fitVocab(base, rows, 'tokenizer.model', addBos, [])
+}
+
+/** Check a vocabulary against `rows` (unique pieces, not more than rows) and pad it with `[PAD<id>]` pieces to `rows`. */
+function fitVocab(base: VocabPieces, rows: number, source: GgufVocab['source'], addBos: boolean, notes: string[]): GgufVocab {
   if (base.tokens.length > rows) {
     throw new MappingError('gguf.vocab', `the tokenizer has ${base.tokens.length} pieces but the model has ${rows} embedding rows; llama.cpp needs one piece per row`, {rows})
   }
@@ -192,5 +211,5 @@ export async function loadVocab(files: readonly string[], rows: number, ids: {bo
       base.types.push(TOKEN_TYPE.UNUSED)
     }
   }
-  return {...base, addBos: source === 'gguf' ? embedded!.addBos : await readAddBos(files), source, notes}
+  return {...base, addBos, source, notes}
 }

@@ -6,7 +6,8 @@ import {atomicDir, pathExists} from '../../io/atomic.js'
 import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
 import {castRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, readerCheckpoint, renameAll, resolveConfig} from '../common.js'
+import {copyTokenizerFiles, readerCheckpoint, remoteCodeFor, renameAll, resolveConfig} from '../common.js'
+import {tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
 import {openSafetensors} from '../safetensors/read.js'
 import {DEFAULT_SHARD_BYTES, INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
@@ -66,11 +67,14 @@ export async function* writeHf(source: Checkpoint, out: string, options: WriteOp
       indexMetadata: (totalSize) => ({total_size: totalSize}),
     })
     const config = path.join(dir, 'config.json')
-    files.push({path: config, bytes: await writeJsonFile(config, toHfConfigJson(source.config, dtype))})
+    const code = remoteCodeFor(source, true)
+    files.push({path: config, bytes: await writeJsonFile(config, toHfConfigJson(source.config, dtype, {auto_map: code.autoMap}))})
+    files.push(...(await copyTokenizerFiles(code.files, dir)))
     const gen = path.join(dir, 'generation_config.json')
     files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(source.config))})
-    files.push(...(await copyTokenizerFiles(source.extras.tokenizerFiles, dir)))
-    return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, notes: []}
+    const tokenizer = await tokenizerFilesFor('hf-files', source, options)
+    files.push(...(await writeTokenizerFiles(dir, tokenizer.files)))
+    return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, notes: tokenizer.notes}
   })
 }
 
@@ -85,4 +89,5 @@ export const hfFormat: FormatAdapter = {
   },
   read: readHf,
   write: writeHf,
+  tokenizerKind: () => 'hf-files',
 }

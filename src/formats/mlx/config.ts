@@ -6,8 +6,8 @@
  *   `model_name` names one of CoreNet's `gpt_configs` (OpenELM-270M, -450M, -1_1B, -3B).
  */
 import {ConfigError, FormatError} from '../../errors.js'
-import {type OpenElmConfig, showValue, toHfConfigJson} from '../../model/config.js'
-import {matchPreset, presetConfig} from '../../model/presets.js'
+import {type OpenElmConfig, qualifiedAutoMap, showValue, toHfConfigJson} from '../../model/config.js'
+import {appleCodeRepo, matchPreset, presetConfig} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {type Quantization} from '../types.js'
 import {type QuantSpec} from './quantize.js'
@@ -27,7 +27,8 @@ export function quantizationJson(q: QuantSpec): Record<string, unknown> {
 
 export function hfStyleConfig(config: OpenElmConfig, dtype: FloatDType, q: QuantSpec | undefined, perModule: Record<string, unknown> = {}): Record<string, unknown> {
   const quantization = q ? {...quantizationJson(q), ...perModule} : undefined
-  return toHfConfigJson(config, dtype, quantization ? {quantization, quantization_config: quantization} : {})
+  // No remote code in an MLX folder: auto_map names Apple's repo of the shape.
+  return toHfConfigJson(config, dtype, {auto_map: qualifiedAutoMap(appleCodeRepo(config)), ...(quantization ? {quantization, quantization_config: quantization} : {})})
 }
 
 /** CoreNet's config.json; `model_name` is undefined for shapes CoreNet does not know. */

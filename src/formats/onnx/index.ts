@@ -12,7 +12,8 @@ import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
-import {copyTokenizerFiles, readerCheckpoint, resolveConfig} from '../common.js'
+import {readerCheckpoint, remoteCodeFor, resolveConfig} from '../common.js'
+import {tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
 import {buildOpenElmGraph, type GraphOptions, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
@@ -153,10 +154,12 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
     const files = [{path: modelPath, bytes: plan.modelBytes}]
     if (dataPath) files.push({path: dataPath, bytes: plan.dataBytes})
     const configPath = path.join(dir, 'config.json')
-    files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {'transformers.js_config': tjsConfig}))})
+    files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {auto_map: remoteCodeFor(source, false).autoMap, 'transformers.js_config': tjsConfig}))})
     const gen = path.join(dir, 'generation_config.json')
     files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(config))})
-    files.push(...(await copyTokenizerFiles(source.extras.tokenizerFiles, dir)))
+    const tokenizer = await tokenizerFilesFor('hf-files', source, options)
+    files.push(...(await writeTokenizerFiles(dir, tokenizer.files)))
+    notes.push(...tokenizer.notes)
     return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, notes}
   })
 }
@@ -169,4 +172,5 @@ export const onnxFormat: FormatAdapter = {
   },
   read: readOnnx,
   write: writeOnnx,
+  tokenizerKind: () => 'hf-files',
 }

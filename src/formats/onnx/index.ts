@@ -14,9 +14,10 @@ import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
 import {copyTokenizerFiles, readerCheckpoint, resolveConfig} from '../common.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
-import {buildOpenElmGraph, type GraphOptions, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
+import {buildOpenElmGraph, type GraphOptions, isMatMulWeight, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
+import {transposedRecord} from './transpose.js'
 import {planOnnx, PROTOBUF_LIMIT} from './write.js'
 
 export const ONNX_DIR = 'onnx'
@@ -84,10 +85,12 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
   try {
     const weights: TensorRecord[] = []
     const derived: string[] = []
+    // Our current exports store MatMul weights [in, out] (metadata says so); older ones kept [out, in].
+    const inOut = onnxFile.metadata[LAYOUT_KEY] === LAYOUT_IN_OUT
     for (const init of onnxFile.initializers) {
       const canonical = fromOnnxName(init.name)
       if (canonical === undefined) derived.push(init.name)
-      else weights.push(renamed(init, canonical))
+      else weights.push(inOut && isMatMulWeight(canonical) && init.shape.length === 2 ? transposedRecord(init, canonical) : renamed(init, canonical))
     }
     const configPath = path.join(root, 'config.json')
     const resolved = await resolveConfig(weights, configPath, options)
@@ -127,7 +130,10 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   const config = source.config
   const graph = buildOpenElmGraph(config, {dtype, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
   const sources = new Map<string, TensorRecord>()
-  for (const t of source.tensors) sources.set(toOnnxName(t.name), castRecord(t, dtype))
+  for (const t of source.tensors) {
+    const cast = castRecord(t, dtype)
+    sources.set(toOnnxName(t.name), isMatMulWeight(t.name) && t.shape.length === 2 ? transposedRecord(cast, toOnnxName(t.name)) : cast)
+  }
   const {cos, sin} = ropeTables(config)
   sources.set(ROPE_COS, f32Record(ROPE_COS, [config.rope_max_length, config.head_dim], cos))
   sources.set(ROPE_SIN, f32Record(ROPE_SIN, [config.rope_max_length, config.head_dim], sin))

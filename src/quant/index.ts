@@ -24,3 +24,7 @@ export function schemeFor(name: string): Scheme {
 
 export {floatSchemeName} from './float.js'
 export type {EncodingDiff, Encoded, FirstDifference, Scheme, SchemeParams} from './types.js'
+
+// ONNX weight-only schemes (model_quantized.onnx).
+import {ONNX_INT8} from './onnx-int8.js'
+SCHEMES.onnx_int8 = ONNX_INT8

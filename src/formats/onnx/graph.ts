@@ -43,6 +43,8 @@ const MASKED_SCORE = -3.4028234663852886e38
 /** metadata_props entry marking [in, out] MatMul weight initializers (absent in older exports). */
 export const LAYOUT_KEY = 'openelm.matmul_weights'
 export const LAYOUT_IN_OUT = 'in_out'
+/** Name suffix of an int8 weight's per-channel scales initializer. */
+export const INT8_SCALE_SUFFIX = '_scale'
 
 /** Canonical names of the weights the graph consumes through MatMul (stored [in, out]). */
 export function isMatMulWeight(canonical: string): boolean {
@@ -52,6 +54,12 @@ export function isMatMulWeight(canonical: string): boolean {
 export interface GraphOptions {
   /** Storage dtype of the weights (computation is always f32). */
   dtype: FloatDType
+  /**
+   * Weight-only quantization of the matrices: `q8` stores the linear weights and the embedding as
+   * int8 codes + per-output-channel f32 scales (`<name>_scale`) behind `DequantizeLinear`
+   * (scheme onnx_int8); norm weights stay `dtype`.
+   */
+  quant?: 'q8'
   /** RMSNorm as decomposed standard ops (default) or onnxruntime's `SimplifiedLayerNormalization`. */
   rmsNorm?: 'decomposed' | 'contrib'
   /** Testing hooks that break the export on purpose (swapped RoPE halves, wrong KV head count). */
@@ -93,7 +101,15 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
   const weight = new Map<string, string>()
   for (const t of expectedTensors(config)) {
     const name = toOnnxName(t.name)
-    const shape = isMatMulWeight(t.name) ? [t.shape[1], t.shape[0]] : t.shape
+    const matmul = isMatMulWeight(t.name)
+    const shape = matmul ? [t.shape[1], t.shape[0]] : t.shape
+    if (options.quant === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
+      // Codes [in, out] (MatMul) or [vocab, d] (embedding); one scale per output channel / token.
+      g.initializer({name, dtype: 'I8', shape, byteLength: numel(t.shape)})
+      const scale = g.initializer({name: `${name}${INT8_SCALE_SUFFIX}`, dtype: 'F32', shape: [t.shape[0]], byteLength: t.shape[0] * 4})
+      weight.set(t.name, g.op('DequantizeLinear', [name, scale], {axis: matmul ? 1 : 0}, 'dequant_weight'))
+      continue
+    }
     g.initializer({name, dtype: wdtype, shape, byteLength: numel(t.shape) * dtypeSize(wdtype)})
     weight.set(t.name, wdtype === 'F32' ? name : g.op('Cast', [name], {to: 1}, 'cast_weight'))
   }

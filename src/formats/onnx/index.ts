@@ -13,8 +13,9 @@ import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
 import {copyTokenizerFiles, readerCheckpoint, resolveConfig} from '../common.js'
-import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
-import {buildOpenElmGraph, type GraphOptions, isMatMulWeight, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
+import {type Checkpoint, type FormatAdapter, type StoredTensor, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
+import {int8Records, int8Segment, dequantizedInt8} from './int8.js'
+import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
 import {transposedRecord} from './transpose.js'
@@ -23,6 +24,8 @@ import {planOnnx, PROTOBUF_LIMIT} from './write.js'
 export const ONNX_DIR = 'onnx'
 /** File names transformers.js looks for, by weight dtype. */
 export const MODEL_FILES: Partial<Record<FloatDType, string>> = {F32: 'model.onnx', F16: 'model_fp16.onnx'}
+/** The weight-only int8 file (transformers.js dtype `q8`). */
+export const Q8_FILE = 'model_quantized.onnx'
 /** transformers.js dtype names. */
 const TJS_DTYPE: Partial<Record<FloatDType, string>> = {F32: 'fp32', F16: 'fp16'}
 /** `--layout` tokens. */
@@ -65,7 +68,7 @@ export async function findModelFile(p: string): Promise<string | undefined> {
     } catch {
       continue
     }
-    for (const preferred of Object.values(MODEL_FILES)) if (names.includes(preferred)) return path.join(dir, preferred)
+    for (const preferred of [...Object.values(MODEL_FILES), Q8_FILE]) if (names.includes(preferred)) return path.join(dir, preferred)
     if (names.length > 0) return path.join(dir, names[0])
   }
   return undefined
@@ -87,10 +90,29 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
     const derived: string[] = []
     // Our current exports store MatMul weights [in, out] (metadata says so); older ones kept [out, in].
     const inOut = onnxFile.metadata[LAYOUT_KEY] === LAYOUT_IN_OUT
+    const byName = new Map(onnxFile.initializers.map((i) => [i.name, i]))
+    const stored = new Map<string, StoredTensor>()
     for (const init of onnxFile.initializers) {
+      // int8 weights: `<name>` codes (I8) with `<name>_scale` (F32, one per output channel).
+      if (init.name.endsWith(INT8_SCALE_SUFFIX) && byName.get(init.name.slice(0, -INT8_SCALE_SUFFIX.length))?.dtype === 'I8') continue
       const canonical = fromOnnxName(init.name)
-      if (canonical === undefined) derived.push(init.name)
-      else weights.push(inOut && isMatMulWeight(canonical) && init.shape.length === 2 ? transposedRecord(init, canonical) : renamed(init, canonical))
+      if (canonical === undefined) {
+        derived.push(init.name)
+        continue
+      }
+      const transposed = inOut && isMatMulWeight(canonical) && init.shape.length === 2
+      if (init.dtype === 'I8') {
+        const scales = byName.get(`${init.name}${INT8_SCALE_SUFFIX}`)
+        const rows = transposed ? init.shape[1]! : init.shape[0]!
+        if (!scales || scales.dtype !== 'F32' || scales.byteLength !== rows * 4 || init.shape.length !== 2) {
+          throw new FormatError('onnx.int8', `${modelFile}: int8 initializer ${init.name} needs an F32 ${init.name}${INT8_SCALE_SUFFIX} of ${rows} values (one per output channel)`, {path: modelFile, tensor: init.name})
+        }
+        const codes = transposed ? transposedRecord(init, canonical) : renamed(init, canonical)
+        weights.push(dequantizedInt8(canonical, codes.shape, codes, scales))
+        stored.set(canonical, {name: canonical, shape: codes.shape, segments: [int8Segment(init.name, rows, codes, scales)]})
+        continue
+      }
+      weights.push(transposed ? transposedRecord(init, canonical) : renamed(init, canonical))
     }
     const configPath = path.join(root, 'config.json')
     const resolved = await resolveConfig(weights, configPath, options)
@@ -102,6 +124,7 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
     return await readerCheckpoint('onnx', p, resolved, {
       tokenizerDir: root,
       notes: resolved.notes,
+      stored,
       info: {
         layout: onnxFile.externalFiles.length > 0 ? 'onnx with external data' : 'onnx (single file)',
         modelFile,
@@ -122,17 +145,27 @@ export interface OnnxWriteExtra {
 }
 
 export async function* writeOnnx(source: Checkpoint, out: string, options: WriteOptions & OnnxWriteExtra): AsyncGenerator<ProgressEvent, WriteResult> {
-  const dtype: FloatDType = options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
-  const fileName = MODEL_FILES[dtype]
+  const quant = options.quantization
+  if (quant && quant.bits !== 8) throw new UsageError('onnx.quantize', `ONNX export quantizes to 8 bits (--quantize 8 → ${Q8_FILE}), not ${quant.bits}`)
+  if (quant && options.dtype && options.dtype !== 'F32') throw new UsageError('onnx.quantize', `--quantize 8 stores int8 matrices and f32 norms; --dtype ${options.dtype.toLowerCase()} does not apply`)
+  const dtype: FloatDType = quant ? 'F32' : options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
+  const fileName = quant ? Q8_FILE : MODEL_FILES[dtype]
   if (!fileName) throw new UsageError('onnx.dtype', `ONNX export supports --dtype f32 or f16, not ${dtype.toLowerCase()} (onnxruntime and transformers.js have no bf16 model file)`)
-  if (options.quantization) throw new UsageError('onnx.quantize', 'ONNX export does not quantize; convert with --dtype f16 instead')
   const layout = parseOnnxLayout(options.layout)
   const config = source.config
-  const graph = buildOpenElmGraph(config, {dtype, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
+  const graph = buildOpenElmGraph(config, {dtype, quant: quant ? 'q8' : undefined, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
   const sources = new Map<string, TensorRecord>()
   for (const t of source.tensors) {
+    const name = toOnnxName(t.name)
+    const matmul = isMatMulWeight(t.name) && t.shape.length === 2
+    if (quant && (matmul || t.name === 'token_embeddings.weight')) {
+      const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`)
+      sources.set(name, matmul ? transposedRecord(codes, name) : codes)
+      sources.set(scales.name, scales)
+      continue
+    }
     const cast = castRecord(t, dtype)
-    sources.set(toOnnxName(t.name), isMatMulWeight(t.name) && t.shape.length === 2 ? transposedRecord(cast, toOnnxName(t.name)) : cast)
+    sources.set(name, matmul ? transposedRecord(cast, name) : cast)
   }
   const {cos, sin} = ropeTables(config)
   sources.set(ROPE_COS, f32Record(ROPE_COS, [config.rope_max_length, config.head_dim], cos))
@@ -149,7 +182,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   }
   if (layout.rmsNorm === 'contrib') notes.push('RMSNorm uses onnxruntime\'s SimplifiedLayerNormalization (not a standard ONNX op: onnx.checker rejects it)')
 
-  const tjsConfig: Record<string, unknown> = {dtype: TJS_DTYPE[dtype]}
+  const tjsConfig: Record<string, unknown> = {dtype: quant ? 'q8' : TJS_DTYPE[dtype]}
   if (plan.external) tjsConfig.use_external_data_format = true
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
     await fs.mkdir(path.join(dir, ONNX_DIR))

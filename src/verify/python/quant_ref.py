@@ -9,6 +9,8 @@ runtimes' own definitions, not from the TypeScript writers:
                   documented rule that `compare` accepts
   gguf_q8_0       ggml's `quantize_row_q8_0_ref` (ggml/src/ggml-quants.c), the rule llama-quantize
                   and gguf-py's quants.py write files with
+  onnx_int8       onnxruntime's quantizer rule for QInt8 symmetric per-channel weights (quant_utils
+                  compute_scale_zp / quantize_nparray): weight-only int8 of model_quantized.onnx
 
 Canonical encoding (the contract with the TS side). Every tensor is 2-D [rows, cols] (a 1-D
 tensor is [1, n]); a scheme turns it into named parts, each a little-endian array with `rows`
@@ -21,6 +23,7 @@ BF16), uint32 (U32, F32).
       params {bits: 2|3|4|5|6|8, group_size: 32|64|128, dtype: F32|F16|BF16}; the source is cast to
       dtype first (mlx-lm casts, then quantizes); dequantized f32(f32(scale*q) + bias), cast to dtype
   gguf_q8_0          blocks  U8 [rows, cols/32*34]          per 32 values: f16 d (LE), 32 int8 codes
+  onnx_int8          weight  U8 [rows, cols] (int8 bits)   scales F32 [rows, 1]; x = q * scale
 
 Arithmetic. Each step of a rule is one f32 operation, in torch (CPU or CUDA, torch 1.13 and 2.x):
   * every division is by a tensor: for `cuda_tensor / python_number` torch multiplies by the
@@ -48,7 +51,7 @@ import time
 
 import numpy as np
 
-SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0")
+SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0", "onnx_int8")
 FLOAT_SCHEMES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 MLX_BITS = (2, 3, 4, 5, 6, 8)
 MLX_GROUP_SIZES = (32, 64, 128)
@@ -96,6 +99,10 @@ def check_params(scheme, params, cols):
         if params:
             raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
         return {}
+    if scheme == "onnx_int8":
+        if params:
+            raise SchemeError("scheme onnx_int8 takes no params, got %s" % json.dumps(params, sort_keys=True))
+        return {}
     if scheme == "gguf_q8_0":
         if params:
             raise SchemeError("scheme gguf_q8_0 takes no params, got %s" % json.dumps(params, sort_keys=True))
@@ -126,6 +133,8 @@ def layout(scheme, params, rows, cols):
         return {"data": (FLOAT_SCHEMES[scheme], [rows, cols])}
     if scheme == "gguf_q8_0":
         return {"blocks": ("U8", [rows, cols // Q8_0_BLOCK * Q8_0_BYTES])}
+    if scheme == "onnx_int8":
+        return {"weight": ("U8", [rows, cols]), "scales": ("F32", [rows, 1])}
     groups = cols // params["group_size"]
     return {
         "weight": ("U32", [rows, cols * params["bits"] // 32]),
@@ -353,6 +362,43 @@ def _q8_0_dequantize(parts, rows, cols, device):
 
 
 # ---------------------------------------------------------------------------------------------
+# onnx_int8: ONNX weight-only int8 (model_quantized.onnx), from onnxruntime's quantizer rule for
+# QInt8 symmetric per-channel weights (onnxruntime/python/tools/quantization/quant_utils.py:
+# compute_scale_zp with symmetric=True, qmin/qmax -127/127, quantize_nparray), not from our TS.
+
+
+def _onnx_int8_quantize(x):
+    torch = _torch()
+    # rmin = min(min(x), 0), rmax = max(max(x), 0); absmax = max(|rmin|, |rmax|) per output row.
+    rmin = torch.clamp(x.amin(dim=1), max=0.0)
+    rmax = torch.clamp(x.amax(dim=1), min=0.0)
+    absmax = torch.maximum(rmin.abs(), rmax)
+    # scale = (rmax' - rmin') / (qmax - qmin) = 2 absmax / 254, correctly rounded to f32 (computed
+    # in f64 as onnxruntime's Python does, then cast), and 1 where it would be below f32's tiny.
+    a2 = absmax.double() * 2.0
+    scale = (a2 / _like(a2, 254.0)).float()
+    scale = torch.where(scale < torch.finfo(torch.float32).tiny, torch.ones_like(scale), scale)
+    # numpy (x.astype(f32) / scale).round(): f32 division, half to even; then clip to [-127, 127].
+    q = torch.clamp(torch.round(x / scale[:, None]), -127.0, 127.0).to(torch.int8)
+    return {"weight": q.cpu().numpy().view(np.uint8), "scales": scale.cpu().numpy().view(np.uint32)[:, None]}
+
+
+def _onnx_int8_dequantize(parts, device):
+    torch = _torch()
+    q = torch.from_numpy(np.ascontiguousarray(parts["weight"]).view(np.int8).copy()).to(device).float()
+    scale = _from_numpy_bits(np.ascontiguousarray(parts["scales"], dtype=np.uint32), device).view(torch.float32)
+    return q * scale  # DequantizeLinear: (q - 0) * scale in f32
+
+
+def _compare_onnx_int8(e, a):
+    s_eq = (e["scales"] == a["scales"])[:, 0]
+    elem = (e["weight"] == a["weight"]) & s_eq[:, None]
+    block_eq = elem.all(axis=1, keepdims=True)
+    part = np.where(~s_eq, 0, 1).astype(np.int8)[:, None]
+    return elem, block_eq, part
+
+
+# ---------------------------------------------------------------------------------------------
 # the three entry points
 
 
@@ -385,6 +431,8 @@ def quantize(scheme, values, params=None, device=None):
             out = {"data": _to_numpy_bits(cast_bits(x, dt), dt)}
         elif scheme == "mlx_affine":
             out = _mlx_quantize(x, params)
+        elif scheme == "onnx_int8":
+            out = _onnx_int8_quantize(x)
         else:
             out = _q8_0_quantize(x)
         for name, bits in out.items():
@@ -404,6 +452,8 @@ def dequantize(scheme, parts, rows, cols, params=None, device="cpu"):
             out[r0:r1] = widen(_from_numpy_bits(block["data"], device), FLOAT_SCHEMES[scheme])
         elif scheme == "mlx_affine":
             out[r0:r1] = _mlx_dequantize(block, r1 - r0, cols, params, device)
+        elif scheme == "onnx_int8":
+            out[r0:r1] = _onnx_int8_dequantize(block, device)
         else:
             out[r0:r1] = _q8_0_dequantize(block, r1 - r0, cols, device)
     return out
@@ -425,6 +475,8 @@ def _blocking(scheme, params, cols):
         return 1, cols, ("data",)
     if scheme == "gguf_q8_0":
         return cols // Q8_0_BLOCK, Q8_0_BLOCK, ("blocks",)
+    if scheme == "onnx_int8":
+        return 1, cols, ("scales", "weight")
     return cols // params["group_size"], params["group_size"], ("scales", "biases", "weight")
 
 
@@ -534,6 +586,8 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
             elem, block_eq, part = _compare_floats(e, a)
         elif scheme == "gguf_q8_0":
             elem, block_eq, part = _compare_q8_0(e, a)
+        elif scheme == "onnx_int8":
+            elem, block_eq, part = _compare_onnx_int8(e, a)
         else:
             elem, block_eq, part, ec, ac = _compare_mlx(e, a, params)
         result["identical_elements"] += int(elem.sum())

@@ -23,7 +23,7 @@ import {verify} from '../src/verify/index.js'
 
 const PYTHON = '/usr/bin/python3'
 const QUANT_DIR = path.join(import.meta.dirname, '..', 'src', 'verify', 'python')
-const REF = path.join(import.meta.dirname, 'python', 'onnx_int8_ref.py')
+const REF = path.join(import.meta.dirname, 'python', 'onnx_quant_ref.py')
 const CHECKER = path.join(import.meta.dirname, 'python', 'onnx_check.py')
 const config = presetConfig('tiny')
 const V = config.vocab_size
@@ -74,7 +74,7 @@ describe('onnx_int8 scheme: TS and the PyTorch reference agree bit for bit', () 
     cases.push({rows: edges.length, cols: 8, values: Float32Array.from(edges.flat())})
     const files = cases.map((c, i) => ({input: path.join(root, `in${i}.f32`), out: path.join(root, `out${i}.bin`), deq: path.join(root, `deq${i}.f32`)}))
     cases.forEach((c, i) => writeFileSync(files[i].input, c.values))
-    execFileSync(PYTHON, [REF, QUANT_DIR, ...cases.flatMap((c, i) => [files[i].input, String(c.rows), String(c.cols), files[i].out, files[i].deq])])
+    execFileSync(PYTHON, [REF, QUANT_DIR, 'onnx_int8', '{}', ...cases.flatMap((c, i) => [files[i].input, String(c.rows), String(c.cols), files[i].out, files[i].deq])])
     for (const [i, c] of cases.entries()) {
       const ref = readFileSync(files[i].out)
       const ts = ONNX_INT8.encode(c.values, c.rows, c.cols, {})

@@ -28,3 +28,5 @@ export type {EncodingDiff, Encoded, FirstDifference, Scheme, SchemeParams} from 
 // ONNX weight-only schemes (model_quantized.onnx).
 import {ONNX_INT8} from './onnx-int8.js'
 SCHEMES.onnx_int8 = ONNX_INT8
+import {ONNX_Q4} from './onnx-q4.js'
+SCHEMES.onnx_q4 = ONNX_Q4

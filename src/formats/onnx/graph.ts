@@ -45,6 +45,11 @@ export const LAYOUT_KEY = 'openelm.matmul_weights'
 export const LAYOUT_IN_OUT = 'in_out'
 /** Name suffix of an int8 weight's per-channel scales initializer. */
 export const INT8_SCALE_SUFFIX = '_scale'
+/** Name suffix of a MatMulNBits weight's scales initializer. */
+export const Q4_SCALES_SUFFIX = '_scales'
+/** metadata_props entry: {initializer name: K} of the MatMulNBits weights (K is not in their shape when padded). */
+export const Q4_K_KEY = 'openelm.matmul_nbits_k'
+export const MS_DOMAIN = 'com.microsoft'
 
 /** Canonical names of the weights the graph consumes through MatMul (stored [in, out]). */
 export function isMatMulWeight(canonical: string): boolean {
@@ -59,7 +64,7 @@ export interface GraphOptions {
    * int8 codes + per-output-channel f32 scales (`<name>_scale`) behind `DequantizeLinear`
    * (scheme onnx_int8); norm weights stay `dtype`.
    */
-  quant?: 'q8'
+  quant?: 'q8' | 'q4'
   /** RMSNorm as decomposed standard ops (default) or onnxruntime's `SimplifiedLayerNormalization`. */
   rmsNorm?: 'decomposed' | 'contrib'
   /** Testing hooks that break the export on purpose (swapped RoPE halves, wrong KV head count). */
@@ -99,10 +104,20 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
   // Weights, in canonical order, under their ONNX (HF) names; MatMul weights as [in, out].
   g.metadata[LAYOUT_KEY] = LAYOUT_IN_OUT
   const weight = new Map<string, string>()
+  const nbits = new Map<string, {n: number; k: number}>()
   for (const t of expectedTensors(config)) {
     const name = toOnnxName(t.name)
     const matmul = isMatMulWeight(t.name)
     const shape = matmul ? [t.shape[1], t.shape[0]] : t.shape
+    if (options.quant === 'q4' && matmul) {
+      // MatMulNBits: B [N, K/32, 16] packed 4-bit codes, scales [N·K/32] (scheme onnx_q4).
+      const [n, k] = t.shape as [number, number]
+      const nb = Math.ceil(k / 32)
+      g.initializer({name, dtype: 'U8', shape: [n, nb, 16], byteLength: n * nb * 16})
+      g.initializer({name: `${name}${Q4_SCALES_SUFFIX}`, dtype: 'F32', shape: [n * nb], byteLength: n * nb * 4})
+      nbits.set(t.name, {n, k})
+      continue
+    }
     if (options.quant === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
       // Codes [in, out] (MatMul) or [vocab, d] (embedding); one scale per output channel / token.
       g.initializer({name, dtype: 'I8', shape, byteLength: numel(t.shape)})
@@ -114,7 +129,16 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
     weight.set(t.name, wdtype === 'F32' ? name : g.op('Cast', [name], {to: 1}, 'cast_weight'))
   }
   const w = (canonical: string): string => weight.get(canonical)!
-  const linear = (x: string, canonical: string, label: string): string => g.op('MatMul', [x, w(canonical)], undefined, label)
+  const linear = (x: string, canonical: string, label: string): string => {
+    const q4 = nbits.get(canonical)
+    if (!q4) return g.op('MatMul', [x, w(canonical)], undefined, label)
+    const name = toOnnxName(canonical)
+    return g.node('MatMulNBits', [x, name, `${name}${Q4_SCALES_SUFFIX}`], {domain: MS_DOMAIN, attrs: {K: q4.k, N: q4.n, bits: 4, block_size: 32}, name: label})[0]
+  }
+  if (nbits.size > 0) {
+    g.domains.push(MS_DOMAIN)
+    g.metadata[Q4_K_KEY] = JSON.stringify(Object.fromEntries([...nbits].map(([c, {k}]) => [toOnnxName(c), k])))
+  }
   g.initializer({name: ROPE_COS, dtype: 'F32', shape: [config.rope_max_length, hd], byteLength: config.rope_max_length * hd * 4})
   g.initializer({name: ROPE_SIN, dtype: 'F32', shape: [config.rope_max_length, hd], byteLength: config.rope_max_length * hd * 4})
 

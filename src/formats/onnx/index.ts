@@ -14,8 +14,8 @@ import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
 import {copyTokenizerFiles, readerCheckpoint, resolveConfig} from '../common.js'
 import {type Checkpoint, type FormatAdapter, type StoredTensor, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
-import {int8Records, int8Segment, dequantizedInt8} from './int8.js'
-import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
+import {int8Records, int8Segment, dequantizedInt8, dequantizedQ4, q4Records, q4Segment} from './int8.js'
+import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, Q4_K_KEY, Q4_SCALES_SUFFIX, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
 import {transposedRecord} from './transpose.js'
@@ -26,6 +26,8 @@ export const ONNX_DIR = 'onnx'
 export const MODEL_FILES: Partial<Record<FloatDType, string>> = {F32: 'model.onnx', F16: 'model_fp16.onnx'}
 /** The weight-only int8 file (transformers.js dtype `q8`). */
 export const Q8_FILE = 'model_quantized.onnx'
+/** The MatMulNBits 4-bit file (transformers.js dtype `q4`). */
+export const Q4_FILE = 'model_q4.onnx'
 /** transformers.js dtype names. */
 const TJS_DTYPE: Partial<Record<FloatDType, string>> = {F32: 'fp32', F16: 'fp16'}
 /** `--layout` tokens. */
@@ -68,7 +70,7 @@ export async function findModelFile(p: string): Promise<string | undefined> {
     } catch {
       continue
     }
-    for (const preferred of [...Object.values(MODEL_FILES), Q8_FILE]) if (names.includes(preferred)) return path.join(dir, preferred)
+    for (const preferred of [...Object.values(MODEL_FILES), Q8_FILE, Q4_FILE]) if (names.includes(preferred)) return path.join(dir, preferred)
     if (names.length > 0) return path.join(dir, names[0])
   }
   return undefined
@@ -92,7 +94,22 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
     const inOut = onnxFile.metadata[LAYOUT_KEY] === LAYOUT_IN_OUT
     const byName = new Map(onnxFile.initializers.map((i) => [i.name, i]))
     const stored = new Map<string, StoredTensor>()
+    const q4K = JSON.parse(onnxFile.metadata[Q4_K_KEY] ?? '{}') as Record<string, number>
     for (const init of onnxFile.initializers) {
+      if (init.name.endsWith(Q4_SCALES_SUFFIX) && q4K[init.name.slice(0, -Q4_SCALES_SUFFIX.length)] !== undefined) continue
+      const k = q4K[init.name]
+      if (k !== undefined) {
+        // MatMulNBits weights: `<name>` U8 [N, K/32, 16] with `<name>_scales` F32 [N·K/32].
+        const canonical = fromOnnxName(init.name)!
+        const scales = byName.get(`${init.name}${Q4_SCALES_SUFFIX}`)
+        const [n, nb, blob] = init.shape as [number, number, number]
+        if (init.dtype !== 'U8' || init.shape.length !== 3 || blob !== 16 || nb !== Math.ceil(k / 32) || !scales || scales.dtype !== 'F32' || scales.byteLength !== n * nb * 4) {
+          throw new FormatError('onnx.q4', `${modelFile}: MatMulNBits weight ${init.name} must be U8 [N, ceil(${k}/32), 16] with an F32 ${init.name}${Q4_SCALES_SUFFIX} of N·ceil(${k}/32) values`, {path: modelFile, tensor: init.name})
+        }
+        weights.push(dequantizedQ4(canonical, n, k, init, scales))
+        stored.set(canonical, {name: canonical, shape: [n, k], segments: [q4Segment(init.name, n, k, init, scales)]})
+        continue
+      }
       // int8 weights: `<name>` codes (I8) with `<name>_scale` (F32, one per output channel).
       if (init.name.endsWith(INT8_SCALE_SUFFIX) && byName.get(init.name.slice(0, -INT8_SCALE_SUFFIX.length))?.dtype === 'I8') continue
       const canonical = fromOnnxName(init.name)
@@ -146,19 +163,26 @@ export interface OnnxWriteExtra {
 
 export async function* writeOnnx(source: Checkpoint, out: string, options: WriteOptions & OnnxWriteExtra): AsyncGenerator<ProgressEvent, WriteResult> {
   const quant = options.quantization
-  if (quant && quant.bits !== 8) throw new UsageError('onnx.quantize', `ONNX export quantizes to 8 bits (--quantize 8 → ${Q8_FILE}), not ${quant.bits}`)
-  if (quant && options.dtype && options.dtype !== 'F32') throw new UsageError('onnx.quantize', `--quantize 8 stores int8 matrices and f32 norms; --dtype ${options.dtype.toLowerCase()} does not apply`)
+  if (quant && quant.bits !== 8 && quant.bits !== 4) throw new UsageError('onnx.quantize', `ONNX export quantizes to 8 bits (--quantize 8 → ${Q8_FILE}) or 4 bits (--quantize 4 → ${Q4_FILE}), not ${quant.bits}`)
+  if (quant && options.dtype && options.dtype !== 'F32') throw new UsageError('onnx.quantize', `--quantize stores quantized matrices and f32 norms; --dtype ${options.dtype.toLowerCase()} does not apply`)
   const dtype: FloatDType = quant ? 'F32' : options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
-  const fileName = quant ? Q8_FILE : MODEL_FILES[dtype]
+  const quantMode = quant ? (quant.bits === 4 ? 'q4' : 'q8') : undefined
+  const fileName = quantMode === 'q4' ? Q4_FILE : quantMode === 'q8' ? Q8_FILE : MODEL_FILES[dtype]
   if (!fileName) throw new UsageError('onnx.dtype', `ONNX export supports --dtype f32 or f16, not ${dtype.toLowerCase()} (onnxruntime and transformers.js have no bf16 model file)`)
   const layout = parseOnnxLayout(options.layout)
   const config = source.config
-  const graph = buildOpenElmGraph(config, {dtype, quant: quant ? 'q8' : undefined, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
+  const graph = buildOpenElmGraph(config, {dtype, quant: quantMode, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
   const sources = new Map<string, TensorRecord>()
   for (const t of source.tensors) {
     const name = toOnnxName(t.name)
     const matmul = isMatMulWeight(t.name) && t.shape.length === 2
-    if (quant && (matmul || t.name === 'token_embeddings.weight')) {
+    if (quantMode === 'q4' && matmul) {
+      const {blocks, scales} = q4Records(t, name, `${name}${Q4_SCALES_SUFFIX}`)
+      sources.set(name, blocks)
+      sources.set(scales.name, scales)
+      continue
+    }
+    if (quantMode === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
       const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`)
       sources.set(name, matmul ? transposedRecord(codes, name) : codes)
       sources.set(scales.name, scales)
@@ -182,7 +206,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   }
   if (layout.rmsNorm === 'contrib') notes.push('RMSNorm uses onnxruntime\'s SimplifiedLayerNormalization (not a standard ONNX op: onnx.checker rejects it)')
 
-  const tjsConfig: Record<string, unknown> = {dtype: quant ? 'q8' : TJS_DTYPE[dtype]}
+  const tjsConfig: Record<string, unknown> = {dtype: quantMode ?? TJS_DTYPE[dtype]}
   if (plan.external) tjsConfig.use_external_data_format = true
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
     await fs.mkdir(path.join(dir, ONNX_DIR))

@@ -4,6 +4,7 @@
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
 import {quantizeInt8Rows} from '../../quant/onnx-int8.js'
+import {dequantizeQ4Rows, q4Blocks, quantizeQ4Rows} from '../../quant/onnx-q4.js'
 import {type StoredSegment} from '../types.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
 
@@ -73,5 +74,68 @@ export function int8Segment(label: string, rows: number, codes: TensorRecord, sc
   return {
     row0: 0, rows, scheme: 'onnx_int8', params: {}, label,
     read: async (r0, r1) => ({weight: (await codes.read(r0 * cols, r1 * cols)).slice(), scales: (await scales.read(r0 * 4, r1 * 4)).slice()}),
+  }
+}
+
+/**
+ * MatMulNBits 4-bit tensors (scheme onnx_q4): `blocks` U8 [N, K/32, 16] and `scales` F32 [N·K/32]
+ * computed from a float [N, K] source on demand, row range by row range (the scales of all rows
+ * are computed once, in steps, and kept: 4 bytes per 32 weights).
+ */
+export function q4Records(source: TensorRecord, blocksName: string, scalesName: string): {blocks: TensorRecord; scales: TensorRecord} {
+  const [rows, cols] = rowsOf(source)
+  const nb = q4Blocks(cols)
+  const rowBytes = nb * 16
+  const f32 = castRecord(source, 'F32')
+  const quantRows = async (r0: number, r1: number) => quantizeQ4Rows(new Float32Array((await f32.read(r0 * cols * 4, r1 * cols * 4)).slice().buffer), r1 - r0, cols, 'F32')
+  let scales: Float32Array | undefined
+  const allScales = async (): Promise<Float32Array> => {
+    if (scales) return scales
+    const out = new Float32Array(rows * nb)
+    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+    for (let r0 = 0; r0 < rows; r0 += step) out.set((await quantRows(r0, Math.min(rows, r0 + step))).scales, r0 * nb)
+    scales = out
+    return out
+  }
+  const blocks: TensorRecord = {
+    name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
+    async read(start = 0, end = rows * rowBytes) {
+      const r0 = Math.floor(start / rowBytes)
+      const r1 = Math.ceil(end / rowBytes)
+      const q = await quantRows(r0, r1)
+      return q.blocks.subarray(start - r0 * rowBytes, end - r0 * rowBytes)
+    },
+  }
+  const scalesRecord: TensorRecord = {
+    name: scalesName, dtype: 'F32', shape: [rows * nb], byteLength: rows * nb * 4,
+    async read(start = 0, end = rows * nb * 4) {
+      return new Uint8Array((await allScales()).buffer).slice(start, end)
+    },
+  }
+  return {blocks, scales: scalesRecord}
+}
+
+/** f32 record [rows, cols] of MatMulNBits blocks and f32 scales. */
+export function dequantizedQ4(name: string, rows: number, cols: number, blocks: TensorRecord, scales: TensorRecord): TensorRecord {
+  const nb = q4Blocks(cols)
+  const byteLength = rows * cols * 4
+  return {
+    name, dtype: 'F32', shape: [rows, cols], byteLength,
+    async read(start = 0, end = byteLength) {
+      const r0 = Math.floor(start / (cols * 4))
+      const r1 = Math.ceil(end / (cols * 4))
+      const b = await blocks.read(r0 * nb * 16, r1 * nb * 16)
+      const s = new Float32Array((await scales.read(r0 * nb * 4, r1 * nb * 4)).slice().buffer)
+      const out = dequantizeQ4Rows(b, s, r1 - r0, cols)
+      return new Uint8Array(out.buffer).subarray(start - r0 * cols * 4, end - r0 * cols * 4)
+    },
+  }
+}
+
+export function q4Segment(label: string, rows: number, cols: number, blocks: TensorRecord, scales: TensorRecord): StoredSegment {
+  const nb = q4Blocks(cols)
+  return {
+    row0: 0, rows, scheme: 'onnx_q4', params: {dtype: 'F32'}, label,
+    read: async (r0, r1) => ({blocks: (await blocks.read(r0 * nb * 16, r1 * nb * 16)).slice(), scales: (await scales.read(r0 * nb * 4, r1 * nb * 4)).slice()}),
   }
 }

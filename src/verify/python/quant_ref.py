@@ -51,7 +51,8 @@ import time
 
 import numpy as np
 
-SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0", "onnx_int8")
+SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0", "onnx_int8", "onnx_q4")
+Q4_BLOCK = 32
 FLOAT_SCHEMES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 MLX_BITS = (2, 3, 4, 5, 6, 8)
 MLX_GROUP_SIZES = (32, 64, 128)
@@ -99,6 +100,11 @@ def check_params(scheme, params, cols):
         if params:
             raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
         return {}
+    if scheme == "onnx_q4":
+        extra = sorted(set(params) - {"dtype"})
+        if extra or params.get("dtype", "F32") not in ("F32", "F16"):
+            raise SchemeError("onnx_q4 takes only dtype F32 or F16, got %s" % json.dumps(params, sort_keys=True))
+        return {"dtype": params.get("dtype", "F32")}
     if scheme == "onnx_int8":
         if params:
             raise SchemeError("scheme onnx_int8 takes no params, got %s" % json.dumps(params, sort_keys=True))
@@ -135,6 +141,9 @@ def layout(scheme, params, rows, cols):
         return {"blocks": ("U8", [rows, cols // Q8_0_BLOCK * Q8_0_BYTES])}
     if scheme == "onnx_int8":
         return {"weight": ("U8", [rows, cols]), "scales": ("F32", [rows, 1])}
+    if scheme == "onnx_q4":
+        nb = -(-cols // Q4_BLOCK)
+        return {"blocks": ("U8", [rows, nb * Q4_BLOCK // 2]), "scales": (params["dtype"], [rows, nb])}
     groups = cols // params["group_size"]
     return {
         "weight": ("U32", [rows, cols * params["bits"] // 32]),
@@ -399,6 +408,59 @@ def _compare_onnx_int8(e, a):
 
 
 # ---------------------------------------------------------------------------------------------
+# onnx_q4: MatMulNBits 4-bit blocks of 32, symmetric (no zero-point input: the runtime's default 8),
+# from onnxruntime's MLAS BlockwiseQuantizer::quantizeAndTranspose + range2scale (q4_dq.cpp).
+
+
+def _onnx_q4_quantize(x, dtype):
+    torch = _torch()
+    rows, cols = x.shape
+    nb = -(-cols // Q4_BLOCK)
+    g = torch.zeros((rows, nb * Q4_BLOCK), dtype=torch.float32, device=x.device)
+    g[:, :cols] = x  # the quantizer zero-pads K to whole blocks
+    g = g.reshape(rows, nb, Q4_BLOCK)
+    mn, mx = g.amin(dim=2), g.amax(dim=2)
+    m = torch.where(mx.abs() > mn.abs(), mx, mn)  # `fabsf(max) > fabsf(min) ? max : min`
+    scale = -m / _like(m, 8.0)  # ScaleT(-max / 8): exact in f32, then rounded to the scale type
+    if dtype == "F16":
+        scale = round_to(scale, "F16")
+    rs = torch.where(scale != 0, _like(scale, 1.0) / scale, torch.zeros_like(scale))
+    y = g * rs[:, :, None]
+    y = y + _like(y, 8.0)
+    q = torch.nan_to_num(torch.clamp(_round_away(y), 0.0, 15.0), nan=0.0).to(torch.uint8).cpu().numpy()
+    packed = (q[:, :, 0::2] | (q[:, :, 1::2] << 4)).reshape(rows, nb * Q4_BLOCK // 2)
+    return {"blocks": packed, "scales": _to_numpy_bits(cast_bits(scale, dtype) if dtype == "F16" else scale, dtype)}
+
+
+def _onnx_q4_dequantize(parts, cols, dtype, device):
+    torch = _torch()
+    b = np.ascontiguousarray(parts["blocks"], dtype=np.uint8)
+    rows = b.shape[0]
+    nb = -(-cols // Q4_BLOCK)
+    codes = np.empty((rows, nb * Q4_BLOCK), np.uint8)
+    codes[:, 0::2] = b & 0x0F
+    codes[:, 1::2] = b >> 4
+    q = torch.from_numpy(codes.astype(np.int16)).to(device).float().reshape(rows, nb, Q4_BLOCK)
+    bits = _from_numpy_bits(np.ascontiguousarray(parts["scales"]), device)
+    scale = widen(bits, dtype) if dtype == "F16" else bits.view(torch.float32)
+    return ((q - 8.0) * scale[:, :, None]).reshape(rows, nb * Q4_BLOCK)[:, :cols]
+
+
+def _compare_onnx_q4(e, a, cols):
+    n, nb = e["scales"].shape
+    ec = np.empty((n, nb * Q4_BLOCK), np.uint8)
+    ac = np.empty((n, nb * Q4_BLOCK), np.uint8)
+    ec[:, 0::2], ec[:, 1::2] = e["blocks"] & 0x0F, e["blocks"] >> 4
+    ac[:, 0::2], ac[:, 1::2] = a["blocks"] & 0x0F, a["blocks"] >> 4
+    s_eq = e["scales"] == a["scales"]
+    codes_eq = (ec == ac).reshape(n, nb, Q4_BLOCK)
+    elem = (codes_eq & s_eq[:, :, None]).reshape(n, nb * Q4_BLOCK)[:, :cols]
+    block_eq = s_eq & codes_eq.all(axis=2)
+    part = np.where(~s_eq, 0, 1).astype(np.int8)
+    return elem, block_eq, part
+
+
+# ---------------------------------------------------------------------------------------------
 # the three entry points
 
 
@@ -433,6 +495,8 @@ def quantize(scheme, values, params=None, device=None):
             out = _mlx_quantize(x, params)
         elif scheme == "onnx_int8":
             out = _onnx_int8_quantize(x)
+        elif scheme == "onnx_q4":
+            out = _onnx_q4_quantize(x, params["dtype"])
         else:
             out = _q8_0_quantize(x)
         for name, bits in out.items():
@@ -454,6 +518,8 @@ def dequantize(scheme, parts, rows, cols, params=None, device="cpu"):
             out[r0:r1] = _mlx_dequantize(block, r1 - r0, cols, params, device)
         elif scheme == "onnx_int8":
             out[r0:r1] = _onnx_int8_dequantize(block, device)
+        elif scheme == "onnx_q4":
+            out[r0:r1] = _onnx_q4_dequantize(block, cols, params["dtype"], device)
         else:
             out[r0:r1] = _q8_0_dequantize(block, r1 - r0, cols, device)
     return out
@@ -477,6 +543,8 @@ def _blocking(scheme, params, cols):
         return cols // Q8_0_BLOCK, Q8_0_BLOCK, ("blocks",)
     if scheme == "onnx_int8":
         return 1, cols, ("scales", "weight")
+    if scheme == "onnx_q4":
+        return -(-cols // Q4_BLOCK), Q4_BLOCK, ("scales", "blocks")
     return cols // params["group_size"], params["group_size"], ("scales", "biases", "weight")
 
 
@@ -588,6 +656,8 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
             elem, block_eq, part = _compare_q8_0(e, a)
         elif scheme == "onnx_int8":
             elem, block_eq, part = _compare_onnx_int8(e, a)
+        elif scheme == "onnx_q4":
+            elem, block_eq, part = _compare_onnx_q4(e, a, cols)
         else:
             elem, block_eq, part, ec, ac = _compare_mlx(e, a, params)
         result["identical_elements"] += int(elem.sum())

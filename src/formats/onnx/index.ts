@@ -184,7 +184,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
     }
     if (quantMode === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
       const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`)
-      sources.set(name, matmul ? transposedRecord(codes, name) : codes)
+      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 64 << 20}) : codes)
       sources.set(scales.name, scales)
       continue
     }

@@ -9,7 +9,12 @@ import {type StoredSegment} from '../types.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
 
 /** Rows per quantization step: bounds the f32 temporaries to ~16 MiB. */
-const STEP_ELEMENTS = 1 << 22
+const STEP_ELEMENTS = 1 << 20
+
+/** f32 values of a byte range (a view when aligned, else one copy). */
+function asF32(bytes: Uint8Array): Float32Array {
+  return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : new Float32Array(bytes.slice().buffer)
+}
 
 function rowsOf(record: TensorRecord): [number, number] {
   const n = record.shape.reduce((a, b) => a * b, 1)
@@ -20,7 +25,7 @@ function rowsOf(record: TensorRecord): [number, number] {
 export function int8Records(source: TensorRecord, codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
   const f32 = castRecord(source, 'F32')
-  const quantRows = async (r0: number, r1: number) => quantizeInt8Rows(new Float32Array((await f32.read(r0 * cols * 4, r1 * cols * 4)).slice().buffer), r1 - r0, cols)
+  const quantRows = async (r0: number, r1: number) => quantizeInt8Rows(asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), r1 - r0, cols)
   let scales: Float32Array | undefined
   const allScales = async (): Promise<Float32Array> => {
     if (scales) return scales
@@ -30,13 +35,31 @@ export function int8Records(source: TensorRecord, codesName: string, scalesName:
     scales = out
     return out
   }
+  // The codes of the whole tensor (1 byte a weight) are computed once and kept until the last
+  // byte has been read: the writer reads them transposed, band by band, and a per-band
+  // recomputation would quantize the whole tensor once per window.
+  let all: Int8Array | undefined
+  const allCodes = async (): Promise<Int8Array> => {
+    if (all) return all
+    const out = new Int8Array(rows * cols)
+    const sc = new Float32Array(rows)
+    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const q = await quantRows(r0, Math.min(rows, r0 + step))
+      out.set(q.codes, r0 * cols)
+      sc.set(q.scales, r0)
+    }
+    scales = sc
+    all = out
+    return out
+  }
   const codes: TensorRecord = {
     name: codesName, dtype: 'I8', shape: [...source.shape], byteLength: rows * cols,
     async read(start = 0, end = rows * cols) {
-      const r0 = Math.floor(start / cols)
-      const r1 = Math.ceil(end / cols)
-      const q = await quantRows(r0, r1)
-      return new Uint8Array(q.codes.buffer).subarray(start - r0 * cols, end - r0 * cols)
+      // A view of the kept codes (never written to), so reading allocates nothing.
+      const bytes = new Uint8Array((await allCodes()).buffer).subarray(start, end)
+      if (end === rows * cols) all = undefined
+      return bytes
     },
   }
   const scalesRecord: TensorRecord = {
@@ -87,7 +110,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const nb = q4Blocks(cols)
   const rowBytes = nb * 16
   const f32 = castRecord(source, 'F32')
-  const quantRows = async (r0: number, r1: number) => quantizeQ4Rows(new Float32Array((await f32.read(r0 * cols * 4, r1 * cols * 4)).slice().buffer), r1 - r0, cols, 'F32')
+  const quantRows = async (r0: number, r1: number) => quantizeQ4Rows(asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), r1 - r0, cols, 'F32')
   let scales: Float32Array | undefined
   const allScales = async (): Promise<Float32Array> => {
     if (scales) return scales

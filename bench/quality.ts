@@ -6,7 +6,7 @@
  * the windows (KL and top-1 per position; perplexity over every prediction). Bits per weight are
  * measured on the written file: every matrix's stored parts (codes, scales, biases) over its weights.
  *
- *   npx tsx bench/quality.ts [--source fixtures/trained] [--windows 4] [--length 128]
+ *   npx tsx bench/quality.ts [--source fixtures/trained] [--windows 4] [--length 128] [--only LABEL_PART]
  *                            [--out bench/out/quality.json]
  */
 import {promises as fs} from 'node:fs'
@@ -31,6 +31,7 @@ const {values} = parseArgs({options: {
   windows: {type: 'string', default: '4'},
   length: {type: 'string', default: '128'},
   out: {type: 'string', default: 'bench/out/quality.json'},
+  only: {type: 'string'},
 }})
 
 interface Target {label: string; to: FormatName; options: WriteOptions; bits: number}
@@ -52,6 +53,13 @@ TARGETS.push(
   {label: 'MLX 4-bit g64, emb 8', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}, mlxQuant: {embedding: 8}}, bits: NaN},
   {label: 'MLX 4-bit g64, emb f16', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}, mlxQuant: {embedding: 'none'}}, bits: NaN},
 )
+
+// ONNX weight-only variants (issue 14): int8 per channel, MatMulNBits 4-bit block 32.
+TARGETS.push(
+  {label: 'ONNX q8 (int8 per channel)', to: 'onnx', options: {quantization: {bits: 8, groupSize: 64, mode: 'affine'}}, bits: NaN},
+  {label: 'ONNX q4 (MatMulNBits b32)', to: 'onnx', options: {quantization: {bits: 4, groupSize: 64, mode: 'affine'}}, bits: NaN},
+)
+if (values.only) TARGETS.splice(0, TARGETS.length, ...TARGETS.filter((t) => t.label.includes(values.only!)))
 
 const source = await openCheckpoint(values.source!)
 const tokenizer = await findTokenizer(values.source!, source.config.vocab_size)

@@ -6,7 +6,7 @@
  * the windows (KL and top-1 per position; perplexity over every prediction). Bits per weight are
  * measured on the written file: every matrix's stored parts (codes, scales, biases) over its weights.
  *
- *   npx tsx bench/quality.ts [--source fixtures/trained] [--windows 4] [--length 128]
+ *   npx tsx bench/quality.ts [--source fixtures/trained] [--windows 4] [--length 128] [--only LABEL_PART]
  *                            [--out bench/out/quality.json]
  */
 import {promises as fs} from 'node:fs'
@@ -61,7 +61,12 @@ TARGETS.push(
   {label: 'MLX mxfp8', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'mxfp8'}}, bits: NaN},
   {label: 'MLX mxfp4, emb f16', to: 'mlx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 32, mode: 'mxfp4'}, mlxQuant: {embedding: 'none'}}, bits: NaN},
 )
-// --only REGEX: measure a subset of the rows (e.g. --only 'mxfp|nvfp|4-bit g32').
+// ONNX weight-only variants (issue 14): int8 per channel, MatMulNBits 4-bit block 32.
+TARGETS.push(
+  {label: 'ONNX q8 (int8 per channel)', to: 'onnx', options: {quantization: {bits: 8, groupSize: 64, mode: 'affine'}}, bits: NaN},
+  {label: 'ONNX q4 (MatMulNBits b32)', to: 'onnx', options: {quantization: {bits: 4, groupSize: 64, mode: 'affine'}}, bits: NaN},
+)
+// --only REGEX: measure a subset of the rows (e.g. --only 'mxfp|nvfp|4-bit g32', --only ONNX).
 if (values.only) TARGETS.splice(0, TARGETS.length, ...TARGETS.filter((t) => new RegExp(values.only!).test(t.label)))
 
 const source = await openCheckpoint(values.source!)

@@ -21,7 +21,25 @@ function exportCase(preset: string, src: (ctx: BenchContext) => string, setup: (
   }
 }
 
+/** Quantized exports (issue 14): --quantize 4 → model_q4.onnx (MatMulNBits), 8 → model_quantized.onnx (int8). */
+function quantCase(bits: 4 | 8): BenchCase {
+  const out = (ctx: BenchContext) => path.join(ctx.work, `out-onnx-270M-q${bits}`)
+  const cp = (ctx: BenchContext) => path.join(ctx.work, `cp-onnx-270M-q${bits}`)
+  return {
+    name: `onnx/270M-q${bits}`,
+    description: `convert 270M f32 → onnx --quantize ${bits} (${bits === 4 ? 'model_q4.onnx, MatMulNBits' : 'model_quantized.onnx, int8'})`,
+    setup: ensureHf270,
+    command: (ctx) => [...ctx.cli, 'convert', hf270(ctx), '--to', 'onnx', '--quantize', String(bits), '--out', out(ctx)],
+    baseline: (ctx) => cpOf(ctx, hf270(ctx), path.basename(cp(ctx))),
+    outputs: (ctx) => [out(ctx), cp(ctx)],
+    bytes: (ctx) => ctx.sizeOf(hf270(ctx)),
+    targets: {rssMB: 300},
+  }
+}
+
 export const cases: BenchCase[] = [
+  quantCase(4),
+  quantCase(8),
   exportCase('270M', hf270, ensureHf270, '1.09 GB, one model.onnx'),
   exportCase('1.1B', hf11, ensureHf11, '4.3 GB, model.onnx + model.onnx_data external data'),
 ]

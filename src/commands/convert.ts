@@ -32,7 +32,7 @@ export default class Convert extends BaseCommand {
     dtype: dtypeFlag,
     force: forceFlag,
     format: formatOption,
-    quantize: Flags.integer({description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); for GGUF use --dtype q8_0'}),
+    quantize: Flags.integer({description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); ONNX: 8 (weight-only int8, onnx/model_quantized.onnx) or 4 (MatMulNBits, onnx/model_q4.onnx); for GGUF use --dtype q8_0'}),
     'group-size': Flags.integer({description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
     'q-mode': Flags.string({description: 'MLX: quantization mode, as mlx-lm\'s --q-mode: affine (default; --quantize N), or mxfp4, nvfp4, mxfp8 (MLX\'s floating-point formats; width and group size fixed by the mode)', options: ['affine', ...MLX_FP_MODE_NAMES]}),
     'q-recipe': Flags.string({description: 'MLX: mixed widths as mlx-lm\'s recipes, read for OpenELM (embedding/head, and qkv_proj/proj_2 of the first, last and every third layer get the high width)', options: MLX_RECIPE_NAMES}),

@@ -30,3 +30,8 @@ import {MLX_MXFP4, MLX_MXFP8, MLX_NVFP4} from './mlx-fp.js'
 SCHEMES[MLX_MXFP4.name] = MLX_MXFP4
 SCHEMES[MLX_NVFP4.name] = MLX_NVFP4
 SCHEMES[MLX_MXFP8.name] = MLX_MXFP8
+// ONNX weight-only schemes (model_quantized.onnx).
+import {ONNX_INT8} from './onnx-int8.js'
+SCHEMES.onnx_int8 = ONNX_INT8
+import {ONNX_Q4} from './onnx-q4.js'
+SCHEMES.onnx_q4 = ONNX_Q4

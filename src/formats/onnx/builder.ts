@@ -44,6 +44,10 @@ export class GraphBuilder {
   readonly inputs: P.IValueInfoProto[] = []
   readonly outputs: P.IValueInfoProto[] = []
   readonly initializers: InitializerSpec[] = []
+  /** Operator domains besides the default one (opset version 1 each, e.g. com.microsoft). */
+  readonly domains: string[] = []
+  /** ModelProto.metadata_props. */
+  readonly metadata: Record<string, string> = {}
   private counter = 0
   private readonly constants = new Map<string, string>()
 

@@ -13,8 +13,16 @@
  * are past_len + arange(seq), key positions arange(past_len + seq): absolute indices, padding
  * included (RoPE is relative, so left padding does not change the attention scores).
  *
- * Weights keep their canonical [out, in] layout and go through `Transpose` (folded by onnxruntime
- * at load), so the exporter streams them untouched and the reader needs no inverse transform.
+ * MatMul weights (qkv_proj, out_proj, proj_1, proj_2) are constant initializers stored [in, out],
+ * the layout MatMul consumes, so no Transpose runs on weights (onnxruntime's MatMulNBits quantizer
+ * and other graph tools only recognise a MatMul whose B input is an initializer). The exporter
+ * streams them through a transposing record and the reader transposes back to the canonical
+ * [out, in]; the model's metadata_props carry `openelm.matmul_weights = in_out` so the reader can
+ * tell them from older exports (canonical layout behind a Transpose node, no such entry).
+ * The tied embedding stays one [vocab, d] initializer: Gather reads it and the head is a `Gemm`
+ * with transB = 1 on it (2-D, so the hidden states are flattened and the logits reshaped back);
+ * torch.onnx / optimum exports instead carry a second, transposed copy (`onnx::MatMul_*`) for the
+ * head, which costs vocab × d more bytes (docs/onnx.md).
  * f16 exports store f16 weights and `Cast` them to f32: all arithmetic, the cache and the logits
  * stay f32 (the file is half the size; the numbers differ from f32 only by the weight rounding).
  */
@@ -32,9 +40,31 @@ export const ROPE_SIN = 'rope.sin_cached'
 /** Replaces masked attention scores; finite so a fully masked (padding) row gives no NaN. */
 const MASKED_SCORE = -3.4028234663852886e38
 
+/** metadata_props entry marking [in, out] MatMul weight initializers (absent in older exports). */
+export const LAYOUT_KEY = 'openelm.matmul_weights'
+export const LAYOUT_IN_OUT = 'in_out'
+/** Name suffix of an int8 weight's per-channel scales initializer. */
+export const INT8_SCALE_SUFFIX = '_scale'
+/** Name suffix of a MatMulNBits weight's scales initializer. */
+export const Q4_SCALES_SUFFIX = '_scales'
+/** metadata_props entry: {initializer name: K} of the MatMulNBits weights (K is not in their shape when padded). */
+export const Q4_K_KEY = 'openelm.matmul_nbits_k'
+export const MS_DOMAIN = 'com.microsoft'
+
+/** Canonical names of the weights the graph consumes through MatMul (stored [in, out]). */
+export function isMatMulWeight(canonical: string): boolean {
+  return /\.(qkv_proj|out_proj|proj_1|proj_2)\.weight$/.test(canonical)
+}
+
 export interface GraphOptions {
   /** Storage dtype of the weights (computation is always f32). */
   dtype: FloatDType
+  /**
+   * Weight-only quantization of the matrices: `q8` stores the linear weights and the embedding as
+   * int8 codes + per-output-channel f32 scales (`<name>_scale`) behind `DequantizeLinear`
+   * (scheme onnx_int8); norm weights stay `dtype`.
+   */
+  quant?: 'q8' | 'q4'
   /** RMSNorm as decomposed standard ops (default) or onnxruntime's `SimplifiedLayerNormalization`. */
   rmsNorm?: 'decomposed' | 'contrib'
   /** Testing hooks that break the export on purpose (swapped RoPE halves, wrong KV head count). */
@@ -71,22 +101,43 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
   const D = config.model_dim
   const wdtype = options.dtype
 
-  // Weights, in canonical order, under their ONNX (HF) names.
+  // Weights, in canonical order, under their ONNX (HF) names; MatMul weights as [in, out].
+  g.metadata[LAYOUT_KEY] = LAYOUT_IN_OUT
   const weight = new Map<string, string>()
+  const nbits = new Map<string, {n: number; k: number}>()
   for (const t of expectedTensors(config)) {
     const name = toOnnxName(t.name)
-    g.initializer({name, dtype: wdtype, shape: t.shape, byteLength: numel(t.shape) * dtypeSize(wdtype)})
+    const matmul = isMatMulWeight(t.name)
+    const shape = matmul ? [t.shape[1], t.shape[0]] : t.shape
+    if (options.quant === 'q4' && matmul) {
+      // MatMulNBits: B [N, K/32, 16] packed 4-bit codes, scales [N·K/32] (scheme onnx_q4).
+      const [n, k] = t.shape as [number, number]
+      const nb = Math.ceil(k / 32)
+      g.initializer({name, dtype: 'U8', shape: [n, nb, 16], byteLength: n * nb * 16})
+      g.initializer({name: `${name}${Q4_SCALES_SUFFIX}`, dtype: 'F32', shape: [n * nb], byteLength: n * nb * 4})
+      nbits.set(t.name, {n, k})
+      continue
+    }
+    if (options.quant === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
+      // Codes [in, out] (MatMul) or [vocab, d] (embedding); one scale per output channel / token.
+      g.initializer({name, dtype: 'I8', shape, byteLength: numel(t.shape)})
+      const scale = g.initializer({name: `${name}${INT8_SCALE_SUFFIX}`, dtype: 'F32', shape: [t.shape[0]], byteLength: t.shape[0] * 4})
+      weight.set(t.name, g.op('DequantizeLinear', [name, scale], {axis: matmul ? 1 : 0}, 'dequant_weight'))
+      continue
+    }
+    g.initializer({name, dtype: wdtype, shape, byteLength: numel(t.shape) * dtypeSize(wdtype)})
     weight.set(t.name, wdtype === 'F32' ? name : g.op('Cast', [name], {to: 1}, 'cast_weight'))
   }
   const w = (canonical: string): string => weight.get(canonical)!
-  const transposed = new Map<string, string>()
-  const wT = (canonical: string): string => {
-    let t = transposed.get(canonical)
-    if (!t) {
-      t = g.op('Transpose', [w(canonical)], {perm: [1, 0]}, 'weight_t')
-      transposed.set(canonical, t)
-    }
-    return t
+  const linear = (x: string, canonical: string, label: string): string => {
+    const q4 = nbits.get(canonical)
+    if (!q4) return g.op('MatMul', [x, w(canonical)], undefined, label)
+    const name = toOnnxName(canonical)
+    return g.node('MatMulNBits', [x, name, `${name}${Q4_SCALES_SUFFIX}`], {domain: MS_DOMAIN, attrs: {K: q4.k, N: q4.n, bits: 4, block_size: 32}, name: label})[0]
+  }
+  if (nbits.size > 0) {
+    g.domains.push(MS_DOMAIN)
+    g.metadata[Q4_K_KEY] = JSON.stringify(Object.fromEntries([...nbits].map(([c, {k}]) => [toOnnxName(c), k])))
   }
   g.initializer({name: ROPE_COS, dtype: 'F32', shape: [config.rope_max_length, hd], byteLength: config.rope_max_length * hd * 4})
   g.initializer({name: ROPE_SIN, dtype: 'F32', shape: [config.rope_max_length, hd], byteLength: config.rope_max_length * hd * 4})
@@ -157,7 +208,7 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
     const groups = qHeads / kvHeads
     const L = `l${i}`
     const h = rmsNorm(x, w(`layers.${i}.attn_norm.weight`), `${L}_attn_norm`)
-    const qkv = g.op('MatMul', [h, wT(`layers.${i}.attn.qkv_proj.weight`)], undefined, `${L}_qkv`)
+    const qkv = linear(h, `layers.${i}.attn.qkv_proj.weight`, `${L}_qkv`)
     const [q0, k0, v0] = g.node('Split', [qkv, g.ints([qHeads * hd, kvHeads * hd, kvHeads * hd])], {outputs: 3, attrs: {axis: -1}, name: `${L}_qkv_split`})
     const heads = (t: string, n: number, label: string): string =>
       g.op('Transpose', [g.op('Reshape', [t, g.ints([0, 0, n, hd])], undefined, label)], {perm: [0, 2, 1, 3]}, label) // [B, n, S, hd]
@@ -185,16 +236,20 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
     const scores = g.op('Mul', [g.op('MatMul', [q, g.op('Transpose', [kr], {perm: [0, 1, 3, 2]}, `${L}_kt`)], undefined, `${L}_scores`), scale], undefined, `${L}_scores`)
     const probs = g.op('Softmax', [g.op('Where', [mask, scores, maskedScore], undefined, `${L}_masked`)], {axis: -1}, `${L}_probs`)
     const attn = g.op('Reshape', [g.op('Transpose', [g.op('MatMul', [probs, vr], undefined, `${L}_attn`)], {perm: [0, 2, 1, 3]}, `${L}_attn`), g.ints([0, 0, qHeads * hd])], undefined, `${L}_attn`)
-    x = g.op('Add', [x, g.op('MatMul', [attn, wT(`layers.${i}.attn.out_proj.weight`)], undefined, `${L}_out_proj`)], undefined, `${L}_residual`)
+    x = g.op('Add', [x, linear(attn, `layers.${i}.attn.out_proj.weight`, `${L}_out_proj`)], undefined, `${L}_residual`)
 
     const f = rmsNorm(x, w(`layers.${i}.ffn_norm.weight`), `${L}_ffn_norm`)
-    const y = g.op('MatMul', [f, wT(`layers.${i}.ffn.proj_1.weight`)], undefined, `${L}_proj_1`)
+    const y = linear(f, `layers.${i}.ffn.proj_1.weight`, `${L}_proj_1`)
     const [gate, up] = g.node('Split', [y, g.ints([ffnDim, ffnDim])], {outputs: 2, attrs: {axis: -1}, name: `${L}_glu`})
     const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate], undefined, `${L}_silu`)], undefined, `${L}_silu`)
-    const down = g.op('MatMul', [g.op('Mul', [silu, up], undefined, `${L}_glu`), wT(`layers.${i}.ffn.proj_2.weight`)], undefined, `${L}_proj_2`)
+    const down = linear(g.op('Mul', [silu, up], undefined, `${L}_glu`), `layers.${i}.ffn.proj_2.weight`, `${L}_proj_2`)
     x = g.op('Add', [x, down], undefined, `${L}_ffn_residual`)
   }
   const final = rmsNorm(x, w('norm.weight'), 'final_norm')
-  g.node('MatMul', [final, wT('token_embeddings.weight')], {outputs: ['logits'], name: 'lm_head'})
+  // Tied head: Gemm(hidden [B*S, D], embedding [V, D], transB) → [B*S, V] → [B, S, V].
+  const flat = g.op('Reshape', [final, g.ints([-1, D])], undefined, 'lm_head')
+  const head = g.op('Gemm', [flat, w('token_embeddings.weight')], {transB: 1}, 'lm_head')
+  const outShape = g.op('Concat', [g.op('Shape', [final], {start: 0, end: 2}, 'lm_head'), g.ints([config.vocab_size])], {axis: 0}, 'lm_head')
+  g.node('Reshape', [head, outShape], {outputs: ['logits'], name: 'lm_head'})
   return g
 }

@@ -12,17 +12,23 @@ import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
-import {readerCheckpoint, remoteCodeFor, resolveConfig} from '../common.js'
+import {copyTokenizerFiles, readerCheckpoint, remoteCodeFor, resolveConfig} from '../common.js'
 import {tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
-import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
-import {buildOpenElmGraph, type GraphOptions, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
+import {type Checkpoint, type FormatAdapter, type StoredTensor, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
+import {int8Records, int8Segment, dequantizedInt8, dequantizedQ4, q4Records, q4Segment} from './int8.js'
+import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, Q4_K_KEY, Q4_SCALES_SUFFIX, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
+import {transposedRecord} from './transpose.js'
 import {planOnnx, PROTOBUF_LIMIT} from './write.js'
 
 export const ONNX_DIR = 'onnx'
 /** File names transformers.js looks for, by weight dtype. */
 export const MODEL_FILES: Partial<Record<FloatDType, string>> = {F32: 'model.onnx', F16: 'model_fp16.onnx'}
+/** The weight-only int8 file (transformers.js dtype `q8`). */
+export const Q8_FILE = 'model_quantized.onnx'
+/** The MatMulNBits 4-bit file (transformers.js dtype `q4`). */
+export const Q4_FILE = 'model_q4.onnx'
 /** transformers.js dtype names. */
 const TJS_DTYPE: Partial<Record<FloatDType, string>> = {F32: 'fp32', F16: 'fp16'}
 /** `--layout` tokens. */
@@ -65,7 +71,7 @@ export async function findModelFile(p: string): Promise<string | undefined> {
     } catch {
       continue
     }
-    for (const preferred of Object.values(MODEL_FILES)) if (names.includes(preferred)) return path.join(dir, preferred)
+    for (const preferred of [...Object.values(MODEL_FILES), Q8_FILE, Q4_FILE]) if (names.includes(preferred)) return path.join(dir, preferred)
     if (names.length > 0) return path.join(dir, names[0])
   }
   return undefined
@@ -85,10 +91,46 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
   try {
     const weights: TensorRecord[] = []
     const derived: string[] = []
+    // Our current exports store MatMul weights [in, out] (metadata says so); older ones kept [out, in].
+    const inOut = onnxFile.metadata[LAYOUT_KEY] === LAYOUT_IN_OUT
+    const byName = new Map(onnxFile.initializers.map((i) => [i.name, i]))
+    const stored = new Map<string, StoredTensor>()
+    const q4K = JSON.parse(onnxFile.metadata[Q4_K_KEY] ?? '{}') as Record<string, number>
     for (const init of onnxFile.initializers) {
+      if (init.name.endsWith(Q4_SCALES_SUFFIX) && q4K[init.name.slice(0, -Q4_SCALES_SUFFIX.length)] !== undefined) continue
+      const k = q4K[init.name]
+      if (k !== undefined) {
+        // MatMulNBits weights: `<name>` U8 [N, K/32, 16] with `<name>_scales` F32 [N·K/32].
+        const canonical = fromOnnxName(init.name)!
+        const scales = byName.get(`${init.name}${Q4_SCALES_SUFFIX}`)
+        const [n, nb, blob] = init.shape as [number, number, number]
+        if (init.dtype !== 'U8' || init.shape.length !== 3 || blob !== 16 || nb !== Math.ceil(k / 32) || !scales || scales.dtype !== 'F32' || scales.byteLength !== n * nb * 4) {
+          throw new FormatError('onnx.q4', `${modelFile}: MatMulNBits weight ${init.name} must be U8 [N, ceil(${k}/32), 16] with an F32 ${init.name}${Q4_SCALES_SUFFIX} of N·ceil(${k}/32) values`, {path: modelFile, tensor: init.name})
+        }
+        weights.push(dequantizedQ4(canonical, n, k, init, scales))
+        stored.set(canonical, {name: canonical, shape: [n, k], segments: [q4Segment(init.name, n, k, init, scales)]})
+        continue
+      }
+      // int8 weights: `<name>` codes (I8) with `<name>_scale` (F32, one per output channel).
+      if (init.name.endsWith(INT8_SCALE_SUFFIX) && byName.get(init.name.slice(0, -INT8_SCALE_SUFFIX.length))?.dtype === 'I8') continue
       const canonical = fromOnnxName(init.name)
-      if (canonical === undefined) derived.push(init.name)
-      else weights.push(renamed(init, canonical))
+      if (canonical === undefined) {
+        derived.push(init.name)
+        continue
+      }
+      const transposed = inOut && isMatMulWeight(canonical) && init.shape.length === 2
+      if (init.dtype === 'I8') {
+        const scales = byName.get(`${init.name}${INT8_SCALE_SUFFIX}`)
+        const rows = transposed ? init.shape[1]! : init.shape[0]!
+        if (!scales || scales.dtype !== 'F32' || scales.byteLength !== rows * 4 || init.shape.length !== 2) {
+          throw new FormatError('onnx.int8', `${modelFile}: int8 initializer ${init.name} needs an F32 ${init.name}${INT8_SCALE_SUFFIX} of ${rows} values (one per output channel)`, {path: modelFile, tensor: init.name})
+        }
+        const codes = transposed ? transposedRecord(init, canonical) : renamed(init, canonical)
+        weights.push(dequantizedInt8(canonical, codes.shape, codes, scales))
+        stored.set(canonical, {name: canonical, shape: codes.shape, segments: [int8Segment(init.name, rows, codes, scales)]})
+        continue
+      }
+      weights.push(transposed ? transposedRecord(init, canonical) : renamed(init, canonical))
     }
     const configPath = path.join(root, 'config.json')
     const resolved = await resolveConfig(weights, configPath, options)
@@ -100,6 +142,7 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
     return await readerCheckpoint('onnx', p, resolved, {
       tokenizerDir: root,
       notes: resolved.notes,
+      stored,
       info: {
         layout: onnxFile.externalFiles.length > 0 ? 'onnx with external data' : 'onnx (single file)',
         modelFile,
@@ -120,15 +163,35 @@ export interface OnnxWriteExtra {
 }
 
 export async function* writeOnnx(source: Checkpoint, out: string, options: WriteOptions & OnnxWriteExtra): AsyncGenerator<ProgressEvent, WriteResult> {
-  const dtype: FloatDType = options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
-  const fileName = MODEL_FILES[dtype]
+  const quant = options.quantization
+  if (quant && quant.bits !== 8 && quant.bits !== 4) throw new UsageError('onnx.quantize', `ONNX export quantizes to 8 bits (--quantize 8 → ${Q8_FILE}) or 4 bits (--quantize 4 → ${Q4_FILE}), not ${quant.bits}`)
+  if (quant && options.dtype && options.dtype !== 'F32') throw new UsageError('onnx.quantize', `--quantize stores quantized matrices and f32 norms; --dtype ${options.dtype.toLowerCase()} does not apply`)
+  const dtype: FloatDType = quant ? 'F32' : options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
+  const quantMode = quant ? (quant.bits === 4 ? 'q4' : 'q8') : undefined
+  const fileName = quantMode === 'q4' ? Q4_FILE : quantMode === 'q8' ? Q8_FILE : MODEL_FILES[dtype]
   if (!fileName) throw new UsageError('onnx.dtype', `ONNX export supports --dtype f32 or f16, not ${dtype.toLowerCase()} (onnxruntime and transformers.js have no bf16 model file)`)
-  if (options.quantization) throw new UsageError('onnx.quantize', 'ONNX export does not quantize; convert with --dtype f16 instead')
   const layout = parseOnnxLayout(options.layout)
   const config = source.config
-  const graph = buildOpenElmGraph(config, {dtype, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
+  const graph = buildOpenElmGraph(config, {dtype, quant: quantMode, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
   const sources = new Map<string, TensorRecord>()
-  for (const t of source.tensors) sources.set(toOnnxName(t.name), castRecord(t, dtype))
+  for (const t of source.tensors) {
+    const name = toOnnxName(t.name)
+    const matmul = isMatMulWeight(t.name) && t.shape.length === 2
+    if (quantMode === 'q4' && matmul) {
+      const {blocks, scales} = q4Records(t, name, `${name}${Q4_SCALES_SUFFIX}`)
+      sources.set(name, blocks)
+      sources.set(scales.name, scales)
+      continue
+    }
+    if (quantMode === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
+      const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`)
+      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 64 << 20}) : codes)
+      sources.set(scales.name, scales)
+      continue
+    }
+    const cast = castRecord(t, dtype)
+    sources.set(name, matmul ? transposedRecord(cast, name) : cast)
+  }
   const {cos, sin} = ropeTables(config)
   sources.set(ROPE_COS, f32Record(ROPE_COS, [config.rope_max_length, config.head_dim], cos))
   sources.set(ROPE_SIN, f32Record(ROPE_SIN, [config.rope_max_length, config.head_dim], sin))
@@ -144,7 +207,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   }
   if (layout.rmsNorm === 'contrib') notes.push('RMSNorm uses onnxruntime\'s SimplifiedLayerNormalization (not a standard ONNX op: onnx.checker rejects it)')
 
-  const tjsConfig: Record<string, unknown> = {dtype: TJS_DTYPE[dtype]}
+  const tjsConfig: Record<string, unknown> = {dtype: quantMode ?? TJS_DTYPE[dtype]}
   if (plan.external) tjsConfig.use_external_data_format = true
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
     await fs.mkdir(path.join(dir, ONNX_DIR))

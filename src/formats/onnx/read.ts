@@ -33,6 +33,8 @@ export interface OnnxFile {
   initializers: OnnxInitializer[]
   externalFiles: string[]
   irVersion?: number
+  /** ModelProto.metadata_props. */
+  metadata: Record<string, string>
   close(): Promise<void>
 }
 
@@ -171,6 +173,21 @@ async function readTensorHeader(file: RandomAccessFile, start: number, length: n
   return header
 }
 
+/** A StringStringEntryProto {key = 1, value = 2} (metadata_props). */
+async function stringEntry(file: RandomAccessFile, f: {start: number; length: number}): Promise<{key: string; value: string}> {
+  const s = new Scanner(file, f.start, f.start + f.length)
+  let key = ''
+  let value = ''
+  while (s.pos < s.end) {
+    const e = await s.field()
+    if (e.length > MAX_TENSOR_HEADER_BYTES) throw s.error(`string field of ${e.length} bytes`)
+    const text = e.wire === WIRE_LEN ? new TextDecoder().decode(await file.read(e.start, e.length)) : ''
+    if (e.field === 1) key = text
+    else if (e.field === 2) value = text
+  }
+  return {key, value}
+}
+
 /** Open an .onnx file and describe its initializers as lazy records. */
 export async function openOnnx(modelPath: string): Promise<OnnxFile> {
   const file = await RandomAccessFile.open(modelPath)
@@ -182,11 +199,16 @@ export async function openOnnx(modelPath: string): Promise<OnnxFile> {
   try {
     const initializers: OnnxInitializer[] = []
     let irVersion: number | undefined
+    const metadata: Record<string, string> = {}
     const top = new Scanner(file, 0, file.size)
     let sawGraph = false
     while (top.pos < top.end) {
       const f = await top.field()
       if (f.field === 1 && f.wire === WIRE_VARINT) irVersion = decodeVarints(await file.read(f.start, f.length))[0]
+      if (f.field === 14 && f.wire === WIRE_LEN) {
+        const entry = await stringEntry(file, f)
+        metadata[entry.key] = entry.value
+      }
       if (f.field !== 7 || f.wire !== WIRE_LEN) continue
       sawGraph = true
       const graph = new Scanner(file, f.start, f.start + f.length)
@@ -212,7 +234,7 @@ export async function openOnnx(modelPath: string): Promise<OnnxFile> {
       if (names.has(init.name)) throw new FormatError('onnx.duplicate', `${modelPath}: initializer ${init.name} appears twice`, {path: modelPath, tensor: init.name})
       names.add(init.name)
     }
-    return {path: modelPath, size: file.size, initializers, externalFiles: [...dataFiles.keys()], irVersion, close}
+    return {path: modelPath, size: file.size, initializers, externalFiles: [...dataFiles.keys()], irVersion, metadata, close}
   } catch (error) {
     await close()
     throw error

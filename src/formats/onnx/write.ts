@@ -50,7 +50,8 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
     irVersion: IR_VERSION,
     producerName: 'openelm',
     producerVersion,
-    opsetImport: [{domain: '', version: OPSET}],
+    opsetImport: [{domain: '', version: OPSET}, ...graph.domains.map((domain) => ({domain, version: 1}))],
+    metadataProps: Object.entries(graph.metadata).map(([key, value]) => ({key, value})),
   }).finish()
   const graphHead = onnx.GraphProto.encode(graph.graphProto()).finish()
 

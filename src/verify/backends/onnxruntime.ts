@@ -33,14 +33,14 @@ function executionProviders(device: string | undefined): string[] {
 export class OnnxDecoder {
   private constructor(private readonly session: Ort.InferenceSession, private readonly ort: typeof Ort, readonly config: OpenElmConfig, readonly modelFile: string) {}
 
-  static async open(p: string, config: OpenElmConfig, options: {device?: string} = {}): Promise<OnnxDecoder> {
+  static async open(p: string, config: OpenElmConfig, options: {device?: string; graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all'} = {}): Promise<OnnxDecoder> {
     const modelFile = await findModelFile(p)
     if (!modelFile) throw new FormatError('onnx.missing', `${p} has no ONNX model (expected onnx/model.onnx or a .onnx file)`, {path: p})
     // Loaded on first use: the native library costs ~0.2 s at start-up for every other command.
     const ort = await import('onnxruntime-node')
     let session: Ort.InferenceSession
     try {
-      session = await ort.InferenceSession.create(modelFile, {executionProviders: executionProviders(options.device)})
+      session = await ort.InferenceSession.create(modelFile, {executionProviders: executionProviders(options.device), ...(options.graphOptimizationLevel ? {graphOptimizationLevel: options.graphOptimizationLevel} : {})})
     } catch (error) {
       throw new FormatError('onnxruntime.load', `onnxruntime could not load ${modelFile}: ${(error as Error).message.split('\n')[0]}`, {path: modelFile})
     }

@@ -9,6 +9,8 @@ runtimes' own definitions, not from the TypeScript writers:
                   documented rule that `compare` accepts
   gguf_q8_0       ggml's `quantize_row_q8_0_ref` (ggml/src/ggml-quants.c), the rule llama-quantize
                   and gguf-py's quants.py write files with
+  onnx_int8       onnxruntime's quantizer rule for QInt8 symmetric per-channel weights (quant_utils
+                  compute_scale_zp / quantize_nparray): weight-only int8 of model_quantized.onnx
 
 Canonical encoding (the contract with the TS side). Every tensor is 2-D [rows, cols] (a 1-D
 tensor is [1, n]); a scheme turns it into named parts, each a little-endian array with `rows`
@@ -21,6 +23,7 @@ BF16), uint32 (U32, F32).
       params {bits: 2|3|4|5|6|8, group_size: 32|64|128, dtype: F32|F16|BF16}; the source is cast to
       dtype first (mlx-lm casts, then quantizes); dequantized f32(f32(scale*q) + bias), cast to dtype
   gguf_q8_0          blocks  U8 [rows, cols/32*34]          per 32 values: f16 d (LE), 32 int8 codes
+  onnx_int8          weight  U8 [rows, cols] (int8 bits)   scales F32 [rows, 1]; x = q * scale
 
 Arithmetic. Each step of a rule is one f32 operation, in torch (CPU or CUDA, torch 1.13 and 2.x):
   * every division is by a tensor: for `cuda_tensor / python_number` torch multiplies by the
@@ -48,7 +51,8 @@ import time
 
 import numpy as np
 
-SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0")
+SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0", "onnx_int8", "onnx_q4")
+Q4_BLOCK = 32
 FLOAT_SCHEMES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 MLX_BITS = (2, 3, 4, 5, 6, 8)
 MLX_GROUP_SIZES = (32, 64, 128)
@@ -98,6 +102,15 @@ def check_params(scheme, params, cols):
         if params:
             raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
         return {}
+    if scheme == "onnx_q4":
+        extra = sorted(set(params) - {"dtype"})
+        if extra or params.get("dtype", "F32") not in ("F32", "F16"):
+            raise SchemeError("onnx_q4 takes only dtype F32 or F16, got %s" % json.dumps(params, sort_keys=True))
+        return {"dtype": params.get("dtype", "F32")}
+    if scheme == "onnx_int8":
+        if params:
+            raise SchemeError("scheme onnx_int8 takes no params, got %s" % json.dumps(params, sort_keys=True))
+        return {}
     if scheme == "gguf_q8_0":
         if params:
             raise SchemeError("scheme gguf_q8_0 takes no params, got %s" % json.dumps(params, sort_keys=True))
@@ -130,6 +143,11 @@ def layout(scheme, params, rows, cols):
         return {"data": (FLOAT_SCHEMES[scheme], [rows, cols])}
     if scheme == "gguf_q8_0":
         return {"blocks": ("U8", [rows, cols // Q8_0_BLOCK * Q8_0_BYTES])}
+    if scheme == "onnx_int8":
+        return {"weight": ("U8", [rows, cols]), "scales": ("F32", [rows, 1])}
+    if scheme == "onnx_q4":
+        nb = -(-cols // Q4_BLOCK)
+        return {"blocks": ("U8", [rows, nb * Q4_BLOCK // 2]), "scales": (params["dtype"], [rows, nb])}
     groups = cols // params["group_size"]
     return {
         "weight": ("U32", [rows, cols * params["bits"] // 32]),
@@ -357,6 +375,96 @@ def _q8_0_dequantize(parts, rows, cols, device):
 
 
 # ---------------------------------------------------------------------------------------------
+# onnx_int8: ONNX weight-only int8 (model_quantized.onnx), from onnxruntime's quantizer rule for
+# QInt8 symmetric per-channel weights (onnxruntime/python/tools/quantization/quant_utils.py:
+# compute_scale_zp with symmetric=True, qmin/qmax -127/127, quantize_nparray), not from our TS.
+
+
+def _onnx_int8_quantize(x):
+    torch = _torch()
+    # rmin = min(min(x), 0), rmax = max(max(x), 0); absmax = max(|rmin|, |rmax|) per output row.
+    rmin = torch.clamp(x.amin(dim=1), max=0.0)
+    rmax = torch.clamp(x.amax(dim=1), min=0.0)
+    absmax = torch.maximum(rmin.abs(), rmax)
+    # scale = (rmax' - rmin') / (qmax - qmin) = 2 absmax / 254, correctly rounded to f32 (computed
+    # in f64 as onnxruntime's Python does, then cast), and 1 where it would be below f32's tiny.
+    a2 = absmax.double() * 2.0
+    scale = (a2 / _like(a2, 254.0)).float()
+    scale = torch.where(scale < torch.finfo(torch.float32).tiny, torch.ones_like(scale), scale)
+    # numpy (x.astype(f32) / scale).round(): f32 division, half to even; then clip to [-127, 127].
+    q = torch.clamp(torch.round(x / scale[:, None]), -127.0, 127.0).to(torch.int8)
+    return {"weight": q.cpu().numpy().view(np.uint8), "scales": scale.cpu().numpy().view(np.uint32)[:, None]}
+
+
+def _onnx_int8_dequantize(parts, device):
+    torch = _torch()
+    q = torch.from_numpy(np.ascontiguousarray(parts["weight"]).view(np.int8).copy()).to(device).float()
+    scale = _from_numpy_bits(np.ascontiguousarray(parts["scales"], dtype=np.uint32), device).view(torch.float32)
+    return q * scale  # DequantizeLinear: (q - 0) * scale in f32
+
+
+def _compare_onnx_int8(e, a):
+    s_eq = (e["scales"] == a["scales"])[:, 0]
+    elem = (e["weight"] == a["weight"]) & s_eq[:, None]
+    block_eq = elem.all(axis=1, keepdims=True)
+    part = np.where(~s_eq, 0, 1).astype(np.int8)[:, None]
+    return elem, block_eq, part
+
+
+# ---------------------------------------------------------------------------------------------
+# onnx_q4: MatMulNBits 4-bit blocks of 32, symmetric (no zero-point input: the runtime's default 8),
+# from onnxruntime's MLAS BlockwiseQuantizer::quantizeAndTranspose + range2scale (q4_dq.cpp).
+
+
+def _onnx_q4_quantize(x, dtype):
+    torch = _torch()
+    rows, cols = x.shape
+    nb = -(-cols // Q4_BLOCK)
+    g = torch.zeros((rows, nb * Q4_BLOCK), dtype=torch.float32, device=x.device)
+    g[:, :cols] = x  # the quantizer zero-pads K to whole blocks
+    g = g.reshape(rows, nb, Q4_BLOCK)
+    mn, mx = g.amin(dim=2), g.amax(dim=2)
+    m = torch.where(mx.abs() > mn.abs(), mx, mn)  # `fabsf(max) > fabsf(min) ? max : min`
+    scale = -m / _like(m, 8.0)  # ScaleT(-max / 8): exact in f32, then rounded to the scale type
+    if dtype == "F16":
+        scale = round_to(scale, "F16")
+    rs = torch.where(scale != 0, _like(scale, 1.0) / scale, torch.zeros_like(scale))
+    y = g * rs[:, :, None]
+    y = y + _like(y, 8.0)
+    q = torch.nan_to_num(torch.clamp(_round_away(y), 0.0, 15.0), nan=0.0).to(torch.uint8).cpu().numpy()
+    packed = (q[:, :, 0::2] | (q[:, :, 1::2] << 4)).reshape(rows, nb * Q4_BLOCK // 2)
+    return {"blocks": packed, "scales": _to_numpy_bits(cast_bits(scale, dtype) if dtype == "F16" else scale, dtype)}
+
+
+def _onnx_q4_dequantize(parts, cols, dtype, device):
+    torch = _torch()
+    b = np.ascontiguousarray(parts["blocks"], dtype=np.uint8)
+    rows = b.shape[0]
+    nb = -(-cols // Q4_BLOCK)
+    codes = np.empty((rows, nb * Q4_BLOCK), np.uint8)
+    codes[:, 0::2] = b & 0x0F
+    codes[:, 1::2] = b >> 4
+    q = torch.from_numpy(codes.astype(np.int16)).to(device).float().reshape(rows, nb, Q4_BLOCK)
+    bits = _from_numpy_bits(np.ascontiguousarray(parts["scales"]), device)
+    scale = widen(bits, dtype) if dtype == "F16" else bits.view(torch.float32)
+    return ((q - 8.0) * scale[:, :, None]).reshape(rows, nb * Q4_BLOCK)[:, :cols]
+
+
+def _compare_onnx_q4(e, a, cols):
+    n, nb = e["scales"].shape
+    ec = np.empty((n, nb * Q4_BLOCK), np.uint8)
+    ac = np.empty((n, nb * Q4_BLOCK), np.uint8)
+    ec[:, 0::2], ec[:, 1::2] = e["blocks"] & 0x0F, e["blocks"] >> 4
+    ac[:, 0::2], ac[:, 1::2] = a["blocks"] & 0x0F, a["blocks"] >> 4
+    s_eq = e["scales"] == a["scales"]
+    codes_eq = (ec == ac).reshape(n, nb, Q4_BLOCK)
+    elem = (codes_eq & s_eq[:, :, None]).reshape(n, nb * Q4_BLOCK)[:, :cols]
+    block_eq = s_eq & codes_eq.all(axis=2)
+    part = np.where(~s_eq, 0, 1).astype(np.int8)
+    return elem, block_eq, part
+
+
+# ---------------------------------------------------------------------------------------------
 # the three entry points
 
 
@@ -391,6 +499,10 @@ def quantize(scheme, values, params=None, device=None):
             out = _mlx_quantize(x, params)
         elif scheme in MLX_FP:
             out = _fp_quantize(x, scheme, params)
+        elif scheme == "onnx_int8":
+            out = _onnx_int8_quantize(x)
+        elif scheme == "onnx_q4":
+            out = _onnx_q4_quantize(x, params["dtype"])
         else:
             out = _q8_0_quantize(x)
         for name, bits in out.items():
@@ -412,6 +524,10 @@ def dequantize(scheme, parts, rows, cols, params=None, device="cpu"):
             out[r0:r1] = _mlx_dequantize(block, r1 - r0, cols, params, device)
         elif scheme in MLX_FP:
             out[r0:r1] = _fp_dequantize(block, r1 - r0, cols, scheme, params, device)
+        elif scheme == "onnx_int8":
+            out[r0:r1] = _onnx_int8_dequantize(block, device)
+        elif scheme == "onnx_q4":
+            out[r0:r1] = _onnx_q4_dequantize(block, cols, params["dtype"], device)
         else:
             out[r0:r1] = _q8_0_dequantize(block, r1 - r0, cols, device)
     return out
@@ -435,6 +551,10 @@ def _blocking(scheme, params, cols):
         return cols // Q8_0_BLOCK, Q8_0_BLOCK, ("blocks",)
     if scheme in MLX_FP:
         return cols // MLX_FP[scheme][2], MLX_FP[scheme][2], ("scales", "weight")
+    if scheme == "onnx_int8":
+        return 1, cols, ("scales", "weight")
+    if scheme == "onnx_q4":
+        return -(-cols // Q4_BLOCK), Q4_BLOCK, ("scales", "blocks")
     return cols // params["group_size"], params["group_size"], ("scales", "biases", "weight")
 
 
@@ -546,6 +666,10 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
             elem, block_eq, part = _compare_q8_0(e, a)
         elif scheme in MLX_FP:
             elem, block_eq, part = _fp_compare(e, a, scheme)
+        elif scheme == "onnx_int8":
+            elem, block_eq, part = _compare_onnx_int8(e, a)
+        elif scheme == "onnx_q4":
+            elem, block_eq, part = _compare_onnx_q4(e, a, cols)
         else:
             elem, block_eq, part, ec, ac = _compare_mlx(e, a, params)
         result["identical_elements"] += int(elem.sum())

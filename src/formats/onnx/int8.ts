@@ -1,0 +1,164 @@
+/**
+ * Weight-only int8 tensors of `model_quantized.onnx` as lazy records: the writer's codes and
+ * scales computed from a float source row by row (scheme `onnx_int8`, src/quant/onnx-int8.ts),
+ * and the reader's dequantized f32 record plus the stored segment the exact check compares.
+ */
+import {quantizeInt8Rows} from '../../quant/onnx-int8.js'
+import {dequantizeQ4Rows, q4Blocks, quantizeQ4Rows} from '../../quant/onnx-q4.js'
+import {type StoredSegment} from '../types.js'
+import {castRecord, type TensorRecord} from '../../tensor/record.js'
+
+/** Rows per quantization step: bounds the f32 temporaries to ~16 MiB. */
+const STEP_ELEMENTS = 1 << 20
+
+/** f32 values of a byte range (a view when aligned, else one copy). */
+function asF32(bytes: Uint8Array): Float32Array {
+  return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : new Float32Array(bytes.slice().buffer)
+}
+
+function rowsOf(record: TensorRecord): [number, number] {
+  const n = record.shape.reduce((a, b) => a * b, 1)
+  return record.shape.length === 1 ? [1, n] : [record.shape[0]!, n / record.shape[0]!]
+}
+
+/** int8 codes [rows, cols] (canonical layout) and f32 scales [rows] of a float tensor, computed on demand. */
+export function int8Records(source: TensorRecord, codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
+  const [rows, cols] = rowsOf(source)
+  const f32 = castRecord(source, 'F32')
+  const quantRows = async (r0: number, r1: number) => quantizeInt8Rows(asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), r1 - r0, cols)
+  let scales: Float32Array | undefined
+  const allScales = async (): Promise<Float32Array> => {
+    if (scales) return scales
+    const out = new Float32Array(rows)
+    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+    for (let r0 = 0; r0 < rows; r0 += step) out.set((await quantRows(r0, Math.min(rows, r0 + step))).scales, r0)
+    scales = out
+    return out
+  }
+  // The codes of the whole tensor (1 byte a weight) are computed once and kept until the last
+  // byte has been read: the writer reads them transposed, band by band, and a per-band
+  // recomputation would quantize the whole tensor once per window.
+  let all: Int8Array | undefined
+  const allCodes = async (): Promise<Int8Array> => {
+    if (all) return all
+    const out = new Int8Array(rows * cols)
+    const sc = new Float32Array(rows)
+    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const q = await quantRows(r0, Math.min(rows, r0 + step))
+      out.set(q.codes, r0 * cols)
+      sc.set(q.scales, r0)
+    }
+    scales = sc
+    all = out
+    return out
+  }
+  const codes: TensorRecord = {
+    name: codesName, dtype: 'I8', shape: [...source.shape], byteLength: rows * cols,
+    async read(start = 0, end = rows * cols) {
+      // A view of the kept codes (never written to), so reading allocates nothing.
+      const bytes = new Uint8Array((await allCodes()).buffer).subarray(start, end)
+      if (end === rows * cols) all = undefined
+      return bytes
+    },
+  }
+  const scalesRecord: TensorRecord = {
+    name: scalesName, dtype: 'F32', shape: [rows], byteLength: rows * 4,
+    async read(start = 0, end = rows * 4) {
+      return new Uint8Array((await allScales()).buffer).slice(start, end)
+    },
+  }
+  return {codes, scales: scalesRecord}
+}
+
+/** f32 record [rows, cols] of int8 codes (canonical layout) times per-row f32 scales. */
+export function dequantizedInt8(name: string, shape: readonly number[], codes: TensorRecord, scales: TensorRecord): TensorRecord {
+  const rows = shape[0]!
+  const cols = codes.byteLength / rows
+  const byteLength = rows * cols * 4
+  return {
+    name, dtype: 'F32', shape: [...shape], byteLength,
+    async read(start = 0, end = byteLength) {
+      const r0 = Math.floor(start / (cols * 4))
+      const r1 = Math.ceil(end / (cols * 4))
+      const q = await codes.read(r0 * cols, r1 * cols)
+      const s = new Float32Array((await scales.read(r0 * 4, r1 * 4)).slice().buffer)
+      const out = new Float32Array((r1 - r0) * cols)
+      const qi = new Int8Array(q.buffer, q.byteOffset, q.byteLength)
+      for (let r = 0; r < r1 - r0; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = qi[r * cols + c]! * s[r]!
+      return new Uint8Array(out.buffer).subarray(start - r0 * cols * 4, end - r0 * cols * 4)
+    },
+  }
+}
+
+/** The stored form the exact check compares: scheme onnx_int8, parts weight (codes) and scales. */
+export function int8Segment(label: string, rows: number, codes: TensorRecord, scales: TensorRecord): StoredSegment {
+  const cols = codes.byteLength / rows
+  return {
+    row0: 0, rows, scheme: 'onnx_int8', params: {}, label,
+    read: async (r0, r1) => ({weight: (await codes.read(r0 * cols, r1 * cols)).slice(), scales: (await scales.read(r0 * 4, r1 * 4)).slice()}),
+  }
+}
+
+/**
+ * MatMulNBits 4-bit tensors (scheme onnx_q4): `blocks` U8 [N, K/32, 16] and `scales` F32 [N·K/32]
+ * computed from a float [N, K] source on demand, row range by row range (the scales of all rows
+ * are computed once, in steps, and kept: 4 bytes per 32 weights).
+ */
+export function q4Records(source: TensorRecord, blocksName: string, scalesName: string): {blocks: TensorRecord; scales: TensorRecord} {
+  const [rows, cols] = rowsOf(source)
+  const nb = q4Blocks(cols)
+  const rowBytes = nb * 16
+  const f32 = castRecord(source, 'F32')
+  const quantRows = async (r0: number, r1: number) => quantizeQ4Rows(asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), r1 - r0, cols, 'F32')
+  let scales: Float32Array | undefined
+  const allScales = async (): Promise<Float32Array> => {
+    if (scales) return scales
+    const out = new Float32Array(rows * nb)
+    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+    for (let r0 = 0; r0 < rows; r0 += step) out.set((await quantRows(r0, Math.min(rows, r0 + step))).scales, r0 * nb)
+    scales = out
+    return out
+  }
+  const blocks: TensorRecord = {
+    name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
+    async read(start = 0, end = rows * rowBytes) {
+      const r0 = Math.floor(start / rowBytes)
+      const r1 = Math.ceil(end / rowBytes)
+      const q = await quantRows(r0, r1)
+      return q.blocks.subarray(start - r0 * rowBytes, end - r0 * rowBytes)
+    },
+  }
+  const scalesRecord: TensorRecord = {
+    name: scalesName, dtype: 'F32', shape: [rows * nb], byteLength: rows * nb * 4,
+    async read(start = 0, end = rows * nb * 4) {
+      return new Uint8Array((await allScales()).buffer).slice(start, end)
+    },
+  }
+  return {blocks, scales: scalesRecord}
+}
+
+/** f32 record [rows, cols] of MatMulNBits blocks and f32 scales. */
+export function dequantizedQ4(name: string, rows: number, cols: number, blocks: TensorRecord, scales: TensorRecord): TensorRecord {
+  const nb = q4Blocks(cols)
+  const byteLength = rows * cols * 4
+  return {
+    name, dtype: 'F32', shape: [rows, cols], byteLength,
+    async read(start = 0, end = byteLength) {
+      const r0 = Math.floor(start / (cols * 4))
+      const r1 = Math.ceil(end / (cols * 4))
+      const b = await blocks.read(r0 * nb * 16, r1 * nb * 16)
+      const s = new Float32Array((await scales.read(r0 * nb * 4, r1 * nb * 4)).slice().buffer)
+      const out = dequantizeQ4Rows(b, s, r1 - r0, cols)
+      return new Uint8Array(out.buffer).subarray(start - r0 * cols * 4, end - r0 * cols * 4)
+    },
+  }
+}
+
+export function q4Segment(label: string, rows: number, cols: number, blocks: TensorRecord, scales: TensorRecord): StoredSegment {
+  const nb = q4Blocks(cols)
+  return {
+    row0: 0, rows, scheme: 'onnx_q4', params: {dtype: 'F32'}, label,
+    read: async (r0, r1) => ({blocks: (await blocks.read(r0 * nb * 16, r1 * nb * 16)).slice(), scales: (await scales.read(r0 * nb * 4, r1 * nb * 4)).slice()}),
+  }
+}

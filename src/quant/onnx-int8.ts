@@ -1,0 +1,93 @@
+/**
+ * ONNX weight-only int8 (`model_quantized.onnx`): symmetric, one f32 scale per output channel
+ * (per canonical row), zero point 0, the rule of onnxruntime's quantizer for QInt8 symmetric
+ * per-channel weights (quant_utils: rmin = min(x, 0), rmax = max(x, 0), absmax = max(|rmin|, rmax),
+ * scale = 2·absmax / (127 − (−127)) as f32, a scale below f32's smallest normal becomes 1;
+ * q = round_half_even(f32(x / scale)), clipped to [−127, 127]). The graph stores the codes as an
+ * int8 initializer and a `DequantizeLinear` (x − 0) · scale feeds MatMul / Gather / Gemm.
+ */
+import {UsageError} from '../errors.js'
+import {type EncodingDiff, type Scheme} from './types.js'
+
+const F32_TINY = 1.1754943508222875e-38
+
+/** Round half to even of an f64 holding an f32 value. */
+function rint(x: number): number {
+  const r = Math.round(x)
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r
+}
+
+/** f32 scale per row and int8 codes (row-major) of `rows` rows of `cols` values. */
+export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number): {codes: Int8Array; scales: Float32Array} {
+  const codes = new Int8Array(rows * cols)
+  const scales = new Float32Array(rows)
+  const f32 = new Float32Array(1)
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols
+    let amax = 0
+    for (let c = 0; c < cols; c++) {
+      const v = values[base + c]!
+      const a = v < 0 ? -v : v
+      if (a > amax) amax = a
+    }
+    f32[0] = amax / 127
+    let scale = f32[0]!
+    if (scale < F32_TINY) scale = 1
+    scales[r] = scale
+    for (let c = 0; c < cols; c++) {
+      f32[0] = values[base + c]! / scale
+      const q = rint(f32[0]!)
+      codes[base + c] = q > 127 ? 127 : q < -127 ? -127 : q
+    }
+  }
+  return {codes, scales}
+}
+
+/** x = q · scale in f32 (DequantizeLinear with zero point 0). */
+export function dequantizeInt8Rows(codes: Int8Array, scales: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols)
+  for (let r = 0; r < rows; r++) {
+    const s = scales[r]!
+    for (let c = 0; c < cols; c++) out[r * cols + c] = codes[r * cols + c]! * s
+  }
+  return out
+}
+
+/** Scheme `onnx_int8`: parts `weight` (int8 codes as U8 bit patterns, cols per row) and `scales` (F32, one per row). A block is a row. */
+export const ONNX_INT8: Scheme = {
+  name: 'onnx_int8',
+  describe: () => 'int8 symmetric per output channel, f32 scales (ONNX DequantizeLinear)',
+  bitsPerWeight: () => 8,
+  blockSize: (_params, cols) => cols,
+  parts: (_params, cols) => [{name: 'weight', dtype: 'U8', perRow: cols}, {name: 'scales', dtype: 'F32', perRow: 1}],
+  check(params) {
+    if (Object.keys(params).length > 0) throw new UsageError('quantize.params', 'onnx_int8 takes no params')
+  },
+  encode(values, rows, cols) {
+    const {codes, scales} = quantizeInt8Rows(values, rows, cols)
+    return {weight: new Uint8Array(codes.buffer), scales: new Uint8Array(scales.buffer)}
+  },
+  decode(parts, rows, cols) {
+    const w = parts.weight!
+    const s = parts.scales!
+    const scales = new Float32Array(s.slice().buffer)
+    return dequantizeInt8Rows(new Int8Array(w.buffer, w.byteOffset, w.byteLength), scales, rows, cols)
+  },
+  compare(expected, actual, _source, rows, cols): EncodingDiff {
+    const diff: EncodingDiff = {elements: rows * cols, identicalElements: 0, blocks: rows, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
+    for (let r = 0; r < rows; r++) {
+      let scaleSame = true
+      for (let b = 0; b < 4; b++) if (expected.scales![r * 4 + b] !== actual.scales![r * 4 + b]) scaleSame = false
+      let same = 0
+      let firstCode = -1
+      for (let c = 0; c < cols; c++) {
+        if (expected.weight![r * cols + c] === actual.weight![r * cols + c]) same++
+        else if (firstCode < 0) firstCode = c
+      }
+      diff.identicalElements += scaleSame ? same : 0
+      if (scaleSame && same === cols) diff.identicalBlocks++
+      else if (!diff.first) diff.first = {row: r, block: 0, col: Math.max(0, firstCode), part: scaleSame ? 'weight' : 'scales'}
+    }
+    return diff
+  },
+}

@@ -1,0 +1,111 @@
+/**
+ * Transpose-free ONNX weights (issue 14, item 2): MatMul weights are [in, out] initializers fed
+ * straight into MatMul, the tied head is one Gemm(transB) on the [vocab, d] embedding, the
+ * reader transposes back (streamed, ranged reads) and still reads older exports that kept
+ * [out, in] behind a Transpose node.
+ */
+import {execFileSync} from 'node:child_process'
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {readOnnx, writeOnnx} from '../src/formats/onnx/index.js'
+import {transposedRecord} from '../src/formats/onnx/transpose.js'
+import {type Checkpoint} from '../src/formats/types.js'
+import {presetConfig} from '../src/model/presets.js'
+import {synthCheckpoint} from '../src/model/synth.js'
+import {drain} from '../src/progress.js'
+import {castRecord, f32Record} from '../src/tensor/record.js'
+import {OnnxDecoder} from '../src/verify/backends/onnxruntime.js'
+
+const PYTHON = '/usr/bin/python3'
+const LAYOUT = path.join(import.meta.dirname, 'python', 'onnx_layout.py')
+const config = presetConfig('tiny')
+const TOKENS = [1, 17, 42, 99, 5, 63, 120, 7]
+
+let root: string
+let source: Checkpoint
+
+async function logitsOf(dir: string): Promise<Float32Array> {
+  const decoder = await OnnxDecoder.open(dir, config)
+  try {
+    return (await decoder.step([TOKENS], [TOKENS.map(() => 1)], decoder.emptyCache(1))).logits
+  } finally {
+    await decoder.close()
+  }
+}
+
+beforeAll(async () => {
+  root = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-onnx-layout-'))
+  source = synthCheckpoint(config, {seed: 5, dtype: 'F32'})
+  await drain(writeOnnx(source, path.join(root, 'f32'), {}))
+  await drain(writeOnnx(source, path.join(root, 'f16'), {dtype: 'F16'}))
+}, 60_000)
+
+afterAll(async () => {
+  await fs.rm(root, {recursive: true, force: true})
+})
+
+describe('onnx weight layout', () => {
+  it('feeds every MatMul an [in, out] initializer, no Transpose of a weight, the head a Gemm(transB) on the embedding', () => {
+    const d = JSON.parse(execFileSync(PYTHON, [LAYOUT, 'describe', path.join(root, 'f32/onnx/model.onnx')], {encoding: 'utf8'}))
+    expect(d.metadata['openelm.matmul_weights']).toBe('in_out')
+    expect(d.transpose_of_initializer).toEqual([])
+    // 4 MatMuls per layer, each on an initializer whose shape is the canonical one reversed.
+    expect(d.matmul_b).toHaveLength(4 * config.num_transformer_layers)
+    const canonical = new Map(source.tensors.map((t) => [`transformer.${t.name}`, t.shape]))
+    for (const [name, dims] of d.matmul_b) expect(dims).toEqual([...canonical.get(name)!].reverse())
+    expect(d.gemm).toEqual([['transformer.token_embeddings.weight', [config.vocab_size, config.model_dim], 1]])
+    expect(d.gather).toEqual([['transformer.token_embeddings.weight', [config.vocab_size, config.model_dim]]])
+    // f16: weights reach MatMul through a Cast only, never a Transpose.
+    const h = JSON.parse(execFileSync(PYTHON, [LAYOUT, 'describe', path.join(root, 'f16/onnx/model_fp16.onnx')], {encoding: 'utf8'}))
+    expect(h.transpose_of_initializer).toEqual([])
+    expect(h.cast_of_initializer).toBe(source.tensors.length)
+  })
+
+  it('reads an older export (weights [out, in] behind Transpose, no metadata) bit-exact, and it runs to the same logits', async () => {
+    const legacy = path.join(root, 'legacy')
+    await fs.cp(path.join(root, 'f32'), legacy, {recursive: true})
+    execFileSync(PYTHON, [LAYOUT, 'legacy', path.join(root, 'f32/onnx/model.onnx'), path.join(legacy, 'onnx/model.onnx')])
+    const d = JSON.parse(execFileSync(PYTHON, [LAYOUT, 'describe', path.join(legacy, 'onnx/model.onnx')], {encoding: 'utf8'}))
+    expect(d.transpose_of_initializer).toHaveLength(4 * config.num_transformer_layers)
+    expect(d.metadata).toEqual({})
+    for (const dir of [legacy, path.join(root, 'f32')]) {
+      const back = await readOnnx(dir)
+      try {
+        expect(back.tensors.map((t) => [t.name, t.shape])).toEqual(source.tensors.map((t) => [t.name, t.shape]))
+        for (const [i, t] of back.tensors.entries()) {
+          expect(Buffer.compare(Buffer.from(await t.read()), Buffer.from(await source.tensors[i].read())), t.name).toBe(0)
+        }
+      } finally {
+        await back.close()
+      }
+    }
+    const [a, b] = [await logitsOf(legacy), await logitsOf(path.join(root, 'f32'))]
+    let maxAbs = 0
+    for (let i = 0; i < a.length; i++) maxAbs = Math.max(maxAbs, Math.abs(a[i] - b[i]))
+    expect(a.length).toBe(TOKENS.length * config.vocab_size)
+    expect(maxAbs).toBeLessThanOrEqual(1e-5)
+  })
+
+  it('transposedRecord: ranged reads across windows and bands equal the plain transpose (f32, f16), and it is its own inverse', async () => {
+    const [rows, cols] = [37, 53]
+    const values = Float32Array.from({length: rows * cols}, (_, i) => Math.sin(i * 1.7) * 10)
+    const want = new Float32Array(rows * cols)
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) want[c * rows + r] = values[r * cols + c]
+    for (const dtype of ['F32', 'F16'] as const) {
+      const src = castRecord(f32Record('w', [rows, cols], values), dtype)
+      const expected = await castRecord(f32Record('w', [cols, rows], want), dtype).read()
+      const size = dtype === 'F32' ? 4 : 2
+      for (const limits of [{}, {windowBytes: 3 * rows * size, bandBytes: 5 * cols * size}, {windowBytes: 1, bandBytes: 1}]) {
+        const t = transposedRecord(src, 'w', limits)
+        expect(t.shape).toEqual([cols, rows])
+        expect(Buffer.from(await t.read())).toEqual(Buffer.from(expected))
+        for (const [s, e] of [[0, 7], [size * rows - 3, size * rows * 4 + 5], [11, t.byteLength], [t.byteLength - 2, t.byteLength]]) {
+          expect(Buffer.from(await t.read(s, e)), `${dtype} [${s}, ${e})`).toEqual(Buffer.from(expected.subarray(s, e)))
+        }
+        expect(Buffer.from(await transposedRecord(t, 'w', limits).read())).toEqual(Buffer.from(await src.read()))
+      }
+    }
+  })
+})

@@ -67,7 +67,7 @@ export default class Convert extends BaseCommand {
     const total = result.target.files.reduce((a, f) => a + f.bytes, 0)
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${result.target.quantization.bits}-bit` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
-    this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
+    this.log(`  ${result.target.files.length} file${result.target.files.length === 1 ? '' : 's'}, ${bytes(total)}`)
     if (!flags.verify) return result
     const report = await verifyConversion(args.source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
     this.phase()

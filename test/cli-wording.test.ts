@@ -50,3 +50,30 @@ describe('config typos', () => {
     expect((await loadConfigFile(file)).num_transformer_layers).toBe(good.num_transformer_layers)
   })
 })
+
+describe('aliases users of mlx-lm and llama.cpp type', () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [DEV, ...args], {cwd: tmp, encoding: 'utf8', env: {...process.env, NO_COLOR: '1'}})
+
+  it('-q and --q-group-size mean --quantize and --group-size', () => {
+    const out = path.join(tmp, 'mlx-q')
+    const r = run(['convert', FIXTURE, '--to', 'mlx', '-q', '4', '--q-group-size', '32', '--out', out])
+    expect(r.status, r.stderr).toBe(0)
+    const config = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')) as {quantization: {bits: number; group_size: number}}
+    expect(config.quantization).toMatchObject({bits: 4, group_size: 32})
+  }, 60_000)
+
+  it('--q-bits means --quantize and --outtype means --dtype', () => {
+    const mlx = path.join(tmp, 'mlx-qbits')
+    const r1 = run(['convert', FIXTURE, '--to', 'mlx', '--q-bits', '8', '--out', mlx])
+    expect(r1.status, r1.stderr).toBe(0)
+    expect((JSON.parse(readFileSync(path.join(mlx, 'config.json'), 'utf8')) as {quantization: {bits: number; group_size: number}}).quantization).toMatchObject({bits: 8, group_size: 64})
+    const hf = path.join(tmp, 'hf-bf16')
+    const r2 = run(['convert', FIXTURE, '--to', 'hf', '--outtype', 'bf16', '--out', hf])
+    expect(r2.status, r2.stderr).toBe(0)
+    const header = readFileSync(path.join(hf, 'model.safetensors'))
+    const n = Number(header.readBigUInt64LE(0))
+    const entries = Object.entries(JSON.parse(header.subarray(8, 8 + n).toString('utf8')) as Record<string, {dtype?: string}>).filter(([k]) => k !== '__metadata__')
+    expect(entries.length).toBeGreaterThan(0)
+    expect(new Set(entries.map(([, v]) => v.dtype))).toEqual(new Set(['BF16']))
+  }, 60_000)
+})

@@ -16,8 +16,8 @@ export default class Roundtrip extends BaseCommand {
   static override flags = {
     via: Flags.string({description: 'comma-separated formats to pass through: hf, corenet, mlx, npz, corenet-mlx, onnx, gguf', default: 'hf,mlx,onnx,corenet'}),
     dtype: dtypeFlag,
-    quantize: Flags.integer({description: 'quantize MLX hops to this many bits (lossy: checked by logits, not bytes)'}),
-    'group-size': Flags.integer({description: 'quantization group size (default 64)'}),
+    quantize: Flags.integer({char: 'q', aliases: ['q-bits'], description: 'quantize MLX hops to this many bits (lossy: checked by logits, not bytes)'}),
+    'group-size': Flags.integer({aliases: ['q-group-size'], description: 'quantization group size (default 64)'}),
     keep: Flags.boolean({description: 'keep the intermediate files and print where they are', default: false}),
   }
 

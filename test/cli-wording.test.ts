@@ -6,6 +6,7 @@ import {mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'nod
 import os from 'node:os'
 import path from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
+import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../src/cli/flag-table.js'
 import {loadConfigFile} from '../src/formats/corenet/config.js'
 
 const ROOT = path.resolve(import.meta.dirname, '..')
@@ -75,5 +76,38 @@ describe('aliases users of mlx-lm and llama.cpp type', () => {
     const entries = Object.entries(JSON.parse(header.subarray(8, 8 + n).toString('utf8')) as Record<string, {dtype?: string}>).filter(([k]) => k !== '__metadata__')
     expect(entries.length).toBeGreaterThan(0)
     expect(new Set(entries.map(([, v]) => v.dtype))).toEqual(new Set(['BF16']))
+  }, 60_000)
+})
+
+describe('convert flag table: a flag that cannot apply is refused before any work', () => {
+  // Every (flag, target) pair the table restricts, walked without spawning: the check is pure data.
+  const targets = ['hf', 'mlx', 'corenet', 'gguf', 'onnx'] as const
+  const given: Record<string, unknown> = {quantize: 4, 'group-size': 32, dtype: 'q8_0', 'training-checkpoint': true}
+  for (const [flag, rule] of Object.entries(CONVERT_FLAG_TABLE)) {
+    for (const target of targets) {
+      it(`--${flag} with --to ${target}: ${rule.targets.includes(target) ? 'passes the check' : 'refused'}`, () => {
+        const check = () => checkFlagTargets(CONVERT_FLAG_TABLE, {[flag]: given[flag]}, target)
+        if (rule.targets.includes(target)) expect(check).not.toThrow()
+        else expect(check).toThrow(new RegExp(`^--${flag}( q8_0)? is for ${rule.targets.join('/')} targets, not ${target}`))
+      })
+    }
+  }
+
+  it('dtype values other than q8_0 pass for every target', () => {
+    for (const target of targets) expect(() => checkFlagTargets(CONVERT_FLAG_TABLE, {dtype: 'f16'}, target)).not.toThrow()
+  })
+
+  it('the CLI exits 2 with one line and writes nothing (--to hf --quantize 4, --to hf --dtype q8_0)', () => {
+    for (const [args, line] of [
+      [['--to', 'hf', '--quantize', '4'], '--quantize is for mlx targets, not hf (for GGUF use --dtype q8_0)'],
+      [['--to', 'hf', '--dtype', 'q8_0'], '--dtype q8_0 is for gguf targets, not hf'],
+    ] as const) {
+      const out = path.join(tmp, `refused-${args.join('')}`)
+      const r = spawnSync(process.execPath, [DEV, 'convert', FIXTURE, ...args, '--out', out], {cwd: tmp, encoding: 'utf8', env: {...process.env, NO_COLOR: '1'}})
+      expect(r.status).toBe(2)
+      expect(r.stderr.trim().split('\n').filter((l) => !/npm warn/.test(l))).toHaveLength(1)
+      expect(r.stderr).toContain(line)
+      expect(readdirSync(tmp).filter((f) => f.startsWith('refused-'))).toEqual([])
+    }
   }, 60_000)
 })

@@ -111,3 +111,19 @@ describe('convert flag table: a flag that cannot apply is refused before any wor
     }
   }, 60_000)
 })
+
+describe('roundtrip: every hop is checked before the first runs', () => {
+  it('--via mlx,gguf --quantize 4 and --via gguf,hf --dtype q8_0 exit 2 at once, naming the flag', () => {
+    for (const [args, line] of [
+      [['--via', 'mlx,gguf', '--quantize', '4'], '--quantize is for mlx targets, not gguf'],
+      [['--via', 'gguf,hf', '--dtype', 'q8_0'], '--dtype q8_0 is for gguf targets, not hf'],
+    ] as const) {
+      const t0 = Date.now()
+      const r = spawnSync(process.execPath, [DEV, 'roundtrip', FIXTURE, ...args], {cwd: tmp, encoding: 'utf8', env: {...process.env, NO_COLOR: '1'}})
+      expect(r.status).toBe(2)
+      expect(r.stderr).toContain(line)
+      expect(r.stdout).toBe('')
+      expect(Date.now() - t0).toBeLessThan(30_000)
+    }
+  }, 60_000)
+})

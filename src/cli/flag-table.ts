@@ -22,6 +22,13 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   'training-checkpoint': {targets: ['corenet']},
 }
 
+/** `roundtrip`: the same rules, checked for every hop of --via before the first one runs. */
+export const ROUNDTRIP_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
+  quantize: CONVERT_FLAG_TABLE.quantize,
+  'group-size': CONVERT_FLAG_TABLE['group-size'],
+  dtype: CONVERT_FLAG_TABLE.dtype,
+}
+
 /** Refuse (exit 2) the first given flag of `table` that does not apply to `target`. */
 export function checkFlagTargets(table: Readonly<Record<string, FlagRule>>, flags: Record<string, unknown>, target: string): void {
   for (const [name, rule] of Object.entries(table)) {

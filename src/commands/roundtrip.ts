@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
+import {ROUNDTRIP_FLAG_TABLE, checkFlagTargets} from '../cli/flag-table.js'
 import {dtypeFlag} from '../cli/flags.js'
 import {dtypeOptions, quantizationOption} from '../cli/options.js'
 import {table} from '../cli/render.js'
@@ -23,9 +24,11 @@ export default class Roundtrip extends BaseCommand {
 
   async run(): Promise<RoundtripReport> {
     const {args, flags} = await this.parse(Roundtrip)
+    const via = parseVia(flags.via)
+    for (const hop of via) checkFlagTargets(ROUNDTRIP_FLAG_TABLE, flags, hop.format)
     const {dtype} = dtypeOptions(flags.dtype)
     const report = await this.drain(roundtrip(args.source, {
-      via: parseVia(flags.via),
+      via,
       dtype,
       quantization: quantizationOption(flags.quantize, flags['group-size']),
       keep: flags.keep,

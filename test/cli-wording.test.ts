@@ -127,3 +127,11 @@ describe('roundtrip: every hop is checked before the first runs', () => {
     }
   }, 60_000)
 })
+
+describe('did you mean', () => {
+  it('a mistyped flag exits 2 with one line suggesting the near one', () => {
+    const r = spawnSync(process.execPath, [DEV, 'convert', FIXTURE, '--to', 'mlx', '--quantise', '4', '--out', path.join(tmp, 'typo')], {cwd: tmp, encoding: 'utf8', env: {...process.env, NO_COLOR: '1'}})
+    expect(r.status).toBe(2)
+    expect(r.stderr.trim()).toBe('Error: Nonexistent flag: --quantise (did you mean --quantize?) (see openelm convert --help)')
+  }, 60_000)
+})

@@ -82,7 +82,7 @@ describe('aliases users of mlx-lm and llama.cpp type', () => {
 describe('convert flag table: a flag that cannot apply is refused before any work', () => {
   // Every (flag, target) pair the table restricts, walked without spawning: the check is pure data.
   const targets = ['hf', 'mlx', 'corenet', 'gguf', 'onnx'] as const
-  const given: Record<string, unknown> = {quantize: 4, 'group-size': 32, dtype: 'q8_0', 'training-checkpoint': true}
+  const given: Record<string, unknown> = {quantize: 4, 'group-size': 32, dtype: 'q8_0', 'training-checkpoint': true, layout: 'npz'}
   for (const [flag, rule] of Object.entries(CONVERT_FLAG_TABLE)) {
     for (const target of targets) {
       it(`--${flag} with --to ${target}: ${rule.targets.includes(target) ? 'passes the check' : 'refused'}`, () => {
@@ -101,6 +101,7 @@ describe('convert flag table: a flag that cannot apply is refused before any wor
     for (const [args, line] of [
       [['--to', 'hf', '--quantize', '4'], '--quantize is for mlx targets, not hf (for GGUF use --dtype q8_0)'],
       [['--to', 'hf', '--dtype', 'q8_0'], '--dtype q8_0 is for gguf targets, not hf'],
+      [['--to', 'hf', '--layout', 'npz'], '--layout is for mlx/onnx targets, not hf'],
     ] as const) {
       const out = path.join(tmp, `refused-${args.join('')}`)
       const r = spawnSync(process.execPath, [DEV, 'convert', FIXTURE, ...args, '--out', out], {cwd: tmp, encoding: 'utf8', env: {...process.env, NO_COLOR: '1'}})

@@ -20,6 +20,7 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   'group-size': {targets: ['mlx']},
   dtype: {targets: ['gguf'], value: 'q8_0'},
   'training-checkpoint': {targets: ['corenet']},
+  layout: {targets: ['mlx', 'onnx']},
 }
 
 /** `roundtrip`: the same rules, checked for every hop of --via before the first one runs. */

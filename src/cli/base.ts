@@ -10,6 +10,7 @@ import {type ProgressEvent} from '../formats/types.js'
 import {removePendingTempsSync} from '../io/atomic.js'
 import {resolveSource, type ResolvedSource} from '../hub/source.js'
 import {downloadLine} from './download-progress.js'
+import {nearMiss} from '../model/config.js'
 
 let signalsInstalled = false
 
@@ -129,6 +130,10 @@ export abstract class BaseCommand extends Command {
     // oclif's own parse errors (unknown flag, missing arg) are already one line.
     if (error.oclif?.exit !== undefined || error instanceof Errors.CLIError) {
       const lines = error.message.split('\n').map((l) => l.trim()).filter((l) => l && !/^The following errors? occurred:?$/.test(l) && !/^See more help with/.test(l))
+      const unknown = /^Nonexistent flags?: --([\w-]+)/.exec(lines[0] ?? '')
+      const known = Object.entries((this.constructor as {flags?: Record<string, {aliases?: string[]}>}).flags ?? {}).flatMap(([n, f]) => [n, ...(f.aliases ?? [])])
+      const near = unknown ? nearMiss(unknown[1], known) : undefined
+      if (near) lines[0] += ` (did you mean --${near}?)`
       this.logToStderr(`Error: ${lines.join('; ')} (see ${this.config.bin} ${this.id ?? ''} --help)`.replace(/ +\(see/, ' (see').replace(/  +/g, ' '))
       this.exit(2)
     }

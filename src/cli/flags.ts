@@ -4,6 +4,7 @@ import {FORMAT_NAMES} from '../formats/types.js'
 
 export const dtypeFlag = Flags.string({
   description: 'float dtype of the written weights',
+  aliases: ['outtype'],
   options: ['f32', 'f16', 'bf16', 'float32', 'float16', 'bfloat16', 'q8_0'],
 })
 

@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
+import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../cli/flag-table.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
 import {dtypeFlag, forceFlag, formatOption, hubSourceFlags, outFlag, toFlag} from '../cli/flags.js'
 import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
@@ -32,8 +33,8 @@ export default class Convert extends BaseCommand {
     dtype: dtypeFlag,
     force: forceFlag,
     format: formatOption,
-    quantize: Flags.integer({description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); ONNX: 8 (weight-only int8, onnx/model_quantized.onnx) or 4 (MatMulNBits, onnx/model_q4.onnx); for GGUF use --dtype q8_0'}),
-    'group-size': Flags.integer({description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
+    quantize: Flags.integer({char: 'q', aliases: ['q-bits'], description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); ONNX: 8 (weight-only int8, onnx/model_quantized.onnx) or 4 (MatMulNBits, onnx/model_q4.onnx); for GGUF use --dtype q8_0'}),
+    'group-size': Flags.integer({aliases: ['q-group-size'], description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
     'q-mode': Flags.string({description: 'MLX: quantization mode, as mlx-lm\'s --q-mode: affine (default; --quantize N), or mxfp4, nvfp4, mxfp8 (MLX\'s floating-point formats; width and group size fixed by the mode)', options: ['affine', ...MLX_FP_MODE_NAMES]}),
     'q-recipe': Flags.string({description: 'MLX: mixed widths as mlx-lm\'s recipes, read for OpenELM (embedding/head, and qkv_proj/proj_2 of the first, last and every third layer get the high width)', options: MLX_RECIPE_NAMES}),
     'quantize-embedding': Flags.string({description: 'MLX: bits for the embedding, which is also the output head (2, 3, 4, 5, 6, 8), or none to keep it in float'}),
@@ -58,6 +59,7 @@ export default class Convert extends BaseCommand {
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport; push?: PushResult}> {
     const {args, flags} = await this.parse(Convert)
+    checkFlagTargets(CONVERT_FLAG_TABLE, flags, flags.to)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
@@ -89,7 +91,7 @@ export default class Convert extends BaseCommand {
     const total = result.target.files.reduce((a, f) => a + f.bytes, 0)
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${['affine', 'q8_0'].includes(result.target.quantization.mode) ? `${result.target.quantization.bits}-bit` : result.target.quantization.mode}` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
-    this.log(`  ${result.target.files.length} files, ${bytes(total)}`)
+    this.log(`  ${result.target.files.length} file${result.target.files.length === 1 ? '' : 's'}, ${bytes(total)}`)
     if (result.tokenizer) this.log(`  tokenizer: ${result.tokenizer.reason}`)
     if (result.tokenizer?.chatTemplate) this.log(`  chat template: ${result.tokenizer.chatTemplate}`)
     let verified: VerifyReport | undefined

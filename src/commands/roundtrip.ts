@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
+import {ROUNDTRIP_FLAG_TABLE, checkFlagTargets} from '../cli/flag-table.js'
 import {dtypeFlag, hubSourceFlags} from '../cli/flags.js'
 import {checkHubFlagsApply} from '../hub/source.js'
 import {dtypeOptions, quantizationOption} from '../cli/options.js'
@@ -17,19 +18,21 @@ export default class Roundtrip extends BaseCommand {
   static override flags = {
     via: Flags.string({description: 'comma-separated formats to pass through: hf, corenet, mlx, npz, corenet-mlx, onnx, gguf', default: 'hf,mlx,onnx,corenet'}),
     dtype: dtypeFlag,
-    quantize: Flags.integer({description: 'quantize MLX hops to this many bits (lossy: checked by logits, not bytes)'}),
-    'group-size': Flags.integer({description: 'quantization group size (default 64)'}),
+    quantize: Flags.integer({char: 'q', aliases: ['q-bits'], description: 'quantize MLX hops to this many bits (lossy: checked by logits, not bytes)'}),
+    'group-size': Flags.integer({aliases: ['q-group-size'], description: 'quantization group size (default 64)'}),
     keep: Flags.boolean({description: 'keep the intermediate files and print where they are', default: false}),
     ...hubSourceFlags,
   }
 
   async run(): Promise<RoundtripReport> {
     const {args, flags} = await this.parse(Roundtrip)
+    const via = parseVia(flags.via)
+    for (const hop of via) checkFlagTargets(ROUNDTRIP_FLAG_TABLE, flags, hop.format)
     const {dtype} = dtypeOptions(flags.dtype)
     const resolved = await this.localSource(args.source, flags)
     checkHubFlagsApply([resolved], flags)
     const report = await this.drain(roundtrip(resolved.path, {
-      via: parseVia(flags.via),
+      via,
       dtype,
       quantization: quantizationOption(flags.quantize, flags['group-size']),
       keep: flags.keep,

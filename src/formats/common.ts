@@ -85,7 +85,7 @@ export async function resolveConfig(
     config = options.config
     configSource = 'flag'
   } else if (configPath && (await pathExists(configPath))) {
-    config = parseHfConfig(await readJsonFile(configPath))
+    config = parseHfConfig(await readJsonFile(configPath), configPath)
     configSource = 'file'
   } else {
     config = inferConfig(tensors)

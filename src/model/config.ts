@@ -287,14 +287,40 @@ export function validateConfig(config: OpenElmConfig, statement: ConfigStatement
 }
 
 /** Parse a HF `config.json` object (either ffn_multipliers form). */
-export function parseHfConfig(json: unknown): OpenElmConfig {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError('config.not_object', 'config.json is not a JSON object')
+/** Edit distance between two short strings (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({length: b.length + 1}, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let k = 1; k <= b.length; k++) cur[k] = Math.min(prev[k] + 1, cur[k - 1] + 1, prev[k - 1] + (a[i - 1] === b[k - 1] ? 0 : 1))
+    prev = cur
+  }
+  return prev[b.length]
+}
+
+/** The key of `keys` closest to `wanted` (at most 3 edits), if any: the likely typo. */
+export function nearMiss(wanted: string, keys: readonly string[]): string | undefined {
+  let best: string | undefined
+  let bestD = 4
+  for (const k of keys) {
+    if (k === wanted) continue
+    const d = editDistance(k.toLowerCase(), wanted.toLowerCase())
+    if (d < bestD) [best, bestD] = [k, d]
+  }
+  return best
+}
+
+export function parseHfConfig(json: unknown, file = 'config.json'): OpenElmConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError('config.not_object', `${file} is not a JSON object`, {path: file})
   const j = json as Record<string, unknown>
   if (j.model_type !== undefined && j.model_type !== 'openelm') {
     throw new ConfigError('config.model_type', `config.json has model_type ${showValue(j.model_type)}, not "openelm": this is not an OpenELM model`, {field: 'model_type'})
   }
   for (const field of ['num_transformer_layers', 'model_dim', 'head_dim']) {
-    if (typeof j[field] !== 'number') throw new ConfigError('config.missing', `config.json lacks the number field ${field}`, {field})
+    if (typeof j[field] !== 'number') {
+      const near = j[field] === undefined ? nearMiss(field, Object.keys(j)) : undefined
+      throw new ConfigError('config.missing', `${file} lacks the number field ${field}${near ? ` (it has ${near}: did you mean ${field}?)` : ''}`, {path: file, field, ...(near ? {nearMiss: near} : {})})
+    }
   }
   const num = (field: string, fallback: number) => {
     const v = j[field]

@@ -58,7 +58,7 @@ export async function loadConfigFile(file: string): Promise<OpenElmConfig> {
     } catch (error) {
       throw new ConfigError('config.json', `${file} is not valid JSON: ${(error as Error).message}`, {path: file})
     }
-    return parseHfConfig(json)
+    return parseHfConfig(json, file)
   }
   return configFromCorenetYaml(parseYaml(text), file)
 }

@@ -23,6 +23,8 @@ export const MAX_EXPANDED_NODES = 20_000_000
 export const MAX_LONG_BYTES = 64
 /** Protocol-0 text arguments (INT, FLOAT, GLOBAL names) are short lines. */
 const MAX_LINE_BYTES = 1024
+/** UTF-8 as Python wrote it: a leading U+FEFF is part of the string, not a byte-order mark. */
+const UTF8 = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true})
 
 /** Globals a torch checkpoint may name, and nothing else. */
 const ALLOWED_GLOBALS = new Set([
@@ -164,7 +166,7 @@ class Unpickler {
 
   private utf8(n: number): string {
     try {
-      return new TextDecoder('utf-8', {fatal: true}).decode(this.bytes(n))
+      return UTF8.decode(this.bytes(n))
     } catch (error) {
       if (error instanceof FormatError) throw error
       this.fail('pickle.utf8', `string at byte ${this.pos - n} is not valid UTF-8`)

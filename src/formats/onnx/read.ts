@@ -15,6 +15,8 @@ const WIRE_VARINT = 0
 const WIRE_FIXED64 = 1
 const WIRE_LEN = 2
 const WIRE_FIXED32 = 5
+/** Protobuf strings keep a leading U+FEFF (it is a character of the name, not a byte-order mark). */
+const UTF8 = new TextDecoder('utf-8', {ignoreBOM: true})
 /** A TensorProto's non-data fields are small; anything bigger is not a sane header. */
 const MAX_TENSOR_HEADER_BYTES = 1 << 20
 /** Window read at a time while scanning field tags. */
@@ -129,7 +131,7 @@ async function readTensorHeader(file: RandomAccessFile, start: number, length: n
   const header: TensorHeader = {name: '', dims: [], dataType: 0, external: {}, dataLocation: 0}
   const text = async (f: {start: number; length: number}): Promise<string> => {
     if (f.length > MAX_TENSOR_HEADER_BYTES) throw s.error(`string field of ${f.length} bytes`)
-    return new TextDecoder().decode(await file.read(f.start, f.length))
+    return UTF8.decode(await file.read(f.start, f.length))
   }
   const varintAt = async (f: {start: number; length: number}): Promise<number> => decodeVarints(await file.read(f.start, f.length))[0]
   while (s.pos < s.end) {
@@ -181,7 +183,7 @@ async function stringEntry(file: RandomAccessFile, f: {start: number; length: nu
   while (s.pos < s.end) {
     const e = await s.field()
     if (e.length > MAX_TENSOR_HEADER_BYTES) throw s.error(`string field of ${e.length} bytes`)
-    const text = e.wire === WIRE_LEN ? new TextDecoder().decode(await file.read(e.start, e.length)) : ''
+    const text = e.wire === WIRE_LEN ? UTF8.decode(await file.read(e.start, e.length)) : ''
     if (e.field === 1) key = text
     else if (e.field === 2) value = text
   }

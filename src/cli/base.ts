@@ -46,11 +46,24 @@ function installSignalCleanup(): void {
   }
 }
 
+/** Flags whose values are format names: `--to MLX` and `--via GGUF,HF` mean the lower-case names. */
+const FORMAT_VALUED = new Set(['--to', '--format', '--via'])
+
+/** The argv with the values of format-valued flags lower-cased (both `--to MLX` and `--to=MLX`). */
+export function caseFoldFormatValues(argv: readonly string[]): string[] {
+  return argv.map((token, i) => {
+    const eq = token.indexOf('=')
+    if (token.startsWith('--') && eq > 0 && FORMAT_VALUED.has(token.slice(0, eq))) return token.slice(0, eq + 1) + token.slice(eq + 1).toLowerCase()
+    return i > 0 && FORMAT_VALUED.has(argv[i - 1]!) ? token.toLowerCase() : token
+  })
+}
+
 export abstract class BaseCommand extends Command {
   static override enableJsonFlag = true
 
   protected override async init(): Promise<void> {
     await super.init()
+    this.argv = caseFoldFormatValues(this.argv)
     installSignalCleanup()
   }
 

@@ -35,3 +35,6 @@ import {ONNX_INT8} from './onnx-int8.js'
 SCHEMES.onnx_int8 = ONNX_INT8
 import {ONNX_Q4} from './onnx-q4.js'
 SCHEMES.onnx_q4 = ONNX_Q4
+// ggml's 32-value legacy block types (llama-quantize Q4_0 … Q5_1): src/quant/gguf-legacy.ts.
+import {GGUF_Q4_0, GGUF_Q4_1, GGUF_Q5_0, GGUF_Q5_1} from './gguf-legacy.js'
+for (const s of [GGUF_Q4_0, GGUF_Q4_1, GGUF_Q5_0, GGUF_Q5_1]) SCHEMES[s.name] = s

@@ -9,6 +9,8 @@ runtimes' own definitions, not from the TypeScript writers:
                   documented rule that `compare` accepts
   gguf_q8_0       ggml's `quantize_row_q8_0_ref` (ggml/src/ggml-quants.c), the rule llama-quantize
                   and gguf-py's quants.py write files with
+  gguf_q4_0 … gguf_q5_1  ggml's `quantize_row_q4_0_ref` … `quantize_row_q5_1_ref` (ggml-quants.c),
+                  what llama-quantize writes without an importance matrix
   onnx_int8       onnxruntime's quantizer rule for QInt8 symmetric per-channel weights (quant_utils
                   compute_scale_zp / quantize_nparray): weight-only int8 of model_quantized.onnx
 
@@ -51,7 +53,8 @@ import time
 
 import numpy as np
 
-SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0", "onnx_int8", "onnx_q4")
+SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0", "onnx_int8", "onnx_q4",
+           "gguf_q4_0", "gguf_q4_1", "gguf_q5_0", "gguf_q5_1")
 Q4_BLOCK = 32
 FLOAT_SCHEMES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 MLX_BITS = (2, 3, 4, 5, 6, 8)
@@ -111,6 +114,12 @@ def check_params(scheme, params, cols):
         if params:
             raise SchemeError("scheme onnx_int8 takes no params, got %s" % json.dumps(params, sort_keys=True))
         return {}
+    if scheme in GGML_LEGACY:
+        if params:
+            raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
+        if cols % LEGACY_BLOCK:
+            raise SchemeError("%s needs rows of a multiple of %d values, got %d" % (scheme, LEGACY_BLOCK, cols))
+        return {}
     if scheme == "gguf_q8_0":
         if params:
             raise SchemeError("scheme gguf_q8_0 takes no params, got %s" % json.dumps(params, sort_keys=True))
@@ -143,6 +152,8 @@ def layout(scheme, params, rows, cols):
         return {"data": (FLOAT_SCHEMES[scheme], [rows, cols])}
     if scheme == "gguf_q8_0":
         return {"blocks": ("U8", [rows, cols // Q8_0_BLOCK * Q8_0_BYTES])}
+    if scheme in GGML_LEGACY:
+        return {"blocks": ("U8", [rows, cols // LEGACY_BLOCK * _legacy_layout(scheme)[0]])}
     if scheme == "onnx_int8":
         return {"weight": ("U8", [rows, cols]), "scales": ("F32", [rows, 1])}
     if scheme == "onnx_q4":
@@ -468,6 +479,124 @@ def _compare_onnx_q4(e, a, cols):
 # the three entry points
 
 
+# ---------------------------------------------------------------------------------------------
+# gguf_q4_0, gguf_q4_1, gguf_q5_0, gguf_q5_1: ggml's 32-value legacy blocks, from ggml-quants.c's
+# `quantize_row_*_ref` and `dequantize_row_*` (not from our TS). Block: f16 d, [f16 m (affine)],
+# [u32 qh: bit j = fifth bit of code j (5-bit)], 16 bytes qs: code j in the low nibble of qs[j],
+# code j+16 in the high nibble.
+#   symmetric (q4_0, q5_0): m = the first value of largest |v| (0 when all are 0), d = m / -8 (-16),
+#     code = min(15 (31), (int8_t)(x*id + 8.5 (16.5))), value = (code - 8 (16)) * d
+#   affine (q4_1, q5_1): d = (max - min) / 15 (31), code = (int8_t)((x - min)*id + 0.5) capped at 15
+#     for q4_1, (uint8_t)(...) uncapped for q5_1; value = code * d + m (multiply, then add)
+# `(int8_t)f` is the x86-64 conversion: truncate to int32 and keep the low byte.
+LEGACY_BLOCK = 32
+GGML_LEGACY = {"gguf_q4_0": (4, False), "gguf_q4_1": (4, True), "gguf_q5_0": (5, False), "gguf_q5_1": (5, True)}
+
+
+def _legacy_layout(scheme):
+    """(block bytes, header bytes, qh offset or None, qs offset)."""
+    bits, affine = GGML_LEGACY[scheme]
+    header = 4 if affine else 2
+    qs = header + (4 if bits == 5 else 0)
+    return qs + LEGACY_BLOCK // 2, header, (header if bits == 5 else None), qs
+
+
+def _low_byte(x):
+    torch = _torch()
+    ok = torch.isfinite(x) & (x.abs() < 2.0 ** 31)
+    return torch.where(ok, torch.trunc(x), torch.zeros_like(x)).to(torch.int64) & 0xFF
+
+
+def _legacy_quantize(x, scheme):
+    torch = _torch()
+    bits, affine = GGML_LEGACY[scheme]
+    nbytes, _, qh_at, qs_at = _legacy_layout(scheme)
+    rows, cols = x.shape
+    b = x.float().reshape(-1, LEGACY_BLOCK)
+    n = b.shape[0]
+    levels = (1 << bits) - 1
+    if affine:
+        lo = b.amin(dim=1)
+        hi = b.amax(dim=1)
+        d = (hi - lo) / _like(hi, float(levels))
+        inv = torch.where(d != 0, _like(d, 1.0) / d, torch.zeros_like(d))
+        q = ((b - lo[:, None]) * inv[:, None]) + _like(b, 0.5)
+        codes = _low_byte(q)
+        if bits == 4:
+            codes = torch.clamp(torch.where(codes >= 128, codes - 256, codes), max=15) & 0xFF
+    else:
+        a = b.abs()
+        a = torch.where(torch.isnan(a), _like(a, -1.0), a)
+        idx = torch.argmax(a, dim=1)  # first of the largest (C keeps the first: `amax < fabsf(v)`)
+        m = b.gather(1, idx[:, None])[:, 0]
+        m = torch.where(a.gather(1, idx[:, None])[:, 0] > 0, m, torch.zeros_like(m))
+        offset = 8.0 if bits == 4 else 16.0
+        d = m / _like(m, -offset)
+        inv = torch.where(d != 0, _like(d, 1.0) / d, torch.zeros_like(d))
+        codes = _low_byte((b * inv[:, None]) + _like(b, offset + 0.5))
+        codes = torch.clamp(torch.where(codes >= 128, codes - 256, codes), max=levels) & 0xFF
+    c = codes.cpu().numpy().astype(np.uint32)
+    out = np.zeros((n, nbytes), np.uint8)
+    dbits = _ggml_f16_bits(d).cpu().numpy().view(np.uint16)
+    out[:, 0] = dbits & 0xFF
+    out[:, 1] = dbits >> 8
+    if affine:
+        mbits = _ggml_f16_bits(lo).cpu().numpy().view(np.uint16)
+        out[:, 2] = mbits & 0xFF
+        out[:, 3] = mbits >> 8
+    half = LEGACY_BLOCK // 2
+    out[:, qs_at:qs_at + half] = ((c[:, :half] & 0x0F) | ((c[:, half:] & 0x0F) << 4)).astype(np.uint8)
+    if qh_at is not None:
+        qh = np.zeros(n, np.uint32)
+        for j in range(LEGACY_BLOCK):
+            qh |= ((c[:, j] >> 4) & 1) << np.uint32(j)
+        out[:, qh_at:qh_at + 4] = qh.astype("<u4").view(np.uint8).reshape(n, 4)
+    return {"blocks": out.reshape(rows, cols // LEGACY_BLOCK * nbytes)}
+
+
+def _legacy_codes(blocks, scheme):
+    """[n, 32] int codes of [n, block bytes] legacy blocks."""
+    bits, _ = GGML_LEGACY[scheme]
+    _, _, qh_at, qs_at = _legacy_layout(scheme)
+    half = LEGACY_BLOCK // 2
+    qs = blocks[:, qs_at:qs_at + half].astype(np.int32)
+    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=1)
+    if qh_at is not None:
+        qh = np.ascontiguousarray(blocks[:, qh_at:qh_at + 4]).view("<u4")[:, 0].astype(np.int64)
+        codes |= (((qh[:, None] >> np.arange(LEGACY_BLOCK)) & 1) << 4).astype(np.int32)
+    return codes
+
+
+def _legacy_dequantize(parts, rows, cols, scheme, device):
+    torch = _torch()
+    bits, affine = GGML_LEGACY[scheme]
+    nbytes = _legacy_layout(scheme)[0]
+    blocks = np.ascontiguousarray(parts["blocks"], dtype=np.uint8).reshape(-1, nbytes)
+    d = widen(_from_numpy_bits(blocks[:, 0].astype(np.uint16) | (blocks[:, 1].astype(np.uint16) << 8), device), "F16")
+    codes = _legacy_codes(blocks, scheme)
+    if not affine:
+        codes = codes - (8 if bits == 4 else 16)
+    q = torch.from_numpy(codes.astype(np.float32)).to(device)
+    v = torch.mul(q, d[:, None])
+    if affine:
+        m = widen(_from_numpy_bits(blocks[:, 2].astype(np.uint16) | (blocks[:, 3].astype(np.uint16) << 8), device), "F16")
+        v = torch.add(v, m[:, None])
+    return v.reshape(rows, cols)
+
+
+def _legacy_compare(e, a, scheme):
+    nbytes, header = _legacy_layout(scheme)[:2]
+    n = e["blocks"].shape[0]
+    eb = e["blocks"].reshape(-1, nbytes)
+    ab = a["blocks"].reshape(-1, nbytes)
+    header_eq = (eb[:, :header] == ab[:, :header]).all(axis=1)
+    codes_eq = _legacy_codes(eb, scheme) == _legacy_codes(ab, scheme)
+    elem = (codes_eq & header_eq[:, None]).reshape(n, -1)
+    block_eq = (eb == ab).all(axis=1).reshape(n, -1)
+    part = np.where(header_eq, 0, 1).astype(np.int8).reshape(n, -1)
+    return elem, block_eq, part
+
+
 def _row_blocks(rows, cols):
     step = max(1, CHUNK_ELEMENTS // max(1, cols))
     for r0 in range(0, rows, step):
@@ -503,6 +632,8 @@ def quantize(scheme, values, params=None, device=None):
             out = _onnx_int8_quantize(x)
         elif scheme == "onnx_q4":
             out = _onnx_q4_quantize(x, params["dtype"])
+        elif scheme in GGML_LEGACY:
+            out = _legacy_quantize(x, scheme)
         else:
             out = _q8_0_quantize(x)
         for name, bits in out.items():
@@ -528,6 +659,8 @@ def dequantize(scheme, parts, rows, cols, params=None, device="cpu"):
             out[r0:r1] = _onnx_int8_dequantize(block, device)
         elif scheme == "onnx_q4":
             out[r0:r1] = _onnx_q4_dequantize(block, cols, params["dtype"], device)
+        elif scheme in GGML_LEGACY:
+            out[r0:r1] = _legacy_dequantize(block, r1 - r0, cols, scheme, device)
         else:
             out[r0:r1] = _q8_0_dequantize(block, r1 - r0, cols, device)
     return out
@@ -549,6 +682,8 @@ def _blocking(scheme, params, cols):
         return 1, cols, ("data",)
     if scheme == "gguf_q8_0":
         return cols // Q8_0_BLOCK, Q8_0_BLOCK, ("blocks",)
+    if scheme in GGML_LEGACY:
+        return cols // LEGACY_BLOCK, LEGACY_BLOCK, ("blocks", "scales")
     if scheme in MLX_FP:
         return cols // MLX_FP[scheme][2], MLX_FP[scheme][2], ("scales", "weight")
     if scheme == "onnx_int8":
@@ -670,6 +805,8 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
             elem, block_eq, part = _compare_onnx_int8(e, a)
         elif scheme == "onnx_q4":
             elem, block_eq, part = _compare_onnx_q4(e, a, cols)
+        elif scheme in GGML_LEGACY:
+            elem, block_eq, part = _legacy_compare(e, a, scheme)
         else:
             elem, block_eq, part, ec, ac = _compare_mlx(e, a, params)
         result["identical_elements"] += int(elem.sum())

@@ -1,0 +1,79 @@
+/**
+ * The common shape of ggml's block types (Q4_0 … Q6_K): a row is a run of fixed-size blocks, each
+ * a header (scales, mins) and packed codes, stored as one part `blocks` of raw block bytes. A type
+ * supplies its quantizer, its dequantizer and how to read one element's code out of a block; this
+ * module turns that into a `Scheme` (bits per weight, layout, shape check, exact comparison).
+ */
+import {UsageError} from '../errors.js'
+import {type EncodingDiff, type Scheme} from './types.js'
+
+export interface GgmlBlockType {
+  /** Scheme name, `gguf_<type>` (e.g. `gguf_q4_0`). */
+  name: string
+  /** ggml's type name (e.g. `Q4_0`). */
+  type: string
+  /** Values per block. */
+  elements: number
+  /** Bytes per block. */
+  bytes: number
+  /** Leading bytes of a block that are its scales/mins (reported as part `scales` when they differ). */
+  headerBytes: number
+  describe: string
+  /** ggml's `quantize_row_<type>_ref` over whole blocks. */
+  quantize(values: Float32Array): Uint8Array
+  /** ggml's `dequantize_row_<type>` over whole blocks. */
+  dequantize(bytes: Uint8Array): Float32Array
+  /** The integer code of element `j` of the block starting at byte `o` (for counting identical elements). */
+  code(bytes: Uint8Array, o: number, j: number): number
+}
+
+export function ggmlBlockScheme(t: GgmlBlockType): Scheme {
+  return {
+    name: t.name,
+    describe: () => t.describe,
+    bitsPerWeight: () => (t.bytes * 8) / t.elements,
+    blockSize: () => t.elements,
+    parts: (_params, cols) => [{name: 'blocks', dtype: 'U8', perRow: (cols / t.elements) * t.bytes}],
+    check(params, cols) {
+      if (Object.keys(params).length > 0) throw new UsageError('quantize.params', `${t.type} takes no parameters, got ${JSON.stringify(params)}`)
+      if (cols % t.elements !== 0) throw new UsageError('quantize.shape', `${t.type} needs rows of whole ${t.elements}-value blocks, not ${cols} values`)
+    },
+    encode: (values) => ({blocks: t.quantize(values)}),
+    decode: (parts) => t.dequantize(parts.blocks!),
+    compare: (expected, actual, _source, rows, cols) => compareBlocks(t, expected.blocks!, actual.blocks!, rows, cols),
+  }
+}
+
+/** Block by block: identical blocks, and elements whose code and block header are identical. */
+function compareBlocks(t: GgmlBlockType, a: Uint8Array, b: Uint8Array, rows: number, cols: number): EncodingDiff {
+  const perRow = cols / t.elements
+  const diff: EncodingDiff = {elements: rows * cols, identicalElements: 0, blocks: rows * perRow, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
+  for (let block = 0; block < rows * perRow; block++) {
+    const o = block * t.bytes
+    let sameBytes = true
+    for (let k = 0; k < t.bytes; k++) {
+      if (a[o + k] !== b[o + k]) {
+        sameBytes = false
+        break
+      }
+    }
+    if (sameBytes) {
+      diff.identicalBlocks++
+      diff.identicalElements += t.elements
+      continue
+    }
+    let headerSame = true
+    for (let k = 0; k < t.headerBytes; k++) if (a[o + k] !== b[o + k]) headerSame = false
+    let firstCode = -1
+    for (let j = 0; j < t.elements; j++) {
+      if (t.code(a, o, j) === t.code(b, o, j)) {
+        if (headerSame) diff.identicalElements++
+      } else if (firstCode < 0) firstCode = j
+    }
+    if (!diff.first) {
+      const g = block % perRow
+      diff.first = {row: Math.floor(block / perRow), block: g, col: g * t.elements + Math.max(0, firstCode), part: headerSame ? 'blocks' : 'scales'}
+    }
+  }
+  return diff
+}

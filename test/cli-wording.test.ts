@@ -99,7 +99,7 @@ describe('convert flag table: a flag that cannot apply is refused before any wor
 
   it('the CLI exits 2 with one line and writes nothing (--to hf --quantize 4, --to hf --dtype q8_0)', () => {
     for (const [args, line] of [
-      [['--to', 'hf', '--quantize', '4'], '--quantize is for mlx/onnx targets, not hf (for GGUF use --dtype q8_0)'],
+      [['--to', 'hf', '--quantize', '4'], '--quantize is for mlx/onnx targets, not hf (for GGUF use --dtype q8_0, q4_0, …)'],
       [['--to', 'hf', '--dtype', 'q8_0'], '--dtype q8_0 is for gguf targets, not hf'],
       [['--to', 'hf', '--layout', 'npz'], '--layout is for mlx/onnx targets, not hf'],
     ] as const) {

@@ -412,7 +412,7 @@ describe('malformed GGUF files', () => {
     ['dimension above INT64_MAX', {dims: [1n << 63n]}, 'gguf.dims_overflow', /INT64_MAX/],
     ['too many dimensions', {nDims: 5, dims: [1n, 1n, 1n, 1n, 8n]}, 'gguf.dims', /5 dimensions/],
     ['unknown ggml type', {type: 99}, 'gguf.unknown_type', /unknown ggml type 99/],
-    ['known but unsupported type', {type: 2}, 'gguf.unsupported_type', /Q4_0/],
+    ['known but unsupported type', {type: 16}, 'gguf.unsupported_type', /IQ2_XXS \(16\), which this tool cannot decode \(supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0/],
     ['misaligned offset', {offset: 4n}, 'gguf.misaligned', /not a multiple of the alignment 32/],
     ['data past the end', {dims: [16n]}, 'gguf.out_of_bounds', /runs past the end of the data section/],
     ['alignment not a power of two', {alignment: 24}, 'gguf.alignment', /power of two/],

@@ -46,10 +46,10 @@ function installSignalCleanup(): void {
   }
 }
 
-/** Flags whose values are format names: `--to MLX` and `--via GGUF,HF` mean the lower-case names. */
-const FORMAT_VALUED = new Set(['--to', '--format', '--via'])
+/** Flags whose values are names in any case: `--to MLX`, `--via GGUF,HF`, `--dtype Q4_0` mean the lower-case names. */
+const FORMAT_VALUED = new Set(['--to', '--format', '--via', '--dtype', '--outtype'])
 
-/** The argv with the values of format-valued flags lower-cased (both `--to MLX` and `--to=MLX`). */
+/** The argv with the values of those flags lower-cased (both `--to MLX` and `--to=MLX`). */
 export function caseFoldFormatValues(argv: readonly string[]): string[] {
   return argv.map((token, i) => {
     const eq = token.indexOf('=')

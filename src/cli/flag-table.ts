@@ -5,21 +5,22 @@
  */
 import {UsageError} from '../errors.js'
 import {type FormatName} from '../formats/types.js'
+import {GGUF_DTYPES} from './options.js'
 
 export interface FlagRule {
   /** Targets the flag applies to. */
   targets: readonly FormatName[]
-  /** Only this value of the flag is restricted (e.g. `--dtype q8_0`); absent: any value. */
-  value?: string
+  /** Only these values of the flag are restricted (e.g. `--dtype q8_0`); absent: any value. */
+  values?: readonly string[]
   /** What to use instead, shown after the refusal. */
   hint?: string
 }
 
 // --q-mode, --q-recipe and --quantize-embedding (MLX only) are checked with their values in src/cli/options.ts.
 export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
-  quantize: {targets: ['mlx', 'onnx'], hint: 'for GGUF use --dtype q8_0'},
+  quantize: {targets: ['mlx', 'onnx'], hint: 'for GGUF use --dtype q8_0, q4_0, …'},
   'group-size': {targets: ['mlx']},
-  dtype: {targets: ['gguf'], value: 'q8_0'},
+  dtype: {targets: ['gguf'], values: GGUF_DTYPES},
   'training-checkpoint': {targets: ['corenet']},
   layout: {targets: ['mlx', 'onnx']},
 }
@@ -27,7 +28,7 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
 /** `roundtrip`: the same rules, checked for every hop of --via before the first one runs. */
 export const ROUNDTRIP_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   // Roundtrip quantizes MLX hops only.
-  quantize: {targets: ['mlx'], hint: 'for GGUF use --dtype q8_0'},
+  quantize: {targets: ['mlx'], hint: 'for GGUF use --dtype q8_0, q4_0, …'},
   'group-size': CONVERT_FLAG_TABLE['group-size'],
   dtype: CONVERT_FLAG_TABLE.dtype,
 }
@@ -37,9 +38,9 @@ export function checkFlagTargets(table: Readonly<Record<string, FlagRule>>, flag
   for (const [name, rule] of Object.entries(table)) {
     const given = flags[name]
     if (given === undefined || given === false) continue
-    if (rule.value !== undefined && given !== rule.value) continue
+    if (rule.values !== undefined && !rule.values.includes(String(given).toLowerCase())) continue
     if (rule.targets.includes(target as FormatName)) continue
-    const flag = rule.value === undefined ? `--${name}` : `--${name} ${rule.value}`
+    const flag = rule.values === undefined ? `--${name}` : `--${name} ${String(given).toLowerCase()}`
     throw new UsageError('flag.target', `${flag} is for ${rule.targets.join('/')} targets, not ${target}${rule.hint ? ` (${rule.hint})` : ''}`, {flag: name, target, appliesTo: [...rule.targets]})
   }
 }

@@ -1,11 +1,12 @@
 /** Flags shared by several commands. */
 import {Flags} from '@oclif/core'
 import {FORMAT_NAMES} from '../formats/types.js'
+import {GGUF_DTYPES} from './options.js'
 
 export const dtypeFlag = Flags.string({
-  description: 'float dtype of the written weights',
+  description: `float dtype of the written weights; for GGUF also a ggml block type for every matrix (${GGUF_DTYPES.join(', ')})`,
   aliases: ['outtype'],
-  options: ['f32', 'f16', 'bf16', 'float32', 'float16', 'bfloat16', 'q8_0'],
+  options: ['f32', 'f16', 'bf16', 'float32', 'float16', 'bfloat16', ...GGUF_DTYPES],
 })
 
 export const outFlag = Flags.string({char: 'o', description: 'output folder (or file for single-file formats)', required: true})

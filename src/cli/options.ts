@@ -4,11 +4,17 @@ import {type Quantization, type WriteOptions} from '../formats/types.js'
 import {checkEmbeddingBits} from '../formats/mlx/recipe.js'
 import {isMlxFpMode, MLX_FP_MODE_NAMES, MLX_FP_MODES} from '../quant/mlx-fp.js'
 import {parseFloatDType} from '../tensor/dtype.js'
+import {ggufQuantTargets, quantizationOf} from '../formats/gguf/index.js'
+import {isQuantType} from '../formats/gguf/types.js'
 
-/** `--dtype` may name a float type, or `q8_0` (GGUF's 8-bit blocks, stored next to f16). */
+/** The GGUF block types `--dtype` takes (q8_0, q4_0, …), lower case. */
+export const GGUF_DTYPES: readonly string[] = ggufQuantTargets().map((t) => t.toLowerCase())
+
+/** `--dtype` may name a float type, or a GGUF block type (`q8_0`, `q4_0`, …; the rest stored as f16). */
 export function dtypeOptions(dtype: string | undefined): Pick<WriteOptions, 'dtype' | 'quantization'> {
   if (dtype === undefined) return {}
-  if (dtype.toLowerCase() === 'q8_0') return {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'q8_0'}}
+  const type = dtype.toUpperCase()
+  if (isQuantType(type) && GGUF_DTYPES.includes(dtype.toLowerCase())) return {dtype: 'F16', quantization: quantizationOf(type)}
   return {dtype: parseFloatDType(dtype)}
 }
 

@@ -16,7 +16,8 @@ export type FormatName = (typeof FORMAT_NAMES)[number]
 export interface Quantization {
   bits: number
   groupSize: number
-  mode: 'affine' | 'q8_0' | 'mxfp4' | 'nvfp4' | 'mxfp8'
+  /** MLX's modes, or a GGUF ggml type in lower case (the type of the file's matrices). */
+  mode: 'affine' | 'mxfp4' | 'nvfp4' | 'mxfp8' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k'
 }
 
 /** What a checkpoint carries besides the model weights. */

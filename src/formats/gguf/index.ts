@@ -15,42 +15,70 @@ import {floatSchemeName} from '../../quant/float.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
 import {findTokenizerFiles} from '../common.js'
-import {type Checkpoint, type FormatAdapter, type ProgressEvent, type ReadOptions, type StoredSegment, type StoredTensor, type WriteOptions, type WriteResult} from '../types.js'
+import {type Checkpoint, type FormatAdapter, type ProgressEvent, type Quantization, type ReadOptions, type StoredSegment, type StoredTensor, type WriteOptions, type WriteResult} from '../types.js'
 import {configFromMetadata, type GgufFileType, openelmMetadata} from './metadata.js'
 import {expandNames, fromGgufName, joinRows, selectRows, toGgufNames} from './names.js'
-import {Q8_0_BLOCK} from '../../quant/q8_0.js'
+import {SCHEMES} from '../../quant/index.js'
 import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
 import {type EmbeddedVocabulary} from '../../tokenizer/find.js'
 import {loadVocab, vocabFromModel, type VocabPieces} from './tokenizer.js'
-import {GGML_BLOCK, GGUF_MAGIC, type GgmlTypeName, type GgufKv} from './types.js'
+import {GGML_BLOCK, GGML_QUANT_SCHEME, GGUF_MAGIC, type GgmlQuantType, type GgmlTypeName, type GgufKv, isQuantType} from './types.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
 
-/** The file names `--out DIR` gets, by target type. */
-export const GGUF_FILE_NAMES: Record<GgufTarget, string> = {F32: 'model-f32.gguf', F16: 'model-f16.gguf', BF16: 'model-bf16.gguf', Q8_0: 'model-q8_0.gguf'}
+/** The file name `--out DIR` gets, by target type: `model-f16.gguf`, `model-q4_0.gguf`, … */
+export function ggufFileName(target: GgufTarget): string {
+  return `model-${target.toLowerCase()}.gguf`
+}
 
-export type GgufTarget = 'F32' | 'F16' | 'BF16' | 'Q8_0'
+/** What `--dtype` writes: a float type, or one ggml block type for every matrix. */
+export type GgufTarget = 'F32' | 'F16' | 'BF16' | GgmlQuantType
 
-const FILE_TYPES: Record<GgufTarget, GgufFileType> = {F32: 'ALL_F32', F16: 'MOSTLY_F16', BF16: 'MOSTLY_BF16', Q8_0: 'MOSTLY_Q8_0'}
+/** The quantized targets `--dtype` offers: the types whose scheme this build has. */
+export function ggufQuantTargets(): GgmlQuantType[] {
+  return (Object.keys(GGML_QUANT_SCHEME) as GgmlQuantType[]).filter((t) => Object.hasOwn(SCHEMES, GGML_QUANT_SCHEME[t]))
+}
+
+const FILE_TYPES: Record<GgufTarget, GgufFileType> = {
+  F32: 'ALL_F32', F16: 'MOSTLY_F16', BF16: 'MOSTLY_BF16', Q8_0: 'MOSTLY_Q8_0', Q4_0: 'MOSTLY_Q4_0', Q4_1: 'MOSTLY_Q4_1',
+  Q5_0: 'MOSTLY_Q5_0', Q5_1: 'MOSTLY_Q5_1', Q2_K: 'MOSTLY_Q2_K', Q3_K: 'MOSTLY_Q3_K_M', Q4_K: 'MOSTLY_Q4_K_M', Q5_K: 'MOSTLY_Q5_K_M', Q6_K: 'MOSTLY_Q6_K',
+}
+
+function quantTypeOf(q: Quantization | undefined): GgmlQuantType | undefined {
+  const type = q?.mode.toUpperCase()
+  return type !== undefined && isQuantType(type) ? type : undefined
+}
 
 export function ggufTarget(source: Checkpoint, options: WriteOptions): GgufTarget {
   const q = options.quantization
   if (q) {
-    if (q.mode !== 'q8_0') throw new UsageError('gguf.quantization', `GGUF output supports --dtype q8_0 for 8-bit, not ${q.bits}-bit ${q.mode} quantization`)
-    return 'Q8_0'
+    const type = quantTypeOf(q)
+    if (!type || !ggufQuantTargets().includes(type)) {
+      throw new UsageError('gguf.quantization', `GGUF output stores ggml block types (--dtype ${ggufQuantTargets().map((t) => t.toLowerCase()).join(', ')}), not ${q.bits}-bit ${q.mode} quantization`)
+    }
+    return type
   }
-  // With no --dtype, a Q8_0 source stays Q8_0 (re-quantizing its dequantized blocks gives them back).
-  if (options.dtype === undefined && source.extras.quantization?.mode === 'q8_0') return 'Q8_0'
+  // With no --dtype, a GGUF source of one block type stays that type (re-quantizing its dequantized
+  // blocks gives them back; verify --against proves it).
+  const kept = options.dtype === undefined ? quantTypeOf(source.extras.quantization) : undefined
+  if (kept && ggufQuantTargets().includes(kept)) return kept
   return options.dtype ?? source.extras.dtype
 }
 
+/** What llama-quantize falls back to when a row is not whole blocks of the wanted type (llama-quant.cpp). */
+const BLOCK_FALLBACK: Partial<Record<GgmlQuantType, GgmlQuantType>> = {Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0'}
+
 /**
- * The on-disk type of one tensor, as llama.cpp's converter chooses it: 1-D tensors stay F32;
- * for Q8_0, a matrix whose rows are not whole 32-value blocks falls back to F16.
+ * The on-disk type of one tensor, as llama.cpp chooses it: 1-D tensors stay F32; a matrix whose
+ * rows are not whole blocks of the target takes llama-quantize's fallback (a K type's 32-value
+ * sibling), and F16 when that does not fit either.
  */
 export function tensorType(shape: readonly number[], target: GgufTarget): GgmlTypeName {
   if (shape.length <= 1) return 'F32'
-  if (target === 'Q8_0' && shape[shape.length - 1]! % Q8_0_BLOCK !== 0) return 'F16'
-  return target
+  if (!isQuantType(target)) return target
+  const cols = shape[shape.length - 1]!
+  if (cols % GGML_BLOCK[target].elements === 0) return target
+  const fallback = BLOCK_FALLBACK[target]
+  return fallback && cols % GGML_BLOCK[fallback].elements === 0 ? fallback : 'F16'
 }
 
 function modelName(source: Checkpoint): string {
@@ -58,6 +86,11 @@ function modelName(source: Checkpoint): string {
   if (preset && !['tiny', 'micro'].includes(preset)) return `OpenELM-${preset}`
   const base = path.basename(source.path).replace(/\.[^.]*$/, '')
   return base && !base.includes(':') ? base : `OpenELM-${preset ?? 'custom'}`
+}
+
+/** How a ggml block type is described as a checkpoint's quantization: nominal bits, block size, the type. */
+export function quantizationOf(type: GgmlQuantType): Quantization {
+  return {bits: Number(type[1]), groupSize: GGML_BLOCK[type].elements, mode: type.toLowerCase() as Quantization['mode']}
 }
 
 /** The GGUF tensors of a checkpoint, in file order, with their on-disk types. */
@@ -69,7 +102,7 @@ export function ggufTensors(source: Checkpoint, target: GgufTarget): {inputs: Gg
     for (const {gguf, part} of toGgufNames(record.name, maps)) {
       const selected = selectRows(record, part, gguf)
       const type = tensorType(selected.shape, target)
-      if (target === 'Q8_0' && type === 'F16') fallbacks.push(gguf)
+      if (selected.shape.length > 1 && type !== target) fallbacks.push(`${gguf} (${type})`)
       inputs.push({name: gguf, type, source: selected})
     }
   }
@@ -163,7 +196,7 @@ async function isDirectory(p: string): Promise<boolean> {
 
 export async function* writeGgufCheckpoint(source: Checkpoint, out: string, options: WriteOptions): AsyncGenerator<ProgressEvent, WriteResult> {
   const target = ggufTarget(source, options)
-  const file = out.endsWith('.gguf') && !(await isDirectory(out)) ? out : path.join(out, GGUF_FILE_NAMES[target])
+  const file = out.endsWith('.gguf') && !(await isDirectory(out)) ? out : path.join(out, ggufFileName(target))
   const embedding = source.tensors.find((t) => t.name === 'token_embeddings.weight')
   const rows = embedding?.shape[0] ?? source.config.vocab_size
   const ids = {bos: source.config.bos_token_id, eos: source.config.eos_token_id}
@@ -177,15 +210,15 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
   const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab, ...(chatTemplate ? {chatTemplate} : {})})
   const plan = planGguf(metadata, inputs)
   const notes = [...vocab.notes]
-  if (fallbacks.length > 0) notes.push(`Q8_0: ${fallbacks.length} tensors whose rows are not multiples of ${Q8_0_BLOCK} values were written as F16 (as llama.cpp does): ${fallbacks.join(', ')}`)
+  if (fallbacks.length > 0 && isQuantType(target)) notes.push(`${target}: ${fallbacks.length} tensors whose rows are not multiples of ${GGML_BLOCK[target].elements} values were written in llama.cpp's fallback type: ${fallbacks.join(', ')}`)
   for (const message of notes) yield {type: 'note', message}
   yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: path.basename(file)}
   const bytes = yield* atomicFile(file, options.force ?? false, (temp) => writeGguf(temp, plan))
   return {
     path: file,
     files: [{path: file, bytes}],
-    dtype: target === 'Q8_0' ? 'F16' : target,
-    quantization: target === 'Q8_0' ? {bits: 8, groupSize: Q8_0_BLOCK, mode: 'q8_0'} : undefined,
+    dtype: isQuantType(target) ? 'F16' : target,
+    quantization: isQuantType(target) ? quantizationOf(target) : undefined,
     notes,
   }
 }
@@ -222,10 +255,12 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     const types: Record<string, number> = {}
     for (const t of file.tensors) types[t.type] = (types[t.type] ?? 0) + 1
     const matrices = file.tensors.filter((t) => t.shape.length > 1)
-    const quantized = matrices.some((t) => t.type === 'Q8_0')
-    const byType = new Map<string, number>()
-    for (const t of matrices) byType.set(t.type, (byType.get(t.type) ?? 0) + t.byteLength)
-    const stored = [...byType.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'F32'
+    // The matrices' type: the quantized type holding most values, else the float type of most bytes.
+    const values = new Map<string, number>()
+    for (const t of matrices) values.set(t.type, (values.get(t.type) ?? 0) + t.shape.reduce((a, b) => a * b, 1))
+    const ranked = [...values.entries()].sort((a, b) => b[1] - a[1]).map(([type]) => type)
+    const quantType = ranked.find(isQuantType)
+    const stored = ranked.find((t) => !isQuantType(t)) ?? 'F32'
     const vocabTokens = file.kv.get('tokenizer.ggml.tokens')
     const notes = [...metaConfig.notes]
     if (file.kv.get('openelm.vocab_placeholder')?.value === true) notes.push('the embedded vocabulary is a placeholder (no tokenizer was available when this file was written)')
@@ -256,8 +291,8 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
       stored: storedForms(file, tensors, segments),
       extras: {
         configSource: options.config ? 'flag' : 'file',
-        dtype: quantized ? 'F16' : (stored as 'F32' | 'F16' | 'BF16'),
-        quantization: quantized ? {bits: 8, groupSize: GGML_BLOCK.Q8_0.elements, mode: 'q8_0'} : undefined,
+        dtype: quantType ? 'F16' : (stored as 'F32' | 'F16' | 'BF16'),
+        quantization: quantType ? quantizationOf(quantType) : undefined,
         tokenizerFiles: await findTokenizerFiles(path.dirname(p)),
         notes,
         info,
@@ -284,9 +319,9 @@ function storedForms(file: GgufFile, tensors: readonly TensorRecord[], parts: Ma
       const rowBytes = tensor.byteLength / rows
       const segment: StoredSegment = {
         row0, rows, label: tensor.info.name,
-        scheme: tensor.type === 'Q8_0' ? 'gguf_q8_0' : floatSchemeName(tensor.type as FloatDType),
+        scheme: isQuantType(tensor.type) ? GGML_QUANT_SCHEME[tensor.type] : floatSchemeName(tensor.type as FloatDType),
         params: {},
-        read: async (r0, r1) => ({[tensor.type === 'Q8_0' ? 'blocks' : 'data']: await file.readRaw(tensor, r0 * rowBytes, r1 * rowBytes)}),
+        read: async (r0, r1) => ({[isQuantType(tensor.type) ? 'blocks' : 'data']: await file.readRaw(tensor, r0 * rowBytes, r1 * rowBytes)}),
       }
       row0 += rows
       return segment
@@ -312,7 +347,7 @@ async function hasGgufMagic(p: string): Promise<boolean> {
 
 export const ggufFormat: FormatAdapter = {
   name: 'gguf',
-  description: 'GGUF (llama.cpp): one .gguf file with config keys, tokenizer and F32/F16/BF16/Q8_0 weights',
+  description: 'GGUF (llama.cpp): one .gguf file with config keys, tokenizer and F32/F16/BF16 or ggml block-quantized (Q8_0, Q4_0, …) weights',
   async detect(p) {
     if (await isDirectory(p)) return false
     if (p.endsWith('.gguf')) return pathExists(p)

@@ -6,9 +6,9 @@ import {FormatError, quote} from '../../errors.js'
 import {RandomAccessFile} from '../../io/file.js'
 import {type DType} from '../../tensor/dtype.js'
 import {type TensorRecord} from '../../tensor/record.js'
-import {dequantizeQ8_0} from '../../quant/q8_0.js'
+import {schemeFor, SCHEMES} from '../../quant/index.js'
 import {
-  GGML_BLOCK, GGML_TYPE_NAMES, GGUF_MAGIC, GGUF_VERSION, GGUF_DEFAULT_ALIGNMENT, type GgmlTypeName, type GgufArray, type GgufHeader,
+  GGML_BLOCK, GGML_QUANT_SCHEME, GGML_TYPE, GGML_TYPE_NAMES, type GgmlQuantType, isQuantType, GGUF_MAGIC, GGUF_VERSION, GGUF_DEFAULT_ALIGNMENT, type GgmlTypeName, type GgufArray, type GgufHeader,
   type GgufKv, type GgufScalar, type GgufTensorInfo, type GgufValue, type GgufValueTypeName, KNOWN_GGML_TYPES, SCALAR_SIZES,
   VALUE_TYPE_NAMES,
 } from './types.js'
@@ -225,9 +225,9 @@ function parseHeaderBytes(bytes: Uint8Array, fileSize: number, file: string): Gg
   const spans: {name: string; start: bigint; end: bigint}[] = []
   for (const info of tensorInfos) {
     const typeName = GGML_TYPE_NAMES[info.type]
-    if (typeName === undefined) {
+    if (typeName === undefined || !decodable(typeName)) {
       const known = KNOWN_GGML_TYPES[info.type]
-      if (known) throw new FormatError('gguf.unsupported_type', `${file}: tensor ${info.name} has ggml type ${known} (${info.type}), which this tool cannot decode (supported: F32, F16, BF16, Q8_0)`, {path: file, tensor: info.name})
+      if (known) throw new FormatError('gguf.unsupported_type', `${file}: tensor ${info.name} has ggml type ${known} (${info.type}), which this tool cannot decode (supported: ${SUPPORTED_TYPES().join(', ')})`, {path: file, tensor: info.name, type: known})
       throw new FormatError('gguf.unknown_type', `${file}: tensor ${info.name} has unknown ggml type ${info.type}`, {path: file, tensor: info.name})
     }
     if (info.offset % BigInt(alignment) !== 0n) {
@@ -300,7 +300,7 @@ export interface GgufFile {
   /** Metadata by key, in file order. */
   kv: Map<string, GgufKv>
   tensors: GgufTensor[]
-  /** A lazy record of the tensor as floats: F32/F16/BF16 as stored, Q8_0 dequantized to F32. */
+  /** A lazy record of the tensor as floats: F32/F16/BF16 as stored, quantized types dequantized to F32. */
   record(tensor: GgufTensor, name?: string): TensorRecord
   /** The stored bytes, unchanged. */
   readRaw(tensor: GgufTensor, start?: number, end?: number): Promise<Uint8Array>
@@ -352,7 +352,7 @@ export async function openGguf(p: string): Promise<GgufFile> {
     kv: new Map(header.metadata.map((kv) => [kv.key, kv])),
     tensors,
     readRaw,
-    record: (t, name = t.info.name) => (t.type === 'Q8_0' ? q8_0Record(t, name, readRaw) : plainRecord(t, name, readRaw)),
+    record: (t, name = t.info.name) => (isQuantType(t.type) ? quantRecord(t, name, readRaw) : plainRecord(t, name, readRaw)),
     close: () => f.close(),
   }
 }
@@ -361,9 +361,10 @@ function plainRecord(t: GgufTensor, name: string, readRaw: GgufFile['readRaw']):
   return {name, dtype: t.type as DType, shape: t.shape, byteLength: t.byteLength, read: (start, end) => readRaw(t, start, end)}
 }
 
-/** Q8_0 dequantized lazily to F32: a byte range reads only the blocks it covers. */
-function q8_0Record(t: GgufTensor, name: string, readRaw: GgufFile['readRaw']): TensorRecord {
-  const {elements: perBlock, bytes: blockBytes} = GGML_BLOCK.Q8_0
+/** A quantized type dequantized lazily to F32 by its scheme: a byte range reads only the blocks it covers. */
+function quantRecord(t: GgufTensor, name: string, readRaw: GgufFile['readRaw']): TensorRecord {
+  const {elements: perBlock, bytes: blockBytes} = GGML_BLOCK[t.type]
+  const scheme = schemeFor(GGML_QUANT_SCHEME[t.type as GgmlQuantType])
   const byteLength = t.shape.reduce((a, b) => a * b, 1) * 4
   return {
     name, dtype: 'F32', shape: t.shape, byteLength,
@@ -371,13 +372,21 @@ function q8_0Record(t: GgufTensor, name: string, readRaw: GgufFile['readRaw']): 
       const firstBlock = Math.floor(start / 4 / perBlock)
       const lastBlock = Math.ceil(end / 4 / perBlock)
       const raw = await readRaw(t, firstBlock * blockBytes, lastBlock * blockBytes)
-      const values = dequantizeQ8_0(raw)
-      const bytes = new Uint8Array(values.buffer)
+      const count = (lastBlock - firstBlock) * perBlock
+      const values = scheme.decode({blocks: raw}, 1, count, {})
+      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength)
       const skip = start - firstBlock * perBlock * 4
       return bytes.subarray(skip, skip + (end - start))
     },
   }
 }
+
+/** Whether this build reads a ggml type: the float types, and each quantized type whose scheme is registered. */
+function decodable(type: GgmlTypeName): boolean {
+  return !isQuantType(type) || Object.hasOwn(SCHEMES, GGML_QUANT_SCHEME[type])
+}
+
+const SUPPORTED_TYPES = () => (Object.keys(GGML_TYPE) as GgmlTypeName[]).filter(decodable)
 
 /** A metadata value as a plain JS value (arrays flattened to JS arrays), for reports. */
 export function plainValue(value: GgufValue): unknown {

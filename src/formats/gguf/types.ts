@@ -57,7 +57,16 @@ export interface GgufKv {
 export const GGML_TYPE = {
   F32: 0,
   F16: 1,
+  Q4_0: 2,
+  Q4_1: 3,
+  Q5_0: 6,
+  Q5_1: 7,
   Q8_0: 8,
+  Q2_K: 10,
+  Q3_K: 11,
+  Q4_K: 12,
+  Q5_K: 13,
+  Q6_K: 14,
   BF16: 30,
 } as const
 export type GgmlTypeName = keyof typeof GGML_TYPE
@@ -80,6 +89,28 @@ export const GGML_BLOCK: Record<GgmlTypeName, {elements: number; bytes: number}>
   BF16: {elements: 1, bytes: 2},
   // ggml `block_q8_0`: f16 scale d, then 32 int8 quants.
   Q8_0: {elements: 32, bytes: 34},
+  // ggml-common.h: block_q4_0 (d, 16 bytes of nibbles), q4_1 (+ m), q5_0 (+ 4 bytes of fifth bits), q5_1.
+  Q4_0: {elements: 32, bytes: 18},
+  Q4_1: {elements: 32, bytes: 20},
+  Q5_0: {elements: 32, bytes: 22},
+  Q5_1: {elements: 32, bytes: 24},
+  // The 256-value super-blocks (QK_K).
+  Q2_K: {elements: 256, bytes: 84},
+  Q3_K: {elements: 256, bytes: 110},
+  Q4_K: {elements: 256, bytes: 144},
+  Q5_K: {elements: 256, bytes: 176},
+  Q6_K: {elements: 256, bytes: 210},
+}
+
+/** The quantized ggml types, and the storage scheme (src/quant) that encodes and decodes each. */
+export const GGML_QUANT_SCHEME = {
+  Q8_0: 'gguf_q8_0', Q4_0: 'gguf_q4_0', Q4_1: 'gguf_q4_1', Q5_0: 'gguf_q5_0', Q5_1: 'gguf_q5_1',
+  Q2_K: 'gguf_q2_k', Q3_K: 'gguf_q3_k', Q4_K: 'gguf_q4_k', Q5_K: 'gguf_q5_k', Q6_K: 'gguf_q6_k',
+} as const
+export type GgmlQuantType = keyof typeof GGML_QUANT_SCHEME
+
+export function isQuantType(type: string): type is GgmlQuantType {
+  return Object.hasOwn(GGML_QUANT_SCHEME, type)
 }
 
 export const GGML_TYPE_NAMES = Object.fromEntries(Object.entries(GGML_TYPE).map(([k, v]) => [v, k])) as Record<number, GgmlTypeName>
@@ -88,7 +119,16 @@ export const GGML_TYPE_NAMES = Object.fromEntries(Object.entries(GGML_TYPE).map(
 export const LLAMA_FILE_TYPE = {
   ALL_F32: 0,
   MOSTLY_F16: 1,
+  MOSTLY_Q4_0: 2,
+  MOSTLY_Q4_1: 3,
   MOSTLY_Q8_0: 7,
+  MOSTLY_Q5_0: 8,
+  MOSTLY_Q5_1: 9,
+  MOSTLY_Q2_K: 10,
+  MOSTLY_Q3_K_M: 12,
+  MOSTLY_Q4_K_M: 15,
+  MOSTLY_Q5_K_M: 17,
+  MOSTLY_Q6_K: 18,
   MOSTLY_BF16: 32,
 } as const
 

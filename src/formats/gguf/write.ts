@@ -9,10 +9,10 @@ import {FileWriter} from '../../io/file.js'
 import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
 import {castRecord, CHUNK_BYTES, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
-import {quantizeQ8_0, Q8_0_BLOCK} from '../../quant/q8_0.js'
+import {schemeFor} from '../../quant/index.js'
 import {tensorBytes, MAX_DIMS, MAX_TENSOR_NAME_BYTES} from './read.js'
 import {
-  GGML_TYPE, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GGUF_VALUE_TYPE, type GgmlTypeName, type GgufArray, type GgufKv,
+  GGML_BLOCK, GGML_QUANT_SCHEME, GGML_TYPE, isQuantType, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GGUF_VALUE_TYPE, type GgmlTypeName, type GgufArray, type GgufKv,
   type GgufValue, type GgufValueTypeName,
 } from './types.js'
 
@@ -146,22 +146,24 @@ export function planGguf(metadata: readonly GgufKv[], tensors: readonly GgufTens
   return {header: h.concat(), alignment, tensors: planned, size: headerLength + offset}
 }
 
-/** Chunks of a tensor's on-disk bytes: cast for float types, quantized whole blocks for Q8_0. */
+/** Chunks of a tensor's on-disk bytes: cast for float types, whole blocks quantized by the type's scheme. */
 async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
   const {type, source} = input
-  if (type !== 'Q8_0') {
+  if (!isQuantType(type)) {
     const record = castRecord(source, type)
     const step = Math.max(4, Math.floor(chunkBytes / 4) * 4)
     for (let start = 0; start < record.byteLength; start += step) yield await record.read(start, Math.min(record.byteLength, start + step))
     return
   }
+  const scheme = schemeFor(GGML_QUANT_SCHEME[type])
+  const block = GGML_BLOCK[type].elements
   const size = dtypeSize(source.dtype)
   const elements = source.byteLength / size
-  const step = Math.max(Q8_0_BLOCK, Math.floor(chunkBytes / 4 / Q8_0_BLOCK) * Q8_0_BLOCK)
+  const step = Math.max(block, Math.floor(chunkBytes / 4 / block) * block)
   for (let first = 0; first < elements; first += step) {
     const count = Math.min(step, elements - first)
     const values = toFloat32(await source.read(first * size, (first + count) * size), source.dtype)
-    yield quantizeQ8_0(values)
+    yield scheme.encode(values, 1, count, {}).blocks!
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Evidence for the runtime tolerances of verify (src/verify/runtime.ts): each model is converted to
- * GGUF (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and ONNX (f32, f16), run in its runtime (llama.cpp, onnxruntime) and on
+ * GGUF (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, and the K file types Q2_K … Q6_K) and ONNX (f32, f16), run in its runtime (llama.cpp, onnxruntime) and on
  * the TS engine over the same file, and the difference is measured — only the runtime's arithmetic.
  *
  *   npx tsx bench/runtime-tolerance.ts [--models tiny:0,tiny:1,270M:0,fixtures/trained] [--tokens 32,128] [--targets 'gguf Q4_0,gguf Q5_1']
@@ -16,6 +16,7 @@ import {writeCheckpoint} from '../src/convert.js'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {type Checkpoint, type FormatName, type WriteOptions} from '../src/formats/types.js'
 import {presetConfig} from '../src/model/presets.js'
+import {quantizationOf} from '../src/formats/gguf/index.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {runForward} from '../src/verify/engine/index.js'
@@ -35,13 +36,15 @@ const TARGETS: {label: string; to: FormatName; runtime: RuntimeName; options: Wr
   {label: 'gguf F16', to: 'gguf', runtime: 'llama.cpp', options: {dtype: 'F16'}, file: 'model.gguf'},
   {label: 'gguf BF16', to: 'gguf', runtime: 'llama.cpp', options: {dtype: 'BF16'}, file: 'model.gguf'},
   {label: 'gguf Q8_0', to: 'gguf', runtime: 'llama.cpp', options: {dtype: 'F16', quantization: {bits: 8, groupSize: 32, mode: 'q8_0'}}, file: 'model.gguf'},
-  ...(['q4_0', 'q4_1', 'q5_0', 'q5_1'] as const).map((mode) => ({label: `gguf ${mode.toUpperCase()}`, to: 'gguf' as const, runtime: 'llama.cpp' as const, options: {dtype: 'F16' as const, quantization: {bits: Number(mode[1]), groupSize: 32, mode}}, file: 'model.gguf'})),
+  ...(['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k_m', 'q4_k_m', 'q5_k_m', 'q6_k'] as const).map((mode) => ({label: `gguf ${mode.toUpperCase()}`, to: 'gguf' as const, runtime: 'llama.cpp' as const, options: {dtype: 'F16' as const, quantization: quantizationOf(mode)}, file: 'model.gguf'})),
   {label: 'onnx f32', to: 'onnx', runtime: 'onnxruntime', options: {dtype: 'F32'}},
   {label: 'onnx f16', to: 'onnx', runtime: 'onnxruntime', options: {dtype: 'F16'}},
 ]
 
 async function source(spec: string): Promise<Checkpoint> {
   const m = /^([^:/]+):(\d+)$/.exec(spec)
+  // `wide:SEED`: 8 layers whose rows are whole 256-value blocks, so K-quants run without fallbacks.
+  if (m?.[1] === 'wide') return synthCheckpoint(presetConfig('tiny', {model_dim: 256, head_dim: 64, ffn_dim_divisor: 256, num_transformer_layers: 8, vocab_size: 256, max_context_length: 128}), {seed: Number(m[2])})
   if (m) return synthCheckpoint(presetConfig(m[1]!), {seed: Number(m[2])})
   return openCheckpoint(spec)
 }

@@ -1,6 +1,6 @@
 /**
  * GGUF Q4_0, Q4_1, Q5_0, Q5_1 end to end: `convert --to gguf --dtype q4_0 …` writes the ggml types
- * (llama-quantize's fallback for rows that are not whole blocks), llama.cpp loads and runs each file
+ * (llama-quantize's rules and fallbacks), llama.cpp loads and runs each file
  * within its measured runtime tolerance, `verify --against` proves every stored block exactly, a
  * wrong rounding rule fails with exit 5, and files written by real llama-quantize (libllama through
  * ctypes) are read and proven exactly too.
@@ -46,15 +46,17 @@ describe('GGUF legacy block types', () => {
       const out = path.join(dir, `model-${type}.gguf`)
       expect(result.target.path).toBe(out)
       expect(result.target.quantization).toEqual({bits: Number(type[1]), groupSize: 32, mode: type})
-      // 112- and 176-column ffn_down and 48-column attn_output rows are not whole 32-value blocks.
-      expect(result.notes.join('\n')).toMatch(/4 tensors whose rows are not multiples of 32 values .*blk\.1\.ffn_down\.weight \(F16\)/)
+      // llama-quantize's rules: the tied embedding is the output tensor (Q6_K, Q8_0 when its 64-value
+      // rows are not whole 256-value blocks); 112/176-column ffn_down and 48-column attn_output rows
+      // are not whole 32-value blocks (F16).
+      expect(result.notes.join('\n')).toMatch(new RegExp(`5 tensors whose rows are not whole blocks .*token_embd\\.weight \\(Q8_0 for Q6_K\\).*blk\\.1\\.ffn_down\\.weight \\(F16 for ${type.toUpperCase()}\\)`))
       const raw = await openGguf(out)
       expect(raw.kv.get('general.file_type')?.value).toBe(fileType)
       const types = Object.fromEntries(raw.tensors.map((t) => [t.info.name, t.type]))
       await raw.close()
       const T = type.toUpperCase()
       expect([types['token_embd.weight'], types['blk.0.attn_qkv.weight'], types['blk.3.ffn_down.weight'], types['blk.1.ffn_down.weight'], types['blk.1.attn_output.weight'], types['blk.0.attn_norm.weight']])
-        .toEqual([T, T, T, 'F16', 'F16', 'F32'])
+        .toEqual(['Q8_0', T, T, 'F16', 'F16', 'F32'])
       const report = await verify(out, {against: source, runtime: 'llama.cpp'})
       expect(report.failures).toEqual([])
       expect(report.verdict).toBe('exact')
@@ -134,7 +136,7 @@ describe('files written by real llama-quantize (libllama through ctypes)', () =>
       expect(report.verdict).toBe('exact')
       expect(report.weights!.mismatching).toEqual([])
       // llama-quantize stores the tied embedding as it stores output tensors: Q8_0 here (64 columns
-      // are not whole 256-value blocks for its Q6_K choice).
+      // are not whole 256-value blocks for its Q6_K choice), as we do.
       const schemes = new Set(report.weights!.tensors.flatMap((t) => t.segments.map((s) => s.scheme)))
       expect([...schemes].sort()).toEqual(['f16', 'f32', `gguf_${type}`, 'gguf_q8_0'].sort())
     })

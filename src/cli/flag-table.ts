@@ -22,6 +22,7 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   'group-size': {targets: ['mlx']},
   dtype: {targets: ['gguf'], values: GGUF_DTYPES},
   'training-checkpoint': {targets: ['corenet']},
+  'token-embedding-type': {targets: ['gguf']},
   layout: {targets: ['mlx', 'onnx']},
 }
 

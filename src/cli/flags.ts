@@ -4,7 +4,7 @@ import {FORMAT_NAMES} from '../formats/types.js'
 import {GGUF_DTYPES} from './options.js'
 
 export const dtypeFlag = Flags.string({
-  description: `float dtype of the written weights; for GGUF also a ggml block type for every matrix (${GGUF_DTYPES.join(', ')})`,
+  description: `float dtype of the written weights; for GGUF also llama-quantize's file types (${GGUF_DTYPES.join(', ')}), each tensor typed by its rules`,
   aliases: ['outtype'],
   options: ['f32', 'f16', 'bf16', 'float32', 'float16', 'bfloat16', ...GGUF_DTYPES],
 })

@@ -5,16 +5,14 @@ import {checkEmbeddingBits} from '../formats/mlx/recipe.js'
 import {isMlxFpMode, MLX_FP_MODE_NAMES, MLX_FP_MODES} from '../quant/mlx-fp.js'
 import {parseFloatDType} from '../tensor/dtype.js'
 import {ggufQuantTargets, quantizationOf} from '../formats/gguf/index.js'
-import {isQuantType} from '../formats/gguf/types.js'
 
-/** The GGUF block types `--dtype` takes (q8_0, q4_0, …), lower case. */
-export const GGUF_DTYPES: readonly string[] = ggufQuantTargets().map((t) => t.toLowerCase())
+/** The GGUF file types `--dtype` takes (llama-quantize's names: q8_0, q4_0, …, q4_k_m, …), lower case. */
+export const GGUF_DTYPES: readonly string[] = ggufQuantTargets()
 
-/** `--dtype` may name a float type, or a GGUF block type (`q8_0`, `q4_0`, …; the rest stored as f16). */
+/** `--dtype` may name a float type, or a GGUF file type (`q8_0`, `q4_0`, `q4_k_m`, …; 1-D tensors stay F32). */
 export function dtypeOptions(dtype: string | undefined): Pick<WriteOptions, 'dtype' | 'quantization'> {
   if (dtype === undefined) return {}
-  const type = dtype.toUpperCase()
-  if (isQuantType(type) && GGUF_DTYPES.includes(dtype.toLowerCase())) return {dtype: 'F16', quantization: quantizationOf(type)}
+  if (GGUF_DTYPES.includes(dtype.toLowerCase())) return {dtype: 'F16', quantization: quantizationOf(dtype.toLowerCase())}
   return {dtype: parseFloatDType(dtype)}
 }
 

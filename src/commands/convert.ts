@@ -42,6 +42,7 @@ export default class Convert extends BaseCommand {
     'shard-size': Flags.string({description: 'max safetensors shard size, e.g. 5GB (default: 5GB)'}),
     'vocab-size': Flags.integer({description: 'resize the embedding to this many rows (drop rows, or pad with zeros)'}),
     'keep-padded-vocab': Flags.boolean({description: 'CoreNet → other: keep the 32128 padded vocabulary rows', default: false}),
+    'token-embedding-type': Flags.string({description: "GGUF: the token embedding's ggml type whatever --dtype's rules say (llama-quantize's --token-embedding-type), e.g. q8_0, q6_k, f16"}),
     'training-checkpoint': Flags.boolean({description: 'CoreNet: write the full training dict (optimizer state, counters) when the source had one', default: false}),
     ema: Flags.boolean({description: 'CoreNet source: convert the EMA weights', default: false}),
     config: Flags.string({description: 'source config: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
@@ -85,6 +86,7 @@ export default class Convert extends BaseCommand {
       vocabSize: flags['vocab-size'],
       keepPaddedVocab: flags['keep-padded-vocab'],
       trainingCheckpoint: flags['training-checkpoint'],
+      ...(flags['token-embedding-type'] ? {ggufTokenEmbeddingType: flags['token-embedding-type']} : {}),
       force: flags.force,
       ...(tokenizer ? {tokenizerRequest: tokenizer} : {}),
     }))

@@ -16,8 +16,8 @@ export type FormatName = (typeof FORMAT_NAMES)[number]
 export interface Quantization {
   bits: number
   groupSize: number
-  /** MLX's modes, or a GGUF ggml type in lower case (the type of the file's matrices). */
-  mode: 'affine' | 'mxfp4' | 'nvfp4' | 'mxfp8' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k'
+  /** MLX's modes, or a GGUF file type as llama-quantize names it (q8_0, q4_0, …, q4_k_m, …). */
+  mode: 'affine' | 'mxfp4' | 'nvfp4' | 'mxfp8' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q3_k_s' | 'q3_k_m' | 'q3_k_l' | 'q4_k_s' | 'q4_k_m' | 'q5_k_s' | 'q5_k_m' | 'q6_k'
 }
 
 /** What a checkpoint carries besides the model weights. */
@@ -176,6 +176,8 @@ export interface WriteOptions {
   quantization?: Quantization
   /** MLX: per-module widths (a mixed recipe, the embedding's own width). */
   mlxQuant?: {recipe?: string; embedding?: number | 'none'; groupSize?: number}
+  /** GGUF `--token-embedding-type`: the token embedding's ggml type, whatever the file type says (llama-quantize's flag). */
+  ggufTokenEmbeddingType?: string
   /** Format-specific layout (`mlx-lm`, `corenet-mlx`, `npz`...). */
   layout?: string
   /** Max bytes per safetensors shard. */

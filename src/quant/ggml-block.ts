@@ -16,8 +16,8 @@ export interface GgmlBlockType {
   elements: number
   /** Bytes per block. */
   bytes: number
-  /** Leading bytes of a block that are its scales/mins (reported as part `scales` when they differ). */
-  headerBytes: number
+  /** Byte ranges [start, end) of a block that hold its scales and mins (reported as part `scales` when they differ). */
+  scaleBytes: readonly (readonly [number, number])[]
   describe: string
   /** ggml's `quantize_row_<type>_ref` over whole blocks. */
   quantize(values: Float32Array): Uint8Array
@@ -63,7 +63,7 @@ function compareBlocks(t: GgmlBlockType, a: Uint8Array, b: Uint8Array, rows: num
       continue
     }
     let headerSame = true
-    for (let k = 0; k < t.headerBytes; k++) if (a[o + k] !== b[o + k]) headerSame = false
+    for (const [start, end] of t.scaleBytes) for (let k = start; k < end; k++) if (a[o + k] !== b[o + k]) headerSame = false
     let firstCode = -1
     for (let j = 0; j < t.elements; j++) {
       if (t.code(a, o, j) === t.code(b, o, j)) {

@@ -144,7 +144,7 @@ function legacyType(spec: Legacy, describe: string): GgmlBlockType {
     type: spec.type,
     elements: LEGACY_BLOCK,
     bytes: layout(spec).bytes,
-    headerBytes: spec.affine ? 4 : 2,
+    scaleBytes: [[0, spec.affine ? 4 : 2]],
     describe,
     quantize: quantizer(spec),
     dequantize: dequantizer(spec),

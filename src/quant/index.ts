@@ -38,3 +38,6 @@ SCHEMES.onnx_q4 = ONNX_Q4
 // ggml's 32-value legacy block types (llama-quantize Q4_0 … Q5_1): src/quant/gguf-legacy.ts.
 import {GGUF_Q4_0, GGUF_Q4_1, GGUF_Q5_0, GGUF_Q5_1} from './gguf-legacy.js'
 for (const s of [GGUF_Q4_0, GGUF_Q4_1, GGUF_Q5_0, GGUF_Q5_1]) SCHEMES[s.name] = s
+// ggml's K-quants (llama-quantize Q2_K … Q6_K, 256-value super-blocks): src/quant/gguf-k.ts.
+import {GGUF_Q2_K, GGUF_Q3_K, GGUF_Q4_K, GGUF_Q5_K, GGUF_Q6_K} from './gguf-k.js'
+for (const s of [GGUF_Q2_K, GGUF_Q3_K, GGUF_Q4_K, GGUF_Q5_K, GGUF_Q6_K]) SCHEMES[s.name] = s

@@ -2,7 +2,8 @@
 """Real llama-quantize: node-llama-cpp's prebuilt libllama's `llama_model_quantize`, called through
 ctypes on a GGUF file (no importance matrix), the way the llama-quantize tool does.
 
-  llama_quantize.py IN.gguf OUT.gguf FTYPE   (FTYPE: llama_ftype number, e.g. 2 = MOSTLY_Q4_0)
+  llama_quantize.py IN.gguf OUT.gguf FTYPE            (FTYPE: llama_ftype number, e.g. 2 = MOSTLY_Q4_0)
+  llama_quantize.py IN.gguf OUT1:FTYPE1 OUT2:FTYPE2 …  (several file types of one input in one run)
 
 Exit 3 when the library cannot be loaded; non-zero when quantization fails."""
 import ctypes
@@ -27,7 +28,8 @@ class Params(ctypes.Structure):
 
 
 def main():
-    src, dst, ftype = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    src = sys.argv[1]
+    jobs = [(sys.argv[2], int(sys.argv[3]))] if len(sys.argv) == 4 and ":" not in sys.argv[2] else [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in sys.argv[2:]]
     bins = glob.glob(os.path.join(ROOT, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64"))
     if not bins:
         print("node-llama-cpp's linux-x64 binaries are not installed", file=sys.stderr)
@@ -41,13 +43,14 @@ def main():
         sys.exit(3)
     lib.llama_backend_init()
     lib.llama_model_quantize_default_params.restype = Params
-    params = lib.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = 1
     lib.llama_model_quantize.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(Params)]
     lib.llama_model_quantize.restype = ctypes.c_uint32
-    rc = lib.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
-    sys.exit(1 if rc else 0)
+    for dst, ftype in jobs:
+        params = lib.llama_model_quantize_default_params()
+        params.ftype = ftype
+        params.nthread = 1
+        if lib.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)):
+            sys.exit(1)
 
 
 if __name__ == "__main__":

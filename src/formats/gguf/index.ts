@@ -22,63 +22,64 @@ import {SCHEMES} from '../../quant/index.js'
 import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
 import {type EmbeddedVocabulary} from '../../tokenizer/find.js'
 import {loadVocab, vocabFromModel, type VocabPieces} from './tokenizer.js'
-import {GGML_BLOCK, GGML_QUANT_SCHEME, GGUF_MAGIC, type GgmlQuantType, type GgmlTypeName, type GgufKv, isQuantType} from './types.js'
+import {GGML_BLOCK, GGML_QUANT_SCHEME, GGUF_MAGIC, type GgmlQuantType, type GgmlTypeName, type GgufKv, isQuantType, LLAMA_FILE_TYPE} from './types.js'
+import {ftypeTensorType, type FtypeOverrides, GGUF_FTYPES, isGgufFtype, ruleType, type TensorPlace} from './presets.js'
+import {type OpenElmConfig} from '../../model/config.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
 
-/** The file name `--out DIR` gets, by target type: `model-f16.gguf`, `model-q4_0.gguf`, … */
+/** The file name `--out DIR` gets, by target: `model-f16.gguf`, `model-q4_0.gguf`, `model-q4_k_m.gguf`, … */
 export function ggufFileName(target: GgufTarget): string {
   return `model-${target.toLowerCase()}.gguf`
 }
 
-/** What `--dtype` writes: a float type, or one ggml block type for every matrix. */
-export type GgufTarget = 'F32' | 'F16' | 'BF16' | GgmlQuantType
+/** What `--dtype` writes: a float type, or one of llama-quantize's file types (`q8_0`, `q4_0`, `q4_k_m`, …). */
+export type GgufTarget = FloatDType | string
 
-/** The quantized targets `--dtype` offers: the types whose scheme this build has. */
-export function ggufQuantTargets(): GgmlQuantType[] {
-  return (Object.keys(GGML_QUANT_SCHEME) as GgmlQuantType[]).filter((t) => Object.hasOwn(SCHEMES, GGML_QUANT_SCHEME[t]))
+/** The llama-quantize file types `--dtype` offers: those whose every tensor type has a scheme in this build. */
+export function ggufQuantTargets(): string[] {
+  const used = (f: string): GgmlQuantType[] => [GGUF_FTYPES[f]!.base, 'Q8_0', 'Q6_K', 'Q5_K', 'Q4_K', 'Q3_K', 'Q5_0', 'Q5_1', 'Q4_0']
+  return Object.keys(GGUF_FTYPES).filter((f) => (f === 'q8_0' ? ['Q8_0' as const] : used(f)).every((t) => Object.hasOwn(SCHEMES, GGML_QUANT_SCHEME[t])))
 }
 
-const FILE_TYPES: Record<GgufTarget, GgufFileType> = {
-  F32: 'ALL_F32', F16: 'MOSTLY_F16', BF16: 'MOSTLY_BF16', Q8_0: 'MOSTLY_Q8_0', Q4_0: 'MOSTLY_Q4_0', Q4_1: 'MOSTLY_Q4_1',
-  Q5_0: 'MOSTLY_Q5_0', Q5_1: 'MOSTLY_Q5_1', Q2_K: 'MOSTLY_Q2_K', Q3_K: 'MOSTLY_Q3_K_M', Q4_K: 'MOSTLY_Q4_K_M', Q5_K: 'MOSTLY_Q5_K_M', Q6_K: 'MOSTLY_Q6_K',
+const FLOAT_FILE_TYPES: Record<FloatDType, GgufFileType> = {F32: 'ALL_F32', F16: 'MOSTLY_F16', BF16: 'MOSTLY_BF16'}
+
+function fileTypeOf(target: GgufTarget): GgufFileType {
+  return isGgufFtype(target) ? GGUF_FTYPES[target]!.fileType : FLOAT_FILE_TYPES[target as FloatDType]
 }
 
-function quantTypeOf(q: Quantization | undefined): GgmlQuantType | undefined {
-  const type = q?.mode.toUpperCase()
-  return type !== undefined && isQuantType(type) ? type : undefined
+function ftypeOf(q: Quantization | undefined): string | undefined {
+  return q && isGgufFtype(q.mode) ? q.mode : undefined
 }
 
 export function ggufTarget(source: Checkpoint, options: WriteOptions): GgufTarget {
   const q = options.quantization
   if (q) {
-    const type = quantTypeOf(q)
-    if (!type || !ggufQuantTargets().includes(type)) {
-      throw new UsageError('gguf.quantization', `GGUF output stores ggml block types (--dtype ${ggufQuantTargets().map((t) => t.toLowerCase()).join(', ')}), not ${q.bits}-bit ${q.mode} quantization`)
+    const ftype = ftypeOf(q)
+    if (!ftype || !ggufQuantTargets().includes(ftype)) {
+      throw new UsageError('gguf.quantization', `GGUF output stores llama.cpp's file types (--dtype ${ggufQuantTargets().join(', ')}), not ${q.bits}-bit ${q.mode} quantization`)
     }
-    return type
+    return ftype
   }
-  // With no --dtype, a GGUF source of one block type stays that type (re-quantizing its dequantized
-  // blocks gives them back; verify --against proves it).
-  const kept = options.dtype === undefined ? quantTypeOf(source.extras.quantization) : undefined
+  // With no --dtype, a GGUF source keeps its file type (its dequantized values are quantized again
+  // under the same rules; verify --against the original proves the result).
+  const kept = options.dtype === undefined ? ftypeOf(source.extras.quantization) : undefined
   if (kept && ggufQuantTargets().includes(kept)) return kept
   return options.dtype ?? source.extras.dtype
 }
 
-/** What llama-quantize falls back to when a row is not whole blocks of the wanted type (llama-quant.cpp). */
-const BLOCK_FALLBACK: Partial<Record<GgmlQuantType, GgmlQuantType>> = {Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0'}
-
 /**
- * The on-disk type of one tensor, as llama.cpp chooses it: 1-D tensors stay F32; a matrix whose
- * rows are not whole blocks of the target takes llama-quantize's fallback (a K type's 32-value
- * sibling), and F16 when that does not fit either.
+ * The on-disk type of one tensor: 1-D tensors stay F32; float targets store matrices as such; a
+ * llama-quantize file type gives each matrix its rule's type (src/formats/gguf/presets.ts),
+ * with llama.cpp's fallback when its rows are not whole blocks.
  */
-export function tensorType(shape: readonly number[], target: GgufTarget): GgmlTypeName {
+export function tensorType(name: string, shape: readonly number[], target: GgufTarget, config: OpenElmConfig, overrides: FtypeOverrides = {}): GgmlTypeName {
   if (shape.length <= 1) return 'F32'
-  if (!isQuantType(target)) return target
-  const cols = shape[shape.length - 1]!
-  if (cols % GGML_BLOCK[target].elements === 0) return target
-  const fallback = BLOCK_FALLBACK[target]
-  return fallback && cols % GGML_BLOCK[fallback].elements === 0 ? fallback : 'F16'
+  if (!isGgufFtype(target)) return target as FloatDType
+  return ftypeTensorType(target, place(name, shape, config), overrides)
+}
+
+function place(name: string, shape: readonly number[], config: OpenElmConfig): TensorPlace {
+  return {name, cols: shape[shape.length - 1]!, layers: config.num_transformer_layers, gqa: Math.floor(config.num_query_heads[0]! / config.num_kv_heads[0]!)}
 }
 
 function modelName(source: Checkpoint): string {
@@ -88,21 +89,40 @@ function modelName(source: Checkpoint): string {
   return base && !base.includes(':') ? base : `OpenELM-${preset ?? 'custom'}`
 }
 
-/** How a ggml block type is described as a checkpoint's quantization: nominal bits, block size, the type. */
-export function quantizationOf(type: GgmlQuantType): Quantization {
-  return {bits: Number(type[1]), groupSize: GGML_BLOCK[type].elements, mode: type.toLowerCase() as Quantization['mode']}
+/** The llama-quantize file type a file says it is (`general.file_type`), else the one whose base type holds most of its values. */
+function ftypeOfFile(fileType: unknown, dominant: GgmlQuantType): string {
+  const named = Object.entries(GGUF_FTYPES).find(([, f]) => LLAMA_FILE_TYPE[f.fileType] === fileType)
+  if (named) return named[0]
+  const byBase: Record<GgmlQuantType, string> = {Q8_0: 'q8_0', Q4_0: 'q4_0', Q4_1: 'q4_1', Q5_0: 'q5_0', Q5_1: 'q5_1', Q2_K: 'q2_k', Q3_K: 'q3_k_m', Q4_K: 'q4_k_m', Q5_K: 'q5_k_m', Q6_K: 'q6_k'}
+  return byBase[dominant]
+}
+
+/** `--token-embedding-type`, checked: a ggml type this build writes. */
+function tokenEmbeddingOverride(options: WriteOptions): FtypeOverrides {
+  const t = options.ggufTokenEmbeddingType
+  if (t === undefined) return {}
+  const type = t.toUpperCase()
+  if (type === 'F32' || type === 'F16' || type === 'BF16' || (isQuantType(type) && Object.hasOwn(SCHEMES, GGML_QUANT_SCHEME[type]))) return {tokenEmbedding: type as GgmlTypeName}
+  throw new UsageError('gguf.token_embedding_type', `--token-embedding-type ${t} is not a type this tool writes (f32, f16, bf16, ${Object.keys(GGML_QUANT_SCHEME).map((k) => k.toLowerCase()).join(', ')})`)
+}
+
+/** How a llama-quantize file type is described as a checkpoint's quantization: its base type's bits and block size. */
+export function quantizationOf(ftype: string): Quantization {
+  const base = GGUF_FTYPES[ftype]!.base
+  return {bits: Number(base[1]), groupSize: GGML_BLOCK[base].elements, mode: ftype as Quantization['mode']}
 }
 
 /** The GGUF tensors of a checkpoint, in file order, with their on-disk types. */
-export function ggufTensors(source: Checkpoint, target: GgufTarget): {inputs: GgufTensorInput[]; fallbacks: string[]} {
+export function ggufTensors(source: Checkpoint, target: GgufTarget, overrides: FtypeOverrides = {}): {inputs: GgufTensorInput[]; fallbacks: string[]} {
   const maps = expandNames(source.config.num_transformer_layers)
   const inputs: GgufTensorInput[] = []
   const fallbacks: string[] = []
   for (const record of source.tensors) {
     for (const {gguf, part} of toGgufNames(record.name, maps)) {
       const selected = selectRows(record, part, gguf)
-      const type = tensorType(selected.shape, target)
-      if (selected.shape.length > 1 && type !== target) fallbacks.push(`${gguf} (${type})`)
+      const type = tensorType(gguf, selected.shape, target, source.config, overrides)
+      const wanted = selected.shape.length > 1 && isGgufFtype(target) ? ruleType(target, place(gguf, selected.shape, source.config), overrides) : type
+      if (type !== wanted) fallbacks.push(`${gguf} (${type} for ${wanted})`)
       inputs.push({name: gguf, type, source: selected})
     }
   }
@@ -205,20 +225,26 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
   const vocab = settled
     ? vocabFromModel(settled.tokenizer?.model, settled.tokenizer?.addBos ?? true, rows, ids, settled.reason)
     : await loadVocab(source.extras.tokenizerFiles, rows, ids, embeddedVocab(source))
-  const {inputs, fallbacks} = ggufTensors(source, target)
+  const overrides = tokenEmbeddingOverride(options)
+  const {inputs, fallbacks} = ggufTensors(source, target, overrides)
   const chatTemplate = settled ? settled.chatTemplate ?? undefined : ggufEmbeddedChatTemplate(source)
-  const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: FILE_TYPES[target], vocab, ...(chatTemplate ? {chatTemplate} : {})})
+  const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: fileTypeOf(target), vocab, ...(chatTemplate ? {chatTemplate} : {})})
   const plan = planGguf(metadata, inputs)
   const notes = [...vocab.notes]
-  if (fallbacks.length > 0 && isQuantType(target)) notes.push(`${target}: ${fallbacks.length} tensors whose rows are not multiples of ${GGML_BLOCK[target].elements} values were written in llama.cpp's fallback type: ${fallbacks.join(', ')}`)
+  if (fallbacks.length > 0) notes.push(`${target}: ${fallbacks.length} tensors whose rows are not whole blocks of their type were written in llama.cpp's fallback type: ${fallbacks.join(', ')}`)
+  if (isGgufFtype(target)) {
+    const counts = new Map<string, number>()
+    for (const i of inputs) if (i.source.shape.length > 1) counts.set(i.type, (counts.get(i.type) ?? 0) + 1)
+    notes.push(`${target}: matrices stored as ${[...counts].map(([t, c]) => `${t} ×${c}`).join(', ')} (llama-quantize's rules for this file type)`)
+  }
   for (const message of notes) yield {type: 'note', message}
   yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: path.basename(file)}
   const bytes = yield* atomicFile(file, options.force ?? false, (temp) => writeGguf(temp, plan))
   return {
     path: file,
     files: [{path: file, bytes}],
-    dtype: isQuantType(target) ? 'F16' : target,
-    quantization: isQuantType(target) ? quantizationOf(target) : undefined,
+    dtype: isGgufFtype(target) ? 'F16' : (target as FloatDType),
+    quantization: isGgufFtype(target) ? quantizationOf(target) : undefined,
     notes,
   }
 }
@@ -261,6 +287,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
     const ranked = [...values.entries()].sort((a, b) => b[1] - a[1]).map(([type]) => type)
     const quantType = ranked.find(isQuantType)
     const stored = ranked.find((t) => !isQuantType(t)) ?? 'F32'
+    const ftype = quantType ? ftypeOfFile(file.kv.get('general.file_type')?.value, quantType) : undefined
     const vocabTokens = file.kv.get('tokenizer.ggml.tokens')
     const notes = [...metaConfig.notes]
     if (file.kv.get('openelm.vocab_placeholder')?.value === true) notes.push('the embedded vocabulary is a placeholder (no tokenizer was available when this file was written)')
@@ -292,7 +319,7 @@ export async function readGgufCheckpoint(p: string, options: ReadOptions = {}): 
       extras: {
         configSource: options.config ? 'flag' : 'file',
         dtype: quantType ? 'F16' : (stored as 'F32' | 'F16' | 'BF16'),
-        quantization: quantType ? quantizationOf(quantType) : undefined,
+        quantization: ftype ? quantizationOf(ftype) : undefined,
         tokenizerFiles: await findTokenizerFiles(path.dirname(p)),
         notes,
         info,

@@ -11,6 +11,8 @@ runtimes' own definitions, not from the TypeScript writers:
                   and gguf-py's quants.py write files with
   gguf_q4_0 … gguf_q5_1  ggml's `quantize_row_q4_0_ref` … `quantize_row_q5_1_ref` (ggml-quants.c),
                   what llama-quantize writes without an importance matrix
+  gguf_q2_k … gguf_q6_k  ggml's `quantize_row_q2_K_ref` … `quantize_row_q6_K_ref`: the K-quants'
+                  searches (make_qx_quants, make_q3_quants, make_qkx2_quants) step by step in f32
   onnx_int8       onnxruntime's quantizer rule for QInt8 symmetric per-channel weights (quant_utils
                   compute_scale_zp / quantize_nparray): weight-only int8 of model_quantized.onnx
 
@@ -54,7 +56,8 @@ import time
 import numpy as np
 
 SCHEMES = ("f32", "f16", "bf16", "mlx_affine", "gguf_q8_0", "onnx_int8", "onnx_q4",
-           "gguf_q4_0", "gguf_q4_1", "gguf_q5_0", "gguf_q5_1")
+           "gguf_q4_0", "gguf_q4_1", "gguf_q5_0", "gguf_q5_1",
+           "gguf_q2_k", "gguf_q3_k", "gguf_q4_k", "gguf_q5_k", "gguf_q6_k")
 Q4_BLOCK = 32
 FLOAT_SCHEMES = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
 MLX_BITS = (2, 3, 4, 5, 6, 8)
@@ -114,6 +117,12 @@ def check_params(scheme, params, cols):
         if params:
             raise SchemeError("scheme onnx_int8 takes no params, got %s" % json.dumps(params, sort_keys=True))
         return {}
+    if scheme in GGML_K:
+        if params:
+            raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
+        if cols % QK_K:
+            raise SchemeError("%s needs rows of a multiple of %d values, got %d" % (scheme, QK_K, cols))
+        return {}
     if scheme in GGML_LEGACY:
         if params:
             raise SchemeError("scheme %s takes no params, got %s" % (scheme, json.dumps(params, sort_keys=True)))
@@ -154,6 +163,8 @@ def layout(scheme, params, rows, cols):
         return {"blocks": ("U8", [rows, cols // Q8_0_BLOCK * Q8_0_BYTES])}
     if scheme in GGML_LEGACY:
         return {"blocks": ("U8", [rows, cols // LEGACY_BLOCK * _legacy_layout(scheme)[0]])}
+    if scheme in GGML_K:
+        return {"blocks": ("U8", [rows, cols // QK_K * GGML_K[scheme][0]])}
     if scheme == "onnx_int8":
         return {"weight": ("U8", [rows, cols]), "scales": ("F32", [rows, 1])}
     if scheme == "onnx_q4":
@@ -597,6 +608,417 @@ def _legacy_compare(e, a, scheme):
     return elem, block_eq, part
 
 
+# ---------------------------------------------------------------------------------------------
+# gguf_q2_k … gguf_q6_k: ggml's K-quants, from ggml-quants.c's `quantize_row_*_ref` and
+# `dequantize_row_*` (not from our TS). 256-value super-blocks; every search runs on all sub-blocks
+# at once (torch f32 tensors, one elementwise op per C operation), sums accumulate column by column
+# in the C's order, and `nearest_int` is ggml's: add 1.5*2^23 in f32, keep the low mantissa bits.
+QK_K = 256
+# scheme: (block bytes, scale byte ranges for compare)
+GGML_K = {"gguf_q2_k": (84, ((0, 16), (80, 84))), "gguf_q3_k": (110, ((96, 110),)), "gguf_q4_k": (144, ((0, 16),)),
+          "gguf_q5_k": (176, ((0, 16),)), "gguf_q6_k": (210, ((192, 210),))}
+GROUP_MAX_EPS = np.float32(1e-15)
+
+
+def _f32(t, value):
+    return _torch().full_like(t, float(np.float32(value)))
+
+
+def _nearest_int(t):
+    """int64 tensor: ggml's nearest_int of f32 tensor `t`."""
+    torch = _torch()
+    v = (t + _f32(t, 12582912.0)).contiguous().view(torch.int32).to(torch.int64)
+    return (v & 0x007FFFFF) - 0x00400000
+
+
+def _half_f32(bits_u16, device):
+    return widen(_from_numpy_bits(np.ascontiguousarray(bits_u16, dtype=np.uint16), device), "F16")
+
+
+def _first_absmax(X):
+    """(value, |value|) of the first element of largest magnitude per row (C: `if (ax > amax)`)."""
+    torch = _torch()
+    ax = X.abs()
+    idx = torch.argmax(torch.where(torch.isnan(ax), torch.full_like(ax, -1.0), ax), dim=1, keepdim=True)  # C skips NaN
+    mx, amax = X.gather(1, idx)[:, 0], ax.gather(1, idx)[:, 0]
+    none = ~(amax > 0)  # nothing beat the starting 0: C keeps max = amax = +0
+    return torch.where(none, torch.zeros_like(mx), mx), torch.where(none, torch.zeros_like(amax), amax)
+
+
+def _make_qx_quants(X, nmax):
+    """make_qx_quants(n, nmax, x, L, rmse_type=1, NULL) on each row of X: (scale, L int64 0..2*nmax-1)."""
+    torch = _torch()
+    n = X.shape[1]
+    mx, amax = _first_absmax(X)
+    zero = amax < _f32(amax, GROUP_MAX_EPS)
+    mx_safe = torch.where(zero, torch.ones_like(mx), mx)
+    w = X * X
+    wx = w * X
+
+    def trial(iscale):
+        l = torch.clamp(_nearest_int(iscale[:, None] * X), -nmax, nmax - 1)
+        lf = l.to(torch.float32)
+        sumlx = torch.zeros_like(mx)
+        suml2 = torch.zeros_like(mx)
+        for i in range(n):
+            sumlx = sumlx + wx[:, i] * lf[:, i]
+            suml2 = suml2 + (w[:, i] * lf[:, i]) * lf[:, i]
+        return l, sumlx, suml2
+
+    l, sumlx, suml2 = trial(_f32(mx, -nmax) / mx_safe)
+    L = l + nmax
+    scale = torch.where(suml2 != 0, sumlx / torch.where(suml2 != 0, suml2, torch.ones_like(suml2)), torch.zeros_like(suml2))
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        k = np.float32(np.float32(nmax) + np.float32(np.float32(0.1) * np.float32(step)))
+        l, sumlx, suml2 = trial(_f32(mx, -k) / mx_safe)
+        upd = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        L = torch.where(upd[:, None], l + nmax, L)
+        new_scale = sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2))
+        scale = torch.where(upd, new_scale, scale)
+        best = torch.where(upd, new_scale * sumlx, best)
+    L = torch.where(zero[:, None], torch.zeros_like(L), L)
+    return torch.where(zero, torch.zeros_like(scale), scale), L
+
+
+def _make_q3_quants(X, nmax):
+    """make_q3_quants(n, nmax, x, L, do_rmse=true) on each row: (scale, L int64 0..2*nmax-1)."""
+    torch = _torch()
+    n = X.shape[1]
+    mx, amax = _first_absmax(X)
+    zero = amax < _f32(amax, GROUP_MAX_EPS)
+    mx_safe = torch.where(zero, torch.ones_like(mx), mx)
+    iscale = _f32(mx, -nmax) / mx_safe
+    L = torch.clamp(_nearest_int(iscale[:, None] * X), -nmax, nmax - 1)
+    Lf = L.to(torch.float32)
+    w = X * X
+    wx = w * X
+    sumlx = torch.zeros_like(mx)
+    suml2 = torch.zeros_like(mx)
+    for i in range(n):
+        sumlx = sumlx + wx[:, i] * Lf[:, i]
+        suml2 = suml2 + (w[:, i] * Lf[:, i]) * Lf[:, i]
+    # Up to 5 passes of one-code moves; a pass that changes nothing leaves the state as it was, so
+    # running all 5 on every row equals the C's early exit.
+    for _ in range(5):
+        for i in range(n):
+            li = Lf[:, i]
+            slx = sumlx - wx[:, i] * li
+            pos = slx > 0
+            sl2 = suml2 - (w[:, i] * li) * li
+            nl = torch.clamp(_nearest_int((X[:, i] * sl2) / torch.where(pos, slx, torch.ones_like(slx))), -nmax, nmax - 1)
+            nlf = nl.to(torch.float32)
+            moved = pos & (nl != L[:, i])
+            slx2 = slx + wx[:, i] * nlf
+            sl22 = sl2 + (w[:, i] * nlf) * nlf
+            take = moved & (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
+            L[:, i] = torch.where(take, nl, L[:, i])
+            Lf[:, i] = torch.where(take, nlf, li)
+            sumlx = torch.where(take, slx2, sumlx)
+            suml2 = torch.where(take, sl22, suml2)
+    scale = torch.where(suml2 > 0, sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2)), torch.zeros_like(suml2))
+    L = torch.where(zero[:, None], torch.zeros_like(L), L + nmax)
+    return torch.where(zero, torch.zeros_like(scale), scale), L
+
+
+def _make_qkx2_quants(X, W, nmax, rmin, rdelta, nstep, use_mad):
+    """make_qkx2_quants on each row of X with weights W: (scale, the_min, L int64 0..nmax)."""
+    torch = _torch()
+    n = X.shape[1]
+    mn = X[:, 0].clone()
+    mx = X[:, 0].clone()
+    sum_w = W[:, 0].clone()
+    sum_x = sum_w * X[:, 0]
+    for i in range(1, n):
+        mn = torch.where(X[:, i] < mn, X[:, i], mn)
+        mx = torch.where(X[:, i] > mx, X[:, i], mx)
+        sum_w = sum_w + W[:, i]
+        sum_x = sum_x + W[:, i] * X[:, i]
+    mn = torch.where(mn > 0, torch.zeros_like(mn), mn)
+    flat = mx == mn
+
+    def codes(iscale, m):
+        return torch.clamp(_nearest_int(iscale[:, None] * (X - m[:, None])), 0, nmax)
+
+    def error(scale, m, L):
+        Lf = L.to(torch.float32)
+        err = torch.zeros_like(scale)
+        for i in range(n):
+            diff = (scale * Lf[:, i] + m) - X[:, i]
+            diff = diff.abs() if use_mad else diff * diff
+            err = err + W[:, i] * diff
+        return err
+
+    rng = torch.where(flat, torch.ones_like(mx), mx - mn)
+    iscale = _f32(mx, nmax) / rng
+    scale = _f32(iscale, 1.0) / iscale
+    L = codes(iscale, mn)
+    best = error(scale, mn, L)
+    for step in range(nstep + 1):
+        k = np.float32(np.float32(np.float32(rmin) + np.float32(np.float32(rdelta) * np.float32(step))) + np.float32(nmax))
+        rng = torch.where(flat, torch.ones_like(mx), mx - mn)
+        laux = codes(_f32(mx, k) / rng, mn)
+        lf = laux.to(torch.float32)
+        sum_l = torch.zeros_like(mx)
+        sum_l2 = torch.zeros_like(mx)
+        sum_xl = torch.zeros_like(mx)
+        for i in range(n):
+            wl = W[:, i] * lf[:, i]
+            sum_l = sum_l + wl
+            sum_l2 = sum_l2 + wl * lf[:, i]
+            sum_xl = sum_xl + wl * X[:, i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        ok = D > 0
+        Ds = torch.where(ok, D, torch.ones_like(D))
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / Ds
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / Ds
+        pos = this_min > 0
+        this_scale = torch.where(pos, sum_xl / torch.where(pos, sum_l2, torch.ones_like(sum_l2)), this_scale)
+        this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
+        cur = error(this_scale, this_min, laux)
+        upd = ok & (cur < best) & ~flat
+        L = torch.where(upd[:, None], laux, L)
+        best = torch.where(upd, cur, best)
+        scale = torch.where(upd, this_scale, scale)
+        mn = torch.where(upd, this_min, mn)
+    L = torch.where(flat[:, None], torch.zeros_like(L), L)
+    scale = torch.where(flat, torch.zeros_like(scale), scale)
+    return scale, -mn, L
+
+
+def _positive_max(v):
+    """C's `float m = 0; if (v > m) m = v;` over each row: the largest positive value, else +0 (never -0)."""
+    torch = _torch()
+    m = v.amax(dim=1)
+    return torch.where(m > 0, m, torch.zeros_like(m))
+
+
+def _requantize(X, d, lo, hi, offset, dm=None):
+    """Codes clamp(nearest_int((x + dm) / d), lo, hi) + offset per row; rows with d == 0 are None-masked by the caller."""
+    torch = _torch()
+    ds = torch.where(d != 0, d, torch.ones_like(d))
+    num = X if dm is None else X + dm[:, None]
+    return torch.clamp(_nearest_int(num / ds[:, None]), lo, hi) + offset
+
+
+def _k_quantize(x, scheme):
+    torch = _torch()
+    rows, cols = x.shape
+    b = x.float().reshape(-1, QK_K)
+    nb = b.shape[0]
+    nbytes = GGML_K[scheme][0]
+    out = np.zeros((nb, nbytes), np.uint8)
+    dev = b.device
+    if scheme == "gguf_q6_k":
+        X = b.reshape(nb * 16, 16)
+        scales, L = _make_qx_quants(X, 32)
+        scales = scales.reshape(nb, 16)
+        mscale, mabs = _first_absmax(scales)
+        zero = mabs < _f32(mabs, GROUP_MAX_EPS)
+        iscale = _f32(mscale, -128.0) / torch.where(zero, torch.ones_like(mscale), mscale)
+        dbits = _ggml_f16_bits(_f32(iscale, 1.0) / iscale).cpu().numpy().view(np.uint16)
+        sc = torch.clamp(_nearest_int(iscale[:, None] * scales), max=127)
+        d = _half_f32(dbits, dev)[:, None] * sc.to(torch.float32)
+        d = d.reshape(-1)
+        req = _requantize(X, d, -32, 31, 32)
+        L = torch.where((d != 0)[:, None], req, L).reshape(nb, QK_K).cpu().numpy()
+        sc = sc.cpu().numpy()
+        zero = zero.cpu().numpy()
+        for h in range(2):
+            Lh = L[:, 128 * h:128 * (h + 1)]
+            q1, q2, q3, q4 = Lh[:, 0:32], Lh[:, 32:64], Lh[:, 64:96], Lh[:, 96:128]
+            out[:, 64 * h:64 * h + 32] = (q1 & 0xF) | ((q3 & 0xF) << 4)
+            out[:, 64 * h + 32:64 * h + 64] = (q2 & 0xF) | ((q4 & 0xF) << 4)
+            out[:, 128 + 32 * h:128 + 32 * (h + 1)] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+        out[:, 192:208] = (sc & 0xFF).astype(np.uint8)
+        out[:, 208] = dbits & 0xFF
+        out[:, 209] = dbits >> 8
+        out[zero] = 0
+    elif scheme in ("gguf_q4_k", "gguf_q5_k"):
+        bits = 4 if scheme == "gguf_q4_k" else 5
+        X = b.reshape(nb * 8, 32)
+        sum_x2 = torch.zeros(X.shape[0], dtype=torch.float32, device=dev)
+        for i in range(32):
+            sum_x2 = sum_x2 + X[:, i] * X[:, i]
+        av_x = torch.sqrt(sum_x2 / _f32(sum_x2, 32.0))
+        W = av_x[:, None] + X.abs()
+        if bits == 4:
+            scales, mins, L = _make_qkx2_quants(X, W, 15, -1.0, 0.1, 20, False)
+        else:
+            scales, mins, L = _make_qkx2_quants(X, W, 31, -0.5, 0.1, 15, False)
+        scales = scales.reshape(nb, 8)
+        mins = mins.reshape(nb, 8)
+        max_scale = _positive_max(scales)
+        max_min = _positive_max(mins)
+        inv_scale = torch.where(max_scale > 0, _f32(max_scale, 63.0) / torch.where(max_scale > 0, max_scale, torch.ones_like(max_scale)), torch.zeros_like(max_scale))
+        inv_min = torch.where(max_min > 0, _f32(max_min, 63.0) / torch.where(max_min > 0, max_min, torch.ones_like(max_min)), torch.zeros_like(max_min))
+        ls = torch.clamp(_nearest_int(inv_scale[:, None] * scales) & 0xFF, max=63).cpu().numpy().astype(np.uint8)
+        lm = torch.clamp(_nearest_int(inv_min[:, None] * mins) & 0xFF, max=63).cpu().numpy().astype(np.uint8)
+        s = np.zeros((nb, 12), np.uint8)
+        s[:, 0:4] = ls[:, 0:4]
+        s[:, 4:8] = lm[:, 0:4]
+        s[:, 8:12] = (ls[:, 4:8] & 0xF) | ((lm[:, 4:8] & 0xF) << 4)
+        s[:, 0:4] |= (ls[:, 4:8] >> 4) << 6
+        s[:, 4:8] |= (lm[:, 4:8] >> 4) << 6
+        dbits = _ggml_f16_bits(max_scale / _f32(max_scale, 63.0)).cpu().numpy().view(np.uint16)
+        mbits = _ggml_f16_bits(max_min / _f32(max_min, 63.0)).cpu().numpy().view(np.uint16)
+        d = (_half_f32(dbits, dev)[:, None] * torch.from_numpy(ls.astype(np.float32)).to(dev)).reshape(-1)
+        dm = (_half_f32(mbits, dev)[:, None] * torch.from_numpy(lm.astype(np.float32)).to(dev)).reshape(-1)
+        req = _requantize(X, d, 0, (1 << bits) - 1, 0, dm)
+        L = torch.where((d != 0)[:, None], req, L).reshape(nb, QK_K).cpu().numpy()
+        out[:, 0] = dbits & 0xFF
+        out[:, 1] = dbits >> 8
+        out[:, 2] = mbits & 0xFF
+        out[:, 3] = mbits >> 8
+        out[:, 4:16] = s
+        if bits == 4:
+            for c in range(4):
+                out[:, 16 + 32 * c:48 + 32 * c] = L[:, 64 * c:64 * c + 32] | (L[:, 64 * c + 32:64 * c + 64] << 4)
+        else:
+            qh = np.zeros((nb, 32), np.int64)
+            for c in range(4):
+                l1 = L[:, 64 * c:64 * c + 32]
+                l2 = L[:, 64 * c + 32:64 * c + 64]
+                qh |= ((l1 > 15).astype(np.int64) << (2 * c)) | ((l2 > 15).astype(np.int64) << (2 * c + 1))
+                out[:, 48 + 32 * c:80 + 32 * c] = (l1 & 0xF) | ((l2 & 0xF) << 4)
+            out[:, 16:48] = qh
+    elif scheme == "gguf_q3_k":
+        X = b.reshape(nb * 16, 16)
+        scales, L = _make_q3_quants(X, 4)
+        scales = scales.reshape(nb, 16)
+        mscale, _ = _first_absmax(scales)
+        has = mscale != 0
+        iscale = _f32(mscale, -32.0) / torch.where(has, mscale, torch.ones_like(mscale))
+        l8 = _nearest_int(iscale[:, None] * scales) & 0xFF
+        l8 = torch.where(l8 >= 128, l8 - 256, l8)  # int8_t
+        l6 = (torch.clamp(l8, -32, 31) + 32).cpu().numpy()
+        has_np = has.cpu().numpy()
+        l6[~has_np] = 0
+        s = np.zeros((nb, 12), np.int64)
+        s[:, 0:8] = l6[:, 0:8] & 0xF
+        s[:, 0:8] |= (l6[:, 8:16] & 0xF) << 4
+        for j in range(16):
+            s[:, 8 + j % 4] |= (l6[:, j] >> 4) << (2 * (j // 4))
+        s[~has_np] = 0
+        dbits = _ggml_f16_bits(torch.where(has, _f32(iscale, 1.0) / iscale, torch.zeros_like(iscale))).cpu().numpy().view(np.uint16)
+        sc = torch.from_numpy((l6 - 32).astype(np.float32)).to(dev)
+        d = (_half_f32(dbits, dev)[:, None] * sc).reshape(-1)
+        req = _requantize(X, d, -4, 3, 4)
+        L = torch.where((d != 0)[:, None], req, L).reshape(nb, QK_K).cpu().numpy()
+        hmask = np.zeros((nb, 32), np.int64)
+        for j in range(8):
+            hmask |= (L[:, 32 * j:32 * (j + 1)] > 3).astype(np.int64) << j
+        L = np.where(L > 3, L - 4, L)
+        out[:, 0:32] = hmask
+        for h in range(2):
+            Lh = L[:, 128 * h:128 * (h + 1)]
+            out[:, 32 + 32 * h:64 + 32 * h] = Lh[:, 0:32] | (Lh[:, 32:64] << 2) | (Lh[:, 64:96] << 4) | (Lh[:, 96:128] << 6)
+        out[:, 96:108] = s
+        out[:, 108] = dbits & 0xFF
+        out[:, 109] = dbits >> 8
+    else:  # gguf_q2_k
+        X = b.reshape(nb * 16, 16)
+        scales, mins, L = _make_qkx2_quants(X, X.abs(), 3, -0.5, 0.1, 15, True)
+        scales = scales.reshape(nb, 16)
+        mins = mins.reshape(nb, 16)
+        max_scale = _positive_max(scales)
+        max_min = _positive_max(mins)
+        hs = max_scale > 0
+        hm = max_min > 0
+        isc = _f32(max_scale, 15.0) / torch.where(hs, max_scale, torch.ones_like(max_scale))
+        imn = _f32(max_min, 15.0) / torch.where(hm, max_min, torch.ones_like(max_min))
+        lsc = torch.where(hs[:, None], _nearest_int(isc[:, None] * scales), torch.zeros_like(scales, dtype=torch.int64)) & 0xFF
+        lmn = torch.where(hm[:, None], _nearest_int(imn[:, None] * mins), torch.zeros_like(mins, dtype=torch.int64))
+        sbytes = (lsc | (lmn << 4)) & 0xFF
+        dbits = _ggml_f16_bits(torch.where(hs, max_scale / _f32(max_scale, 15.0), torch.zeros_like(max_scale))).cpu().numpy().view(np.uint16)
+        mbits = _ggml_f16_bits(torch.where(hm, max_min / _f32(max_min, 15.0), torch.zeros_like(max_min))).cpu().numpy().view(np.uint16)
+        d = (_half_f32(dbits, dev)[:, None] * (sbytes & 0xF).to(torch.float32)).reshape(-1)
+        dm = (_half_f32(mbits, dev)[:, None] * (sbytes >> 4).to(torch.float32)).reshape(-1)
+        req = _requantize(X, d, 0, 3, 0, dm)
+        L = torch.where((d != 0)[:, None], req, L).reshape(nb, QK_K).cpu().numpy()
+        out[:, 0:16] = sbytes.cpu().numpy()
+        for h in range(2):
+            Lh = L[:, 128 * h:128 * (h + 1)]
+            out[:, 16 + 32 * h:48 + 32 * h] = Lh[:, 0:32] | (Lh[:, 32:64] << 2) | (Lh[:, 64:96] << 4) | (Lh[:, 96:128] << 6)
+        out[:, 80] = dbits & 0xFF
+        out[:, 81] = dbits >> 8
+        out[:, 82] = mbits & 0xFF
+        out[:, 83] = mbits >> 8
+    return {"blocks": out.reshape(rows, cols // QK_K * nbytes)}
+
+
+def _k_codes_scales(blocks, scheme):
+    """(codes [n, 256] int64, per-value scale int64 [n, 256], per-value min or None, d, dmin or None) of K blocks."""
+    n = blocks.shape[0]
+    B = blocks.astype(np.int64)
+    e = np.arange(QK_K)
+    if scheme == "gguf_q6_k":
+        nn, quarter, l = e >> 7, (e >> 5) & 3, e & 31
+        ql = B[:, nn * 64 + (quarter & 1) * 32 + l]
+        low = np.where(quarter >= 2, ql >> 4, ql & 0xF)
+        codes = low | (((B[:, 128 + nn * 32 + l] >> (2 * quarter)) & 3) << 4)
+        sc = B[:, 192 + (e >> 4)]
+        sc = np.where(sc >= 128, sc - 256, sc)
+        return codes - 32, sc, None, B[:, 208] | (B[:, 209] << 8), None
+    if scheme in ("gguf_q4_k", "gguf_q5_k"):
+        s = B[:, 4:16]
+        j = np.arange(8)
+        sc = np.where(j < 4, s[:, np.minimum(j, 3)] & 63, (s[:, np.minimum(j + 4, 11)] & 0xF) | ((s[:, np.maximum(j - 4, 0)] >> 6) << 4))
+        mn = np.where(j < 4, s[:, np.minimum(j + 4, 11)] & 63, (s[:, np.minimum(j + 4, 11)] >> 4) | ((s[:, j] >> 6) << 4))
+        nn, upper = e >> 6, (e >> 5) & 1
+        if scheme == "gguf_q4_k":
+            q = B[:, 16 + nn * 32 + (e & 31)]
+            codes = np.where(upper == 1, q >> 4, q & 0xF)
+        else:
+            q = B[:, 48 + nn * 32 + (e & 31)]
+            codes = np.where(upper == 1, q >> 4, q & 0xF) | (((B[:, 16 + (e & 31)] >> (2 * nn + upper)) & 1) << 4)
+        return codes, sc[:, e >> 5], mn[:, e >> 5], B[:, 0] | (B[:, 1] << 8), B[:, 2] | (B[:, 3] << 8)
+    if scheme == "gguf_q3_k":
+        nn, r = e >> 7, e & 127
+        q = (B[:, 32 + nn * 32 + (r & 31)] >> (2 * (r >> 5))) & 3
+        codes = q | (((B[:, e & 31] >> (e >> 5)) & 1) << 2)
+        j = np.arange(16)
+        low = np.where(j < 8, B[:, 96 + np.minimum(j, 7)] & 0xF, B[:, 96 + np.maximum(j - 8, 0)] >> 4)
+        sc = low | (((B[:, 104 + (j % 4)] >> (2 * (j // 4))) & 3) << 4)
+        return codes - 4, (sc - 32)[:, e >> 4], None, B[:, 108] | (B[:, 109] << 8), None
+    r = e & 127
+    codes = (B[:, 16 + (e >> 7) * 32 + (r & 31)] >> (2 * (r >> 5))) & 3
+    sb = B[:, e >> 4]
+    return codes, sb & 0xF, sb >> 4, B[:, 80] | (B[:, 81] << 8), B[:, 82] | (B[:, 83] << 8)
+
+
+def _k_dequantize(parts, rows, cols, scheme, device):
+    torch = _torch()
+    nbytes = GGML_K[scheme][0]
+    blocks = np.ascontiguousarray(parts["blocks"], dtype=np.uint8).reshape(-1, nbytes)
+    codes, sc, mn, dbits, mbits = _k_codes_scales(blocks, scheme)
+    d = _half_f32(dbits.astype(np.uint16), device)[:, None]
+    t = lambda a: torch.from_numpy(a.astype(np.float32)).to(device)
+    dl = torch.mul(d, t(sc))
+    v = torch.mul(dl, t(codes))
+    if mn is not None:
+        ml = torch.mul(_half_f32(mbits.astype(np.uint16), device)[:, None], t(mn))
+        v = torch.sub(v, ml)
+    return v.reshape(rows, cols)
+
+
+def _k_compare(e, a, scheme):
+    nbytes, ranges = GGML_K[scheme]
+    n = e["blocks"].shape[0]
+    eb = e["blocks"].reshape(-1, nbytes)
+    ab = a["blocks"].reshape(-1, nbytes)
+    header_eq = np.ones(eb.shape[0], bool)
+    for s0, s1 in ranges:
+        header_eq &= (eb[:, s0:s1] == ab[:, s0:s1]).all(axis=1)
+    codes_eq = _k_codes_scales(eb, scheme)[0] == _k_codes_scales(ab, scheme)[0]
+    elem = (codes_eq & header_eq[:, None]).reshape(n, -1)
+    block_eq = (eb == ab).all(axis=1).reshape(n, -1)
+    part = np.where(header_eq, 0, 1).astype(np.int8).reshape(n, -1)
+    return elem, block_eq, part
+
+
 def _row_blocks(rows, cols):
     step = max(1, CHUNK_ELEMENTS // max(1, cols))
     for r0 in range(0, rows, step):
@@ -634,6 +1056,8 @@ def quantize(scheme, values, params=None, device=None):
             out = _onnx_q4_quantize(x, params["dtype"])
         elif scheme in GGML_LEGACY:
             out = _legacy_quantize(x, scheme)
+        elif scheme in GGML_K:
+            out = _k_quantize(x, scheme)
         else:
             out = _q8_0_quantize(x)
         for name, bits in out.items():
@@ -661,6 +1085,8 @@ def dequantize(scheme, parts, rows, cols, params=None, device="cpu"):
             out[r0:r1] = _onnx_q4_dequantize(block, cols, params["dtype"], device)
         elif scheme in GGML_LEGACY:
             out[r0:r1] = _legacy_dequantize(block, r1 - r0, cols, scheme, device)
+        elif scheme in GGML_K:
+            out[r0:r1] = _k_dequantize(block, r1 - r0, cols, scheme, device)
         else:
             out[r0:r1] = _q8_0_dequantize(block, r1 - r0, cols, device)
     return out
@@ -684,6 +1110,8 @@ def _blocking(scheme, params, cols):
         return cols // Q8_0_BLOCK, Q8_0_BLOCK, ("blocks",)
     if scheme in GGML_LEGACY:
         return cols // LEGACY_BLOCK, LEGACY_BLOCK, ("blocks", "scales")
+    if scheme in GGML_K:
+        return cols // QK_K, QK_K, ("blocks", "scales")
     if scheme in MLX_FP:
         return cols // MLX_FP[scheme][2], MLX_FP[scheme][2], ("scales", "weight")
     if scheme == "onnx_int8":
@@ -807,6 +1235,8 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
             elem, block_eq, part = _compare_onnx_q4(e, a, cols)
         elif scheme in GGML_LEGACY:
             elem, block_eq, part = _legacy_compare(e, a, scheme)
+        elif scheme in GGML_K:
+            elem, block_eq, part = _k_compare(e, a, scheme)
         else:
             elem, block_eq, part, ec, ac = _compare_mlx(e, a, params)
         result["identical_elements"] += int(elem.sum())

@@ -1,5 +1,6 @@
 /**
- * ggml's legacy 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1): our TS quantizer, the PyTorch
+ * ggml's block types — legacy 32-value blocks (Q4_0, Q4_1, Q5_0, Q5_1) and the 256-value K-quants
+ * (Q2_K … Q6_K): our TS quantizer, the PyTorch
  * reference (quant_ref.py) and llama.cpp's own compiled `quantize_row_*_ref` / `dequantize_row_*`
  * (node-llama-cpp's libggml-base.so, through ctypes) give the same bytes and the same values, on
  * weight-like rows (several seeds and scales) and on edge rows. Also: the exact comparison names the
@@ -14,8 +15,8 @@ import {SCHEMES} from '../src/quant/index.js'
 
 const PYTHON = '/usr/bin/python3'
 const GGML_REF = path.join(import.meta.dirname, 'python', 'ggml_ref.py')
-const TYPES = ['q4_0', 'q4_1', 'q5_0', 'q5_1'] as const
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-ggml-legacy-'))
+const TYPES = ['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_K', 'q3_K', 'q4_K', 'q5_K', 'q6_K'] as const
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-ggml-blocks-'))
 afterAll(() => rmSync(tmp, {recursive: true, force: true}))
 
 const probe = spawnSync(PYTHON, [GGML_REF, 'q4_0', '/dev/null', path.join(tmp, 'probe')], {encoding: 'utf8'})
@@ -68,6 +69,23 @@ function edgeBlocks(): number[] {
   ]
 }
 
+/** 256-value super-blocks: zero and constant sub-blocks next to live ones, outliers, a signed ramp. */
+function superBlocks(): number[] {
+  const sb = (f: (j: number) => number) => Array.from({length: 256}, (_, j) => f(j))
+  return [
+    ...sb(() => 0),
+    ...sb(() => -1.25),
+    ...sb((j) => (j < 128 ? 0 : Math.sin(j) * 0.1)), // half the sub-blocks all zero
+    ...sb((j) => (j % 16 === 0 ? 0.5 : 1e-9 * j)), // one value per sub-block dominates
+    ...sb((j) => (j === 77 ? -500 : Math.cos(j) * 0.02)),
+    ...sb((j) => (j - 128) / 64),
+    ...sb((j) => (j % 32 < 16 ? 0.25 : -0.25)),
+    ...sb((j) => ((j * 7919) % 13) - 6), // integers: exact ties for the scale searches
+    ...sb((j) => 1e-20 * Math.sin(j)),
+    ...sb((j) => 3e4 * Math.sin(j * 0.3)),
+  ]
+}
+
 /** libggml's and quant_ref.py's blocks and dequantized values of `values`, for every type, in one Python run. */
 function run(values: Float32Array): Map<string, {ggml: Uint8Array; ggmlValues: Float32Array; ref: Uint8Array; refValues: Float32Array}> {
   const input = path.join(tmp, 'input.f32')
@@ -101,7 +119,8 @@ function firstValueDifference(a: Float32Array, b: Float32Array): string | undefi
 describe.skipIf(unavailable !== undefined)(`ggml legacy blocks: TS == quant_ref.py == libggml${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
   const inputs: [string, Float32Array][] = [
     ...[1, 2, 3, 4, 5, 6].map((seed): [string, Float32Array] => [`seed${seed}`, Float32Array.from(weights(seed, 32 * 96))]),
-    ['edges', Float32Array.from(edgeBlocks())],
+    ['edges', Float32Array.from([...edgeBlocks(), ...Array.from({length: 192}, (_, j) => (j % 5) * 0.125 - 0.25)])], // 768 values: whole super-blocks too
+    ['super-blocks', Float32Array.from(superBlocks())],
   ]
   const all = new Float32Array(inputs.reduce((n, [, v]) => n + v.length, 0))
   const at = new Map<string, [number, number]>()
@@ -117,8 +136,8 @@ describe.skipIf(unavailable !== undefined)(`ggml legacy blocks: TS == quant_ref.
   })
   for (const type of TYPES) {
     it(`${type}: identical blocks and dequantized values`, () => {
-      const scheme = SCHEMES[`gguf_${type}`]!
-      const bytesPerValue = scheme.parts({}, 32)[0]!.perRow / 32
+      const scheme = SCHEMES[`gguf_${type.toLowerCase()}`]!
+      const bytesPerValue = scheme.parts({}, 256)[0]!.perRow / 256
       const {ggml: allGgml, ggmlValues: allGgmlValues, ref: allRef, refValues: allRefValues} = results.get(type)!
       for (const [name, values] of inputs) {
         const [v0, v1] = at.get(name)!
@@ -136,7 +155,9 @@ describe.skipIf(unavailable !== undefined)(`ggml legacy blocks: TS == quant_ref.
 
 describe('ggml legacy block schemes', () => {
   it('declare their layout and bits per weight', () => {
-    expect(TYPES.map((t) => SCHEMES[`gguf_${t}`]!.bitsPerWeight({}))).toEqual([4.5, 5, 5.5, 6])
+    expect(TYPES.map((t) => SCHEMES[`gguf_${t.toLowerCase()}`]!.bitsPerWeight({}))).toEqual([4.5, 5, 5.5, 6, 2.625, 3.4375, 4.5, 5.5, 6.5625])
+    expect(SCHEMES.gguf_q4_k!.parts({}, 512)).toEqual([{name: 'blocks', dtype: 'U8', perRow: 288}])
+    expect(() => SCHEMES.gguf_q6_k!.check({}, 64)).toThrow(/whole 256-value blocks, not 64/)
     expect(SCHEMES.gguf_q5_1!.parts({}, 64)).toEqual([{name: 'blocks', dtype: 'U8', perRow: 48}])
     expect(() => SCHEMES.gguf_q4_0!.check({}, 48)).toThrow(/whole 32-value blocks, not 48/)
   })

@@ -1,0 +1,621 @@
+/**
+ * ggml's K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: 256-value super-blocks of 16 or 8 sub-blocks, each
+ * sub-block with its own scale (and min), the scales themselves quantized against one f16 super
+ * scale (ggml-common.h, ggml-quants.c). These are the encoders llama-quantize runs without an
+ * importance matrix (`quantize_q4_K` … call `quantize_row_*_ref` when there are no quant weights):
+ *
+ * - Q6_K: per 16 values a signed 8-bit scale from `make_qx_quants` (a least-squares search over
+ *   19 trial scales, weights x²), codes 6-bit signed: value = d · scale · (q - 32).
+ * - Q3_K: per 16 values a 6-bit scale from `make_q3_quants` (least squares with up to 5 passes of
+ *   one-code moves), codes 3-bit signed: value = d · (scale - 32) · (q - 4).
+ * - Q4_K / Q5_K: per 32 values a 6-bit scale and 6-bit min from `make_qkx2_quants` (weighted
+ *   least squares of scale and offset over 21 / 16 trial scales, weights rms(x) + |x|), codes 4 / 5
+ *   bits: value = d · scale · q - dmin · min.
+ * - Q2_K: per 16 values 4-bit scale and 4-bit min (`make_qkx2_quants` with weights |x| and
+ *   absolute error), codes 2 bits.
+ *
+ * Every step is one f32 operation in the C's order (Math.fround after each; sums accumulate left
+ * to right), `nearest_int` is ggml's 1.5·2^23 trick, and d/dmin are stored as IEEE half.
+ */
+import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
+import {ggmlBlockScheme, type GgmlBlockType} from './ggml-block.js'
+
+export const QK_K = 256
+const fr = Math.fround
+const GROUP_MAX_EPS = fr(1e-15)
+const F01 = fr(0.1)
+
+const scratchF = new Float32Array(1)
+const scratchU = new Uint32Array(scratchF.buffer)
+
+/** ggml's `nearest_int`: add 1.5·2^23 in f32 and read the low mantissa bits (round half to even in range). */
+function nearestInt(f: number): number {
+  // In ggml's asserted range the sum is an integer-valued f32 in [2^23, 2^24): the result is sum - 1.5·2^23.
+  if (f <= 4194303 && f >= -4194303) return fr(f + 12582912) - 12582912
+  scratchF[0] = f + 12582912
+  return (scratchU[0]! & 0x007fffff) - 0x00400000
+}
+
+const clamp = (v: number, lo: number, hi: number) => (v < lo ? lo : v > hi ? hi : v)
+
+function putHalf(out: Uint8Array, o: number, v: number): void {
+  const bits = f32ToF16Bits(v)
+  out[o] = bits & 0xff
+  out[o + 1] = bits >>> 8
+}
+
+const half = (b: Uint8Array, o: number) => f16BitsToF32(b[o]! | (b[o + 1]! << 8))
+
+/** `make_qx_quants(n, nmax, x, L, rmse_type = 1, NULL)`: the scale; codes (0 … 2·nmax-1) into L. */
+function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number): number {
+  let max = 0
+  let amax = 0
+  for (let i = 0; i < n; i++) {
+    const ax = Math.abs(x[xo + i]!)
+    if (ax > amax) {
+      amax = ax
+      max = x[xo + i]!
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    L.fill(0, lo, lo + n)
+    return 0
+  }
+  let iscale = fr(-nmax / max)
+  let sumlx = 0
+  let suml2 = 0
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!
+    const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
+    L[lo + i] = l + nmax
+    const w = fr(xi * xi)
+    sumlx = fr(sumlx + fr(fr(w * xi) * l))
+    suml2 = fr(suml2 + fr(fr(w * l) * l))
+  }
+  let scale = suml2 !== 0 ? fr(sumlx / suml2) : 0
+  let best = fr(scale * sumlx)
+  for (let is = -9; is <= 9; is++) {
+    if (is === 0) continue
+    iscale = fr(-fr(nmax + fr(F01 * is)) / max)
+    sumlx = 0
+    suml2 = 0
+    for (let i = 0; i < n; i++) {
+      const xi = x[xo + i]!
+      const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
+      const w = fr(xi * xi)
+      sumlx = fr(sumlx + fr(fr(w * xi) * l))
+      suml2 = fr(suml2 + fr(fr(w * l) * l))
+    }
+    if (suml2 > 0 && fr(sumlx * sumlx) > fr(best * suml2)) {
+      for (let i = 0; i < n; i++) L[lo + i] = nmax + clamp(nearestInt(fr(iscale * x[xo + i]!)), -nmax, nmax - 1)
+      scale = fr(sumlx / suml2)
+      best = fr(scale * sumlx)
+    }
+  }
+  return scale
+}
+
+/** `make_q3_quants(n, nmax, x, L, do_rmse = true)`: the scale; codes (0 … 2·nmax-1) into L. */
+function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number): number {
+  let max = 0
+  let amax = 0
+  for (let i = 0; i < n; i++) {
+    const ax = Math.abs(x[xo + i]!)
+    if (ax > amax) {
+      amax = ax
+      max = x[xo + i]!
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    L.fill(0, lo, lo + n)
+    return 0
+  }
+  const iscale = fr(-nmax / max)
+  let sumlx = 0
+  let suml2 = 0
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!
+    const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
+    L[lo + i] = l
+    const w = fr(xi * xi)
+    sumlx = fr(sumlx + fr(fr(w * xi) * l))
+    suml2 = fr(suml2 + fr(fr(w * l) * l))
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let changed = 0
+    for (let i = 0; i < n; i++) {
+      const xi = x[xo + i]!
+      const w = fr(xi * xi)
+      const li = L[lo + i]!
+      let slx = fr(sumlx - fr(fr(w * xi) * li))
+      if (slx > 0) {
+        let sl2 = fr(suml2 - fr(fr(w * li) * li))
+        const nl = clamp(nearestInt(fr(fr(xi * sl2) / slx)), -nmax, nmax - 1)
+        if (nl !== li) {
+          slx = fr(slx + fr(fr(w * xi) * nl))
+          sl2 = fr(sl2 + fr(fr(w * nl) * nl))
+          if (sl2 > 0 && fr(fr(slx * slx) * suml2) > fr(fr(sumlx * sumlx) * sl2)) {
+            L[lo + i] = nl
+            sumlx = slx
+            suml2 = sl2
+            changed++
+          }
+        }
+      }
+    }
+    if (!changed) break
+  }
+  for (let i = 0; i < n; i++) L[lo + i] = L[lo + i]! + nmax
+  return suml2 > 0 ? fr(sumlx / suml2) : 0
+}
+
+/**
+ * `make_qkx2_quants`: scale (returned) and min (`out.min`, ≥ 0, subtracted) of n values under
+ * `weights`; codes 0 … nmax into L. `laux` is scratch of n codes.
+ */
+function makeQkx2Quants(
+  n: number, nmax: number, x: Float32Array, xo: number, weights: Float32Array, L: Uint8Array, lo: number, laux: Uint8Array,
+  rmin: number, rdelta: number, nstep: number, useMad: boolean, out: {min: number},
+): number {
+  let min = x[xo]!
+  let max = x[xo]!
+  let sumW = weights[0]!
+  let sumX = fr(sumW * x[xo]!)
+  for (let i = 1; i < n; i++) {
+    const xi = x[xo + i]!
+    if (xi < min) min = xi
+    if (xi > max) max = xi
+    const w = weights[i]!
+    sumW = fr(sumW + w)
+    sumX = fr(sumX + fr(w * xi))
+  }
+  if (min > 0) min = 0
+  if (max === min) {
+    L.fill(0, lo, lo + n)
+    out.min = -min
+    return 0
+  }
+  let iscale = fr(nmax / fr(max - min))
+  let scale = fr(1 / iscale)
+  let bestError = 0
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!
+    const l = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax)
+    L[lo + i] = l
+    let diff = fr(fr(fr(scale * l) + min) - xi)
+    diff = useMad ? Math.abs(diff) : fr(diff * diff)
+    bestError = fr(bestError + fr(weights[i]! * diff))
+  }
+  for (let is = 0; is <= nstep; is++) {
+    // `min` may have moved to a better trial's offset: the next trials start from it (as ggml's loop does).
+    iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min))
+    let sumL = 0
+    let sumL2 = 0
+    let sumXL = 0
+    for (let i = 0; i < n; i++) {
+      const xi = x[xo + i]!
+      const l = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax)
+      laux[i] = l
+      const w = weights[i]!
+      const wl = fr(w * l)
+      sumL = fr(sumL + wl)
+      sumL2 = fr(sumL2 + fr(wl * l))
+      sumXL = fr(sumXL + fr(wl * xi))
+    }
+    const D = fr(fr(sumW * sumL2) - fr(sumL * sumL))
+    if (D > 0) {
+      let thisScale = fr(fr(fr(sumW * sumXL) - fr(sumX * sumL)) / D)
+      let thisMin = fr(fr(fr(sumL2 * sumX) - fr(sumL * sumXL)) / D)
+      if (thisMin > 0) {
+        thisMin = 0
+        thisScale = fr(sumXL / sumL2)
+      }
+      let curError = 0
+      for (let i = 0; i < n; i++) {
+        let diff = fr(fr(fr(thisScale * laux[i]!) + thisMin) - x[xo + i]!)
+        diff = useMad ? Math.abs(diff) : fr(diff * diff)
+        curError = fr(curError + fr(weights[i]! * diff))
+      }
+      if (curError < bestError) {
+        for (let i = 0; i < n; i++) L[lo + i] = laux[i]!
+        bestError = curError
+        scale = thisScale
+        min = thisMin
+      }
+    }
+  }
+  out.min = -min
+  return scale
+}
+
+function checkLength(type: string, values: Float32Array): number {
+  if (values.length % QK_K !== 0) throw new RangeError(`${type} needs a multiple of ${QK_K} values, got ${values.length}`)
+  return values.length / QK_K
+}
+
+// ---- Q6_K: ql[128], qh[64], scales[16] (int8), d ------------------------------------------------
+
+const Q6_BYTES = 210
+
+export function quantizeQ6_K(values: Float32Array): Uint8Array {
+  const nb = checkLength('Q6_K', values)
+  const out = new Uint8Array(nb * Q6_BYTES)
+  const L = new Uint8Array(QK_K)
+  const scales = new Float32Array(QK_K / 16)
+  for (let i = 0; i < nb; i++) {
+    const xo = i * QK_K
+    const o = i * Q6_BYTES
+    let maxScale = 0
+    let maxAbsScale = 0
+    for (let ib = 0; ib < 16; ib++) {
+      const scale = makeQxQuants(16, 32, values, xo + 16 * ib, L, 16 * ib)
+      scales[ib] = scale
+      const abs = Math.abs(scale)
+      if (abs > maxAbsScale) {
+        maxAbsScale = abs
+        maxScale = scale
+      }
+    }
+    if (maxAbsScale < GROUP_MAX_EPS) continue // an all-zero block: every byte 0 (d = +0)
+    const iscale = fr(-128 / maxScale)
+    putHalf(out, o + 208, fr(1 / iscale))
+    const d0 = half(out, o + 208)
+    for (let ib = 0; ib < 16; ib++) out[o + 192 + ib] = Math.min(127, nearestInt(fr(iscale * scales[ib]!))) & 0xff
+    for (let j = 0; j < 16; j++) {
+      const d = fr(d0 * ((out[o + 192 + j]! << 24) >> 24))
+      if (d === 0) continue // C `!d`: a NaN d goes on
+      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -32, 31) + 32
+    }
+    for (let j = 0, ql = o, qh = o + 128; j < QK_K; j += 128, ql += 64, qh += 32) {
+      for (let l = 0; l < 32; l++) {
+        const q1 = L[j + l]!
+        const q2 = L[j + l + 32]!
+        const q3 = L[j + l + 64]!
+        const q4 = L[j + l + 96]!
+        out[ql + l] = (q1 & 0xf) | ((q3 & 0xf) << 4)
+        out[ql + l + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4)
+        out[qh + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+      }
+    }
+  }
+  return out
+}
+
+/** Code (0 … 63) of element e of the Q6_K block at o. */
+function q6Code(b: Uint8Array, o: number, e: number): number {
+  const n = e >> 7
+  const quarter = (e >> 5) & 3
+  const l = e & 31
+  const ql = b[o + n * 64 + (quarter & 1) * 32 + l]!
+  const low = quarter >= 2 ? ql >> 4 : ql & 0xf
+  return low | (((b[o + 128 + n * 32 + l]! >> (2 * quarter)) & 3) << 4)
+}
+
+export function dequantizeQ6_K(bytes: Uint8Array): Float32Array {
+  const nb = Math.floor(bytes.byteLength / Q6_BYTES)
+  const out = new Float32Array(nb * QK_K)
+  for (let i = 0; i < nb; i++) {
+    const o = i * Q6_BYTES
+    const d = half(bytes, o + 208)
+    for (let e = 0; e < QK_K; e++) {
+      const sc = (bytes[o + 192 + (e >> 4)]! << 24) >> 24
+      out[i * QK_K + e] = fr(fr(d * sc) * (q6Code(bytes, o, e) - 32))
+    }
+  }
+  return out
+}
+
+// ---- Q4_K / Q5_K: d, dmin, scales[12] (6-bit scales and mins), [qh[32]], qs[128] ----------------
+
+/** ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block j from the 12 packed bytes at s. */
+function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: number}): void {
+  if (j < 4) {
+    out.sc = b[s + j]! & 63
+    out.m = b[s + j + 4]! & 63
+  } else {
+    out.sc = (b[s + j + 4]! & 0xf) | ((b[s + j - 4]! >> 6) << 4)
+    out.m = (b[s + j + 4]! >> 4) | ((b[s + j]! >> 6) << 4)
+  }
+}
+
+function quantizeQ45K(values: Float32Array, bits: 4 | 5): Uint8Array {
+  const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
+  const blockBytes = bits === 4 ? 144 : 176
+  const nmax = bits === 4 ? 15 : 31
+  const out = new Uint8Array(nb * blockBytes)
+  const L = new Uint8Array(QK_K)
+  const laux = new Uint8Array(32)
+  const weights = new Float32Array(32)
+  const mins = new Float32Array(8)
+  const scales = new Float32Array(8)
+  const m = {min: 0}
+  const sm = {sc: 0, m: 0}
+  for (let i = 0; i < nb; i++) {
+    const xo = i * QK_K
+    const o = i * blockBytes
+    let maxScale = 0
+    let maxMin = 0
+    for (let j = 0; j < 8; j++) {
+      const base = xo + 32 * j
+      let sumX2 = 0
+      for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
+      const avX = fr(Math.sqrt(fr(sumX2 / 32)))
+      for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(values[base + l]!))
+      scales[j] = bits === 4
+        ? makeQkx2Quants(32, 15, values, base, weights, L, 32 * j, laux, -1, F01, 20, false, m)
+        : makeQkx2Quants(32, 31, values, base, weights, L, 32 * j, laux, -0.5, F01, 15, false, m)
+      mins[j] = m.min
+      if (scales[j]! > maxScale) maxScale = scales[j]!
+      if (mins[j]! > maxMin) maxMin = mins[j]!
+    }
+    const invScale = maxScale > 0 ? fr(63 / maxScale) : 0
+    const invMin = maxMin > 0 ? fr(63 / maxMin) : 0
+    const s = o + 4
+    for (let j = 0; j < 8; j++) {
+      const ls = Math.min(63, nearestInt(fr(invScale * scales[j]!)) & 0xff)
+      const lm = Math.min(63, nearestInt(fr(invMin * mins[j]!)) & 0xff)
+      if (j < 4) {
+        out[s + j] = ls
+        out[s + j + 4] = lm
+      } else {
+        out[s + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4)
+        out[s + j - 4] |= (ls >> 4) << 6
+        out[s + j] |= (lm >> 4) << 6
+      }
+    }
+    putHalf(out, o, fr(maxScale / 63))
+    putHalf(out, o + 2, fr(maxMin / 63))
+    const d0 = half(out, o)
+    const dmin0 = half(out, o + 2)
+    for (let j = 0; j < 8; j++) {
+      scaleMinK4(out, s, j, sm)
+      const d = fr(d0 * sm.sc)
+      if (d === 0) continue // C `!d`: a NaN d goes on
+      const dm = fr(dmin0 * sm.m)
+      for (let ii = 0; ii < 32; ii++) L[32 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 32 * j + ii]! + dm) / d)), 0, nmax)
+    }
+    if (bits === 4) {
+      for (let j = 0, q = o + 16; j < QK_K; j += 64, q += 32) {
+        for (let l = 0; l < 32; l++) out[q + l] = L[j + l]! | (L[j + l + 32]! << 4)
+      }
+    } else {
+      const qh = o + 16
+      let m1 = 1
+      let m2 = 2
+      for (let n = 0, ql = o + 48; n < QK_K; n += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
+        for (let j = 0; j < 32; j++) {
+          let l1 = L[n + j]!
+          if (l1 > 15) {
+            l1 -= 16
+            out[qh + j] |= m1
+          }
+          let l2 = L[n + j + 32]!
+          if (l2 > 15) {
+            l2 -= 16
+            out[qh + j] |= m2
+          }
+          out[ql + j] = l1 | (l2 << 4)
+        }
+      }
+    }
+  }
+  return out
+}
+
+function q4kCode(b: Uint8Array, o: number, e: number): number {
+  const q = b[o + 16 + (e >> 6) * 32 + (e & 31)]!
+  return e & 32 ? q >> 4 : q & 0xf
+}
+
+function q5kCode(b: Uint8Array, o: number, e: number): number {
+  const n = e >> 6
+  const upper = (e >> 5) & 1
+  const q = b[o + 48 + n * 32 + (e & 31)]!
+  return (upper ? q >> 4 : q & 0xf) | (((b[o + 16 + (e & 31)]! >> (2 * n + upper)) & 1) << 4)
+}
+
+function dequantizeQ45K(bytes: Uint8Array, bits: 4 | 5): Float32Array {
+  const blockBytes = bits === 4 ? 144 : 176
+  const code = bits === 4 ? q4kCode : q5kCode
+  const nb = Math.floor(bytes.byteLength / blockBytes)
+  const out = new Float32Array(nb * QK_K)
+  const sm = {sc: 0, m: 0}
+  for (let i = 0; i < nb; i++) {
+    const o = i * blockBytes
+    const d = half(bytes, o)
+    const min = half(bytes, o + 2)
+    for (let j = 0; j < 8; j++) {
+      scaleMinK4(bytes, o + 4, j, sm)
+      const d1 = fr(d * sm.sc)
+      const m1 = fr(min * sm.m)
+      for (let l = 0; l < 32; l++) out[i * QK_K + 32 * j + l] = fr(fr(d1 * code(bytes, o, 32 * j + l)) - m1)
+    }
+  }
+  return out
+}
+
+export const quantizeQ4_K = (values: Float32Array) => quantizeQ45K(values, 4)
+export const quantizeQ5_K = (values: Float32Array) => quantizeQ45K(values, 5)
+export const dequantizeQ4_K = (bytes: Uint8Array) => dequantizeQ45K(bytes, 4)
+export const dequantizeQ5_K = (bytes: Uint8Array) => dequantizeQ45K(bytes, 5)
+
+// ---- Q3_K: hmask[32], qs[64], scales[12] (6-bit, packed), d ---------------------------------------
+
+const Q3_BYTES = 110
+
+/** The 6-bit scale of sub-block j (0 … 63, stored offset by 32) from the 12 packed bytes at s. */
+function q3Scale(b: Uint8Array, s: number, j: number): number {
+  const low = j < 8 ? b[s + j]! & 0xf : b[s + j - 8]! >> 4
+  return low | (((b[s + 8 + (j % 4)]! >> (2 * (j >> 2))) & 3) << 4)
+}
+
+export function quantizeQ3_K(values: Float32Array): Uint8Array {
+  const nb = checkLength('Q3_K', values)
+  const out = new Uint8Array(nb * Q3_BYTES)
+  const L = new Int8Array(QK_K)
+  const scales = new Float32Array(16)
+  for (let i = 0; i < nb; i++) {
+    const xo = i * QK_K
+    const o = i * Q3_BYTES
+    const s = o + 96
+    let maxScale = 0
+    let amax = 0
+    for (let j = 0; j < 16; j++) {
+      scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 16 * j)
+      const abs = Math.abs(scales[j]!)
+      if (abs > amax) {
+        amax = abs
+        maxScale = scales[j]!
+      }
+    }
+    if (maxScale !== 0) {
+      const iscale = fr(-32 / maxScale)
+      for (let j = 0; j < 16; j++) {
+        let l = (nearestInt(fr(iscale * scales[j]!)) << 24) >> 24 // int8_t
+        l = clamp(l, -32, 31) + 32
+        if (j < 8) out[s + j] = l & 0xf
+        else out[s + j - 8] |= (l & 0xf) << 4
+        l >>= 4
+        out[s + 8 + (j % 4)] |= l << (2 * (j >> 2))
+      }
+      putHalf(out, o + 108, fr(1 / iscale))
+    } else {
+      putHalf(out, o + 108, 0)
+    }
+    const d0 = half(out, o + 108)
+    for (let j = 0; j < 16; j++) {
+      const d = fr(d0 * (q3Scale(out, s, j) - 32))
+      if (d === 0) continue // C `!d`: a NaN d goes on
+      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -4, 3) + 4
+    }
+    for (let j = 0, m = 0, hm = 1; j < QK_K; j++) {
+      if (L[j]! > 3) {
+        out[o + m] |= hm
+        L[j] = L[j]! - 4
+      }
+      if (++m === 32) {
+        m = 0
+        hm <<= 1
+      }
+    }
+    for (let j = 0; j < QK_K; j += 128) {
+      for (let l = 0; l < 32; l++) out[o + 32 + j / 4 + l] = L[j + l]! | (L[j + l + 32]! << 2) | (L[j + l + 64]! << 4) | (L[j + l + 96]! << 6)
+    }
+  }
+  return out
+}
+
+function q3Code(b: Uint8Array, o: number, e: number): number {
+  const n = e >> 7
+  const r = e & 127
+  const q = (b[o + 32 + n * 32 + (r & 31)]! >> (2 * (r >> 5))) & 3
+  return q | (((b[o + (e & 31)]! >> (e >> 5)) & 1) << 2)
+}
+
+export function dequantizeQ3_K(bytes: Uint8Array): Float32Array {
+  const nb = Math.floor(bytes.byteLength / Q3_BYTES)
+  const out = new Float32Array(nb * QK_K)
+  for (let i = 0; i < nb; i++) {
+    const o = i * Q3_BYTES
+    const d = half(bytes, o + 108)
+    for (let e = 0; e < QK_K; e++) {
+      const dl = fr(d * (q3Scale(bytes, o + 96, e >> 4) - 32))
+      out[i * QK_K + e] = fr(dl * (q3Code(bytes, o, e) - 4))
+    }
+  }
+  return out
+}
+
+// ---- Q2_K: scales[16] (4-bit scale | 4-bit min), qs[64], d, dmin ------------------------------------
+
+const Q2_BYTES = 84
+
+export function quantizeQ2_K(values: Float32Array): Uint8Array {
+  const nb = checkLength('Q2_K', values)
+  const out = new Uint8Array(nb * Q2_BYTES)
+  const L = new Uint8Array(QK_K)
+  const laux = new Uint8Array(16)
+  const weights = new Float32Array(16)
+  const mins = new Float32Array(16)
+  const scales = new Float32Array(16)
+  const m = {min: 0}
+  for (let i = 0; i < nb; i++) {
+    const xo = i * QK_K
+    const o = i * Q2_BYTES
+    let maxScale = 0
+    let maxMin = 0
+    for (let j = 0; j < 16; j++) {
+      for (let l = 0; l < 16; l++) weights[l] = Math.abs(values[xo + 16 * j + l]!)
+      scales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, L, 16 * j, laux, -0.5, F01, 15, true, m)
+      mins[j] = m.min
+      if (scales[j]! > maxScale) maxScale = scales[j]!
+      if (mins[j]! > maxMin) maxMin = mins[j]!
+    }
+    if (maxScale > 0) {
+      const iscale = fr(15 / maxScale)
+      for (let j = 0; j < 16; j++) out[o + j] = nearestInt(fr(iscale * scales[j]!)) & 0xff
+      putHalf(out, o + 80, fr(maxScale / 15))
+    } else {
+      putHalf(out, o + 80, 0)
+    }
+    if (maxMin > 0) {
+      const iscale = fr(15 / maxMin)
+      for (let j = 0; j < 16; j++) out[o + j] |= (nearestInt(fr(iscale * mins[j]!)) << 4) & 0xff
+      putHalf(out, o + 82, fr(maxMin / 15))
+    } else {
+      putHalf(out, o + 82, 0)
+    }
+    const d0 = half(out, o + 80)
+    const dmin0 = half(out, o + 82)
+    for (let j = 0; j < 16; j++) {
+      const d = fr(d0 * (out[o + j]! & 0xf))
+      if (d === 0) continue // C `!d`: a NaN d goes on
+      const dm = fr(dmin0 * (out[o + j]! >> 4))
+      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 16 * j + ii]! + dm) / d)), 0, 3)
+    }
+    for (let j = 0; j < QK_K; j += 128) {
+      for (let l = 0; l < 32; l++) out[o + 16 + j / 4 + l] = L[j + l]! | (L[j + l + 32]! << 2) | (L[j + l + 64]! << 4) | (L[j + l + 96]! << 6)
+    }
+  }
+  return out
+}
+
+function q2Code(b: Uint8Array, o: number, e: number): number {
+  const r = e & 127
+  return (b[o + 16 + (e >> 7) * 32 + (r & 31)]! >> (2 * (r >> 5))) & 3
+}
+
+export function dequantizeQ2_K(bytes: Uint8Array): Float32Array {
+  const nb = Math.floor(bytes.byteLength / Q2_BYTES)
+  const out = new Float32Array(nb * QK_K)
+  for (let i = 0; i < nb; i++) {
+    const o = i * Q2_BYTES
+    const d = half(bytes, o + 80)
+    const min = half(bytes, o + 82)
+    for (let e = 0; e < QK_K; e++) {
+      const sc = bytes[o + (e >> 4)]!
+      const dl = fr(d * (sc & 0xf))
+      const ml = fr(min * (sc >> 4))
+      out[i * QK_K + e] = fr(fr(dl * q2Code(bytes, o, e)) - ml)
+    }
+  }
+  return out
+}
+
+// ---- schemes ----------------------------------------------------------------------------------
+
+function kType(type: string, bytes: number, scaleBytes: GgmlBlockType['scaleBytes'], describe: string, quantize: (v: Float32Array) => Uint8Array, dequantize: (b: Uint8Array) => Float32Array, code: GgmlBlockType['code']): GgmlBlockType {
+  return {name: `gguf_${type.toLowerCase()}`, type, elements: QK_K, bytes, scaleBytes, describe, quantize, dequantize, code}
+}
+
+export const Q2_K = kType('Q2_K', Q2_BYTES, [[0, 16], [80, 84]], 'Q2_K (super-blocks of 256: 2-bit codes, 4-bit scales and mins per 16)', quantizeQ2_K, dequantizeQ2_K, q2Code)
+export const Q3_K = kType('Q3_K', Q3_BYTES, [[96, 110]], 'Q3_K (super-blocks of 256: 3-bit codes, 6-bit scales per 16)', quantizeQ3_K, dequantizeQ3_K, q3Code)
+export const Q4_K = kType('Q4_K', 144, [[0, 16]], 'Q4_K (super-blocks of 256: 4-bit codes, 6-bit scales and mins per 32)', quantizeQ4_K, dequantizeQ4_K, q4kCode)
+export const Q5_K = kType('Q5_K', 176, [[0, 16]], 'Q5_K (super-blocks of 256: 5-bit codes, 6-bit scales and mins per 32)', quantizeQ5_K, dequantizeQ5_K, q5kCode)
+export const Q6_K = kType('Q6_K', Q6_BYTES, [[192, 210]], 'Q6_K (super-blocks of 256: 6-bit codes, 8-bit scales per 16)', quantizeQ6_K, dequantizeQ6_K, q6Code)
+
+export const GGUF_Q2_K = ggmlBlockScheme(Q2_K)
+export const GGUF_Q3_K = ggmlBlockScheme(Q3_K)
+export const GGUF_Q4_K = ggmlBlockScheme(Q4_K)
+export const GGUF_Q5_K = ggmlBlockScheme(Q5_K)
+export const GGUF_Q6_K = ggmlBlockScheme(Q6_K)

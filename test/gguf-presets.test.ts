@@ -1,0 +1,106 @@
+/**
+ * llama-quantize's file types (`--dtype q4_k_m` …): for every tensor of an OpenELM model our plan
+ * picks the type real llama-quantize picks (libllama's `llama_model_quantize` through ctypes, run
+ * on our F32 GGUF), on a shape whose rows are whole 256-value super-blocks and on the tiny fixture
+ * (every fallback). Where the types agree, our file holds the very bytes llama-quantize writes, and
+ * `verify --against` proves llama-quantize's own K-quant files exactly.
+ */
+import {spawnSync} from 'node:child_process'
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {writeCheckpoint} from '../src/convert.js'
+import {openCheckpoint} from '../src/formats/registry.js'
+import {quantizationOf} from '../src/formats/gguf/index.js'
+import {GGUF_FTYPES} from '../src/formats/gguf/presets.js'
+import {openGguf} from '../src/formats/gguf/read.js'
+import {LLAMA_FILE_TYPE} from '../src/formats/gguf/types.js'
+import {type Checkpoint} from '../src/formats/types.js'
+import {presetConfig} from '../src/model/presets.js'
+import {synthCheckpoint} from '../src/model/synth.js'
+import {drain} from '../src/progress.js'
+import {verify} from '../src/verify/index.js'
+
+const repo = path.resolve(import.meta.dirname, '..')
+const FTYPES = Object.keys(GGUF_FTYPES)
+/** File types whose files are compared byte for byte with llama-quantize's (the others: types only). */
+const BYTES = ['q2_k', 'q3_k_m', 'q4_k_m', 'q5_k_s', 'q6_k', 'q4_0']
+let work: string
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-gguf-presets-'))
+})
+afterAll(async () => {
+  await fs.rm(work, {recursive: true, force: true})
+})
+
+async function tensors(file: string): Promise<Map<string, {type: string; bytes: Buffer}>> {
+  const f = await openGguf(file)
+  try {
+    const out = new Map<string, {type: string; bytes: Buffer}>()
+    for (const t of f.tensors) out.set(t.info.name, {type: t.type, bytes: Buffer.from(await f.readRaw(t))})
+    return out
+  } finally {
+    await f.close()
+  }
+}
+
+/** Our F32 GGUF of `source`, then llama-quantize of it at every file type, in one Python run. */
+async function llamaQuantize(source: Checkpoint, label: string): Promise<Map<string, string>> {
+  const f32 = path.join(work, `${label}-f32.gguf`)
+  await drain(writeCheckpoint(source, 'gguf', f32, {dtype: 'F32'}))
+  const outs = new Map(FTYPES.map((f) => [f, path.join(work, `${label}-lq-${f}.gguf`)]))
+  const r = spawnSync('/usr/bin/python3', [path.join(repo, 'test/python/llama_quantize.py'), f32, ...FTYPES.map((f) => `${outs.get(f)}:${LLAMA_FILE_TYPE[GGUF_FTYPES[f]!.fileType]}`)], {encoding: 'utf8'})
+  expect(r.status, r.stderr.slice(-3000)).toBe(0)
+  return outs
+}
+
+const shapes: [string, () => Promise<Checkpoint>][] = [
+  ['256-multiple synth (8 layers)', async () => synthCheckpoint(presetConfig('tiny', {model_dim: 256, head_dim: 64, ffn_dim_divisor: 256, num_transformer_layers: 8, vocab_size: 256, max_context_length: 64}), {seed: 5})],
+  ['tiny fixture (fallbacks)', () => openCheckpoint(path.join(repo, 'fixtures/tiny-hf'))],
+]
+
+describe.each(shapes)('llama-quantize file types on the %s', (label, make) => {
+  let source: Checkpoint
+  let lq: Map<string, string>
+  const key = label.split(' ')[0]!
+  beforeAll(async () => {
+    source = await make()
+    lq = await llamaQuantize(source, key)
+  }, 120_000)
+  afterAll(async () => {
+    await source.close()
+  })
+
+  it('every tensor gets the type llama-quantize gives it, for every file type', async () => {
+    for (const ftype of FTYPES) {
+      const ours = path.join(work, `${key}-ours-${ftype}.gguf`)
+      const result = await drain(writeCheckpoint(source, 'gguf', ours, {dtype: 'F16', quantization: quantizationOf(ftype)}))
+      expect(result.target.quantization?.mode).toBe(ftype)
+      const theirs = await openGguf(lq.get(ftype)!)
+      const mine = await openGguf(ours)
+      const types = (f: typeof mine) => Object.fromEntries(f.tensors.map((t) => [t.info.name, t.type]))
+      expect({ftype, types: types(mine)}).toEqual({ftype, types: types(theirs)})
+      expect(mine.kv.get('general.file_type')?.value).toBe(theirs.kv.get('general.file_type')?.value)
+      await theirs.close()
+      await mine.close()
+      if (!BYTES.includes(ftype)) await fs.rm(ours)
+    }
+  }, 300_000)
+
+  it('our files hold llama-quantize\'s bytes, tensor for tensor', async () => {
+    for (const ftype of BYTES) {
+      const [a, b] = [await tensors(path.join(work, `${key}-ours-${ftype}.gguf`)), await tensors(lq.get(ftype)!)]
+      for (const [name, t] of b) expect({ftype, name, same: Buffer.compare(a.get(name)!.bytes, t.bytes) === 0}).toEqual({ftype, name, same: true})
+    }
+  })
+
+  it('verify --against proves llama-quantize\'s own files exactly', async () => {
+    for (const ftype of ['q4_k_m', 'q3_k_s']) {
+      const report = await verify(lq.get(ftype)!, {against: source, runtime: 'none'})
+      expect({ftype, failures: report.failures, verdict: report.verdict, mismatching: report.weights!.mismatching}).toEqual({ftype, failures: [], verdict: 'exact', mismatching: []})
+      expect(report.weights!.tensors.every((t) => t.identicalElements === t.elements)).toBe(true)
+    }
+  })
+})

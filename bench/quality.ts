@@ -24,6 +24,7 @@ import {heldOutDocuments} from '../src/text/corpus.js'
 import {findTokenizer} from '../src/tokenizer/index.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {verify} from '../src/verify/index.js'
+import {quantizationOf} from '../src/formats/gguf/index.js'
 import {measureQuality} from '../src/verify/quality.js'
 
 const {values} = parseArgs({options: {
@@ -66,6 +67,11 @@ TARGETS.push(
   {label: 'ONNX q8 (int8 per channel)', to: 'onnx', options: {quantization: {bits: 8, groupSize: 64, mode: 'affine'}}, bits: NaN},
   {label: 'ONNX q4 (MatMulNBits b32)', to: 'onnx', options: {quantization: {bits: 4, groupSize: 64, mode: 'affine'}}, bits: NaN},
 )
+// llama-quantize's file types (issue 14), with its per-tensor rules. On a model whose rows are not
+// whole 256-value blocks (the trained fixture: 128 wide) the K types fall back to 32-value types.
+for (const ftype of ['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k_m', 'q4_k_m', 'q5_k_m', 'q6_k']) {
+  TARGETS.push({label: `GGUF ${ftype.toUpperCase()}`, to: 'gguf', options: {dtype: 'F16', quantization: quantizationOf(ftype)}, bits: NaN})
+}
 // --only REGEX: measure a subset of the rows (e.g. --only 'mxfp|nvfp|4-bit g32', --only ONNX).
 if (values.only) TARGETS.splice(0, TARGETS.length, ...TARGETS.filter((t) => new RegExp(values.only!).test(t.label)))
 

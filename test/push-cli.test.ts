@@ -117,3 +117,27 @@ describe('openelm push', () => {
     expect(run.stderr).toContain('invalid --repo "just-a-name" (expected OWNER/NAME')
   })
 })
+
+describe('push of a folder whose verification failed', () => {
+  it('is refused (exit 5, one line, nothing sent) unless --allow-failed-verify, and then the card warns', async () => {
+    const failed = path.join(root, 'OpenELM-tiny-failed')
+    cpSync(folder, failed, {recursive: true})
+    writeFileSync(path.join(failed, 'openelm-verify.json'), JSON.stringify({pass: false, verdict: 'exact', failures: ['layers.0.attn.qkv_proj.weight: 12 blocks differ']}))
+    const refused = await cli(['push', failed, '--repo', 'me/failed', '--token', TOKEN, '--endpoint', server.url])
+    expect(refused.code).toBe(5)
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1)
+    expect(refused.stderr).toMatch(/failed verification \(openelm-verify\.json says FAIL\): not pushing it; .*--allow-failed-verify/)
+    expect(server.commits).toHaveLength(0)
+    const allowed = await cli(['push', failed, '--repo', 'me/failed', '--token', TOKEN, '--endpoint', server.url, '--allow-failed-verify'])
+    expect(allowed.code, allowed.stderr).toBe(0)
+    expect(allowed.stderr).toContain('FAILED verification: pushing it because of --allow-failed-verify')
+    const card = server.commits[0]!.files.get('README.md')!.toString('utf8')
+    expect(card).toContain('**Warning: this model FAILED verification**')
+    expect(card).toContain('**Result: FAIL**')
+    // A passing report pushes without the flag and without the warning.
+    writeFileSync(path.join(failed, 'openelm-verify.json'), JSON.stringify({pass: true, verdict: 'exact'}))
+    const ok = await cli(['push', failed, '--repo', 'me/failed', '--token', TOKEN, '--endpoint', server.url])
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(server.commits[1]!.files.get('README.md')!.toString('utf8')).not.toContain('FAILED verification')
+  })
+})

@@ -27,6 +27,7 @@ export default class Push extends BaseCommand {
     'dry-run': Flags.boolean({description: 'list what would be uploaded (size, LFS or not) and send nothing', default: false}),
     'base-model': Flags.string({description: 'base_model for the generated model card (default: the Apple repo of a matching shape)'}),
     delete: Flags.string({description: 'delete remote files matching this glob in the same commit (repeatable)', multiple: true, multipleNonGreedy: true}),
+    'allow-failed-verify': Flags.boolean({description: 'push a folder whose openelm-verify.json says it failed verification (refused otherwise); the model card then carries a warning', default: false}),
     'keep-stale': Flags.boolean({description: 'keep model*.safetensors shards (and shard index) of an earlier push that this one does not replace', default: false}),
   }
 
@@ -37,6 +38,7 @@ export default class Push extends BaseCommand {
       repo: flags.repo, token: flags.token, endpoint: flags.endpoint, revision: flags.revision, createPr: flags['create-pr'],
       private: flags.private, commitMessage: flags['commit-message'], include: flags.include, exclude: flags.exclude,
       dryRun: flags['dry-run'], baseModel: flags['base-model'], delete: flags.delete, keepStale: flags['keep-stale'],
+      allowFailedVerify: flags['allow-failed-verify'],
     })
     let result: PushResult
     try {

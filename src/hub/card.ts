@@ -36,6 +36,8 @@ export interface CardOptions {
   repo: string
   /** `--base-model`; otherwise the Apple repo of a matching preset shape. */
   baseModel?: string
+  /** The folder's verify report failed and the push was allowed anyway (`--allow-failed-verify`): the card says so. */
+  failedVerifyAllowed?: boolean
 }
 
 export interface ModelCard {
@@ -121,6 +123,13 @@ export function renderVerifyReport(json: unknown): string {
   return lines.join('\n')
 }
 
+/** Whether the folder's verify report says it failed (false: passed or unknown; undefined: no readable report). */
+export async function verifyFailed(dir: string): Promise<boolean | undefined> {
+  const r = await readVerifyReport(dir)
+  if (!r || !('json' in r) || !r.json || typeof r.json !== 'object' || Array.isArray(r.json)) return undefined
+  return verdict(r.json as Record<string, unknown>) === false
+}
+
 async function readVerifyReport(dir: string): Promise<{json?: unknown; error?: string} | undefined> {
   let text: string
   try {
@@ -202,7 +211,11 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
     )
   }
   const verification = verifyReport === undefined ? undefined : renderVerifyReport(verifyReport)
-  if (verification) body.push('', '## Verification', '', `From \`${VERIFY_REPORT_FILE}\` (written by \`openelm convert --verify\`).`, '', verification)
+  if (verification) {
+    body.push('', '## Verification', '')
+    if (options.failedVerifyAllowed) body.push('> **Warning: this model FAILED verification** and was uploaded anyway (`openelm push --allow-failed-verify`). Do not rely on it computing what its source computes.', '')
+    body.push(`From \`${VERIFY_REPORT_FILE}\` (written by \`openelm convert --verify\`).`, '', verification)
+  }
   body.push('', '## License', '', `Apple's OpenELM weights are released under the [Apple sample code license](${OPENELM_LICENSE_LINK}).`, '')
   return {text: `${frontMatter(metadata)}\n\n${body.join('\n')}`, metadata, notes}
 }

@@ -98,12 +98,15 @@ export default class Convert extends BaseCommand {
     if (result.tokenizer?.chatTemplate) this.log(`  chat template: ${result.tokenizer.chatTemplate}`)
     let verified: VerifyReport | undefined
     if (flags.verify) {
+      this.interruptLeaves(`output complete at ${result.target.path}, verification interrupted — not verified`)
       const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
       this.phase()
       if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
+      this.interruptLeaves()
       verified = assertPassed(report)
     }
     if (flags.push === undefined) return verified ? {...result, verify: verified} : result
+    this.interruptLeaves(`output complete at ${result.target.path}${verified ? ' (verified)' : ''}, push to ${flags.push} interrupted`)
     const pushed = await this.pushOutput(result.target.path, flags.push, flags.token, flags.endpoint, flags['keep-stale'])
     return {...result, ...(verified ? {verify: verified} : {}), push: pushed}
   }

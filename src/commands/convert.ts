@@ -7,7 +7,7 @@ import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
 import {PushRenderer} from '../cli/push-progress.js'
 import {push, type PushResult} from '../hub/push.js'
 import {resolveToken} from '../hub/credentials.js'
-import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption} from '../cli/options.js'
+import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption, checkOutFits} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {tokenizerFlags, tokenizerRequest} from '../cli/tokenizer.js'
 import {bytes} from '../cli/render.js'
@@ -61,6 +61,7 @@ export default class Convert extends BaseCommand {
   async run(): Promise<ConvertResult & {verify?: VerifyReport; push?: PushResult}> {
     const {args, flags} = await this.parse(Convert)
     checkFlagTargets(CONVERT_FLAG_TABLE, flags, flags.to)
+    checkOutFits(flags.to, flags.out)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})

@@ -111,7 +111,10 @@ describe('inspect', () => {
   it('a path that does not exist or is not a model: one line, non-zero exit', async () => {
     expectOneLineError(await cli(['inspect', 'nope']), 4, /nope does not exist/)
     await fs.mkdir(path.join(tmp, 'empty-dir'))
-    expectOneLineError(await cli(['inspect', 'empty-dir']), 3, /empty-dir is not .*this tool recognises/)
+    expectOneLineError(await cli(['inspect', 'empty-dir']), 3, /empty-dir is an empty folder: there is no model in it to read/)
+    await fs.mkdir(path.join(tmp, 'notes-dir'))
+    await fs.writeFile(path.join(tmp, 'notes-dir', 'README.txt'), 'not a model')
+    expectOneLineError(await cli(['inspect', 'notes-dir']), 3, /notes-dir is not .*this tool recognises/)
   })
 })
 

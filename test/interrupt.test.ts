@@ -23,9 +23,11 @@ async function hashTree(dir: string): Promise<string> {
 }
 
 /** Start `openelm convert`, wait until its temp output exists, send `signal`, wait for the exit. */
-async function interrupt(out: string, signal: NodeJS.Signals): Promise<number | null> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'bin/dev.js'), 'convert', source, '--to', 'hf', '--dtype', 'bf16', '--out', out], {cwd: repo, stdio: 'ignore'})
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? -1 : null))))
+async function interrupt(out: string, signal: NodeJS.Signals): Promise<{code: number | null; stderr: string}> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'bin/dev.js'), 'convert', source, '--to', 'hf', '--dtype', 'bf16', '--out', out], {cwd: repo, stdio: ['ignore', 'ignore', 'pipe']})
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code, sig) => resolve(code ?? (sig ? -1 : null))))
   const deadline = Date.now() + 60_000
   for (;;) {
     const entries = await fs.readdir(path.dirname(out))
@@ -34,7 +36,7 @@ async function interrupt(out: string, signal: NodeJS.Signals): Promise<number | 
     await new Promise((r) => setTimeout(r, 20))
   }
   child.kill(signal)
-  return exited
+  return {code: await exited, stderr}
 }
 
 beforeAll(async () => {
@@ -53,12 +55,44 @@ describe('interrupting a conversion', () => {
   it('SIGINT removes the partial output and leaves the source unchanged', async () => {
     const before = await hashTree(source)
     const out = path.join(work, 'out-int')
-    const code = await interrupt(out, 'SIGINT')
+    const {code, stderr} = await interrupt(out, 'SIGINT')
     expect(code).toBe(130)
+    expect(stderr.trim()).toBe('interrupted: partial output removed')
     const left = (await fs.readdir(work)).filter((e) => e.includes('out-int'))
     expect(left).toEqual([])
     expect(await hashTree(source)).toBe(before)
   })
+
+  it('SIGINT in the --verify phase leaves the complete output and says it is not verified (no "partial output removed")', async () => {
+    const out = path.join(work, 'out-verify')
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'bin/dev.js'), 'convert', source, '--to', 'hf', '--dtype', 'bf16', '--verify', '--out', out], {cwd: repo, stdio: ['ignore', 'pipe', 'pipe']})
+    let stdout = ''
+    let stderr = ''
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code, sig) => resolve(code ?? (sig ? -1 : null))))
+    // The write summary ("N files, SIZE") is the last line before verification starts.
+    const started = new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => {
+      stdout += d.toString()
+      if (/^ {2}\d+ files?, /m.test(stdout)) resolve()
+    }))
+    await Promise.race([started, exited])
+    expect(stdout).toMatch(/^ {2}\d+ files?, /m)
+    child.kill('SIGINT')
+    expect(await exited).toBe(130)
+    expect(stderr.trim()).toBe(`interrupted: output complete at ${out}, verification interrupted — not verified`)
+    expect(stderr).not.toContain('partial output removed')
+    expect(stdout).not.toMatch(/PASS|FAIL/)
+    // The output is complete (it loads: same tensor count as a finished conversion), with no report and no temps.
+    const files = await fs.readdir(out)
+    expect(files).toContain('model.safetensors')
+    expect(files).toContain('config.json')
+    expect(files).not.toContain('openelm-verify.json')
+    expect((await fs.readdir(work)).filter((e) => e.startsWith('.openelm-tmp-'))).toEqual([])
+    const header = await fs.readFile(path.join(out, 'model.safetensors'))
+    const n = Number(header.readBigUInt64LE(0))
+    const tensors = Object.keys(JSON.parse(header.subarray(8, 8 + n).toString('utf8'))).filter((k) => k !== '__metadata__')
+    expect(tensors.length).toBeGreaterThan(100)
+  }, 300_000)
 
   it('SIGKILL leaves no output folder, and the next run sweeps the dead temp sibling', async () => {
     const before = await hashTree(source)

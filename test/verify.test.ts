@@ -270,13 +270,20 @@ describe('what ran, and what cannot run', () => {
 
   it('without --against the verdict is named for what it checked: the engine and the device that ran', async () => {
     const report = await verify(fixture, {promptLength: 8})
-    expect(report.verdict).toBe('single')
+    expect(report.verdict).toBe('finite')
+    expect(report.pass).toBe(true)
     expect(report.engine).toEqual({name: 'ts', device: 'cpu'})
     expect(report.checks).toEqual(['logits finite (ts engine, cpu)'])
     const r = cli('verify', fixture, '--prompt-length', '8')
     expect(r.status).toBe(0)
     expect(r.stdout).toContain('engine ts (cpu)')
-    expect(r.stdout.trim().split('\n').at(-1)).toBe('PASS (logits finite (ts engine, cpu))')
+    expect(r.stdout).not.toMatch(/PASS/)
+    expect(r.stdout.trim().split('\n').at(-1)).toBe('FINITE — logits finite on 8 tokens (ts engine, cpu); no reference (pass --against SRC to prove a conversion)')
+    const j = cli('verify', fixture, '--prompt-length', '8', '--json')
+    expect(j.status).toBe(0)
+    const json = JSON.parse(j.stdout)
+    expect(json.verdict).toBe('finite')
+    expect(json.tokens).toHaveLength(8)
   })
 
   it('quality gates need a reference, and are refused without one', () => {

@@ -14,6 +14,17 @@ import {nearMiss} from '../model/config.js'
 
 let signalsInstalled = false
 
+/** What is on disk if the process is interrupted now, beyond the temps it removes (set by the command). */
+let interruptState: string | undefined
+
+/** The words Ctrl-C prints now: what it removed and what it leaves, nothing it did not do. */
+export function interruptMessage(removed: readonly string[], state: string | undefined): string {
+  const parts: string[] = []
+  if (removed.length > 0) parts.push('partial output removed')
+  if (state) parts.push(state)
+  return `interrupted${parts.length > 0 ? `: ${parts.join('; ')}` : ''}`
+}
+
 /** The longest error line printed for a person (the full text is in --json). */
 const MAX_ERROR_LINE = 2000
 
@@ -39,8 +50,8 @@ function installSignalCleanup(): void {
   signalsInstalled = true
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
-      removePendingTempsSync(rmSync)
-      process.stderr.write(`\ninterrupted: partial output removed\n`)
+      const removed = removePendingTempsSync(rmSync)
+      process.stderr.write(`\n${interruptMessage(removed, interruptState)}\n`)
       process.exit(signal === 'SIGINT' ? 130 : 143)
     })
   }
@@ -65,6 +76,11 @@ export abstract class BaseCommand extends Command {
     await super.init()
     this.argv = caseFoldFormatValues(this.argv)
     installSignalCleanup()
+  }
+
+  /** Say what Ctrl-C would leave from here on (e.g. a complete output not yet verified); no text clears it. */
+  protected interruptLeaves(state?: string): void {
+    interruptState = state
   }
 
   /** Show progress when a person is watching: a TTY and no --json. */

@@ -65,3 +65,19 @@ function fpModeOption(qMode: string, bits: number | undefined, groupSize: number
   if (groupSize !== undefined && groupSize !== m.groupSize) throw new UsageError('flag.group_size', `--q-mode ${qMode} uses groups of ${m.groupSize} (MLX fixes it): drop --group-size ${groupSize}`)
   return {bits: m.bits, groupSize: m.groupSize, mode: qMode}
 }
+
+/** The targets that are always a folder (config, tokenizer and weights side by side). */
+const FOLDER_TARGETS: Record<string, string> = {
+  hf: 'a Hugging Face folder (model.safetensors, config.json, tokenizer)',
+  mlx: 'an MLX folder (model.safetensors or weights.npz, config.json, tokenizer)',
+  onnx: 'a folder (onnx/model.onnx, config.json, tokenizer: what transformers.js loads)',
+}
+
+/** `--out t.onnx` for a folder target would make a folder named like a file: refuse before any work. */
+export function checkOutFits(to: string, out: string): void {
+  const what = FOLDER_TARGETS[to]
+  const ext = /\.(onnx|safetensors|gguf|pt|pth|npz|bin)$/i.exec(out.replace(/[\\/]+$/, ''))
+  if (!what || !ext) return
+  const folder = out.replace(/[\\/]+$/, '').slice(0, -ext[0].length)
+  throw new UsageError('flag.out', `--out ${out}: --to ${to} writes ${what}, not one .${ext[1]!.toLowerCase()} file; pass a folder name, e.g. --out ${folder}-${to}`)
+}

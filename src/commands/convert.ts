@@ -7,7 +7,7 @@ import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
 import {PushRenderer} from '../cli/push-progress.js'
 import {push, type PushResult} from '../hub/push.js'
 import {resolveToken} from '../hub/credentials.js'
-import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption} from '../cli/options.js'
+import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption, checkOutFits} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {tokenizerFlags, tokenizerRequest} from '../cli/tokenizer.js'
 import {bytes} from '../cli/render.js'
@@ -61,6 +61,7 @@ export default class Convert extends BaseCommand {
   async run(): Promise<ConvertResult & {verify?: VerifyReport; push?: PushResult}> {
     const {args, flags} = await this.parse(Convert)
     checkFlagTargets(CONVERT_FLAG_TABLE, flags, flags.to)
+    checkOutFits(flags.to, flags.out)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
@@ -98,12 +99,15 @@ export default class Convert extends BaseCommand {
     if (result.tokenizer?.chatTemplate) this.log(`  chat template: ${result.tokenizer.chatTemplate}`)
     let verified: VerifyReport | undefined
     if (flags.verify) {
+      this.interruptLeaves(`output complete at ${result.target.path}, verification interrupted — not verified`)
       const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
       this.phase()
       if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
+      this.interruptLeaves()
       verified = assertPassed(report)
     }
     if (flags.push === undefined) return verified ? {...result, verify: verified} : result
+    this.interruptLeaves(`output complete at ${result.target.path}${verified ? ' (verified)' : ''}, push to ${flags.push} interrupted`)
     const pushed = await this.pushOutput(result.target.path, flags.push, flags.token, flags.endpoint, flags['keep-stale'])
     return {...result, ...(verified ? {verify: verified} : {}), push: pushed}
   }

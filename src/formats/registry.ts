@@ -35,6 +35,8 @@ export async function detectFormat(p: string): Promise<FormatAdapter> {
     throw new IoError('path.missing', `${p} does not exist: check the path (a model folder, or a .pt/.safetensors/.gguf file)`, {path: p})
   }
   for (const adapter of ADAPTERS) if (await adapter.detect(p)) return adapter
+  const entries = await fs.readdir(p).catch(() => undefined)
+  if (entries && entries.length === 0) throw new FormatError('format.empty', `${p} is an empty folder: there is no model in it to read (expected a model folder, or a .pt/.safetensors/.gguf file)`, {path: p})
   throw new FormatError('format.unrecognised', `${p} is not an OpenELM model in a layout this tool recognises (${ADAPTERS.map((a) => a.name).join(', ')}); pass --format to force one`, {path: p})
 }
 

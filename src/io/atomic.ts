@@ -124,7 +124,8 @@ export async function* atomicFile<Y, T>(target: string, force: boolean, build: (
 }
 
 /** Remove every temporary output still being written (used on SIGINT/SIGTERM). */
-export function removePendingTempsSync(rmSync: (p: string, o: {recursive: boolean; force: boolean}) => void): void {
+export function removePendingTempsSync(rmSync: (p: string, o: {recursive: boolean; force: boolean}) => void): string[] {
+  const removed = [...liveTemps]
   for (const p of liveTemps) {
     try {
       rmSync(p, {recursive: true, force: true})
@@ -133,4 +134,5 @@ export function removePendingTempsSync(rmSync: (p: string, o: {recursive: boolea
     }
   }
   liveTemps.clear()
+  return removed
 }

@@ -112,10 +112,11 @@ export interface VerifyReport {
   pass: boolean
   /**
    * What the verdict rests on: `exact` (MODEL is REF's transformation: codes and logits),
-   * `quality-only` (MODEL is a sibling of REF, not a conversion of it), `single` (no REF: the model
-   * runs, its logits are finite, its runtime agrees with the engine).
+   * `quality-only` (MODEL is a sibling of REF, not a conversion of it), `finite` (no REF: the model
+   * runs and its logits are finite, and its runtime agrees with the engine when one ran; nothing
+   * was compared with a reference, so it is not called a pass of a conversion).
    */
-  verdict: 'exact' | 'quality-only' | 'single'
+  verdict: 'exact' | 'quality-only' | 'finite'
   /** The checks that ran, in words. */
   checks: string[]
   /** Who computed the reference side, and where. */
@@ -278,7 +279,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       const savedLogits = options.saveLogits ? await saveLogits(options.saveLogits, logits, tokens.length, run.vocab, options.force ?? false) : undefined
       const top1 = compareLogits(logits, logits, tokens.length, run.vocab).top1Reference
       return {
-        pass: failures.length === 0, verdict: 'single', checks, engine: {name: engine, device: run.device}, tokens, prompt,
+        pass: failures.length === 0, verdict: 'finite', checks, engine: {name: engine, device: run.device}, tokens, prompt,
         model: sideInfo(cand, modelPath, run.vocab, seconds['model forward'] ?? 0),
         firstDivergentLayer: null, firstDivergentTensor: null,
         ...(runtimeReport ? {runtime: runtimeReport} : {}),
@@ -419,7 +420,7 @@ export function divergenceText(report: VerifyReport): string {
 export function assertPassed(report: VerifyReport): VerifyReport {
   if (report.pass) return report
   const where = divergenceText(report)
-  const what = report.verdict === 'single' ? 'single model' : report.verdict === 'quality-only' ? 'quality gates' : 'exact'
+  const what = report.verdict === 'finite' ? 'no reference' : report.verdict === 'quality-only' ? 'quality gates' : 'exact'
   throw new VerificationError('verify.failed', `verification failed (${what}): ${report.failures.join('; ')}${where ? `; ${where}` : ''}`, {report})
 }
 

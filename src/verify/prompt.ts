@@ -110,5 +110,8 @@ export async function resolvePrompt(model: Checkpoint, modelPath: string, option
     tokens = tokens.slice(0, length)
     return {tokens, prompt: {source: 'corpus', text: tokenizer.decode(tokens.slice(1)), tokenizer: tokenizer.name}}
   }
-  return {tokens: promptTokens(length, options.seed ?? 0, vocabRows(model)), prompt: {source: 'seeded', seed: options.seed ?? 0}}
+  // Drawn from the real vocabulary (the config's, when it declares fewer ids than the embedding has
+  // rows), never from padding rows: the same model padded or not gets the same ids.
+  const real = Math.min(vocabRows(model), model.config.vocab_size > 0 ? model.config.vocab_size : Infinity)
+  return {tokens: promptTokens(length, options.seed ?? 0, real), prompt: {source: 'seeded', seed: options.seed ?? 0}}
 }

@@ -28,6 +28,13 @@ function promptLine(report: VerifyReport): string {
   }
 }
 
+/** The verdict line without a reference: what was checked, never PASS (nothing was compared with a source). */
+function finiteLine(report: VerifyReport): string {
+  const r = report.runtime
+  const runtime = r ? `; ${r.runtime} (${r.device}) agrees with the ${r.against} engine on the same file` : ''
+  return `FINITE — logits finite on ${report.tokens.length} tokens (${report.engine.name} engine, ${report.engine.device})${runtime}; no reference (pass --against SRC to prove a conversion)`
+}
+
 export function reportLines(report: VerifyReport): string[] {
   const lines: string[] = []
   const side = (label: string, s: SideInfo): string => `${label}: ${s.path} (${s.format}, ${s.dtype}; ${storage(s)}; vocab ${s.vocab})`
@@ -40,7 +47,7 @@ export function reportLines(report: VerifyReport): string[] {
     lines.push(`logits ${report.summary.finite ? 'finite' : 'contain NaN/Inf'}, range [${fmt(report.summary.logitMin)}, ${fmt(report.summary.logitMax)}]`)
     lines.push(`top-1 per position: ${report.summary.top1.join(' ')}`)
   }
-  if (report.relationReason && report.verdict !== 'single') {
+  if (report.relationReason && report.verdict !== 'finite') {
     lines.push(report.verdict === 'quality-only' ? `relation: sibling — ${report.relationReason}` : `relation: ${report.relation === 'derived' ? 'conversion' : 'NOT the conversion'} — ${report.relationReason}`)
   }
   const rows: string[][] = []
@@ -80,7 +87,7 @@ export function reportLines(report: VerifyReport): string[] {
   for (const note of report.notes) lines.push(`note: ${note}`)
   if (report.savedLogits) lines.push(`logits saved to ${report.savedLogits}`)
   if (report.pass) {
-    lines.push(report.verdict === 'exact' ? 'PASS (exact)' : report.verdict === 'quality-only' ? 'PASS (quality only: not a conversion of REF)' : `PASS (${report.checks.join('; ')})`)
+    lines.push(report.verdict === 'exact' ? 'PASS (exact)' : report.verdict === 'quality-only' ? 'PASS (quality only: not a conversion of REF)' : finiteLine(report))
   } else {
     lines.push(`FAIL: ${report.failures.join('; ')}`)
     const where = divergenceText(report)

@@ -124,12 +124,22 @@ export interface SafetensorsFile {
   close(): Promise<void>
 }
 
+/** What a file whose first bytes are not a safetensors header length is, when its magic says so. */
+function otherFileKind(head: Uint8Array): string | undefined {
+  if (head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) return 'a ZIP (PyTorch checkpoint)'
+  if (head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return 'a GGUF file'
+  if (head[0] === 0x80 && head[1]! >= 2 && head[1]! <= 5) return 'a pickle (legacy PyTorch checkpoint)'
+  return undefined
+}
+
 export async function openSafetensors(p: string): Promise<SafetensorsFile> {
   const file = await RandomAccessFile.open(p)
   try {
     if (file.size < N_LEN) fail('header_too_small', p, `file has ${file.size} bytes, fewer than the ${N_LEN}-byte header length`)
     const lenBytes = await file.read(0, N_LEN)
     const n = new DataView(lenBytes.buffer, lenBytes.byteOffset, N_LEN).getBigUint64(0, true)
+    const other = otherFileKind(lenBytes)
+    if (other && (n > BigInt(MAX_HEADER_BYTES) || Number(n) + N_LEN > file.size)) fail('not_safetensors', p, `this is ${other}, not safetensors`)
     if (n > BigInt(MAX_HEADER_BYTES)) fail('header_too_large', p, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`)
     if (Number(n) + N_LEN > file.size) fail('header_length', p, `header length ${n} runs past the end of the file (${file.size} bytes)`)
     const parsed = parseHeader(await file.read(N_LEN, Number(n)), file.size, p)

@@ -96,6 +96,14 @@ describe.each(shapes)('llama-quantize file types on the %s', (label, make) => {
     }
   })
 
+  it.skipIf(key !== '256-multiple')('our q4_k_m file runs in llama.cpp within its tolerance and verifies exactly', async () => {
+    const report = await verify(path.join(work, `${key}-ours-q4_k_m.gguf`), {against: source, runtime: 'llama.cpp'})
+    expect(report.failures).toEqual([])
+    expect(report.verdict).toBe('exact')
+    expect(report.runtime).toMatchObject({runtime: 'llama.cpp', storage: 'gguf_q4_k', pass: true})
+    expect(report.quality!.meanKl).toBeGreaterThan(0)
+  })
+
   it('verify --against proves llama-quantize\'s own files exactly', async () => {
     for (const ftype of ['q4_k_m', 'q3_k_s']) {
       const report = await verify(lq.get(ftype)!, {against: source, runtime: 'none'})

@@ -1,5 +1,7 @@
 /** A mistyped command: one line with the nearest command, exit 2, no stack trace, JSON under --json. */
 import {spawnSync} from 'node:child_process'
+import {rmSync} from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
 
@@ -31,6 +33,21 @@ describe('format names in any case', () => {
     const {caseFoldFormatValues} = await import('../src/cli/base.js')
     expect(caseFoldFormatValues(['X.PT', '--to', 'MLX', '--format=HF', '--via', 'GGUF,Hf', '--out', 'Out/Dir', '--to=Onnx'])).toEqual(['X.PT', '--to', 'mlx', '--format=hf', '--via', 'gguf,hf', '--out', 'Out/Dir', '--to=onnx'])
   })
+
+  it('converts with `--to MLX` and round-trips with `--via GGUF,HF` end to end', () => {
+    const out = path.join(os.tmpdir(), `openelm-case-${process.pid}`)
+    try {
+      const r = run('convert', 'fixtures/tiny-hf', '--to', 'MLX', '--out', out, '--json')
+      expect(r.status, r.stderr).toBe(0)
+      expect(JSON.parse(r.stdout).target.path).toBe(out)
+      expect(JSON.parse(run('inspect', out, '--json').stdout).format).toBe('mlx')
+      const rt = run('roundtrip', 'fixtures/tiny-hf', '--via', 'GGUF,HF', '--json')
+      expect(rt.status, rt.stderr).toBe(0)
+      expect(JSON.parse(rt.stdout).hops.map((h: {via: string}) => h.via)).toEqual(['gguf', 'hf'])
+    } finally {
+      rmSync(out, {recursive: true, force: true})
+    }
+  }, 120_000)
 
   it('accepts `inspect --format HF` end to end', () => {
     const r = run('inspect', 'fixtures/tiny-hf', '--format', 'HF', '--json')

@@ -58,6 +58,25 @@ describe('reading the wrong thing', () => {
   })
 })
 
+describe('verify labels what ran', () => {
+  it('an ONNX export without --against: FINITE naming the runtime that agreed; --device cuda is run on CUDA or refused in one line', () => {
+    const onnx = path.join(tmp, 'tiny-onnx')
+    expect(cli('convert', FIXTURE, '--to', 'onnx', '--out', onnx).status).toBe(0)
+    const r = cli('verify', onnx, '--prompt-length', '6')
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.stdout.trim().split('\n').at(-1)).toBe('FINITE — logits finite on 6 tokens (ts engine, cpu); onnxruntime (cpu) agrees with the ts engine on the same file; no reference (pass --against SRC to prove a conversion)')
+    const cuda = cli('verify', onnx, '--backend', 'onnxruntime', '--device', 'cuda', '--prompt-length', '6')
+    if (cuda.status === 0) {
+      expect(cuda.stdout).toContain('onnxruntime (cuda) agrees with the ts engine')
+    } else {
+      // No CUDA provider here: one line naming it, not a native log dump and not a CPU run labelled cuda.
+      expect(cuda.status).toBe(3)
+      expect(cuda.stderr.trim().split('\n')).toHaveLength(1)
+      expect(cuda.stderr).toMatch(/^Error: onnxruntime could not load .*model\.onnx: .*Cuda/)
+    }
+  }, 120_000)
+})
+
 describe('the seeded verify prompt', () => {
   it('is the same ids for 32000 and 32128 embedding rows, all real tokens', () => {
     for (const seed of [0, 1, 7]) {

@@ -42,6 +42,13 @@ describe('a newcomer installing the packed tool', () => {
     for (const command of ['convert', 'inspect', 'roundtrip', 'synth']) expect(help.stdout).toContain(command)
   })
 
+  it('a mistyped command through the installed bin (bin/run.js, dist/): one line with the nearest command, exit 2', () => {
+    const run = sh('npx openelm conver node_modules/openelm/fixtures/tiny-hf', project)
+    expect(run.status).toBe(2)
+    expect(run.stdout).toBe('')
+    expect(run.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('npm warn'))).toEqual(['Error: unknown command "conver" — did you mean "convert"? (see openelm --help)'])
+  })
+
   it('runs the Quick start job from the README', () => {
     const readme = readFileSync(path.join(repo, 'README.md'), 'utf8')
     const block = /## Quick start\s+```sh\n([\s\S]*?)```/.exec(readme)

@@ -3,7 +3,7 @@
  * output, exit codes, --json, --dry-run sending nothing, and the token never on stdout/stderr.
  */
 import {execFile} from 'node:child_process'
-import {cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {afterAll, afterEach, beforeAll, beforeEach, describe, expect, it} from 'vitest'
@@ -110,6 +110,28 @@ describe('openelm push', () => {
     ])
     expect(server.requests).toHaveLength(0)
   })
+
+  it('push model.gguf uploads that one file under its name, as `hf upload` does, leaving the rest of the repo', async () => {
+    const {convert} = await import('../src/convert.js')
+    const {drain} = await import('../src/progress.js')
+    const gguf = path.join(root, 'model-f16.gguf')
+    await drain(convert(folder, 'gguf', gguf, {}, {dtype: 'F16'}))
+    const readme = Buffer.from('# my card\n')
+    const weights = readFileSync(path.join(folder, 'model.safetensors'))
+    server.publish('me/OpenELM-tiny', new Map([['README.md', readme], ['model.safetensors', weights]]))
+    const before = server.commits.length
+    const run = await cli(['push', gguf, '--repo', 'me/OpenELM-tiny', '--token', TOKEN, '--endpoint', server.url])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toContain(`${gguf} is one file: uploading it as model-f16.gguf at the root of me/OpenELM-tiny`)
+    expect(run.stdout).toMatch(/model-f16\.gguf\s+[\d.]+ KiB\s+LFS/)
+    expect(run.stdout).toContain('pushed 1 file,')
+    expect(server.commits.length).toBe(before + 1)
+    const tree = server.tree('me/OpenELM-tiny')!
+    expect([...tree.keys()].filter((k) => k !== '.gitattributes').sort()).toEqual(['README.md', 'model-f16.gguf', 'model.safetensors'])
+    expect(tree.get('model-f16.gguf')!.equals(readFileSync(gguf))).toBe(true)
+    expect(tree.get('README.md')!.equals(readme)).toBe(true)
+    expect(tree.get('model.safetensors')!.equals(weights)).toBe(true)
+  }, 120_000)
 
   it('rejects a malformed --repo as a usage error', async () => {
     const run = await cli(['push', folder, '--repo', 'just-a-name', '--dry-run'])

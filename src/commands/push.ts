@@ -13,7 +13,7 @@ export default class Push extends BaseCommand {
     '<%= config.bin %> push ./out --repo me/OpenELM-270M --revision fp16 --create-pr',
     '<%= config.bin %> push ./out --repo me/OpenELM-270M --dry-run',
   ]
-  static override args = {dir: Args.string({description: 'model folder to upload', required: true})}
+  static override args = {dir: Args.string({description: 'model folder to upload (with a generated card), or one file (e.g. model.gguf: uploaded under its name, as `hf upload` does)', required: true})}
   static override flags = {
     repo: Flags.string({description: 'target repo, OWNER/NAME (created when missing)', required: true}),
     token: Flags.string({description: 'Hub token (default: HF_TOKEN, then $HF_TOKEN_PATH or $HF_HOME/token)'}),

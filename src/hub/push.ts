@@ -152,7 +152,27 @@ function stripFrontMatter(text: string): string {
   return m ? text.slice(m[0].length) : text
 }
 
+/** One file (`push model.gguf`): uploaded at the repo root under its own name, as `hf upload` does; no card. */
+async function singleFile(file: string, options: PushOptions, notes: string[]): Promise<{files: LocalFile[]; card?: string} | undefined> {
+  const stat = await fs.stat(file).catch(() => undefined)
+  if (!stat?.isFile()) return undefined
+  const name = path.basename(file)
+  if (!selected(name, options)) throw new UsageError('push.empty', `nothing to upload: ${name} is excluded by --include/--exclude`, {path: file})
+  const handle = await fs.open(file, 'r')
+  let sample: Uint8Array
+  try {
+    const buffer = Buffer.alloc(SAMPLE_BYTES)
+    sample = buffer.subarray(0, (await handle.read(buffer, 0, SAMPLE_BYTES, 0)).bytesRead)
+  } finally {
+    await handle.close()
+  }
+  notes.push(`${file} is one file: uploading it as ${name} at the root of ${options.repo}; no model card is generated and no other remote file is touched (push the model folder for a card)`)
+  return {files: [{path: name, absPath: file, bytes: stat.size, lfs: isLfs(name, stat.size, sample)}]}
+}
+
 async function filesWithCard(dir: string, options: PushOptions, notes: string[]): Promise<{files: LocalFile[]; card?: string}> {
+  const single = await singleFile(dir, options, notes)
+  if (single) return single
   const {files, skipped} = await listFolder(dir, {include: options.include, exclude: options.exclude})
   if (skipped.length > 0) notes.push(`skipped ${skipped.join(', ')}`)
   const existing = await fs.readFile(path.join(dir, CARD_FILE), 'utf8').catch(() => undefined)
@@ -259,11 +279,13 @@ export async function* push(dir: string, options: PushOptions): AsyncGenerator<P
     path: f.path,
     content: f.generated ? new Blob([card!]) : pathToFileURL(f.absPath!),
   }))
-  if (!result.createdRepo && (!options.keepStale || options.delete?.length)) {
+  // One file adds or replaces that file only: earlier weights beside it are not stale.
+  const keepStale = options.keepStale || (files.length === 1 && files[0]!.absPath === dir)
+  if (!result.createdRepo && (!keepStale || options.delete?.length)) {
     const remote = yield* call(`listing the files of ${options.repo}`, () => remoteFiles(endpoint, options.repo, revision, token, fetch))
-    result.deleted = deletions(remote, new Set(files.map((f) => f.path)), options)
+    result.deleted = deletions(remote, new Set(files.map((f) => f.path)), {...options, keepStale})
     for (const file of result.deleted) operations.push({operation: 'delete', path: file})
-    if (result.deleted.length > 0) yield {type: 'note', message: `deleting ${result.deleted.join(', ')} from ${options.repo} in the same commit${options.keepStale ? '' : ' (stale weights of an earlier push; --keep-stale keeps them)'}`}
+    if (result.deleted.length > 0) yield {type: 'note', message: `deleting ${result.deleted.join(', ')} from ${options.repo} in the same commit${keepStale ? '' : ' (stale weights of an earlier push; --keep-stale keeps them)'}`}
   }
   const sizes = new Map(files.map((f) => [f.path, f.bytes]))
   const lastProgress = new Map<string, number>()

@@ -38,6 +38,9 @@ export class OnnxDecoder {
     if (!modelFile) throw new FormatError('onnx.missing', `${p} has no ONNX model (expected onnx/model.onnx or a .onnx file)`, {path: p})
     // Loaded on first use: the native library costs ~0.2 s at start-up for every other command.
     const ort = await import('onnxruntime-node')
+    // onnxruntime's own error log (e.g. a CUDA provider that cannot load) would print a second,
+    // multi-line message; the failure reaches the user as one line below.
+    ort.env.logLevel = 'fatal'
     let session: Ort.InferenceSession
     try {
       session = await ort.InferenceSession.create(modelFile, {executionProviders: executionProviders(options.device), ...(options.graphOptimizationLevel ? {graphOptimizationLevel: options.graphOptimizationLevel} : {})})

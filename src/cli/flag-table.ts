@@ -23,6 +23,7 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   dtype: {targets: ['gguf'], values: GGUF_DTYPES},
   'training-checkpoint': {targets: ['corenet']},
   'token-embedding-type': {targets: ['gguf']},
+  'output-tensor-type': {targets: ['gguf']},
   layout: {targets: ['mlx', 'onnx']},
 }
 

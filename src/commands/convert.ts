@@ -43,6 +43,7 @@ export default class Convert extends BaseCommand {
     'vocab-size': Flags.integer({description: 'resize the embedding to this many rows (drop rows, or pad with zeros)'}),
     'keep-padded-vocab': Flags.boolean({description: 'CoreNet → other: keep the 32128 padded vocabulary rows', default: false}),
     'token-embedding-type': Flags.string({description: "GGUF: the token embedding's ggml type whatever --dtype's rules say (llama-quantize's --token-embedding-type), e.g. q8_0, q6_k, f16"}),
+    'output-tensor-type': Flags.string({description: "GGUF: the output head's ggml type (llama-quantize's --output-tensor-type); OpenELM's head is the tied token embedding, so this sets token_embd unless --token-embedding-type is given"}),
     'training-checkpoint': Flags.boolean({description: 'CoreNet: write the full training dict (optimizer state, counters) when the source had one', default: false}),
     ema: Flags.boolean({description: 'CoreNet source: convert the EMA weights', default: false}),
     config: Flags.string({description: 'source config: a HF config.json or a CoreNet training YAML (model_name + vocab_size)'}),
@@ -88,6 +89,7 @@ export default class Convert extends BaseCommand {
       keepPaddedVocab: flags['keep-padded-vocab'],
       trainingCheckpoint: flags['training-checkpoint'],
       ...(flags['token-embedding-type'] ? {ggufTokenEmbeddingType: flags['token-embedding-type']} : {}),
+      ...(flags['output-tensor-type'] ? {ggufOutputTensorType: flags['output-tensor-type']} : {}),
       force: flags.force,
       ...(tokenizer ? {tokenizerRequest: tokenizer} : {}),
     }))

@@ -178,6 +178,8 @@ export interface WriteOptions {
   mlxQuant?: {recipe?: string; embedding?: number | 'none'; groupSize?: number}
   /** GGUF `--token-embedding-type`: the token embedding's ggml type, whatever the file type says (llama-quantize's flag). */
   ggufTokenEmbeddingType?: string
+  /** GGUF `--output-tensor-type`: the output head's ggml type (OpenELM's is the tied token embedding), llama-quantize's flag. */
+  ggufOutputTensorType?: string
   /** Format-specific layout (`mlx-lm`, `corenet-mlx`, `npz`...). */
   layout?: string
   /** Max bytes per safetensors shard. */

@@ -5,6 +5,10 @@ ctypes on a GGUF file (no importance matrix), the way the llama-quantize tool do
   llama_quantize.py IN.gguf OUT.gguf FTYPE            (FTYPE: llama_ftype number, e.g. 2 = MOSTLY_Q4_0)
   llama_quantize.py IN.gguf OUT1:FTYPE1 OUT2:FTYPE2 …  (several file types of one input in one run)
 
+The environment variables LQ_OUTPUT_TENSOR_TYPE and LQ_TOKEN_EMBEDDING_TYPE (ggml type numbers, e.g.
+8 = Q8_0) set llama-quantize's --output-tensor-type and --token-embedding-type; LQ_DRY_RUN=1 is
+its --dry-run (types and sizes logged, the tensor data never read).
+
 Exit 3 when the library cannot be loaded; non-zero when quantization fails."""
 import ctypes
 import glob
@@ -49,6 +53,12 @@ def main():
         params = lib.llama_model_quantize_default_params()
         params.ftype = ftype
         params.nthread = 1
+        if os.environ.get("LQ_OUTPUT_TENSOR_TYPE"):
+            params.output_tensor_type = int(os.environ["LQ_OUTPUT_TENSOR_TYPE"])
+        if os.environ.get("LQ_DRY_RUN"):
+            params.dry_run = True
+        if os.environ.get("LQ_TOKEN_EMBEDDING_TYPE"):
+            params.token_embedding_type = int(os.environ["LQ_TOKEN_EMBEDDING_TYPE"])
         if lib.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)):
             sys.exit(1)
 

@@ -23,7 +23,7 @@ import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
 import {type EmbeddedVocabulary} from '../../tokenizer/find.js'
 import {loadVocab, vocabFromModel, type VocabPieces} from './tokenizer.js'
 import {GGML_BLOCK, GGML_QUANT_SCHEME, GGUF_MAGIC, type GgmlQuantType, type GgmlTypeName, type GgufKv, isQuantType, LLAMA_FILE_TYPE} from './types.js'
-import {ftypeTensorType, type FtypeOverrides, GGUF_FTYPES, isGgufFtype, ruleType, type TensorPlace} from './presets.js'
+import {fallbackType, ftypeTensorType, type FtypeOverrides, GGUF_FTYPES, isGgufFtype, ruleType, type TensorPlace} from './presets.js'
 import {type OpenElmConfig} from '../../model/config.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
 
@@ -74,7 +74,11 @@ export function ggufTarget(source: Checkpoint, options: WriteOptions): GgufTarge
  */
 export function tensorType(name: string, shape: readonly number[], target: GgufTarget, config: OpenElmConfig, overrides: FtypeOverrides = {}): GgmlTypeName {
   if (shape.length <= 1) return 'F32'
-  if (!isGgufFtype(target)) return target as FloatDType
+  if (!isGgufFtype(target)) {
+    // llama-quantize's --token-embedding-type applies whatever the file type, a float one included.
+    if (overrides.tokenEmbedding && name === 'token_embd.weight') return fallbackType(overrides.tokenEmbedding, shape[shape.length - 1]!)
+    return target as FloatDType
+  }
   return ftypeTensorType(target, place(name, shape, config), overrides)
 }
 
@@ -97,13 +101,25 @@ function ftypeOfFile(fileType: unknown, dominant: GgmlQuantType): string {
   return byBase[dominant]
 }
 
-/** `--token-embedding-type`, checked: a ggml type this build writes. */
-function tokenEmbeddingOverride(options: WriteOptions): FtypeOverrides {
-  const t = options.ggufTokenEmbeddingType
-  if (t === undefined) return {}
+/** A `--token-embedding-type` / `--output-tensor-type` value, checked: a ggml type this build writes. */
+function overrideType(flag: string, t: string): GgmlTypeName {
   const type = t.toUpperCase()
-  if (type === 'F32' || type === 'F16' || type === 'BF16' || (isQuantType(type) && Object.hasOwn(SCHEMES, GGML_QUANT_SCHEME[type]))) return {tokenEmbedding: type as GgmlTypeName}
-  throw new UsageError('gguf.token_embedding_type', `--token-embedding-type ${t} is not a type this tool writes (f32, f16, bf16, ${Object.keys(GGML_QUANT_SCHEME).map((k) => k.toLowerCase()).join(', ')})`)
+  if (type === 'F32' || type === 'F16' || type === 'BF16' || (isQuantType(type) && Object.hasOwn(SCHEMES, GGML_QUANT_SCHEME[type]))) return type as GgmlTypeName
+  const known = ['f32', 'f16', 'bf16', ...Object.entries(GGML_QUANT_SCHEME).filter(([, s]) => Object.hasOwn(SCHEMES, s)).map(([k]) => k.toLowerCase())]
+  throw new UsageError(`gguf.${flag.replace(/-/g, '_')}`, `--${flag} ${t} is not a type this tool writes (${known.join(', ')})`)
+}
+
+/** `--token-embedding-type` and `--output-tensor-type`, checked. */
+function tensorTypeOverrides(options: WriteOptions, target: GgufTarget): FtypeOverrides {
+  // llama.cpp gives a tied head --output-tensor-type only under a quantized file type: with a float
+  // one the flag would do nothing, so it is refused.
+  if (options.ggufOutputTensorType !== undefined && !isGgufFtype(target)) {
+    throw new UsageError('gguf.output_tensor_type', `--output-tensor-type applies to quantized GGUF types (--dtype q8_0, q4_k_m, …), not ${target.toLowerCase()}: OpenELM's output head is the tied token embedding (use --token-embedding-type)`)
+  }
+  return {
+    ...(options.ggufTokenEmbeddingType === undefined ? {} : {tokenEmbedding: overrideType('token-embedding-type', options.ggufTokenEmbeddingType)}),
+    ...(options.ggufOutputTensorType === undefined ? {} : {outputTensor: overrideType('output-tensor-type', options.ggufOutputTensorType)}),
+  }
 }
 
 /** How a llama-quantize file type is described as a checkpoint's quantization: its base type's bits and block size. */
@@ -225,7 +241,7 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
   const vocab = settled
     ? vocabFromModel(settled.tokenizer?.model, settled.tokenizer?.addBos ?? true, rows, ids, settled.reason)
     : await loadVocab(source.extras.tokenizerFiles, rows, ids, embeddedVocab(source))
-  const overrides = tokenEmbeddingOverride(options)
+  const overrides = tensorTypeOverrides(options, target)
   const {inputs, fallbacks} = ggufTensors(source, target, overrides)
   const chatTemplate = settled ? settled.chatTemplate ?? undefined : ggufEmbeddedChatTemplate(source)
   const metadata = openelmMetadata({...source.config, vocab_size: rows}, {name: modelName(source), fileType: fileTypeOf(target), vocab, ...(chatTemplate ? {chatTemplate} : {})})

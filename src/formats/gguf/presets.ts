@@ -66,6 +66,12 @@ export interface TensorPlace {
 export interface FtypeOverrides {
   /** `--token-embedding-type`: the token embedding's type, whatever the ftype says. */
   tokenEmbedding?: GgmlTypeName
+  /**
+   * `--output-tensor-type`: the output head's type. OpenELM ties the head to token_embd, and
+   * llama.cpp then quantizes token_embd as the output tensor: this type (fallback included) unless
+   * `--token-embedding-type` is also given, which wins.
+   */
+  outputTensor?: GgmlTypeName
 }
 
 /** The type llama-quantize gives this matrix under `ftype` (no importance matrix, not `--pure`). */
@@ -81,6 +87,7 @@ export function ruleType(ftype: string, t: TensorPlace, overrides: FtypeOverride
   const layer = role ? Number(role[1]) : -1
   const kind = role ? role[2]! : t.name.replace(/\.weight$/, '')
   if (kind === 'token_embd' && overrides.tokenEmbedding) return overrides.tokenEmbedding
+  if ((kind === 'token_embd' || kind === 'output') && overrides.outputTensor) return overrides.outputTensor
   let type: GgmlTypeName = spec.base
   const n = t.layers
   switch (kind) {

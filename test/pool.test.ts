@@ -114,7 +114,7 @@ describe('worker pool', () => {
   }, 60_000)
 })
 
-describe('GGUF on the pool', () => {
+describe('conversions on the pool', () => {
   let work: string
   beforeAll(async () => {
     work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-pool-'))
@@ -132,6 +132,20 @@ describe('GGUF on the pool', () => {
         const result = await drain(convert(path.join(repo, 'fixtures', 'tiny-hf'), 'gguf', out, {}, {dtype, ...(quantization ? {quantization} : {})}))
         hashes.push(sha(await fs.readFile(result.target.path)))
         if (threads === 2) expect(sharedPool()!.completed).toBeGreaterThan(10) // the tensors went through the workers
+      }
+      expect(hashes[1]).toBe(hashes[0])
+    }, 120_000)
+  }
+
+  for (const dtype of ['BF16', 'F16'] as const) {
+    it(`hf ${dtype.toLowerCase()}: --threads 1 and 2 write the same safetensors (sha256)`, async () => {
+      const hashes: string[] = []
+      for (const threads of [1, 2]) {
+        setThreads(threads)
+        const out = path.join(work, `hf-${dtype}-${threads}`)
+        await drain(convert(path.join(repo, 'fixtures', 'tiny-hf'), 'hf', out, {}, {dtype}))
+        hashes.push(sha(await fs.readFile(path.join(out, 'model.safetensors'))))
+        if (threads === 2) expect(sharedPool()!.completed).toBeGreaterThan(10)
       }
       expect(hashes[1]).toBe(hashes[0])
     }, 120_000)

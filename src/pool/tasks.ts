@@ -15,6 +15,11 @@ export interface EncodeTask {
   values: Float32Array
   rows: number
   cols: number
+  /**
+   * The input views are the caller's alone (fresh, not a reader's cache or a record's backing
+   * store), and span their whole buffer: the pool may transfer them. Otherwise it copies them first.
+   */
+  owned?: boolean
 }
 
 /** Float bytes `from` → `to` (round to nearest even), as `castBytes`. */
@@ -23,15 +28,11 @@ export interface CastTask {
   bytes: Uint8Array
   from: DType
   to: FloatDType
-}
-
-export type Task = (EncodeTask | CastTask) & {
-  /**
-   * The input views are the caller's alone (fresh, not a reader's cache or a record's backing
-   * store), and span their whole buffer: the pool may transfer them. Otherwise it copies them first.
-   */
+  /** As EncodeTask's. */
   owned?: boolean
 }
+
+export type Task = EncodeTask | CastTask
 
 /** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
 export function transferable<T extends Task>(task: T): T {

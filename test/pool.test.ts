@@ -3,6 +3,7 @@
  * workers as in the calling thread (1 thread, the reference path), in order; errors keep their
  * type; and a GGUF written with 2 threads is byte for byte the one written with 1 (sha256).
  */
+import {spawnSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import {promises as fs} from 'node:fs'
 import os from 'node:os'
@@ -150,4 +151,29 @@ describe('conversions on the pool', () => {
       expect(hashes[1]).toBe(hashes[0])
     }, 120_000)
   }
+})
+
+describe('--threads and OPENELM_THREADS on the command line', () => {
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [path.join(repo, 'bin', 'dev.js'), ...args], {env: {...process.env, NO_COLOR: '1', ...env}, encoding: 'utf8'})
+
+  it('a bad count is one line, exit 2, before any work; a good one converts', async () => {
+    const out = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-pool-cli-'))
+    try {
+      const target = path.join(out, 'x')
+      const bad = run(['convert', path.join(repo, 'fixtures', 'tiny-hf'), '--to', 'hf', '--dtype', 'bf16', '--threads', '0', '--out', target])
+      expect(bad.status).toBe(2)
+      expect(bad.stderr.trim().split('\n')).toHaveLength(1)
+      expect(bad.stderr).toContain('--threads')
+      const env = run(['synth', '--preset', 'tiny', '--out', target], {OPENELM_THREADS: 'many'})
+      expect(env.status).toBe(2)
+      expect(env.stderr).toContain('OPENELM_THREADS')
+      await expect(fs.access(target)).rejects.toThrow()
+      const good = run(['convert', path.join(repo, 'fixtures', 'tiny-hf'), '--to', 'hf', '--dtype', 'bf16', '--threads', '2', '--out', target])
+      expect(good.status).toBe(0)
+      expect((await fs.stat(path.join(target, 'model.safetensors'))).size).toBeGreaterThan(1000)
+    } finally {
+      await fs.rm(out, {recursive: true, force: true})
+    }
+  }, 120_000)
 })

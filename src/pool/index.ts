@@ -38,6 +38,12 @@ export function setThreads(n: number | undefined): void {
   configured = n
 }
 
+/** A command's `--threads` (or none): set, and OPENELM_THREADS checked, before any work. */
+export function applyThreads(flag: string | undefined): void {
+  setThreads(flag === undefined ? undefined : parseThreads(flag))
+  threadCount()
+}
+
 /** The thread count in force: setThreads, else OPENELM_THREADS, else the number of cores. */
 export function threadCount(): number {
   if (configured !== undefined) return configured

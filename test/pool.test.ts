@@ -11,7 +11,7 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {FormatError, UsageError} from '../src/errors.js'
-import {closeSharedPool, mapOrdered, parseThreads, setThreads, sharedPool, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
+import {castPool, closeSharedPool, mapOrdered, parseThreads, setThreads, sharedPool, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {drain} from '../src/progress.js'
 
@@ -60,6 +60,10 @@ describe('worker pool', () => {
       expect(() => threadCount()).toThrow(/OPENELM_THREADS/)
       delete process.env.OPENELM_THREADS
       expect(threadCount()).toBe(os.availableParallelism())
+      // By default the casts stay in this thread (cheaper on the pool only when asked for: bench/RESULTS.md).
+      expect(castPool()).toBeUndefined()
+      setThreads(2)
+      expect(castPool()).toBeDefined()
     } finally {
       if (saved === undefined) delete process.env.OPENELM_THREADS
       else process.env.OPENELM_THREADS = saved

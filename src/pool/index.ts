@@ -173,6 +173,17 @@ export function sharedPool(): WorkerPool | undefined {
   return shared
 }
 
+/**
+ * The pool for the float casts: only when a thread count was asked for (--threads, OPENELM_THREADS).
+ * Measured on the 2-core machine (bench/RESULTS.md), a cast on the pool costs more CPU in messaging
+ * and fresh buffers than it saves (270M → hf bf16: 2.2 s CPU in this thread, 4.7 s on 2 workers),
+ * so by default the casts stay in the calling thread; the quantizers, CPU-bound per byte, use the pool.
+ */
+export function castPool(): WorkerPool | undefined {
+  const env = process.env.OPENELM_THREADS
+  return configured !== undefined || (env !== undefined && env.trim() !== '') ? sharedPool() : undefined
+}
+
 /** Close the shared pool (tests; a process exits without it, idle workers being unref'd). */
 export async function closeSharedPool(): Promise<void> {
   const pool = shared

@@ -4,7 +4,7 @@
  * writers pull bytes from them chunk by chunk, so memory stays bounded by a chunk.
  */
 import {FormatError} from '../errors.js'
-import {sharedPool} from '../pool/index.js'
+import {castPool} from '../pool/index.js'
 import {castBytes, castInto, dtypeSize, type DType, type FloatDType, fromFloat32, toFloat32} from './dtype.js'
 
 export interface TensorRecord {
@@ -128,7 +128,7 @@ export function castRecord(record: TensorRecord, to: FloatDType): TensorRecord {
       target.set(await read(start, start + target.byteLength))
       return
     }
-    const pool = sharedPool()
+    const pool = castPool()
     if (pool) {
       // On the worker pool (src/pool): a fresh source buffer goes out (moved, not copied), the cast bytes come back.
       const src = new Uint8Array((target.byteLength / toSize) * fromSize)

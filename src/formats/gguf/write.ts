@@ -7,7 +7,7 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
-import {type CastTask, type EncodeTask, mapOrdered, sharedPool} from '../../pool/index.js'
+import {castPool, type CastTask, type EncodeTask, mapOrdered} from '../../pool/index.js'
 import {castRecord, CHUNK_BYTES, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
@@ -156,7 +156,7 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES):
   const {type, source} = input
   const size = dtypeSize(source.dtype)
   if (!isQuantType(type)) {
-    if (source.dtype === type || sharedPool() === undefined) {
+    if (source.dtype === type || castPool() === undefined) {
       const record = castRecord(source, type)
       const step = Math.max(4, Math.floor(chunkBytes / 4) * 4)
       for (let start = 0; start < record.byteLength; start += step) yield await record.read(start, Math.min(record.byteLength, start + step))

@@ -6,7 +6,7 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {type DType, dtypeSize} from '../../tensor/dtype.js'
-import {sharedPool, threadCount} from '../../pool/index.js'
+import {castPool, threadCount} from '../../pool/index.js'
 import {CHUNK_BYTES, readIntoOf, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {N_LEN} from './types.js'
@@ -101,7 +101,7 @@ export async function* writeSafetensors(
   const chunks = planChunks(plan.order)
   const largest = plan.order.reduce((a, r) => Math.max(a, r.byteLength), 0)
   // With a worker pool, enough chunks are read (and cast on the workers) ahead to keep every worker busy.
-  const READ_AHEAD = sharedPool() ? Math.max(MIN_READ_AHEAD, 2 * threadCount()) : MIN_READ_AHEAD
+  const READ_AHEAD = castPool() ? Math.max(MIN_READ_AHEAD, 2 * threadCount()) : MIN_READ_AHEAD
   const ring = Array.from({length: READ_AHEAD + 1}, () => new Uint8Array(Math.min(WRITE_CHUNK_BYTES, largest)))
   const writer = await FileWriter.create(file)
   let {index, bytesDone} = progress

@@ -196,6 +196,7 @@ async function main(): Promise<void> {
   if (cases.length === 0) throw new Error(`no bench case matches ${options.only}`)
   console.error(`building dist/ ...`)
   execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], {cwd: ROOT, stdio: 'inherit'})
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'manifest.mjs')], {cwd: ROOT, stdio: 'inherit'})
   await fs.mkdir(options.work, {recursive: true})
   const ctx: BenchContext = {
     root: ROOT,

@@ -2,6 +2,8 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../cli/flag-table.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
+import {threadsFlag} from '../cli/flags.js'
+import {applyThreads} from '../pool/index.js'
 import {dtypeFlag, forceFlag, formatOption, hubSourceFlags, outFlag, toFlag} from '../cli/flags.js'
 import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
 import {PushRenderer} from '../cli/push-progress.js'
@@ -32,6 +34,7 @@ export default class Convert extends BaseCommand {
     out: outFlag,
     dtype: dtypeFlag,
     force: forceFlag,
+    threads: threadsFlag,
     format: formatOption,
     quantize: Flags.integer({char: 'q', aliases: ['q-bits'], description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); ONNX: 8 (weight-only int8, onnx/model_quantized.onnx) or 4 (MatMulNBits, onnx/model_q4.onnx); for GGUF use --dtype q8_0'}),
     'group-size': Flags.integer({aliases: ['q-group-size'], description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
@@ -61,6 +64,7 @@ export default class Convert extends BaseCommand {
 
   async run(): Promise<ConvertResult & {verify?: VerifyReport; push?: PushResult}> {
     const {args, flags} = await this.parse(Convert)
+    applyThreads(flags.threads)
     checkFlagTargets(CONVERT_FLAG_TABLE, flags, flags.to)
     checkOutFits(flags.to, flags.out)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])

@@ -1,5 +1,7 @@
 import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
+import {threadsFlag} from '../cli/flags.js'
+import {applyThreads} from '../pool/index.js'
 import {dtypeFlag, forceFlag, outFlag} from '../cli/flags.js'
 import {dtypeOptions} from '../cli/options.js'
 import {bytes, count} from '../cli/render.js'
@@ -24,10 +26,12 @@ export default class Synth extends BaseCommand {
     'vocab-size': Flags.integer({description: 'override the preset vocabulary size'}),
     layout: Flags.string({description: 'target layout variant (mlx: mlx-lm, corenet-mlx, npz)'}),
     force: forceFlag,
+    threads: threadsFlag,
   }
 
   async run(): Promise<ConvertResult & {parameters: number}> {
     const {flags} = await this.parse(Synth)
+    applyThreads(flags.threads)
     const config = presetConfig(flags.preset, flags['vocab-size'] === undefined ? {} : {vocab_size: flags['vocab-size']})
     const {dtype, quantization} = dtypeOptions(flags.dtype ?? 'f32')
     const checkpoint = synthCheckpoint(config, {seed: flags.seed, dtype})

@@ -4,6 +4,7 @@
  * writers pull bytes from them chunk by chunk, so memory stays bounded by a chunk.
  */
 import {FormatError} from '../errors.js'
+import {castPool} from '../pool/index.js'
 import {castBytes, castInto, dtypeSize, type DType, type FloatDType, fromFloat32, toFloat32} from './dtype.js'
 
 export interface TensorRecord {
@@ -125,6 +126,14 @@ export function castRecord(record: TensorRecord, to: FloatDType): TensorRecord {
   return withReadInto(out, async (target, start) => {
     if (start % toSize !== 0 || target.byteLength % toSize !== 0) {
       target.set(await read(start, start + target.byteLength))
+      return
+    }
+    const pool = castPool()
+    if (pool) {
+      // On the worker pool (src/pool): a fresh source buffer goes out (moved, not copied), the cast bytes come back.
+      const src = new Uint8Array((target.byteLength / toSize) * fromSize)
+      await fast(src, (start / toSize) * fromSize)
+      target.set(await pool.run({kind: 'cast', bytes: src, from: record.dtype, to, owned: true}))
       return
     }
     await withScratch((target.byteLength / toSize) * fromSize, async (src) => {

@@ -4,7 +4,8 @@
  * the published ones (checked against Debian's sentencepiece 0.1.97 `sentencepiece_model_pb2`).
  * Fields not listed are skipped when reading and not written.
  */
-import protobuf from 'protobufjs'
+import {createRequire} from 'node:module'
+import type protobuf from 'protobufjs'
 import {FormatError} from '../errors.js'
 import {MODEL_TYPE, type ModelTypeName, PIECE_TYPE, type PieceType, SENTENCEPIECE_DEFAULTS, type SentencePieceModel} from './model.js'
 
@@ -52,7 +53,8 @@ export const MAX_TOKENIZER_MODEL_BYTES = 64 * 1024 * 1024
 
 let modelProto: protobuf.Type | undefined
 function modelProtoType(): protobuf.Type {
-  modelProto ??= protobuf.parse(SENTENCEPIECE_SCHEMA, {keepCase: true}).root.lookupType('sentencepiece.ModelProto')
+  // protobufjs is loaded on first use, not at start-up.
+  modelProto ??= (createRequire(import.meta.url)('protobufjs') as typeof protobuf).parse(SENTENCEPIECE_SCHEMA, {keepCase: true}).root.lookupType('sentencepiece.ModelProto')
   return modelProto
 }
 

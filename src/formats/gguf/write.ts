@@ -6,7 +6,8 @@
  */
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
-import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
+import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
+import {castPool, type CastTask, type EncodeTask, mapOrdered} from '../../pool/index.js'
 import {castRecord, CHUNK_BYTES, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
@@ -146,25 +147,45 @@ export function planGguf(metadata: readonly GgufKv[], tensors: readonly GgufTens
   return {header: h.concat(), alignment, tensors: planned, size: headerLength + offset}
 }
 
-/** Chunks of a tensor's on-disk bytes: cast for float types, whole blocks quantized by the type's scheme. */
+/**
+ * Chunks of a tensor's on-disk bytes: cast for float types, whole blocks quantized by the type's
+ * scheme. Casts and quantization run on the worker pool (src/pool), results in order: the same
+ * bytes for any thread count.
+ */
 async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
   const {type, source} = input
+  const size = dtypeSize(source.dtype)
   if (!isQuantType(type)) {
-    const record = castRecord(source, type)
-    const step = Math.max(4, Math.floor(chunkBytes / 4) * 4)
-    for (let start = 0; start < record.byteLength; start += step) yield await record.read(start, Math.min(record.byteLength, start + step))
+    if (source.dtype === type || castPool() === undefined) {
+      const record = castRecord(source, type)
+      const step = Math.max(4, Math.floor(chunkBytes / 4) * 4)
+      for (let start = 0; start < record.byteLength; start += step) yield await record.read(start, Math.min(record.byteLength, start + step))
+      return
+    }
+    const to = type as FloatDType
+    const elements = source.byteLength / size
+    const step = Math.max(2, Math.floor(chunkBytes / 4 / 2) * 2)
+    async function* tasks(): AsyncGenerator<CastTask> {
+      for (let first = 0; first < elements; first += step) {
+        const count = Math.min(step, elements - first)
+        yield {kind: 'cast', bytes: await source.read(first * size, (first + count) * size), from: source.dtype, to}
+      }
+    }
+    yield* mapOrdered(tasks())
     return
   }
-  const scheme = schemeFor(GGML_QUANT_SCHEME[type])
+  const scheme = GGML_QUANT_SCHEME[type]
+  schemeFor(scheme)
   const block = GGML_BLOCK[type].elements
-  const size = dtypeSize(source.dtype)
   const elements = source.byteLength / size
   const step = Math.max(block, Math.floor(chunkBytes / 4 / block) * block)
-  for (let first = 0; first < elements; first += step) {
-    const count = Math.min(step, elements - first)
-    const values = toFloat32(await source.read(first * size, (first + count) * size), source.dtype)
-    yield scheme.encode(values, 1, count, {}).blocks!
+  async function* tasks(): AsyncGenerator<EncodeTask> {
+    for (let first = 0; first < elements; first += step) {
+      const count = Math.min(step, elements - first)
+      yield {kind: 'encode', scheme, params: {}, values: toFloat32(await source.read(first * size, (first + count) * size), source.dtype), rows: 1, cols: count}
+    }
   }
+  for await (const encoded of mapOrdered(tasks())) yield encoded.blocks!
 }
 
 /** Stream the planned file into `file` (which must not exist). Returns the bytes written. */

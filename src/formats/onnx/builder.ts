@@ -4,11 +4,22 @@
  * initializers whose bytes are NOT held here: the writer streams them into the file after the
  * graph has been encoded (see write.ts), so memory stays bounded by one tensor.
  */
-import onnxProto, {type onnx as P} from 'onnx-proto'
+import {createRequire} from 'node:module'
+import type OnnxProto from 'onnx-proto'
+import {type onnx as P} from 'onnx-proto'
 import {type DType} from '../../tensor/dtype.js'
 import {UsageError} from '../../errors.js'
 
-export const {onnx} = onnxProto
+/**
+ * onnx-proto's generated classes, loaded on first use (protobufjs and the generated code cost ~0.2 s
+ * of start-up that `inspect` of a non-ONNX folder or `--help` should not pay).
+ */
+let onnxModule: typeof OnnxProto.onnx | undefined
+const loadOnnx = (): typeof OnnxProto.onnx => (onnxModule ??= (createRequire(import.meta.url)('onnx-proto') as typeof OnnxProto).onnx)
+export const onnx: typeof OnnxProto.onnx = new Proxy({} as typeof OnnxProto.onnx, {
+  get: (_target, key) => Reflect.get(loadOnnx(), key),
+  has: (_target, key) => Reflect.has(loadOnnx(), key),
+})
 
 /** ONNX `TensorProto.DataType` numbers (onnx.proto). */
 export const ONNX_DTYPE: Partial<Record<DType, number>> = {

@@ -1,0 +1,220 @@
+/**
+ * A pool of worker threads shared by the casts, the quantizers and synth (issue 15). Row blocks go
+ * out as tasks (src/pool/tasks.ts: a scheme's `encode` by registry name, or a float cast), their
+ * input buffers transferred, not copied; results come back in the order the blocks went out, so a
+ * streaming writer writes the same bytes as the single-threaded path. A fixed number of blocks is in
+ * flight (`inFlight`), which bounds memory.
+ *
+ * Threads: `--threads N` (commands call `setThreads`), else `OPENELM_THREADS`, else one per core.
+ * With 1 thread the tasks run in the calling thread (no worker): the reference path.
+ */
+import os from 'node:os'
+import {pathToFileURL} from 'node:url'
+import {createRequire} from 'node:module'
+import {Worker} from 'node:worker_threads'
+import * as errors from '../errors.js'
+import {UsageError} from '../errors.js'
+import {type Encoded} from '../quant/types.js'
+import {buffersOf, runTask, taskViews, transferable, type CastTask, type EncodeTask, type Task} from './tasks.js'
+import {type ReplyMessage, type TaskMessage} from './worker.js'
+
+export type {CastTask, EncodeTask, Task} from './tasks.js'
+
+export const MAX_THREADS = 256
+let configured: number | undefined
+
+/** Parse a thread count (`--threads`, OPENELM_THREADS): an integer 1…256. */
+export function parseThreads(text: string, source = '--threads'): number {
+  const n = Number(text)
+  if (!/^\s*\d+\s*$/.test(text) || !Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
+    throw new UsageError('pool.threads', `${source} must be a whole number of threads from 1 to ${MAX_THREADS}, not ${JSON.stringify(text)}`)
+  }
+  return n
+}
+
+/** Set the thread count for this process (a command's `--threads`); undefined: back to the default. */
+export function setThreads(n: number | undefined): void {
+  if (n !== undefined) parseThreads(String(n))
+  configured = n
+}
+
+/** A command's `--threads` (or none): set, and OPENELM_THREADS checked, before any work. */
+export function applyThreads(flag: string | undefined): void {
+  setThreads(flag === undefined ? undefined : parseThreads(flag))
+  threadCount()
+}
+
+/** The thread count in force: setThreads, else OPENELM_THREADS, else the number of cores. */
+export function threadCount(): number {
+  if (configured !== undefined) return configured
+  const env = process.env.OPENELM_THREADS
+  if (env !== undefined && env.trim() !== '') return parseThreads(env, 'OPENELM_THREADS')
+  return Math.max(1, Math.min(MAX_THREADS, os.availableParallelism()))
+}
+
+/** How the worker script is started: compiled JS as is; TypeScript sources (tsx, tests) through tsx's loader. */
+function spawnWorker(): Worker {
+  const here = import.meta.url
+  if (here.endsWith('.js')) return new Worker(new URL('./worker.js', here))
+  const entry = new URL('./worker.ts', here).href
+  const tsx = pathToFileURL(createRequire(here).resolve('tsx/esm/api')).href
+  const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}) })`
+  return new Worker(boot, {eval: true})
+}
+
+interface Pending {
+  resolve(value: unknown): void
+  reject(error: unknown): void
+}
+
+function rebuildError(e: Extract<ReplyMessage, {ok: false}>['error']): Error {
+  const Class = (errors as Record<string, unknown>)[e.name]
+  if (e.code !== undefined && typeof Class === 'function' && Class.prototype instanceof errors.OpenElmError && Class !== errors.OpenElmError) {
+    return new (Class as new (code: string, message: string, details?: Record<string, unknown>) => Error)(e.code, e.message, e.details)
+  }
+  if (e.code !== undefined && e.kind !== undefined) return new errors.OpenElmError(e.kind as errors.ErrorKind, e.code, e.message, e.details)
+  const error = new Error(e.message)
+  error.name = e.name
+  return error
+}
+
+/** Worker threads running tasks; each worker takes one task at a time from a shared queue. */
+export class WorkerPool {
+  readonly size: number
+  private workers: Worker[] = []
+  private idle: Worker[] = []
+  private queue: Array<{message: TaskMessage; transfer: ArrayBuffer[]}> = []
+  private pending = new Map<number, Pending>()
+  private nextId = 0
+  private failure: Error | undefined
+  private closed = false
+  /** Tasks this pool has completed (for tests and the bench). */
+  completed = 0
+
+  constructor(size: number) {
+    this.size = size
+  }
+
+  /** Run one task on a worker. Inputs of an `owned` task are transferred (the caller must not use them again); others are copied. */
+  run(task: EncodeTask): Promise<Encoded>
+  run(task: CastTask): Promise<Uint8Array>
+  run(task: Task): Promise<Encoded | Uint8Array>
+  run(task: Task): Promise<Encoded | Uint8Array> {
+    if (this.failure) return Promise.reject(this.failure)
+    if (this.closed) return Promise.reject(new Error('the worker pool is closed'))
+    const id = this.nextId++
+    const promise = new Promise<Encoded | Uint8Array>((resolve, reject) => this.pending.set(id, {resolve: resolve as (v: unknown) => void, reject}))
+    const sent = transferable(task)
+    this.queue.push({message: {id, task: sent}, transfer: buffersOf(taskViews(sent))})
+    this.pump()
+    return promise
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0) {
+      let worker = this.idle.pop()
+      if (!worker && this.workers.length < this.size) worker = this.start()
+      if (!worker) return
+      const {message, transfer} = this.queue.shift()!
+      worker.ref()
+      worker.postMessage(message, transfer)
+    }
+  }
+
+  private start(): Worker {
+    const worker = spawnWorker()
+    this.workers.push(worker)
+    worker.on('message', (reply: ReplyMessage) => {
+      const p = this.pending.get(reply.id)
+      this.pending.delete(reply.id)
+      // An idle worker must not keep the process alive.
+      worker.unref()
+      this.idle.push(worker)
+      this.completed++
+      if (p) {
+        if (reply.ok) p.resolve(reply.result)
+        else p.reject(rebuildError(reply.error))
+      }
+      this.pump()
+    })
+    const fail = (error: Error) => {
+      this.failure ??= error
+      for (const p of this.pending.values()) p.reject(this.failure)
+      this.pending.clear()
+      this.queue = []
+    }
+    worker.on('error', fail)
+    worker.on('exit', (code) => {
+      if (!this.closed) fail(new Error(`a pool worker stopped (exit code ${code})`))
+    })
+    return worker
+  }
+
+  /** Stop every worker (pending tasks are rejected). */
+  async close(): Promise<void> {
+    this.closed = true
+    await Promise.all(this.workers.map((w) => w.terminate()))
+    this.workers = []
+    this.idle = []
+  }
+}
+
+let shared: WorkerPool | undefined
+
+/** The process's pool for the thread count in force (undefined for 1 thread: run in this thread). */
+export function sharedPool(): WorkerPool | undefined {
+  const n = threadCount()
+  if (n <= 1) return undefined
+  if (shared && shared.size !== n) {
+    void shared.close()
+    shared = undefined
+  }
+  shared ??= new WorkerPool(n)
+  return shared
+}
+
+/**
+ * The pool for the float casts: only when a thread count was asked for (--threads, OPENELM_THREADS).
+ * Measured on the 2-core machine (bench/RESULTS.md), a cast on the pool costs more CPU in messaging
+ * and fresh buffers than it saves (270M → hf bf16: 2.2 s CPU in this thread, 4.7 s on 2 workers),
+ * so by default the casts stay in the calling thread; the quantizers, CPU-bound per byte, use the pool.
+ */
+export function castPool(): WorkerPool | undefined {
+  const env = process.env.OPENELM_THREADS
+  return configured !== undefined || (env !== undefined && env.trim() !== '') ? sharedPool() : undefined
+}
+
+/** Close the shared pool (tests; a process exits without it, idle workers being unref'd). */
+export async function closeSharedPool(): Promise<void> {
+  const pool = shared
+  shared = undefined
+  await pool?.close()
+}
+
+/**
+ * Tasks in, results out in the same order, with at most `inFlight` tasks outstanding (default
+ * 2 per thread): on the shared pool, or in this thread for 1 thread (same functions, same bytes).
+ */
+export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number): AsyncGenerator<T extends EncodeTask ? Encoded : Uint8Array> {
+  type R = T extends EncodeTask ? Encoded : Uint8Array
+  const pool = sharedPool()
+  if (!pool) {
+    for await (const task of tasks) yield runTask(task) as R
+    return
+  }
+  const limit = Math.max(1, inFlight ?? pool.size * 2)
+  const queue: Array<Promise<R>> = []
+  try {
+    for await (const task of tasks) {
+      const p = pool.run(task) as Promise<R>
+      p.catch(() => {}) // awaited in order below; do not let a later failure go unhandled meanwhile
+      queue.push(p)
+      if (queue.length >= limit) yield await queue.shift()!
+    }
+    while (queue.length > 0) yield await queue.shift()!
+  } finally {
+    // An abandoned run (error, early return) leaves its tasks to finish on the workers; their results are dropped.
+    for (const p of queue) p.catch(() => {})
+  }
+}
+

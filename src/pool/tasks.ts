@@ -1,0 +1,70 @@
+/**
+ * The work a pool worker does, as plain data: the same functions run in the worker and, for one
+ * thread, in the calling thread, so both give the same bytes. A task names its kernel (a scheme by
+ * its registry name, or a float cast) instead of carrying code, so any `Scheme` in src/quant runs on
+ * the pool without code of its own here.
+ */
+import {schemeFor, type Encoded, type SchemeParams} from '../quant/index.js'
+import {castBytes, type DType, type FloatDType} from '../tensor/dtype.js'
+
+/** `scheme.encode(values, rows, cols, params)` of the scheme registered under `scheme`. */
+export interface EncodeTask {
+  kind: 'encode'
+  scheme: string
+  params: SchemeParams
+  values: Float32Array
+  rows: number
+  cols: number
+  /**
+   * The input views are the caller's alone (fresh, not a reader's cache or a record's backing
+   * store), and span their whole buffer: the pool may transfer them. Otherwise it copies them first.
+   */
+  owned?: boolean
+}
+
+/** Float bytes `from` → `to` (round to nearest even), as `castBytes`. */
+export interface CastTask {
+  kind: 'cast'
+  bytes: Uint8Array
+  from: DType
+  to: FloatDType
+  /** As EncodeTask's. */
+  owned?: boolean
+}
+
+export type Task = EncodeTask | CastTask
+
+/** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
+export function transferable<T extends Task>(task: T): T {
+  if (task.owned) return task
+  if (task.kind === 'encode') return {...task, values: task.values.slice(), owned: true}
+  return {...task, bytes: task.bytes.slice(), owned: true}
+}
+export type TaskResult<T extends Task> = T extends EncodeTask ? Encoded : Uint8Array
+
+export function runTask(task: EncodeTask): Encoded
+export function runTask(task: CastTask): Uint8Array
+export function runTask(task: Task): Encoded | Uint8Array
+export function runTask(task: Task): Encoded | Uint8Array {
+  switch (task.kind) {
+    case 'encode':
+      return schemeFor(task.scheme).encode(task.values, task.rows, task.cols, task.params)
+    case 'cast':
+      return castBytes(task.bytes, task.from, task.to)
+  }
+}
+
+/** The ArrayBuffers a task's inputs or a result's outputs live in, once each (for postMessage's transfer list). */
+export function buffersOf(views: Iterable<ArrayBufferView>): ArrayBuffer[] {
+  const seen = new Set<ArrayBuffer>()
+  for (const v of views) if (v.buffer instanceof ArrayBuffer && v.buffer.byteLength > 0) seen.add(v.buffer)
+  return [...seen]
+}
+
+export function taskViews(task: Task): ArrayBufferView[] {
+  return task.kind === 'encode' ? [task.values] : [task.bytes]
+}
+
+export function resultViews(result: Encoded | Uint8Array): ArrayBufferView[] {
+  return result instanceof Uint8Array ? [result] : Object.values(result)
+}

@@ -1,0 +1,32 @@
+/**
+ * A pool worker: runs tasks (src/pool/tasks.ts) posted by the pool and posts the results back,
+ * moving (transferring) the result buffers rather than copying them.
+ */
+import {parentPort} from 'node:worker_threads'
+import {OpenElmError} from '../errors.js'
+import {buffersOf, resultViews, runTask, type Task} from './tasks.js'
+
+export interface TaskMessage {
+  id: number
+  task: Task
+}
+
+export type ReplyMessage =
+  | {id: number; ok: true; result: Record<string, Uint8Array> | Uint8Array}
+  | {id: number; ok: false; error: {name: string; kind?: string; code?: string; message: string; details?: Record<string, unknown>}}
+
+if (!parentPort) throw new Error('src/pool/worker is a worker_threads entry point')
+const port = parentPort
+port.on('message', ({id, task}: TaskMessage) => {
+  let reply: ReplyMessage
+  let transfer: ArrayBuffer[] = []
+  try {
+    const result = runTask(task)
+    reply = {id, ok: true, result}
+    transfer = buffersOf(resultViews(result))
+  } catch (error) {
+    const e = error as Error
+    reply = {id, ok: false, error: e instanceof OpenElmError ? {name: e.name, kind: e.kind, code: e.code, message: e.message, details: e.details} : {name: e?.name ?? 'Error', message: String(e?.message ?? e)}}
+  }
+  port.postMessage(reply, transfer)
+})

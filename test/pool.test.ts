@@ -1,0 +1,183 @@
+/**
+ * The worker pool (issue 15): any Scheme's encode and the float casts give the same bytes on 2
+ * workers as in the calling thread (1 thread, the reference path), in order; errors keep their
+ * type; and a GGUF written with 2 threads is byte for byte the one written with 1 (sha256).
+ */
+import {spawnSync} from 'node:child_process'
+import {createHash} from 'node:crypto'
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
+import {convert} from '../src/convert.js'
+import {FormatError, UsageError} from '../src/errors.js'
+import {castPool, closeSharedPool, mapOrdered, parseThreads, setThreads, sharedPool, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
+import {SCHEMES} from '../src/quant/index.js'
+import {drain} from '../src/progress.js'
+
+const repo = path.resolve(import.meta.dirname, '..')
+const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
+
+/** Rows with the edge values (NaN, ±Inf, subnormals, -0, ties) among seeded noise. */
+function values(rows: number, cols: number, seed: number): Float32Array {
+  const out = new Float32Array(rows * cols)
+  let s = seed >>> 0
+  for (let i = 0; i < out.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    out[i] = ((s / 2 ** 32) - 0.5) * 4
+  }
+  const bits = new Uint32Array(out.buffer)
+  const edges = [0x7fc00000, 0x7f800000, 0xff800000, 0x00000001, 0x807fffff, 0x80000000, 0x3f808000, 0x3f818000, 0x33800000, 0x38000000]
+  for (let k = 0; k < edges.length; k++) bits[(k * 97) % bits.length] = edges[k]!
+  return out
+}
+
+async function collect(tasks: Task[]): Promise<string[]> {
+  const out: string[] = []
+  for await (const r of mapOrdered(tasks, 3)) {
+    out.push(r instanceof Uint8Array ? sha(r) : Object.entries(r).map(([k, v]) => `${k}:${sha(v)}`).join(','))
+  }
+  return out
+}
+
+afterEach(async () => {
+  setThreads(undefined)
+  await closeSharedPool()
+})
+
+describe('worker pool', () => {
+  it('parses --threads / OPENELM_THREADS: 1…256, else a usage error', () => {
+    expect(parseThreads('4')).toBe(4)
+    for (const bad of ['0', '-1', '1.5', 'two', '', '257']) expect(() => parseThreads(bad)).toThrow(UsageError)
+    const saved = process.env.OPENELM_THREADS
+    try {
+      process.env.OPENELM_THREADS = '3'
+      expect(threadCount()).toBe(3)
+      setThreads(1)
+      expect(threadCount()).toBe(1)
+      setThreads(undefined)
+      process.env.OPENELM_THREADS = 'x'
+      expect(() => threadCount()).toThrow(/OPENELM_THREADS/)
+      delete process.env.OPENELM_THREADS
+      expect(threadCount()).toBe(os.availableParallelism())
+      // By default the casts stay in this thread (cheaper on the pool only when asked for: bench/RESULTS.md).
+      expect(castPool()).toBeUndefined()
+      setThreads(2)
+      expect(castPool()).toBeDefined()
+    } finally {
+      if (saved === undefined) delete process.env.OPENELM_THREADS
+      else process.env.OPENELM_THREADS = saved
+    }
+  })
+
+  it('every registered scheme encodes the same bytes, in order, on 2 workers as in this thread', async () => {
+    const tasks = (): Task[] => {
+      const list: Task[] = []
+      let seed = 1
+      for (const name of Object.keys(SCHEMES)) {
+        const params = name === 'mlx_affine' ? {bits: 4, group_size: 64} : name === 'onnx_q4' ? {bits: 4, group_size: 32} : {}
+        const cols = 512
+        try {
+          SCHEMES[name]!.check(params, cols)
+        } catch {
+          continue
+        }
+        for (let b = 0; b < 3; b++) list.push({kind: 'encode', scheme: name, params, values: values(4, cols, seed++), rows: 4, cols})
+      }
+      for (const to of ['F16', 'BF16'] as const) for (let b = 0; b < 4; b++) list.push({kind: 'cast', bytes: new Uint8Array(values(1, 1000 + b, seed++).buffer), from: 'F32', to})
+      return list
+    }
+    setThreads(1)
+    const reference = await collect(tasks())
+    setThreads(2)
+    const pooled = await collect(tasks())
+    expect(sharedPool()!.completed).toBe(pooled.length)
+    expect(reference.length).toBeGreaterThan(20)
+    expect(pooled).toEqual(reference)
+  }, 120_000)
+
+  it('leaves the caller\'s buffers alone unless a task says it owns them; errors keep their type', async () => {
+    const pool = new WorkerPool(2)
+    try {
+      const input = values(1, 64, 7)
+      const copy = input.slice()
+      const cast = await pool.run({kind: 'cast', bytes: new Uint8Array(input.buffer), from: 'F32', to: 'BF16'})
+      expect(input.byteLength).toBe(256)
+      expect(input).toEqual(copy)
+      expect(cast.byteLength).toBe(128)
+      const owned = new Uint8Array(values(1, 64, 8).buffer)
+      await pool.run({kind: 'cast', bytes: owned, from: 'F32', to: 'F16', owned: true})
+      expect(owned.byteLength).toBe(0) // transferred, not copied
+      await expect(pool.run({kind: 'encode', scheme: 'no_such_scheme', params: {}, values: input, rows: 1, cols: 64})).rejects.toThrow(UsageError)
+      const err = await pool.run({kind: 'encode', scheme: 'gguf_q8_0', params: {}, values: values(1, 33, 9), rows: 1, cols: 33}).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(Error)
+      expect((err as Error).name).not.toBe('DataCloneError')
+      if (err instanceof FormatError || err instanceof UsageError) expect(err.code).toMatch(/\w/)
+    } finally {
+      await pool.close()
+    }
+  }, 60_000)
+})
+
+describe('conversions on the pool', () => {
+  let work: string
+  beforeAll(async () => {
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-pool-'))
+  })
+  afterAll(async () => {
+    await fs.rm(work, {recursive: true, force: true})
+  })
+
+  for (const [dtype, quantization] of [['F16', undefined], ['BF16', undefined], ['F16', {bits: 8, groupSize: 32, mode: 'q8_0' as const}]] as const) {
+    it(`gguf ${quantization ? 'q8_0' : dtype.toLowerCase()}: --threads 1 and 2 write the same file (sha256)`, async () => {
+      const hashes: string[] = []
+      for (const threads of [1, 2]) {
+        setThreads(threads)
+        const out = path.join(work, `${dtype}-${quantization ? 'q8' : 'f'}-${threads}`)
+        const result = await drain(convert(path.join(repo, 'fixtures', 'tiny-hf'), 'gguf', out, {}, {dtype, ...(quantization ? {quantization} : {})}))
+        hashes.push(sha(await fs.readFile(result.target.path)))
+        if (threads === 2) expect(sharedPool()!.completed).toBeGreaterThan(10) // the tensors went through the workers
+      }
+      expect(hashes[1]).toBe(hashes[0])
+    }, 120_000)
+  }
+
+  for (const dtype of ['BF16', 'F16'] as const) {
+    it(`hf ${dtype.toLowerCase()}: --threads 1 and 2 write the same safetensors (sha256)`, async () => {
+      const hashes: string[] = []
+      for (const threads of [1, 2]) {
+        setThreads(threads)
+        const out = path.join(work, `hf-${dtype}-${threads}`)
+        await drain(convert(path.join(repo, 'fixtures', 'tiny-hf'), 'hf', out, {}, {dtype}))
+        hashes.push(sha(await fs.readFile(path.join(out, 'model.safetensors'))))
+        if (threads === 2) expect(sharedPool()!.completed).toBeGreaterThan(10)
+      }
+      expect(hashes[1]).toBe(hashes[0])
+    }, 120_000)
+  }
+})
+
+describe('--threads and OPENELM_THREADS on the command line', () => {
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [path.join(repo, 'bin', 'dev.js'), ...args], {env: {...process.env, NO_COLOR: '1', ...env}, encoding: 'utf8'})
+
+  it('a bad count is one line, exit 2, before any work; a good one converts', async () => {
+    const out = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-pool-cli-'))
+    try {
+      const target = path.join(out, 'x')
+      const bad = run(['convert', path.join(repo, 'fixtures', 'tiny-hf'), '--to', 'hf', '--dtype', 'bf16', '--threads', '0', '--out', target])
+      expect(bad.status).toBe(2)
+      expect(bad.stderr.trim().split('\n')).toHaveLength(1)
+      expect(bad.stderr).toContain('--threads')
+      const env = run(['synth', '--preset', 'tiny', '--out', target], {OPENELM_THREADS: 'many'})
+      expect(env.status).toBe(2)
+      expect(env.stderr).toContain('OPENELM_THREADS')
+      await expect(fs.access(target)).rejects.toThrow()
+      const good = run(['convert', path.join(repo, 'fixtures', 'tiny-hf'), '--to', 'hf', '--dtype', 'bf16', '--threads', '2', '--out', target])
+      expect(good.status).toBe(0)
+      expect((await fs.stat(path.join(target, 'model.safetensors'))).size).toBeGreaterThan(1000)
+    } finally {
+      await fs.rm(out, {recursive: true, force: true})
+    }
+  }, 120_000)
+})

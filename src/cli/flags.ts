@@ -10,7 +10,7 @@ export const dtypeFlag = Flags.string({
 })
 
 export const outFlag = Flags.string({char: 'o', description: 'output folder (or file for single-file formats)', required: true})
-export const threadsFlag = Flags.string({description: 'worker threads for the quantizers and float casts (default: OPENELM_THREADS, else one per core for the quantizers, with the casts in the main thread; 1: no workers)'})
+export const threadsFlag = Flags.string({description: 'worker threads for the quantizers and float casts (default: OPENELM_THREADS, else one per core up to 2 (each worker adds ~37 MB) for the quantizers, with the casts in the main thread; 1: no workers)'})
 export const forceFlag = Flags.boolean({description: 'replace the output if it exists', default: false})
 export const formatOption = Flags.string({description: 'force the source format instead of detecting it', options: [...FORMAT_NAMES]})
 export const toFlag = Flags.string({description: 'target format', options: [...FORMAT_NAMES], required: true})

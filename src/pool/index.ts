@@ -5,7 +5,8 @@
  * streaming writer writes the same bytes as the single-threaded path. A fixed number of blocks is in
  * flight (`inFlight`), which bounds memory.
  *
- * Threads: `--threads N` (commands call `setThreads`), else `OPENELM_THREADS`, else one per core.
+ * Threads: `--threads N` (commands call `setThreads`), else `OPENELM_THREADS`, else one per core up
+ * to DEFAULT_MAX_THREADS (the 300 MB memory target).
  * With 1 thread the tasks run in the calling thread (no worker): the reference path.
  */
 import os from 'node:os'
@@ -21,6 +22,12 @@ import {type ReplyMessage, type TaskMessage} from './worker.js'
 export type {CastTask, EncodeTask, Task} from './tasks.js'
 
 export const MAX_THREADS = 256
+/**
+ * The default is one per core, capped here: each worker adds ~37 MB of RSS (its own V8 isolate and
+ * modules; 270M → gguf q8_0 peaks at 187 MB in one thread, 274 MB on 2 workers, 335 MB on 4), and
+ * every path must stay within 300 MB. --threads / OPENELM_THREADS may ask for more.
+ */
+export const DEFAULT_MAX_THREADS = 2
 let configured: number | undefined
 
 /** Parse a thread count (`--threads`, OPENELM_THREADS): an integer 1…256. */
@@ -44,12 +51,12 @@ export function applyThreads(flag: string | undefined): void {
   threadCount()
 }
 
-/** The thread count in force: setThreads, else OPENELM_THREADS, else the number of cores. */
+/** The thread count in force: setThreads, else OPENELM_THREADS, else the number of cores up to DEFAULT_MAX_THREADS. */
 export function threadCount(): number {
   if (configured !== undefined) return configured
   const env = process.env.OPENELM_THREADS
   if (env !== undefined && env.trim() !== '') return parseThreads(env, 'OPENELM_THREADS')
-  return Math.max(1, Math.min(MAX_THREADS, os.availableParallelism()))
+  return Math.max(1, Math.min(DEFAULT_MAX_THREADS, os.availableParallelism()))
 }
 
 /** How the worker script is started: compiled JS as is; TypeScript sources (tsx, tests) through tsx's loader. */

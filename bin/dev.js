@@ -5,6 +5,9 @@ import {fileURLToPath} from 'node:url'
 import {register} from 'tsx/esm/api'
 
 register()
+// What execute({development: true}) sets, set before the plugins below load: oclif maps dist/ to the
+// TypeScript sources only when NODE_ENV is development or test (else a stale dist/ would run).
+process.env.NODE_ENV = 'development'
 const {execute, Plugin} = await import('@oclif/core')
 // oclif.manifest.json describes the last build of dist/ (`npm run build`), and the sources here may
 // have moved on since: the plugins are loaded here with the manifest ignored (oclif's Config has no

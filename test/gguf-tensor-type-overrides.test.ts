@@ -113,6 +113,20 @@ describe('convert --output-tensor-type on the CLI', () => {
     expect((await types(out)).types['token_embd.weight']).toBe('Q8_0')
   }, 120_000)
 
+  it('--dtype Q4_K (llama-quantize\'s alias) writes the Q4_K_M file type, Q6_K its own', async () => {
+    for (const [dtype, name, ftype] of [['Q4_K', 'model-q4_k_m.gguf', 'MOSTLY_Q4_K_M'], ['q3_k', 'model-q3_k_m.gguf', 'MOSTLY_Q3_K_M'], ['q6_k', 'model-q6_k.gguf', 'MOSTLY_Q6_K']] as const) {
+      const out = path.join(work, `alias-${dtype}`)
+      const r = run(['--to', 'gguf', '--dtype', dtype, '--out', out])
+      expect(r.status, r.stderr).toBe(0)
+      const f = await openGguf(path.join(out, name))
+      expect(f.kv.get('general.file_type')?.value).toBe(LLAMA_FILE_TYPE[ftype])
+      await f.close()
+    }
+    const r = run(['--to', 'hf', '--dtype', 'q4_k', '--out', path.join(work, 'alias-hf')])
+    expect(r.status).toBe(2)
+    expect(r.stderr).toContain('--dtype q4_k is for gguf targets, not hf')
+  }, 180_000)
+
   it('refuses an unknown type and a float file type with one line, exit 2, nothing written', async () => {
     for (const [args, line] of [
       [['--to', 'gguf', '--dtype', 'q4_0', '--output-tensor-type', 'iq4_nl'], '--output-tensor-type iq4_nl is not a type this tool writes'],

@@ -5,7 +5,7 @@
  */
 import {UsageError} from '../errors.js'
 import {type FormatName} from '../formats/types.js'
-import {GGUF_DTYPES} from './options.js'
+import {GGUF_DTYPE_ALIASES, GGUF_DTYPES} from './options.js'
 
 export interface FlagRule {
   /** Targets the flag applies to. */
@@ -20,7 +20,7 @@ export interface FlagRule {
 export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   quantize: {targets: ['mlx', 'onnx'], hint: 'for GGUF use --dtype q8_0, q4_0, …'},
   'group-size': {targets: ['mlx']},
-  dtype: {targets: ['gguf'], values: GGUF_DTYPES},
+  dtype: {targets: ['gguf'], values: [...GGUF_DTYPES, ...Object.keys(GGUF_DTYPE_ALIASES)]},
   'training-checkpoint': {targets: ['corenet']},
   'token-embedding-type': {targets: ['gguf']},
   'output-tensor-type': {targets: ['gguf']},

@@ -1,12 +1,12 @@
 /** Flags shared by several commands. */
 import {Flags} from '@oclif/core'
 import {FORMAT_NAMES} from '../formats/types.js'
-import {GGUF_DTYPES} from './options.js'
+import {GGUF_DTYPE_ALIASES, GGUF_DTYPES} from './options.js'
 
 export const dtypeFlag = Flags.string({
-  description: `float dtype of the written weights; for GGUF also llama-quantize's file types (${GGUF_DTYPES.join(', ')}), each tensor typed by its rules`,
+  description: `float dtype of the written weights; for GGUF also llama-quantize's file types (${GGUF_DTYPES.join(', ')}; q3_k, q4_k, q5_k are its aliases for the _m types), each tensor typed by its rules`,
   aliases: ['outtype'],
-  options: ['f32', 'f16', 'bf16', 'float32', 'float16', 'bfloat16', ...GGUF_DTYPES],
+  options: ['f32', 'f16', 'bf16', 'float32', 'float16', 'bfloat16', ...GGUF_DTYPES, ...Object.keys(GGUF_DTYPE_ALIASES)],
 })
 
 export const outFlag = Flags.string({char: 'o', description: 'output folder (or file for single-file formats)', required: true})

@@ -9,10 +9,17 @@ import {ggufQuantTargets, quantizationOf} from '../formats/gguf/index.js'
 /** The GGUF file types `--dtype` takes (llama-quantize's names: q8_0, q4_0, …, q4_k_m, …), lower case. */
 export const GGUF_DTYPES: readonly string[] = ggufQuantTargets()
 
+/**
+ * llama-quantize's bare K names that are aliases (its quantize.cpp): Q3_K, Q4_K and Q5_K mean the
+ * _M file types. Q2_K and Q6_K are file types of their own (GGUF_DTYPES).
+ */
+export const GGUF_DTYPE_ALIASES: Readonly<Record<string, string>> = {q3_k: 'q3_k_m', q4_k: 'q4_k_m', q5_k: 'q5_k_m'}
+
 /** `--dtype` may name a float type, or a GGUF file type (`q8_0`, `q4_0`, `q4_k_m`, …; 1-D tensors stay F32). */
 export function dtypeOptions(dtype: string | undefined): Pick<WriteOptions, 'dtype' | 'quantization'> {
   if (dtype === undefined) return {}
-  if (GGUF_DTYPES.includes(dtype.toLowerCase())) return {dtype: 'F16', quantization: quantizationOf(dtype.toLowerCase())}
+  const name = GGUF_DTYPE_ALIASES[dtype.toLowerCase()] ?? dtype.toLowerCase()
+  if (GGUF_DTYPES.includes(name)) return {dtype: 'F16', quantization: quantizationOf(name)}
   return {dtype: parseFloatDType(dtype)}
 }
 

@@ -7,7 +7,10 @@
  */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {Plugin} from '@oclif/core'
+// Describe the built JS: oclif maps dist/ to src/*.ts when NODE_ENV is development or test (npm
+// scripts run under a test runner inherit it), which would put TypeScript paths in the manifest.
+process.env.NODE_ENV = 'production'
+const {Plugin} = await import('@oclif/core')
 
 const root = path.resolve(import.meta.dirname, '..')
 const plugin = new Plugin({root, type: 'core', isRoot: true, ignoreManifest: true, errorOnManifestCreate: true})

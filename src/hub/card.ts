@@ -151,6 +151,17 @@ function dtypeLine(report: InspectReport): string {
   return q.mode === 'q8_0' ? `Q8_0 blocks (${report.dtype} for the rest)` : `${q.bits}-bit affine, group size ${q.groupSize} (${report.dtype} scales)`
 }
 
+/** How to run the pushed repo in its format's usual runtime: a fenced, copy-paste snippet (undefined: none). */
+export function usageSnippet(format: FormatName, repo: string, fileName?: string, tokenizerRepo = repo): string | undefined {
+  switch (format) {
+    case 'mlx': return ['With [mlx-lm](https://github.com/ml-explore/mlx-lm) (Apple silicon):', '', '```sh', `mlx_lm.generate --model ${repo} --prompt "Once upon a time"`, '```'].join('\n')
+    case 'gguf': return ['With [llama.cpp](https://github.com/ggml-org/llama.cpp):', '', '```sh', `llama-cli --hf-repo ${repo} --hf-file ${fileName ?? 'model.gguf'} -p "Once upon a time" -n 64`, '```'].join('\n')
+    case 'onnx': return ['With [transformers.js](https://huggingface.co/docs/transformers.js):', '', '```js', "import {pipeline} from '@huggingface/transformers'", `const generator = await pipeline('text-generation', '${repo}')`, "console.log(await generator('Once upon a time', {max_new_tokens: 64}))", '```'].join('\n')
+    case 'hf': return ['With [transformers](https://huggingface.co/docs/transformers) (OpenELM\'s modelling code lives in the repo, hence `trust_remote_code`):', '', '```python', 'from transformers import AutoModelForCausalLM, AutoTokenizer', `model = AutoModelForCausalLM.from_pretrained("${repo}", trust_remote_code=True)`, `tokenizer = AutoTokenizer.from_pretrained("${tokenizerRepo}")`, 'ids = tokenizer("Once upon a time", return_tensors="pt").input_ids', 'print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0]))', '```'].join('\n')
+    default: return undefined
+  }
+}
+
 /** Build the card for `dir`. A folder this tool cannot read still gets a minimal card (with a note). */
 export async function buildModelCard(dir: string, options: CardOptions): Promise<ModelCard> {
   const notes: string[] = []
@@ -210,6 +221,8 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
       markdownTable(['layer', 'query heads', 'KV heads', 'FFN dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])),
     )
   }
+  const usage = report ? usageSnippet(report.format, options.repo, report.format === 'gguf' ? path.basename(report.path) : undefined, report.tokenizerFiles.length > 0 ? options.repo : 'meta-llama/Llama-2-7b-hf') : undefined
+  if (usage) body.push('', '## Usage', '', usage)
   const verification = verifyReport === undefined ? undefined : renderVerifyReport(verifyReport)
   if (verification) {
     body.push('', '## Verification', '')

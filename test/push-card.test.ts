@@ -251,3 +251,21 @@ describe('model card usage', () => {
     expect(renderModelCard(fakeReport('270M', {format: 'corenet'}), undefined, {repo: 'me/m'}).text).not.toContain('## Usage')
   })
 })
+
+describe('model card verification section', () => {
+  it('renders a real verify report as named checks with thresholds and the quality table, no JSON paths', async () => {
+    const {verify} = await import('../src/verify/index.js')
+    const report = await verify('fixtures/trained', {against: 'fixtures/trained'})
+    expect(report.pass).toBe(true)
+    const text = renderModelCard(fakeReport('270M', {format: 'hf'}), JSON.parse(JSON.stringify(report)), {repo: 'me/m'}).text
+    const section = text.slice(text.indexOf('## Verification'), text.indexOf('## License'))
+    expect(section).toContain('**Result: PASS (exact)**')
+    expect(section).toMatch(/^\| check \| value \| threshold \| result \|$/m)
+    expect(section).toMatch(/^\| logits vs REF transformed \| max \\\|Δ\\\| 0 .* \| ≤ .* of scale \| ok \|$/m)
+    expect(section).toMatch(/^\| mean KL \(nats\) \| /m)
+    expect(section).not.toMatch(/\w\[\d+\]|\w\.\w+\.\w/)
+    expect(text.match(/^# /gm)).toHaveLength(1)
+    const finite = renderVerifyReport({...JSON.parse(JSON.stringify(report)), verdict: 'finite', checks: []})
+    expect(finite).toContain('**Result: FINITE**')
+  }, 60_000)
+})

@@ -9,6 +9,8 @@ import path from 'node:path'
 import {type FormatName} from '../formats/types.js'
 import {inspect, type InspectReport} from '../inspect.js'
 import {APPLE_REPOS} from '../model/presets.js'
+import {type VerifyReport} from '../verify/index.js'
+import {checkRows, qualityRows} from '../verify/report.js'
 
 /** Written by `openelm convert --verify` next to the model. */
 export const VERIFY_REPORT_FILE = 'openelm-verify.json'
@@ -102,10 +104,34 @@ function collectMetrics(value: unknown, prefix: string, depth: number, out: [str
   }
 }
 
+/**
+ * A report `openelm verify` wrote (verdict, checks, pass): the result in its own words, then the named
+ * checks with their thresholds and the quality metrics, as the terminal shows them. Undefined for any
+ * other shape (the generic rendering below takes it).
+ */
+function namedVerifyTables(report: Record<string, unknown>): string | undefined {
+  if (typeof report.verdict !== 'string' || typeof report.pass !== 'boolean' || !Array.isArray(report.checks)) return undefined
+  try {
+    const r = report as unknown as VerifyReport
+    const result = !r.pass ? 'FAIL' : r.verdict === 'exact' ? 'PASS (exact)' : r.verdict === 'quality-only' ? 'PASS (quality only)' : r.verdict.toUpperCase()
+    const lines = [`**Result: ${result}**`]
+    if (!r.pass && Array.isArray(r.failures) && r.failures.length > 0) lines.push('', `Failures: ${r.failures.join('; ')}`)
+    const checks = checkRows(r)
+    if (checks.length > 0) lines.push('', markdownTable(['check', 'value', 'threshold', 'result'], checks))
+    const quality = qualityRows(r)
+    if (quality) lines.push('', 'Quality against the source (held-out text):', '', markdownTable(['metric', 'value', 'gate', 'result'], quality))
+    return lines.join('\n')
+  } catch {
+    return undefined
+  }
+}
+
 /** Render `openelm-verify.json` whatever its exact shape: verdict, descriptive fields, metric table. */
 export function renderVerifyReport(json: unknown): string {
   if (!json || typeof json !== 'object' || Array.isArray(json)) return 'The verification report could not be read (not a JSON object).'
   const report = json as Record<string, unknown>
+  const named = namedVerifyTables(report)
+  if (named) return named
   const lines: string[] = []
   const passed = verdict(report)
   lines.push(`**Result: ${passed === undefined ? 'unknown' : passed ? 'PASS' : 'FAIL'}**`)

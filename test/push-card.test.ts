@@ -228,3 +228,44 @@ describe('retrying fetch', () => {
     expect(attempts).toBe(3)
   })
 })
+
+describe('model card usage', () => {
+  it('gives one runnable line per format in its usual runtime, after the model section and before the license', () => {
+    const expected: [InspectReport['format'], RegExp][] = [
+      ['mlx', /^mlx_lm\.generate --model me\/m --prompt "Once upon a time"$/m],
+      ['gguf', /^llama-cli --hf-repo me\/m --hf-file m-q8_0\.gguf -p "Once upon a time" -n 64$/m],
+      ['onnx', /^const generator = await pipeline\('text-generation', 'me\/m'\)$/m],
+      ['hf', /^model = AutoModelForCausalLM\.from_pretrained\("me\/m", trust_remote_code=True\)$/m],
+    ]
+    for (const [format, line] of expected) {
+      const {text} = renderModelCard(fakeReport('270M', {format, path: format === 'gguf' ? '/x/m-q8_0.gguf' : '/x'}), undefined, {repo: 'me/m'})
+      expect(text.match(/^# /gm)).toHaveLength(1)
+      expect(text).toMatch(line)
+      expect(text.indexOf('## Usage')).toBeGreaterThan(text.indexOf('## Model'))
+      expect(text.indexOf('## Usage')).toBeLessThan(text.indexOf('## License'))
+    }
+    const hf = renderModelCard(fakeReport('270M', {format: 'hf'}), undefined, {repo: 'me/m'}).text
+    expect(hf).toContain('AutoTokenizer.from_pretrained("meta-llama/Llama-2-7b-hf")')
+    const withTok = renderModelCard(fakeReport('270M', {format: 'hf', tokenizerFiles: ['tokenizer.json']}), undefined, {repo: 'me/m'}).text
+    expect(withTok).toContain('AutoTokenizer.from_pretrained("me/m")')
+    expect(renderModelCard(fakeReport('270M', {format: 'corenet'}), undefined, {repo: 'me/m'}).text).not.toContain('## Usage')
+  })
+})
+
+describe('model card verification section', () => {
+  it('renders a real verify report as named checks with thresholds and the quality table, no JSON paths', async () => {
+    const {verify} = await import('../src/verify/index.js')
+    const report = await verify('fixtures/trained', {against: 'fixtures/trained'})
+    expect(report.pass).toBe(true)
+    const text = renderModelCard(fakeReport('270M', {format: 'hf'}), JSON.parse(JSON.stringify(report)), {repo: 'me/m'}).text
+    const section = text.slice(text.indexOf('## Verification'), text.indexOf('## License'))
+    expect(section).toContain('**Result: PASS (exact)**')
+    expect(section).toMatch(/^\| check \| value \| threshold \| result \|$/m)
+    expect(section).toMatch(/^\| logits vs REF transformed \| max \\\|Δ\\\| 0 .* \| ≤ .* of scale \| ok \|$/m)
+    expect(section).toMatch(/^\| mean KL \(nats\) \| /m)
+    expect(section).not.toMatch(/\w\[\d+\]|\w\.\w+\.\w/)
+    expect(text.match(/^# /gm)).toHaveLength(1)
+    const finite = renderVerifyReport({...JSON.parse(JSON.stringify(report)), verdict: 'finite', checks: []})
+    expect(finite).toContain('**Result: FINITE**')
+  }, 60_000)
+})

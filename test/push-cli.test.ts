@@ -90,7 +90,7 @@ describe('openelm push', () => {
     const run = await cli(['push', folder, '--repo', 'me/OpenELM-tiny', '--dry-run', '--endpoint', server.url, '--token', TOKEN])
     expect(run.code, run.stderr).toBe(0)
     expect(server.requests).toHaveLength(0)
-    expect(run.stdout).toMatch(/README\.md \(generated\)\s+\d+ B\s+regular/)
+    expect(run.stdout).toMatch(/README\.md \(generated\)\s+\d+(\.\d+)? (B|KiB)\s+regular/)
     expect(run.stdout).toMatch(/config\.json\s+989 B\s+regular/)
     expect(run.stdout).toContain('nothing was sent')
   })

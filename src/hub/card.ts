@@ -9,6 +9,8 @@ import path from 'node:path'
 import {type FormatName} from '../formats/types.js'
 import {inspect, type InspectReport} from '../inspect.js'
 import {APPLE_REPOS} from '../model/presets.js'
+import {type VerifyReport} from '../verify/index.js'
+import {checkRows, qualityRows} from '../verify/report.js'
 
 /** Written by `openelm convert --verify` next to the model. */
 export const VERIFY_REPORT_FILE = 'openelm-verify.json'
@@ -102,10 +104,34 @@ function collectMetrics(value: unknown, prefix: string, depth: number, out: [str
   }
 }
 
+/**
+ * A report `openelm verify` wrote (verdict, checks, pass): the result in its own words, then the named
+ * checks with their thresholds and the quality metrics, as the terminal shows them. Undefined for any
+ * other shape (the generic rendering below takes it).
+ */
+function namedVerifyTables(report: Record<string, unknown>): string | undefined {
+  if (typeof report.verdict !== 'string' || typeof report.pass !== 'boolean' || !Array.isArray(report.checks)) return undefined
+  try {
+    const r = report as unknown as VerifyReport
+    const result = !r.pass ? 'FAIL' : r.verdict === 'exact' ? 'PASS (exact)' : r.verdict === 'quality-only' ? 'PASS (quality only)' : r.verdict.toUpperCase()
+    const lines = [`**Result: ${result}**`]
+    if (!r.pass && Array.isArray(r.failures) && r.failures.length > 0) lines.push('', `Failures: ${r.failures.join('; ')}`)
+    const checks = checkRows(r)
+    if (checks.length > 0) lines.push('', markdownTable(['check', 'value', 'threshold', 'result'], checks))
+    const quality = qualityRows(r)
+    if (quality) lines.push('', 'Quality against the source (held-out text):', '', markdownTable(['metric', 'value', 'gate', 'result'], quality))
+    return lines.join('\n')
+  } catch {
+    return undefined
+  }
+}
+
 /** Render `openelm-verify.json` whatever its exact shape: verdict, descriptive fields, metric table. */
 export function renderVerifyReport(json: unknown): string {
   if (!json || typeof json !== 'object' || Array.isArray(json)) return 'The verification report could not be read (not a JSON object).'
   const report = json as Record<string, unknown>
+  const named = namedVerifyTables(report)
+  if (named) return named
   const lines: string[] = []
   const passed = verdict(report)
   lines.push(`**Result: ${passed === undefined ? 'unknown' : passed ? 'PASS' : 'FAIL'}**`)
@@ -149,6 +175,17 @@ function dtypeLine(report: InspectReport): string {
   if (!q) return report.dtype
   if (q.mode !== 'q8_0' && q.mode !== 'affine') return `MLX ${q.mode} (${report.dtype} for the rest)`
   return q.mode === 'q8_0' ? `Q8_0 blocks (${report.dtype} for the rest)` : `${q.bits}-bit affine, group size ${q.groupSize} (${report.dtype} scales)`
+}
+
+/** How to run the pushed repo in its format's usual runtime: a fenced, copy-paste snippet (undefined: none). */
+export function usageSnippet(format: FormatName, repo: string, fileName?: string, tokenizerRepo = repo): string | undefined {
+  switch (format) {
+    case 'mlx': return ['With [mlx-lm](https://github.com/ml-explore/mlx-lm) (Apple silicon):', '', '```sh', `mlx_lm.generate --model ${repo} --prompt "Once upon a time"`, '```'].join('\n')
+    case 'gguf': return ['With [llama.cpp](https://github.com/ggml-org/llama.cpp):', '', '```sh', `llama-cli --hf-repo ${repo} --hf-file ${fileName ?? 'model.gguf'} -p "Once upon a time" -n 64`, '```'].join('\n')
+    case 'onnx': return ['With [transformers.js](https://huggingface.co/docs/transformers.js):', '', '```js', "import {pipeline} from '@huggingface/transformers'", `const generator = await pipeline('text-generation', '${repo}')`, "console.log(await generator('Once upon a time', {max_new_tokens: 64}))", '```'].join('\n')
+    case 'hf': return ['With [transformers](https://huggingface.co/docs/transformers) (OpenELM\'s modelling code lives in the repo, hence `trust_remote_code`):', '', '```python', 'from transformers import AutoModelForCausalLM, AutoTokenizer', `model = AutoModelForCausalLM.from_pretrained("${repo}", trust_remote_code=True)`, `tokenizer = AutoTokenizer.from_pretrained("${tokenizerRepo}")`, 'ids = tokenizer("Once upon a time", return_tensors="pt").input_ids', 'print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0]))', '```'].join('\n')
+    default: return undefined
+  }
 }
 
 /** Build the card for `dir`. A folder this tool cannot read still gets a minimal card (with a note). */
@@ -210,6 +247,8 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
       markdownTable(['layer', 'query heads', 'KV heads', 'FFN dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])),
     )
   }
+  const usage = report ? usageSnippet(report.format, options.repo, report.format === 'gguf' ? path.basename(report.path) : undefined, report.tokenizerFiles.length > 0 ? options.repo : 'meta-llama/Llama-2-7b-hf') : undefined
+  if (usage) body.push('', '## Usage', '', usage)
   const verification = verifyReport === undefined ? undefined : renderVerifyReport(verifyReport)
   if (verification) {
     body.push('', '## Verification', '')

@@ -35,21 +35,8 @@ function finiteLine(report: VerifyReport): string {
   return `FINITE — logits finite on ${report.tokens.length} tokens (${report.engine.name} engine, ${report.engine.device})${runtime}; no reference (pass --against SRC to prove a conversion)`
 }
 
-export function reportLines(report: VerifyReport): string[] {
-  const lines: string[] = []
-  const side = (label: string, s: SideInfo): string => `${label}: ${s.path} (${s.format}, ${s.dtype}; ${storage(s)}; vocab ${s.vocab})`
-  lines.push(side('model', report.model))
-  if (report.against) lines.push(side('against', report.against))
-  lines.push(`engine ${report.engine.name} (${report.engine.device}); ${promptLine(report)}`)
-  const pieces = report.prompt.pieces
-  if (pieces) lines.push(`prompt tokens: ${pieces.slice(0, 48).map((piece, i) => `${JSON.stringify(piece).slice(1, -1)}=${report.tokens[i]}`).join(' ')}${pieces.length > 48 ? ' …' : ''}`)
-  if (report.summary) {
-    lines.push(`logits ${report.summary.finite ? 'finite' : 'contain NaN/Inf'}, range [${fmt(report.summary.logitMin)}, ${fmt(report.summary.logitMax)}]`)
-    lines.push(`top-1 per position: ${report.summary.top1.join(' ')}`)
-  }
-  if (report.relationReason && report.verdict !== 'finite') {
-    lines.push(report.verdict === 'quality-only' ? `relation: sibling — ${report.relationReason}` : `relation: ${report.relation === 'derived' ? 'conversion' : 'NOT the conversion'} — ${report.relationReason}`)
-  }
+/** The gated checks as table rows: check, value, threshold, result (the terminal report and the model card share them). */
+export function checkRows(report: VerifyReport): string[][] {
   const rows: string[][] = []
   const w = report.weights
   if (w && report.verdict === 'exact') {
@@ -69,18 +56,45 @@ export function reportLines(report: VerifyReport): string[] {
   if (r) {
     rows.push([`${r.runtime} (${r.device}) vs ${r.against}`, `${fmt(r.relMaxAbs)} of scale, KL ${fmt(r.meanKl)}`, `≤ ${fmt(r.tolerance.maxRelAbs)}, ≤ ${fmt(r.tolerance.maxMeanKl)}`, r.pass ? 'ok' : 'FAIL'])
   }
+  return rows
+}
+
+/** The quality metrics against REF as table rows: metric, value, gate, result; undefined when none were measured. */
+export function qualityRows(report: VerifyReport): string[][] | undefined {
+  const q = report.quality
+  if (!q) return undefined
+  const gated = (limit: number | undefined, text: string) => (limit === undefined ? '-' : text)
+  const qrows: string[][] = [
+    ['mean KL (nats)', fmt(q.meanKl), gated(q.gates.maxKl, `≤ ${fmt(q.gates.maxKl ?? 0)}`), q.gates.maxKl === undefined ? '' : q.meanKl <= q.gates.maxKl ? 'ok' : 'FAIL'],
+    [q.nearTies > 0 ? `top-1 agreement (+${q.nearTies} near-tie${q.nearTies > 1 ? 's' : ''})` : 'top-1 agreement', fmt(q.top1WithTies), gated(q.gates.minTop1, `≥ ${fmt(q.gates.minTop1 ?? 0)}`), q.gates.minTop1 === undefined ? '' : q.top1WithTies >= q.gates.minTop1 ? 'ok' : 'FAIL'],
+  ]
+  if (q.perplexity) {
+    const p = q.perplexity
+    qrows.push(['perplexity MODEL / REF', `${fmt(p.model)} / ${fmt(p.reference)} (×${p.ratio.toFixed(4)})`, gated(q.gates.maxPplRatio, `≤ ×${q.gates.maxPplRatio}`), q.gates.maxPplRatio === undefined ? '' : p.ratio <= q.gates.maxPplRatio ? 'ok' : 'FAIL'])
+  }
+  return qrows
+}
+
+export function reportLines(report: VerifyReport): string[] {
+  const lines: string[] = []
+  const side = (label: string, s: SideInfo): string => `${label}: ${s.path} (${s.format}, ${s.dtype}; ${storage(s)}; vocab ${s.vocab})`
+  lines.push(side('model', report.model))
+  if (report.against) lines.push(side('against', report.against))
+  lines.push(`engine ${report.engine.name} (${report.engine.device}); ${promptLine(report)}`)
+  const pieces = report.prompt.pieces
+  if (pieces) lines.push(`prompt tokens: ${pieces.slice(0, 48).map((piece, i) => `${JSON.stringify(piece).slice(1, -1)}=${report.tokens[i]}`).join(' ')}${pieces.length > 48 ? ' …' : ''}`)
+  if (report.summary) {
+    lines.push(`logits ${report.summary.finite ? 'finite' : 'contain NaN/Inf'}, range [${fmt(report.summary.logitMin)}, ${fmt(report.summary.logitMax)}]`)
+    lines.push(`top-1 per position: ${report.summary.top1.join(' ')}`)
+  }
+  if (report.relationReason && report.verdict !== 'finite') {
+    lines.push(report.verdict === 'quality-only' ? `relation: sibling — ${report.relationReason}` : `relation: ${report.relation === 'derived' ? 'conversion' : 'NOT the conversion'} — ${report.relationReason}`)
+  }
+  const rows = checkRows(report)
   if (rows.length > 0) lines.push(table(['check', 'value', 'threshold', 'result'], rows))
   const q = report.quality
-  if (q) {
-    const gated = (limit: number | undefined, text: string) => (limit === undefined ? '-' : text)
-    const qrows: string[][] = [
-      ['mean KL (nats)', fmt(q.meanKl), gated(q.gates.maxKl, `≤ ${fmt(q.gates.maxKl ?? 0)}`), q.gates.maxKl === undefined ? '' : q.meanKl <= q.gates.maxKl ? 'ok' : 'FAIL'],
-      [q.nearTies > 0 ? `top-1 agreement (+${q.nearTies} near-tie${q.nearTies > 1 ? 's' : ''})` : 'top-1 agreement', fmt(q.top1WithTies), gated(q.gates.minTop1, `≥ ${fmt(q.gates.minTop1 ?? 0)}`), q.gates.minTop1 === undefined ? '' : q.top1WithTies >= q.gates.minTop1 ? 'ok' : 'FAIL'],
-    ]
-    if (q.perplexity) {
-      const p = q.perplexity
-      qrows.push(['perplexity MODEL / REF', `${fmt(p.model)} / ${fmt(p.reference)} (×${p.ratio.toFixed(4)})`, gated(q.gates.maxPplRatio, `≤ ×${q.gates.maxPplRatio}`), q.gates.maxPplRatio === undefined ? '' : p.ratio <= q.gates.maxPplRatio ? 'ok' : 'FAIL'])
-    }
+  const qrows = qualityRows(report)
+  if (q && qrows) {
     lines.push(`quality against REF (${Object.keys(q.gates).length > 0 ? 'gated' : 'reported, not gated'}):`)
     lines.push(table(['metric', 'value', 'gate', 'result'], qrows))
   }

@@ -5,7 +5,20 @@
  * module turns that into a `Scheme` (bits per weight, layout, shape check, exact comparison).
  */
 import {UsageError} from '../errors.js'
+import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
 import {type EncodingDiff, type Scheme} from './types.js'
+
+/** Store `v` as an IEEE half (round to nearest even), little-endian, at byte `o`: ggml's GGML_FP32_TO_FP16. */
+export function putHalf(out: Uint8Array, o: number, v: number): void {
+  const bits = f32ToF16Bits(v)
+  out[o] = bits & 0xff
+  out[o + 1] = bits >>> 8
+}
+
+/** The little-endian IEEE half at byte `o`, as f32. */
+export function readHalf(b: Uint8Array, o: number): number {
+  return f16BitsToF32(b[o]! | (b[o + 1]! << 8))
+}
 
 export interface GgmlBlockType {
   /** Scheme name, `gguf_<type>` (e.g. `gguf_q4_0`). */

@@ -17,8 +17,7 @@
  * Every step is one f32 operation in the C's order (Math.fround after each; sums accumulate left
  * to right), `nearest_int` is ggml's 1.5·2^23 trick, and d/dmin are stored as IEEE half.
  */
-import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
-import {ggmlBlockScheme, type GgmlBlockType} from './ggml-block.js'
+import {ggmlBlockScheme, type GgmlBlockType, putHalf, readHalf as half} from './ggml-block.js'
 
 export const QK_K = 256
 const fr = Math.fround
@@ -38,16 +37,9 @@ function nearestInt(f: number): number {
 
 const clamp = (v: number, lo: number, hi: number) => (v < lo ? lo : v > hi ? hi : v)
 
-function putHalf(out: Uint8Array, o: number, v: number): void {
-  const bits = f32ToF16Bits(v)
-  out[o] = bits & 0xff
-  out[o + 1] = bits >>> 8
-}
 
-const half = (b: Uint8Array, o: number) => f16BitsToF32(b[o]! | (b[o + 1]! << 8))
-
-/** `make_qx_quants(n, nmax, x, L, rmse_type = 1, NULL)`: the scale; codes (0 … 2·nmax-1) into L. */
-function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number): number {
+/** The first of the n values at xo with the largest magnitude (C: `if (ax > amax)` from 0; NaN never wins), else 0. */
+function firstAbsMax(x: Float32Array, xo: number, n: number): number {
   let max = 0
   let amax = 0
   for (let i = 0; i < n; i++) {
@@ -57,7 +49,13 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: U
       max = x[xo + i]!
     }
   }
-  if (amax < GROUP_MAX_EPS) {
+  return max
+}
+
+/** `make_qx_quants(n, nmax, x, L, rmse_type = 1, NULL)`: the scale; codes (0 … 2·nmax-1) into L. */
+function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number): number {
+  const max = firstAbsMax(x, xo, n)
+  if (Math.abs(max) < GROUP_MAX_EPS) {
     L.fill(0, lo, lo + n)
     return 0
   }
@@ -97,16 +95,8 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: U
 
 /** `make_q3_quants(n, nmax, x, L, do_rmse = true)`: the scale; codes (0 … 2·nmax-1) into L. */
 function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number): number {
-  let max = 0
-  let amax = 0
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[xo + i]!)
-    if (ax > amax) {
-      amax = ax
-      max = x[xo + i]!
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
+  const max = firstAbsMax(x, xo, n)
+  if (Math.abs(max) < GROUP_MAX_EPS) {
     L.fill(0, lo, lo + n)
     return 0
   }
@@ -245,18 +235,9 @@ export function quantizeQ6_K(values: Float32Array): Uint8Array {
   for (let i = 0; i < nb; i++) {
     const xo = i * QK_K
     const o = i * Q6_BYTES
-    let maxScale = 0
-    let maxAbsScale = 0
-    for (let ib = 0; ib < 16; ib++) {
-      const scale = makeQxQuants(16, 32, values, xo + 16 * ib, L, 16 * ib)
-      scales[ib] = scale
-      const abs = Math.abs(scale)
-      if (abs > maxAbsScale) {
-        maxAbsScale = abs
-        maxScale = scale
-      }
-    }
-    if (maxAbsScale < GROUP_MAX_EPS) continue // an all-zero block: every byte 0 (d = +0)
+    for (let ib = 0; ib < 16; ib++) scales[ib] = makeQxQuants(16, 32, values, xo + 16 * ib, L, 16 * ib)
+    const maxScale = firstAbsMax(scales, 0, 16)
+    if (Math.abs(maxScale) < GROUP_MAX_EPS) continue // an all-zero block: every byte 0 (d = +0)
     const iscale = fr(-128 / maxScale)
     putHalf(out, o + 208, fr(1 / iscale))
     const d0 = half(out, o + 208)
@@ -458,16 +439,8 @@ export function quantizeQ3_K(values: Float32Array): Uint8Array {
     const xo = i * QK_K
     const o = i * Q3_BYTES
     const s = o + 96
-    let maxScale = 0
-    let amax = 0
-    for (let j = 0; j < 16; j++) {
-      scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 16 * j)
-      const abs = Math.abs(scales[j]!)
-      if (abs > amax) {
-        amax = abs
-        maxScale = scales[j]!
-      }
-    }
+    for (let j = 0; j < 16; j++) scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 16 * j)
+    const maxScale = firstAbsMax(scales, 0, 16)
     if (maxScale !== 0) {
       const iscale = fr(-32 / maxScale)
       for (let j = 0; j < 16; j++) {

@@ -15,8 +15,7 @@
  * result before its single rounding, so this is correctly rounded f32 arithmetic), the inverse
  * scale comes from the unrounded f32 d, and d, m are stored as IEEE half, rounded to nearest even.
  */
-import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
-import {ggmlBlockScheme, type GgmlBlockType} from './ggml-block.js'
+import {ggmlBlockScheme, type GgmlBlockType, putHalf, readHalf} from './ggml-block.js'
 
 export const LEGACY_BLOCK = 32
 const HALF = LEGACY_BLOCK / 2
@@ -39,11 +38,6 @@ function layout({bits, affine}: Legacy): {bytes: number; qh: number; qs: number}
   return {bytes: qs + HALF, qh, qs}
 }
 
-function writeHalf(out: Uint8Array, o: number, v: number): void {
-  const bits = f32ToF16Bits(v)
-  out[o] = bits & 0xff
-  out[o + 1] = bits >>> 8
-}
 
 function quantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
   const {bytes, qh: qhAt, qs: qsAt} = layout(spec)
@@ -67,8 +61,8 @@ function quantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
         }
         const d = fr(fr(max - min) / levels)
         const id = d !== 0 ? fr(1 / d) : 0
-        writeHalf(out, o, d)
-        writeHalf(out, o + 2, min)
+        putHalf(out, o, d)
+        putHalf(out, o + 2, min)
         for (let j = 0; j < LEGACY_BLOCK; j++) {
           const x = fr(fr(values[base + j]! - min) * id)
           const rounded = fr(x + 0.5)
@@ -88,7 +82,7 @@ function quantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
         const offset = spec.bits === 4 ? 8 : 16
         const d = fr(max / -offset)
         const id = d !== 0 ? fr(1 / d) : 0
-        writeHalf(out, o, d)
+        putHalf(out, o, d)
         for (let j = 0; j < LEGACY_BLOCK; j++) codes[j] = Math.min(cap, asInt8(fr(fr(values[base + j]! * id) + (offset + 0.5))))
       }
       let qh = 0
@@ -127,8 +121,8 @@ function dequantizer(spec: Legacy): (bytes: Uint8Array) => Float32Array {
     const out = new Float32Array(blocks * LEGACY_BLOCK)
     for (let b = 0; b < blocks; b++) {
       const o = b * blockBytes
-      const d = f16BitsToF32(bytes[o]! | (bytes[o + 1]! << 8))
-      const m = spec.affine ? f16BitsToF32(bytes[o + 2]! | (bytes[o + 3]! << 8)) : 0
+      const d = readHalf(bytes, o)
+      const m = spec.affine ? readHalf(bytes, o + 2) : 0
       for (let j = 0; j < LEGACY_BLOCK; j++) {
         const q = code(bytes, o, j) - offset
         out[b * LEGACY_BLOCK + j] = spec.affine ? fr(fr(q * d) + m) : q * d

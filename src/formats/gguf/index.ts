@@ -23,7 +23,7 @@ import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
 import {type EmbeddedVocabulary} from '../../tokenizer/find.js'
 import {loadVocab, vocabFromModel, type VocabPieces} from './tokenizer.js'
 import {GGML_BLOCK, GGML_QUANT_SCHEME, GGUF_MAGIC, type GgmlQuantType, type GgmlTypeName, type GgufKv, isQuantType, LLAMA_FILE_TYPE} from './types.js'
-import {fallbackType, ftypeTensorType, type FtypeOverrides, GGUF_FTYPES, isGgufFtype, ruleType, type TensorPlace} from './presets.js'
+import {fallbackType, type FtypeOverrides, GGUF_FTYPES, isGgufFtype, ruleType, type TensorPlace} from './presets.js'
 import {type OpenElmConfig} from '../../model/config.js'
 import {type GgufTensorInput, planGguf, writeGguf} from './write.js'
 
@@ -68,18 +68,18 @@ export function ggufTarget(source: Checkpoint, options: WriteOptions): GgufTarge
 }
 
 /**
- * The on-disk type of one tensor: 1-D tensors stay F32; float targets store matrices as such; a
- * llama-quantize file type gives each matrix its rule's type (src/formats/gguf/presets.ts),
- * with llama.cpp's fallback when its rows are not whole blocks.
+ * The type one tensor's rules ask for: 1-D tensors stay F32; float targets store matrices as such; a
+ * llama-quantize file type gives each matrix its rule's type (src/formats/gguf/presets.ts). The
+ * on-disk type is this after `fallbackType` (rows that are not whole blocks).
  */
-export function tensorType(name: string, shape: readonly number[], target: GgufTarget, config: OpenElmConfig, overrides: FtypeOverrides = {}): GgmlTypeName {
+function wantedType(name: string, shape: readonly number[], target: GgufTarget, config: OpenElmConfig, overrides: FtypeOverrides): GgmlTypeName {
   if (shape.length <= 1) return 'F32'
   if (!isGgufFtype(target)) {
     // llama-quantize's --token-embedding-type applies whatever the file type, a float one included.
-    if (overrides.tokenEmbedding && name === 'token_embd.weight') return fallbackType(overrides.tokenEmbedding, shape[shape.length - 1]!)
+    if (overrides.tokenEmbedding && name === 'token_embd.weight') return overrides.tokenEmbedding
     return target as FloatDType
   }
-  return ftypeTensorType(target, place(name, shape, config), overrides)
+  return ruleType(target, place(name, shape, config), overrides)
 }
 
 function place(name: string, shape: readonly number[], config: OpenElmConfig): TensorPlace {
@@ -136,9 +136,9 @@ export function ggufTensors(source: Checkpoint, target: GgufTarget, overrides: F
   for (const record of source.tensors) {
     for (const {gguf, part} of toGgufNames(record.name, maps)) {
       const selected = selectRows(record, part, gguf)
-      const type = tensorType(gguf, selected.shape, target, source.config, overrides)
-      const wanted = selected.shape.length > 1 && isGgufFtype(target) ? ruleType(target, place(gguf, selected.shape, source.config), overrides) : type
-      if (type !== wanted) fallbacks.push(`${gguf} (${type} for ${wanted})`)
+      const wanted = wantedType(gguf, selected.shape, target, source.config, overrides)
+      const type = fallbackType(wanted, selected.shape[selected.shape.length - 1]!)
+      if (type !== wanted && isGgufFtype(target)) fallbacks.push(`${gguf} (${type} for ${wanted})`)
       inputs.push({name: gguf, type, source: selected})
     }
   }

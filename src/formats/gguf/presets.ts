@@ -74,12 +74,10 @@ export interface FtypeOverrides {
   outputTensor?: GgmlTypeName
 }
 
-/** The type llama-quantize gives this matrix under `ftype` (no importance matrix, not `--pure`). */
-export function ftypeTensorType(ftype: string, t: TensorPlace, overrides: FtypeOverrides = {}): GgmlTypeName {
-  return fallbackType(ruleType(ftype, t, overrides), t.cols)
-}
-
-/** The type the ftype's rules choose for this matrix, before the fallback for rows that are not whole blocks. */
+/**
+ * The type llama-quantize's rules choose for this matrix under `ftype` (no importance matrix, not
+ * `--pure`), before `fallbackType` for rows that are not whole blocks.
+ */
 export function ruleType(ftype: string, t: TensorPlace, overrides: FtypeOverrides = {}): GgmlTypeName {
   const spec = GGUF_FTYPES[ftype]
   if (!spec) throw new UsageError('gguf.dtype', `unknown GGUF type "${ftype}" (expected ${Object.keys(GGUF_FTYPES).join(', ')})`)

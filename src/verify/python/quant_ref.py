@@ -347,7 +347,8 @@ def _mlx_dequantize(parts, rows, cols, params, device):
 def _int8_low_byte(q):
     """uint8 bit patterns of the int8 codes: ggml stores `roundf(x)` into int8_t, which compilers do
     as a 32-bit conversion keeping the low byte; out of range (NaN, infinities, |q| >= 2^31) that
-    conversion is x86-64's 0x80000000, low byte 0. (In range q always is: |x * id| <= 127.)"""
+    conversion is x86-64's 0x80000000, low byte 0. (In range q always is: |x * id| <= 127.) A q that
+    is not an integer is truncated toward zero, as C's conversion is (the legacy blocks rely on it)."""
     torch = _torch()
     if bool((q.abs() <= 127).all()):  # the usual case (NaN fails the test)
         return q.to(torch.int8).view(torch.uint8)
@@ -512,12 +513,6 @@ def _legacy_layout(scheme):
     return qs + LEGACY_BLOCK // 2, header, (header if bits == 5 else None), qs
 
 
-def _low_byte(x):
-    torch = _torch()
-    ok = torch.isfinite(x) & (x.abs() < 2.0 ** 31)
-    return torch.where(ok, torch.trunc(x), torch.zeros_like(x)).to(torch.int64) & 0xFF
-
-
 def _legacy_quantize(x, scheme):
     torch = _torch()
     bits, affine = GGML_LEGACY[scheme]
@@ -532,7 +527,7 @@ def _legacy_quantize(x, scheme):
         d = (hi - lo) / _like(hi, float(levels))
         inv = torch.where(d != 0, _like(d, 1.0) / d, torch.zeros_like(d))
         q = ((b - lo[:, None]) * inv[:, None]) + _like(b, 0.5)
-        codes = _low_byte(q)
+        codes = _int8_low_byte(q).to(torch.int64)  # the cast truncates, as C's does
         if bits == 4:
             codes = torch.clamp(torch.where(codes >= 128, codes - 256, codes), max=15) & 0xFF
     else:
@@ -544,7 +539,7 @@ def _legacy_quantize(x, scheme):
         offset = 8.0 if bits == 4 else 16.0
         d = m / _like(m, -offset)
         inv = torch.where(d != 0, _like(d, 1.0) / d, torch.zeros_like(d))
-        codes = _low_byte((b * inv[:, None]) + _like(b, offset + 0.5))
+        codes = _int8_low_byte((b * inv[:, None]) + _like(b, offset + 0.5)).to(torch.int64)
         codes = torch.clamp(torch.where(codes >= 128, codes - 256, codes), max=levels) & 0xFF
     c = codes.cpu().numpy().astype(np.uint32)
     out = np.zeros((n, nbytes), np.uint8)

@@ -12,6 +12,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {SCHEMES} from '../src/quant/index.js'
+import {seededRandom as prng} from '../src/generate/sampler.js'
 
 const PYTHON = '/usr/bin/python3'
 const GGML_REF = path.join(import.meta.dirname, 'python', 'ggml_ref.py')
@@ -21,17 +22,6 @@ afterAll(() => rmSync(tmp, {recursive: true, force: true}))
 
 const probe = spawnSync(PYTHON, [GGML_REF, 'q4_0', '/dev/null', path.join(tmp, 'probe')], {encoding: 'utf8'})
 const unavailable = probe.status === 3 ? probe.stderr.trim() : undefined
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Weight-like rows: normal values at one scale per seed, 1% outliers ×20, some heavy-tailed. */
 function weights(seed: number, n: number): number[] {

@@ -23,6 +23,7 @@ import {e4m3Code, e4m3Value, fp4Code, gpuGroup, MLX_FP_MODE_NAMES, MLX_FP_MODES,
 import {type FloatDType} from '../src/tensor/dtype.js'
 import {f32Record, memoryRecord, readFloat32} from '../src/tensor/record.js'
 import {verify} from '../src/verify/index.js'
+import {seededRandom as prng} from '../src/generate/sampler.js'
 
 const PYTHON = '/usr/bin/python3'
 const QUANT_REF = path.join(import.meta.dirname, '..', 'src', 'verify', 'python', 'quant_ref.py')
@@ -32,17 +33,6 @@ interface Case {name: string; rows: number; cols: number; values: Float32Array; 
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-mlx-fp-'))
 afterAll(() => rmSync(tmp, {recursive: true, force: true}))
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function randomMatrix(seed: number, rows: number, cols: number): Float32Array {
   const u = prng(seed)

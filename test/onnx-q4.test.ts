@@ -23,6 +23,7 @@ import {readFloat32} from '../src/tensor/record.js'
 import {runForward} from '../src/verify/engine/index.js'
 import {OnnxDecoder} from '../src/verify/backends/onnxruntime.js'
 import {verify} from '../src/verify/index.js'
+import {seededRandom as prng} from '../src/generate/sampler.js'
 
 const PYTHON = '/usr/bin/python3'
 const QUANT_DIR = path.join(import.meta.dirname, '..', 'src', 'verify', 'python')
@@ -35,17 +36,6 @@ const Q4 = {quantization: {bits: 4, groupSize: 64, mode: 'affine' as const}}
 
 let root: string
 let source: Checkpoint
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 beforeAll(async () => {
   root = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-onnx-q4-'))

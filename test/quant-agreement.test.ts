@@ -28,6 +28,7 @@ import {drain} from '../src/progress.js'
 import {castBytes, f32BitsToBf16Bits, f32BitsToF16Bits, f32ToF16Bits, type FloatDType, toFloat32} from '../src/tensor/dtype.js'
 import {f32Record, memoryRecord} from '../src/tensor/record.js'
 import {TorchWorker} from '../src/verify/backends/torch.js'
+import {seededRandom as prng} from '../src/generate/sampler.js'
 
 const PYTHON = '/usr/bin/python3'
 const QUANT_REF = path.join(import.meta.dirname, '..', 'src', 'verify', 'python', 'quant_ref.py')
@@ -45,18 +46,6 @@ const tmp = mkdtempSync(path.join(os.tmpdir(), 'openelm-quant-agreement-'))
 afterAll(() => rmSync(tmp, {recursive: true, force: true}))
 
 // ---- inputs ------------------------------------------------------------------------------------
-
-/** mulberry32: a small deterministic PRNG (uniform in [0, 1)). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Weight-like values: normal(0, scale) with a few outliers, one distribution per seed. */
 function randomMatrix(seed: number, rows: number, cols: number): Float32Array {

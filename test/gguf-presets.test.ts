@@ -104,6 +104,33 @@ describe.each(shapes)('llama-quantize file types on the %s', (label, make) => {
     expect(report.quality!.meanKl).toBeGreaterThan(0)
   })
 
+  it.skipIf(key !== '256-multiple')('GGUF → GGUF copies blocks whose type does not change, as llama-quantize does', async () => {
+    const q4km = path.join(work, `${key}-ours-q4_k_m.gguf`)
+    const original = await tensors(q4km)
+    const gguf = await openCheckpoint(q4km)
+    try {
+      const kept = path.join(work, `${key}-kept.gguf`)
+      const result = await drain(writeCheckpoint(gguf, 'gguf', kept, {}))
+      expect(result.notes.join('\n')).toContain(`${[...original.values()].filter((t) => t.type.startsWith('Q')).length} tensors already in their target type were copied block for block`)
+      for (const [name, t] of await tensors(kept)) expect({name, type: t.type, same: Buffer.compare(t.bytes, original.get(name)!.bytes) === 0}).toEqual({name, type: original.get(name)!.type, same: true})
+      // To q4_k_s: the tensors that stay Q4_K/Q6_K are copied; the others are quantized from the dequantized values.
+      const s = path.join(work, `${key}-small.gguf`)
+      await drain(writeCheckpoint(gguf, 'gguf', s, {quantization: quantizationOf('q4_k_s')}))
+      const smaller = await tensors(s)
+      const same = [...smaller].filter(([name, t]) => t.type === original.get(name)!.type && t.type.startsWith('Q'))
+      expect(same.length).toBeGreaterThan(0)
+      for (const [name, t] of same) expect({name, same: Buffer.compare(t.bytes, original.get(name)!.bytes) === 0}).toEqual({name, same: true})
+      // Without the stored blocks, quantizing the dequantized K-quant values again changes codes:
+      // the copy is what keeps the file lossless.
+      const again = path.join(work, `${key}-again.gguf`)
+      await drain(writeCheckpoint({...gguf, stored: undefined}, 'gguf', again, {}))
+      const changed = [...(await tensors(again))].filter(([name, t]) => Buffer.compare(t.bytes, original.get(name)!.bytes) !== 0)
+      expect(changed.length).toBeGreaterThan(0)
+    } finally {
+      await gguf.close()
+    }
+  })
+
   it('verify --against proves llama-quantize\'s own files exactly', async () => {
     for (const ftype of ['q4_k_m', 'q3_k_s']) {
       const report = await verify(lq.get(ftype)!, {against: source, runtime: 'none'})

@@ -34,5 +34,7 @@ export function withVocab(source: Checkpoint, rows: number): {checkpoint: Checkp
   if (rows === from) return {checkpoint: source}
   const tensors = source.tensors.map((t) => (t.name === GLOBAL_TENSORS.token_embeddings ? resizeRows(t, rows) : t))
   const change: VocabChange = {from, to: rows, rowsDropped: Math.max(0, from - rows), rowsPadded: Math.max(0, rows - from)}
-  return {checkpoint: {...source, config: {...source.config, vocab_size: rows}, tensors}, change}
+  // The embedding's stored form (a quantized source's blocks) no longer describes the resized record.
+  const stored = source.stored && new Map([...source.stored].filter(([name]) => name !== GLOBAL_TENSORS.token_embeddings))
+  return {checkpoint: {...source, config: {...source.config, vocab_size: rows}, tensors, ...(stored ? {stored} : {})}, change}
 }

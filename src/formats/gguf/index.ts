@@ -6,7 +6,7 @@
  */
 import {promises as fs} from 'node:fs'
 import path from 'node:path'
-import {UsageError} from '../../errors.js'
+import {FormatError, UsageError} from '../../errors.js'
 import {atomicFile, pathExists} from '../../io/atomic.js'
 import {matchPreset} from '../../model/presets.js'
 import {validateConfig} from '../../model/config.js'
@@ -17,7 +17,7 @@ import {castRecord, type TensorRecord} from '../../tensor/record.js'
 import {findTokenizerFiles} from '../common.js'
 import {type Checkpoint, type FormatAdapter, type ProgressEvent, type Quantization, type ReadOptions, type StoredSegment, type StoredTensor, type WriteOptions, type WriteResult} from '../types.js'
 import {configFromMetadata, type GgufFileType, openelmMetadata} from './metadata.js'
-import {expandNames, fromGgufName, joinRows, selectRows, toGgufNames} from './names.js'
+import {expandNames, fromGgufName, joinRows, type RowPart, selectRows, toGgufNames} from './names.js'
 import {SCHEMES} from '../../quant/index.js'
 import {type GgufFile, type GgufTensor, openGguf, plainValue} from './read.js'
 import {type EmbeddedVocabulary} from '../../tokenizer/find.js'
@@ -60,8 +60,8 @@ export function ggufTarget(source: Checkpoint, options: WriteOptions): GgufTarge
     }
     return ftype
   }
-  // With no --dtype, a GGUF source keeps its file type (its dequantized values are quantized again
-  // under the same rules; verify --against the original proves the result).
+  // With no --dtype, a GGUF source keeps its file type: the same rules give each tensor its source
+  // type, so every block is copied unchanged (ggufTensors' storedBlocks).
   const kept = options.dtype === undefined ? ftypeOf(source.extras.quantization) : undefined
   if (kept && ggufQuantTargets().includes(kept)) return kept
   return options.dtype ?? source.extras.dtype
@@ -139,12 +139,32 @@ export function ggufTensors(source: Checkpoint, target: GgufTarget, overrides: F
       const wanted = wantedType(gguf, selected.shape, target, source.config, overrides)
       const type = fallbackType(wanted, selected.shape[selected.shape.length - 1]!)
       if (type !== wanted && isGgufFtype(target)) fallbacks.push(`${gguf} (${type} for ${wanted})`)
-      inputs.push({name: gguf, type, source: selected})
+      const stored = isQuantType(type) ? storedBlocks(source, record, part, GGML_QUANT_SCHEME[type]) : undefined
+      inputs.push({name: gguf, type, source: selected, ...(stored ? {stored} : {})})
     }
   }
   const order = new Map(maps.ggufOrder.map((n, i) => [n, i]))
   inputs.sort((a, b) => order.get(a.name)! - order.get(b.name)!)
   return {inputs, fallbacks}
+}
+
+/**
+ * The rows `part` of `record` as the source stores them, when that is already `scheme` (a GGUF
+ * source's blocks of the same type): the writer copies them. Undefined when the source stores those
+ * rows any other way or its stored form no longer matches the record (a resized vocabulary).
+ */
+function storedBlocks(source: Checkpoint, record: TensorRecord, part: RowPart, scheme: string): ((r0: number, r1: number) => Promise<Uint8Array>) | undefined {
+  const form = source.stored?.get(record.name)
+  if (!form || form.shape.join() !== record.shape.join()) return undefined
+  const rows = record.shape.length === 1 ? 1 : record.shape[0]!
+  const [row0, count] = part === 'all' ? [0, rows] : part === 'first-half' ? [0, rows / 2] : [rows / 2, rows / 2]
+  const segment = form.segments.find((s) => s.row0 === row0 && s.rows === count)
+  if (!segment || segment.scheme !== scheme) return undefined
+  return async (r0, r1) => {
+    const parts = await segment.read(r0, r1)
+    if (!parts.blocks) throw new FormatError('gguf.stored', `tensor ${segment.label}: its stored form has no blocks`, {tensor: segment.label})
+    return parts.blocks
+  }
 }
 
 /**
@@ -253,6 +273,8 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
     for (const i of inputs) if (i.source.shape.length > 1) counts.set(i.type, (counts.get(i.type) ?? 0) + 1)
     notes.push(`${target}: matrices stored as ${[...counts].map(([t, c]) => `${t} ×${c}`).join(', ')} (llama-quantize's rules for this file type)`)
   }
+  const copied = inputs.filter((i) => i.stored).length
+  if (copied > 0) notes.push(`${copied} tensors already in their target type were copied block for block, not quantized again`)
   for (const message of notes) yield {type: 'note', message}
   yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: path.basename(file)}
   const bytes = yield* atomicFile(file, options.force ?? false, (temp) => writeGguf(temp, plan))

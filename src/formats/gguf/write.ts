@@ -24,6 +24,12 @@ export interface GgufTensorInput {
   type: GgmlTypeName
   /** Float values (any float dtype), row-major; written with reversed dims. */
   source: TensorRecord
+  /**
+   * The tensor's bytes already in `type` (a GGUF source's blocks), rows [r0, r1) at a time: copied
+   * unchanged instead of quantizing the dequantized values again, as llama-quantize does for a tensor
+   * whose type does not change.
+   */
+  stored?: (r0: number, r1: number) => Promise<Uint8Array>
 }
 
 export interface GgufPlan {
@@ -154,6 +160,13 @@ export function planGguf(metadata: readonly GgufKv[], tensors: readonly GgufTens
  */
 async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
   const {type, source} = input
+  if (input.stored) {
+    const rows = source.shape.length === 1 ? 1 : source.shape[0]!
+    const rowBytes = tensorBytes(input.name, type, [...source.shape].reverse()) / rows
+    const step = Math.max(1, Math.floor(chunkBytes / rowBytes))
+    for (let r0 = 0; r0 < rows; r0 += step) yield await input.stored(r0, Math.min(rows, r0 + step))
+    return
+  }
   const size = dtypeSize(source.dtype)
   if (!isQuantType(type)) {
     if (source.dtype === type || castPool() === undefined) {

@@ -21,6 +21,14 @@ import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {verify} from '../src/verify/index.js'
+import {compareStored, decideRelation} from '../src/verify/exact.js'
+
+/** blk.N.ffn_gate/ffn_up → layers.N.ffn.proj_1, blk.N.attn_qkv → layers.N.attn.qkv_proj, … (the tensors the bugs touch). */
+function gguf2canonical(name: string): string {
+  const [, layer, rest] = /^blk\.(\d+)\.(.*)\.weight$/.exec(name)!
+  const map: Record<string, string> = {ffn_gate: 'ffn.proj_1', ffn_up: 'ffn.proj_1', ffn_down: 'ffn.proj_2', attn_qkv: 'attn.qkv_proj', attn_output: 'attn.out_proj'}
+  return `layers.${layer}.${map[rest!]}.weight`
+}
 
 const repo = path.resolve(import.meta.dirname, '..')
 const FTYPES = Object.keys(GGUF_FTYPES)
@@ -128,6 +136,50 @@ describe.each(shapes)('llama-quantize file types on the %s', (label, make) => {
       expect(changed.length).toBeGreaterThan(0)
     } finally {
       await gguf.close()
+    }
+  })
+
+  it.skipIf(key !== '256-multiple')('K-quant writer bugs fail the exact check, naming the tensor', async () => {
+    // Each rewrites one super-block of one tensor of our q4_k_m file the way a broken writer would.
+    const q4km = path.join(work, `${key}-ours-q4_k_m.gguf`)
+    const file = await openGguf(q4km)
+    const q4k = file.tensors.find((t) => t.type === 'Q4_K' && t.info.name.startsWith('blk.'))!
+    const q6k = file.tensors.find((t) => t.type === 'Q6_K' && t.info.name.startsWith('blk.'))!
+    await file.close()
+    const bugs: [string, typeof q4k, (block: Uint8Array) => void][] = [
+      // Q4_K: d, dmin (f16), 12 bytes of 6-bit scales/mins, 128 bytes of 4-bit codes.
+      ['one code off by one', q4k, (b) => { const lo = b[16]! & 0x0f; b[16] = (b[16]! & 0xf0) | (lo === 15 ? 14 : lo + 1) }],
+      ['scale and min of a sub-block swapped', q4k, (b) => { [b[4], b[8]] = [b[8]!, b[4]!] }],
+      // Q6_K: 128 bytes low bits, 64 bytes high bits, 16 int8 scales, d (f16) last.
+      ['d stored as bf16', q6k, (b) => {
+        const h = b[208]! | (b[209]! << 8)
+        const f = new Float32Array([((h & 0x8000) ? -1 : 1) * (1 + (h & 0x3ff) / 1024) * 2 ** (((h >>> 10) & 0x1f) - 15)])
+        const bf = new Uint32Array(f.buffer)[0]! >>> 16
+        b[208] = bf & 0xff
+        b[209] = bf >>> 8
+      }],
+    ]
+    for (const [bug, t, inject] of bugs) {
+      const bad = path.join(work, `${key}-bug.gguf`)
+      await fs.copyFile(q4km, bad)
+      const handle = await fs.open(bad, 'r+')
+      const block = Buffer.alloc(t.type === 'Q4_K' ? 144 : 210)
+      const at = t.fileOffset + block.byteLength * 3
+      await handle.read(block, 0, block.byteLength, at)
+      const before = Buffer.from(block)
+      inject(block)
+      expect(Buffer.compare(block, before)).not.toBe(0)
+      await handle.write(block, 0, block.byteLength, at)
+      await handle.close()
+      const opened = await openCheckpoint(bad)
+      // Only the touched tensor and one untouched one are re-encoded (the K searches are slow in a test).
+      const model = {...opened, tensors: opened.tensors.filter((r) => [gguf2canonical(t.info.name), 'layers.7.attn.out_proj.weight'].includes(r.name))}
+      expect(model.tensors.length).toBe(2)
+      const exact = await compareStored(source, model)
+      const relation = await decideRelation(source, model, exact)
+      await opened.close()
+      expect({bug, mismatching: exact.mismatching, label: exact.first?.label, relation: relation.relation})
+        .toEqual({bug, mismatching: [gguf2canonical(t.info.name)], label: t.info.name, relation: 'mismatch'})
     }
   })
 

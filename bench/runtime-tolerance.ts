@@ -23,6 +23,7 @@ import {runForward} from '../src/verify/engine/index.js'
 import {fmt} from '../src/verify/compare.js'
 import {resolvePrompt} from '../src/verify/prompt.js'
 import {dominantStorage, type RuntimeName, runtimeCheck} from '../src/verify/runtime.js'
+import {superBlockConfig} from '../test/helpers/shapes.js'
 
 const {values} = parseArgs({options: {
   models: {type: 'string', default: 'fixtures/trained,tiny:0,tiny:1,tiny:2,270M:0'},
@@ -44,7 +45,7 @@ const TARGETS: {label: string; to: FormatName; runtime: RuntimeName; options: Wr
 async function source(spec: string): Promise<Checkpoint> {
   const m = /^([^:/]+):(\d+)$/.exec(spec)
   // `wide:SEED`: 8 layers whose rows are whole 256-value blocks, so K-quants run without fallbacks.
-  if (m?.[1] === 'wide') return synthCheckpoint(presetConfig('tiny', {model_dim: 256, head_dim: 64, ffn_dim_divisor: 256, num_transformer_layers: 8, vocab_size: 256, max_context_length: 128}), {seed: Number(m[2])})
+  if (m?.[1] === 'wide') return synthCheckpoint(superBlockConfig(8, 128), {seed: Number(m[2])})
   if (m) return synthCheckpoint(presetConfig(m[1]!), {seed: Number(m[2])})
   return openCheckpoint(spec)
 }

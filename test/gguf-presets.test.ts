@@ -17,11 +17,11 @@ import {GGUF_FTYPES} from '../src/formats/gguf/presets.js'
 import {openGguf} from '../src/formats/gguf/read.js'
 import {LLAMA_FILE_TYPE} from '../src/formats/gguf/types.js'
 import {type Checkpoint} from '../src/formats/types.js'
-import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {verify} from '../src/verify/index.js'
 import {compareStored, decideRelation} from '../src/verify/exact.js'
+import {superBlockConfig} from './helpers/shapes.js'
 
 /** blk.N.ffn_gate/ffn_up → layers.N.ffn.proj_1, blk.N.attn_qkv → layers.N.attn.qkv_proj, … (the tensors the bugs touch). */
 function gguf2canonical(name: string): string {
@@ -65,7 +65,7 @@ async function llamaQuantize(source: Checkpoint, label: string): Promise<Map<str
 }
 
 const shapes: [string, () => Promise<Checkpoint>][] = [
-  ['256-multiple synth (8 layers)', async () => synthCheckpoint(presetConfig('tiny', {model_dim: 256, head_dim: 64, ffn_dim_divisor: 256, num_transformer_layers: 8, vocab_size: 256, max_context_length: 64}), {seed: 5})],
+  ['256-multiple synth (8 layers)', async () => synthCheckpoint(superBlockConfig(8, 64), {seed: 5})],
   ['tiny fixture (fallbacks)', () => openCheckpoint(path.join(repo, 'fixtures/tiny-hf'))],
 ]
 

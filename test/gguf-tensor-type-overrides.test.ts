@@ -17,9 +17,9 @@ import {GGUF_FTYPES} from '../src/formats/gguf/presets.js'
 import {openGguf} from '../src/formats/gguf/read.js'
 import {GGML_BLOCK, GGML_TYPE, LLAMA_FILE_TYPE} from '../src/formats/gguf/types.js'
 import {type Checkpoint, type WriteOptions} from '../src/formats/types.js'
-import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
+import {superBlockConfig} from './helpers/shapes.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
 const DEV = path.join(repo, 'bin/dev.js')
@@ -62,7 +62,7 @@ async function types(file: string): Promise<{types: Record<string, string>; embd
 }
 
 const shapes: [string, () => Promise<Checkpoint>][] = [
-  ['256-multiple synth', async () => synthCheckpoint(presetConfig('tiny', {model_dim: 256, head_dim: 64, ffn_dim_divisor: 256, num_transformer_layers: 4, vocab_size: 256, max_context_length: 64}), {seed: 9})],
+  ['256-multiple synth', async () => synthCheckpoint(superBlockConfig(4, 64), {seed: 9})],
   ['tiny fixture', () => openCheckpoint(FIXTURE)],
 ]
 

@@ -52,6 +52,28 @@ function firstAbsMax(x: Float32Array, xo: number, n: number): number {
   return max
 }
 
+/** roundedSums' results: Σ w·x·l and Σ w·l² (w = x²), each rounded to f32 at every step as ggml's f32 loops do. */
+const SUMS = new Float64Array(2)
+
+/**
+ * Codes l = clamp(round(iscale·x), -nmax, nmax-1) of x[xo … xo+n) and their weighted sums into SUMS;
+ * the codes plus `offset` are written to L[lo …] when L is given (a trial scale only needs the sums).
+ */
+function roundedSums(x: Float32Array, xo: number, n: number, iscale: number, nmax: number, L: Uint8Array | Int8Array | null, lo: number, offset: number): void {
+  let sumlx = 0
+  let suml2 = 0
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!
+    const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
+    if (L) L[lo + i] = l + offset
+    const w = fr(xi * xi)
+    sumlx = fr(sumlx + fr(fr(w * xi) * l))
+    suml2 = fr(suml2 + fr(fr(w * l) * l))
+  }
+  SUMS[0] = sumlx
+  SUMS[1] = suml2
+}
+
 /** `make_qx_quants(n, nmax, x, L, rmse_type = 1, NULL)`: the scale; codes (0 … 2·nmax-1) into L. */
 function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number): number {
   const max = firstAbsMax(x, xo, n)
@@ -59,31 +81,15 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: U
     L.fill(0, lo, lo + n)
     return 0
   }
-  let iscale = fr(-nmax / max)
-  let sumlx = 0
-  let suml2 = 0
-  for (let i = 0; i < n; i++) {
-    const xi = x[xo + i]!
-    const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
-    L[lo + i] = l + nmax
-    const w = fr(xi * xi)
-    sumlx = fr(sumlx + fr(fr(w * xi) * l))
-    suml2 = fr(suml2 + fr(fr(w * l) * l))
-  }
-  let scale = suml2 !== 0 ? fr(sumlx / suml2) : 0
-  let best = fr(scale * sumlx)
+  roundedSums(x, xo, n, fr(-nmax / max), nmax, L, lo, nmax)
+  let scale = SUMS[1] !== 0 ? fr(SUMS[0]! / SUMS[1]!) : 0
+  let best = fr(scale * SUMS[0]!)
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue
-    iscale = fr(-fr(nmax + fr(F01 * is)) / max)
-    sumlx = 0
-    suml2 = 0
-    for (let i = 0; i < n; i++) {
-      const xi = x[xo + i]!
-      const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
-      const w = fr(xi * xi)
-      sumlx = fr(sumlx + fr(fr(w * xi) * l))
-      suml2 = fr(suml2 + fr(fr(w * l) * l))
-    }
+    const iscale = fr(-fr(nmax + fr(F01 * is)) / max)
+    roundedSums(x, xo, n, iscale, nmax, null, 0, 0)
+    const sumlx = SUMS[0]!
+    const suml2 = SUMS[1]!
     if (suml2 > 0 && fr(sumlx * sumlx) > fr(best * suml2)) {
       for (let i = 0; i < n; i++) L[lo + i] = nmax + clamp(nearestInt(fr(iscale * x[xo + i]!)), -nmax, nmax - 1)
       scale = fr(sumlx / suml2)
@@ -100,17 +106,9 @@ function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: I
     L.fill(0, lo, lo + n)
     return 0
   }
-  const iscale = fr(-nmax / max)
-  let sumlx = 0
-  let suml2 = 0
-  for (let i = 0; i < n; i++) {
-    const xi = x[xo + i]!
-    const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
-    L[lo + i] = l
-    const w = fr(xi * xi)
-    sumlx = fr(sumlx + fr(fr(w * xi) * l))
-    suml2 = fr(suml2 + fr(fr(w * l) * l))
-  }
+  roundedSums(x, xo, n, fr(-nmax / max), nmax, L, lo, 0)
+  let sumlx = SUMS[0]!
+  let suml2 = SUMS[1]!
   for (let itry = 0; itry < 5; itry++) {
     let changed = 0
     for (let i = 0; i < n; i++) {

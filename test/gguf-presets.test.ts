@@ -21,6 +21,8 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {verify} from '../src/verify/index.js'
 import {compareStored, decideRelation} from '../src/verify/exact.js'
+import {runForward} from '../src/verify/engine/index.js'
+import {runtimeCheck} from '../src/verify/runtime.js'
 import {superBlockConfig} from './helpers/shapes.js'
 
 /** blk.N.ffn_gate/ffn_up → layers.N.ffn.proj_1, blk.N.attn_qkv → layers.N.attn.qkv_proj, … (the tensors the bugs touch). */
@@ -110,6 +112,25 @@ describe.each(shapes)('llama-quantize file types on the %s', (label, make) => {
     expect(report.verdict).toBe('exact')
     expect(report.runtime).toMatchObject({runtime: 'llama.cpp', storage: 'gguf_q4_k', pass: true})
     expect(report.quality!.meanKl).toBeGreaterThan(0)
+  })
+
+  it.skipIf(key !== '256-multiple')('the q2_k, q3_k_m, q5_k_s and q6_k files run in llama.cpp within their tolerances (every K block type)', async () => {
+    const tokens = Array.from({length: 16}, (_, i) => (i * 37 + 1) % 256)
+    const seen = new Set<string>()
+    for (const ftype of ['q2_k', 'q3_k_m', 'q5_k_s', 'q6_k']) {
+      const file = path.join(work, `${key}-ours-${ftype}.gguf`)
+      const gguf = await openCheckpoint(file)
+      try {
+        for (const t of (await tensors(file)).values()) seen.add(t.type)
+        const engine = await runForward(gguf, tokens)
+        const check = await runtimeCheck('llama.cpp', gguf, file, tokens, {name: 'ts', logits: engine.logits, vocab: 256}, 'cpu')
+        expect({ftype, storage: check.storage, failures: check.failures}).toEqual({ftype, storage: `gguf_${GGUF_FTYPES[ftype]!.base.toLowerCase()}`, failures: []})
+        expect(check.meanKl).toBeGreaterThan(0) // llama.cpp really ran (its Q8_K activations differ from f32)
+      } finally {
+        await gguf.close()
+      }
+    }
+    expect([...seen].filter((t) => t.endsWith('_K')).sort()).toEqual(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'])
   })
 
   it.skipIf(key !== '256-multiple')('GGUF → GGUF copies blocks whose type does not change, as llama-quantize does', async () => {

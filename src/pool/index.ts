@@ -180,6 +180,13 @@ export function sharedPool(): WorkerPool | undefined {
   return shared
 }
 
+/** The thread count the user asked for (--threads, OPENELM_THREADS), or undefined when none was. */
+export function requestedThreads(): number | undefined {
+  if (configured !== undefined) return configured
+  const env = process.env.OPENELM_THREADS
+  return env !== undefined && env.trim() !== '' ? parseThreads(env, 'OPENELM_THREADS') : undefined
+}
+
 /**
  * The pool for the float casts: only when a thread count was asked for (--threads, OPENELM_THREADS).
  * Measured on the 2-core machine (bench/RESULTS.md), a cast on the pool costs more CPU in messaging
@@ -187,8 +194,7 @@ export function sharedPool(): WorkerPool | undefined {
  * so by default the casts stay in the calling thread; the quantizers, CPU-bound per byte, use the pool.
  */
 export function castPool(): WorkerPool | undefined {
-  const env = process.env.OPENELM_THREADS
-  return configured !== undefined || (env !== undefined && env.trim() !== '') ? sharedPool() : undefined
+  return requestedThreads() === undefined ? undefined : sharedPool()
 }
 
 /** Close the shared pool (tests; a process exits without it, idle workers being unref'd). */

@@ -7,6 +7,7 @@
  * `verify model.gguf --backend llama.cpp --against SRC` — runs on the TS engine.
  */
 import {DependencyError, UsageError, VerificationError} from '../../errors.js'
+import {requestedThreads} from '../../pool/index.js'
 import {tsBackend} from './ts.js'
 import {type LogitsBackend} from './types.js'
 
@@ -28,6 +29,27 @@ export function llamacppContextSize(tokens: number): number {
 type NodeLlamaCpp = typeof import('node-llama-cpp')
 type Token = import('node-llama-cpp').Token
 
+type Llama = import('node-llama-cpp').Llama
+
+/** One llama.cpp instance per process and GPU choice: getLlama takes seconds (binary probe and load). */
+const instances = new Map<string, Promise<Llama>>()
+
+async function llamaInstance(gpu: 'cuda' | false): Promise<Llama> {
+  const key = String(gpu)
+  let instance = instances.get(key)
+  if (!instance) {
+    const {getLlama, LlamaLogLevel} = await loadBinding()
+    instance = getLlama({gpu, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false})
+    instances.set(key, instance)
+    instance.catch(() => instances.delete(key))
+  }
+  try {
+    return await instance
+  } catch (error) {
+    throw new DependencyError('llamacpp.binary', `node-llama-cpp has no prebuilt llama.cpp binary for this machine: ${(error as Error).message.split('\n')[0]}`)
+  }
+}
+
 async function loadBinding(): Promise<NodeLlamaCpp> {
   try {
     return await import('node-llama-cpp')
@@ -45,15 +67,9 @@ export const llamacppBackend: LogitsBackend = {
       if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new UsageError('verify.tokens.range', `token ${i} is ${t}: ids must be integers in [0, ${vocab})`, {index: i, token: t})
     })
     if (tokens.length === 0) throw new UsageError('verify.tokens.empty', 'no tokens to run: give at least one token id')
-    const {getLlama, LlamaLogLevel} = await loadBinding()
     // CPU unless CUDA is asked for by name: `auto` must not make a CPU-only box probe GPU builds.
     const gpu = options.device === 'cuda' ? 'cuda' : false
-    let llama
-    try {
-      llama = await getLlama({gpu, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false})
-    } catch (error) {
-      throw new DependencyError('llamacpp.binary', `node-llama-cpp has no prebuilt llama.cpp binary for this machine: ${(error as Error).message.split('\n')[0]}`)
-    }
+    const llama = await llamaInstance(gpu)
     let model
     try {
       model = await llama.loadModel({modelPath: input.path, gpuLayers: gpu === false ? 0 : 'auto'})
@@ -66,6 +82,10 @@ export const llamacppBackend: LogitsBackend = {
       // add ~1e-2 of logit noise of their own: an F32 file could not meet the lossless 1e-4.
       // With an F32 cache and plain attention, tiny F32 agrees with the TS engine to 7e-6.
       const context = await model.createContext({
+        // node-llama-cpp's default is its maxThreads (2 × the cores here); ggml's threads spin while
+        // they wait, so more threads than cores made a 16-token prompt take 11 s instead of 0.35 s
+        // on a busy 2-core machine. The cores ggml computes on, or what --threads/OPENELM_THREADS ask.
+        threads: requestedThreads() ?? llama.cpuMathCores,
         contextSize: size,
         batchSize: size,
         flashAttention: false,

@@ -108,4 +108,20 @@ describe('onnx weight layout', () => {
       }
     }
   })
+  it('transposedRecord drops its window once the last byte is read (the writer keeps every record until the file is done)', async () => {
+    const [rows, cols] = [8, 16]
+    const src = f32Record('w', [rows, cols], Float32Array.from({length: rows * cols}, (_, i) => i))
+    let sourceReads = 0
+    const counted = {...src, read: async (s?: number, e?: number) => (sourceReads++, src.read(s, e))}
+    const t = transposedRecord(counted, 'w', {windowBytes: 4 * rows * rows})
+    const half = t.byteLength / 2
+    await t.read(0, half)
+    const afterFirst = sourceReads
+    await t.read(0, half) // the same window again: served from the kept window
+    expect(sourceReads).toBe(afterFirst)
+    await t.read(half, t.byteLength)
+    const afterLast = sourceReads
+    await t.read(half, t.byteLength) // the last window was dropped: read from the source again
+    expect(sourceReads).toBeGreaterThan(afterLast)
+  })
 })

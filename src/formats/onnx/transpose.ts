@@ -68,6 +68,9 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
         out.set(w.bytes.subarray(pos - wStart, wEnd - wStart), pos - start)
         pos = wEnd
       }
+      // The last window is dropped once the tensor's last byte is read: the writer keeps every
+      // record until the file is done, so a kept window per tensor added up to the model's size.
+      if (end === byteLength) cache = undefined
       return out
     },
   }

@@ -98,3 +98,69 @@ describe.skipIf(!k)('SIMD casts against the scalar reference', () => {
     }
   })
 })
+
+/** Groups of `size` values each exercising an edge, then random groups, `groups` in all. */
+function edgeGroups(size: number, groups: number, seed: number): Float32Array {
+  const random = seededRandom(seed)
+  const f = (bits: number) => new Float32Array(new Uint32Array([bits]).buffer)[0]!
+  const fill = (g: (i: number) => number) => Float32Array.from({length: size}, (_, i) => g(i))
+  const list: Float32Array[] = [
+    fill(() => 0),
+    fill((i) => (i % 2 ? -0 : 0)),
+    fill((i) => (i === 3 ? NaN : i - 7)),
+    fill(() => NaN),
+    fill((i) => (i === 0 ? Infinity : i)),
+    fill((i) => (i === 1 ? -Infinity : i)),
+    fill((i) => (i === 0 ? Infinity : i === 1 ? -Infinity : 0)),
+    fill((i) => (i % 3 ? f(i + 1) : -f(i))), // f32 subnormals: d underflows or 1/d overflows
+    fill((i) => f(0x00800000 + i) * (i % 2 ? 1 : -1)), // smallest normals
+    fill((i) => (i === 0 ? 3e38 : i === 1 ? -3.4e38 : i * 1e37)), // near f32 max
+    fill((i) => (i % 2 ? 127 : -127) * (i / size)), // Q8_0 codes near ±127
+    fill((i) => (i === 0 ? 127 : i - 0.5)), // Q8_0 ties: x·1 = k + ½
+    fill((i) => (i === 0 ? 15 : i === 1 ? 0 : (i % 15) + 0.5)), // MLX 4-bit ties: scale 1, bias 0
+    fill((i) => (i === 0 ? -15 : (i % 15) - 14.5)), // min dominates, ties
+    fill(() => 42.5), // constant group
+    fill((i) => (i === 5 ? -1e-7 : 1e-9 * i)), // steps under SCALE_EPS
+    fill((i) => 65504 - i), // f16 max region (the Q8_0 scale)
+    fill((i) => (i === 0 ? 1e-6 : 0)), // scale rounds to an f16 subnormal
+  ]
+  const out = new Float32Array(size * groups)
+  for (let g = 0; g < groups; g++) {
+    const group = g < list.length ? list[g]! : fill(() => (random() - 0.5) * 10 ** (random() * 8 - 4))
+    out.set(group, g * size)
+  }
+  return out
+}
+
+describe.skipIf(!k)('SIMD quantizers against the scalar reference', () => {
+  it('Q8_0: edge blocks and random blocks, bit for bit', async () => {
+    const {quantizeQ8_0, quantizeQ8_0Scalar} = await import('../src/quant/q8_0.js')
+    const values = edgeGroups(32, 4096 + 64, 11) // more than one kernel chunk
+    const got = quantizeQ8_0(values)
+    const want = quantizeQ8_0Scalar(values)
+    expect(got.length).toBe(want.length)
+    const first = got.findIndex((b, i) => b !== want[i])
+    expect(first === -1 ? 'identical' : `block ${Math.floor(first / 34)} byte ${first % 34}: ${got[first]} vs ${want[first]}`).toBe('identical')
+  })
+
+  it('MLX affine: every bit width and group size, edge groups and random groups, bit for bit', async () => {
+    const {quantizeInto, quantizeIntoScalar} = await import('../src/quant/mlx-affine.js')
+    for (const groupSize of [32, 64, 128]) {
+      const values = edgeGroups(groupSize, 65536 / groupSize + 8, groupSize)
+      const count = values.length
+      for (const bits of [2, 3, 4, 5, 6, 8]) {
+        const run = (fn: typeof quantizeInto) => {
+          const packed = new Uint32Array((count * bits) / 32)
+          const scales = new Float32Array(count / groupSize)
+          const biases = new Float32Array(count / groupSize)
+          fn(values, count, bits, groupSize, packed, scales, biases)
+          return Buffer.concat([Buffer.from(packed.buffer), Buffer.from(scales.buffer), Buffer.from(biases.buffer)])
+        }
+        const got = run(quantizeInto)
+        const want = run(quantizeIntoScalar)
+        const first = got.findIndex((b, i) => b !== want[i])
+        expect(first === -1 ? 'identical' : `bits ${bits} group ${groupSize}: byte ${first} of ${got.length}`).toBe('identical')
+      }
+    }
+  })
+})

@@ -164,3 +164,27 @@ describe.skipIf(!k)('SIMD quantizers against the scalar reference', () => {
     }
   })
 })
+
+describe('pooled casts in place', () => {
+  it('an owned f32 → f16/bf16 cast task writes over its own input and returns that half, same bytes as castBytes', async () => {
+    const {runTask} = await import('../src/pool/tasks.js')
+    const {castBytes} = await import('../src/tensor/dtype.js')
+    const random = seededRandom(3)
+    for (const to of ['F16', 'BF16'] as const) {
+      for (const n of [3, 1000, 65536 * 2 + 9]) {
+        const values = Float32Array.from({length: n}, () => (random() - 0.5) * 1e5)
+        const bytes = new Uint8Array(values.buffer)
+        const want = Buffer.from(castBytes(bytes.slice(), 'F32', to))
+        const got = runTask({kind: 'cast', bytes, from: 'F32', to, owned: true})
+        expect(got.buffer).toBe(values.buffer)
+        expect(got.byteLength).toBe(2 * n)
+        expect(Buffer.from(got).equals(want)).toBe(true)
+        // Not owned: the input is left as it was.
+        const keep = new Uint8Array(new Float32Array(values.length).fill(1.5).buffer)
+        const other = runTask({kind: 'cast', bytes: keep, from: 'F32', to})
+        expect(other.buffer).not.toBe(keep.buffer)
+        expect(new Float32Array(keep.buffer).every((v) => v === 1.5)).toBe(true)
+      }
+    }
+  })
+})

@@ -76,6 +76,33 @@ describe.skipIf(!k)('SIMD casts against the scalar reference', () => {
     expect(bad === -1 ? 'all equal' : `0x${all[bad]!.toString(16)} → 0x${got[bad]!.toString(16)}, scalar 0x${f32BitsToBf16Bits(all[bad]!).toString(16)}`).toBe('all equal')
   })
 
+  it('f32 → f16/bf16 → f32 (roundInto): the exact widening of the scalar cast on every pattern, and roundIntoScalar on every non-NaN', async () => {
+    const {roundInto, roundIntoScalar} = await import('../src/quant/mlx-affine.js')
+    const {toFloat32} = await import('../src/tensor/dtype.js')
+    const values = new Float32Array(all.buffer)
+    for (const dtype of ['F16', 'BF16'] as const) {
+      const scalar16 = Uint16Array.from(all, (x) => (dtype === 'F16' ? f32BitsToF16Bits(x) : f32BitsToBf16Bits(x)))
+      const exact = new Uint32Array(toFloat32(new Uint8Array(scalar16.buffer), dtype).buffer)
+      const got = new Float32Array(values.length)
+      roundInto(values, dtype, got)
+      const gotBits = new Uint32Array(got.buffer)
+      const ref = new Float32Array(values.length)
+      roundIntoScalar(values, dtype, ref)
+      const refBits = new Uint32Array(ref.buffer)
+      let bad = ''
+      for (let i = 0; i < all.length && !bad; i++) {
+        if (gotBits[i] !== exact[i]) bad = `${dtype} 0x${all[i]!.toString(16)}: 0x${gotBits[i]!.toString(16)} vs exact 0x${exact[i]!.toString(16)}`
+        else if (!Number.isNaN(ref[i]) && refBits[i] !== gotBits[i]) bad = `${dtype} 0x${all[i]!.toString(16)}: 0x${gotBits[i]!.toString(16)} vs roundIntoScalar 0x${refBits[i]!.toString(16)}`
+        else if (Number.isNaN(ref[i]) !== Number.isNaN(got[i])) bad = `${dtype} 0x${all[i]!.toString(16)}: NaN mismatch`
+      }
+      expect(bad || 'all equal').toBe('all equal')
+      // In place, as the MLX writer calls it.
+      const inPlace = values.slice()
+      roundInto(inPlace, dtype, inPlace)
+      expect(Buffer.from(inPlace.buffer).equals(Buffer.from(got.buffer))).toBe(true)
+    }
+  })
+
   it('known values: 65504 stays, 65520 overflows to Inf, 2^-25 ties to 0, NaN keeps its payload', () => {
     const x = Int32Array.from([0x477fe000, 0x477ff000, 0x33000000, 0x33000001, 0x7f802000, 0x7f800001, 0xff800000 | 0, 0x80000000 | 0])
     const h = new Uint16Array(8)

@@ -228,6 +228,13 @@ export function groupErrorBound(min: number, max: number, bits: number): number 
  * exponent as it should. Inf/NaN (both) and f16 subnormals, zeros and overflow go the slow exact way.
  */
 export function roundInto(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
+  const kernels = values.length >= 256 ? simdKernels() : undefined
+  if (kernels) return kernels.roundF32(values, out, dtype)
+  roundIntoScalar(values, dtype, out)
+}
+
+/** roundInto in JS: the reference the SIMD kernel is tested against. */
+export function roundIntoScalar(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
   const n = values.length
   const src = new Int32Array(values.buffer, values.byteOffset, n)
   const dst = new Int32Array(out.buffer, out.byteOffset, n)

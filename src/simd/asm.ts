@@ -76,6 +76,7 @@ export const F32X4_SPLAT = simd(0x13)
 export const i32x4Lane = (l: number) => [...simd(0x1b), l]
 export const f32x4Lane = (l: number) => [...simd(0x1f), l]
 export const I32X4_EQ = simd(0x37)
+export const I32X4_NE = simd(0x38)
 export const I32X4_LT_S = simd(0x39)
 export const I32X4_GT_S = simd(0x3b)
 export const I32X4_GE_S = simd(0x3f)
@@ -91,6 +92,7 @@ export const F32X4_NEAREST = simd(0x6a)
 export const I16X8_SHR_U = simd(0x8d)
 export const I16X8_NARROW_I32X4_S = simd(0x85)
 export const I16X8_NARROW_I32X4_U = simd(0x86)
+export const I32X4_SHL = simd(0xab)
 export const I32X4_SHR_U = simd(0xad)
 export const I32X4_ADD = simd(0xae)
 export const I32X4_SUB = simd(0xb1)
@@ -102,6 +104,7 @@ export const F32X4_DIV = simd(0xe7)
 export const F32X4_PMIN = simd(0xea)
 export const F32X4_PMAX = simd(0xeb)
 export const I32X4_TRUNC_SAT_F32X4_S = simd(0xf8)
+export const F32X4_CONVERT_I32X4_S = simd(0xfa)
 
 export interface Func {
   name: string

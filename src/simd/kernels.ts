@@ -13,7 +13,7 @@
 import {
   assemble, BLOCK, br, brIf, END, F32, f32c, f32Load, f32Store, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_DIV, F32X4_GE,
   f32x4Lane, F32X4_LT, F32X4_MUL, F32X4_NEAREST, F32X4_PMAX, F32X4_PMIN, F32X4_SPLAT, F32X4_SUB, F32X4_TRUNC,
-  F32_DIV, F32_MAX, F32_MIN, F32_NE, type Func, get, I32, I32X4_ADD, i32x4c, I32X4_EQ, I32X4_GE_S, I32X4_GT_S,
+  F32X4_CONVERT_I32X4_S, I32X4_NE, I32X4_SHL, F32_DIV, F32_MAX, F32_MIN, F32_NE, type Func, get, I32, I32X4_ADD, i32x4c, I32X4_EQ, I32X4_GE_S, I32X4_GT_S,
   i32x4Lane, I32X4_LT_S, I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, I16X8_NARROW_I32X4_S, I16X8_NARROW_I32X4_U,
   I8X16_NARROW_I16X8_S, I8X16_NARROW_I16X8_U, I32_ADD, I32_LT_U, I32_MUL, i32c, i32Store16, LOOP, SELECT, set, tee,
   V128, V128_AND, V128_BITSELECT, V128_OR, v128Load, v128Store,
@@ -77,6 +77,33 @@ function castFunc(fname: string, lanes: (X: number) => number[], extra: number):
 }
 const F16 = castFunc('f16', (X) => f16Lanes(X, X + 2, X + 3, X + 4), 3)
 const BF16 = castFunc('bf16', (X) => bf16Lanes(X, X + 2), 1)
+
+/**
+ * round16(src, dst, n): f32 → f16 (or bf16) → f32 in one pass, n a multiple of 4: the value each f32
+ * has once stored in the 16-bit type, exactly as the table widening (src/tensor/dtype.ts) gives it,
+ * NaN payloads included. f16 widening: normals rebias the exponent, subnormals are m · 2^-24 (exact),
+ * exponent 31 gives Inf/NaN with the mantissa shifted up.
+ */
+function roundFunc(fname: string, wide: (X: number, H: number) => number[], extra: number): Func {
+  const [SRCP, DSTP, N, I, X, H] = [0, 1, 2, 3, 4, 5]
+  return {
+    name: fname, params: 3, locals: [[1, I32], [2 + extra, V128]],
+    body: forLoop(I, N, 4, [...addr(DSTP, I, 4), ...addr(SRCP, I, 4), ...v128Load(0), ...set(X), ...wide(X, H), ...v128Store(0)]),
+  }
+}
+const ROUND_F16 = roundFunc('round_f16', (X, H) => [
+  ...f16Lanes(X, H + 1, H + 2, H + 3), ...set(H),
+  // normal: ((h & 0x7fff) << 13) + (112 << 23)
+  ...get(H), ...i32x4c(0x7fff), ...V128_AND, ...i32c(13), ...I32X4_SHL, ...i32x4c(0x38000000), ...I32X4_ADD,
+  // exponent 0: m · 2^-24
+  ...get(H), ...i32x4c(0x3ff), ...V128_AND, ...F32X4_CONVERT_I32X4_S, ...f32x4c(2 ** -24), ...F32X4_MUL,
+  ...get(H), ...i32x4c(0x7c00), ...V128_AND, ...i32x4c(0), ...I32X4_NE, ...V128_BITSELECT,
+  // exponent 31: Inf/NaN
+  ...get(H), ...i32x4c(0x3ff), ...V128_AND, ...i32c(13), ...I32X4_SHL, ...i32x4c(0x7f800000), ...V128_OR,
+  ...get(H), ...i32x4c(0x7c00), ...V128_AND, ...i32x4c(0x7c00), ...I32X4_NE, ...V128_BITSELECT,
+  ...get(H), ...i32x4c(0x8000), ...V128_AND, ...i32c(16), ...I32X4_SHL, ...V128_OR,
+], 3)
+const ROUND_BF16 = roundFunc('round_bf16', (X, H) => [...bf16Lanes(X, H), ...i32c(16), ...I32X4_SHL], 0)
 
 /**
  * q8(src, dst, blocks): ggml's quantize_row_q8_0_ref. amax = the largest |x| (NaN never wins, as
@@ -190,7 +217,7 @@ function pairFunc(k: number): Func {
   }
 }
 
-export const SIMD_KERNELS_BYTES = assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2)], PAGES)
+export const SIMD_KERNELS_BYTES = assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2), ROUND_F16, ROUND_BF16], PAGES)
 
 type Fn = (...args: number[]) => void
 interface Exports {
@@ -201,6 +228,8 @@ interface Exports {
   codes: Fn
   pair4: Fn
   pair2: Fn
+  round_f16: Fn
+  round_bf16: Fn
   mem: {buffer: ArrayBuffer}
 }
 interface WasmApi {
@@ -242,6 +271,20 @@ export class SimdKernels {
       if (padded !== count) this.i32.fill(0, SRC / 4 + count, SRC / 4 + padded)
       kernel(SRC, DST, padded)
       dst.set(this.u16.subarray(DST / 2, DST / 2 + count), i)
+    }
+  }
+
+  /** `out[i]` = `values[i]` stored as f16/bf16 (round to nearest even) and widened back, bit for bit; `out` may be `values`. */
+  roundF32(values: Float32Array, out: Float32Array, to: 'F16' | 'BF16'): void {
+    const n = values.length
+    const kernel = to === 'F16' ? this.x.round_f16 : this.x.round_bf16
+    for (let i = 0; i < n; i += CHUNK) {
+      const count = Math.min(CHUNK, n - i)
+      const padded = (count + 3) & ~3
+      this.f32.set(values.subarray(i, i + count), SRC / 4)
+      if (padded !== count) this.f32.fill(0, SRC / 4 + count, SRC / 4 + padded)
+      kernel(SRC, DST, padded)
+      out.set(this.f32.subarray(DST / 4, DST / 4 + count), i)
     }
   }
 

@@ -5,7 +5,7 @@
  * the pool without code of its own here.
  */
 import {schemeFor, type Encoded, type SchemeParams} from '../quant/index.js'
-import {castBytes, type DType, type FloatDType} from '../tensor/dtype.js'
+import {castBytes, castInto, type DType, type FloatDType} from '../tensor/dtype.js'
 
 /** `scheme.encode(values, rows, cols, params)` of the scheme registered under `scheme`. */
 export interface EncodeTask {
@@ -50,8 +50,23 @@ export function runTask(task: Task): Encoded | Uint8Array {
     case 'encode':
       return schemeFor(task.scheme).encode(task.values, task.rows, task.cols, task.params)
     case 'cast':
-      return castBytes(task.bytes, task.from, task.to)
+      return castTask(task)
   }
+}
+
+/**
+ * An owned f32 → f16/bf16 cast is done in place: the 16-bit values are written over the first half of
+ * the input's bytes (each value read before its output lands, src/tensor/dtype.ts's castInto), and the
+ * result is that half, a view of the same (transferred) buffer: no output allocated, nothing copied.
+ */
+function castTask(task: CastTask): Uint8Array {
+  const {bytes, from, to} = task
+  if (task.owned && from === 'F32' && to !== 'F32' && bytes.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0) {
+    const out = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2)
+    castInto(bytes, from, to, out)
+    return out
+  }
+  return castBytes(bytes, from, to)
 }
 
 /** The ArrayBuffers a task's inputs or a result's outputs live in, once each (for postMessage's transfer list). */

@@ -22,6 +22,7 @@
  * group that equals either the CPU rule or the Metal rule, and says which.
  */
 import {UsageError} from '../errors.js'
+import {simdKernels} from '../simd/kernels.js'
 import {bf16BitsToF32, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, fromFloat32, toFloat32} from '../tensor/dtype.js'
 import {bytesEqual, type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
 
@@ -96,6 +97,28 @@ const RINT_MAGIC = 6755399441055744
  * groupParams inlined (no object per group). Bit-identical to groupParams + the rule above.
  */
 export function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
+  const kernels = count >= 256 ? simdKernels() : undefined
+  if (!kernels) return quantizeIntoScalar(values, count, bits, groupSize, packed, scales, biases)
+  const nBins = (1 << bits) - 1
+  kernels.affine(values, count, bits, groupSize, packed, scales, biases, (min, max, out, o) => {
+    // groupParams, inlined, as in quantizeIntoScalar
+    const minDominates = Math.abs(min) > Math.abs(max)
+    let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
+    if (!minDominates) scale = -scale
+    const edge = minDominates ? min : max
+    const q0 = rint(f32(edge / scale))
+    let bias = 0
+    if (q0 !== 0) {
+      scale = f32(edge / q0)
+      bias = edge
+    }
+    out[o] = scale
+    out[o + 1] = bias
+  })
+}
+
+/** quantizeInto in JS, element by element: the reference the SIMD kernel (src/simd/kernels.ts) is tested against. */
+export function quantizeIntoScalar(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
   const nBins = (1 << bits) - 1
   const groups = count / groupSize
   let bitPos = 0
@@ -205,6 +228,13 @@ export function groupErrorBound(min: number, max: number, bits: number): number 
  * exponent as it should. Inf/NaN (both) and f16 subnormals, zeros and overflow go the slow exact way.
  */
 export function roundInto(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
+  const kernels = values.length >= 256 ? simdKernels() : undefined
+  if (kernels) return kernels.roundF32(values, out, dtype)
+  roundIntoScalar(values, dtype, out)
+}
+
+/** roundInto in JS: the reference the SIMD kernel is tested against. */
+export function roundIntoScalar(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
   const n = values.length
   const src = new Int32Array(values.buffer, values.byteOffset, n)
   const dst = new Int32Array(out.buffer, out.byteOffset, n)

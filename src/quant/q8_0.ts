@@ -5,6 +5,7 @@
  * zero (C `roundf`), and d is stored as IEEE half.
  */
 import {UsageError} from '../errors.js'
+import {simdKernels} from '../simd/kernels.js'
 import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
 import {type EncodingDiff, type Scheme} from './types.js'
 
@@ -18,7 +19,16 @@ export const Q8_0_BLOCK_BYTES = 2 + Q8_0_BLOCK
  */
 export function quantizeQ8_0(values: Float32Array): Uint8Array {
   if (values.length % Q8_0_BLOCK !== 0) throw new RangeError(`Q8_0 needs a multiple of ${Q8_0_BLOCK} values, got ${values.length}`)
-  const blocks = values.length / Q8_0_BLOCK
+  const kernels = values.length >= 256 ? simdKernels() : undefined
+  if (!kernels) return quantizeQ8_0Scalar(values)
+  const out = new Uint8Array((values.length / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES)
+  kernels.q8(values, out)
+  return out
+}
+
+/** quantizeQ8_0 in JS, element by element: the reference the SIMD kernel (src/simd/kernels.ts) is tested against. */
+export function quantizeQ8_0Scalar(values: Float32Array): Uint8Array {
+  const blocks = Math.floor(values.length / Q8_0_BLOCK)
   const out = new Uint8Array(blocks * Q8_0_BLOCK_BYTES)
   const quants = new Int8Array(out.buffer)
   const f32 = new Float32Array(1)

@@ -1,0 +1,134 @@
+/**
+ * A few lines of WebAssembly assembler, the same mechanism as the verify engine's matmul kernel
+ * (src/verify/engine/simd.ts): modules are written here as bytes, so no toolchain is needed and the
+ * bytes are part of the source. Only what the kernels in src/simd/kernels.ts use.
+ */
+
+export const u32 = (n: number): number[] => {
+  const out: number[] = []
+  do {
+    let b = n & 0x7f
+    n >>>= 7
+    if (n) b |= 0x80
+    out.push(b)
+  } while (n)
+  return out
+}
+export const s32 = (n: number): number[] => {
+  const out: number[] = []
+  n |= 0
+  for (;;) {
+    const b = n & 0x7f
+    n >>= 7
+    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) return [...out, b]
+    out.push(b | 0x80)
+  }
+}
+const name = (s: string): number[] => [...u32(s.length), ...Buffer.from(s, 'utf8')]
+const section = (id: number, body: number[]): number[] => [id, ...u32(body.length), ...body]
+const vec = (items: number[][]): number[] => [...u32(items.length), ...items.flat()]
+
+export const I32 = 0x7f
+export const F32 = 0x7d
+export const V128 = 0x7b
+
+// ---- scalar instructions
+export const get = (i: number) => [0x20, ...u32(i)]
+export const set = (i: number) => [0x21, ...u32(i)]
+export const tee = (i: number) => [0x22, ...u32(i)]
+export const i32c = (n: number) => [0x41, ...s32(n)]
+export const f32c = (x: number) => [0x43, ...new Uint8Array(new Float32Array([x]).buffer)]
+export const I32_ADD = [0x6a]
+export const I32_SUB = [0x6b]
+export const I32_MUL = [0x6c]
+export const I32_SHL = [0x74]
+export const I32_SHR_U = [0x76]
+export const I32_LT_U = [0x49]
+export const I32_GE_U = [0x4f]
+export const F32_ABS = [0x8b]
+export const F32_NE = [0x5c]
+export const F32_GT = [0x5e]
+export const F32_DIV = [0x95]
+export const F32_MAX = [0x97]
+export const F32_MIN = [0x96]
+export const SELECT = [0x1b]
+export const i32Load = (offset = 0) => [0x28, 0x02, ...u32(offset)]
+export const f32Load = (offset = 0) => [0x2a, 0x02, ...u32(offset)]
+export const f32Store = (offset = 0) => [0x38, 0x02, ...u32(offset)]
+export const i32Store16 = (offset = 0) => [0x3b, 0x01, ...u32(offset)]
+export const BLOCK = [0x02, 0x40]
+export const LOOP = [0x03, 0x40]
+export const IF = [0x04, 0x40]
+export const ELSE = [0x05]
+export const END = [0x0b]
+export const br = (depth: number) => [0x0c, ...u32(depth)]
+export const brIf = (depth: number) => [0x0d, ...u32(depth)]
+
+// ---- SIMD instructions (prefix 0xfd, LEB128 opcode)
+const simd = (op: number) => [0xfd, ...u32(op)]
+export const v128Load = (offset = 0) => [...simd(0x00), 0x00, ...u32(offset)]
+export const v128Store = (offset = 0) => [...simd(0x0b), 0x00, ...u32(offset)]
+/** v128.const with four i32 lanes. */
+export const i32x4c = (a: number, b = a, c = a, d = a) => [...simd(0x0c), ...new Uint8Array(new Int32Array([a, b, c, d]).buffer)]
+export const f32x4c = (x: number) => [...simd(0x0c), ...new Uint8Array(new Float32Array([x, x, x, x]).buffer)]
+export const I32X4_SPLAT = simd(0x11)
+export const F32X4_SPLAT = simd(0x13)
+export const i32x4Lane = (l: number) => [...simd(0x1b), l]
+export const f32x4Lane = (l: number) => [...simd(0x1f), l]
+export const I32X4_EQ = simd(0x37)
+export const I32X4_NE = simd(0x38)
+export const I32X4_LT_S = simd(0x39)
+export const I32X4_GT_S = simd(0x3b)
+export const I32X4_GE_S = simd(0x3f)
+export const F32X4_LT = simd(0x43)
+export const F32X4_GE = simd(0x46)
+export const V128_AND = simd(0x4e)
+export const V128_OR = simd(0x50)
+export const V128_BITSELECT = simd(0x52)
+export const I8X16_NARROW_I16X8_S = simd(0x65)
+export const I8X16_NARROW_I16X8_U = simd(0x66)
+export const F32X4_TRUNC = simd(0x69)
+export const F32X4_NEAREST = simd(0x6a)
+export const I16X8_SHR_U = simd(0x8d)
+export const I16X8_NARROW_I32X4_S = simd(0x85)
+export const I16X8_NARROW_I32X4_U = simd(0x86)
+export const I32X4_SHL = simd(0xab)
+export const I32X4_SHR_U = simd(0xad)
+export const I32X4_ADD = simd(0xae)
+export const I32X4_SUB = simd(0xb1)
+export const F32X4_ABS = simd(0xe0)
+export const F32X4_ADD = simd(0xe4)
+export const F32X4_SUB = simd(0xe5)
+export const F32X4_MUL = simd(0xe6)
+export const F32X4_DIV = simd(0xe7)
+export const F32X4_PMIN = simd(0xea)
+export const F32X4_PMAX = simd(0xeb)
+export const I32X4_TRUNC_SAT_F32X4_S = simd(0xf8)
+export const F32X4_CONVERT_I32X4_S = simd(0xfa)
+
+export interface Func {
+  name: string
+  /** Number of i32 parameters (all parameters are i32). */
+  params: number
+  /** Local declarations after the parameters: [count, type]. */
+  locals: Array<[number, number]>
+  /** No result. */
+  body: number[]
+}
+
+/** A module exporting `funcs` (each `(i32 …) → ()`) and its own memory of `pages` 64 KiB pages as `mem`. */
+export function assemble(funcs: Func[], pages: number): Uint8Array {
+  const types = funcs.map((f) => [0x60, ...vec(new Array<number[]>(f.params).fill([I32])), 0x00])
+  const bodies = funcs.map((f) => {
+    const code = [...vec(f.locals.map(([n, t]) => [...u32(n), t])), ...f.body, ...END]
+    return [...u32(code.length), ...code]
+  })
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec(types)),
+    ...section(3, vec(funcs.map((_, i) => u32(i)))),
+    ...section(5, vec([[0x01, ...u32(pages), ...u32(pages)]])),
+    ...section(7, vec([...funcs.map((f, i) => [...name(f.name), 0x00, ...u32(i)]), [...name('mem'), 0x02, 0x00]])),
+    ...section(10, vec(bodies)),
+  ])
+}

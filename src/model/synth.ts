@@ -6,24 +6,49 @@
  */
 import {type Checkpoint} from '../formats/types.js'
 import {type FloatDType} from '../tensor/dtype.js'
-import {computedRecord} from '../tensor/record.js'
+import {BlocksAhead, runOne} from '../pool/index.js'
+import {dtypeSize} from '../tensor/dtype.js'
+import {type TensorRecord, withReadInto} from '../tensor/record.js'
 import {type OpenElmConfig} from './config.js'
 import {expectedTensors} from './tensors.js'
 
-/** A 32-bit integer hash (murmur3's finaliser over a mixed key). */
-function hash32(a: number, b: number, c: number): number {
-  let h = (Math.imul(a, 0x9e3779b1) ^ Math.imul(b + 0x7f4a7c15, 0x85ebca6b) ^ Math.imul(c + 0x165667b1, 0xc2b2ae35)) >>> 0
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  h ^= h >>> 16
-  return h >>> 0
-}
+export {synthUniform} from './synth-values.js'
 
-/** Uniform in [-1, 1). */
-export function synthUniform(seed: number, tensor: number, element: number): number {
-  return hash32(seed, tensor, element) / 2147483648 - 1
+/** Elements per synth block (one pool task): 1 MiB of f32. */
+const SYNTH_BLOCK = 1 << 18
+
+/**
+ * A synth tensor computed block by block on the worker pool (blocks ahead of a sequential reader,
+ * src/pool BlocksAhead): each element depends on its index alone, so the bytes are the same for any
+ * thread count and any read pattern.
+ */
+function synthRecord(name: string, shape: readonly number[], dtype: FloatDType, values: {seed: number; tensor: number; offset: number; amplitude: number}): TensorRecord {
+  const size = dtypeSize(dtype)
+  const count = shape.reduce((a, b) => a * b, 1)
+  const byteLength = count * size
+  const blockBytes = SYNTH_BLOCK * size
+  const blocks = new BlocksAhead(Math.ceil(count / SYNTH_BLOCK), (b) => {
+    const first = b * SYNTH_BLOCK
+    return runOne({kind: 'synth', ...values, first, count: Math.min(SYNTH_BLOCK, count - first), dtype})
+  })
+  const into = async (target: Uint8Array, start: number) => {
+    const end = start + target.byteLength
+    for (let b = Math.floor(start / blockBytes); b * blockBytes < end; b++) {
+      const bytes = await blocks.get(b)
+      const from = Math.max(start, b * blockBytes)
+      const to = Math.min(end, b * blockBytes + bytes.byteLength)
+      target.set(bytes.subarray(from - b * blockBytes, to - b * blockBytes), from - start)
+    }
+    if (end >= byteLength) blocks.clear()
+  }
+  return withReadInto({
+    name, dtype, shape: [...shape], byteLength,
+    async read(start = 0, end = byteLength) {
+      const out = new Uint8Array(end - start)
+      await into(out, start)
+      return out
+    },
+  }, into)
 }
 
 export function synthCheckpoint(config: OpenElmConfig, options: {seed?: number; dtype?: FloatDType} = {}): Checkpoint {
@@ -37,11 +62,7 @@ export function synthCheckpoint(config: OpenElmConfig, options: {seed?: number; 
     // that logits spread over a few units, norms 1 ± 0.1.
     const amplitude = isNorm ? 0.1 : Math.sqrt(3) * (isEmbedding ? 2 : 1) / Math.sqrt(fanIn)
     const offset = isNorm ? 1 : 0
-    return computedRecord(e.name, e.shape, dtype, (first, count) => {
-      const out = new Float32Array(count)
-      for (let i = 0; i < count; i++) out[i] = offset + amplitude * synthUniform(seed, index, first + i)
-      return out
-    })
+    return synthRecord(e.name, e.shape, dtype, {seed, tensor: index, offset, amplitude})
   })
   return {
     format: 'hf',

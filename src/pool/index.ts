@@ -16,10 +16,10 @@ import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded} from '../quant/types.js'
-import {buffersOf, runTask, taskViews, transferable, type CastTask, type EncodeTask, type Task} from './tasks.js'
+import {buffersOf, runTask, taskViews, transferable, type CastTask, type EncodeTask, type SynthTask, type Task} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
-export type {CastTask, EncodeTask, Task} from './tasks.js'
+export type {CastTask, EncodeTask, SynthTask, Task} from './tasks.js'
 
 export const MAX_THREADS = 256
 /**
@@ -104,7 +104,7 @@ export class WorkerPool {
 
   /** Run one task on a worker. Inputs of an `owned` task are transferred (the caller must not use them again); others are copied. */
   run(task: EncodeTask): Promise<Encoded>
-  run(task: CastTask): Promise<Uint8Array>
+  run(task: CastTask | SynthTask): Promise<Uint8Array>
   run(task: Task): Promise<Encoded | Uint8Array>
   run(task: Task): Promise<Encoded | Uint8Array> {
     if (this.failure) return Promise.reject(this.failure)
@@ -208,6 +208,49 @@ export async function closeSharedPool(): Promise<void> {
  * Tasks in, results out in the same order, with at most `inFlight` tasks outstanding (default
  * 2 per thread): on the shared pool, or in this thread for 1 thread (same functions, same bytes).
  */
+/** One task on the shared pool, or in this thread for 1 thread (the same function, the same bytes). */
+export function runOne(task: EncodeTask): Promise<Encoded>
+export function runOne(task: CastTask | SynthTask): Promise<Uint8Array>
+export function runOne(task: Task): Promise<Encoded | Uint8Array> {
+  const pool = sharedPool()
+  if (pool) return pool.run(task)
+  try {
+    return Promise.resolve(runTask(task))
+  } catch (error) {
+    return Promise.reject(error)
+  }
+}
+
+/**
+ * Blocks of a lazily computed record, computed ahead on the pool: asking for block `b` starts
+ * blocks b … b + 2·threads (not yet started), and forgets those before b - 1 (a reader that spans two
+ * blocks, or two overlapping reads, may still ask for the previous one). A sequential reader thus
+ * keeps every worker busy, and memory stays bounded by a fixed number of blocks. For 1 thread
+ * nothing is computed ahead: block by block in this thread, as before the pool.
+ */
+export class BlocksAhead<T> {
+  private readonly cache = new Map<number, Promise<T>>()
+  constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>) {}
+
+  get(b: number): Promise<T> {
+    for (const k of this.cache.keys()) if (k < b - 1 || k > b + MAX_AHEAD) this.cache.delete(k)
+    const ahead = sharedPool() ? 2 * threadCount() : 0
+    for (let k = b; k <= Math.min(this.count - 1, b + ahead); k++) {
+      if (this.cache.has(k)) continue
+      const p = this.compute(k)
+      p.catch(() => {}) // awaited by its reader; a block computed ahead and never read must not go unhandled
+      this.cache.set(k, p)
+    }
+    return this.cache.get(b)!
+  }
+
+  /** Drop every block (the record was read to its end). */
+  clear(): void {
+    this.cache.clear()
+  }
+}
+const MAX_AHEAD = 2 * MAX_THREADS
+
 export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number): AsyncGenerator<T extends EncodeTask ? Encoded : Uint8Array> {
   type R = T extends EncodeTask ? Encoded : Uint8Array
   const pool = sharedPool()

@@ -5,7 +5,8 @@
  * the pool without code of its own here.
  */
 import {schemeFor, type Encoded, type SchemeParams} from '../quant/index.js'
-import {castBytes, castInto, type DType, type FloatDType} from '../tensor/dtype.js'
+import {synthValues} from '../model/synth-values.js'
+import {castBytes, castInto, type DType, type FloatDType, fromFloat32} from '../tensor/dtype.js'
 
 /** `scheme.encode(values, rows, cols, params)` of the scheme registered under `scheme`. */
 export interface EncodeTask {
@@ -32,18 +33,35 @@ export interface CastTask {
   owned?: boolean
 }
 
-export type Task = EncodeTask | CastTask
+/**
+ * `count` synth values from element `first` of tensor `tensor` (src/model/synth-values.ts:
+ * offset + amplitude · uniform(seed, tensor, element)), as `dtype` bytes. Each element is a pure
+ * function of its index, so the bytes do not depend on how the elements are split into tasks.
+ */
+export interface SynthTask {
+  kind: 'synth'
+  seed: number
+  tensor: number
+  first: number
+  count: number
+  offset: number
+  amplitude: number
+  dtype: FloatDType
+  owned?: boolean
+}
+
+export type Task = EncodeTask | CastTask | SynthTask
 
 /** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
 export function transferable<T extends Task>(task: T): T {
-  if (task.owned) return task
+  if (task.owned || task.kind === 'synth') return task
   if (task.kind === 'encode') return {...task, values: task.values.slice(), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
 export type TaskResult<T extends Task> = T extends EncodeTask ? Encoded : Uint8Array
 
 export function runTask(task: EncodeTask): Encoded
-export function runTask(task: CastTask): Uint8Array
+export function runTask(task: CastTask | SynthTask): Uint8Array
 export function runTask(task: Task): Encoded | Uint8Array
 export function runTask(task: Task): Encoded | Uint8Array {
   switch (task.kind) {
@@ -51,6 +69,8 @@ export function runTask(task: Task): Encoded | Uint8Array {
       return schemeFor(task.scheme).encode(task.values, task.rows, task.cols, task.params)
     case 'cast':
       return castTask(task)
+    case 'synth':
+      return fromFloat32(synthValues(task.seed, task.tensor, task.first, task.count, task.offset, task.amplitude), task.dtype)
   }
 }
 
@@ -77,7 +97,7 @@ export function buffersOf(views: Iterable<ArrayBufferView>): ArrayBuffer[] {
 }
 
 export function taskViews(task: Task): ArrayBufferView[] {
-  return task.kind === 'encode' ? [task.values] : [task.bytes]
+  return task.kind === 'encode' ? [task.values] : task.kind === 'cast' ? [task.bytes] : []
 }
 
 export function resultViews(result: Encoded | Uint8Array): ArrayBufferView[] {

@@ -4,11 +4,11 @@
  * and the float record that dequantizes them back. The arithmetic is src/quant/mlx-fp.ts.
  */
 import {FormatError} from '../../errors.js'
-import {fpQuantizeInto, MLX_FP_MODES, type MlxFpMode, packFp} from '../../quant/mlx-fp.js'
+import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
+import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
-import {roundInto} from '../../quant/mlx-affine.js'
 import {type StoredTensor} from '../types.js'
 
 /** f32 bytes of one row block (a quarter of a streaming chunk, as the affine records). */
@@ -19,11 +19,11 @@ function blockRows(cols: number): number {
 }
 
 /**
- * `<base>.weight` and `<base>.scales` of `source` quantized in `mode`, after rounding to `dtype`
- * (mlx-lm casts, then quantizes), computed row block by row block, each record keeping only its last
- * block: memory stays bounded by a block whatever the model size. The writer reads every weight
- * before every scale, so the scales pass reads the source again and computes only the scales (the
- * same per-group rule, without the codes).
+ * `<base>.weight` and `<base>.scales` of `source` quantized in `mode` (scheme `mlx_<mode>`: rounded
+ * to `dtype` first, as mlx-lm casts, then quantizes), computed row block by row block on the worker
+ * pool (src/pool; blocks ahead of the reader, the same bytes for any thread count). The weight keeps
+ * only the blocks around the one read; the scales of the blocks it computed (1 byte per group) are
+ * kept for the scales record, which computes any block still missing when it is read.
  */
 export function fpQuantizedRecords(source: TensorRecord, base: string, mode: MlxFpMode, dtype: FloatDType): {weight: TensorRecord; scales: TensorRecord} {
   const {bits, groupSize} = MLX_FP_MODES[mode]
@@ -31,49 +31,65 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   const [rows, cols] = source.shape as [number, number]
   if (cols % groupSize !== 0) throw new FormatError('quantize.shape', `cannot quantize ${source.name}: last dim ${cols} is not a multiple of ${mode}'s group size ${groupSize}`)
   const step = blockRows(cols)
+  const blocks = Math.ceil(rows / step)
   const weightRow = (cols * bits) / 8
   const scalesRow = cols / groupSize
   const size = dtypeSize(source.dtype)
-  const cache: Partial<Record<'weight' | 'scales', {block: number; bytes: Uint8Array}>> = {}
+  const scheme = `mlx_${mode}`
 
-  const block = async (b: number, part: 'weight' | 'scales'): Promise<Uint8Array> => {
-    const hit = cache[part]
-    if (hit?.block === b) return hit.bytes
+  const task = async (b: number): Promise<EncodeTask> => {
     const r0 = b * step
     const r1 = Math.min(rows, r0 + step)
-    const raw = toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
-    let values = raw
-    if (dtype !== 'F32' && source.dtype !== dtype) {
-      values = new Float32Array(raw.length)
-      roundInto(raw, dtype, values)
-    }
-    const scales = new Uint8Array((r1 - r0) * scalesRow)
-    let bytes: Uint8Array = scales
-    if (part === 'weight') {
-      const codes = new Uint8Array(values.length)
-      fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
-      bytes = packFp(codes, bits)
-    } else {
-      fpQuantizeInto(mode, values, values.length, dtype, null, scales)
-    }
-    cache[part] = {block: b, bytes}
-    return bytes
+    return {kind: 'encode', scheme, params: {dtype}, values: toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype), rows: r1 - r0, cols}
   }
+  /** Scales of the blocks computed so far (done[b]), until the scales record was read to its end. */
+  let kept: {scales: Uint8Array; done: Uint8Array} | undefined
+  const keep = (b: number, scales: Uint8Array) => {
+    kept ??= {scales: new Uint8Array(rows * scalesRow), done: new Uint8Array(blocks)}
+    kept.scales.set(scales, b * step * scalesRow)
+    kept.done[b] = 1
+  }
+  const weightBlocks = new BlocksAhead(blocks, async (b) => {
+    const encoded = await runOne(await task(b))
+    keep(b, encoded.scales!)
+    return encoded.weight!
+  })
+  let making: Promise<Uint8Array> | undefined
+  const allScales = async (): Promise<Uint8Array> => {
+    const todo: number[] = []
+    for (let b = 0; b < blocks; b++) if (!kept?.done[b]) todo.push(b)
+    if (todo.length === 0) return kept!.scales
+    async function* tasks(): AsyncGenerator<EncodeTask> {
+      for (const b of todo) yield await task(b)
+    }
+    let i = 0
+    for await (const encoded of mapOrdered(tasks())) keep(todo[i++]!, encoded.scales!)
+    return kept!.scales
+  }
+  const scalesOf = () => making ??= allScales().finally(() => {
+    making = undefined
+  })
+
   const record = (part: 'weight' | 'scales', rowBytes: number, shape: number[]): TensorRecord => {
     const byteLength = rows * rowBytes
     return {
       name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength,
       async read(start = 0, end = byteLength) {
+        if (part === 'scales') {
+          const bytes = (await scalesOf()).slice(start, end)
+          if (end >= byteLength) kept = undefined
+          return bytes
+        }
         const out = new Uint8Array(end - start)
         for (let b = Math.floor(start / rowBytes / step); b * step * rowBytes < end; b++) {
           const r0 = b * step
           const r1 = Math.min(rows, r0 + step)
-          const bytes = await block(b, part)
+          const bytes = await weightBlocks.get(b)
           const from = Math.max(start, r0 * rowBytes)
           const to = Math.min(end, r1 * rowBytes)
           out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
         }
-        if (end >= byteLength) delete cache[part]
+        if (end >= byteLength) weightBlocks.clear()
         return out
       },
     }

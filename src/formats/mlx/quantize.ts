@@ -5,10 +5,10 @@
  * dequantization convention) is the `mlx_affine` scheme in src/quant/mlx-affine.ts.
  */
 import {FormatError} from '../../errors.js'
-import {
-  checkQuantParams, dequantizeRows, quantizeInto, roundInto, unpackRows,
-} from '../../quant/mlx-affine.js'
-import {type DType, dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
+import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
+import {checkQuantParams, dequantizeRows} from '../../quant/mlx-affine.js'
+import {type Encoded} from '../../quant/types.js'
+import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
 
 export {
@@ -38,27 +38,15 @@ async function readRows(source: TensorRecord, cols: number, r0: number, r1: numb
   return toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
 }
 
-/** Reused for the rounded values of one block; only ever used synchronously (between awaits). */
-let roundScratch = new Float32Array(0)
-
-/** `values` (from `from`) rounded to `dtype`, as f32: the values themselves when no rounding applies, else in roundScratch. */
-function roundedRows(values: Float32Array, from: DType, dtype: FloatDType): Float32Array {
-  if (dtype === 'F32' || from === dtype) return values
-  if (roundScratch.length < values.length) roundScratch = new Float32Array(Math.max(values.length, BLOCK_BYTES / 4))
-  const out = roundScratch.subarray(0, values.length)
-  roundInto(values, dtype, out)
-  return out
-}
-
 /**
  * The three tensors MLX stores for a quantized matrix: `<base>.weight` (U32 codes),
  * `<base>.scales` and `<base>.biases` (in `dtype`), computed on demand from `source` (first
- * rounded to `dtype`, as mlx-lm casts before quantizing).
- * - Each row block (aligned so chunked reads never redo one) is read and rounded once and gives
+ * rounded to `dtype`, as mlx-lm casts before quantizing) by the `mlx_affine` scheme's encode, row
+ * block by row block on the worker pool (src/pool; in order, so the same bytes for any thread count).
+ * - Each row block (aligned so chunked reads never redo one) is read and quantized once and gives
  *   both its codes and its scales/biases.
  * - Scales and biases (1/groupSize of the elements) are collected for the whole tensor as blocks
- *   are computed, turned into `dtype` bytes when first asked for, shared by both records, and
- *   dropped once both were read.
+ *   are computed, shared by both records, and dropped once both were read.
  * - When they are asked for before the weight (the usual order: `.biases` < `.scales` < `.weight`),
  *   that pass keeps the codes of the whole tensor (bits/32 of the f32 size) for the weight to
  *   serve, and drops them once the weight was read.
@@ -73,78 +61,78 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const wordsPerRow = (cols * bits) / 32
   const step = blockRows(cols)
   const blocks = Math.ceil(rows / step)
-  const paramBytes = rows * groups * dtypeSize(dtype)
+  const pSize = dtypeSize(dtype)
+  const paramBytes = rows * groups * pSize
   const weightBytes = rows * wordsPerRow * 4
   const rowBytes = wordsPerRow * 4
+  const params = {bits, group_size: groupSize, dtype}
 
-  /** f32 scales/biases of the blocks computed so far, until the `dtype` bytes are made. */
-  let pending: {scales: Float32Array; biases: Float32Array; done: Uint8Array} | undefined
-  let params: {scales: Uint8Array; biases: Uint8Array} | undefined
+  /** Scales/biases (`dtype` bytes) of the blocks computed so far, until both records are made. */
+  let pending: {scales: Uint8Array; biases: Uint8Array; done: Uint8Array} | undefined
+  let made: {scales: Uint8Array; biases: Uint8Array} | undefined
+  let making: Promise<{scales: Uint8Array; biases: Uint8Array}> | undefined
   const served = {scales: 0, biases: 0, weight: 0}
   /** Codes of the whole tensor, made by the scales/biases pass for the weight (inAll: blocks present). */
-  let allPacked: {packed: Uint32Array; inAll: Uint8Array} | undefined
-  let cache: {block: number; packed: Uint32Array} | undefined
+  let allPacked: {packed: Uint8Array; inAll: Uint8Array} | undefined
 
-  /** Read and round block `b` once; its codes go to `packed`, its params to `pending` (when still wanted). */
-  const computeBlock = async (b: number, packed: Uint32Array): Promise<void> => {
+  const task = async (b: number): Promise<EncodeTask> => {
     const r0 = b * step
     const r1 = Math.min(rows, r0 + step)
-    const raw = await readRows(source, cols, r0, r1)
-    // From here on synchronous (roundScratch is shared).
-    const values = roundedRows(raw, source.dtype, dtype)
-    const p = params ? undefined : (pending ??= {scales: new Float32Array(rows * groups), biases: new Float32Array(rows * groups), done: new Uint8Array(blocks)})
-    const n = (r1 - r0) * groups
-    const scales = p ? p.scales.subarray(r0 * groups, r0 * groups + n) : new Float32Array(n)
-    const biases = p ? p.biases.subarray(r0 * groups, r0 * groups + n) : new Float32Array(n)
-    quantizeInto(values, (r1 - r0) * cols, bits, groupSize, packed, scales, biases)
-    if (p) p.done[b] = 1
+    return {kind: 'encode', scheme: 'mlx_affine', params, values: await readRows(source, cols, r0, r1), rows: r1 - r0, cols}
+  }
+  /** Keep block `b`'s scales/biases (while the whole-tensor ones are still wanted). */
+  const keepParams = (b: number, encoded: Encoded) => {
+    if (made) return
+    const p = (pending ??= {scales: new Uint8Array(paramBytes), biases: new Uint8Array(paramBytes), done: new Uint8Array(blocks)})
+    p.scales.set(encoded.scales!, b * step * groups * pSize)
+    p.biases.set(encoded.biases!, b * step * groups * pSize)
+    p.done[b] = 1
   }
 
-  const allParams = async () => {
-    if (params) return params
+  const makeParams = async () => {
     const keepCodes = served.weight < weightBytes
-    if (keepCodes) allPacked ??= {packed: new Uint32Array(rows * wordsPerRow), inAll: new Uint8Array(blocks)}
-    for (let b = 0; b < blocks; b++) {
-      if (pending?.done[b]) continue
-      const w0 = b * step * wordsPerRow
-      const w1 = Math.min(rows, (b + 1) * step) * wordsPerRow
+    if (keepCodes) allPacked ??= {packed: new Uint8Array(weightBytes), inAll: new Uint8Array(blocks)}
+    const todo: number[] = []
+    for (let b = 0; b < blocks; b++) if (!pending?.done[b]) todo.push(b)
+    async function* tasks(): AsyncGenerator<EncodeTask> {
+      for (const b of todo) yield await task(b)
+    }
+    let i = 0
+    for await (const encoded of mapOrdered(tasks())) {
+      const b = todo[i++]!
+      keepParams(b, encoded)
       if (allPacked && keepCodes) {
-        await computeBlock(b, allPacked.packed.subarray(w0, w1))
+        allPacked.packed.set(encoded.weight!, b * step * rowBytes)
         allPacked.inAll[b] = 1
-      } else {
-        await computeBlock(b, new Uint32Array(w1 - w0))
       }
     }
-    if (params) return params // made meanwhile by a concurrent call
     const p = pending!
-    params = {scales: fromFloat32(p.scales, dtype), biases: fromFloat32(p.biases, dtype)}
+    made = {scales: p.scales, biases: p.biases}
     pending = undefined
-    return params
+    return made
   }
+  const allParams = async () => made ?? (making ??= makeParams().finally(() => {
+    making = undefined
+  }))
   const paramRecord = (part: 'scales' | 'biases'): TensorRecord => ({
     name: `${base}.${part}`, dtype, shape: [rows, groups], byteLength: paramBytes,
     async read(start = 0, end = paramBytes) {
       const bytes = (await allParams())[part].slice(start, end)
       served[part] += end - start
-      if (served.scales >= paramBytes && served.biases >= paramBytes) params = undefined
+      if (served.scales >= paramBytes && served.biases >= paramBytes) made = undefined
       return bytes
     },
   })
 
+  /** The weight read before the scales/biases: its blocks computed ahead on the pool. */
+  const ahead = new BlocksAhead(blocks, async (b) => {
+    const encoded = await runOne(await task(b))
+    keepParams(b, encoded)
+    return encoded.weight!
+  })
   const packedBlock = async (b: number): Promise<Uint8Array> => {
-    let packed: Uint32Array
-    if (allPacked?.inAll[b]) {
-      packed = allPacked.packed.subarray(b * step * wordsPerRow, Math.min(rows, (b + 1) * step) * wordsPerRow)
-    } else {
-      if (!cache || cache.block !== b) {
-        const r0 = b * step
-        const words = new Uint32Array((Math.min(rows, r0 + step) - r0) * wordsPerRow)
-        await computeBlock(b, words)
-        cache = {block: b, packed: words}
-      }
-      packed = cache.packed
-    }
-    return new Uint8Array(packed.buffer, packed.byteOffset, packed.byteLength)
+    if (allPacked?.inAll[b]) return allPacked.packed.subarray(b * step * rowBytes, Math.min(rows, (b + 1) * step) * rowBytes)
+    return ahead.get(b)
   }
 
   const weight: TensorRecord = {
@@ -162,7 +150,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
       served.weight += end - start
       if (served.weight >= weightBytes) {
         allPacked = undefined
-        cache = undefined
+        ahead.clear()
       }
       return out
     },

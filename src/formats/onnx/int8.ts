@@ -1,10 +1,12 @@
 /**
  * Weight-only int8 tensors of `model_quantized.onnx` as lazy records: the writer's codes and
- * scales computed from a float source row by row (scheme `onnx_int8`, src/quant/onnx-int8.ts),
+ * scales computed from a float source row by row (scheme `onnx_int8`, src/quant/onnx-int8.ts) on
+ * the worker pool (src/pool: results in order, the same bytes for any thread count),
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
-import {quantizeInt8Rows} from '../../quant/onnx-int8.js'
-import {dequantizeQ4Rows, q4Blocks, quantizeQ4Rows} from '../../quant/onnx-q4.js'
+import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
+import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
+import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
 
@@ -16,6 +18,14 @@ function asF32(bytes: Uint8Array): Float32Array {
   return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : new Float32Array(bytes.slice().buffer)
 }
 
+/** Encode tasks of `scheme` over rows [0, rows) of an f32 record, `step` rows each. */
+async function* rowSteps(f32: TensorRecord, rows: number, cols: number, step: number, scheme: string, params: SchemeParams): AsyncGenerator<EncodeTask> {
+  for (let r0 = 0; r0 < rows; r0 += step) {
+    const r1 = Math.min(rows, r0 + step)
+    yield {kind: 'encode', scheme, params, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols}
+  }
+}
+
 function rowsOf(record: TensorRecord): [number, number] {
   const n = record.shape.reduce((a, b) => a * b, 1)
   return record.shape.length === 1 ? [1, n] : [record.shape[0]!, n / record.shape[0]!]
@@ -25,33 +35,34 @@ function rowsOf(record: TensorRecord): [number, number] {
 export function int8Records(source: TensorRecord, codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
   const f32 = castRecord(source, 'F32')
-  const quantRows = async (r0: number, r1: number) => quantizeInt8Rows(asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), r1 - r0, cols)
+  const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
   let scales: Float32Array | undefined
-  const allScales = async (): Promise<Float32Array> => {
-    if (scales) return scales
-    const out = new Float32Array(rows)
-    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
-    for (let r0 = 0; r0 < rows; r0 += step) out.set((await quantRows(r0, Math.min(rows, r0 + step))).scales, r0)
-    scales = out
-    return out
-  }
-  // The codes of the whole tensor (1 byte a weight) are computed once and kept until the last
-  // byte has been read: the writer reads them transposed, band by band, and a per-band
-  // recomputation would quantize the whole tensor once per window.
+  // The codes of the whole tensor (1 byte a weight) are computed once (step by step on the worker
+  // pool, in order) and kept until the last byte has been read: the writer reads them transposed,
+  // band by band, and a per-band recomputation would quantize the whole tensor once per window.
   let all: Int8Array | undefined
+  let making: Promise<{codes: Int8Array; scales: Float32Array}> | undefined
+  const quantizeAll = async () => {
+    const codes = new Int8Array(rows * cols)
+    const sc = new Float32Array(rows)
+    let r0 = 0
+    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_int8', {}))) {
+      codes.set(new Int8Array(q.weight!.buffer, q.weight!.byteOffset, q.weight!.byteLength), r0 * cols)
+      sc.set(new Float32Array(q.scales!.slice().buffer), r0)
+      r0 += q.scales!.byteLength / 4
+    }
+    return {codes, scales: sc}
+  }
+  const quantized = () => making ??= quantizeAll().finally(() => {
+    making = undefined
+  })
+  const allScales = async (): Promise<Float32Array> => scales ?? (scales = (await quantized()).scales)
   const allCodes = async (): Promise<Int8Array> => {
     if (all) return all
-    const out = new Int8Array(rows * cols)
-    const sc = new Float32Array(rows)
-    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
-    for (let r0 = 0; r0 < rows; r0 += step) {
-      const q = await quantRows(r0, Math.min(rows, r0 + step))
-      out.set(q.codes, r0 * cols)
-      sc.set(q.scales, r0)
-    }
-    scales = sc
-    all = out
-    return out
+    const q = await quantized()
+    scales = q.scales
+    all = q.codes
+    return all
   }
   const codes: TensorRecord = {
     name: codesName, dtype: 'I8', shape: [...source.shape], byteLength: rows * cols,
@@ -110,23 +121,39 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const nb = q4Blocks(cols)
   const rowBytes = nb * 16
   const f32 = castRecord(source, 'F32')
-  const quantRows = async (r0: number, r1: number) => quantizeQ4Rows(asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), r1 - r0, cols, 'F32')
+  const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+  const task = async (r0: number, r1: number): Promise<EncodeTask> =>
+    ({kind: 'encode', scheme: 'onnx_q4', params: {dtype: 'F32'}, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols})
   let scales: Float32Array | undefined
-  const allScales = async (): Promise<Float32Array> => {
-    if (scales) return scales
+  let making: Promise<Float32Array> | undefined
+  const computeScales = async (): Promise<Float32Array> => {
     const out = new Float32Array(rows * nb)
-    const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
-    for (let r0 = 0; r0 < rows; r0 += step) out.set((await quantRows(r0, Math.min(rows, r0 + step))).scales, r0 * nb)
+    let r0 = 0
+    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_q4', {dtype: 'F32'}))) {
+      out.set(new Float32Array(q.scales!.slice().buffer), r0 * nb)
+      r0 += q.scales!.byteLength / 4 / nb
+    }
     scales = out
     return out
   }
+  const allScales = async (): Promise<Float32Array> => scales ?? (making ??= computeScales().finally(() => {
+    making = undefined
+  }))
+  /** Row steps of blocks, computed ahead of the writer on the pool. */
+  const steps = new BlocksAhead(Math.ceil(rows / step), async (k) => (await runOne(await task(k * step, Math.min(rows, (k + 1) * step)))).blocks!)
   const blocks: TensorRecord = {
     name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
     async read(start = 0, end = rows * rowBytes) {
-      const r0 = Math.floor(start / rowBytes)
-      const r1 = Math.ceil(end / rowBytes)
-      const q = await quantRows(r0, r1)
-      return q.blocks.subarray(start - r0 * rowBytes, end - r0 * rowBytes)
+      const out = new Uint8Array(end - start)
+      const stepBytes = step * rowBytes
+      for (let k = Math.floor(start / stepBytes); k * stepBytes < end; k++) {
+        const bytes = await steps.get(k)
+        const from = Math.max(start, k * stepBytes)
+        const to = Math.min(end, k * stepBytes + bytes.byteLength)
+        out.set(bytes.subarray(from - k * stepBytes, to - k * stepBytes), from - start)
+      }
+      if (end >= rows * rowBytes) steps.clear()
+      return out
     },
   }
   const scalesRecord: TensorRecord = {

@@ -1,0 +1,194 @@
+/**
+ * The rest of the pool (issue 15): MLX affine and fp modes, ONNX q8/q4 and synth compute their row
+ * blocks on the worker pool. Each writes the same bytes with 2 workers as with 1 (sha256), and the
+ * records' bytes are the scheme's encode of the whole tensor in one call (the reference), so the
+ * blocks came back whole and in order.
+ */
+import {createHash} from 'node:crypto'
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
+import {convert, writeCheckpoint} from '../src/convert.js'
+import {fpQuantizedRecords} from '../src/formats/mlx/fp.js'
+import {quantizedRecords} from '../src/formats/mlx/quantize.js'
+import {int8Records, q4Records} from '../src/formats/onnx/int8.js'
+import {presetConfig} from '../src/model/presets.js'
+import {synthCheckpoint, synthUniform} from '../src/model/synth.js'
+import {closeSharedPool, setThreads, sharedPool} from '../src/pool/index.js'
+import {drain} from '../src/progress.js'
+import {SCHEMES} from '../src/quant/index.js'
+import {type Encoded} from '../src/quant/types.js'
+import {type FloatDType, toFloat32} from '../src/tensor/dtype.js'
+import {f32Record, type TensorRecord} from '../src/tensor/record.js'
+
+const repo = path.resolve(import.meta.dirname, '..')
+const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
+
+// × 256 columns: 1400 rows are 6 MLX row blocks (256 rows each), 4200 rows 2 ONNX steps (4096 rows);
+// edge values (NaN, ±Inf, subnormals, -0, ties) among seeded noise.
+const COLS = 256
+function values(rows: number): Float32Array {
+  const out = new Float32Array(rows * COLS)
+  let s = 12345
+  for (let i = 0; i < out.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+    out[i] = ((s / 2 ** 32) - 0.5) * 4
+  }
+  const bits = new Uint32Array(out.buffer)
+  const edges = [0x7fc00000, 0x7f800000, 0xff800000, 0x00000001, 0x807fffff, 0x80000000, 0x3f808000, 0x3f818000, 0x33800000, 0x38000000]
+  for (let k = 0; k < edges.length; k++) bits[(k * 104_729) % bits.length] = edges[k]!
+  return out
+}
+
+/** Read records as the writers do: in the given order, 1 MiB chunks, two reads in flight. */
+async function readAll(records: TensorRecord[]): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = []
+  for (const r of records) {
+    const whole = new Uint8Array(r.byteLength)
+    const step = 1 << 20
+    const starts: number[] = []
+    for (let s = 0; s < r.byteLength; s += step) starts.push(s)
+    for (let i = 0; i < starts.length; i += 2) {
+      const pair = starts.slice(i, i + 2)
+      const bytes = await Promise.all(pair.map((s) => r.read(s, Math.min(r.byteLength, s + step))))
+      pair.forEach((s, k) => whole.set(bytes[k]!, s))
+    }
+    out.push(whole)
+  }
+  return out
+}
+
+// One pool for the file (starting workers is the slow part); counts are taken as differences.
+const completed = () => sharedPool()?.completed ?? 0
+afterEach(() => setThreads(undefined))
+afterAll(async () => {
+  await closeSharedPool()
+})
+
+describe('quantizing records on the pool', () => {
+  const MLX_ROWS = 1400
+  const ONNX_ROWS = 4200
+  const sources: Record<number, Float32Array> = {[MLX_ROWS]: values(MLX_ROWS), [ONNX_ROWS]: values(ONNX_ROWS)}
+  const cases: Array<{name: string; scheme: string; params: Record<string, unknown>; parts: string[]; rows: number; make(source: Float32Array): TensorRecord[]; blocks: number}> = [
+    {
+      name: 'mlx affine 4-bit g64, F16 scales (biases, scales, weight: the writer\'s order)', scheme: 'mlx_affine', params: {bits: 4, group_size: 64, dtype: 'F16'}, parts: ['biases', 'scales', 'weight'], rows: MLX_ROWS, blocks: 6,
+      make: (source) => {
+        const rows = MLX_ROWS
+        const r = quantizedRecords(f32Record('w', [rows, COLS], source), 'w', {bits: 4, groupSize: 64}, 'F16')
+        return [r.biases, r.scales, r.weight]
+      },
+    },
+    {
+      name: 'mlx affine 3-bit g32, BF16 scales, weight read first', scheme: 'mlx_affine', params: {bits: 3, group_size: 32, dtype: 'BF16'}, parts: ['weight', 'scales', 'biases'], rows: MLX_ROWS, blocks: 6,
+      make: (source) => {
+        const rows = MLX_ROWS
+        const r = quantizedRecords(f32Record('w', [rows, COLS], source), 'w', {bits: 3, groupSize: 32}, 'BF16')
+        return [r.weight, r.scales, r.biases]
+      },
+    },
+    ...(['mxfp4', 'mxfp8'] as const).map((mode) => ({
+      name: `mlx ${mode} from BF16`, scheme: `mlx_${mode}`, params: {dtype: 'BF16'}, parts: ['weight', 'scales'], rows: MLX_ROWS, blocks: 6,
+      make: (source: Float32Array) => {
+        const rows = MLX_ROWS
+        const r = fpQuantizedRecords(f32Record('w', [rows, COLS], source), 'w', mode, 'BF16' as FloatDType)
+        return [r.weight, r.scales]
+      },
+    })),
+    {
+      name: 'onnx q8 (int8 codes, f32 scales per row)', scheme: 'onnx_int8', params: {}, parts: ['weight', 'scales'], rows: ONNX_ROWS, blocks: 2,
+      make: (source) => {
+        const rows = ONNX_ROWS
+        const r = int8Records(f32Record('w', [rows, COLS], source), 'w', 'w_scale')
+        return [r.codes, r.scales]
+      },
+    },
+    {
+      name: 'onnx q4 (MatMulNBits blocks, f32 scales)', scheme: 'onnx_q4', params: {dtype: 'F32'}, parts: ['blocks', 'scales'], rows: ONNX_ROWS, blocks: 2,
+      make: (source) => {
+        const rows = ONNX_ROWS
+        const r = q4Records(f32Record('w', [rows, COLS], source), 'w', 'w_scales')
+        return [r.blocks, r.scales]
+      },
+    },
+  ]
+  for (const c of cases) {
+    it(`${c.name}: 1 and 2 threads give the scheme's encode of the whole tensor`, async () => {
+      const source = sources[c.rows]!
+      const reference: Encoded = SCHEMES[c.scheme]!.encode(source, c.rows, COLS, c.params)
+      const hashes: string[][] = []
+      for (const threads of [1, 2]) {
+        setThreads(threads)
+        const before = completed()
+        const parts = await readAll(c.make(source))
+        hashes.push(parts.map(sha))
+        parts.forEach((bytes, k) => expect(sha(bytes), `${c.parts[k]} on ${threads} thread(s)`).toBe(sha(reference[c.parts[k]!]!)))
+        if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(c.blocks) // the blocks went through the workers
+      }
+      expect(hashes[1]).toEqual(hashes[0])
+    }, 60_000)
+  }
+})
+
+describe('conversions and synth on the pool: --threads 1 and 2 write the same files (sha256)', () => {
+  let work: string
+  beforeAll(async () => {
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-pool2-'))
+  })
+  afterAll(async () => {
+    await fs.rm(work, {recursive: true, force: true})
+  })
+  const hashFolder = async (dir: string, out: Record<string, string> = {}, prefix = '') => {
+    for (const e of (await fs.readdir(dir, {withFileTypes: true})).sort((a, b) => a.name.localeCompare(b.name))) {
+      if (e.isDirectory()) await hashFolder(path.join(dir, e.name), out, `${prefix}${e.name}/`)
+      else out[prefix + e.name] = sha(await fs.readFile(path.join(dir, e.name)))
+    }
+    return out
+  }
+
+  for (const [to, label, quantization] of [
+    ['mlx', 'mlx 4-bit', {bits: 4, groupSize: 32, mode: 'affine'}],
+    ['mlx', 'mlx mxfp4', {bits: 4, groupSize: 32, mode: 'mxfp4'}],
+    ['onnx', 'onnx q8', {bits: 8, groupSize: 32, mode: 'affine'}],
+    ['onnx', 'onnx q4', {bits: 4, groupSize: 32, mode: 'affine'}],
+  ] as const) {
+    it(label, async () => {
+      const folders: Array<Record<string, string>> = []
+      for (const threads of [1, 2]) {
+        setThreads(threads)
+        const before = completed()
+        const out = path.join(work, `${label.replace(/\W/g, '-')}-${threads}`)
+        await drain(convert(path.join(repo, 'fixtures', 'tiny-hf'), to, out, {}, {quantization}))
+        folders.push(await hashFolder(out))
+        if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(8)
+      }
+      expect(Object.keys(folders[0]!).length).toBeGreaterThan(1)
+      expect(folders[1]).toEqual(folders[0])
+    }, 60_000)
+  }
+
+  it('synth (blocks of 2^18 elements on the workers) is the same file, and each value is the per-element formula', async () => {
+    // tiny with a 20000-token vocabulary: the embedding spans 5 synth blocks.
+    const config = presetConfig('tiny', {vocab_size: 20_000})
+    const hashes: string[] = []
+    for (const threads of [1, 2]) {
+      setThreads(threads)
+      const before = completed()
+      const out = path.join(work, `synth-${threads}`)
+      await drain(writeCheckpoint(synthCheckpoint(config, {seed: 3, dtype: 'BF16'}), 'hf', out, {dtype: 'BF16'}))
+      hashes.push(sha(await fs.readFile(path.join(out, 'model.safetensors'))))
+      if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(5)
+    }
+    expect(hashes[1]).toBe(hashes[0])
+    // A range across a block boundary, read on the pool, equals the formula element by element.
+    setThreads(2)
+    const tensors = synthCheckpoint(config, {seed: 3, dtype: 'F32'}).tensors
+    const index = tensors.findIndex((t) => t.name === 'token_embeddings.weight')
+    const embedding = tensors[index]!
+    const first = (1 << 18) - 3
+    const got = toFloat32(await embedding.read(first * 4, (first + 6) * 4), 'F32')
+    const d = config.model_dim
+    const amplitude = (Math.sqrt(3) * 2) / Math.sqrt(d)
+    for (let i = 0; i < 6; i++) expect(got[i]).toBe(Math.fround(amplitude * synthUniform(3, index, first + i)))
+  }, 60_000)
+})

@@ -73,8 +73,11 @@ export interface VerifyOptions {
   /** Write the model's logits [T, vocab] as a safetensors file (one F32 tensor `logits`). */
   saveLogits?: string
   force?: boolean
-  /** Called when a phase starts (commands render it). */
-  onPhase?: (phase: string) => void
+  /**
+   * Called when a phase starts (commands render it), with a step inside one as `phase: step`
+   * (a backend's load and forward), and with no label when it ends.
+   */
+  onPhase?: (phase: string | undefined) => void
 }
 
 export interface SideInfo {
@@ -222,13 +225,14 @@ function exactLogits(expected: Float32Array, model: Float32Array, T: number, exp
 export async function verify(model: string | Checkpoint, options: VerifyOptions = {}): Promise<VerifyReport> {
   const phase = options.onPhase ?? (() => undefined)
   const seconds: Record<string, number> = {}
-  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+  const timed = async <T>(name: string, work: (step: (label: string) => void) => Promise<T>): Promise<T> => {
     phase(name)
     const t0 = performance.now()
     try {
-      return await work()
+      return await work((label) => phase(`${name}: ${label}`))
     } finally {
       seconds[name] = (seconds[name] ?? 0) + (performance.now() - t0) / 1000
+      phase(undefined)
     }
   }
   const opened = [await timed('open model', () => open(model))]
@@ -255,7 +259,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     // ---- single model -----------------------------------------------------------------------
     if (!ref) {
       const run = engine === 'torch'
-        ? await timed('model forward', () => torchSingle(cand, tokens, {device, python: options.python}))
+        ? await timed('model forward', (step) => torchSingle(cand, tokens, {device, python: options.python, onPhase: step}))
         : {...(await timed('model forward', () => engineForward(cand, tokens, false))), device: 'cpu'}
       const logits = run.logits
       let logitMin = Infinity
@@ -272,7 +276,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       if (!finite) failures.push('logits contain NaN or Inf')
       let runtimeReport: RuntimeCheck | undefined
       if (runtime && runtimeReady) {
-        runtimeReport = await timed(`${runtime} forward`, () => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits, vocab: run.vocab}, device))
+        runtimeReport = await timed(runtime, (step) => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits, vocab: run.vocab}, device, undefined, step))
         checks.push(`${runtime} (${runtimeReport.device}) agrees with the ${engine} engine on the same file (${runtimeReport.storage} tolerance)`)
         failures.push(...runtimeReport.failures)
       }
@@ -295,7 +299,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     let refRun: {logits: Float32Array; vocab: number}
     let engineDevice = 'cpu'
     if (engine === 'torch') {
-      const r = await timed('torch reference', () => torchExact(ref, cand, tokens, {device, python: options.python, weights: compareWeights}))
+      const r = await timed('torch reference', (step) => torchExact(ref, cand, tokens, {device, python: options.python, weights: compareWeights, onPhase: step}))
       weights = r.weights
       modelRun = r.model
       expectedRun = r.expected
@@ -332,7 +336,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const hiddenLayer = layers ? firstDivergentLayer(layers, EXACT_HIDDEN_REL) : null
     let runtimeReport: RuntimeCheck | undefined
     if (runtime && runtimeReady) {
-      runtimeReport = await timed(`${runtime} forward`, () => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits: modelRun.logits, vocab: modelRun.vocab}, device))
+      runtimeReport = await timed(runtime, (step) => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits: modelRun.logits, vocab: modelRun.vocab}, device, undefined, step))
       checks.push(`${runtime} (${runtimeReport.device}) agrees with the ${engine} engine on the same file (${runtimeReport.storage} tolerance)`)
       failures.push(...runtimeReport.failures)
     }

@@ -254,7 +254,7 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
     notes.push(`${target}: matrices stored as ${[...counts].map(([t, c]) => `${t} ×${c}`).join(', ')} (llama-quantize's rules for this file type)`)
   }
   for (const message of notes) yield {type: 'note', message}
-  yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: path.basename(file)}
+  yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: `writing ${path.basename(file)}`}
   const bytes = yield* atomicFile(file, options.force ?? false, (temp) => writeGguf(temp, plan))
   return {
     path: file,

@@ -48,6 +48,7 @@ export const llamacppBackend: LogitsBackend = {
     const {getLlama, LlamaLogLevel} = await loadBinding()
     // CPU unless CUDA is asked for by name: `auto` must not make a CPU-only box probe GPU builds.
     const gpu = options.device === 'cuda' ? 'cuda' : false
+    options.onPhase?.('load')
     let llama
     try {
       llama = await getLlama({gpu, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false})
@@ -81,6 +82,7 @@ export const llamacppBackend: LogitsBackend = {
             },
           },
         })
+        options.onPhase?.('forward')
         const results = await sequence.controlledEvaluate(tokens.map((t) => [t as Token, {generateNext: {logits: true}}] as [Token, {generateNext: {logits: true}}]))
         const logits = new Float32Array(tokens.length * vocab)
         results.forEach((result, position) => {

@@ -55,8 +55,8 @@ describe('progress on a terminal', () => {
     // Every step ends in one final line (what, how long), each exactly once.
     const finals = run.text.split(/\r\n|\r\x1b\[2K/).filter((line) => line.startsWith('✓ '))
     expect(finals.map((line) => line.replace(/ in [\d.]+s.*$/, '').replace(/ [\d.]+ MiB$/, ''))).toEqual([
-      '✓ writing safetensors', '✓ open model', '✓ open reference', '✓ tokens', '✓ compare weights',
-      '✓ model forward', '✓ reference forward (transformed)', '✓ reference forward (source)',
+      '✓ writing safetensors', '✓ verify: open model', '✓ verify: open reference', '✓ verify: tokens', '✓ verify: compare weights',
+      '✓ verify: model forward', '✓ verify: reference forward (transformed)', '✓ verify: reference forward (source)',
     ])
     // A spinner phase was redrawn while it ran, not only drawn at its start and end.
     expect(run.chunks.filter((c) => /model forward… [\d.]+s/.test(c.text)).length).toBeGreaterThanOrEqual(2)

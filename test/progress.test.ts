@@ -9,6 +9,7 @@ import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it, vi} from 'vitest'
 import {barLine, doneLine, ProgressRenderer, REDRAW_MS} from '../src/cli/progress-render.js'
 import {dtypeOptions} from '../src/cli/options.js'
+import {rateAndEta} from '../src/cli/push-progress.js'
 import {writeCheckpoint} from '../src/convert.js'
 import {type Checkpoint, type FormatName, type ProgressEvent, type WriteOptions} from '../src/formats/types.js'
 import {presetConfig} from '../src/model/presets.js'
@@ -179,5 +180,32 @@ describe('phasesOf', () => {
       throw new Error('no such file')
     })
     await expect((async () => { for await (const _ of gen) void _ })()).rejects.toThrow('no such file')
+  })
+})
+
+describe('ProgressRenderer steps', () => {
+  it('a step of the live phase replaces it: only the steps get final lines', () => {
+    let now = 0
+    const out = sink()
+    const r = new ProgressRenderer({enabled: true, stream: out, now: () => now})
+    r.phase('llama.cpp')
+    r.phase('llama.cpp: load')
+    now = 2500
+    r.phase('llama.cpp: forward')
+    now = 3000
+    r.phase()
+    r.phase('reference forward')
+    r.stop()
+    const finals = out.text().split(/\r\x1b\[2K|\n/).filter((l) => l.startsWith('✓'))
+    expect(finals).toEqual(['✓ llama.cpp: load in 2.5s', '✓ llama.cpp: forward in 0.5s', '✓ reference forward in 0.0s'])
+  })
+})
+
+describe('upload bars', () => {
+  it('show a rate and an ETA once one is measurable', () => {
+    expect(rateAndEta(0, 100, 2000)).toBe('')
+    expect(rateAndEta(1 << 20, 4 << 20, 100)).toBe('')
+    expect(rateAndEta(8 << 20, 40 << 20, 2000)).toBe(' | 4.00 MiB/s ETA 8s')
+    expect(rateAndEta(40 << 20, 40 << 20, 4000)).toBe(' | 10.00 MiB/s')
   })
 })

@@ -71,10 +71,15 @@ export class ProgressRenderer {
     return this.options.enabled
   }
 
-  /** Start a phase (ending the one before, with its final line); no label just ends it. */
+  /**
+   * Start a phase (ending the one before, with its final line); no label just ends it. A step of
+   * the live phase (`torch reference: load`) takes its place without a line for the phase itself:
+   * its steps' lines say what it did.
+   */
   phase(label?: string): void {
     if (!this.options.enabled) return
-    this.finish()
+    if (label !== undefined && this.live && this.live.totalBytes === undefined && label.startsWith(`${this.live.label}: `)) this.live = undefined
+    else this.finish()
     if (label !== undefined) this.begin({label, started: this.now()})
   }
 

@@ -122,7 +122,7 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
         if (options.afterWrite) await options.afterWrite(hop, report.therePath)
         const artifact = await openCheckpoint(report.therePath, {format: hop.format})
         try {
-          report.there = yield* phasesOf(`${hopLabel}: verify ${hop.name}: `, (onPhase) => verify(artifact, {against: source, backend: 'ts', runtime: 'none', tokens: options.tokens, onPhase}))
+          report.there = yield* phasesOf(`${hopLabel}: verify ${hop.name}: `, (onPhase, onCount) => verify(artifact, {against: source, backend: 'ts', runtime: 'none', tokens: options.tokens, onPhase, onCount}))
           await fs.mkdir(path.dirname(report.backPath), {recursive: true})
           yield {type: 'phase', label: `${hopLabel}: write back to ${back.name}`}
           yield* writesOf(

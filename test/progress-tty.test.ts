@@ -60,8 +60,14 @@ describe.concurrent('progress on a terminal', () => {
       '✓ writing safetensors', '✓ verify: open model', '✓ verify: open reference', '✓ verify: tokens', '✓ verify: compare weights',
       '✓ verify: model forward', '✓ verify: reference forward (transformed)', '✓ verify: reference forward (source)',
     ])
-    // A spinner phase was redrawn while it ran, not only drawn at its start and end.
-    expect(run.chunks.filter((c) => /model forward… [\d.]+s/.test(c.text)).length).toBeGreaterThanOrEqual(2)
+    // Every phase that lasted a while was redrawn while it ran (the timer), not only at its ends.
+    const long = finals.map((line) => /^✓ (verify: .+) in ([\d.]+)s$/.exec(line)).filter((m) => m && Number(m[2]) >= 0.6)
+    for (const m of long) {
+      const redraws = run.chunks.filter((c) => c.text.includes(`${m![1]}… `) && !c.text.includes(`${m![1]}… 0.0s`))
+      expect(redraws.length, `${m![1]} took ${m![2]} s`).toBeGreaterThanOrEqual(1)
+    }
+    // The forward passes count their layers (4 + the output layer).
+    if (long.some((m) => m![1] === 'verify: model forward')) expect(run.text).toMatch(/verify: model forward… [1-5]\/5 layers/)
     expect(run.text).toContain('PASS (exact)')
   }, 120_000)
 })

@@ -209,3 +209,44 @@ describe('upload bars', () => {
     expect(rateAndEta(40 << 20, 40 << 20, 4000)).toBe(' | 10.00 MiB/s')
   })
 })
+
+describe('counts inside a phase', () => {
+  it('a phase shows how far it is until it ends', () => {
+    const out = sink()
+    const r = new ProgressRenderer({enabled: true, stream: out, now: () => 0})
+    r.phase('verify: compare weights')
+    r.count(45, 130, 'tensors')
+    r.log('x')
+    expect(out.writes.at(-1)).toBe('⠙ verify: compare weights… 45/130 tensors 0.0s')
+    r.phase('verify: model forward')
+    expect(out.writes.at(-1)).toBe('⠋ verify: model forward… 0.0s')
+    r.event({type: 'count', done: 2, total: 17, unit: 'layers'})
+    r.log('y')
+    expect(out.writes.at(-1)).toBe('⠙ verify: model forward… 2/17 layers 0.0s')
+    r.stop()
+  })
+
+  it('phasesOf passes counts on, the latest one only when several wait', async () => {
+    const events: ProgressEvent[] = []
+    const gen = phasesOf('', async (onPhase, onCount) => {
+      onPhase('compare weights')
+      for (let i = 0; i < 5; i++) onCount(i, 5, 'tensors')
+      await new Promise((r) => setTimeout(r, 5))
+      onCount(5, 5, 'tensors')
+    })
+    for await (const e of gen) events.push(e)
+    expect(events).toEqual([{type: 'phase', label: 'compare weights'}, {type: 'count', done: 4, total: 5, unit: 'tensors'}, {type: 'count', done: 5, total: 5, unit: 'tensors'}])
+  })
+
+  it('the engine counts its layers, the weight comparison its tensors', async () => {
+    const {runForward} = await import('../src/verify/engine/index.js')
+    const {compareStored} = await import('../src/verify/exact.js')
+    const tiny = synthCheckpoint(presetConfig('tiny'), {seed: 1, dtype: 'F32'})
+    const layers: string[] = []
+    await runForward(tiny, [1, 2, 3], {onLayer: (done, total) => layers.push(`${done}/${total}`)})
+    expect(layers).toEqual(['1/5', '2/5', '3/5', '4/5', '5/5'])
+    const seen: number[] = []
+    await compareStored(tiny, tiny, (_name, index, total) => { expect(total).toBe(tiny.tensors.length); seen.push(index) })
+    expect(seen).toEqual(tiny.tensors.map((_, i) => i))
+  })
+})

@@ -23,6 +23,8 @@ interface Live {
   /** Byte bars only. */
   totalBytes?: number
   bytesDone?: number
+  /** Phases that count what they go through: `45/130 tensors`. */
+  count?: string
 }
 
 export interface RendererOptions {
@@ -83,6 +85,12 @@ export class ProgressRenderer {
     if (label !== undefined) this.begin({label, started: this.now()})
   }
 
+  /** How far the live phase is: `done` of `total` `unit` (shown until the phase ends). */
+  count(done: number, total: number, unit: string): void {
+    if (!this.options.enabled || !this.live || this.live.totalBytes !== undefined) return
+    this.live.count = `${done}/${total} ${unit}`
+  }
+
   /** Render one library event (notes are the command's to print, through `log`). */
   event(event: ProgressEvent): void {
     if (!this.options.enabled) return
@@ -105,6 +113,9 @@ export class ProgressRenderer {
         break
       case 'phase':
         this.phase(event.label)
+        break
+      case 'count':
+        this.count(event.done, event.total, event.unit)
         break
       case 'note':
         break
@@ -157,7 +168,7 @@ export class ProgressRenderer {
     const ms = this.now() - live.started
     const spinner = FRAMES[this.frame++ % FRAMES.length]!
     const text = live.totalBytes === undefined
-      ? `${spinner} ${live.label}… ${elapsed(ms)}`
+      ? `${spinner} ${live.label}… ${live.count ? `${live.count} ` : ''}${elapsed(ms)}`
       : `${spinner} ${barLine(live.label, live.bytesDone ?? 0, live.totalBytes, ms)}`
     this.stream.write(`${this.drawn ? '\r\x1b[2K' : ''}${this.fit(text)}`)
     this.drawn = true

@@ -78,6 +78,8 @@ export interface VerifyOptions {
    * (a backend's load and forward), and with no label when it ends.
    */
   onPhase?: (phase: string | undefined) => void
+  /** Called as the current phase advances: `done` of `total` `unit` (tensors compared, layers run). */
+  onCount?: (done: number, total: number, unit: string) => void
 }
 
 export interface SideInfo {
@@ -209,8 +211,8 @@ export function resolveBackends(options: Pick<VerifyOptions, 'backend' | 'runtim
 }
 
 /** The engine's logits (and hidden states) for one checkpoint. */
-async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
-  const r = await runForward(checkpoint, tokens, {collectHidden})
+async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean, onCount?: VerifyOptions['onCount']): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
+  const r = await runForward(checkpoint, tokens, {collectHidden, ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
   return {logits: r.logits, vocab: r.vocab, ...(r.hidden ? {hidden: r.hidden} : {})}
 }
 
@@ -260,7 +262,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     if (!ref) {
       const run = engine === 'torch'
         ? await timed('model forward', (step) => torchSingle(cand, tokens, {device, python: options.python, onPhase: step}))
-        : {...(await timed('model forward', () => engineForward(cand, tokens, false))), device: 'cpu'}
+        : {...(await timed('model forward', () => engineForward(cand, tokens, false, options.onCount))), device: 'cpu'}
       const logits = run.logits
       let logitMin = Infinity
       let logitMax = -Infinity
@@ -308,12 +310,12 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the PyTorch reference's own transformation of REF`)
     } else {
       if (compareWeights) {
-        weights = await timed('compare weights', () => compareStored(ref, cand))
+        weights = await timed('compare weights', () => compareStored(ref, cand, options.onCount && ((_name, index, total) => options.onCount!(index, total, 'tensors'))))
         checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the ts reference transformation of REF`)
       }
-      modelRun = await timed('model forward', () => engineForward(cand, tokens, true))
-      expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true))
-      refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false))
+      modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount))
+      expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount))
+      refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount))
     }
     const decision = weights ? await decideRelation(ref, cand, weights) : {relation: 'derived' as Relation, reason: 'weights not compared (--skip-weights): logits only'}
     const logits = exactLogits(expectedRun.logits, modelRun.logits, tokens.length, expectedRun.vocab, modelRun.vocab)

@@ -11,7 +11,7 @@ import {UsageError} from './errors.js'
 import {openCheckpoint} from './formats/registry.js'
 import {type Checkpoint, type FormatName, type ProgressEvent, type Quantization, type WriteOptions} from './formats/types.js'
 import {trackTemp} from './io/atomic.js'
-import {drain} from './progress.js'
+import {phasesOf} from './progress.js'
 import {type FloatDType} from './tensor/dtype.js'
 import {compareStored, type ExactWeights} from './verify/exact.js'
 import {verify, type VerifyReport} from './verify/index.js'
@@ -113,22 +113,27 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
       }
       hops.push(report)
       yield {type: 'note', message: `hop ${i + 1}: ${source.format} → ${hop.name} → ${back.name}`}
+      const hopLabel = `hop ${i + 1}/${options.via.length}`
       try {
         const forward: WriteOptions = {dtype, quantization: options.quantization, layout: hop.layout, keepPaddedVocab: true, trainingCheckpoint: true}
         await fs.mkdir(path.dirname(report.therePath), {recursive: true})
-        await drain(writeCheckpoint(source, hop.format, report.therePath, {...forward, vocabSize: source.config.vocab_size}))
+        yield {type: 'phase', label: `${hopLabel}: write ${hop.name}`}
+        yield* writesOf(writeCheckpoint(source, hop.format, report.therePath, {...forward, vocabSize: source.config.vocab_size}))
         if (options.afterWrite) await options.afterWrite(hop, report.therePath)
         const artifact = await openCheckpoint(report.therePath, {format: hop.format})
         try {
-          report.there = await verify(artifact, {against: source, backend: 'ts', runtime: 'none', tokens: options.tokens})
+          report.there = yield* phasesOf(`${hopLabel}: verify ${hop.name}: `, (onPhase, onCount) => verify(artifact, {against: source, backend: 'ts', runtime: 'none', tokens: options.tokens, onPhase, onCount}))
           await fs.mkdir(path.dirname(report.backPath), {recursive: true})
-          await drain(
+          yield {type: 'phase', label: `${hopLabel}: write back to ${back.name}`}
+          yield* writesOf(
             writeCheckpoint(artifact, back.format, report.backPath, {dtype: sourceDtype, layout: back.layout, keepPaddedVocab: true, trainingCheckpoint: true, vocabSize: source.config.vocab_size})
           )
           const returned = await openCheckpoint(report.backPath, {format: back.format})
           try {
             report.backAgainst = report.lossless ? 'source' : 'artifact'
+            yield {type: 'phase', label: `${hopLabel}: compare ${back.name} with the ${report.lossless ? 'source' : 'artifact'}`}
             report.back = await compareStored(report.lossless ? source : artifact, returned)
+            yield {type: 'phase'}
           } finally {
             await returned.close()
           }
@@ -148,7 +153,7 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
       }
       if (!options.keep) await fs.rm(path.join(work, `${i + 1}-${hop.name}`), {recursive: true, force: true})
       if (!options.keep) await fs.rm(path.join(work, `${i + 1}-${hop.name}-back`), {recursive: true, force: true})
-      yield {type: 'tensor', name: hop.name, index: i + 1, total: options.via.length, bytesDone: 0, totalBytes: 0}
+      yield {type: 'phase'}
     }
     const failed = hops.find((h) => !h.pass)
     return {source: {path: src, format: source.format, dtype: sourceDtype}, hops, pass: !failed, failedHop: failed?.via}
@@ -156,5 +161,23 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
     await source.close()
     if (!options.keep) await fs.rm(work, {recursive: true, force: true})
     untrack()
+  }
+}
+
+/** A writer's byte progress passed on; its notes stay in its result (a hop's report), not the stream. */
+async function* writesOf<T>(events: AsyncGenerator<ProgressEvent, T>): AsyncGenerator<ProgressEvent, T> {
+  let finished = false
+  try {
+    for (;;) {
+      const step = await events.next()
+      if (step.done) {
+        finished = true
+        return step.value
+      }
+      if (step.value.type !== 'note') yield step.value
+    }
+  } finally {
+    // Stopped early (the caller returned or threw): let the writer remove its temp output.
+    if (!finished) await events.return(undefined as never)
   }
 }

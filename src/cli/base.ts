@@ -4,12 +4,12 @@
  */
 import {rmSync} from 'node:fs'
 import {Command, Errors} from '@oclif/core'
-import cliProgress from 'cli-progress'
 import {EXIT_CODES, OpenElmError} from '../errors.js'
 import {type ProgressEvent} from '../formats/types.js'
 import {removePendingTempsSync} from '../io/atomic.js'
 import {resolveSource, type ResolvedSource} from '../hub/source.js'
 import {downloadLine} from './download-progress.js'
+import {ProgressRenderer} from './progress-render.js'
 import {nearMiss} from '../model/config.js'
 
 let signalsInstalled = false
@@ -88,36 +88,37 @@ export abstract class BaseCommand extends Command {
     return Boolean(process.stdout.isTTY) && !this.jsonEnabled()
   }
 
-  private phaseShown = false
+  private renderer: ProgressRenderer | undefined
 
-  /** Show the phase a long operation is in, on one line (a person watching only); no label clears it. */
+  /** The one progress renderer of this command (src/cli/progress-render.ts); silent unless showProgress. */
+  protected get progress(): ProgressRenderer {
+    this.renderer ??= new ProgressRenderer({enabled: this.showProgress})
+    return this.renderer
+  }
+
+  /** Start a phase of a long operation, shown with a spinner (a person watching only); no label ends it. */
   protected phase(label?: string): void {
-    if (!this.showProgress) return
-    if (this.phaseShown) process.stderr.write('\r\x1b[2K')
-    this.phaseShown = label !== undefined
-    if (label !== undefined) process.stderr.write(`${label}…`)
+    this.progress.phase(label)
   }
 
   /** Drain a library generator, rendering its events; returns the generator's result. */
   protected async drain<T>(events: AsyncGenerator<ProgressEvent, T>): Promise<T> {
-    let bar: cliProgress.SingleBar | undefined
+    let failed = true
     try {
       for (;;) {
         const step = await events.next()
-        if (step.done) return step.value
+        if (step.done) {
+          failed = false
+          return step.value
+        }
         const event = step.value
         if (event.type === 'note') {
-          if (!this.jsonEnabled()) this.logToStderr(`note: ${event.message}`)
-        } else if (this.showProgress) {
-          if (event.type === 'start') {
-            bar?.stop()
-            bar = new cliProgress.SingleBar({format: `${event.label} [{bar}] {percentage}% | {value}/{total} tensors | {name}`, hideCursor: true}, cliProgress.Presets.shades_classic)
-            bar.start(event.total, 0, {name: ''})
-          } else if (event.type === 'tensor') bar?.update(event.index, {name: event.name})
-        }
+          if (this.progress.enabled) this.progress.log(`note: ${event.message}`)
+          else if (!this.jsonEnabled()) this.logToStderr(`note: ${event.message}`)
+        } else this.progress.event(event)
       }
     } finally {
-      bar?.stop()
+      this.progress.stop(failed)
     }
   }
 

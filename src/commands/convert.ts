@@ -106,7 +106,7 @@ export default class Convert extends BaseCommand {
     let verified: VerifyReport | undefined
     if (flags.verify) {
       this.interruptLeaves(`output complete at ${result.target.path}, verification interrupted — not verified`)
-      const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase)}, read)
+      const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase === undefined ? undefined : `verify: ${phase}`), onCount: (done, total, unit) => this.progress.count(done, total, unit)}, read)
       this.phase()
       if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
       this.interruptLeaves()

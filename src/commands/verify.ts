@@ -59,6 +59,7 @@ export default class Verify extends BaseCommand {
       promptLength: flags['prompt-length'], seed: flags.seed, saveLogits: flags['save-logits'], force: flags.force,
       weights: !flags['skip-weights'], gates,
       onPhase: (phase) => this.phase(phase),
+      onCount: (done, total, unit) => this.progress.count(done, total, unit),
     })
     this.phase()
     if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)

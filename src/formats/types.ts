@@ -200,9 +200,19 @@ export interface WriteOptions {
   tokenizer?: OutputTokenizer
 }
 
+/**
+ * What a long operation tells its caller while it runs. A write is `start`, then `bytes` as data
+ * goes out (at least once per write chunk) and `tensor` as each tensor completes, its last
+ * `bytesDone` equal to `totalBytes`. `phase` starts a named step that has no byte count (a
+ * roundtrip hop's verify); the next `phase` or `start` ends it, as does a `phase` with no label; `count`
+ * says how far the live phase is (tensors compared, layers run).
+ */
 export type ProgressEvent =
   | {type: 'start'; total: number; totalBytes: number; label: string}
   | {type: 'tensor'; name: string; index: number; total: number; bytesDone: number; totalBytes: number}
+  | {type: 'bytes'; bytesDone: number; totalBytes: number}
+  | {type: 'phase'; label?: string}
+  | {type: 'count'; done: number; total: number; unit: string}
   | {type: 'note'; message: string}
 
 export interface WriteResult {

@@ -73,8 +73,13 @@ export interface VerifyOptions {
   /** Write the model's logits [T, vocab] as a safetensors file (one F32 tensor `logits`). */
   saveLogits?: string
   force?: boolean
-  /** Called when a phase starts (commands render it). */
-  onPhase?: (phase: string) => void
+  /**
+   * Called when a phase starts (commands render it), with a step inside one as `phase: step`
+   * (a backend's load and forward), and with no label when it ends.
+   */
+  onPhase?: (phase: string | undefined) => void
+  /** Called as the current phase advances: `done` of `total` `unit` (tensors compared, layers run). */
+  onCount?: (done: number, total: number, unit: string) => void
 }
 
 export interface SideInfo {
@@ -206,8 +211,8 @@ export function resolveBackends(options: Pick<VerifyOptions, 'backend' | 'runtim
 }
 
 /** The engine's logits (and hidden states) for one checkpoint. */
-async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
-  const r = await runForward(checkpoint, tokens, {collectHidden})
+async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean, onCount?: VerifyOptions['onCount']): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
+  const r = await runForward(checkpoint, tokens, {collectHidden, ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
   return {logits: r.logits, vocab: r.vocab, ...(r.hidden ? {hidden: r.hidden} : {})}
 }
 
@@ -222,13 +227,14 @@ function exactLogits(expected: Float32Array, model: Float32Array, T: number, exp
 export async function verify(model: string | Checkpoint, options: VerifyOptions = {}): Promise<VerifyReport> {
   const phase = options.onPhase ?? (() => undefined)
   const seconds: Record<string, number> = {}
-  const timed = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+  const timed = async <T>(name: string, work: (step: (label: string) => void) => Promise<T>): Promise<T> => {
     phase(name)
     const t0 = performance.now()
     try {
-      return await work()
+      return await work((label) => phase(`${name}: ${label}`))
     } finally {
       seconds[name] = (seconds[name] ?? 0) + (performance.now() - t0) / 1000
+      phase(undefined)
     }
   }
   const opened = [await timed('open model', () => open(model))]
@@ -255,8 +261,8 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     // ---- single model -----------------------------------------------------------------------
     if (!ref) {
       const run = engine === 'torch'
-        ? await timed('model forward', () => torchSingle(cand, tokens, {device, python: options.python}))
-        : {...(await timed('model forward', () => engineForward(cand, tokens, false))), device: 'cpu'}
+        ? await timed('model forward', (step) => torchSingle(cand, tokens, {device, python: options.python, onPhase: step}))
+        : {...(await timed('model forward', () => engineForward(cand, tokens, false, options.onCount))), device: 'cpu'}
       const logits = run.logits
       let logitMin = Infinity
       let logitMax = -Infinity
@@ -272,7 +278,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       if (!finite) failures.push('logits contain NaN or Inf')
       let runtimeReport: RuntimeCheck | undefined
       if (runtime && runtimeReady) {
-        runtimeReport = await timed(`${runtime} forward`, () => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits, vocab: run.vocab}, device))
+        runtimeReport = await timed(runtime, (step) => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits, vocab: run.vocab}, device, undefined, step))
         checks.push(`${runtime} (${runtimeReport.device}) agrees with the ${engine} engine on the same file (${runtimeReport.storage} tolerance)`)
         failures.push(...runtimeReport.failures)
       }
@@ -295,7 +301,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     let refRun: {logits: Float32Array; vocab: number}
     let engineDevice = 'cpu'
     if (engine === 'torch') {
-      const r = await timed('torch reference', () => torchExact(ref, cand, tokens, {device, python: options.python, weights: compareWeights}))
+      const r = await timed('torch reference', (step) => torchExact(ref, cand, tokens, {device, python: options.python, weights: compareWeights, onPhase: step}))
       weights = r.weights
       modelRun = r.model
       expectedRun = r.expected
@@ -304,12 +310,12 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the PyTorch reference's own transformation of REF`)
     } else {
       if (compareWeights) {
-        weights = await timed('compare weights', () => compareStored(ref, cand))
+        weights = await timed('compare weights', () => compareStored(ref, cand, options.onCount && ((_name, index, total) => options.onCount!(index, total, 'tensors'))))
         checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the ts reference transformation of REF`)
       }
-      modelRun = await timed('model forward', () => engineForward(cand, tokens, true))
-      expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true))
-      refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false))
+      modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount))
+      expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount))
+      refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount))
     }
     const decision = weights ? await decideRelation(ref, cand, weights) : {relation: 'derived' as Relation, reason: 'weights not compared (--skip-weights): logits only'}
     const logits = exactLogits(expectedRun.logits, modelRun.logits, tokens.length, expectedRun.vocab, modelRun.vocab)
@@ -332,7 +338,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const hiddenLayer = layers ? firstDivergentLayer(layers, EXACT_HIDDEN_REL) : null
     let runtimeReport: RuntimeCheck | undefined
     if (runtime && runtimeReady) {
-      runtimeReport = await timed(`${runtime} forward`, () => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits: modelRun.logits, vocab: modelRun.vocab}, device))
+      runtimeReport = await timed(runtime, (step) => runtimeCheck(runtime, cand, modelPath, tokens, {name: engine, logits: modelRun.logits, vocab: modelRun.vocab}, device, undefined, step))
       checks.push(`${runtime} (${runtimeReport.device}) agrees with the ${engine} engine on the same file (${runtimeReport.storage} tolerance)`)
       failures.push(...runtimeReport.failures)
     }

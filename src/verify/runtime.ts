@@ -116,12 +116,14 @@ export async function runtimeCheck(
   engine: {name: string; logits: Float32Array; vocab: number}, device: string,
   /** Measuring a storage that has no tolerance yet (bench/runtime-tolerance.ts): use this one. */
   measuring?: RuntimeTolerance,
+  /** Told each step of the runtime as it starts (load, forward). */
+  onPhase?: (step: string) => void,
 ): Promise<RuntimeCheck> {
   const storage = dominantStorage(model)
   const tolerance = RUNTIME_TOLERANCES[runtime][storage] ?? measuring
   if (!tolerance) throw new DependencyError('runtime.storage', `no measured ${runtime} tolerance for ${storage} storage yet`)
   const t0 = performance.now()
-  const result = await BACKENDS[runtime].run({path: modelPath, checkpoint: model}, tokens, {device})
+  const result = await BACKENDS[runtime].run({path: modelPath, checkpoint: model}, tokens, {device, ...(onPhase ? {onPhase} : {})})
   const m = compareLogits(engine.logits, result.logits, tokens.length, engine.vocab, result.vocab)
   let scale = 1
   for (let i = 0; i < engine.logits.length; i++) scale = Math.max(scale, Math.abs(engine.logits[i]!))

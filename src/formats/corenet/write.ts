@@ -89,7 +89,12 @@ export async function* writeTorchArchive(file: string, archive: string, plan: To
     for (const [index, {key, storage}] of plan.storages.entries()) {
       const size = storage.numel * dtypeSize(storage.dtype)
       await zip.begin(`${archive}/data/${key}`, size)
-      for await (const chunk of storageChunks(storage)) await zip.write(chunk)
+      let written = 0
+      for await (const chunk of storageChunks(storage)) {
+        await zip.write(chunk)
+        written += chunk.byteLength
+        yield {type: 'bytes', bytesDone: bytesDone + written, totalBytes}
+      }
       await zip.end()
       id.update(`${key}:${size};`)
       bytesDone += size

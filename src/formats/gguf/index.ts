@@ -276,7 +276,7 @@ export async function* writeGgufCheckpoint(source: Checkpoint, out: string, opti
   const copied = inputs.filter((i) => i.stored).length
   if (copied > 0) notes.push(`${copied} tensors already in their target type were copied block for block, not quantized again`)
   for (const message of notes) yield {type: 'note', message}
-  yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: path.basename(file)}
+  yield {type: 'start', total: inputs.length, totalBytes: plan.size, label: `writing ${path.basename(file)}`}
   const bytes = yield* atomicFile(file, options.force ?? false, (temp) => writeGguf(temp, plan))
   return {
     path: file,

@@ -215,6 +215,7 @@ export async function* writeGguf(file: string, plan: GgufPlan): AsyncGenerator<P
       for await (const chunk of encodedChunks(t.input)) {
         await writer.write(chunk)
         written += chunk.byteLength
+        yield {type: 'bytes', bytesDone: writer.position, totalBytes}
       }
       if (written !== t.byteLength) throw new FormatError('gguf.short_write', `tensor ${t.input.name} produced ${written} bytes, expected ${t.byteLength}`, {tensor: t.input.name})
       const padded = alignUp(written, plan.alignment)

@@ -257,6 +257,7 @@ export async function* writeNpz(
         crc = crc32(chunk, crc)
         await write(chunk)
         written += chunk.byteLength
+        yield {type: 'bytes', bytesDone: bytesDone + written, totalBytes: progress.totalBytes}
       }
       if (written !== m.record.byteLength) throw new FormatError('npz.short_read', `tensor "${m.record.name}" produced ${written} bytes, expected ${m.record.byteLength}`)
       const crcBytes = Buffer.alloc(4)

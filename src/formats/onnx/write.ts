@@ -86,7 +86,7 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
     dataBytes: dataOffset,
     external: external !== undefined,
     async* write(modelFile, dataFile) {
-      yield {type: 'start', total: entries.length, totalBytes, label: 'onnx'}
+      yield {type: 'start', total: entries.length, totalBytes, label: 'writing onnx'}
       const model = await FileWriter.create(modelFile)
       const data = external !== undefined && dataFile ? await FileWriter.create(dataFile) : undefined
       try {
@@ -102,12 +102,13 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
           for await (const chunk of readChunks(sources.get(entry.init.name)!)) {
             await target.write(chunk)
             written += chunk.byteLength
+            yield {type: 'bytes', bytesDone: done + written, totalBytes}
           }
           if (written !== entry.init.byteLength) {
             throw new FormatError('onnx.initializer', `tensor ${entry.init.name}: source gave ${written} bytes, expected ${entry.init.byteLength}`, {tensor: entry.init.name})
           }
           done += written
-          yield {type: 'tensor', name: entry.init.name, index, total: entries.length, bytesDone: done, totalBytes}
+          yield {type: 'tensor', name: entry.init.name, index: index + 1, total: entries.length, bytesDone: done, totalBytes}
         }
         if (model.position !== modelBytes) throw new FormatError('onnx.plan', `wrote ${model.position} model bytes, planned ${modelBytes}`)
         await model.close()

@@ -134,7 +134,7 @@ export async function* writeSafetensors(
         bytesDone += written
         written = 0
         yield {type: 'tensor', name: chunk.record.name, index: ++index, total: progress.total, bytesDone, totalBytes: progress.totalBytes}
-      }
+      } else yield {type: 'bytes', bytesDone: bytesDone + written, totalBytes: progress.totalBytes}
     }
     await writer.close()
     completed = true

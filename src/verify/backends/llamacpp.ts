@@ -69,6 +69,7 @@ export const llamacppBackend: LogitsBackend = {
     if (tokens.length === 0) throw new UsageError('verify.tokens.empty', 'no tokens to run: give at least one token id')
     // CPU unless CUDA is asked for by name: `auto` must not make a CPU-only box probe GPU builds.
     const gpu = options.device === 'cuda' ? 'cuda' : false
+    options.onPhase?.('load')
     const llama = await llamaInstance(gpu)
     let model
     try {
@@ -101,6 +102,7 @@ export const llamacppBackend: LogitsBackend = {
             },
           },
         })
+        options.onPhase?.('forward')
         const results = await sequence.controlledEvaluate(tokens.map((t) => [t as Token, {generateNext: {logits: true}}] as [Token, {generateNext: {logits: true}}]))
         const logits = new Float32Array(tokens.length * vocab)
         results.forEach((result, position) => {

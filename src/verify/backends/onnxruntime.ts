@@ -105,7 +105,9 @@ export const onnxruntimeBackend: LogitsBackend = {
   name: 'onnxruntime',
   async run(input, tokens, options) {
     if (input.checkpoint.format !== 'onnx') return tsBackend.run(input, tokens, {...options, collectHidden: false})
+    options.onPhase?.('load')
     const decoder = await OnnxDecoder.open(input.path, input.checkpoint.config, {device: options.device})
+    options.onPhase?.('forward')
     try {
       const result = await decoder.step([tokens], [tokens.map(() => 1)], decoder.emptyCache(1))
       return {logits: result.logits, vocab: result.vocab}

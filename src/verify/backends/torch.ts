@@ -197,8 +197,10 @@ export const torchBackend: LogitsBackend = {
       if (options.device?.startsWith('cuda') && !hello.cuda) {
         throw new DependencyError('torch.cuda', `CUDA is not available to torch ${String(hello.torch)} in ${worker.python}: install a CUDA build of PyTorch and an NVIDIA driver, or use --device cpu`, {python: worker.python})
       }
+      options.onPhase?.('hand over weights')
       const {file, remove} = await handoverFile(input.checkpoint)
       try {
+        options.onPhase?.('load, forward')
         const r = await torchForward(worker, file, input.checkpoint, tokens, options)
         return {logits: r.logits, vocab: r.vocab, ...(r.hidden ? {hidden: r.hidden} : {})}
       } finally {
@@ -298,16 +300,20 @@ function side(reply: WorkerReply, logitsKey: string, vocabKey: string, hiddenKey
  * MODEL, of REF transformed, and of REF.
  */
 export async function torchExact(
-  ref: Checkpoint, model: Checkpoint, tokens: number[], options: {device?: string; python?: string; weights?: boolean},
+  ref: Checkpoint, model: Checkpoint, tokens: number[], options: {device?: string; python?: string; weights?: boolean; onPhase?: (step: string) => void},
 ): Promise<{weights?: ExactWeights; model: {logits: Float32Array; vocab: number; hidden?: Float32Array[]}; expected: {logits: Float32Array; vocab: number; hidden?: Float32Array[]}; reference: {logits: Float32Array; vocab: number}; device: string}> {
+  const step = options.onPhase ?? (() => undefined)
+  step('start Python')
   const worker = await startChecked(options)
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-torch-'))
   try {
     const reference = path.join(dir, 'reference.safetensors')
     const stored = path.join(dir, 'stored.safetensors')
+    step('hand over weights')
     await drain(writeSafetensors(reference, handoverRecords(ref)))
     const {records, plan} = storedHandover(model)
     await drain(writeSafetensors(stored, records, {[PLAN_METADATA_KEY]: JSON.stringify(plan)}))
+    step('load, compare weights, forward')
     const reply = await worker.call({op: 'exact', reference, stored, config: model.config, tokens, device: options.device ?? 'auto', collect_hidden: true})
     const byName = new Map((reply.tensors as PyTensorResult[]).map((t) => [t.name, tensorFromPython(t)]))
     const tensors = model.tensors.map((t) => byName.get(t.name) ?? {name: t.name, segments: [], elements: 0, identicalElements: 0, blocks: 0, identicalBlocks: 0, mismatchedBlocks: 0, accepted: {}, problem: 'not compared by the PyTorch reference'})
@@ -340,11 +346,15 @@ async function startChecked(options: {device?: string; python?: string}): Promis
 }
 
 /** One model through the PyTorch reference (verify without --against). */
-export async function torchSingle(model: Checkpoint, tokens: number[], options: {device?: string; python?: string}): Promise<{logits: Float32Array; vocab: number; device: string}> {
+export async function torchSingle(model: Checkpoint, tokens: number[], options: {device?: string; python?: string; onPhase?: (step: string) => void}): Promise<{logits: Float32Array; vocab: number; device: string}> {
+  const step = options.onPhase ?? (() => undefined)
+  step('start Python')
   const worker = await startChecked(options)
   try {
+    step('hand over weights')
     const {file, remove} = await handoverFile(model)
     try {
+      step('load, forward')
       const r = await torchForward(worker, file, model, tokens, {device: options.device})
       return {logits: r.logits, vocab: r.vocab, device: r.device}
     } finally {

@@ -18,6 +18,8 @@ export interface BackendOptions {
   python?: string
   /** Also return each layer's output (backends that cannot leave `hidden` undefined). */
   collectHidden?: boolean
+  /** Told each step as it starts (`load`, `forward`), so a command can show it. */
+  onPhase?: (step: string) => void
 }
 
 export interface BackendResult {

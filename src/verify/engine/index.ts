@@ -17,6 +17,8 @@ export interface ForwardOptions {
   collectHidden?: boolean
   /** Worker threads for the matmuls (default: one per core, 0 = main thread only). */
   threads?: number
+  /** Told after each layer (and the output layer): done of total. */
+  onLayer?: (done: number, total: number) => void
 }
 
 export interface ForwardResult {
@@ -74,10 +76,12 @@ export async function runForward(checkpoint: Checkpoint, tokens: number[], optio
       const gated = gluSilu(await linear(pool, h2, T, w('proj_1')), T, dims.ffnDim)
       addInPlace(x, await linear(pool, gated, T, w('proj_2')))
       if (options.collectHidden) hidden.push(x.slice())
+      options.onLayer?.(i + 1, config.num_transformer_layers + 1)
     }
     const final = rmsNorm(x, T, await readFloat32(tensor(GLOBAL_TENSORS.norm)))
     // Tied output layer: logits = h · token_embeddingsᵀ.
     const logits = await linear(pool, final, T, embedding)
+    options.onLayer?.(config.num_transformer_layers + 1, config.num_transformer_layers + 1)
     return {tokens: [...tokens], vocab, logits, ...(options.collectHidden ? {hidden} : {})}
   } finally {
     await pool.close()

@@ -180,6 +180,7 @@ async function readVerifyReport(dir: string): Promise<{json?: unknown; error?: s
 }
 
 function dtypeLine(report: InspectReport): string {
+  if (report.weights) return report.weights
   const q = report.quantization
   if (!q) return report.dtype
   if (q.mode !== 'q8_0' && q.mode !== 'affine') return `MLX ${q.mode} (${report.dtype} for the rest)`
@@ -281,7 +282,7 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
       '',
       `- Format: ${FORMAT_TITLES[report.format]}`,
       `- Weights: ${dtypeLine(report)}`,
-      `- Parameters: ${report.parameters.toLocaleString('en-US')}`,
+      `- Parameters: ${report.parameters.toLocaleString('en-US')}${report.paddedVocabRows && report.parametersWithoutPadding !== undefined ? ` (${report.parametersWithoutPadding.toLocaleString('en-US')} without the ${report.paddedVocabRows} padded vocabulary rows)` : ''}`,
       `- Layers: ${c.num_transformer_layers}, model dim ${c.model_dim}, head dim ${c.head_dim}, vocabulary ${c.vocab_size}, context ${c.max_context_length}`,
       '',
       'OpenELM uses layer-wise scaling: every layer has its own number of query/KV heads and FFN width.',

@@ -2,6 +2,7 @@
 import {openCheckpoint, adapterFor} from './formats/registry.js'
 import {type Checkpoint, type FormatName, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from './formats/types.js'
 import {resolveOutputTokenizer} from './formats/tokenizer.js'
+import {checkpointOrigin} from './hub/origin.js'
 import {targetVocab, type VocabChange, withVocab} from './model/vocab.js'
 
 /** Which tokenizer went into the output, and why (`origin` none: the output has none). */
@@ -37,7 +38,8 @@ export async function* writeCheckpoint(checkpoint: Checkpoint, to: FormatName, o
   const embedding = fitted.tensors.find((t) => t.name === 'token_embeddings.weight')
   const tokenizer = kind === 'none' ? undefined : await resolveOutputTokenizer(fitted, embedding?.shape[0] ?? fitted.config.vocab_size, options.tokenizerRequest)
   for (const message of notes) yield {type: 'note', message}
-  const result = yield* adapter.write(fitted, out, {...options, ...(tokenizer ? {tokenizer} : {})})
+  const origin = options.origin ?? (await checkpointOrigin(checkpoint))
+  const result = yield* adapter.write(fitted, out, {...options, origin, ...(tokenizer ? {tokenizer} : {})})
   return {
     source: {path: checkpoint.path, format: checkpoint.format, dtype: checkpoint.extras.dtype},
     target: {...result, format: to},

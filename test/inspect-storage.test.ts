@@ -92,7 +92,7 @@ describe.skipIf(!existsSync(TRAINED))('inspect: storage per tensor for every for
     const text = run('--tensors')
     expect(text.status, text.stderr).toBe(0)
     expect(text.stdout).toMatch(/storage {5}mxfp4 ×17 \(4\.25 bpw\) [\d.]+ KiB, F16 ×17 \(16 bpw\)/)
-    expect(text.stdout).toContain('quantized mxfp4')
+    expect(text.stdout).toContain('weights     mxfp4 (4.25 bpw); F16 for the rest')
     expect(text.stdout).toMatch(/layers\.3\.ffn\.proj_2\.weight +\d+×\d+ +mxfp4 +4\.25/)
     const json = JSON.parse(run('--json').stdout) as {storage: {type: string}[]; tensorStorage: {name: string; type: string}[]}
     expect(json.storage.map((g) => g.type)).toEqual(['mxfp4', 'F16'])

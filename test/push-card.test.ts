@@ -69,17 +69,18 @@ describe('model card', () => {
     expect(card.text).not.toContain('## Verification')
   })
 
-  it('takes base_model from --base-model, else from the Apple repo of a matching preset', () => {
-    const fromPreset = renderModelCard(fakeReport('270M'), undefined, {repo: 'me/x'})
+  it('takes base_model from --base-model, else from Apple\'s repo when the shape matches and the folder names it', () => {
+    expect(frontMatter(renderModelCard(fakeReport('270M'), undefined, {repo: 'me/x'}).text).base_model).toBeUndefined()
+    const fromPreset = renderModelCard(fakeReport('270M'), undefined, {repo: 'me/x', claims: ['apple/OpenELM-270M']})
     expect(frontMatter(fromPreset.text).base_model).toBe('apple/OpenELM-270M')
-    expect(frontMatter(renderModelCard(fakeReport('1.1B'), undefined, {repo: 'me/x'}).text).base_model).toBe('apple/OpenELM-1_1B')
+    expect(frontMatter(renderModelCard(fakeReport('1.1B'), undefined, {repo: 'me/x', claims: ['apple/OpenELM-1_1B']}).text).base_model).toBe('apple/OpenELM-1_1B')
     const flag = renderModelCard(fakeReport('270M'), undefined, {repo: 'me/x', baseModel: 'apple/OpenELM-270M-Instruct'})
     expect(frontMatter(flag.text).base_model).toBe('apple/OpenELM-270M-Instruct')
     expect(frontMatter(renderModelCard(fakeReport('tiny'), undefined, {repo: 'me/x'}).text).base_model).toBeUndefined()
   })
 
   it('names the library and quantization by format', () => {
-    const mlx = frontMatter(renderModelCard(fakeReport('270M', {quantization: {bits: 4, groupSize: 64, mode: 'affine'}}), undefined, {repo: 'me/x'}).text)
+    const mlx = frontMatter(renderModelCard(fakeReport('270M', {quantization: {bits: 4, groupSize: 64, mode: 'affine'}}), undefined, {repo: 'me/x', claims: ['apple/OpenELM-270M']}).text)
     expect(mlx.library_name).toBe('mlx')
     expect(mlx.tags).toEqual(['openelm', 'mlx', '4-bit'])
     expect(mlx.base_model_relation).toBe('quantized')
@@ -248,7 +249,7 @@ describe('model card usage', () => {
     expect(hf).toContain('AutoTokenizer.from_pretrained("meta-llama/Llama-2-7b-hf")')
     const withTok = renderModelCard(fakeReport('270M', {format: 'hf', tokenizerFiles: ['tokenizer.json']}), undefined, {repo: 'me/m'}).text
     expect(withTok).toContain('AutoTokenizer.from_pretrained("me/m")')
-    expect(renderModelCard(fakeReport('270M', {format: 'corenet'}), undefined, {repo: 'me/m'}).text).not.toContain('## Usage')
+    expect(renderModelCard(fakeReport('270M', {format: 'corenet', path: '/x/run.pt'}), undefined, {repo: 'me/m'}).text).toMatch(/^openelm generate run\.pt --prompt "Once upon a time"$/m)
   })
 })
 

@@ -8,6 +8,29 @@ import {bytes, count, table} from '../cli/render.js'
 import {inspect, type InspectReport} from '../inspect.js'
 import {type FormatName} from '../formats/types.js'
 
+const census = (m: Record<string, number>): string => Object.entries(m).map(([d, n]) => `${d}×${n}`).join(' ')
+
+/**
+ * The figures, each labelled: parameters (with and without padded vocabulary rows), stored bytes
+ * (what the file holds) vs dequantized bytes (what the tensors read as), the files' size, and the
+ * stored types of the tensors (not the dtype they read as).
+ */
+export function headLines(report: InspectReport): string[] {
+  const padded = report.paddedVocabRows && report.parametersWithoutPadding !== undefined
+    ? ` with ${report.paddedVocabRows} padded vocabulary rows (${count(report.parametersWithoutPadding)} without them)`
+    : ''
+  const stored = report.storedBytes ?? report.tensorBytes
+  const size = [`${bytes(stored)} stored`]
+  if (stored !== report.tensorBytes) size.push(`${bytes(report.tensorBytes)} dequantized (read as ${census(report.dtypes)})`)
+  if (report.fileBytes !== undefined) size.push(`files ${bytes(report.fileBytes)}`)
+  return [
+    `parameters  ${count(report.parameters)}${padded}   tensors ${report.tensorCount}`,
+    `size        ${size.join(', ')}`,
+    `weights     ${report.weights ?? report.dtype}`,
+    `dtypes      ${census(report.storedTypes ?? report.dtypes)}${report.storedTypes && stored !== report.tensorBytes ? ' (stored)' : ''}`,
+  ]
+}
+
 export default class Inspect extends BaseCommand {
   static override summary = 'Detect a checkpoint\'s format and show its config, per-layer shapes, dtypes and extra state.'
   static override examples = [
@@ -32,9 +55,8 @@ export default class Inspect extends BaseCommand {
     const report = await inspect(resolved.path, {format: flags.format as FormatName | undefined, ema: flags.ema, config: flags.config ? await loadConfigFile(flags.config) : undefined, peft})
     const c = report.config
     this.log(`${report.path}: ${report.format}${report.preset ? ` (OpenELM-${report.preset} shape)` : ''}`)
-    this.log(`  parameters  ${count(report.parameters)}   tensors ${report.tensorCount}   ${bytes(report.tensorBytes)}   dtype ${report.dtype}${report.quantization ? `   quantized ${['affine', 'q8_0'].includes(report.quantization.mode) ? `${report.quantization.bits}-bit/${report.quantization.groupSize}` : report.quantization.mode}` : ''}`)
+    for (const line of headLines(report)) this.log(`  ${line}`)
     this.log(`  config      ${report.configSource}: layers ${c.num_transformer_layers}, model_dim ${c.model_dim}, head_dim ${c.head_dim}, gqa ${c.num_gqa_groups}, vocab ${c.vocab_size}, context ${c.max_context_length}`)
-    this.log(`  dtypes      ${Object.entries(report.dtypes).map(([d, n]) => `${d}×${n}`).join(' ')}`)
     this.log(`  storage     ${(report.storage ?? []).map((g) => `${g.type} ×${g.tensors} (${g.bitsPerWeight} bpw) ${bytes(g.storedBytes)}`).join(', ')}`)
     const files = Array.isArray(report.info.files) ? (report.info.files as {path: string; bytes: number}[]) : []
     if (files.length > 0) this.log(`  files       ${files.map((f) => `${f.path.split('/').pop()} (${bytes(f.bytes)})`).join(', ')}${report.info.layout ? `   ${String(report.info.layout)}` : ''}`)

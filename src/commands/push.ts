@@ -25,7 +25,7 @@ export default class Push extends BaseCommand {
     include: Flags.string({description: 'only upload paths matching this glob (repeatable)', multiple: true, multipleNonGreedy: true}),
     exclude: Flags.string({description: 'skip paths matching this glob (repeatable)', multiple: true, multipleNonGreedy: true}),
     'dry-run': Flags.boolean({description: 'list what would be uploaded (size, LFS or not) and send nothing', default: false}),
-    'base-model': Flags.string({description: 'base_model for the generated model card (default: the Apple repo of a matching shape)'}),
+    'base-model': Flags.string({description: 'base_model for the generated model card (default: the Apple repo only when the weights have a released shape and the folder names that repo)'}),
     delete: Flags.string({description: 'delete remote files matching this glob in the same commit (repeatable)', multiple: true, multipleNonGreedy: true}),
     'allow-failed-verify': Flags.boolean({description: 'push a folder whose openelm-verify.json says it failed verification (refused otherwise); the model card then carries a warning', default: false}),
     'keep-stale': Flags.boolean({description: 'keep model*.safetensors shards (and shard index) of an earlier push that this one does not replace', default: false}),

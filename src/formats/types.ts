@@ -4,6 +4,7 @@
  * N formats make 2N adapters, never N² converters.
  */
 import {type OpenElmConfig} from '../model/config.js'
+import {type ModelOrigin} from '../model/origin.js'
 import {type Encoded, type SchemeParams} from '../quant/types.js'
 import {type FloatDType} from '../tensor/dtype.js'
 import {type TensorRecord} from '../tensor/record.js'
@@ -198,6 +199,11 @@ export interface WriteOptions {
    * called directly: folder formats then copy the source's tokenizer files.
    */
   tokenizer?: OutputTokenizer
+  /**
+   * What the source is (settled by `convert`, hub/origin.ts): Apple's repo only when proven, else its
+   * file name. Cards and config.json's `_name_or_path` say it; absent, they claim nothing.
+   */
+  origin?: ModelOrigin
 }
 
 /**

@@ -28,6 +28,15 @@ export function repoCacheDir(repo: string, env: Env = process.env): string {
   return path.join(hubCacheDir(env), `models--${repo.split('/').join('--')}`)
 }
 
+/**
+ * The repo id of a path inside a repo's cache snapshot (`…/models--owner--name/snapshots/<sha>/…`),
+ * as huggingface_hub names its folders; undefined for any other path. Owner names hold no `--`.
+ */
+export function repoOfCachePath(p: string): string | undefined {
+  const m = /(?:^|[\\/])models--([A-Za-z0-9][A-Za-z0-9_.-]*?)--([A-Za-z0-9][A-Za-z0-9_.-]*)[\\/]snapshots[\\/][^\\/]+(?:[\\/]|$)/.exec(p)
+  return m ? `${m[1]}/${m[2]}` : undefined
+}
+
 /** The cache folder of one URL: $HF_HOME/openelm/urls/<sha256(url) prefix>. */
 export function urlCacheDir(url: string, env: Env = process.env): string {
   return path.join(hfHome(env), 'openelm', 'urls', createHash('sha256').update(url).digest('hex').slice(0, 32))

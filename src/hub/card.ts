@@ -8,9 +8,11 @@ import {promises as fs} from 'node:fs'
 import path from 'node:path'
 import {type FormatName} from '../formats/types.js'
 import {inspect, type InspectReport} from '../inspect.js'
-import {APPLE_REPOS} from '../model/presets.js'
+import {appleRelease} from '../model/origin.js'
 import {type VerifyReport} from '../verify/index.js'
 import {checkRows, qualityRows} from '../verify/report.js'
+import {originClaims} from './origin.js'
+import {GENERATED_CARD_MARKER} from '../formats/common.js'
 
 /** Written by `openelm convert --verify` next to the model. */
 export const VERIFY_REPORT_FILE = 'openelm-verify.json'
@@ -36,8 +38,15 @@ const FORMAT_TITLES: Record<FormatName, string> = {
 export interface CardOptions {
   /** Target repo, `owner/name`. */
   repo: string
-  /** `--base-model`; otherwise the Apple repo of a matching preset shape. */
+  /** `--base-model`; otherwise Apple's repo when the shape matches a release and `claims` name it (model/origin.ts). */
   baseModel?: string
+  /** What the folder says it came from (hub/origin.ts originClaims): a claim, proof only with a matching shape. */
+  claims?: string[]
+  /**
+   * Text written at convert time (a card a writer generated): kept, without its front matter and H1,
+   * as a section before the license.
+   */
+  convertText?: string
   /** The folder's verify report failed and the push was allowed anyway (`--allow-failed-verify`): the card says so. */
   failedVerifyAllowed?: boolean
 }
@@ -171,6 +180,7 @@ async function readVerifyReport(dir: string): Promise<{json?: unknown; error?: s
 }
 
 function dtypeLine(report: InspectReport): string {
+  if (report.weights) return report.weights
   const q = report.quantization
   if (!q) return report.dtype
   if (q.mode !== 'q8_0' && q.mode !== 'affine') return `MLX ${q.mode} (${report.dtype} for the rest)`
@@ -184,8 +194,19 @@ export function usageSnippet(format: FormatName, repo: string, fileName?: string
     case 'gguf': return ['With [llama.cpp](https://github.com/ggml-org/llama.cpp):', '', '```sh', `llama-cli --hf-repo ${repo} --hf-file ${fileName ?? 'model.gguf'} -p "Once upon a time" -n 64`, '```'].join('\n')
     case 'onnx': return ['With [transformers.js](https://huggingface.co/docs/transformers.js):', '', '```js', "import {pipeline} from '@huggingface/transformers'", `const generator = await pipeline('text-generation', '${repo}')`, "console.log(await generator('Once upon a time', {max_new_tokens: 64}))", '```'].join('\n')
     case 'hf': return ['With [transformers](https://huggingface.co/docs/transformers) (OpenELM\'s modelling code lives in the repo, hence `trust_remote_code`):', '', '```python', 'from transformers import AutoModelForCausalLM, AutoTokenizer', `model = AutoModelForCausalLM.from_pretrained("${repo}", trust_remote_code=True)`, `tokenizer = AutoTokenizer.from_pretrained("${tokenizerRepo}")`, 'ids = tokenizer("Once upon a time", return_tensors="pt").input_ids', 'print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0]))', '```'].join('\n')
+    case 'corenet': return ['With the `openelm` CLI (in PyTorch, a CoreNet checkpoint loads with `torch.load(path, weights_only=True)`):', '', '```sh', `huggingface-cli download ${repo} ${fileName ?? 'model.pt'} --local-dir .`, `openelm generate ${fileName ?? 'model.pt'} --prompt "Once upon a time"`, '```'].join('\n')
     default: return undefined
   }
+}
+
+/** Endings of the formats that are one file (GGUF, CoreNet). */
+const SINGLE_FILE_MODEL = /\.(gguf|pt|pth)$/i
+
+/** The one single-file model in `dir`, if there is exactly one. */
+async function singleModelFile(dir: string): Promise<string | undefined> {
+  const names = await fs.readdir(dir).catch(() => [] as string[])
+  const models = names.filter((n) => SINGLE_FILE_MODEL.test(n))
+  return models.length === 1 ? path.join(dir, models[0]!) : undefined
 }
 
 /** Build the card for `dir`. A folder this tool cannot read still gets a minimal card (with a note). */
@@ -195,18 +216,39 @@ export async function buildModelCard(dir: string, options: CardOptions): Promise
   try {
     report = await inspect(dir)
   } catch (error) {
-    notes.push(`model card: could not read the model in ${dir} (${(error as Error).message}); writing a minimal card`)
+    // A folder holding one single-file model (`model.gguf`, `model.pt`) next to its verify report: that file.
+    const single = await singleModelFile(dir)
+    report = single ? await inspect(single).catch(() => undefined) : undefined
+    if (!report) notes.push(`model card: could not read the model in ${dir} (${(error as Error).message}); writing a minimal card`)
   }
   const verify = await readVerifyReport(dir)
   if (verify?.error) notes.push(verify.error)
-  const card = renderModelCard(report, verify && 'json' in verify ? verify.json : undefined, options)
+  const claims = options.claims ?? (await originClaims(dir))
+  const card = renderModelCard(report, verify && 'json' in verify ? verify.json : undefined, {...options, claims})
   return {...card, notes: [...notes, ...card.notes]}
+}
+
+/**
+ * A card written at convert time, as a section of the full card: front matter, the marker and its
+ * H1 dropped, its headings one level below the section's; empty text gives undefined.
+ */
+export function convertSection(text: string): string | undefined {
+  const body = text.replace(/^\uFEFF?---\r?\n[\s\S]*?\r?\n---[ \t]*(\r?\n|$)/, '').replace(GENERATED_CARD_MARKER, '')
+  const lines: string[] = []
+  let fence = false
+  for (const line of body.split(/\r?\n/)) {
+    if (/^\s*(```|~~~)/.test(line)) fence = !fence
+    if (!fence && /^#\s/.test(line)) continue
+    lines.push(!fence && /^#{2,5}\s/.test(line) ? `#${line}` : line)
+  }
+  const out = lines.join('\n').replace(/\n{3,}/g, '\n\n').trim()
+  return out === '' ? undefined : out
 }
 
 /** The card text from an inspect report (absent: unreadable model) and a parsed verify report. */
 export function renderModelCard(report: InspectReport | undefined, verifyReport: unknown, options: CardOptions): ModelCard {
   const notes: string[] = []
-  const baseModel = options.baseModel ?? (report?.preset ? APPLE_REPOS[report.preset] : undefined)
+  const baseModel = options.baseModel ?? (report ? appleRelease(report.config, options.claims ?? []) : undefined)
   const metadata: Record<string, string | string[]> = {}
   const library = report ? LIBRARY_NAMES[report.format] : undefined
   if (library) metadata.library_name = library
@@ -226,10 +268,11 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
 
   const name = options.repo.split('/').pop() ?? options.repo
   const body: string[] = [`# ${name}`, '']
+  const as = report ? ` to ${FORMAT_TITLES[report.format]}` : ''
   body.push(
     baseModel
-      ? `[OpenELM](https://huggingface.co/${baseModel}) (\`${baseModel}\`) converted with the \`openelm\` CLI.`
-      : 'An OpenELM model converted with the `openelm` CLI.',
+      ? `Converted from [${baseModel}](https://huggingface.co/${baseModel})${as} with the \`openelm\` CLI.`
+      : `An OpenELM model${report ? ` in ${FORMAT_TITLES[report.format]} format` : ''}, published with the \`openelm\` CLI.`,
   )
   if (report) {
     const c = report.config
@@ -239,7 +282,7 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
       '',
       `- Format: ${FORMAT_TITLES[report.format]}`,
       `- Weights: ${dtypeLine(report)}`,
-      `- Parameters: ${report.parameters.toLocaleString('en-US')}`,
+      `- Parameters: ${report.parameters.toLocaleString('en-US')}${report.paddedVocabRows && report.parametersWithoutPadding !== undefined ? ` (${report.parametersWithoutPadding.toLocaleString('en-US')} without the ${report.paddedVocabRows} padded vocabulary rows)` : ''}`,
       `- Layers: ${c.num_transformer_layers}, model dim ${c.model_dim}, head dim ${c.head_dim}, vocabulary ${c.vocab_size}, context ${c.max_context_length}`,
       '',
       'OpenELM uses layer-wise scaling: every layer has its own number of query/KV heads and FFN width.',
@@ -247,7 +290,7 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
       markdownTable(['layer', 'query heads', 'KV heads', 'FFN dim'], report.layers.map((l, i) => [i, l.qHeads, l.kvHeads, l.ffnDim])),
     )
   }
-  const usage = report ? usageSnippet(report.format, options.repo, report.format === 'gguf' ? path.basename(report.path) : undefined, report.tokenizerFiles.length > 0 ? options.repo : 'meta-llama/Llama-2-7b-hf') : undefined
+  const usage = report ? usageSnippet(report.format, options.repo, report.format === 'gguf' || report.format === 'corenet' ? path.basename(report.path) : undefined, report.tokenizerFiles.length > 0 ? options.repo : 'meta-llama/Llama-2-7b-hf') : undefined
   if (usage) body.push('', '## Usage', '', usage)
   const verification = verifyReport === undefined ? undefined : renderVerifyReport(verifyReport)
   if (verification) {
@@ -255,6 +298,8 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
     if (options.failedVerifyAllowed) body.push('> **Warning: this model FAILED verification** and was uploaded anyway (`openelm push --allow-failed-verify`). Do not rely on it computing what its source computes.', '')
     body.push(`From \`${VERIFY_REPORT_FILE}\` (written by \`openelm convert --verify\`).`, '', verification)
   }
+  const convertText = options.convertText === undefined ? undefined : convertSection(options.convertText)
+  if (convertText) body.push('', '## Conversion', '', convertText)
   body.push('', '## License', '', `Apple's OpenELM weights are released under the [Apple sample code license](${OPENELM_LICENSE_LINK}).`, '')
   return {text: `${frontMatter(metadata)}\n\n${body.join('\n')}`, metadata, notes}
 }

@@ -17,6 +17,14 @@ export interface VocabChange {
   rowsPadded: number
 }
 
+/**
+ * Embedding rows past the tokenizer's that a checkpoint carries as padding: CoreNet's 32128-row
+ * layout holds LLaMA-2's 32000 tokens and 128 rows no token reaches. 0 for any other size.
+ */
+export function paddedVocabRows(config: {vocab_size: number}): number {
+  return config.vocab_size === CORENET_VOCAB ? CORENET_VOCAB - HF_VOCAB : 0
+}
+
 /** The row count a target format should get, or undefined to keep the source's. */
 export function targetVocab(source: Checkpoint, to: FormatName, layout: string | undefined, options: {vocabSize?: number; keepPaddedVocab?: boolean}): number | undefined {
   if (options.vocabSize !== undefined) return options.vocabSize

@@ -5,6 +5,7 @@ import {MappingError, shown} from '../../errors.js'
 import {atomicDir, pathExists} from '../../io/atomic.js'
 import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
+import {originConfigKeys} from '../../model/origin.js'
 import {castRecord} from '../../tensor/record.js'
 import {copyTokenizerFiles, readerCheckpoint, remoteCodeFor, renameAll, resolveConfig} from '../common.js'
 import {tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
@@ -68,7 +69,7 @@ export async function* writeHf(source: Checkpoint, out: string, options: WriteOp
     })
     const config = path.join(dir, 'config.json')
     const code = remoteCodeFor(source, true)
-    files.push({path: config, bytes: await writeJsonFile(config, toHfConfigJson(source.config, dtype, {auto_map: code.autoMap}))})
+    files.push({path: config, bytes: await writeJsonFile(config, toHfConfigJson(source.config, dtype, {auto_map: code.autoMap, ...originConfigKeys(options.origin)}))})
     files.push(...(await copyTokenizerFiles(code.files, dir)))
     const gen = path.join(dir, 'generation_config.json')
     files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(source.config))})

@@ -25,10 +25,10 @@ export function quantizationJson(q: QuantSpec): Record<string, unknown> {
   return {bits: q.bits, group_size: q.groupSize, mode: q.mode ?? 'affine'}
 }
 
-export function hfStyleConfig(config: OpenElmConfig, dtype: FloatDType, q: QuantSpec | undefined, perModule: Record<string, unknown> = {}): Record<string, unknown> {
+export function hfStyleConfig(config: OpenElmConfig, dtype: FloatDType, q: QuantSpec | undefined, perModule: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const quantization = q ? {...quantizationJson(q), ...perModule} : undefined
   // No remote code in an MLX folder: auto_map names Apple's repo of the shape.
-  return toHfConfigJson(config, dtype, {auto_map: qualifiedAutoMap(appleCodeRepo(config)), ...(quantization ? {quantization, quantization_config: quantization} : {})})
+  return toHfConfigJson(config, dtype, {auto_map: qualifiedAutoMap(appleCodeRepo(config)), ...(quantization ? {quantization, quantization_config: quantization} : {}), ...extra})
 }
 
 /** CoreNet's config.json; `model_name` is undefined for shapes CoreNet does not know. */

@@ -10,7 +10,8 @@ import {atomicDir, pathExists} from '../../io/atomic.js'
 import {readJsonFile, writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, type OpenElmConfig, parameterCount} from '../../model/config.js'
 import {inferConfig} from '../../model/infer.js'
-import {APPLE_REPOS, matchPreset} from '../../model/presets.js'
+import {type ModelOrigin, originConfigKeys} from '../../model/origin.js'
+import {matchPreset} from '../../model/presets.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, renamed, type TensorRecord} from '../../tensor/record.js'
 import {GENERATED_CARD_MARKER, readerCheckpoint, resolveConfig} from '../common.js'
@@ -78,17 +79,23 @@ function tokenizerSentence(tokenizer: WriteOptions['tokenizer']): string {
   return 'OpenELM uses the Llama-2 tokenizer, which Apple does not ship: put its tokenizer files next to the weights if they are not here.'
 }
 
-function modelCard(config: OpenElmConfig, source: Checkpoint, dtype: FloatDType, plan: MlxQuantPlan | undefined, tokenizer?: WriteOptions['tokenizer']): string {
-  const preset = matchPreset(config)
-  const base = preset && !source.path.startsWith('synth:') ? APPLE_REPOS[preset] : undefined
+/**
+ * The card written beside the weights. Apple's repo is named (and is `base_model`) only when the
+ * origin is proven (hub/origin.ts); else the source's own file name. `openelm push` extends it.
+ */
+export function mlxModelCard(config: OpenElmConfig, dtype: FloatDType, plan: MlxQuantPlan | undefined, tokenizer?: WriteOptions['tokenizer'], origin?: ModelOrigin, notes: readonly string[] = []): string {
+  const base = origin?.appleRepo
   const lines = ['---', 'library_name: mlx', 'license: other', 'license_name: apple-sample-code-license', 'pipeline_tag: text-generation', 'tags:', '- openelm', '- mlx']
   if (base) lines.push(`base_model: ${base}`)
   lines.push('---', '')
   const what = plan ? `${plan.label}, ${plan.base.mode ?? 'affine'} quantized` : dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32'
-  lines.push(`# ${base ? base.split('/')[1] : 'OpenELM'} (MLX, ${what})`, '')
-  lines.push(`Converted${base ? ` from [${base}](https://huggingface.co/${base})` : ''} to the mlx-lm layout with \`openelm convert --to mlx\`.`, '')
+  const preset = matchPreset(config)
+  lines.push(`# ${base ? base.split('/')[1] : `OpenELM${preset && !['tiny', 'micro'].includes(preset) ? `-${preset}` : ''}`} (MLX, ${what})`, '')
+  const from = base ? ` from [${base}](https://huggingface.co/${base})` : origin ? ` from \`${origin.source.replace(/`/g, "'")}\`` : ''
+  lines.push(`Converted${from} to the mlx-lm layout with \`openelm convert --to mlx\`.`, '')
   lines.push('```bash', 'pip install mlx-lm', 'mlx_lm.generate --model . --prompt "Once upon a time"', '```', '')
   lines.push(tokenizerSentence(tokenizer), '')
+  if (notes.length > 0) lines.push('Notes from the conversion:', '', ...notes.map((n) => `- ${n}`), '')
   lines.push(GENERATED_CARD_MARKER, '')
   return lines.join('\n')
 }
@@ -134,11 +141,11 @@ export async function* writeMlx(source: Checkpoint, out: string, options: WriteO
         indexMetadata: (totalSize) => ({total_size: totalSize, total_parameters: parameterCount(source.config)}),
       })))
       const config = path.join(dir, 'config.json')
-      files.push({path: config, bytes: await writeJsonFile(config, hfStyleConfig(source.config, dtype, q, perModule(source, plan, quantized)))})
+      files.push({path: config, bytes: await writeJsonFile(config, hfStyleConfig(source.config, dtype, q, perModule(source, plan, quantized), originConfigKeys(options.origin)))})
       const gen = path.join(dir, 'generation_config.json')
       files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(source.config))})
       const card = path.join(dir, 'README.md')
-      const text = modelCard(source.config, source, dtype, plan, options.tokenizer)
+      const text = mlxModelCard(source.config, dtype, plan, options.tokenizer, options.origin, notes)
       await fs.writeFile(card, text)
       files.push({path: card, bytes: Buffer.byteLength(text)})
     } else {

@@ -10,6 +10,7 @@ import {UsageError, FormatError} from '../../errors.js'
 import {atomicDir, pathExists} from '../../io/atomic.js'
 import {writeJsonFile} from '../../io/file.js'
 import {generationConfigJson, toHfConfigJson} from '../../model/config.js'
+import {originConfigKeys} from '../../model/origin.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/record.js'
 import {copyTokenizerFiles, readerCheckpoint, remoteCodeFor, resolveConfig} from '../common.js'
@@ -217,7 +218,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
     const files = [{path: modelPath, bytes: plan.modelBytes}]
     if (dataPath) files.push({path: dataPath, bytes: plan.dataBytes})
     const configPath = path.join(dir, 'config.json')
-    files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {auto_map: remoteCodeFor(source, false).autoMap, 'transformers.js_config': tjsConfig}))})
+    files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {auto_map: remoteCodeFor(source, false).autoMap, 'transformers.js_config': tjsConfig, ...originConfigKeys(options.origin)}))})
     const gen = path.join(dir, 'generation_config.json')
     files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(config))})
     const tokenizer = await tokenizerFilesFor('hf-files', source, options)

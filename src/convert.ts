@@ -3,7 +3,8 @@ import {openCheckpoint, adapterFor} from './formats/registry.js'
 import {type Checkpoint, type FormatName, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from './formats/types.js'
 import {resolveOutputTokenizer} from './formats/tokenizer.js'
 import {checkpointOrigin} from './hub/origin.js'
-import {targetVocab, type VocabChange, withVocab} from './model/vocab.js'
+import {UsageError} from './errors.js'
+import {CORENET_VOCAB, isTrainingLayout, targetVocab, type VocabChange, withVocab} from './model/vocab.js'
 
 /** Which tokenizer went into the output, and why (`origin` none: the output has none). */
 export interface TokenizerChoice {
@@ -58,6 +59,11 @@ export async function* writeCheckpoint(checkpoint: Checkpoint, to: FormatName, o
 export async function* convert(source: string, to: FormatName, out: string, readOptions: ReadOptions & {format?: FormatName}, writeOptions: WriteOptions): AsyncGenerator<ProgressEvent, ConvertResult> {
   const checkpoint = await openCheckpoint(source, readOptions)
   try {
+    // A user's --keep-padded-vocab on a source without padded rows would do nothing: refused.
+    // (roundtrip's hops pass keepPaddedVocab to writeCheckpoint as "never drop rows" for any source.)
+    if (writeOptions.keepPaddedVocab && !isTrainingLayout(checkpoint)) {
+      throw new UsageError('flag.keep_padded_vocab', `--keep-padded-vocab applies to CoreNet sources (their ${CORENET_VOCAB} padded vocabulary rows); ${checkpoint.path} is ${checkpoint.format}`)
+    }
     return yield* writeCheckpoint(checkpoint, to, out, writeOptions)
   } finally {
     await checkpoint.close()

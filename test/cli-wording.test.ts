@@ -82,7 +82,7 @@ describe('aliases users of mlx-lm and llama.cpp type', () => {
 describe('convert flag table: a flag that cannot apply is refused before any work', () => {
   // Every (flag, target) pair the table restricts, walked without spawning: the check is pure data.
   const targets = ['hf', 'mlx', 'corenet', 'gguf', 'onnx'] as const
-  const given: Record<string, unknown> = {quantize: 4, 'group-size': 32, dtype: 'q8_0', 'training-checkpoint': true, layout: 'npz', 'token-embedding-type': 'q8_0', 'output-tensor-type': 'q8_0'}
+  const given: Record<string, unknown> = {quantize: 4, 'group-size': 32, dtype: 'q8_0', 'training-checkpoint': true, layout: 'npz', 'token-embedding-type': 'q8_0', 'output-tensor-type': 'q8_0', 'shard-size': '1MB'}
   for (const [flag, rule] of Object.entries(CONVERT_FLAG_TABLE)) {
     for (const target of targets) {
       it(`--${flag} with --to ${target}: ${rule.targets.includes(target) ? 'passes the check' : 'refused'}`, () => {
@@ -102,6 +102,10 @@ describe('convert flag table: a flag that cannot apply is refused before any wor
       [['--to', 'hf', '--quantize', '4'], '--quantize is for mlx/onnx targets, not hf (for GGUF use --dtype q8_0, q4_0, …)'],
       [['--to', 'hf', '--dtype', 'q8_0'], '--dtype q8_0 is for gguf targets, not hf'],
       [['--to', 'hf', '--layout', 'npz'], '--layout is for mlx/onnx targets, not hf'],
+      [['--to', 'gguf', '--shard-size', '1MB'], '--shard-size is for hf/mlx targets, not gguf'],
+      // Flags that depend on the source: refused after reading its header, before any output.
+      [['--to', 'mlx', '--ema'], '--ema applies to CoreNet training checkpoints; '],
+      [['--to', 'mlx', '--keep-padded-vocab'], '--keep-padded-vocab applies to CoreNet sources (their 32128 padded vocabulary rows); '],
     ] as const) {
       const out = path.join(tmp, `refused-${args.join('')}`)
       const r = spawnSync(process.execPath, [DEV, 'convert', FIXTURE, ...args, '--out', out], {cwd: tmp, encoding: 'utf8', env: {...process.env, NO_COLOR: '1'}})
@@ -110,7 +114,7 @@ describe('convert flag table: a flag that cannot apply is refused before any wor
       expect(r.stderr).toContain(line)
       expect(readdirSync(tmp).filter((f) => f.startsWith('refused-'))).toEqual([])
     }
-  }, 60_000)
+  }, 180_000)
 })
 
 describe('roundtrip: every hop is checked before the first runs', () => {

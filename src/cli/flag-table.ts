@@ -25,6 +25,8 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   'token-embedding-type': {targets: ['gguf']},
   'output-tensor-type': {targets: ['gguf']},
   layout: {targets: ['mlx', 'onnx']},
+  // Sharded safetensors: HF and MLX folders (CoreNet, GGUF and ONNX write one weights file).
+  'shard-size': {targets: ['hf', 'mlx']},
 }
 
 /** `roundtrip`: the same rules, checked for every hop of --via before the first one runs. */

@@ -43,6 +43,8 @@ export async function detectFormat(p: string): Promise<FormatAdapter> {
 /** Open any supported checkpoint, optionally forcing its format. */
 export async function openCheckpoint(p: string, options: ReadOptions & {format?: FormatName} = {}): Promise<Checkpoint> {
   const adapter = options.format ? adapterFor(options.format) : await detectFormat(p)
+  // Only CoreNet training checkpoints hold EMA weights: elsewhere --ema would be ignored.
+  if (options.ema && adapter.name !== 'corenet') throw new UsageError('flag.ema', `--ema applies to CoreNet training checkpoints; ${p} is ${adapter.name}`, {format: adapter.name})
   const checkpoint = await adapter.read(p, options)
   // LoRA/DoRA: adapters saved apart (--adapter) are merged here, whatever the base's format.
   return options.peft ? applyPeftOptions(checkpoint, options) : checkpoint

@@ -25,14 +25,18 @@ export function paddedVocabRows(config: {vocab_size: number}): number {
   return config.vocab_size === CORENET_VOCAB ? CORENET_VOCAB - HF_VOCAB : 0
 }
 
+/** Whether `source` is in a training layout (CoreNet `.pt`, CoreNet-named MLX), whose padded rows --keep-padded-vocab keeps. */
+export function isTrainingLayout(source: Checkpoint): boolean {
+  return source.format === 'corenet' || source.extras.info.layout === 'corenet-mlx'
+}
+
 /** The row count a target format should get, or undefined to keep the source's. */
 export function targetVocab(source: Checkpoint, to: FormatName, layout: string | undefined, options: {vocabSize?: number; keepPaddedVocab?: boolean}): number | undefined {
   if (options.vocabSize !== undefined) return options.vocabSize
   const rows = source.config.vocab_size
   const trainingLayout = to === 'corenet' || layout === 'corenet-mlx'
   if (trainingLayout) return rows === HF_VOCAB ? CORENET_VOCAB : undefined
-  const trainingSource = source.format === 'corenet' || source.extras.info.layout === 'corenet-mlx'
-  if (trainingSource && rows === CORENET_VOCAB && !options.keepPaddedVocab) return HF_VOCAB
+  if (isTrainingLayout(source) && rows === CORENET_VOCAB && !options.keepPaddedVocab) return HF_VOCAB
   return undefined
 }
 

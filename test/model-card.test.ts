@@ -83,6 +83,8 @@ describe('model card of each format', () => {
       expect(metadata.base_model).toBeUndefined()
       expect(text).not.toMatch(/apple\/OpenELM-\d/)
       expect(prose(text).filter((l) => /^# /.test(l))).toEqual(['# tiny'])
+      // The verify report proved it a conversion of fixtures/tiny-hf: named by its folder name.
+      expect(text).toContain('\n\nConverted from `tiny-hf` to ')
       expect(text).toMatch(USAGE[format])
       const section = text.slice(text.indexOf('## Verification'), text.indexOf('## License'))
       expect(section).toContain('**Result: PASS (exact)**')
@@ -184,6 +186,10 @@ describe('converted from: Apple only when the shape and the source agree', () =>
     expect(claimed.text).toContain('Converted from [apple/OpenELM-270M](https://huggingface.co/apple/OpenELM-270M) to Hugging Face transformers (safetensors)')
     expect(renderModelCard(fakeReport('tiny'), undefined, {repo: 'me/x', claims: ['apple/OpenELM-270M']}).metadata.base_model).toBeUndefined()
     expect(renderModelCard(fakeReport('270M'), undefined, {repo: 'me/x', claims: ['apple/OpenELM-3B']}).metadata.base_model).toBeUndefined()
+    // Unproven: the source's own name, never Apple's.
+    const named = renderModelCard(fakeReport('270M'), undefined, {repo: 'me/x', sourceName: 'my-run.pt'}).text
+    expect(named).toContain('Converted from `my-run.pt` to Hugging Face transformers (safetensors) with the `openelm` CLI.')
+    expect(named).not.toContain('apple/OpenELM-270M')
   })
 
   it('keeps convert-time text as a section: no front matter, no second H1, headings demoted, code untouched', () => {

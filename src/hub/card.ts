@@ -11,6 +11,7 @@ import {inspect, type InspectReport} from '../inspect.js'
 import {appleRelease} from '../model/origin.js'
 import {type VerifyReport} from '../verify/index.js'
 import {checkRows, qualityRows} from '../verify/report.js'
+import {repoOfCachePath} from './cache.js'
 import {originClaims} from './origin.js'
 import {GENERATED_CARD_MARKER} from '../formats/common.js'
 
@@ -42,6 +43,8 @@ export interface CardOptions {
   baseModel?: string
   /** What the folder says it came from (hub/origin.ts originClaims): a claim, proof only with a matching shape. */
   claims?: string[]
+  /** The source's own name (repo id or file name) when known and Apple's repo is not proven: "Converted from `…`". */
+  sourceName?: string
   /**
    * Text written at convert time (a card a writer generated): kept, without its front matter and H1,
    * as a section before the license.
@@ -209,6 +212,18 @@ async function singleModelFile(dir: string): Promise<string | undefined> {
   return models.length === 1 ? path.join(dir, models[0]!) : undefined
 }
 
+/**
+ * The source a verify report proved this folder a conversion of (`relation: derived`): its name (the
+ * Hub repo it was downloaded into, else its file or folder name) and that repo as a claim.
+ */
+function verifiedSource(json: unknown): {name: string; repo?: string} | undefined {
+  if (!json || typeof json !== 'object') return undefined
+  const r = json as {relation?: unknown; against?: {path?: unknown}}
+  if (r.relation !== 'derived' || typeof r.against?.path !== 'string') return undefined
+  const repo = repoOfCachePath(path.resolve(r.against.path))
+  return {name: repo ?? path.basename(r.against.path), ...(repo ? {repo} : {})}
+}
+
 /** Build the card for `dir`. A folder this tool cannot read still gets a minimal card (with a note). */
 export async function buildModelCard(dir: string, options: CardOptions): Promise<ModelCard> {
   const notes: string[] = []
@@ -223,8 +238,10 @@ export async function buildModelCard(dir: string, options: CardOptions): Promise
   }
   const verify = await readVerifyReport(dir)
   if (verify?.error) notes.push(verify.error)
-  const claims = options.claims ?? (await originClaims(dir))
-  const card = renderModelCard(report, verify && 'json' in verify ? verify.json : undefined, {...options, claims})
+  const source = verifiedSource(verify && 'json' in verify ? verify.json : undefined)
+  const claims = options.claims ?? [...(await originClaims(dir)), ...(source?.repo ? [source.repo] : [])]
+  const sourceName = options.sourceName ?? source?.name
+  const card = renderModelCard(report, verify && 'json' in verify ? verify.json : undefined, {...options, claims, ...(sourceName ? {sourceName} : {})})
   return {...card, notes: [...notes, ...card.notes]}
 }
 
@@ -272,7 +289,9 @@ export function renderModelCard(report: InspectReport | undefined, verifyReport:
   body.push(
     baseModel
       ? `Converted from [${baseModel}](https://huggingface.co/${baseModel})${as} with the \`openelm\` CLI.`
-      : `An OpenELM model${report ? ` in ${FORMAT_TITLES[report.format]} format` : ''}, published with the \`openelm\` CLI.`,
+      : options.sourceName
+        ? `Converted from \`${options.sourceName.replace(/`/g, "'")}\`${as} with the \`openelm\` CLI.`
+        : `An OpenELM model${report ? ` in ${FORMAT_TITLES[report.format]} format` : ''}, published with the \`openelm\` CLI.`,
   )
   if (report) {
     const c = report.config

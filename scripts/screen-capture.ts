@@ -48,7 +48,7 @@ if (command[0] === 'openelm') command.splice(0, 1, process.execPath, '--import',
 const run = await runUnderPty(command, {cwd: process.cwd(), columns: 110, timeoutMs: 3_600_000})
 const silence = longestSilence(run)
 const first = run.chunks[0]?.ms ?? run.ms
-console.log(`exit ${run.code} after ${(run.ms / 1000).toFixed(1)} s; first output at ${(first / 1000).toFixed(1)} s; ${run.chunks.length} screen updates; longest silence after that ${(silence.ms / 1000).toFixed(2)} s`)
+console.log(`exit ${run.code} after ${(run.ms / 1000).toFixed(1)} s; first output at ${(first / 1000).toFixed(1)} s; ${run.chunks.length} screen updates; longest silence after that ${(silence.ms / 1000).toFixed(2)} s, after ${JSON.stringify(silence.after.slice(-80))}`)
 console.log('\n--- final screen ---')
 console.log(screenOf(run.text.endsWith('\r\n') ? run.text : `${run.text}\r\n`).lines.join('\n'))
 console.log(`\n--- live line, sampled every ${every} s ---`)

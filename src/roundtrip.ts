@@ -117,14 +117,14 @@ export async function* roundtrip(src: string, options: RoundtripOptions): AsyncG
       try {
         const forward: WriteOptions = {dtype, quantization: options.quantization, layout: hop.layout, keepPaddedVocab: true, trainingCheckpoint: true}
         await fs.mkdir(path.dirname(report.therePath), {recursive: true})
-        yield {type: 'phase', label: `${hopLabel}: write ${hop.name}`}
+        yield {type: 'phase', label: `${hopLabel}: to ${hop.name}`}
         yield* writesOf(writeCheckpoint(source, hop.format, report.therePath, {...forward, vocabSize: source.config.vocab_size}))
         if (options.afterWrite) await options.afterWrite(hop, report.therePath)
         const artifact = await openCheckpoint(report.therePath, {format: hop.format})
         try {
           report.there = yield* phasesOf(`${hopLabel}: verify ${hop.name}: `, (onPhase, onCount) => verify(artifact, {against: source, backend: 'ts', runtime: 'none', tokens: options.tokens, onPhase, onCount}))
           await fs.mkdir(path.dirname(report.backPath), {recursive: true})
-          yield {type: 'phase', label: `${hopLabel}: write back to ${back.name}`}
+          yield {type: 'phase', label: `${hopLabel}: back to ${back.name}`}
           yield* writesOf(
             writeCheckpoint(artifact, back.format, report.backPath, {dtype: sourceDtype, layout: back.layout, keepPaddedVocab: true, trainingCheckpoint: true, vocabSize: source.config.vocab_size})
           )

@@ -250,3 +250,36 @@ describe('counts inside a phase', () => {
     expect(seen).toEqual(tiny.tensors.map((_, i) => i))
   })
 })
+
+describe('roundtrip hops', () => {
+  it('each hop yields its steps as phases, its writes as byte bars, and its verify counts', async () => {
+    const {roundtrip, parseVia} = await import('../src/roundtrip.js')
+    const src = path.join(root, 'micro-hf')
+    const gen = writeCheckpoint(synthCheckpoint(presetConfig('micro'), {seed: 2, dtype: 'F32'}), 'hf', src, {})
+    for (let s = await gen.next(); !s.done; s = await gen.next()) void s
+    const events: ProgressEvent[] = []
+    const trip = roundtrip(src, {via: parseVia('mlx,gguf')})
+    let report
+    for (;;) {
+      const step = await trip.next()
+      if (step.done) {
+        report = step.value
+        break
+      }
+      events.push(step.value)
+    }
+    expect(report.pass).toBe(true)
+    const phases = events.filter((e) => e.type === 'phase' && e.label).map((e) => (e as {label: string}).label)
+    for (const [n, via] of [[1, 'mlx'], [2, 'gguf']] as const) {
+      expect(phases).toContain(`hop ${n}/2: to ${via}`)
+      expect(phases).toContain(`hop ${n}/2: verify ${via}: compare weights`)
+      expect(phases).toContain(`hop ${n}/2: verify ${via}: model forward`)
+      expect(phases).toContain(`hop ${n}/2: back to hf`)
+      expect(phases).toContain(`hop ${n}/2: compare hf with the source`)
+    }
+    // Two writes per hop, each a byte bar that ends at its total.
+    const starts = events.filter((e) => e.type === 'start')
+    expect(starts).toHaveLength(4)
+    expect(events.some((e) => e.type === 'count' && e.unit === 'layers' && e.done === e.total)).toBe(true)
+  }, 30_000)
+})

@@ -149,6 +149,8 @@ export abstract class BaseCommand extends Command {
   }
 
   protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    // A phase still live ends as stopped, on its own line, before the error's line.
+    this.renderer?.stop(true)
     if (error instanceof OpenElmError) {
       const code = EXIT_CODES[error.kind]
       if (this.jsonEnabled()) this.logJson({error: {...error.details, kind: error.kind, code: error.code, message: error.message}})

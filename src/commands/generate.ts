@@ -50,7 +50,10 @@ export default class Generate extends BaseCommand {
     })
     const stream = !this.jsonEnabled()
     let hasTokenizer = true
+    /** The prompt as typed, still to be written before the first token. */
+    let echo = ''
     let result: GenerateResult
+    if (stream) this.phase('loading the model')
     for (;;) {
       const step = await events.next()
       if (step.done) {
@@ -63,15 +66,20 @@ export default class Generate extends BaseCommand {
         hasTokenizer = event.tokenizer !== undefined
         // Text continues the prompt as typed; without a tokenizer the ids are printed instead.
         // With --chat only the answer is printed (the prompt was wrapped in the template).
-        if (flags.prompt !== undefined && !flags.chat) process.stdout.write(flags.prompt)
+        // The prompt is written with the first token, after the spinner's line: a spinner drawn
+        // after it on the same line would erase it when cleared.
+        if (flags.prompt !== undefined && !flags.chat) echo = flags.prompt
         else if (!hasTokenizer) this.logToStderr('note: no tokenizer for this model: printing token ids')
         this.phase('running the prompt')
       } else {
         this.phase()
-        process.stdout.write(event.type === 'token' && !hasTokenizer ? ` ${event.id}` : event.text)
+        process.stdout.write(echo + (event.type === 'token' && !hasTokenizer ? ` ${event.id}` : event.text))
+        echo = ''
       }
     }
     if (stream) {
+      this.phase()
+      process.stdout.write(echo)
       process.stdout.write('\n')
       const t = result.timing
       const speed = t.tokensPerSecond === null ? '' : `, ${t.tokensPerSecond.toFixed(1)} tokens/s`

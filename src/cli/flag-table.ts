@@ -25,6 +25,7 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   'token-embedding-type': {targets: ['gguf']},
   'output-tensor-type': {targets: ['gguf']},
   layout: {targets: ['mlx', 'onnx']},
+  variants: {targets: ['onnx']},
 }
 
 /** `roundtrip`: the same rules, checked for every hop of --via before the first one runs. */

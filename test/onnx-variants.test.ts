@@ -1,0 +1,176 @@
+/**
+ * ONNX variants (issue 14 item 2): `--variants fp32,fp16,q8,q4,q4f16` writes every model file
+ * transformers.js knows into one onnx/ folder in one run, from the one graph builder (each file
+ * byte-identical to its single-variant export); `model_q4f16.onnx` is MatMulNBits with f16 scales
+ * (scheme onnx_q4, dtype F16) running in f16, checked by the onnx checker and exact against the
+ * source; config.json's transformers.js_config names the default; the folder reads as that
+ * default and says which others it holds; transformers.js loads each dtype from the folder and
+ * generates the TS engine's greedy tokens on that file's weights (trained fixture).
+ */
+import {execFileSync, spawnSync} from 'node:child_process'
+import {existsSync, promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {AutoModelForCausalLM, env, Tensor} from '@huggingface/transformers'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../src/cli/flag-table.js'
+import {ONNX_VARIANTS, onnxVariantsFor, parseOnnxVariants, readOnnx, VARIANT_SPECS, writeOnnx} from '../src/formats/onnx/index.js'
+import {openOnnx} from '../src/formats/onnx/read.js'
+import {openCheckpoint} from '../src/formats/registry.js'
+import {type Checkpoint} from '../src/formats/types.js'
+import {drain} from '../src/progress.js'
+import {ONNX_Q4} from '../src/quant/onnx-q4.js'
+import {readFloat32} from '../src/tensor/record.js'
+import {EngineSession} from '../src/verify/engine/session.js'
+import {verify} from '../src/verify/index.js'
+
+const PYTHON = '/usr/bin/python3'
+const CHECKER = path.join(import.meta.dirname, 'python', 'onnx_check.py')
+const LAYOUT = path.join(import.meta.dirname, 'python', 'onnx_layout.py')
+const TRAINED = path.join(import.meta.dirname, '..', 'fixtures', 'trained')
+const DEV = path.join(import.meta.dirname, '..', 'bin', 'dev.js')
+const PROMPT = [1, 450, 1576, 310, 278, 3681] // token ids below the fixture's 8192
+const NEW_TOKENS = 12
+let root: string
+let source: Checkpoint
+const ALL = 'all'
+
+beforeAll(async () => {
+  root = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-onnx-variants-'))
+  source = await openCheckpoint(TRAINED)
+  await drain(writeOnnx(source, path.join(root, ALL), {onnxVariants: ['q4f16', 'fp32', 'fp16', 'q8', 'q4']}))
+  env.allowRemoteModels = false
+  env.allowLocalModels = true
+  env.localModelPath = root
+}, 60_000)
+
+afterAll(async () => {
+  await source?.close()
+  await fs.rm(root, {recursive: true, force: true})
+})
+
+/** Greedy decoding with the TS engine (KV-cached session, weights resident), stopping at EOS as generate() does. */
+async function tsGreedy(checkpoint: Checkpoint): Promise<number[]> {
+  const session = await EngineSession.open(checkpoint, {capacity: PROMPT.length + NEW_TOKENS, threads: 0, resident: true})
+  try {
+    const tokens = [...PROMPT]
+    let logits = await session.append(PROMPT)
+    for (let s = 0; s < NEW_TOKENS; s++) {
+      let best = 0
+      for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i
+      tokens.push(best)
+      if (best === checkpoint.config.eos_token_id || s === NEW_TOKENS - 1) break
+      logits = await session.append([best])
+    }
+    return tokens
+  } finally {
+    await session.close()
+  }
+}
+
+describe('--variants: five model files in one folder', () => {
+  it('writes every file, config.json names the first as transformers.js\'s dtype, each file equals its single-variant export', async () => {
+    const names = (await fs.readdir(path.join(root, ALL, 'onnx'))).sort()
+    expect(names).toEqual(ONNX_VARIANTS.map((v) => VARIANT_SPECS[v].file).sort())
+    const cfg = JSON.parse(await fs.readFile(path.join(root, ALL, 'config.json'), 'utf8'))
+    expect(cfg['transformers.js_config']).toEqual({dtype: 'q4f16'})
+    // One graph builder: the q4f16 and q8 files of the multi-variant run are byte-identical to single runs.
+    await drain(writeOnnx(source, path.join(root, 'one-q4f16'), {quantization: {bits: 4, groupSize: 64, mode: 'affine'}, dtype: 'F16'}))
+    await drain(writeOnnx(source, path.join(root, 'one-q8'), {onnxVariants: ['q8']}))
+    for (const [dir, file] of [['one-q4f16', 'model_q4f16.onnx'], ['one-q8', 'model_quantized.onnx']]) {
+      expect((await fs.readFile(path.join(root, dir, 'onnx', file))).equals(await fs.readFile(path.join(root, ALL, 'onnx', file))), file).toBe(true)
+    }
+    expect(JSON.parse(await fs.readFile(path.join(root, 'one-q8', 'config.json'), 'utf8'))['transformers.js_config']).toEqual({dtype: 'q8'})
+  })
+
+  it('model_q4f16.onnx: MatMulNBits with f16 scales fed f16 activations, f16 norms and embedding; passes the onnx checker', async () => {
+    const file = path.join(root, ALL, 'onnx', 'model_q4f16.onnx')
+    const [check] = execFileSync(PYTHON, [CHECKER, file], {encoding: 'utf8'}).trim().split('\n').map((l) => JSON.parse(l))
+    expect(check.ok, check.error).toBe(true)
+    expect(check.opsets).toEqual({'': 17, 'com.microsoft': 1})
+    const d = JSON.parse(execFileSync(PYTHON, [LAYOUT, 'describe', file], {encoding: 'utf8'}))
+    expect(d.ops).toContain('MatMulNBits')
+    expect(d.matmul_b).toEqual([])
+    const f = await openOnnx(file)
+    try {
+      const types = new Map(f.initializers.map((i) => [i.name, i.dtype]))
+      expect(types.get('transformer.layers.0.attn.qkv_proj.weight_scales')).toBe('F16')
+      expect(types.get('transformer.layers.0.attn.qkv_proj.weight')).toBe('U8')
+      expect(types.get('transformer.token_embeddings.weight')).toBe('F16')
+      expect(types.get('transformer.norm.weight')).toBe('F16')
+    } finally {
+      await f.close()
+    }
+  })
+
+  it('the folder reads as the config\'s default (q4f16) and names the others; each file reads as its own storage', async () => {
+    const folder = await readOnnx(path.join(root, ALL))
+    try {
+      expect(path.basename(String(folder.extras.info?.modelFile))).toBe('model_q4f16.onnx')
+      expect(folder.extras.notes.join('\n')).toMatch(/model_q4f16\.onnx \(q4f16\) read; the folder also holds model\.onnx, model_fp16\.onnx, model_quantized\.onnx, model_q4\.onnx/)
+    } finally {
+      await folder.close()
+    }
+    const storage: Record<string, string[]> = {}
+    for (const v of ONNX_VARIANTS) {
+      const c = await readOnnx(path.join(root, ALL, 'onnx', VARIANT_SPECS[v].file))
+      storage[v] = [...new Set([...(c.stored?.values() ?? [])].map((s) => `${s.segments[0]!.scheme}${s.segments[0]!.params.dtype ? `:${s.segments[0]!.params.dtype}` : ''}`))]
+      await c.close()
+    }
+    expect(storage).toEqual({fp32: [], fp16: [], q8: ['onnx_int8'], q4: ['onnx_q4:F32'], q4f16: ['onnx_q4:F16']})
+  })
+
+  it('q4f16 stored blocks and f16 scales equal the quantizer; verify is exact, and onnxruntime (f16 MatMulNBits) is held to its own tolerance', async () => {
+    const file = path.join(root, ALL, 'onnx', 'model_q4f16.onnx')
+    const back = await readOnnx(file)
+    try {
+      const name = 'layers.1.ffn.proj_2.weight'
+      const [rows, cols] = back.tensors.find((t) => t.name === name)!.shape as [number, number]
+      const enc = ONNX_Q4.encode(await readFloat32(source.tensors.find((t) => t.name === name)!), rows, cols, {dtype: 'F16'})
+      const parts = await back.stored!.get(name)!.segments[0]!.read(0, rows)
+      expect(Buffer.from(parts.blocks!).equals(Buffer.from(enc.blocks!))).toBe(true)
+      expect(Buffer.from(parts.scales!).equals(Buffer.from(enc.scales!))).toBe(true)
+    } finally {
+      await back.close()
+    }
+    const r = await verify(file, {against: source, backend: 'onnxruntime'})
+    expect(r.verdict).toBe('exact')
+    expect(r.pass).toBe(true)
+    expect(r.runtime!.storage).toBe('onnx_q4f16')
+    expect(r.runtime!.relMaxAbs).toBeGreaterThan(0) // f16 arithmetic: not the f32 engine's numbers
+    expect(r.runtime!.relMaxAbs).toBeLessThanOrEqual(r.runtime!.tolerance.maxRelAbs)
+  }, 30_000)
+
+  it('transformers.js loads each dtype from the one folder: greedy tokens equal the TS engine on that file', async () => {
+    const got: Record<string, number[]> = {}
+    const want: Record<string, number[]> = {}
+    for (const v of ONNX_VARIANTS) {
+      const back = await readOnnx(path.join(root, ALL, 'onnx', VARIANT_SPECS[v].file))
+      want[v] = await tsGreedy(back)
+      await back.close()
+      const model = await AutoModelForCausalLM.from_pretrained(ALL, {local_files_only: true, dtype: v})
+      try {
+        const ids = new Tensor('int64', BigInt64Array.from(PROMPT.map(BigInt)), [1, PROMPT.length])
+        const mask = new Tensor('int64', BigInt64Array.from(PROMPT.map(() => 1n)), [1, PROMPT.length])
+        const out = (await model.generate({input_ids: ids, attention_mask: mask, max_new_tokens: NEW_TOKENS, do_sample: false})) as Tensor
+        got[v] = Array.from(out.data as BigInt64Array, Number)
+      } finally {
+        await model.dispose()
+      }
+    }
+    expect(got).toEqual(want)
+    expect(want.fp32!.length).toBeGreaterThan(PROMPT.length + 6)
+  }, 60_000)
+
+  it('--variants is refused before any work: unknown name (CLI, exit 2, nothing written), with --quantize / --dtype, for another target', () => {
+    const out = path.join(root, 'refused')
+    const r = spawnSync(process.execPath, [DEV, 'convert', TRAINED, '--to', 'onnx', '--variants', 'q4,q3', '--out', out], {encoding: 'utf8', env: {...process.env, NO_COLOR: '1'}, timeout: 60_000})
+    expect(r.status, r.stderr).toBe(2)
+    expect(r.stderr.trim()).toMatch(/unknown ONNX variant "q3" \(expected fp32, fp16, q8, q4, q4f16, comma-separated\)$/)
+    expect(existsSync(out)).toBe(false)
+    expect(() => onnxVariantsFor(source, {onnxVariants: ['q4'], quantization: {bits: 8, groupSize: 64, mode: 'affine'}})).toThrow('--variants names every model file to write; drop --quantize / --dtype')
+    expect(() => parseOnnxVariants('q4,q4')).toThrow('ONNX variant "q4" is listed twice')
+    expect(parseOnnxVariants('f16, quantized,Q4F16')).toEqual(['fp16', 'q8', 'q4f16'])
+    expect(() => checkFlagTargets(CONVERT_FLAG_TABLE, {variants: 'q4'}, 'mlx')).toThrow('--variants is for onnx targets, not mlx')
+  }, 60_000)
+})

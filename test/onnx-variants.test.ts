@@ -11,13 +11,15 @@ import {execFileSync, spawnSync} from 'node:child_process'
 import {existsSync, promises as fs} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import {AutoModelForCausalLM, env, Tensor} from '@huggingface/transformers'
+import {AutoModelForCausalLM, env, ModelRegistry, Tensor} from '@huggingface/transformers'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../src/cli/flag-table.js'
 import {ONNX_VARIANTS, onnxVariantsFor, parseOnnxVariants, readOnnx, VARIANT_SPECS, writeOnnx} from '../src/formats/onnx/index.js'
 import {openOnnx} from '../src/formats/onnx/read.js'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {type Checkpoint} from '../src/formats/types.js'
+import {presetConfig} from '../src/model/presets.js'
+import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {ONNX_Q4} from '../src/quant/onnx-q4.js'
 import {readFloat32} from '../src/tensor/record.js'
@@ -161,6 +163,24 @@ describe('--variants: five model files in one folder', () => {
     expect(got).toEqual(want)
     expect(want.fp32!.length).toBeGreaterThan(PROMPT.length + 6)
   }, 60_000)
+
+  it('transformers.js picks each dtype\'s file and, with external data, its _data file from use_external_data_format keyed per file', async () => {
+    // The one folder without external data: one file per dtype, the config's dtype by default.
+    const files = async (dir: string, dtype?: string) => ((await ModelRegistry.get_model_files(dir, dtype ? {dtype: dtype as 'q4'} : {})) as string[]).filter((f) => f.startsWith('onnx/'))
+    expect(await files(ALL)).toEqual(['onnx/model_q4f16.onnx'])
+    for (const v of ONNX_VARIANTS) expect(await files(ALL, v), v).toEqual([`onnx/${VARIANT_SPECS[v].file}`])
+    // External data for every file (--layout external-data): config.json lists each file's _data.
+    const tiny = synthCheckpoint(presetConfig('tiny'), {seed: 3, dtype: 'F32'})
+    await drain(writeOnnx(tiny, path.join(root, 'ext'), {onnxVariants: ['fp16', 'q4', 'q4f16'], layout: 'external-data'}))
+    const cfg = JSON.parse(await fs.readFile(path.join(root, 'ext', 'config.json'), 'utf8'))
+    expect(cfg['transformers.js_config']).toEqual({dtype: 'fp16', use_external_data_format: {'model_fp16.onnx': 1, 'model_q4.onnx': 1, 'model_q4f16.onnx': 1}})
+    for (const v of ['fp16', 'q4', 'q4f16'] as const) {
+      const want = [`onnx/${VARIANT_SPECS[v].file}`, `onnx/${VARIANT_SPECS[v].file}_data`]
+      expect(await files('ext', v), v).toEqual(want)
+      for (const f of want) expect(existsSync(path.join(root, 'ext', f)), f).toBe(true)
+    }
+    expect(await files('ext', 'q8')).toEqual(['onnx/model_quantized.onnx']) // not written, and no _data named for it
+  })
 
   it('--variants is refused before any work: unknown name (CLI, exit 2, nothing written), with --quantize / --dtype, for another target', () => {
     const out = path.join(root, 'refused')

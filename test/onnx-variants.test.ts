@@ -135,7 +135,9 @@ describe('--variants: five model files in one folder', () => {
     } finally {
       await back.close()
     }
-    const r = await verify(file, {against: source, backend: 'onnxruntime'})
+    // The folder verifies its default (q4f16) and the report says so.
+    const r = await verify(path.join(root, ALL), {against: source, backend: 'onnxruntime'})
+    expect(r.notes.join('\n')).toContain('model_q4f16.onnx (q4f16) read; the folder also holds model.onnx, model_fp16.onnx, model_quantized.onnx, model_q4.onnx: name a file')
     expect(r.verdict).toBe('exact')
     expect(r.pass).toBe(true)
     expect(r.runtime!.storage).toBe('onnx_q4f16')

@@ -150,9 +150,11 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
     const configPath = path.join(root, 'config.json')
     const resolved = await resolveConfig(weights, configPath, options)
     const others = await siblingVariants(modelFile)
+    let variantNote: string | undefined
     if (others.length > 0) {
       const variant = variantOfFile(modelFile)
-      resolved.notes.push(`${path.basename(modelFile)}${variant ? ` (${variant})` : ''} read; the folder also holds ${others.join(', ')}: name a file (…/${ONNX_DIR}/${others[0]}) to read another`)
+      variantNote = `${path.basename(modelFile)}${variant ? ` (${variant})` : ''} read; the folder also holds ${others.join(', ')}: name a file (…/${ONNX_DIR}/${others[0]}) to read another`
+      resolved.notes.push(variantNote)
     }
     const files = [{path: modelFile, bytes: onnxFile.size}]
     for (const name of onnxFile.externalFiles) {
@@ -169,6 +171,7 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
         irVersion: onnxFile.irVersion,
         files,
         derivedInitializers: derived,
+        ...(variantNote ? {variantNote} : {}),
       },
     }, onnxFile.close)
   } catch (error) {

@@ -23,6 +23,7 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {ONNX_Q4} from '../src/quant/onnx-q4.js'
 import {readFloat32} from '../src/tensor/record.js'
+import {inspect} from '../src/inspect.js'
 import {EngineSession} from '../src/verify/engine/session.js'
 import {verify} from '../src/verify/index.js'
 
@@ -120,6 +121,29 @@ describe('--variants: five model files in one folder', () => {
       await c.close()
     }
     expect(storage).toEqual({fp32: [], fp16: [], q8: ['onnx_int8'], q4: ['onnx_q4:F32'], q4f16: ['onnx_q4:F16']})
+  })
+
+  it('inspect: each tensor\'s storage type and stored bytes equal its initializers in the file (q8, q4, q4f16, fp16)', async () => {
+    const want: Record<string, {matrix: string; embedding: string}> = {
+      q8: {matrix: 'int8', embedding: 'int8'}, q4: {matrix: 'q4', embedding: 'F32'}, q4f16: {matrix: 'q4 (f16 scales)', embedding: 'F16'}, fp16: {matrix: 'F16', embedding: 'F16'},
+    }
+    for (const [v, types] of Object.entries(want)) {
+      const file = path.join(root, ALL, 'onnx', VARIANT_SPECS[v as 'q8'].file)
+      const r = await inspect(file)
+      const f = await openOnnx(file)
+      try {
+        const bytes = new Map(f.initializers.map((i) => [i.name, i.byteLength]))
+        for (const t of r.tensorStorage!) {
+          const name = `transformer.${t.name}`
+          const inFile = bytes.get(name)! + (bytes.get(`${name}_scales`) ?? bytes.get(`${name}_scale`) ?? 0)
+          expect(t.storedBytes, `${v} ${t.name}`).toBe(inFile)
+        }
+        const type = (n: string) => r.tensorStorage!.find((t) => t.name === n)!.type
+        expect([type('layers.0.ffn.proj_1.weight'), type('token_embeddings.weight')], v).toEqual([types.matrix, types.embedding])
+      } finally {
+        await f.close()
+      }
+    }
   })
 
   it('q4f16 stored blocks and f16 scales equal the quantizer; verify is exact, and onnxruntime (f16 MatMulNBits) is held to its own tolerance', async () => {

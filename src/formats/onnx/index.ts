@@ -68,7 +68,8 @@ export async function findModelFile(p: string): Promise<string | undefined> {
     } catch {
       continue
     }
-    const defaultFile = await configDefaultFile(p)
+    if (names.length === 0) continue
+    const defaultFile = names.length > 1 ? await configDefaultFile(p) : undefined
     for (const preferred of [defaultFile, ...ONNX_VARIANTS.map((v) => VARIANT_SPECS[v].file)]) if (preferred && names.includes(preferred)) return path.join(dir, preferred)
     if (names.length > 0) return path.join(dir, names[0])
   }

@@ -11,7 +11,7 @@ import {execFileSync, spawnSync} from 'node:child_process'
 import {existsSync, promises as fs} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import {AutoModelForCausalLM, env, ModelRegistry, Tensor} from '@huggingface/transformers'
+import {env, ModelRegistry} from '@huggingface/transformers'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../src/cli/flag-table.js'
 import {ONNX_VARIANTS, onnxVariantsFor, parseOnnxVariants, readOnnx, VARIANT_SPECS, writeOnnx} from '../src/formats/onnx/index.js'
@@ -24,8 +24,8 @@ import {drain} from '../src/progress.js'
 import {ONNX_Q4} from '../src/quant/onnx-q4.js'
 import {readFloat32} from '../src/tensor/record.js'
 import {inspect} from '../src/inspect.js'
-import {EngineSession} from '../src/verify/engine/session.js'
 import {verify} from '../src/verify/index.js'
+import {engineGreedy, tjsGreedy} from './helpers/greedy.js'
 
 const PYTHON = '/usr/bin/python3'
 const CHECKER = path.join(import.meta.dirname, 'python', 'onnx_check.py')
@@ -51,25 +51,6 @@ afterAll(async () => {
   await source?.close()
   await fs.rm(root, {recursive: true, force: true})
 })
-
-/** Greedy decoding with the TS engine (KV-cached session, weights resident), stopping at EOS as generate() does. */
-async function tsGreedy(checkpoint: Checkpoint): Promise<number[]> {
-  const session = await EngineSession.open(checkpoint, {capacity: PROMPT.length + NEW_TOKENS, threads: 0, resident: true})
-  try {
-    const tokens = [...PROMPT]
-    let logits = await session.append(PROMPT)
-    for (let s = 0; s < NEW_TOKENS; s++) {
-      let best = 0
-      for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i
-      tokens.push(best)
-      if (best === checkpoint.config.eos_token_id || s === NEW_TOKENS - 1) break
-      logits = await session.append([best])
-    }
-    return tokens
-  } finally {
-    await session.close()
-  }
-}
 
 describe('--variants: five model files in one folder', () => {
   it('writes every file, config.json names the first as transformers.js\'s dtype, each file equals its single-variant export', async () => {
@@ -174,17 +155,9 @@ describe('--variants: five model files in one folder', () => {
     const want: Record<string, number[]> = {}
     for (const v of ONNX_VARIANTS) {
       const back = await readOnnx(path.join(root, ALL, 'onnx', VARIANT_SPECS[v].file))
-      want[v] = await tsGreedy(back)
+      want[v] = await engineGreedy(back, PROMPT, NEW_TOKENS)
       await back.close()
-      const model = await AutoModelForCausalLM.from_pretrained(ALL, {local_files_only: true, dtype: v})
-      try {
-        const ids = new Tensor('int64', BigInt64Array.from(PROMPT.map(BigInt)), [1, PROMPT.length])
-        const mask = new Tensor('int64', BigInt64Array.from(PROMPT.map(() => 1n)), [1, PROMPT.length])
-        const out = (await model.generate({input_ids: ids, attention_mask: mask, max_new_tokens: NEW_TOKENS, do_sample: false})) as Tensor
-        got[v] = Array.from(out.data as BigInt64Array, Number)
-      } finally {
-        await model.dispose()
-      }
+      got[v] = await tjsGreedy(ALL, PROMPT, NEW_TOKENS, {dtype: v})
     }
     expect(got).toEqual(want)
     expect(want.fp32!.length).toBeGreaterThan(PROMPT.length + 6)

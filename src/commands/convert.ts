@@ -105,6 +105,7 @@ export default class Convert extends BaseCommand {
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${['affine', 'q8_0'].includes(result.target.quantization.mode) ? `${result.target.quantization.bits}-bit` : result.target.quantization.mode}` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} file${result.target.files.length === 1 ? '' : 's'}, ${bytes(total)}`)
+    if (onnxVariants) this.log(`  variants: ${onnxVariants.join(', ')} (transformers.js loads ${onnxVariants[0]} unless given another dtype)`)
     if (result.tokenizer) this.log(`  tokenizer: ${result.tokenizer.reason}`)
     if (result.tokenizer?.chatTemplate) this.log(`  chat template: ${result.tokenizer.chatTemplate}`)
     let verified: VerifyReport | undefined

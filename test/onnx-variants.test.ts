@@ -127,7 +127,7 @@ describe('--variants: five model files in one folder', () => {
     }
   })
 
-  it('q4f16 stored blocks and f16 scales equal the quantizer; verify is exact, and onnxruntime (f16 MatMulNBits) is held to its own tolerance', async () => {
+  it('q4f16 stored blocks and f16 scales equal the quantizer; verify is exact, and onnxruntime (f16 MatMulNBits) is held to its own tolerance; a scale one ulp off fails', async () => {
     const file = path.join(root, ALL, 'onnx', 'model_q4f16.onnx')
     const back = await readOnnx(file)
     try {
@@ -148,6 +148,22 @@ describe('--variants: five model files in one folder', () => {
     expect(r.runtime!.storage).toBe('onnx_q4f16')
     expect(r.runtime!.relMaxAbs).toBeGreaterThan(0) // f16 arithmetic: not the f32 engine's numbers
     expect(r.runtime!.relMaxAbs).toBeLessThanOrEqual(r.runtime!.tolerance.maxRelAbs)
+    // One f16 scale one ulp off: the exact check fails and names the tensor.
+    const bad = path.join(root, 'q4f16-bad')
+    await fs.mkdir(path.join(bad, 'onnx'), {recursive: true})
+    await fs.copyFile(path.join(root, ALL, 'config.json'), path.join(bad, 'config.json'))
+    const f = await openOnnx(file)
+    const init = f.initializers.find((i) => i.name === 'transformer.layers.2.attn.out_proj.weight_scales')!
+    const head = Buffer.from(await init.read(0, 32))
+    await f.close()
+    const bytes = await fs.readFile(file)
+    const offset = bytes.indexOf(head)
+    expect(offset).toBeGreaterThan(0)
+    bytes[offset] ^= 0x01
+    await fs.writeFile(path.join(bad, 'onnx', 'model_q4f16.onnx'), bytes)
+    const broken = await verify(bad, {against: source, runtime: 'none'})
+    expect(broken.pass).toBe(false)
+    expect(JSON.stringify(broken.weights)).toContain('layers.2.attn.out_proj.weight')
   }, 30_000)
 
   it('transformers.js loads each dtype from the one folder: greedy tokens equal the TS engine on that file', async () => {

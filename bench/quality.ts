@@ -66,6 +66,7 @@ TARGETS.push(
 TARGETS.push(
   {label: 'ONNX q8 (int8 per channel)', to: 'onnx', options: {quantization: {bits: 8, groupSize: 64, mode: 'affine'}}, bits: NaN},
   {label: 'ONNX q4 (MatMulNBits b32)', to: 'onnx', options: {quantization: {bits: 4, groupSize: 64, mode: 'affine'}}, bits: NaN},
+  {label: 'ONNX q4f16 (MatMulNBits b32, f16)', to: 'onnx', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 64, mode: 'affine'}}, bits: NaN},
 )
 // llama-quantize's file types (issue 14), with its per-tensor rules. On a model whose rows are not
 // whole 256-value blocks (the trained fixture: 128 wide) the K types fall back to 32-value types.

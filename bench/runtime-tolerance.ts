@@ -40,6 +40,7 @@ const TARGETS: {label: string; to: FormatName; runtime: RuntimeName; options: Wr
   ...(['q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k_m', 'q4_k_m', 'q5_k_m', 'q6_k'] as const).map((mode) => ({label: `gguf ${mode.toUpperCase()}`, to: 'gguf' as const, runtime: 'llama.cpp' as const, options: {dtype: 'F16' as const, quantization: quantizationOf(mode)}, file: 'model.gguf'})),
   {label: 'onnx f32', to: 'onnx', runtime: 'onnxruntime', options: {dtype: 'F32'}},
   {label: 'onnx f16', to: 'onnx', runtime: 'onnxruntime', options: {dtype: 'F16'}},
+  {label: 'onnx q4f16', to: 'onnx', runtime: 'onnxruntime', options: {dtype: 'F16', quantization: {bits: 4, groupSize: 32, mode: 'affine'}}},
 ]
 
 async function source(spec: string): Promise<Checkpoint> {

@@ -82,7 +82,7 @@ describe('aliases users of mlx-lm and llama.cpp type', () => {
 describe('convert flag table: a flag that cannot apply is refused before any work', () => {
   // Every (flag, target) pair the table restricts, walked without spawning: the check is pure data.
   const targets = ['hf', 'mlx', 'corenet', 'gguf', 'onnx'] as const
-  const given: Record<string, unknown> = {quantize: 4, 'group-size': 32, dtype: 'q8_0', 'training-checkpoint': true, layout: 'npz', 'token-embedding-type': 'q8_0', 'output-tensor-type': 'q8_0', 'shard-size': '1MB'}
+  const given: Record<string, unknown> = {quantize: 4, 'group-size': 32, dtype: 'q8_0', 'training-checkpoint': true, layout: 'npz', 'token-embedding-type': 'q8_0', 'output-tensor-type': 'q8_0', variants: 'q4', 'shard-size': '1MB'}
   for (const [flag, rule] of Object.entries(CONVERT_FLAG_TABLE)) {
     for (const target of targets) {
       it(`--${flag} with --to ${target}: ${rule.targets.includes(target) ? 'passes the check' : 'refused'}`, () => {

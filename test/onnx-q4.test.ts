@@ -10,7 +10,7 @@ import {execFileSync} from 'node:child_process'
 import {promises as fs, readFileSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import {AutoModelForCausalLM, env, Tensor} from '@huggingface/transformers'
+import {env} from '@huggingface/transformers'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {readOnnx, writeOnnx} from '../src/formats/onnx/index.js'
 import {openOnnx} from '../src/formats/onnx/read.js'
@@ -24,6 +24,7 @@ import {runForward} from '../src/verify/engine/index.js'
 import {OnnxDecoder} from '../src/verify/backends/onnxruntime.js'
 import {verify} from '../src/verify/index.js'
 import {seededRandom as prng} from '../src/generate/sampler.js'
+import {engineGreedy, tjsGreedy} from './helpers/greedy.js'
 
 const PYTHON = '/usr/bin/python3'
 const QUANT_DIR = path.join(import.meta.dirname, '..', 'src', 'verify', 'python')
@@ -157,25 +158,9 @@ describe('model_q4.onnx', () => {
   it('transformers.js loads model_q4.onnx (dtype q4 from config.json): 16 greedy tokens equal the TS engine', async () => {
     const back = await readOnnx(path.join(root, 'q4'))
     const prompt = [1, 17, 42, 99, 5]
-    const want = [...prompt]
-    for (let s = 0; s < 16; s++) {
-      const {logits, vocab} = await runForward(back, want)
-      const row = (want.length - 1) * vocab
-      let best = 0
-      for (let i = 1; i < vocab; i++) if (logits[row + i] > logits[row + best]) best = i
-      want.push(best)
-      if (best === config.eos_token_id) break
-    }
+    const want = await engineGreedy(back, prompt, 16)
     await back.close()
     expect(want.length).toBeGreaterThan(prompt.length + 8)
-    const model = await AutoModelForCausalLM.from_pretrained('q4', {local_files_only: true})
-    try {
-      const ids = new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length])
-      const mask = new Tensor('int64', BigInt64Array.from(prompt.map(() => 1n)), [1, prompt.length])
-      const out = (await model.generate({input_ids: ids, attention_mask: mask, max_new_tokens: 16, do_sample: false})) as Tensor
-      expect(Array.from(out.data as BigInt64Array, Number)).toEqual(want)
-    } finally {
-      await model.dispose()
-    }
+    expect(await tjsGreedy('q4', prompt, 16)).toEqual(want)
   }, 60_000)
 })

@@ -7,7 +7,7 @@
 import {promises as fs} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import {AutoModelForCausalLM, env, Tensor} from '@huggingface/transformers'
+import {env} from '@huggingface/transformers'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Checkpoint} from '../src/formats/types.js'
 import {readOnnx, writeOnnx} from '../src/formats/onnx/index.js'
@@ -15,42 +15,17 @@ import {openCheckpoint} from '../src/formats/registry.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
-import {runForward} from '../src/verify/engine/index.js'
+import {engineGreedy, tjsGreedy} from './helpers/greedy.js'
 
 const NEW_TOKENS = 16
 const Q8 = {quantization: {bits: 8, groupSize: 64, mode: 'affine' as const}}
 let root: string
 
-async function tsGreedy(checkpoint: Checkpoint, prompt: number[]): Promise<number[]> {
-  const tokens = [...prompt]
-  for (let s = 0; s < NEW_TOKENS; s++) {
-    const {logits, vocab} = await runForward(checkpoint, tokens)
-    const row = (tokens.length - 1) * vocab
-    let best = 0
-    for (let i = 1; i < vocab; i++) if (logits[row + i] > logits[row + best]) best = i
-    tokens.push(best)
-    if (best === checkpoint.config.eos_token_id) break
-  }
-  return tokens
-}
-
-async function tjsGreedy(name: string, prompt: number[], optimizations: boolean): Promise<number[]> {
-  const model = await AutoModelForCausalLM.from_pretrained(name, {local_files_only: true, ...(optimizations ? {} : {session_options: {graphOptimizationLevel: 'disabled'}})})
-  try {
-    const ids = new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length])
-    const mask = new Tensor('int64', BigInt64Array.from(prompt.map(() => 1n)), [1, prompt.length])
-    const out = (await model.generate({input_ids: ids, attention_mask: mask, max_new_tokens: NEW_TOKENS, do_sample: false})) as Tensor
-    return Array.from(out.data as BigInt64Array, Number)
-  } finally {
-    await model.dispose()
-  }
-}
-
 async function exportAndGreedy(name: string, source: Checkpoint, prompt: number[]): Promise<number[]> {
   await drain(writeOnnx(source, path.join(root, name), Q8))
   const back = await readOnnx(path.join(root, name))
   try {
-    return await tsGreedy(back, prompt)
+    return await engineGreedy(back, prompt, NEW_TOKENS)
   } finally {
     await back.close()
   }
@@ -72,7 +47,7 @@ describe('transformers.js q8 (model_quantized.onnx)', () => {
     const prompt = [1, 17, 42, 99, 5]
     const want = await exportAndGreedy('tiny', synthCheckpoint(presetConfig('tiny'), {seed: 5, dtype: 'F32'}), prompt)
     expect(want).toHaveLength(prompt.length + NEW_TOKENS)
-    expect(await tjsGreedy('tiny', prompt, false)).toEqual(want)
+    expect(await tjsGreedy('tiny', prompt, NEW_TOKENS, {optimizations: false})).toEqual(want)
   }, 60_000)
 
   it('trained fixture, default optimizations (int8 activations): 16 greedy tokens equal', async () => {
@@ -81,6 +56,6 @@ describe('transformers.js q8 (model_quantized.onnx)', () => {
     const want = await exportAndGreedy('trained', source, prompt)
     await source.close()
     expect(want.length).toBeGreaterThan(prompt.length + 8)
-    expect(await tjsGreedy('trained', prompt, true)).toEqual(want)
+    expect(await tjsGreedy('trained', prompt, NEW_TOKENS)).toEqual(want)
   }, 60_000)
 })

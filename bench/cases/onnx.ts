@@ -37,9 +37,27 @@ function quantCase(bits: 4 | 8): BenchCase {
   }
 }
 
+/** `--quantize 4 --dtype f16` (model_q4f16.onnx) and all five variants in one run (issue 14). */
+function variantsCase(name: string, what: string, flags: string[]): BenchCase {
+  const out = (ctx: BenchContext) => path.join(ctx.work, `out-onnx-270M-${name}`)
+  const cp = (ctx: BenchContext) => path.join(ctx.work, `cp-onnx-270M-${name}`)
+  return {
+    name: `onnx/270M-${name}`,
+    description: `convert 270M f32 → onnx ${flags.join(' ')} (${what})`,
+    setup: ensureHf270,
+    command: (ctx) => [...ctx.cli, 'convert', hf270(ctx), '--to', 'onnx', ...flags, '--out', out(ctx)],
+    baseline: (ctx) => cpOf(ctx, hf270(ctx), path.basename(cp(ctx))),
+    outputs: (ctx) => [out(ctx), cp(ctx)],
+    bytes: (ctx) => ctx.sizeOf(hf270(ctx)),
+    targets: {rssMB: 300},
+  }
+}
+
 export const cases: BenchCase[] = [
   quantCase(4),
   quantCase(8),
+  variantsCase('q4f16', 'model_q4f16.onnx', ['--quantize', '4', '--dtype', 'f16']),
+  variantsCase('variants', 'five model files in one folder', ['--variants', 'q4f16,fp16,q8,q4,fp32']),
   exportCase('270M', hf270, ensureHf270, '1.09 GB, one model.onnx'),
   exportCase('1.1B', hf11, ensureHf11, '4.3 GB, model.onnx + model.onnx_data external data'),
 ]

@@ -27,6 +27,7 @@ export const CONVERT_FLAG_TABLE: Readonly<Record<string, FlagRule>> = {
   layout: {targets: ['mlx', 'onnx']},
   // Sharded safetensors: HF and MLX folders (CoreNet, GGUF and ONNX write one weights file).
   'shard-size': {targets: ['hf', 'mlx']},
+  variants: {targets: ['onnx']},
 }
 
 /** `roundtrip`: the same rules, checked for every hop of --via before the first one runs. */

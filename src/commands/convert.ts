@@ -9,6 +9,7 @@ import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
 import {PushRenderer} from '../cli/push-progress.js'
 import {push, type PushResult} from '../hub/push.js'
 import {resolveToken} from '../hub/credentials.js'
+import {parseOnnxVariants} from '../formats/onnx/variants.js'
 import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption, checkOutFits} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {tokenizerFlags, tokenizerRequest} from '../cli/tokenizer.js'
@@ -36,12 +37,13 @@ export default class Convert extends BaseCommand {
     force: forceFlag,
     threads: threadsFlag,
     format: formatOption,
-    quantize: Flags.integer({char: 'q', aliases: ['q-bits'], description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); ONNX: 8 (weight-only int8, onnx/model_quantized.onnx) or 4 (MatMulNBits, onnx/model_q4.onnx); for GGUF use --dtype q8_0'}),
+    quantize: Flags.integer({char: 'q', aliases: ['q-bits'], description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); ONNX: 8 (weight-only int8, onnx/model_quantized.onnx) or 4 (MatMulNBits, onnx/model_q4.onnx; with --dtype f16 onnx/model_q4f16.onnx); for GGUF use --dtype q8_0'}),
     'group-size': Flags.integer({aliases: ['q-group-size'], description: 'MLX: quantization group size (32, 64, 128; default 64)'}),
     'q-mode': Flags.string({description: 'MLX: quantization mode, as mlx-lm\'s --q-mode: affine (default; --quantize N), or mxfp4, nvfp4, mxfp8 (MLX\'s floating-point formats; width and group size fixed by the mode)', options: ['affine', ...MLX_FP_MODE_NAMES]}),
     'q-recipe': Flags.string({description: 'MLX: mixed widths as mlx-lm\'s recipes, read for OpenELM (embedding/head, and qkv_proj/proj_2 of the first, last and every third layer get the high width)', options: MLX_RECIPE_NAMES}),
     'quantize-embedding': Flags.string({description: 'MLX: bits for the embedding, which is also the output head (2, 3, 4, 5, 6, 8), or none to keep it in float'}),
     layout: Flags.string({description: 'target layout variant (mlx: mlx-lm, corenet-mlx, npz; onnx: external-data, single-file, contrib-ops)'}),
+    variants: Flags.string({description: 'ONNX: several model files in one onnx/ folder, comma-separated transformers.js dtypes: fp32, fp16, q8, q4, q4f16 (model.onnx, model_fp16.onnx, model_quantized.onnx, model_q4.onnx, model_q4f16.onnx); the first is the one transformers.js loads by default'}),
     'shard-size': Flags.string({description: 'max safetensors shard size, e.g. 5GB (default: 5GB)'}),
     'vocab-size': Flags.integer({description: 'resize the embedding to this many rows (drop rows, or pad with zeros)'}),
     'keep-padded-vocab': Flags.boolean({description: 'CoreNet → other: keep the 32128 padded vocabulary rows', default: false}),
@@ -67,6 +69,7 @@ export default class Convert extends BaseCommand {
     applyThreads(flags.threads)
     checkFlagTargets(CONVERT_FLAG_TABLE, flags, flags.to)
     checkOutFits(flags.to, flags.out)
+    const onnxVariants = flags.variants === undefined ? undefined : checkVariantsFlag(flags.variants, flags.quantize, flags.dtype)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.verify && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) apply to --verify')
     const peft = await peftOptions(flags, {merge: flags.merge, to: flags.to as FormatName})
@@ -88,6 +91,7 @@ export default class Convert extends BaseCommand {
       ...(quantization ? {quantization} : {}), // else --dtype q8_0 keeps its own
       ...(mlxQuant ? {mlxQuant} : {}),
       layout: flags.layout,
+      ...(onnxVariants ? {onnxVariants} : {}),
       shardSize: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined,
       vocabSize: flags['vocab-size'],
       keepPaddedVocab: flags['keep-padded-vocab'],
@@ -101,6 +105,7 @@ export default class Convert extends BaseCommand {
     this.log(`${result.source.path} (${result.source.format}, ${result.source.dtype}) → ${result.target.path} (${result.target.format}, ${result.target.dtype}${result.target.quantization ? `, ${['affine', 'q8_0'].includes(result.target.quantization.mode) ? `${result.target.quantization.bits}-bit` : result.target.quantization.mode}` : ''})`)
     for (const f of result.target.files) this.log(`  ${f.path}  ${bytes(f.bytes)}`)
     this.log(`  ${result.target.files.length} file${result.target.files.length === 1 ? '' : 's'}, ${bytes(total)}`)
+    if (onnxVariants) this.log(`  variants: ${onnxVariants.join(', ')} (transformers.js loads ${onnxVariants[0]} unless given another dtype)`)
     if (result.tokenizer) this.log(`  tokenizer: ${result.tokenizer.reason}`)
     if (result.tokenizer?.chatTemplate) this.log(`  chat template: ${result.tokenizer.chatTemplate}`)
     let verified: VerifyReport | undefined
@@ -137,4 +142,10 @@ export default class Convert extends BaseCommand {
       renderer.stop()
     }
   }
+}
+
+/** `--variants` (ONNX only, by the flag table): known names, and it replaces --quantize / --dtype. */
+function checkVariantsFlag(list: string, quantize: number | undefined, dtype: string | undefined): string[] {
+  if (quantize !== undefined || dtype !== undefined) throw new UsageError('onnx.variants', '--variants names every model file to write; drop --quantize / --dtype')
+  return parseOnnxVariants(list)
 }

@@ -183,6 +183,8 @@ export interface WriteOptions {
   ggufOutputTensorType?: string
   /** Format-specific layout (`mlx-lm`, `corenet-mlx`, `npz`...). */
   layout?: string
+  /** ONNX `--variants`: several model files in one onnx/ folder (fp32, fp16, q8, q4, q4f16). */
+  onnxVariants?: string[]
   /** Max bytes per safetensors shard. */
   shardSize?: number
   /** Target vocabulary rows (pad with zeros or drop rows). */

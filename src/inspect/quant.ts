@@ -39,6 +39,7 @@ export function storageType(scheme: string, params: SchemeParams): string {
   if (scheme === 'mlx_affine') return `affine ${params.bits}-bit g${params.group_size}`
   if (scheme.startsWith('mlx_')) return scheme.slice(4)
   if (scheme.startsWith('gguf_')) return scheme.slice(5).toUpperCase()
+  if (scheme === 'onnx_q4' && params.dtype === 'F16') return 'q4 (f16 scales)'
   if (scheme.startsWith('onnx_')) return scheme.slice(5)
   return scheme
 }

@@ -249,6 +249,9 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     checkTokens(tokens, vocab)
     const isText = prompt.source === 'text' || prompt.source === 'file' || prompt.source === 'corpus'
     const notes: string[] = []
+    // A multi-variant ONNX folder reads as one file (its config's default): say which, and how to check another.
+    const variants = cand.extras.info?.variantNote
+    if (typeof variants === 'string') notes.push(variants)
     const failures: string[] = []
     const checks: string[] = []
     let runtimeReady = runtime !== undefined

@@ -42,6 +42,7 @@ export const RUNTIME_TOLERANCES: Record<RuntimeName, Record<string, RuntimeToler
     f32: {maxRelAbs: 1e-4, maxMeanKl: 1e-6, evidence: 'f32 graph and compute; worst measured 2.2e-6 / 7.3e-12 (lossless threshold kept)'},
     f16: {maxRelAbs: 1e-4, maxMeanKl: 1e-6, evidence: 'f16 weights widened to f32 in the graph, f32 compute; worst measured 2.2e-6 / 6.9e-12'},
     onnx_q4: {maxRelAbs: 1e-4, maxMeanKl: 1e-6, evidence: 'MatMulNBits (4-bit, block 32, accuracy_level 0): f32 compute on the dequantized blocks; worst measured 1.9e-6 / 1.6e-12 (tiny seeds 0-3), 8.2e-7 / 4.4e-13 on the trained fixture, optimizations on or off (lossless threshold kept)'},
+    onnx_q4f16: {maxRelAbs: 1.2e-2, maxMeanKl: 1.5e-5, evidence: 'model_q4f16.onnx: MatMulNBits with f16 scales runs in f16 (activations cast to f16 in front of it and back after); set on tiny seeds 0-2 and 270M seed 0 (32 and 127/128 tokens), worst measured 2.9e-3 / 3.6e-6'},
     onnx_int8: {maxRelAbs: 1.5e-1, maxMeanKl: 6e-3, evidence: 'int8 weights behind DequantizeLinear: onnxruntime (optimization level extended/all) fuses DequantizeLinear + MatMul and quantizes activations to 8 bits; worst measured 3.4e-2 / 1.4e-3 (tiny seeds 0-3), 6.0e-3 / 4.9e-5 on the trained fixture; with graph optimizations disabled it equals the TS engine to 4.5e-6'},
   },
   'llama.cpp': {
@@ -87,8 +88,14 @@ export function dominantStorage(checkpoint: Checkpoint): string {
   const count = new Map<string, number>()
   for (const t of checkpoint.tensors) {
     if (t.shape.length < 2) continue
-    for (const s of storedTensor(checkpoint, t.name)?.segments ?? []) count.set(s.scheme, (count.get(s.scheme) ?? 0) + s.rows)
+    for (const s of storedTensor(checkpoint, t.name)?.segments ?? []) {
+      // model_q4f16.onnx: MatMulNBits with f16 scales runs in f16, a tolerance of its own.
+      const key = s.scheme === 'onnx_q4' && s.params.dtype === 'F16' ? 'onnx_q4f16' : s.scheme
+      count.set(key, (count.get(key) ?? 0) + s.rows)
+    }
   }
+  // f16 MatMulNBits set the arithmetic of the whole q4f16 graph, whatever the (f16) embedding's row count.
+  if (count.has('onnx_q4f16')) return 'onnx_q4f16'
   return [...count.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'f32'
 }
 

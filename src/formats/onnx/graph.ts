@@ -62,9 +62,12 @@ export interface GraphOptions {
   /**
    * Weight-only quantization of the matrices: `q8` stores the linear weights and the embedding as
    * int8 codes + per-output-channel f32 scales (`<name>_scale`) behind `DequantizeLinear`
-   * (scheme onnx_int8); norm weights stay `dtype`.
+   * (scheme onnx_int8); norm weights stay `dtype`. `q4` stores the linear weights as MatMulNBits
+   * blocks with f32 scales (scheme onnx_q4); `q4f16` with f16 scales, and its MatMulNBits run in
+   * f16 (the activations are cast to f16 in front of each and back to f32 after it), the other
+   * weights stored `dtype` (F16) behind a Cast, as transformers.js's q4f16 files (DESIGN §4.4).
    */
-  quant?: 'q8' | 'q4'
+  quant?: 'q8' | 'q4' | 'q4f16'
   /** RMSNorm as decomposed standard ops (default) or onnxruntime's `SimplifiedLayerNormalization`. */
   rmsNorm?: 'decomposed' | 'contrib'
   /** Testing hooks that break the export on purpose (swapped RoPE halves, wrong KV head count). */
@@ -109,12 +112,13 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
     const name = toOnnxName(t.name)
     const matmul = isMatMulWeight(t.name)
     const shape = matmul ? [t.shape[1], t.shape[0]] : t.shape
-    if (options.quant === 'q4' && matmul) {
-      // MatMulNBits: B [N, K/32, 16] packed 4-bit codes, scales [N·K/32] (scheme onnx_q4).
+    if ((options.quant === 'q4' || options.quant === 'q4f16') && matmul) {
+      // MatMulNBits: B [N, K/32, 16] packed 4-bit codes, scales [N·K/32] (scheme onnx_q4), f32 or f16.
       const [n, k] = t.shape as [number, number]
       const nb = Math.ceil(k / 32)
+      const scaleType = options.quant === 'q4f16' ? 'F16' : 'F32'
       g.initializer({name, dtype: 'U8', shape: [n, nb, 16], byteLength: n * nb * 16})
-      g.initializer({name: `${name}${Q4_SCALES_SUFFIX}`, dtype: 'F32', shape: [n * nb], byteLength: n * nb * 4})
+      g.initializer({name: `${name}${Q4_SCALES_SUFFIX}`, dtype: scaleType, shape: [n * nb], byteLength: n * nb * dtypeSize(scaleType)})
       nbits.set(t.name, {n, k})
       continue
     }
@@ -133,7 +137,10 @@ export function buildOpenElmGraph(config: OpenElmConfig, options: GraphOptions):
     const q4 = nbits.get(canonical)
     if (!q4) return g.op('MatMul', [x, w(canonical)], undefined, label)
     const name = toOnnxName(canonical)
-    return g.node('MatMulNBits', [x, name, `${name}${Q4_SCALES_SUFFIX}`], {domain: MS_DOMAIN, attrs: {K: q4.k, N: q4.n, bits: 4, block_size: 32}, name: label})[0]
+    const f16 = options.quant === 'q4f16'
+    const a = f16 ? g.op('Cast', [x], {to: 10}, label) : x
+    const y = g.node('MatMulNBits', [a, name, `${name}${Q4_SCALES_SUFFIX}`], {domain: MS_DOMAIN, attrs: {K: q4.k, N: q4.n, bits: 4, block_size: 32}, name: label})[0]
+    return f16 ? g.op('Cast', [y], {to: 1}, label) : y
   }
   if (nbits.size > 0) {
     g.domains.push(MS_DOMAIN)

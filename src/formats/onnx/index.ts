@@ -26,12 +26,9 @@ import {planOnnx, PROTOBUF_LIMIT} from './write.js'
 export const ONNX_DIR = 'onnx'
 /** File names transformers.js looks for, by weight dtype. */
 export const MODEL_FILES: Partial<Record<FloatDType, string>> = {F32: 'model.onnx', F16: 'model_fp16.onnx'}
-/** The weight-only int8 file (transformers.js dtype `q8`). */
-export const Q8_FILE = 'model_quantized.onnx'
-/** The MatMulNBits 4-bit file (transformers.js dtype `q4`). */
-export const Q4_FILE = 'model_q4.onnx'
-/** transformers.js dtype names. */
-const TJS_DTYPE: Partial<Record<FloatDType, string>> = {F32: 'fp32', F16: 'fp16'}
+import {ONNX_VARIANTS, type OnnxVariant, parseOnnxVariants, Q4_FILE, Q4F16_FILE, Q8_FILE, VARIANT_SPECS, variantOfFile} from './variants.js'
+export {ONNX_VARIANTS, type OnnxVariant, parseOnnxVariants, Q4_FILE, Q4F16_FILE, Q8_FILE, VARIANT_SPECS, variantOfFile} from './variants.js'
+
 /** `--layout` tokens. */
 export const LAYOUT_TOKENS = ['external-data', 'single-file', 'contrib-ops'] as const
 const PRODUCER_VERSION = '0.1.0'
@@ -72,10 +69,28 @@ export async function findModelFile(p: string): Promise<string | undefined> {
     } catch {
       continue
     }
-    for (const preferred of [...Object.values(MODEL_FILES), Q8_FILE, Q4_FILE]) if (names.includes(preferred)) return path.join(dir, preferred)
+    if (names.length === 0) continue
+    const defaultFile = names.length > 1 ? await configDefaultFile(p) : undefined
+    for (const preferred of [defaultFile, ...ONNX_VARIANTS.map((v) => VARIANT_SPECS[v].file)]) if (preferred && names.includes(preferred)) return path.join(dir, preferred)
     if (names.length > 0) return path.join(dir, names[0])
   }
   return undefined
+}
+
+/** The file of config.json's `transformers.js_config.dtype` (transformers.js's default), if it names one of ours. */
+async function configDefaultFile(root: string): Promise<string | undefined> {
+  try {
+    const dtype = (JSON.parse(await fs.readFile(path.join(root, 'config.json'), 'utf8')) as Record<string, any>)['transformers.js_config']?.dtype
+    return typeof dtype === 'string' && (ONNX_VARIANTS as readonly string[]).includes(dtype) ? VARIANT_SPECS[dtype as OnnxVariant].file : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The other variant files beside a model file (a multi-variant folder). */
+async function siblingVariants(modelFile: string): Promise<string[]> {
+  const names = await fs.readdir(path.dirname(modelFile)).catch(() => [] as string[])
+  return ONNX_VARIANTS.map((v) => VARIANT_SPECS[v].file).filter((f) => f !== path.basename(modelFile) && names.includes(f))
 }
 
 /** The folder holding config.json for a model file (…/onnx/model.onnx → …). */
@@ -105,8 +120,9 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
         const canonical = fromOnnxName(init.name)!
         const scales = byName.get(`${init.name}${Q4_SCALES_SUFFIX}`)
         const [n, nb, blob] = init.shape as [number, number, number]
-        if (init.dtype !== 'U8' || init.shape.length !== 3 || blob !== 16 || nb !== Math.ceil(k / 32) || !scales || scales.dtype !== 'F32' || scales.byteLength !== n * nb * 4) {
-          throw new FormatError('onnx.q4', `${modelFile}: MatMulNBits weight ${init.name} must be U8 [N, ceil(${k}/32), 16] with an F32 ${init.name}${Q4_SCALES_SUFFIX} of N·ceil(${k}/32) values`, {path: modelFile, tensor: init.name})
+        const scaleSize = scales?.dtype === 'F16' ? 2 : 4
+        if (init.dtype !== 'U8' || init.shape.length !== 3 || blob !== 16 || nb !== Math.ceil(k / 32) || !scales || (scales.dtype !== 'F32' && scales.dtype !== 'F16') || scales.byteLength !== n * nb * scaleSize) {
+          throw new FormatError('onnx.q4', `${modelFile}: MatMulNBits weight ${init.name} must be U8 [N, ceil(${k}/32), 16] with an F32 or F16 ${init.name}${Q4_SCALES_SUFFIX} of N·ceil(${k}/32) values`, {path: modelFile, tensor: init.name})
         }
         weights.push(dequantizedQ4(canonical, n, k, init, scales))
         stored.set(canonical, {name: canonical, shape: [n, k], segments: [q4Segment(init.name, n, k, init, scales)]})
@@ -135,6 +151,13 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
     }
     const configPath = path.join(root, 'config.json')
     const resolved = await resolveConfig(weights, configPath, options)
+    const others = await siblingVariants(modelFile)
+    let variantNote: string | undefined
+    if (others.length > 0) {
+      const variant = variantOfFile(modelFile)
+      variantNote = `${path.basename(modelFile)}${variant ? ` (${variant})` : ''} read; the folder also holds ${others.join(', ')}: name a file (…/${ONNX_DIR}/${others[0]}) to read another`
+      resolved.notes.push(variantNote)
+    }
     const files = [{path: modelFile, bytes: onnxFile.size}]
     for (const name of onnxFile.externalFiles) {
       const file = path.join(path.dirname(modelFile), name)
@@ -150,6 +173,7 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
         irVersion: onnxFile.irVersion,
         files,
         derivedInitializers: derived,
+        ...(variantNote ? {variantNote} : {}),
       },
     }, onnxFile.close)
   } catch (error) {
@@ -163,28 +187,42 @@ export interface OnnxWriteExtra {
   sabotage?: GraphOptions['sabotage']
 }
 
-export async function* writeOnnx(source: Checkpoint, out: string, options: WriteOptions & OnnxWriteExtra): AsyncGenerator<ProgressEvent, WriteResult> {
+/** The one variant `--dtype` / `--quantize` ask for (no `--variants`). */
+function singleVariant(source: Checkpoint, options: WriteOptions): OnnxVariant {
   const quant = options.quantization
-  if (quant && quant.bits !== 8 && quant.bits !== 4) throw new UsageError('onnx.quantize', `ONNX export quantizes to 8 bits (--quantize 8 → ${Q8_FILE}) or 4 bits (--quantize 4 → ${Q4_FILE}), not ${quant.bits}`)
-  if (quant && options.dtype && options.dtype !== 'F32') throw new UsageError('onnx.quantize', `--quantize stores quantized matrices and f32 norms; --dtype ${options.dtype.toLowerCase()} does not apply`)
-  const dtype: FloatDType = quant ? 'F32' : options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
-  const quantMode = quant ? (quant.bits === 4 ? 'q4' : 'q8') : undefined
-  const fileName = quantMode === 'q4' ? Q4_FILE : quantMode === 'q8' ? Q8_FILE : MODEL_FILES[dtype]
-  if (!fileName) throw new UsageError('onnx.dtype', `ONNX export supports --dtype f32 or f16, not ${dtype.toLowerCase()} (onnxruntime and transformers.js have no bf16 model file)`)
-  const layout = parseOnnxLayout(options.layout)
+  if (quant && quant.bits !== 8 && quant.bits !== 4) throw new UsageError('onnx.quantize', `ONNX export quantizes to 8 bits (--quantize 8 → ${Q8_FILE}) or 4 bits (--quantize 4 → ${Q4_FILE}, with --dtype f16 → ${Q4F16_FILE}), not ${quant.bits}`)
+  if (quant?.bits === 4 && options.dtype === 'F16') return 'q4f16'
+  if (quant && options.dtype && options.dtype !== 'F32') throw new UsageError('onnx.quantize', `--quantize ${quant.bits} stores quantized matrices and f32 norms; --dtype ${options.dtype.toLowerCase()} does not apply${quant.bits === 4 ? ' (f16 gives model_q4f16.onnx)' : ''}`)
+  if (quant) return quant.bits === 4 ? 'q4' : 'q8'
+  const dtype: FloatDType = options.dtype ?? (source.extras.dtype === 'F16' ? 'F16' : 'F32')
+  if (dtype === 'F32') return 'fp32'
+  if (dtype === 'F16') return 'fp16'
+  throw new UsageError('onnx.dtype', `ONNX export supports --dtype f32 or f16, not ${dtype.toLowerCase()} (onnxruntime and transformers.js have no bf16 model file)`)
+}
+
+/** The variants an export writes: `--variants`, else the one --dtype / --quantize name. */
+export function onnxVariantsFor(source: Checkpoint, options: WriteOptions): OnnxVariant[] {
+  if (options.onnxVariants === undefined) return [singleVariant(source, options)]
+  if (options.quantization || options.dtype) throw new UsageError('onnx.variants', '--variants names every model file to write; drop --quantize / --dtype')
+  return parseOnnxVariants(options.onnxVariants.join(','))
+}
+
+/** One model file planned: graph (shared builder), its initializers' sources, where the bytes go. */
+function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayout, sabotage: GraphOptions['sabotage']): {file: string; dtype: FloatDType; plan: ReturnType<typeof planOnnx>; dataName: string; notes: string[]} {
+  const {file, dtype, quant} = VARIANT_SPECS[variant]
   const config = source.config
-  const graph = buildOpenElmGraph(config, {dtype, quant: quantMode, rmsNorm: layout.rmsNorm, sabotage: options.sabotage})
+  const graph = buildOpenElmGraph(config, {dtype, quant, rmsNorm: layout.rmsNorm, sabotage})
   const sources = new Map<string, TensorRecord>()
   for (const t of source.tensors) {
     const name = toOnnxName(t.name)
     const matmul = isMatMulWeight(t.name) && t.shape.length === 2
-    if (quantMode === 'q4' && matmul) {
-      const {blocks, scales} = q4Records(t, name, `${name}${Q4_SCALES_SUFFIX}`)
+    if ((quant === 'q4' || quant === 'q4f16') && matmul) {
+      const {blocks, scales} = q4Records(t, name, `${name}${Q4_SCALES_SUFFIX}`, quant === 'q4f16' ? 'F16' : 'F32')
       sources.set(name, blocks)
       sources.set(scales.name, scales)
       continue
     }
-    if (quantMode === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
+    if (quant === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
       const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`)
       sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 64 << 20}) : codes)
       sources.set(scales.name, scales)
@@ -197,26 +235,45 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   sources.set(ROPE_COS, f32Record(ROPE_COS, [config.rope_max_length, config.head_dim], cos))
   sources.set(ROPE_SIN, f32Record(ROPE_SIN, [config.rope_max_length, config.head_dim], sin))
 
-  const dataName = `${fileName}_data`
+  const dataName = `${file}_data`
   let plan = planOnnx(graph, sources, layout.external === true ? dataName : undefined, PRODUCER_VERSION)
   const notes: string[] = []
   if (layout.external === undefined && plan.modelBytes > PROTOBUF_LIMIT) {
     plan = planOnnx(graph, sources, dataName, PRODUCER_VERSION)
-    notes.push(`weights written to ${ONNX_DIR}/${dataName} (the model passes protobuf's 2 GiB limit)`)
+    notes.push(`weights of ${file} written to ${ONNX_DIR}/${dataName} (the model passes protobuf's 2 GiB limit)`)
   } else if (layout.external === false && plan.modelBytes > PROTOBUF_LIMIT) {
-    throw new UsageError('onnx.too_big', `the model needs ${plan.modelBytes} bytes, past protobuf's 2 GiB limit: drop --layout single-file`)
+    throw new UsageError('onnx.too_big', `${file} needs ${plan.modelBytes} bytes, past protobuf's 2 GiB limit: drop --layout single-file`)
   }
-  if (layout.rmsNorm === 'contrib') notes.push('RMSNorm uses onnxruntime\'s SimplifiedLayerNormalization (not a standard ONNX op: onnx.checker rejects it)')
+  return {file, dtype, plan, dataName, notes}
+}
 
-  const tjsConfig: Record<string, unknown> = {dtype: quantMode ?? TJS_DTYPE[dtype]}
-  if (plan.external) tjsConfig.use_external_data_format = true
+export async function* writeOnnx(source: Checkpoint, out: string, options: WriteOptions & OnnxWriteExtra): AsyncGenerator<ProgressEvent, WriteResult> {
+  const variants = onnxVariantsFor(source, options)
+  const layout = parseOnnxLayout(options.layout)
+  const config = source.config
+  // Every variant is planned (and refused) before any byte is written.
+  const plans = variants.map((v) => planVariant(source, v, layout, options.sabotage))
+  const notes = plans.flatMap((p) => p.notes)
+  if (layout.rmsNorm === 'contrib') notes.push('RMSNorm uses onnxruntime\'s SimplifiedLayerNormalization (not a standard ONNX op: onnx.checker rejects it)')
+  if (variants.length > 1) notes.push(`${variants.length} model files (${variants.join(', ')}); transformers.js loads ${variants[0]} unless given another dtype`)
+
+  // transformers.js_config: `dtype` is the file transformers.js loads by default (the first
+  // variant); `use_external_data_format` says which files have a `_data` file (by full name when
+  // there are several, as transformers.js resolves it per file).
+  const tjsConfig: Record<string, unknown> = {dtype: variants[0]}
+  const external = plans.filter((p) => p.plan.external)
+  if (external.length > 0) tjsConfig.use_external_data_format = variants.length === 1 ? true : Object.fromEntries(external.map((p) => [p.file, 1]))
+  const dtype = plans[0]!.dtype
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
     await fs.mkdir(path.join(dir, ONNX_DIR))
-    const modelPath = path.join(dir, ONNX_DIR, fileName)
-    const dataPath = plan.external ? path.join(dir, ONNX_DIR, dataName) : undefined
-    yield* plan.write(modelPath, dataPath)
-    const files = [{path: modelPath, bytes: plan.modelBytes}]
-    if (dataPath) files.push({path: dataPath, bytes: plan.dataBytes})
+    const files: {path: string; bytes: number}[] = []
+    for (const p of plans) {
+      const modelPath = path.join(dir, ONNX_DIR, p.file)
+      const dataPath = p.plan.external ? path.join(dir, ONNX_DIR, p.dataName) : undefined
+      yield* p.plan.write(modelPath, dataPath)
+      files.push({path: modelPath, bytes: p.plan.modelBytes})
+      if (dataPath) files.push({path: dataPath, bytes: p.plan.dataBytes})
+    }
     const configPath = path.join(dir, 'config.json')
     files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {auto_map: remoteCodeFor(source, false).autoMap, 'transformers.js_config': tjsConfig, ...originConfigKeys(options.origin)}))})
     const gen = path.join(dir, 'generation_config.json')

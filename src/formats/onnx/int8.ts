@@ -9,6 +9,7 @@ import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
+import {f16BitsToF32} from '../../tensor/dtype.js'
 
 /** Rows per quantization step: bounds the f32 temporaries to ~16 MiB. */
 const STEP_ELEMENTS = 1 << 20
@@ -112,31 +113,35 @@ export function int8Segment(label: string, rows: number, codes: TensorRecord, sc
 }
 
 /**
- * MatMulNBits 4-bit tensors (scheme onnx_q4): `blocks` U8 [N, K/32, 16] and `scales` F32 [N·K/32]
- * computed from a float [N, K] source on demand, row range by row range (the scales of all rows
- * are computed once, in steps, and kept: 4 bytes per 32 weights).
+ * MatMulNBits 4-bit tensors (scheme onnx_q4): `blocks` U8 [N, K/32, 16] and `scales` [N·K/32]
+ * (F32, or F16 for model_q4f16.onnx) computed from a float [N, K] source on demand, row range by
+ * row range (the scales of all rows are computed once, in steps, and kept: 2 or 4 bytes per 32
+ * weights).
  */
-export function q4Records(source: TensorRecord, blocksName: string, scalesName: string): {blocks: TensorRecord; scales: TensorRecord} {
+export function q4Records(source: TensorRecord, blocksName: string, scalesName: string, scaleDtype: 'F32' | 'F16' = 'F32'): {blocks: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
   const nb = q4Blocks(cols)
   const rowBytes = nb * 16
   const f32 = castRecord(source, 'F32')
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+  const scaleSize = scaleDtype === 'F16' ? 2 : 4
+  const params = {dtype: scaleDtype}
   const task = async (r0: number, r1: number): Promise<EncodeTask> =>
-    ({kind: 'encode', scheme: 'onnx_q4', params: {dtype: 'F32'}, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols})
-  let scales: Float32Array | undefined
-  let making: Promise<Float32Array> | undefined
-  const computeScales = async (): Promise<Float32Array> => {
-    const out = new Float32Array(rows * nb)
-    let r0 = 0
-    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_q4', {dtype: 'F32'}))) {
-      out.set(new Float32Array(q.scales!.slice().buffer), r0 * nb)
-      r0 += q.scales!.byteLength / 4 / nb
+    ({kind: 'encode', scheme: 'onnx_q4', params, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols})
+  // The scales as stored (f32 bytes or f16 bits, as the scheme encodes them), all rows, kept.
+  let scales: Uint8Array | undefined
+  let making: Promise<Uint8Array> | undefined
+  const computeScales = async (): Promise<Uint8Array> => {
+    const out = new Uint8Array(rows * nb * scaleSize)
+    let at = 0
+    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_q4', params))) {
+      out.set(q.scales!, at)
+      at += q.scales!.byteLength
     }
     scales = out
     return out
   }
-  const allScales = async (): Promise<Float32Array> => scales ?? (making ??= computeScales().finally(() => {
+  const allScales = async (): Promise<Uint8Array> => scales ?? (making ??= computeScales().finally(() => {
     making = undefined
   }))
   /** Row steps of blocks, computed ahead of the writer on the pool. */
@@ -157,17 +162,25 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     },
   }
   const scalesRecord: TensorRecord = {
-    name: scalesName, dtype: 'F32', shape: [rows * nb], byteLength: rows * nb * 4,
-    async read(start = 0, end = rows * nb * 4) {
-      return new Uint8Array((await allScales()).buffer).slice(start, end)
+    name: scalesName, dtype: scaleDtype, shape: [rows * nb], byteLength: rows * nb * scaleSize,
+    async read(start = 0, end = rows * nb * scaleSize) {
+      return (await allScales()).slice(start, end)
     },
   }
   return {blocks, scales: scalesRecord}
 }
 
-/** f32 record [rows, cols] of MatMulNBits blocks and f32 scales. */
+/** f32 values of stored scales (F32 bytes or F16 bits). */
+function scaleValuesOf(bytes: Uint8Array, dtype: string): Float32Array {
+  const copy = bytes.slice()
+  if (dtype !== 'F16') return new Float32Array(copy.buffer)
+  return Float32Array.from(new Uint16Array(copy.buffer), (b) => f16BitsToF32(b))
+}
+
+/** f32 record [rows, cols] of MatMulNBits blocks and f32 or f16 scales. */
 export function dequantizedQ4(name: string, rows: number, cols: number, blocks: TensorRecord, scales: TensorRecord): TensorRecord {
   const nb = q4Blocks(cols)
+  const ss = scales.dtype === 'F16' ? 2 : 4
   const byteLength = rows * cols * 4
   return {
     name, dtype: 'F32', shape: [rows, cols], byteLength,
@@ -175,7 +188,7 @@ export function dequantizedQ4(name: string, rows: number, cols: number, blocks: 
       const r0 = Math.floor(start / (cols * 4))
       const r1 = Math.ceil(end / (cols * 4))
       const b = await blocks.read(r0 * nb * 16, r1 * nb * 16)
-      const s = new Float32Array((await scales.read(r0 * nb * 4, r1 * nb * 4)).slice().buffer)
+      const s = scaleValuesOf(await scales.read(r0 * nb * ss, r1 * nb * ss), scales.dtype)
       const out = dequantizeQ4Rows(b, s, r1 - r0, cols)
       return new Uint8Array(out.buffer).subarray(start - r0 * cols * 4, end - r0 * cols * 4)
     },
@@ -184,8 +197,10 @@ export function dequantizedQ4(name: string, rows: number, cols: number, blocks: 
 
 export function q4Segment(label: string, rows: number, cols: number, blocks: TensorRecord, scales: TensorRecord): StoredSegment {
   const nb = q4Blocks(cols)
+  const dtype = scales.dtype === 'F16' ? 'F16' : 'F32'
+  const ss = dtype === 'F16' ? 2 : 4
   return {
-    row0: 0, rows, scheme: 'onnx_q4', params: {dtype: 'F32'}, label,
-    read: async (r0, r1) => ({blocks: (await blocks.read(r0 * nb * 16, r1 * nb * 16)).slice(), scales: (await scales.read(r0 * nb * 4, r1 * nb * 4)).slice()}),
+    row0: 0, rows, scheme: 'onnx_q4', params: {dtype}, label,
+    read: async (r0, r1) => ({blocks: (await blocks.read(r0 * nb * 16, r1 * nb * 16)).slice(), scales: (await scales.read(r0 * nb * ss, r1 * nb * ss)).slice()}),
   }
 }

@@ -28,13 +28,14 @@ export default class Roundtrip extends BaseCommand {
     const {args, flags} = await this.parse(Roundtrip)
     const via = parseVia(flags.via)
     for (const hop of via) checkFlagTargets(ROUNDTRIP_FLAG_TABLE, flags, hop.format)
-    const {dtype} = dtypeOptions(flags.dtype)
+    // --dtype q8_0 (a GGUF file type) arrives as F16 plus its quantization, as in convert.
+    const {dtype, quantization: fileType} = dtypeOptions(flags.dtype)
     const resolved = await this.localSource(args.source, flags)
     checkHubFlagsApply([resolved], flags)
     const report = await this.drain(roundtrip(resolved.path, {
       via,
       dtype,
-      quantization: quantizationOption(flags.quantize, flags['group-size']),
+      quantization: quantizationOption(flags.quantize, flags['group-size']) ?? fileType,
       keep: flags.keep,
     }))
     this.log(table(

@@ -47,9 +47,26 @@ export function checkQuantParams(bits: number, groupSize: number): void {
   if (!(QUANT_GROUP_SIZES as readonly number[]).includes(groupSize)) throw new UsageError('quantize.group_size', `MLX quantization supports group sizes 32, 64 or 128, not ${groupSize}`)
 }
 
+/** groupRule's results: RULE[0] the scale, RULE[1] the bias (f32 values). */
+const RULE = new Float64Array(2)
+
+/**
+ * MLX's rule for a group with this min and max: the scale spans [min, max] in nBins steps, signed
+ * so that the larger-magnitude edge is code 0 and exact; the bias is that edge (0 when it rounds to
+ * code 0). Into RULE, so the per-group loops allocate nothing.
+ */
+function groupRule(min: number, max: number, nBins: number): void {
+  const minDominates = Math.abs(min) > Math.abs(max)
+  let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
+  if (!minDominates) scale = -scale
+  const edge = minDominates ? min : max
+  const q0 = rint(f32(edge / scale))
+  RULE[0] = q0 !== 0 ? f32(edge / q0) : scale
+  RULE[1] = q0 !== 0 ? edge : 0
+}
+
 /** The scale and bias of one group (f32 values), MLX's rule. */
 export function groupParams(values: ArrayLike<number>, start: number, count: number, bits: number): {scale: number; bias: number} {
-  const nBins = (1 << bits) - 1
   let min = Infinity
   let max = -Infinity
   for (let i = start; i < start + count; i++) {
@@ -57,13 +74,8 @@ export function groupParams(values: ArrayLike<number>, start: number, count: num
     if (v > max) max = v
     if (v < min) min = v
   }
-  const minDominates = Math.abs(min) > Math.abs(max)
-  let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
-  if (!minDominates) scale = -scale
-  const edge = minDominates ? min : max
-  const q0 = rint(f32(edge / scale))
-  if (q0 !== 0) return {scale: f32(edge / q0), bias: edge}
-  return {scale, bias: 0}
+  groupRule(min, max, (1 << bits) - 1)
+  return {scale: RULE[0]!, bias: RULE[1]!}
 }
 
 export interface QuantizedRows {
@@ -94,26 +106,16 @@ const RINT_MAGIC = 6755399441055744
  * The loop behind quantizeRows, into caller-owned arrays: `count` values (whole rows, so whole
  * groups and whole words: the bit stream runs straight across row ends), `packed` holding their
  * words and `scales`/`biases` their groups. Per group one min/max pass and one code pass, with
- * groupParams inlined (no object per group). Bit-identical to groupParams + the rule above.
+ * groupRule (no object per group). Bit-identical to groupParams + the rule above.
  */
 export function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
   const kernels = count >= 256 ? simdKernels() : undefined
   if (!kernels) return quantizeIntoScalar(values, count, bits, groupSize, packed, scales, biases)
   const nBins = (1 << bits) - 1
   kernels.affine(values, count, bits, groupSize, packed, scales, biases, (min, max, out, o) => {
-    // groupParams, inlined, as in quantizeIntoScalar
-    const minDominates = Math.abs(min) > Math.abs(max)
-    let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
-    if (!minDominates) scale = -scale
-    const edge = minDominates ? min : max
-    const q0 = rint(f32(edge / scale))
-    let bias = 0
-    if (q0 !== 0) {
-      scale = f32(edge / q0)
-      bias = edge
-    }
-    out[o] = scale
-    out[o + 1] = bias
+    groupRule(min, max, nBins)
+    out[o] = RULE[0]!
+    out[o + 1] = RULE[1]!
   })
 }
 
@@ -133,17 +135,9 @@ export function quantizeIntoScalar(values: Float32Array, count: number, bits: nu
       if (v > max) max = v
       if (v < min) min = v
     }
-    // groupParams, inlined
-    const minDominates = Math.abs(min) > Math.abs(max)
-    let scale = Math.max(f32(f32(max - min) / nBins), SCALE_EPS)
-    if (!minDominates) scale = -scale
-    const edge = minDominates ? min : max
-    const q0 = rint(f32(edge / scale))
-    let bias = 0
-    if (q0 !== 0) {
-      scale = f32(edge / q0)
-      bias = edge
-    }
+    groupRule(min, max, nBins)
+    const scale = RULE[0]!
+    const bias = RULE[1]!
     scales[g] = scale
     biases[g] = bias
     for (let i = start; i < end; i++) {

@@ -24,9 +24,9 @@ export const s32 = (n: number): number[] => {
     out.push(b | 0x80)
   }
 }
-const name = (s: string): number[] => [...u32(s.length), ...Buffer.from(s, 'utf8')]
-const section = (id: number, body: number[]): number[] => [id, ...u32(body.length), ...body]
-const vec = (items: number[][]): number[] => [...u32(items.length), ...items.flat()]
+export const name = (s: string): number[] => [...u32(s.length), ...Buffer.from(s, 'utf8')]
+export const section = (id: number, body: number[]): number[] => [id, ...u32(body.length), ...body]
+export const vec = (items: number[][]): number[] => [...u32(items.length), ...items.flat()]
 
 export const I32 = 0x7f
 export const F32 = 0x7d

@@ -7,35 +7,9 @@
  * Two rows of x against four rows of w per step: 8 f32x4 accumulators, 6 loads per 8 mul-adds.
  * Accumulates in f32 (4 lanes, summed at the end), like PyTorch's CPU kernels.
  */
+import {get, i32c as i32, name, section, set, tee, u32, vec} from '../../simd/asm.js'
 
-const u32 = (n: number): number[] => {
-  const out: number[] = []
-  do {
-    let b = n & 0x7f
-    n >>>= 7
-    if (n) b |= 0x80
-    out.push(b)
-  } while (n)
-  return out
-}
-const s32 = (n: number): number[] => {
-  const out: number[] = []
-  for (;;) {
-    const b = n & 0x7f
-    n >>= 7
-    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) return [...out, b]
-    out.push(b | 0x80)
-  }
-}
-const name = (s: string): number[] => [...u32(s.length), ...Buffer.from(s, 'utf8')]
-const section = (id: number, body: number[]): number[] => [id, ...u32(body.length), ...body]
-const vec = (items: number[][]): number[] => [...u32(items.length), ...items.flat()]
-
-// opcodes
-const get = (i: number) => [0x20, ...u32(i)]
-const set = (i: number) => [0x21, ...u32(i)]
-const tee = (i: number) => [0x22, ...u32(i)]
-const i32 = (n: number) => [0x41, ...s32(n)]
+// opcodes beyond the shared encoders (src/simd/asm.ts)
 const ADD = [0x6a]
 const MUL = [0x6c]
 const SHL = [0x74]

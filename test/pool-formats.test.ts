@@ -15,7 +15,7 @@ import {quantizedRecords} from '../src/formats/mlx/quantize.js'
 import {int8Records, q4Records} from '../src/formats/onnx/int8.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint, synthUniform} from '../src/model/synth.js'
-import {closeSharedPool, setThreads, sharedPool} from '../src/pool/index.js'
+import {closeSharedPool, mapOrdered, setThreads, sharedPool} from '../src/pool/index.js'
 import {drain} from '../src/progress.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {type Encoded} from '../src/quant/types.js'
@@ -128,6 +128,32 @@ describe('quantizing records on the pool', () => {
       expect(hashes[1]).toEqual(hashes[0])
     }, 60_000)
   }
+})
+
+describe('verify\'s exact check on the pool (compare tasks)', () => {
+  it('the same diffs, in order, on 1 and 2 threads; a flipped code is found where it is', async () => {
+    const rows = 600
+    const source = values(rows)
+    const params = {bits: 4, group_size: 64, dtype: 'F16' as const}
+    const chunk = 200
+    const tasks = () => [0, 1, 2].map((k) => {
+      const part = source.slice(k * chunk * COLS, (k + 1) * chunk * COLS)
+      const actual = SCHEMES.mlx_affine!.encode(part, chunk, COLS, params)
+      if (k === 1) actual.weight![4 * 128 + 2 * 32 + 5] ^= 0x10 // row 4 (128 bytes a row), group 2 (32 bytes a group), byte 5: its high nibble is code 11
+      return {kind: 'compare' as const, scheme: 'mlx_affine', params, values: part, actual, rows: chunk, cols: COLS}
+    })
+    const results: string[] = []
+    for (const threads of [1, 2]) {
+      setThreads(threads)
+      const diffs = []
+      for await (const d of mapOrdered(tasks())) diffs.push(d)
+      expect(diffs.map((d) => d.blocks)).toEqual([800, 800, 800])
+      expect(diffs.map((d) => d.identicalBlocks)).toEqual([800, 799, 800])
+      expect(diffs[1]!.first).toEqual({row: 4, block: 2, col: 2 * 64 + 11, part: 'weight'})
+      results.push(JSON.stringify(diffs))
+    }
+    expect(results[1]).toBe(results[0])
+  }, 30_000)
 })
 
 describe('conversions and synth on the pool: --threads 1 and 2 write the same files (sha256)', () => {

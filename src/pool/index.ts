@@ -15,11 +15,11 @@ import {createRequire} from 'node:module'
 import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
-import {type Encoded} from '../quant/types.js'
-import {buffersOf, runTask, taskViews, transferable, type CastTask, type EncodeTask, type SynthTask, type Task} from './tasks.js'
+import {type Encoded, type EncodingDiff} from '../quant/types.js'
+import {type AnyResult, buffersOf, runTask, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
-export type {CastTask, EncodeTask, SynthTask, Task} from './tasks.js'
+export type {CastTask, CompareTask, EncodeTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
 /**
@@ -105,12 +105,13 @@ export class WorkerPool {
   /** Run one task on a worker. Inputs of an `owned` task are transferred (the caller must not use them again); others are copied. */
   run(task: EncodeTask): Promise<Encoded>
   run(task: CastTask | SynthTask): Promise<Uint8Array>
-  run(task: Task): Promise<Encoded | Uint8Array>
-  run(task: Task): Promise<Encoded | Uint8Array> {
+  run(task: CompareTask): Promise<EncodingDiff>
+  run(task: Task): Promise<AnyResult>
+  run(task: Task): Promise<AnyResult> {
     if (this.failure) return Promise.reject(this.failure)
     if (this.closed) return Promise.reject(new Error('the worker pool is closed'))
     const id = this.nextId++
-    const promise = new Promise<Encoded | Uint8Array>((resolve, reject) => this.pending.set(id, {resolve: resolve as (v: unknown) => void, reject}))
+    const promise = new Promise<AnyResult>((resolve, reject) => this.pending.set(id, {resolve: resolve as (v: unknown) => void, reject}))
     const sent = transferable(task)
     this.queue.push({message: {id, task: sent}, transfer: buffersOf(taskViews(sent))})
     this.pump()
@@ -205,7 +206,8 @@ export async function closeSharedPool(): Promise<void> {
 /** One task on the shared pool, or in this thread for 1 thread (the same function, the same bytes). */
 export function runOne(task: EncodeTask): Promise<Encoded>
 export function runOne(task: CastTask | SynthTask): Promise<Uint8Array>
-export function runOne(task: Task): Promise<Encoded | Uint8Array> {
+export function runOne(task: CompareTask): Promise<EncodingDiff>
+export function runOne(task: Task): Promise<AnyResult> {
   const pool = sharedPool()
   if (pool) return pool.run(task)
   try {
@@ -245,8 +247,8 @@ export class BlocksAhead<T> {
 }
 const MAX_AHEAD = 2 * MAX_THREADS
 
-export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number): AsyncGenerator<T extends EncodeTask ? Encoded : Uint8Array> {
-  type R = T extends EncodeTask ? Encoded : Uint8Array
+export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number): AsyncGenerator<TaskResult<T>> {
+  type R = TaskResult<T>
   const pool = sharedPool()
   if (!pool) {
     for await (const task of tasks) yield runTask(task) as R

@@ -130,6 +130,31 @@ describe('quantizing records on the pool', () => {
   }
 })
 
+describe('blocks computed ahead are computed once under concurrent reads', () => {
+  it('an mxfp4 weight read as a writer does (4 chunks in flight, each over many blocks): each block once, same bytes', async () => {
+    const rows = 2048
+    const cols = 1024 // 64 rows (256 KiB of f32) a block: 32 blocks, 16 KiB of codes each
+    const source = new Float32Array(rows * cols).map((_, i) => Math.sin(i * 0.37) * 3)
+    const reference = SCHEMES.mlx_mxfp4!.encode(source, rows, cols, {dtype: 'F32'}).weight!
+    setThreads(2)
+    const weight = fpQuantizedRecords(f32Record('w', [rows, cols], source), 'w', 'mxfp4', 'F32').weight
+    const before = completed()
+    const chunk = 200_000 // ~12 blocks a read, not a multiple of a block: reads share boundary blocks
+    const out = new Uint8Array(weight.byteLength)
+    const starts: number[] = []
+    for (let s = 0; s < weight.byteLength; s += chunk) starts.push(s)
+    for (let i = 0; i < starts.length; i += 4) {
+      const group = starts.slice(i, i + 4)
+      const parts = await Promise.all(group.map((s) => weight.read(s, Math.min(weight.byteLength, s + chunk))))
+      group.forEach((s, k) => out.set(parts[k]!, s))
+    }
+    expect(sha(out)).toBe(sha(reference))
+    const tasks = completed() - before
+    expect(tasks).toBeGreaterThanOrEqual(32)
+    expect(tasks).toBeLessThanOrEqual(32 + starts.length) // at most a boundary block again per read
+  }, 30_000)
+})
+
 describe('verify\'s exact check on the pool (compare tasks)', () => {
   it('the same diffs, in order, on 1 and 2 threads; a flipped code is found where it is', async () => {
     const rows = 600

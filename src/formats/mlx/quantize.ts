@@ -163,10 +163,8 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
         out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
       }
       served.weight += end - start
-      if (served.weight >= weightBytes) {
-        allPacked = undefined
-        ahead.clear()
-      }
+      ahead.release(Math.floor(start / rowBytes / step), Math.floor(end / rowBytes / step) + (end >= weightBytes ? 1 : 0))
+      if (served.weight >= weightBytes) allPacked = undefined
       return out
     },
   }

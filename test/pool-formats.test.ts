@@ -15,7 +15,7 @@ import {quantizedRecords} from '../src/formats/mlx/quantize.js'
 import {int8Records, q4Records} from '../src/formats/onnx/int8.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint, synthUniform} from '../src/model/synth.js'
-import {closeSharedPool, setThreads, sharedPool} from '../src/pool/index.js'
+import {closeSharedPool, mapOrdered, setThreads, sharedPool} from '../src/pool/index.js'
 import {drain} from '../src/progress.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {type Encoded} from '../src/quant/types.js'
@@ -72,7 +72,7 @@ describe('quantizing records on the pool', () => {
   const sources: Record<number, Float32Array> = {[MLX_ROWS]: values(MLX_ROWS), [ONNX_ROWS]: values(ONNX_ROWS)}
   const cases: Array<{name: string; scheme: string; params: Record<string, unknown>; parts: string[]; rows: number; make(source: Float32Array): TensorRecord[]; blocks: number}> = [
     {
-      name: 'mlx affine 4-bit g64, F16 scales (biases, scales, weight: the writer\'s order)', scheme: 'mlx_affine', params: {bits: 4, group_size: 64, dtype: 'F16'}, parts: ['biases', 'scales', 'weight'], rows: MLX_ROWS, blocks: 6,
+      name: 'mlx affine 4-bit g64, F16 scales (biases, scales, weight: the writer\'s order)', scheme: 'mlx_affine', params: {bits: 4, group_size: 64, dtype: 'F16'}, parts: ['biases', 'scales', 'weight'], rows: MLX_ROWS, blocks: 2, // 6 row blocks, 4 to a task
       make: (source) => {
         const rows = MLX_ROWS
         const r = quantizedRecords(f32Record('w', [rows, COLS], source), 'w', {bits: 4, groupSize: 64}, 'F16')
@@ -123,11 +123,62 @@ describe('quantizing records on the pool', () => {
         const parts = await readAll(c.make(source))
         hashes.push(parts.map(sha))
         parts.forEach((bytes, k) => expect(sha(bytes), `${c.parts[k]} on ${threads} thread(s)`).toBe(sha(reference[c.parts[k]!]!)))
-        if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(c.blocks) // the blocks went through the workers
+        if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(c.blocks) // the blocks went through the workers (tasks counted)
       }
       expect(hashes[1]).toEqual(hashes[0])
     }, 60_000)
   }
+})
+
+describe('blocks computed ahead are computed once under concurrent reads', () => {
+  it('an mxfp4 weight read as a writer does (4 chunks in flight, each over many blocks): each block once, same bytes', async () => {
+    const rows = 2048
+    const cols = 1024 // 64 rows (256 KiB of f32) a block: 32 blocks, 16 KiB of codes each
+    const source = new Float32Array(rows * cols).map((_, i) => Math.sin(i * 0.37) * 3)
+    const reference = SCHEMES.mlx_mxfp4!.encode(source, rows, cols, {dtype: 'F32'}).weight!
+    setThreads(2)
+    const weight = fpQuantizedRecords(f32Record('w', [rows, cols], source), 'w', 'mxfp4', 'F32').weight
+    const before = completed()
+    const chunk = 200_000 // ~12 blocks a read, not a multiple of a block: reads share boundary blocks
+    const out = new Uint8Array(weight.byteLength)
+    const starts: number[] = []
+    for (let s = 0; s < weight.byteLength; s += chunk) starts.push(s)
+    for (let i = 0; i < starts.length; i += 4) {
+      const group = starts.slice(i, i + 4)
+      const parts = await Promise.all(group.map((s) => weight.read(s, Math.min(weight.byteLength, s + chunk))))
+      group.forEach((s, k) => out.set(parts[k]!, s))
+    }
+    expect(sha(out)).toBe(sha(reference))
+    const tasks = completed() - before
+    expect(tasks).toBeGreaterThanOrEqual(32)
+    expect(tasks).toBeLessThanOrEqual(32 + starts.length) // at most a boundary block again per read
+  }, 30_000)
+})
+
+describe('verify\'s exact check on the pool (compare tasks)', () => {
+  it('the same diffs, in order, on 1 and 2 threads; a flipped code is found where it is', async () => {
+    const rows = 600
+    const source = values(rows)
+    const params = {bits: 4, group_size: 64, dtype: 'F16' as const}
+    const chunk = 200
+    const tasks = () => [0, 1, 2].map((k) => {
+      const part = source.slice(k * chunk * COLS, (k + 1) * chunk * COLS)
+      const actual = SCHEMES.mlx_affine!.encode(part, chunk, COLS, params)
+      if (k === 1) actual.weight![4 * 128 + 2 * 32 + 5] ^= 0x10 // row 4 (128 bytes a row), group 2 (32 bytes a group), byte 5: its high nibble is code 11
+      return {kind: 'compare' as const, scheme: 'mlx_affine', params, values: part, actual, rows: chunk, cols: COLS}
+    })
+    const results: string[] = []
+    for (const threads of [1, 2]) {
+      setThreads(threads)
+      const diffs = []
+      for await (const d of mapOrdered(tasks())) diffs.push(d)
+      expect(diffs.map((d) => d.blocks)).toEqual([800, 800, 800])
+      expect(diffs.map((d) => d.identicalBlocks)).toEqual([800, 799, 800])
+      expect(diffs[1]!.first).toEqual({row: 4, block: 2, col: 2 * 64 + 11, part: 'weight'})
+      results.push(JSON.stringify(diffs))
+    }
+    expect(results[1]).toBe(results[0])
+  }, 30_000)
 })
 
 describe('conversions and synth on the pool: --threads 1 and 2 write the same files (sha256)', () => {

@@ -39,7 +39,7 @@ function synthRecord(name: string, shape: readonly number[], dtype: FloatDType, 
       const to = Math.min(end, b * blockBytes + bytes.byteLength)
       target.set(bytes.subarray(from - b * blockBytes, to - b * blockBytes), from - start)
     }
-    if (end >= byteLength) blocks.clear()
+    blocks.release(Math.floor(start / blockBytes), Math.floor(end / blockBytes) + (end >= byteLength ? 1 : 0))
   }
   return withReadInto({
     name, dtype, shape: [...shape], byteLength,

@@ -15,11 +15,11 @@ import {createRequire} from 'node:module'
 import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
-import {type Encoded} from '../quant/types.js'
-import {buffersOf, runTask, taskViews, transferable, type CastTask, type EncodeTask, type SynthTask, type Task} from './tasks.js'
+import {type Encoded, type EncodingDiff} from '../quant/types.js'
+import {type AnyResult, buffersOf, runTask, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
-export type {CastTask, EncodeTask, SynthTask, Task} from './tasks.js'
+export type {CastTask, CompareTask, EncodeTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
 /**
@@ -105,12 +105,13 @@ export class WorkerPool {
   /** Run one task on a worker. Inputs of an `owned` task are transferred (the caller must not use them again); others are copied. */
   run(task: EncodeTask): Promise<Encoded>
   run(task: CastTask | SynthTask): Promise<Uint8Array>
-  run(task: Task): Promise<Encoded | Uint8Array>
-  run(task: Task): Promise<Encoded | Uint8Array> {
+  run(task: CompareTask): Promise<EncodingDiff>
+  run(task: Task): Promise<AnyResult>
+  run(task: Task): Promise<AnyResult> {
     if (this.failure) return Promise.reject(this.failure)
     if (this.closed) return Promise.reject(new Error('the worker pool is closed'))
     const id = this.nextId++
-    const promise = new Promise<Encoded | Uint8Array>((resolve, reject) => this.pending.set(id, {resolve: resolve as (v: unknown) => void, reject}))
+    const promise = new Promise<AnyResult>((resolve, reject) => this.pending.set(id, {resolve: resolve as (v: unknown) => void, reject}))
     const sent = transferable(task)
     this.queue.push({message: {id, task: sent}, transfer: buffersOf(taskViews(sent))})
     this.pump()
@@ -211,7 +212,8 @@ export async function closeSharedPool(): Promise<void> {
 /** One task on the shared pool, or in this thread for 1 thread (the same function, the same bytes). */
 export function runOne(task: EncodeTask): Promise<Encoded>
 export function runOne(task: CastTask | SynthTask): Promise<Uint8Array>
-export function runOne(task: Task): Promise<Encoded | Uint8Array> {
+export function runOne(task: CompareTask): Promise<EncodingDiff>
+export function runOne(task: Task): Promise<AnyResult> {
   const pool = sharedPool()
   if (pool) return pool.run(task)
   try {
@@ -223,36 +225,58 @@ export function runOne(task: Task): Promise<Encoded | Uint8Array> {
 
 /**
  * Blocks of a lazily computed record, computed ahead on the pool: asking for block `b` starts
- * blocks b … b + 2·threads (not yet started), and forgets those before b - 1 (a reader that spans two
- * blocks, or two overlapping reads, may still ask for the previous one). A sequential reader thus
- * keeps every worker busy, and memory stays bounded by a fixed number of blocks. For 1 thread
+ * blocks b … b + 2·threads (those not started yet), and forgets the blocks before b - 1 that some
+ * reader has already taken. Blocks computed ahead and not yet taken are kept: a writer reads several
+ * chunks at once (read-ahead), each spanning many blocks, and one reader's progress must not drop
+ * the blocks another is about to take (they would be computed twice). A sequential reader thus keeps
+ * every worker busy, and memory stays bounded by the blocks ahead of each reader. For 1 thread
  * nothing is computed ahead: block by block in this thread, as before the pool.
  */
 export class BlocksAhead<T> {
-  private readonly cache = new Map<number, Promise<T>>()
-  constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>) {}
+  private readonly cache = new Map<number, {promise: Promise<T>; taken: boolean}>()
+  /** Blocks taken and dropped: not computed ahead again (only when asked for). */
+  private readonly dropped: Uint8Array
+  constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>) {
+    this.dropped = new Uint8Array(count)
+  }
 
   get(b: number): Promise<T> {
-    for (const k of this.cache.keys()) if (k < b - 1 || k > b + MAX_AHEAD) this.cache.delete(k)
+    for (const [k, e] of this.cache) if (e.taken && k < b - 1) this.drop(k)
     const ahead = sharedPool() ? 2 * threadCount() : 0
     for (let k = b; k <= Math.min(this.count - 1, b + ahead); k++) {
-      if (this.cache.has(k)) continue
-      const p = this.compute(k)
-      p.catch(() => {}) // awaited by its reader; a block computed ahead and never read must not go unhandled
-      this.cache.set(k, p)
+      if (this.cache.has(k) || (k !== b && this.dropped[k])) continue
+      const promise = this.compute(k)
+      promise.catch(() => {}) // awaited by its reader; a block computed ahead and never read must not go unhandled
+      this.cache.set(k, {promise, taken: false})
     }
-    return this.cache.get(b)!
+    const entry = this.cache.get(b)!
+    entry.taken = true
+    return entry.promise
   }
 
-  /** Drop every block (the record was read to its end). */
+  private drop(k: number): void {
+    this.cache.delete(k)
+    this.dropped[k] = 1
+  }
+
+  /**
+   * A read is done with blocks [from, to): drop those taken (a reader reading the block's other part
+   * concurrently may have to compute it again: at most the block on each boundary). The reads call
+   * it with the blocks that end within them, so each block is dropped by the read that took its end.
+   */
+  release(from: number, to: number): void {
+    for (let k = from; k < Math.min(to, this.count); k++) if (this.cache.get(k)?.taken) this.drop(k)
+  }
+
+  /** Drop every block (and compute ahead again from scratch). */
   clear(): void {
     this.cache.clear()
+    this.dropped.fill(0)
   }
 }
-const MAX_AHEAD = 2 * MAX_THREADS
 
-export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number): AsyncGenerator<T extends EncodeTask ? Encoded : Uint8Array> {
-  type R = T extends EncodeTask ? Encoded : Uint8Array
+export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number): AsyncGenerator<TaskResult<T>> {
+  type R = TaskResult<T>
   const pool = sharedPool()
   if (!pool) {
     for await (const task of tasks) yield runTask(task) as R

@@ -4,7 +4,7 @@
  * its registry name, or a float cast) instead of carrying code, so any `Scheme` in src/quant runs on
  * the pool without code of its own here.
  */
-import {schemeFor, type Encoded, type SchemeParams} from '../quant/index.js'
+import {schemeFor, type Encoded, type EncodingDiff, type SchemeParams} from '../quant/index.js'
 import {synthValues} from '../model/synth-values.js'
 import {castBytes, castInto, type DType, type FloatDType, fromFloat32} from '../tensor/dtype.js'
 
@@ -50,25 +50,47 @@ export interface SynthTask {
   owned?: boolean
 }
 
-export type Task = EncodeTask | CastTask | SynthTask
+/**
+ * The exact check of one chunk (src/verify/exact.ts): `scheme.compare(scheme.encode(values), actual,
+ * values)`, the source rows encoded as the artifact says it was and compared with what it stores.
+ */
+export interface CompareTask {
+  kind: 'compare'
+  scheme: string
+  params: SchemeParams
+  values: Float32Array
+  actual: Encoded
+  rows: number
+  cols: number
+  owned?: boolean
+}
+
+export type Task = EncodeTask | CastTask | SynthTask | CompareTask
 
 /** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
 export function transferable<T extends Task>(task: T): T {
   if (task.owned || task.kind === 'synth') return task
   if (task.kind === 'encode') return {...task, values: task.values.slice(), owned: true}
+  if (task.kind === 'compare') return {...task, values: task.values.slice(), actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
-export type TaskResult<T extends Task> = T extends EncodeTask ? Encoded : Uint8Array
+export type TaskResult<T extends Task> = T extends EncodeTask ? Encoded : T extends CompareTask ? EncodingDiff : Uint8Array
+export type AnyResult = Encoded | Uint8Array | EncodingDiff
 
 export function runTask(task: EncodeTask): Encoded
 export function runTask(task: CastTask | SynthTask): Uint8Array
-export function runTask(task: Task): Encoded | Uint8Array
-export function runTask(task: Task): Encoded | Uint8Array {
+export function runTask(task: CompareTask): EncodingDiff
+export function runTask(task: Task): AnyResult
+export function runTask(task: Task): AnyResult {
   switch (task.kind) {
     case 'encode':
       return schemeFor(task.scheme).encode(task.values, task.rows, task.cols, task.params)
     case 'cast':
       return castTask(task)
+    case 'compare': {
+      const scheme = schemeFor(task.scheme)
+      return scheme.compare(scheme.encode(task.values, task.rows, task.cols, task.params), task.actual, task.values, task.rows, task.cols, task.params)
+    }
     case 'synth':
       return fromFloat32(synthValues(task.seed, task.tensor, task.first, task.count, task.offset, task.amplitude), task.dtype)
   }
@@ -92,14 +114,23 @@ function castTask(task: CastTask): Uint8Array {
 /** The ArrayBuffers a task's inputs or a result's outputs live in, once each (for postMessage's transfer list). */
 export function buffersOf(views: Iterable<ArrayBufferView>): ArrayBuffer[] {
   const seen = new Set<ArrayBuffer>()
-  for (const v of views) if (v.buffer instanceof ArrayBuffer && v.buffer.byteLength > 0) seen.add(v.buffer)
+  for (const v of views) if (ArrayBuffer.isView(v) && v.buffer instanceof ArrayBuffer && v.buffer.byteLength > 0) seen.add(v.buffer)
   return [...seen]
 }
 
 export function taskViews(task: Task): ArrayBufferView[] {
-  return task.kind === 'encode' ? [task.values] : task.kind === 'cast' ? [task.bytes] : []
+  switch (task.kind) {
+    case 'encode':
+      return [task.values]
+    case 'compare':
+      return [task.values, ...Object.values(task.actual)]
+    case 'cast':
+      return [task.bytes]
+    case 'synth':
+      return []
+  }
 }
 
-export function resultViews(result: Encoded | Uint8Array): ArrayBufferView[] {
-  return result instanceof Uint8Array ? [result] : Object.values(result)
+export function resultViews(result: AnyResult): ArrayBufferView[] {
+  return result instanceof Uint8Array ? [result] : Object.values(result).filter((v): v is ArrayBufferView => ArrayBuffer.isView(v))
 }

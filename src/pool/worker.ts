@@ -4,7 +4,7 @@
  */
 import {parentPort} from 'node:worker_threads'
 import {OpenElmError} from '../errors.js'
-import {buffersOf, resultViews, runTask, type Task} from './tasks.js'
+import {type AnyResult, buffersOf, resultViews, runTask, type Task} from './tasks.js'
 
 export interface TaskMessage {
   id: number
@@ -12,7 +12,7 @@ export interface TaskMessage {
 }
 
 export type ReplyMessage =
-  | {id: number; ok: true; result: Record<string, Uint8Array> | Uint8Array}
+  | {id: number; ok: true; result: AnyResult}
   | {id: number; ok: false; error: {name: string; kind?: string; code?: string; message: string; details?: Record<string, unknown>}}
 
 if (!parentPort) throw new Error('src/pool/worker is a worker_threads entry point')

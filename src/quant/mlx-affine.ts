@@ -375,8 +375,14 @@ export const MLX_AFFINE: Scheme = {
   compare(expected, actual, source, rows, cols, params): EncodingDiff {
     const {bits, groupSize, dtype} = paramsOf(params)
     const groups = cols / groupSize
-    const a = unpackRows(u32View(expected.weight!), rows, cols, bits)
-    const b = unpackRows(u32View(actual.weight!), rows, cols, bits)
+    const wa = u32View(expected.weight!)
+    const wb = u32View(actual.weight!)
+    // A group's codes fill whole words (groupSize · bits is a multiple of 32 for every group size):
+    // equal words, scale and bias are an identical group without unpacking; codes are unpacked only
+    // once some group differs.
+    const groupWords = (groupSize * bits) / 32
+    let a: Uint8Array | undefined
+    let b: Uint8Array | undefined
     const size = dtypeSize(dtype)
     const diff: EncodingDiff = {elements: rows * cols, identicalElements: 0, blocks: rows * groups, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
     let values: Float32Array | undefined
@@ -384,6 +390,20 @@ export const MLX_AFFINE: Scheme = {
       for (let g = 0; g < groups; g++) {
         const block = r * groups + g
         const e0 = r * cols + g * groupSize
+        const scaleSame = bytesEqual(expected.scales!, block * size, actual.scales!, block * size, size)
+        const biasSame = bytesEqual(expected.biases!, block * size, actual.biases!, block * size, size)
+        if (scaleSame && biasSame) {
+          const w0 = block * groupWords
+          let k = 0
+          while (k < groupWords && wa[w0 + k] === wb[w0 + k]) k++
+          if (k === groupWords) {
+            diff.identicalElements += groupSize
+            diff.identicalBlocks++
+            continue
+          }
+        }
+        a ??= unpackRows(wa, rows, cols, bits)
+        b ??= unpackRows(wb, rows, cols, bits)
         let firstCode = -1
         let same = 0
         for (let i = 0; i < groupSize; i++) {
@@ -391,8 +411,6 @@ export const MLX_AFFINE: Scheme = {
           else if (firstCode < 0) firstCode = i
         }
         diff.identicalElements += same
-        const scaleSame = bytesEqual(expected.scales!, block * size, actual.scales!, block * size, size)
-        const biasSame = bytesEqual(expected.biases!, block * size, actual.biases!, block * size, size)
         if (same === groupSize && scaleSame && biasSame) {
           diff.identicalBlocks++
           continue

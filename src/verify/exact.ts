@@ -15,10 +15,11 @@
 import {MappingError} from '../errors.js'
 import {matrixShape, storedTensor} from '../formats/stored.js'
 import {type Checkpoint, type StoredSegment} from '../formats/types.js'
+import {type CompareTask, mapOrdered} from '../pool/index.js'
 import {schemeFor} from '../quant/index.js'
 import {addDiff, type EncodingDiff, emptyDiff, type SchemeParams} from '../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, isFloatDType, toFloat32} from '../tensor/dtype.js'
-import {type TensorRecord} from '../tensor/record.js'
+import {readIntoOf, type TensorRecord} from '../tensor/record.js'
 
 /** Values per comparison chunk (whole rows): bounds memory whatever the tensor size. */
 const CHUNK_VALUES = 1 << 20
@@ -66,12 +67,23 @@ export interface ExactWeights {
 /** REF's rows [r0, r1) of a record as an f32 array the caller may keep. */
 async function readRowsF32(record: TensorRecord, cols: number, r0: number, r1: number): Promise<Float32Array> {
   const size = dtypeSize(record.dtype)
+  const fast = record.dtype === 'F32' ? readIntoOf(record) : undefined
+  if (fast) {
+    // Straight into a fresh array (one copy, from the file), rather than a read buffer copied again.
+    const values = new Float32Array((r1 - r0) * cols)
+    await fast(new Uint8Array(values.buffer), r0 * cols * size)
+    return values
+  }
   const bytes = await record.read(r0 * cols * size, r1 * cols * size)
   const values = toFloat32(bytes, record.dtype)
   return values.buffer === bytes.buffer ? values.slice() : values
 }
 
-/** Compare one segment of MODEL with the transformation of REF's rows, chunk by chunk. */
+/**
+ * Compare one segment of MODEL with the transformation of REF's rows, chunk by chunk: each chunk's
+ * encode and compare run on the worker pool (src/pool; in this thread for 1 thread), the diffs
+ * added in order, so the result is the same for any thread count.
+ */
 async function compareSegment(ref: TensorRecord, segment: StoredSegment, cols: number, commonRows: number): Promise<SegmentExact> {
   const scheme = schemeFor(segment.scheme)
   scheme.check(segment.params, cols)
@@ -79,12 +91,20 @@ async function compareSegment(ref: TensorRecord, segment: StoredSegment, cols: n
   const total = emptyDiff()
   const rows = Math.max(0, Math.min(segment.rows, commonRows - segment.row0))
   const step = Math.max(1, Math.floor(CHUNK_VALUES / cols))
-  for (let r0 = 0; r0 < rows; r0 += step) {
-    const r1 = Math.min(rows, r0 + step)
-    const source = await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
-    const expected = scheme.encode(source, r1 - r0, cols, segment.params)
-    const actual = await segment.read(r0, r1)
-    addDiff(total, scheme.compare(expected, actual, source, r1 - r0, cols, segment.params), r0, blocksPerRow)
+  async function* tasks(): AsyncGenerator<CompareTask> {
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const r1 = Math.min(rows, r0 + step)
+      const values = await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
+      // The parts may be views of a reader's buffers: compact copies, so the task owns all its inputs
+      // (readRowsF32's values are the caller's already) and the pool moves them instead of copying.
+      const actual = Object.fromEntries(Object.entries(await segment.read(r0, r1)).map(([k, v]) => [k, v.slice()]))
+      yield {kind: 'compare', scheme: segment.scheme, params: segment.params, values, actual, rows: r1 - r0, cols, owned: true}
+    }
+  }
+  let r0 = 0
+  for await (const diff of mapOrdered(tasks())) {
+    addDiff(total, diff, r0, blocksPerRow)
+    r0 += step
   }
   return {...total, label: segment.label, scheme: segment.scheme, params: segment.params, row0: segment.row0, rows: segment.rows, comparedRows: rows}
 }

@@ -89,7 +89,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
           const to = Math.min(end, r1 * rowBytes)
           out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
         }
-        if (end >= byteLength) weightBlocks.clear()
+        weightBlocks.release(Math.floor(start / rowBytes / step), Math.floor(end / rowBytes / step) + (end >= byteLength ? 1 : 0))
         return out
       },
     }

@@ -27,6 +27,9 @@ export interface QuantSpec {
 /** f32 bytes of one row block: a quarter of a streaming chunk keeps the transient buffers small (RSS target). */
 const BLOCK_BYTES = CHUNK_BYTES / 4
 
+/** Blocks per pool task in the whole-tensor pass (1 MiB of f32 values, as the GGUF quantizers' tasks). */
+const TASK_BLOCKS = 4
+
 /** Rows per block so that a block's f32 values stay near BLOCK_BYTES. */
 function blockRows(cols: number): number {
   return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
@@ -92,18 +95,30 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const makeParams = async () => {
     const keepCodes = served.weight < weightBytes
     if (keepCodes) allPacked ??= {packed: new Uint8Array(weightBytes), inAll: new Uint8Array(blocks)}
-    const todo: number[] = []
-    for (let b = 0; b < blocks; b++) if (!pending?.done[b]) todo.push(b)
+    // Runs of up to TASK_BLOCKS consecutive blocks still to do, one task each (fewer, larger messages
+    // to the pool: whole rows encode to the concatenation of their blocks' encodings).
+    const runs: Array<[number, number]> = []
+    for (let b = 0; b < blocks; b++) {
+      if (pending?.done[b]) continue
+      const last = runs[runs.length - 1]
+      if (last && last[1] === b && b - last[0] < TASK_BLOCKS) last[1] = b + 1
+      else runs.push([b, b + 1])
+    }
     async function* tasks(): AsyncGenerator<EncodeTask> {
-      for (const b of todo) yield await task(b)
+      for (const [b0, b1] of runs) {
+        const r0 = b0 * step
+        const r1 = Math.min(rows, b1 * step)
+        yield {kind: 'encode', scheme: 'mlx_affine', params, values: await readRows(source, cols, r0, r1), rows: r1 - r0, cols}
+      }
     }
     let i = 0
     for await (const encoded of mapOrdered(tasks())) {
-      const b = todo[i++]!
-      keepParams(b, encoded)
+      const [b0, b1] = runs[i++]!
+      keepParams(b0, encoded)
+      for (let b = b0; b < b1; b++) if (pending) pending.done[b] = 1
       if (allPacked && keepCodes) {
-        allPacked.packed.set(encoded.weight!, b * step * rowBytes)
-        allPacked.inAll[b] = 1
+        allPacked.packed.set(encoded.weight!, b0 * step * rowBytes)
+        for (let b = b0; b < b1; b++) allPacked.inAll[b] = 1
       }
     }
     const p = pending!
@@ -148,10 +163,8 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
         out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
       }
       served.weight += end - start
-      if (served.weight >= weightBytes) {
-        allPacked = undefined
-        ahead.clear()
-      }
+      ahead.release(Math.floor(start / rowBytes / step), Math.floor(end / rowBytes / step) + (end >= weightBytes ? 1 : 0))
+      if (served.weight >= weightBytes) allPacked = undefined
       return out
     },
   }

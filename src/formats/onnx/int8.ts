@@ -157,7 +157,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
         const to = Math.min(end, k * stepBytes + bytes.byteLength)
         out.set(bytes.subarray(from - k * stepBytes, to - k * stepBytes), from - start)
       }
-      if (end >= rows * rowBytes) steps.clear()
+      steps.release(Math.floor(start / stepBytes), Math.floor(end / stepBytes) + (end >= rows * rowBytes ? 1 : 0))
       return out
     },
   }

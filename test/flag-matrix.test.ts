@@ -31,6 +31,8 @@ beforeAll(async () => {
   await self.load()
   plugins = new Map([[self.name, self]])
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-flag-matrix-'))
+  // roundtrip's work folders go under ours (test/roundtrip.test.ts counts those in the system tmp).
+  process.env.TMPDIR = work
 })
 afterAll(async () => {
   await fs.rm(work, {recursive: true, force: true})

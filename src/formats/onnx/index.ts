@@ -223,8 +223,9 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
       continue
     }
     if (quant === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
-      const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`)
-      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 64 << 20}) : codes)
+      // The embedding (Gather, stored as is) is read in order: its codes are quantized per read.
+      const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`, {streamed: !matmul})
+      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 16 << 20}) : codes)
       sources.set(scales.name, scales)
       continue
     }

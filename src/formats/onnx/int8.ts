@@ -19,9 +19,9 @@ function asF32(bytes: Uint8Array): Float32Array {
   return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : new Float32Array(bytes.slice().buffer)
 }
 
-/** Encode tasks of `scheme` over rows [0, rows) of an f32 record, `step` rows each. */
-async function* rowSteps(f32: TensorRecord, rows: number, cols: number, step: number, scheme: string, params: SchemeParams): AsyncGenerator<EncodeTask> {
-  for (let r0 = 0; r0 < rows; r0 += step) {
+/** Encode tasks of `scheme` over rows [0, rows) (or [first, rows)) of an f32 record, `step` rows each. */
+async function* rowSteps(f32: TensorRecord, rows: number, cols: number, step: number, scheme: string, params: SchemeParams, first = 0): AsyncGenerator<EncodeTask> {
+  for (let r0 = first; r0 < rows; r0 += step) {
     const r1 = Math.min(rows, r0 + step)
     yield {kind: 'encode', scheme, params, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols}
   }
@@ -32,11 +32,17 @@ function rowsOf(record: TensorRecord): [number, number] {
   return record.shape.length === 1 ? [1, n] : [record.shape[0]!, n / record.shape[0]!]
 }
 
-/** int8 codes [rows, cols] (canonical layout) and f32 scales [rows] of a float tensor, computed on demand. */
-export function int8Records(source: TensorRecord, codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
+/**
+ * int8 codes [rows, cols] (canonical layout) and f32 scales [rows] of a float tensor, computed on demand.
+ * `streamed`: a reader that reads the codes in order (the embedding, stored untransposed) gets each
+ * row range quantized for its read, so the whole tensor's codes are never held (98 MB for a 3B
+ * embedding); the scales (4 bytes a row) come from a pass of their own.
+ */
+export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean} = {}): {codes: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
   const f32 = castRecord(source, 'F32')
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+  if (options.streamed) return streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName)
   let scales: Float32Array | undefined
   // The codes of the whole tensor (1 byte a weight) are computed once (step by step on the worker
   // pool, in order) and kept until the last byte has been read: the writer reads them transposed,
@@ -72,6 +78,40 @@ export function int8Records(source: TensorRecord, codesName: string, scalesName:
       const bytes = new Uint8Array((await allCodes()).buffer).subarray(start, end)
       if (end === rows * cols) all = undefined
       return bytes
+    },
+  }
+  const scalesRecord: TensorRecord = {
+    name: scalesName, dtype: 'F32', shape: [rows], byteLength: rows * 4,
+    async read(start = 0, end = rows * 4) {
+      return new Uint8Array((await allScales()).buffer).slice(start, end)
+    },
+  }
+  return {codes, scales: scalesRecord}
+}
+
+function streamedInt8(f32: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
+  let scales: Promise<Float32Array> | undefined
+  const allScales = (): Promise<Float32Array> => scales ??= (async () => {
+    const sc = new Float32Array(rows)
+    let r0 = 0
+    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_int8', {}))) {
+      sc.set(new Float32Array(q.scales!.slice().buffer), r0)
+      r0 += q.scales!.byteLength / 4
+    }
+    return sc
+  })()
+  const codes: TensorRecord = {
+    name: codesName, dtype: 'I8', shape: [...shape], byteLength: rows * cols,
+    async read(start = 0, end = rows * cols) {
+      const r0 = Math.floor(start / cols)
+      const r1 = Math.ceil(end / cols)
+      const out = new Uint8Array((r1 - r0) * cols)
+      let at = 0
+      for await (const q of mapOrdered(rowSteps(f32, r1, cols, step, 'onnx_int8', {}, r0))) {
+        out.set(q.weight!, at)
+        at += q.weight!.byteLength
+      }
+      return out.subarray(start - r0 * cols, end - r0 * cols)
     },
   }
   const scalesRecord: TensorRecord = {

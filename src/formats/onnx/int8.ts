@@ -9,7 +9,7 @@ import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
 import {castRecord, type TensorRecord} from '../../tensor/record.js'
-import {f16BitsToF32} from '../../tensor/dtype.js'
+import {toFloat32} from '../../tensor/dtype.js'
 
 /** Rows per quantization step: bounds the f32 temporaries to ~16 MiB. */
 const STEP_ELEMENTS = 1 << 20
@@ -19,12 +19,14 @@ function asF32(bytes: Uint8Array): Float32Array {
   return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : new Float32Array(bytes.slice().buffer)
 }
 
+/** The encode task of `scheme` over rows [r0, r1) of an f32 record. */
+async function rowsTask(f32: TensorRecord, cols: number, r0: number, r1: number, scheme: string, params: SchemeParams): Promise<EncodeTask> {
+  return {kind: 'encode', scheme, params, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols}
+}
+
 /** Encode tasks of `scheme` over rows [0, rows) (or [first, rows)) of an f32 record, `step` rows each. */
 async function* rowSteps(f32: TensorRecord, rows: number, cols: number, step: number, scheme: string, params: SchemeParams, first = 0): AsyncGenerator<EncodeTask> {
-  for (let r0 = first; r0 < rows; r0 += step) {
-    const r1 = Math.min(rows, r0 + step)
-    yield {kind: 'encode', scheme, params, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols}
-  }
+  for (let r0 = first; r0 < rows; r0 += step) yield rowsTask(f32, cols, r0, Math.min(rows, r0 + step), scheme, params)
 }
 
 function rowsOf(record: TensorRecord): [number, number] {
@@ -166,8 +168,6 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
   const scaleSize = scaleDtype === 'F16' ? 2 : 4
   const params = {dtype: scaleDtype}
-  const task = async (r0: number, r1: number): Promise<EncodeTask> =>
-    ({kind: 'encode', scheme: 'onnx_q4', params, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols})
   // The scales as stored (f32 bytes or f16 bits, as the scheme encodes them), all rows, kept.
   let scales: Uint8Array | undefined
   let making: Promise<Uint8Array> | undefined
@@ -185,7 +185,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     making = undefined
   }))
   /** Row steps of blocks, computed ahead of the writer on the pool. */
-  const steps = new BlocksAhead(Math.ceil(rows / step), async (k) => (await runOne(await task(k * step, Math.min(rows, (k + 1) * step)))).blocks!)
+  const steps = new BlocksAhead(Math.ceil(rows / step), async (k) => (await runOne(await rowsTask(f32, cols, k * step, Math.min(rows, (k + 1) * step), 'onnx_q4', params))).blocks!)
   const blocks: TensorRecord = {
     name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
     async read(start = 0, end = rows * rowBytes) {
@@ -210,13 +210,6 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   return {blocks, scales: scalesRecord}
 }
 
-/** f32 values of stored scales (F32 bytes or F16 bits). */
-function scaleValuesOf(bytes: Uint8Array, dtype: string): Float32Array {
-  const copy = bytes.slice()
-  if (dtype !== 'F16') return new Float32Array(copy.buffer)
-  return Float32Array.from(new Uint16Array(copy.buffer), (b) => f16BitsToF32(b))
-}
-
 /** f32 record [rows, cols] of MatMulNBits blocks and f32 or f16 scales. */
 export function dequantizedQ4(name: string, rows: number, cols: number, blocks: TensorRecord, scales: TensorRecord): TensorRecord {
   const nb = q4Blocks(cols)
@@ -228,7 +221,7 @@ export function dequantizedQ4(name: string, rows: number, cols: number, blocks: 
       const r0 = Math.floor(start / (cols * 4))
       const r1 = Math.ceil(end / (cols * 4))
       const b = await blocks.read(r0 * nb * 16, r1 * nb * 16)
-      const s = scaleValuesOf(await scales.read(r0 * nb * ss, r1 * nb * ss), scales.dtype)
+      const s = toFloat32(await scales.read(r0 * nb * ss, r1 * nb * ss), scales.dtype)
       const out = dequantizeQ4Rows(b, s, r1 - r0, cols)
       return new Uint8Array(out.buffer).subarray(start - r0 * cols * 4, end - r0 * cols * 4)
     },

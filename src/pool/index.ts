@@ -268,6 +268,23 @@ export class BlocksAhead<T> {
     for (let k = from; k < Math.min(to, this.count); k++) if (this.cache.get(k)?.taken) this.drop(k)
   }
 
+  /**
+   * Bytes [start, end) of a record made of these blocks, block b holding its bytes from b·blockBytes
+   * (`block(b)`: this.get, or a caller's source that may serve some blocks otherwise); then the blocks
+   * whose end this read took are released. `totalBytes`: the record's length.
+   */
+  async readRange(start: number, end: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array> = (b) => this.get(b) as Promise<Uint8Array>): Promise<Uint8Array> {
+    const out = new Uint8Array(end - start)
+    for (let b = Math.floor(start / blockBytes); b * blockBytes < end; b++) {
+      const bytes = await block(b)
+      const from = Math.max(start, b * blockBytes)
+      const to = Math.min(end, b * blockBytes + bytes.byteLength)
+      out.set(bytes.subarray(from - b * blockBytes, to - b * blockBytes), from - start)
+    }
+    this.release(Math.floor(start / blockBytes), Math.floor(end / blockBytes) + (end >= totalBytes ? 1 : 0))
+    return out
+  }
+
   /** Drop every block (and compute ahead again from scratch). */
   clear(): void {
     this.cache.clear()

@@ -80,17 +80,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
           if (end >= byteLength) kept = undefined
           return bytes
         }
-        const out = new Uint8Array(end - start)
-        for (let b = Math.floor(start / rowBytes / step); b * step * rowBytes < end; b++) {
-          const r0 = b * step
-          const r1 = Math.min(rows, r0 + step)
-          const bytes = await weightBlocks.get(b)
-          const from = Math.max(start, r0 * rowBytes)
-          const to = Math.min(end, r1 * rowBytes)
-          out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
-        }
-        weightBlocks.release(Math.floor(start / rowBytes / step), Math.floor(end / rowBytes / step) + (end >= byteLength ? 1 : 0))
-        return out
+        return weightBlocks.readRange(start, end, step * rowBytes, byteLength)
       },
     }
   }

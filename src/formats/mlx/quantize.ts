@@ -153,17 +153,8 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const weight: TensorRecord = {
     name: `${base}.weight`, dtype: 'U32', shape: [rows, wordsPerRow], byteLength: weightBytes,
     async read(start = 0, end = weightBytes) {
-      const out = new Uint8Array(end - start)
-      for (let b = Math.floor(start / rowBytes / step); b * step * rowBytes < end; b++) {
-        const r0 = b * step
-        const r1 = Math.min(rows, r0 + step)
-        const bytes = await packedBlock(b)
-        const from = Math.max(start, r0 * rowBytes)
-        const to = Math.min(end, r1 * rowBytes)
-        out.set(bytes.subarray(from - r0 * rowBytes, to - r0 * rowBytes), from - start)
-      }
+      const out = await ahead.readRange(start, end, step * rowBytes, weightBytes, packedBlock)
       served.weight += end - start
-      ahead.release(Math.floor(start / rowBytes / step), Math.floor(end / rowBytes / step) + (end >= weightBytes ? 1 : 0))
       if (served.weight >= weightBytes) allPacked = undefined
       return out
     },

@@ -188,18 +188,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const steps = new BlocksAhead(Math.ceil(rows / step), async (k) => (await runOne(await rowsTask(f32, cols, k * step, Math.min(rows, (k + 1) * step), 'onnx_q4', params))).blocks!)
   const blocks: TensorRecord = {
     name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
-    async read(start = 0, end = rows * rowBytes) {
-      const out = new Uint8Array(end - start)
-      const stepBytes = step * rowBytes
-      for (let k = Math.floor(start / stepBytes); k * stepBytes < end; k++) {
-        const bytes = await steps.get(k)
-        const from = Math.max(start, k * stepBytes)
-        const to = Math.min(end, k * stepBytes + bytes.byteLength)
-        out.set(bytes.subarray(from - k * stepBytes, to - k * stepBytes), from - start)
-      }
-      steps.release(Math.floor(start / stepBytes), Math.floor(end / stepBytes) + (end >= rows * rowBytes ? 1 : 0))
-      return out
-    },
+    read: (start = 0, end = rows * rowBytes) => steps.readRange(start, end, step * rowBytes, rows * rowBytes),
   }
   const scalesRecord: TensorRecord = {
     name: scalesName, dtype: scaleDtype, shape: [rows * nb], byteLength: rows * nb * scaleSize,

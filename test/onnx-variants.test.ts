@@ -15,6 +15,7 @@ import {env, ModelRegistry} from '@huggingface/transformers'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../src/cli/flag-table.js'
 import {ONNX_VARIANTS, onnxVariantsFor, parseOnnxVariants, readOnnx, VARIANT_SPECS, writeOnnx} from '../src/formats/onnx/index.js'
+import {variantTargets} from '../src/formats/onnx/variants.js'
 import {openOnnx} from '../src/formats/onnx/read.js'
 import {openCheckpoint} from '../src/formats/registry.js'
 import {type Checkpoint} from '../src/formats/types.js'
@@ -24,7 +25,9 @@ import {drain} from '../src/progress.js'
 import {ONNX_Q4} from '../src/quant/onnx-q4.js'
 import {readFloat32} from '../src/tensor/record.js'
 import {inspect} from '../src/inspect.js'
-import {verify} from '../src/verify/index.js'
+import {verify, verifyConversion} from '../src/verify/index.js'
+import {reportLines} from '../src/verify/report.js'
+import {renderVerifyReport} from '../src/hub/card.js'
 import {engineGreedy, tjsGreedy} from './helpers/greedy.js'
 
 const PYTHON = '/usr/bin/python3'
@@ -208,4 +211,39 @@ describe('--variants: five model files in one folder', () => {
     expect(parseOnnxVariants('f16, quantized,Q4F16')).toEqual(['fp16', 'q8', 'q4f16'])
     expect(() => checkFlagTargets(CONVERT_FLAG_TABLE, {variants: 'q4'}, 'mlx')).toThrow('--variants is for onnx targets, not mlx')
   }, 60_000)
+
+  it('convert --verify with variants verifies every model file against the source: the report lists each, and a broken q8 file fails the folder by name', async () => {
+    const tiny = path.join(import.meta.dirname, '..', 'fixtures', 'tiny-hf')
+    const tinySource = await openCheckpoint(tiny)
+    const dir = path.join(root, 'verified')
+    const broken = path.join(root, 'broken-q8')
+    try {
+      const written = await drain(writeOnnx(tinySource, dir, {onnxVariants: ['fp16', 'q8', 'q4']}))
+      const targets = variantTargets(dir, written.files, ['fp16', 'q8', 'q4'])
+      expect(targets.map((t) => path.relative(dir, t.path))).toEqual(['', 'onnx/model_quantized.onnx', 'onnx/model_q4.onnx'])
+      const good = await verifyConversion(tiny, dir, {variants: targets})
+      expect(good.pass).toBe(true)
+      expect(good.variants?.map((v) => [v.variant, v.report.pass, v.report.verdict, v.report.weights?.mismatching.length])).toEqual([['q8', true, 'exact', 0], ['q4', true, 'exact', 0]])
+      expect(good.variants?.map((v) => Object.keys(v.report.model.storage).sort())).toEqual([['f32', 'onnx_int8'], ['f32', 'onnx_q4']])
+      expect(good.notes.some((n) => n.includes('the folder also holds'))).toBe(false)
+      expect(good.notes).toContain("the folder's 3 model files were each verified against the source: fp16 (the default) above, q8 (model_quantized.onnx), q4 (model_q4.onnx) below")
+      const lines = reportLines(good).join('\n')
+      expect(lines).toMatch(/variant q8: PASS \(exact\)\nvariant q4: .*model_q4\.onnx/)
+      const saved = JSON.parse(await fs.readFile(path.join(dir, 'openelm-verify.json'), 'utf8'))
+      expect(saved.variants.map((v: {variant: string}) => v.variant)).toEqual(['q8', 'q4'])
+      expect(renderVerifyReport(saved)).toContain('Variant `q4` (`model_q4.onnx`): **PASS (exact)**')
+
+      // The q8 file replaced by one whose graph swaps the rotary halves: its weights are still exact, its runtime is not.
+      await drain(writeOnnx(tinySource, broken, {onnxVariants: ['q8'], sabotage: {swapRopeHalves: true}}))
+      await fs.copyFile(path.join(broken, 'onnx', VARIANT_SPECS.q8.file), path.join(dir, 'onnx', VARIANT_SPECS.q8.file))
+      const bad = await verifyConversion(tiny, dir, {variants: targets})
+      expect(bad.pass).toBe(false)
+      expect(bad.variants?.map((v) => v.report.pass)).toEqual([false, true])
+      expect(bad.failures.length).toBeGreaterThan(0)
+      expect(bad.failures.every((f) => f.startsWith('q8: onnxruntime'))).toBe(true)
+      expect(reportLines(bad).join('\n')).toMatch(/variant q8: FAIL: onnxruntime/)
+    } finally {
+      await tinySource.close()
+    }
+  }, 120_000)
 })

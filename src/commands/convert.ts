@@ -9,7 +9,7 @@ import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
 import {PushRenderer} from '../cli/push-progress.js'
 import {push, type PushResult} from '../hub/push.js'
 import {resolveToken} from '../hub/credentials.js'
-import {parseOnnxVariants} from '../formats/onnx/variants.js'
+import {type OnnxVariant, parseOnnxVariants, variantTargets} from '../formats/onnx/variants.js'
 import {dtypeOptions, mlxQuantFlags, parseSize, quantizationOption, checkOutFits} from '../cli/options.js'
 import {mergeFlag, peftFlags, peftOptions} from '../cli/peft.js'
 import {tokenizerFlags, tokenizerRequest} from '../cli/tokenizer.js'
@@ -111,7 +111,8 @@ export default class Convert extends BaseCommand {
     let verified: VerifyReport | undefined
     if (flags.verify) {
       this.interruptLeaves(`output complete at ${result.target.path}, verification interrupted — not verified`)
-      const report = await verifyConversion(source, result.target.path, {gates, onPhase: (phase) => this.phase(phase === undefined ? undefined : `verify: ${phase}`), onCount: (done, total, unit) => this.progress.count(done, total, unit)}, read)
+      const variants = onnxVariants && onnxVariants.length > 1 ? variantTargets(result.target.path, result.target.files, onnxVariants) : undefined
+      const report = await verifyConversion(source, result.target.path, {gates, ...(variants ? {variants} : {}), onPhase: (phase) => this.phase(phase === undefined ? undefined : `verify: ${phase}`), onCount: (done, total, unit) => this.progress.count(done, total, unit)}, read)
       this.phase()
       if (!this.jsonEnabled()) for (const line of reportLines(report)) this.log(line)
       this.interruptLeaves()
@@ -145,7 +146,7 @@ export default class Convert extends BaseCommand {
 }
 
 /** `--variants` (ONNX only, by the flag table): known names, and it replaces --quantize / --dtype. */
-function checkVariantsFlag(list: string, quantize: number | undefined, dtype: string | undefined): string[] {
+function checkVariantsFlag(list: string, quantize: number | undefined, dtype: string | undefined): OnnxVariant[] {
   if (quantize !== undefined || dtype !== undefined) throw new UsageError('onnx.variants', '--variants names every model file to write; drop --quantize / --dtype')
   return parseOnnxVariants(list)
 }

@@ -10,7 +10,7 @@ import {type FormatName} from '../formats/types.js'
 import {inspect, type InspectReport} from '../inspect.js'
 import {appleRelease} from '../model/origin.js'
 import {type VerifyReport} from '../verify/index.js'
-import {checkRows, qualityRows} from '../verify/report.js'
+import {checkRows, qualityRows, resultWord} from '../verify/report.js'
 import {repoOfCachePath} from './cache.js'
 import {originClaims} from './origin.js'
 import {GENERATED_CARD_MARKER} from '../formats/common.js'
@@ -125,13 +125,19 @@ function namedVerifyTables(report: Record<string, unknown>): string | undefined 
   if (typeof report.verdict !== 'string' || typeof report.pass !== 'boolean' || !Array.isArray(report.checks)) return undefined
   try {
     const r = report as unknown as VerifyReport
-    const result = !r.pass ? 'FAIL' : r.verdict === 'exact' ? 'PASS (exact)' : r.verdict === 'quality-only' ? 'PASS (quality only)' : r.verdict.toUpperCase()
-    const lines = [`**Result: ${result}**`]
+    const lines = [`**Result: ${resultWord(r)}**`]
     if (!r.pass && Array.isArray(r.failures) && r.failures.length > 0) lines.push('', `Failures: ${r.failures.join('; ')}`)
     const checks = checkRows(r)
     if (checks.length > 0) lines.push('', markdownTable(['check', 'value', 'threshold', 'result'], checks))
     const quality = qualityRows(r)
     if (quality) lines.push('', 'Quality against the source (held-out text):', '', markdownTable(['metric', 'value', 'gate', 'result'], quality))
+    for (const {variant, report: v} of Array.isArray(r.variants) ? r.variants : []) {
+      lines.push('', `Variant \`${variant}\` (\`${path.basename(v.model.path)}\`): **${resultWord(v)}**`)
+      const vChecks = checkRows(v)
+      if (vChecks.length > 0) lines.push('', markdownTable(['check', 'value', 'threshold', 'result'], vChecks))
+      const vQuality = qualityRows(v)
+      if (vQuality) lines.push('', markdownTable(['metric', 'value', 'gate', 'result'], vQuality))
+    }
     return lines.join('\n')
   } catch {
     return undefined

@@ -80,6 +80,8 @@ export interface VerifyOptions {
   onPhase?: (phase: string | undefined) => void
   /** Called as the current phase advances: `done` of `total` `unit` (tensors compared, layers run). */
   onCount?: (done: number, total: number, unit: string) => void
+  /** The folder's other model files are verified too (convert --variants): no "name a file to read another" note. */
+  variantsVerified?: boolean
 }
 
 export interface SideInfo {
@@ -147,6 +149,17 @@ export interface VerifyReport {
   notes: string[]
   savedLogits?: string
   seconds: Record<string, number>
+  /**
+   * The output folder's other model files (an ONNX export's `--variants`), each verified against the
+   * same source: `pass` above holds only when every one passed, and `failures` names the variant.
+   */
+  variants?: VariantReport[]
+}
+
+/** One more model file of the output folder, verified against the same source. */
+export interface VariantReport {
+  variant: string
+  report: VerifyReport
 }
 
 /** The tokens: from MODEL's tokenizer, else REF's (a MODEL folder without tokenizer files, a REF with them). */
@@ -251,7 +264,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const notes: string[] = []
     // A multi-variant ONNX folder reads as one file (its config's default): say which, and how to check another.
     const variants = cand.extras.info?.variantNote
-    if (typeof variants === 'string') notes.push(variants)
+    if (typeof variants === 'string' && !options.variantsVerified) notes.push(variants)
     const failures: string[] = []
     const checks: string[] = []
     let runtimeReady = runtime !== undefined
@@ -385,17 +398,28 @@ export const REPORT_FILE = 'openelm-verify.json'
  * `<out>/openelm-verify.json` (atomically). Returns the report (pass or fail).
  */
 export async function verifyConversion(
-  source: string, out: string, options: Omit<VerifyOptions, 'against'> = {}, sourceRead: ReadOptions & {format?: FormatName} = {},
+  source: string, out: string, options: Omit<VerifyOptions, 'against' | 'variantsVerified'> & {
+    /** An ONNX export's model files, the default first (read as OUT itself): each is verified against the source. */
+    variants?: Array<{variant: string; path: string}>
+  } = {},
+  sourceRead: ReadOptions & {format?: FormatName} = {},
 ): Promise<VerifyReport & {reportFile?: string}> {
   // The source is read as the conversion read it (--format, --ema, --config).
   const reference = await openCheckpoint(source, sourceRead)
+  const {variants: [first, ...others] = [], ...rest} = options
+  const bySource = (r: VerifyReport): VerifyReport => ({...r, against: {...r.against!, path: source}})
   let report: VerifyReport
   try {
-    report = await verify(out, {...options, against: reference})
+    report = bySource(await verify(out, {...rest, against: reference, variantsVerified: others.length > 0}))
+    const variants: VariantReport[] = []
+    for (const other of others) {
+      const onPhase = rest.onPhase && ((phase: string | undefined) => rest.onPhase!(phase === undefined ? undefined : `${other.variant}: ${phase}`))
+      variants.push({variant: other.variant, report: bySource(await verify(other.path, {...rest, ...(onPhase ? {onPhase} : {}), against: reference, variantsVerified: true}))})
+    }
+    if (first && variants.length > 0) report = withVariants(report, first.variant, variants)
   } finally {
     await reference.close()
   }
-  report = {...report, against: {...report.against!, path: source}}
   const stat = await fs.stat(out)
   if (!stat.isDirectory()) return report
   const reportFile = path.join(out, REPORT_FILE)
@@ -404,6 +428,18 @@ export async function verifyConversion(
   })
   await drain(events)
   return {...report, reportFile}
+}
+
+/** The default file's report, passing only when every variant passed, with each variant's failures by name. */
+function withVariants(report: VerifyReport, first: string, variants: VariantReport[]): VerifyReport {
+  const failed = variants.filter((v) => !v.report.pass)
+  return {
+    ...report,
+    pass: report.pass && failed.length === 0,
+    failures: [...report.failures, ...failed.flatMap((v) => v.report.failures.map((f) => `${v.variant}: ${f}`))],
+    notes: [...report.notes, `the folder's ${variants.length + 1} model files were each verified against the source: ${first} (the default) above, ${variants.map((v) => `${v.variant} (${path.basename(v.report.model.path)})`).join(', ')} below`],
+    variants,
+  }
 }
 
 async function saveLogits(file: string, logits: Float32Array, T: number, vocab: number, force: boolean): Promise<string> {

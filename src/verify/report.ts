@@ -1,7 +1,7 @@
 /** The readable form of a verification report (lines of text; the command prints them). */
 import {table} from '../cli/render.js'
 import {fmt} from './compare.js'
-import {divergenceText, type SideInfo, type VerifyReport} from './index.js'
+import {divergenceText, type SideInfo, type VariantReport, type VerifyReport} from './index.js'
 
 function storage(s: SideInfo): string {
   return Object.entries(s.storage).map(([k, n]) => `${k} ×${n}`).join(', ')
@@ -33,6 +33,22 @@ function finiteLine(report: VerifyReport): string {
   const r = report.runtime
   const runtime = r ? `; ${r.runtime} (${r.device}) agrees with the ${r.against} engine on the same file` : ''
   return `FINITE — logits finite on ${report.tokens.length} tokens (${report.engine.name} engine, ${report.engine.device})${runtime}; no reference (pass --against SRC to prove a conversion)`
+}
+
+/** The verdict in a word or two: FAIL, PASS (exact), PASS (quality only), FINITE. */
+export function resultWord(r: VerifyReport): string {
+  return !r.pass ? 'FAIL' : r.verdict === 'exact' ? 'PASS (exact)' : r.verdict === 'quality-only' ? 'PASS (quality only)' : r.verdict.toUpperCase()
+}
+
+/** One more model file of the folder (ONNX --variants): what was read, its checks, its quality, its verdict. */
+function variantLines({variant, report}: VariantReport): string[] {
+  const lines = [`variant ${variant}: ${report.model.path} (${report.model.dtype}; ${storage(report.model)})`]
+  const rows = checkRows(report)
+  if (rows.length > 0) lines.push(table(['check', 'value', 'threshold', 'result'], rows))
+  const qrows = qualityRows(report)
+  if (qrows) lines.push(table(['metric', 'value', 'gate', 'result'], qrows))
+  lines.push(`variant ${variant}: ${resultWord(report)}${report.pass ? '' : `: ${report.failures.join('; ')}`}`)
+  return lines
 }
 
 /** The gated checks as table rows: check, value, threshold, result (the terminal report and the model card share them). */
@@ -98,6 +114,7 @@ export function reportLines(report: VerifyReport): string[] {
     lines.push(`quality against REF (${Object.keys(q.gates).length > 0 ? 'gated' : 'reported, not gated'}):`)
     lines.push(table(['metric', 'value', 'gate', 'result'], qrows))
   }
+  for (const v of report.variants ?? []) lines.push(...variantLines(v))
   for (const note of report.notes) lines.push(`note: ${note}`)
   if (report.savedLogits) lines.push(`logits saved to ${report.savedLogits}`)
   if (report.pass) {

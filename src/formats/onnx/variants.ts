@@ -5,7 +5,7 @@
  * so `convert` can check `--variants` before any work without loading protobufjs.
  */
 import path from 'node:path'
-import {UsageError} from '../../errors.js'
+import {UsageError, VerificationError} from '../../errors.js'
 import {type FloatDType} from '../../tensor/dtype.js'
 
 /** The weight-only int8 file (transformers.js dtype `q8`). */
@@ -48,4 +48,17 @@ export function parseOnnxVariants(list: string): OnnxVariant[] {
 /** The variant a model file name is (model_q4f16.onnx → q4f16), if it is one of ours. */
 export function variantOfFile(file: string): OnnxVariant | undefined {
   return ONNX_VARIANTS.find((v) => VARIANT_SPECS[v].file === path.basename(file))
+}
+
+/**
+ * What `convert --variants … --verify` verifies: each variant's model file among the files written,
+ * the default first (read as the folder itself, `out`, as transformers.js and `verify OUT` read it).
+ */
+export function variantTargets(out: string, written: readonly {path: string}[], variants: readonly OnnxVariant[]): Array<{variant: OnnxVariant; path: string}> {
+  return variants.map((variant, i) => {
+    if (i === 0) return {variant, path: out}
+    const file = written.find((f) => path.basename(f.path) === VARIANT_SPECS[variant].file)
+    if (!file) throw new VerificationError('verify.variant', `${VARIANT_SPECS[variant].file} (${variant}) is not among the files written to ${out}`)
+    return {variant, path: file.path}
+  })
 }

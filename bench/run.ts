@@ -9,7 +9,7 @@
  * machine it ran on.
  */
 import {execFileSync, spawn} from 'node:child_process'
-import {promises as fs} from 'node:fs'
+import {promises as fs, readFileSync, rmSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {pathToFileURL} from 'node:url'
@@ -80,8 +80,12 @@ function execInherit(argv: string[]): Promise<void> {
 
 /** Run argv under `/usr/bin/time -v`; parse wall time and peak RSS from its report. */
 function measure(argv: string[]): Promise<Measurement> {
+  // Node commands also report CPU by thread (bench/thread-cpu.cjs); other commands write nothing there.
+  const threadCpuFile = path.join(os.tmpdir(), `openelm-bench-thread-cpu-${process.pid}.json`)
+  rmSync(threadCpuFile, {force: true})
+  const env = {...process.env, OPENELM_BENCH_THREAD_CPU: threadCpuFile, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${path.join(ROOT, 'bench', 'thread-cpu.cjs')}`.trim()}
   return new Promise((resolve, reject) => {
-    const child = spawn(TIME, ['-v', ...argv], {cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe']})
+    const child = spawn(TIME, ['-v', ...argv], {cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env})
     let stderr = ''
     child.stderr.on('data', (d) => (stderr += d))
     child.on('error', reject)
@@ -94,11 +98,19 @@ function measure(argv: string[]): Promise<Measurement> {
       if (!wall || !rss) return reject(new Error(`could not parse /usr/bin/time output for ${argv.join(' ')}:\n${stderr}`))
       const exitCode = exit ? Number(exit[1]) : 1
       if (exitCode !== 0) return reject(new Error(`${argv.join(' ')} exited with ${exitCode}:\n${stderr.split('\tCommand being timed')[0]}`))
+      let threadCpu: {main: number; others: number} | undefined
+      try {
+        threadCpu = JSON.parse(readFileSync(threadCpuFile, 'utf8')) as {main: number; others: number}
+      } catch {
+        threadCpu = undefined
+      }
+      rmSync(threadCpuFile, {force: true})
       resolve({
         wallSeconds: Number(wall[1] ?? 0) * 3600 + Number(wall[2]) * 60 + Number(wall[3]),
         cpuSeconds: Number(user?.[1] ?? 0) + Number(system?.[1] ?? 0),
         maxRssKB: Number(rss[1]),
         exitCode,
+        ...(threadCpu ? {mainCpuSeconds: threadCpu.main} : {}),
       })
     })
   })
@@ -122,6 +134,8 @@ interface Row {
   bytes: number
   seconds: number
   cpuSeconds: number
+  /** The main thread's CPU seconds in the run with the least CPU (Node commands; bench/thread-cpu.cjs). */
+  mainCpuSeconds?: number
   rssMB: number
   cpSeconds?: number
   cpCpuSeconds?: number
@@ -185,7 +199,7 @@ function renderMarkdown(rows: Row[], info: Record<string, string>, runNote: stri
     const throughput = r.tokens
       ? `${(r.tokens / r.seconds).toFixed(2)} tok/s (${r.baselineName ?? 'baseline'}: ${r.cpSeconds ? (r.tokens / r.cpSeconds).toFixed(2) : '–'} tok/s)`
       : `${(r.bytes / 1e6 / r.seconds).toFixed(0)} MB/s`
-    lines.push(`| \`${r.name}\` | ${r.description} | ${(r.bytes / 1e9).toFixed(2)} GB | ${fmtS(r.seconds)} | ${r.baselineName ?? 'cp'} | ${fmtS(r.cpSeconds)} | ${r.ratio === undefined ? '–' : `**${r.ratio.toFixed(2)}**`} | ${r.rssMB.toFixed(0)} MB | ${r.cpRssMB === undefined ? '–' : `${r.cpRssMB.toFixed(0)} MB`} | ${fmtS(r.cpuSeconds)} | ${throughput} | ${r.load} | ${target} | ${result} |`)
+    lines.push(`| \`${r.name}\` | ${r.description} | ${(r.bytes / 1e9).toFixed(2)} GB | ${fmtS(r.seconds)} | ${r.baselineName ?? 'cp'} | ${fmtS(r.cpSeconds)} | ${r.ratio === undefined ? '–' : `**${r.ratio.toFixed(2)}**`} | ${r.rssMB.toFixed(0)} MB | ${r.cpRssMB === undefined ? '–' : `${r.cpRssMB.toFixed(0)} MB`} | ${fmtS(r.cpuSeconds)}${r.mainCpuSeconds === undefined ? '' : ` (main thread ${fmtS(r.mainCpuSeconds)})`} | ${throughput} | ${r.load} | ${target} | ${result} |`)
   }
   return `${lines.join('\n')}\n\n${MARKER}\n${kept}`
 }
@@ -228,7 +242,7 @@ async function main(): Promise<void> {
         await c.beforeEach?.(ctx)
         const run = await measure(c.command(ctx))
         runs.push(run)
-        console.error(`   command  ${run.wallSeconds.toFixed(2)} s (cpu ${run.cpuSeconds.toFixed(1)} s), peak RSS ${(run.maxRssKB / 1024).toFixed(0)} MB`)
+        console.error(`   command  ${run.wallSeconds.toFixed(2)} s (cpu ${run.cpuSeconds.toFixed(1)} s${run.mainCpuSeconds === undefined ? '' : `, main thread ${run.mainCpuSeconds.toFixed(1)} s`}), peak RSS ${(run.maxRssKB / 1024).toFixed(0)} MB`)
         execFileSync('sync')
         if (c.baseline) {
           const base = await measure(c.baseline(ctx))
@@ -240,6 +254,7 @@ async function main(): Promise<void> {
       await clear()
       const seconds = best(runs.map((r) => r.wallSeconds))
       const cpuSeconds = best(runs.map((r) => r.cpuSeconds))
+      const mainCpuSeconds = runs.find((r) => r.cpuSeconds === cpuSeconds)?.mainCpuSeconds
       const rssMB = Math.max(...runs.map((r) => r.maxRssKB)) / 1024
       const cpSeconds = baselines.length ? best(baselines.map((r) => r.wallSeconds)) : undefined
       const cpCpuSeconds = baselines.length ? best(baselines.map((r) => r.cpuSeconds)) : undefined
@@ -247,7 +262,7 @@ async function main(): Promise<void> {
       const pass = (c.targets?.ratio === undefined || (ratio !== undefined && ratio <= c.targets.ratio)) && (c.targets?.rssMB === undefined || rssMB <= c.targets.rssMB)
       const row: Row = {
         baselineName: c.baselineName, tokens: c.tokens,
-        name: c.name, description: c.description, date: new Date().toISOString().slice(0, 16).replace('T', ' '), bytes, seconds, cpuSeconds, rssMB,
+        name: c.name, description: c.description, date: new Date().toISOString().slice(0, 16).replace('T', ' '), bytes, seconds, cpuSeconds, mainCpuSeconds, rssMB,
         cpSeconds, cpCpuSeconds, cpRssMB: baselines.length ? Math.max(...baselines.map((r) => r.maxRssKB)) / 1024 : undefined, ratio,
         targets: c.targets, pass, load: `${load} → ${loadavg()}`, runs: options.repeat,
       }

@@ -54,4 +54,6 @@ export interface Measurement {
   cpuSeconds: number
   maxRssKB: number
   exitCode: number
+  /** The main thread's CPU seconds, for Node commands (bench/thread-cpu.cjs): what more workers cannot spread. */
+  mainCpuSeconds?: number
 }

@@ -114,6 +114,8 @@ function verifyCase(threads: number): BenchCase {
  * It needs torch ≥ 2.1 (it names torch.float8_*; Debian's is 1.13) and tqdm: a folder holding them goes
  * in OPENELM_BENCH_LLAMACPP_PYTHONPATH. Its `transformers` import is met by bench/llamacpp (OpenELM's
  * config needs remote code, which the converter refuses, so it reads config.json either way).
+ * OPENELM_BENCH_LLAMACPP_PYTHON picks the interpreter (default Debian's /usr/bin/python3), e.g. a venv
+ * that has torch ≥ 2.1, numpy, sentencepiece and tqdm.
  */
 function llamacppCase(size: '270M' | '1.1B', outtype: 'f16' | 'q8_0'): BenchCase {
   const {src, setup} = SIZES[size]
@@ -125,7 +127,7 @@ function llamacppCase(size: '270M' | '1.1B', outtype: 'f16' | 'q8_0'): BenchCase
     name: `pool/${size}-llamacpp-${outtype}`,
     description: `llama.cpp's convert_hf_to_gguf.py ${size} f32 → --outtype ${outtype} (Python, torch CPU)`,
     setup,
-    command: (ctx) => ['env', `PYTHONPATH=${pythonPath}`, '/usr/bin/python3', path.join(dir, 'convert_hf_to_gguf.py'), src(ctx), '--outtype', outtype, '--outfile', out(ctx)],
+    command: (ctx) => ['env', `PYTHONPATH=${pythonPath}`, process.env.OPENELM_BENCH_LLAMACPP_PYTHON ?? '/usr/bin/python3', path.join(dir, 'convert_hf_to_gguf.py'), src(ctx), '--outtype', outtype, '--outfile', out(ctx)],
     baseline: (ctx) => cpOf(ctx, src(ctx), path.basename(cp(ctx))),
     outputs: (ctx) => [out(ctx), cp(ctx)],
     bytes: (ctx) => ctx.sizeOf(src(ctx)),

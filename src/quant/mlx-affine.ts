@@ -176,9 +176,75 @@ export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits
   return codes
 }
 
-/** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once). */
-export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number): Float32Array {
-  const out = new Float32Array(rows * cols)
+/**
+ * `dequantizeRows` rounded to `dtype` (the values `decode` and the MLX reader hand out), into `out`:
+ * bit for bit `dequantizeRows` then `roundInto`. When a group has at least twice as many values as
+ * there are codes (2, 3, 4 bits), each group's 2^bits values are computed and rounded once, with the
+ * same arithmetic, and its codes look them up.
+ */
+export function dequantizeRoundedInto(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number, dtype: FloatDType, out: Float32Array): void {
+  const levels = 1 << bits
+  if (levels * 2 > groupSize) {
+    dequantizeRows(packed, scales, biases, rows, cols, bits, groupSize, out)
+    if (dtype !== 'F32') roundInto(out, dtype, out)
+    return
+  }
+  const table = new Float32Array(levels)
+  const tableBits = new Int32Array(table.buffer)
+  const mask = levels - 1
+  const groups = cols / groupSize
+  const wordsPerRow = (cols * bits) / 32
+  // A group's codes fill whole words (groupSize · bits is a multiple of 32): with bits dividing 32
+  // no code straddles two words.
+  const perWord = 32 % bits === 0 ? 32 / bits : 0
+  let o = 0
+  for (let r = 0; r < rows; r++) {
+    let bitPos = r * wordsPerRow * 32
+    for (let g = 0; g < groups; g++) {
+      const scale = scales[r * groups + g]!
+      const bias = biases[r * groups + g]!
+      for (let q = 0; q < levels; q++) table[q] = f32(scale * q) + bias
+      if (dtype !== 'F32') roundBits(tableBits, dtype, table, tableBits)
+      if (bits === 4) {
+        // The common case, unrolled: 8 codes a word.
+        const w0 = bitPos >>> 5
+        const w1 = w0 + groupSize / 8
+        for (let w = w0; w < w1; w++, o += 8) {
+          const word = packed[w]!
+          out[o] = table[word & 15]!
+          out[o + 1] = table[(word >>> 4) & 15]!
+          out[o + 2] = table[(word >>> 8) & 15]!
+          out[o + 3] = table[(word >>> 12) & 15]!
+          out[o + 4] = table[(word >>> 16) & 15]!
+          out[o + 5] = table[(word >>> 20) & 15]!
+          out[o + 6] = table[(word >>> 24) & 15]!
+          out[o + 7] = table[word >>> 28]!
+        }
+        bitPos = w1 * 32
+      } else if (perWord > 0) {
+        const w0 = bitPos >>> 5
+        const w1 = w0 + (groupSize * bits) / 32
+        for (let w = w0; w < w1; w++) {
+          const word = packed[w]!
+          for (let shift = 0; shift < 32; shift += bits) out[o++] = table[(word >>> shift) & mask]!
+        }
+        bitPos = w1 * 32
+      } else {
+        for (let i = 0; i < groupSize; i++) {
+          const word = bitPos >>> 5
+          const shift = bitPos & 31
+          let q = packed[word]! >>> shift
+          if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
+          out[o++] = table[q & mask]!
+          bitPos += bits
+        }
+      }
+    }
+  }
+}
+
+/** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once), into `out` when given. */
+export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number, out: Float32Array = new Float32Array(rows * cols)): Float32Array {
   const mask = (1 << bits) - 1
   const groups = cols / groupSize
   const wordsPerRow = (cols * bits) / 32
@@ -230,8 +296,12 @@ export function roundInto(values: Float32Array, dtype: 'F16' | 'BF16', out: Floa
 /** roundInto in JS: the reference the SIMD kernel is tested against. */
 export function roundIntoScalar(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
   const n = values.length
-  const src = new Int32Array(values.buffer, values.byteOffset, n)
-  const dst = new Int32Array(out.buffer, out.byteOffset, n)
+  roundBits(new Int32Array(values.buffer, values.byteOffset, n), dtype, out, new Int32Array(out.buffer, out.byteOffset, n))
+}
+
+/** roundIntoScalar on the values' bits `src` into `out` and its bits `dst` (views made once by a caller that rounds often). */
+function roundBits(src: Int32Array, dtype: 'F16' | 'BF16', out: Float32Array, dst: Int32Array): void {
+  const n = src.length
   if (dtype === 'BF16') {
     for (let i = 0; i < n; i++) {
       const x = src[i]!
@@ -366,11 +436,13 @@ export const MLX_AFFINE: Scheme = {
     }
   },
   decode(parts, rows, cols, params) {
-    const {bits, groupSize, dtype} = paramsOf(params)
-    const values = dequantizeRows(u32View(parts.weight!), toFloat32(parts.scales!, dtype), toFloat32(parts.biases!, dtype), rows, cols, bits, groupSize)
-    if (dtype === 'F32') return values
-    roundInto(values, dtype, values)
+    const values = new Float32Array(rows * cols)
+    MLX_AFFINE.decodeInto!(parts, rows, cols, params, values)
     return values
+  },
+  decodeInto(parts, rows, cols, params, out) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    dequantizeRoundedInto(u32View(parts.weight!), toFloat32(parts.scales!, dtype), toFloat32(parts.biases!, dtype), rows, cols, bits, groupSize, dtype, out)
   },
   compare(expected, actual, source, rows, cols, params): EncodingDiff {
     const {bits, groupSize, dtype} = paramsOf(params)

@@ -19,7 +19,7 @@ import {type CompareTask, mapOrdered} from '../pool/index.js'
 import {schemeFor} from '../quant/index.js'
 import {addDiff, type EncodingDiff, emptyDiff, type SchemeParams} from '../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, isFloatDType, toFloat32} from '../tensor/dtype.js'
-import {readIntoOf, type TensorRecord} from '../tensor/record.js'
+import {readIntoOf, readRowsF32Into, type TensorRecord, withReadRowsF32} from '../tensor/record.js'
 
 /** Values per comparison chunk (whole rows): bounds memory whatever the tensor size. */
 const CHUNK_VALUES = 1 << 20
@@ -283,8 +283,9 @@ export function expectedCheckpoint(ref: Checkpoint, model: Checkpoint, exact?: E
     const accepted = exactByName.get(record.name)?.segments
     const rowBytes = cols * 4
     const byteLength = mRows * rowBytes
-    const rowsF32 = async (r0: number, r1: number): Promise<Float32Array> => {
-      const out = new Float32Array((r1 - r0) * cols)
+    // Rows [r0, r0 + out.length / cols) into `out`: the engine's matmul has this fill its weight blocks.
+    const rowsInto = async (out: Float32Array, r0: number): Promise<void> => {
+      const r1 = r0 + out.length / cols
       for (const [si, segment] of stored.segments.entries()) {
         const a = Math.max(r0, segment.row0)
         const b = Math.min(r1, segment.row0 + segment.rows)
@@ -298,7 +299,9 @@ export function expectedCheckpoint(ref: Checkpoint, model: Checkpoint, exact?: E
           const encoded = identical
             ? await segment.read(a - segment.row0, common - segment.row0)
             : scheme.encode(await readRowsF32(r, cols, a, common), common - a, cols, segment.params)
-          const values = scheme.decode(encoded, common - a, cols, segment.params)
+          const values = out.subarray((a - r0) * cols, (common - r0) * cols)
+          if (scheme.decodeInto) scheme.decodeInto(encoded, common - a, cols, segment.params, values)
+          else values.set(scheme.decode(encoded, common - a, cols, segment.params))
           const blocks = accepted?.[si]?.acceptedBlocks
           if (blocks && blocks.length > 0) {
             const size = scheme.blockSize(segment.params, cols)
@@ -314,26 +317,25 @@ export function expectedCheckpoint(ref: Checkpoint, model: Checkpoint, exact?: E
               }
             }
           }
-          out.set(values, (a - r0) * cols)
         }
         if (common < b) {
           // Rows REF does not have (MODEL's padded vocabulary): MODEL's own values.
-          const own = await readRowsF32(record, cols, Math.max(a, common), b)
-          out.set(own, (Math.max(a, common) - r0) * cols)
+          const from = Math.max(a, common)
+          await readRowsF32Into(record, out.subarray((from - r0) * cols, (b - r0) * cols), from)
         }
       }
-      return out
     }
-    return {
+    return withReadRowsF32({
       name: record.name, dtype: 'F32', shape: record.shape, byteLength,
       async read(start = 0, end = byteLength) {
         const r0 = Math.floor(start / rowBytes)
         const r1 = Math.ceil(end / rowBytes)
-        const values = await rowsF32(r0, r1)
+        const values = new Float32Array((r1 - r0) * cols)
+        await rowsInto(values, r0)
         const bytes = fromFloat32(values, 'F32')
         return bytes.subarray(start - r0 * rowBytes, end - r0 * rowBytes)
       },
-    }
+    }, rowsInto)
   })
   return {...model, path: `${ref.path} (transformed as ${model.path})`, tensors, stored: undefined, close: async () => undefined}
 }

@@ -340,6 +340,22 @@ function paramsOf(params: SchemeParams): {bits: number; groupSize: number; dtype
 }
 
 /** `values` rounded to `dtype` and widened back (a copy; the input is kept). */
+/** Inputs up to this many values (a writer's or verify's chunk) are rounded into one kept buffer; larger ones get their own. */
+const ROUND_SCRATCH_MAX = 1 << 20
+let roundScratch = new Float32Array(0)
+
+/**
+ * `rounded` for `encode`, whose rounded copy is quantized and dropped at once: into a buffer kept
+ * between calls (no 4 MB allocation per chunk), so the result is valid only until the next call.
+ */
+function roundedTransient(values: Float32Array, dtype: FloatDType): Float32Array {
+  if (dtype === 'F32' || values.length > ROUND_SCRATCH_MAX) return rounded(values, dtype)
+  if (roundScratch.length < values.length) roundScratch = new Float32Array(values.length)
+  const out = roundScratch.subarray(0, values.length)
+  roundInto(values, dtype, out)
+  return out
+}
+
 function rounded(values: Float32Array, dtype: FloatDType): Float32Array {
   if (dtype === 'F32') return values
   const out = new Float32Array(values.length)
@@ -428,7 +444,7 @@ export const MLX_AFFINE: Scheme = {
   },
   encode(values, rows, cols, params) {
     const {bits, groupSize, dtype} = paramsOf(params)
-    const q = quantizeRows(rounded(values, dtype), rows, cols, bits, groupSize)
+    const q = quantizeRows(roundedTransient(values, dtype), rows, cols, bits, groupSize)
     return {
       weight: new Uint8Array(q.packed.buffer, q.packed.byteOffset, q.packed.byteLength),
       scales: fromFloat32(q.scales, dtype),

@@ -15,7 +15,7 @@
 import {MappingError} from '../errors.js'
 import {matrixShape, storedTensor} from '../formats/stored.js'
 import {type Checkpoint, type StoredSegment} from '../formats/types.js'
-import {type CompareTask, mapOrdered} from '../pool/index.js'
+import {type CompareTask, mapOrdered, sharedPool} from '../pool/index.js'
 import {schemeFor} from '../quant/index.js'
 import {addDiff, type EncodingDiff, emptyDiff, type SchemeParams} from '../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, isFloatDType, toFloat32} from '../tensor/dtype.js'
@@ -91,13 +91,18 @@ async function compareSegment(ref: TensorRecord, segment: StoredSegment, cols: n
   const total = emptyDiff()
   const rows = Math.max(0, Math.min(segment.rows, commonRows - segment.row0))
   const step = Math.max(1, Math.floor(CHUNK_VALUES / cols))
+  // In this thread each chunk is compared before the next is read: one buffer serves every chunk.
+  const scratch = sharedPool() === undefined ? new Float32Array(Math.min(rows, step) * cols) : undefined
   async function* tasks(): AsyncGenerator<CompareTask> {
     for (let r0 = 0; r0 < rows; r0 += step) {
       const r1 = Math.min(rows, r0 + step)
-      const values = await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
-      // The parts may be views of a reader's buffers: compact copies, so the task owns all its inputs
-      // (readRowsF32's values are the caller's already) and the pool moves them instead of copying.
-      const actual = Object.fromEntries(Object.entries(await segment.read(r0, r1)).map(([k, v]) => [k, v.slice()]))
+      const values = scratch ? scratch.subarray(0, (r1 - r0) * cols) : await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
+      if (scratch) await readRowsF32Into(ref, values, segment.row0 + r0)
+      const parts = await segment.read(r0, r1)
+      // On the pool the task's inputs move to a worker: the parts may be views of a reader's buffers,
+      // so compact copies, and the task owns all its inputs (readRowsF32's values are the caller's
+      // already). In this thread the parts are compared where they lie.
+      const actual = scratch ? parts : Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v.slice()]))
       yield {kind: 'compare', scheme: segment.scheme, params: segment.params, values, actual, rows: r1 - r0, cols, owned: true}
     }
   }

@@ -118,3 +118,23 @@ describe('decodeInto', () => {
     }
   })
 })
+
+describe('quantizeRows with round', () => {
+  it('= quantizeRows of the values rounded first, on the SIMD path (≥ 256 values) and the scalar one, edge values included', async () => {
+    const {quantizeRows, roundIntoScalar: round} = await import('../src/quant/mlx-affine.js')
+    for (const dtype of ['F16', 'BF16'] as const) {
+      for (const [rows, cols] of [[6, 256], [1, 64]] as const) {
+        const values = params(rows * cols, rows + cols, 'F32').map((v, i) => (Number.isFinite(v) ? v : i % 7) * (i % 3 === 0 ? 70000 : 1))
+        const roundedValues = new Float32Array(values.length)
+        round(values, dtype, roundedValues)
+        for (const bits of [2, 3, 4, 8]) {
+          const a = quantizeRows(roundedValues, rows, cols, bits, 64)
+          const b = quantizeRows(values, rows, cols, bits, 64, dtype)
+          expect(b.packed).toEqual(a.packed)
+          expect(bitsOf(b.scales)).toEqual(bitsOf(a.scales))
+          expect(bitsOf(b.biases)).toEqual(bitsOf(a.biases))
+        }
+      }
+    }
+  })
+})

@@ -88,14 +88,15 @@ export interface QuantizedRows {
 
 /**
  * Quantize `rows` rows of `cols` f32 values. Values should already be rounded to the dtype the
- * model is stored in (mlx-lm casts, then quantizes).
+ * model is stored in (mlx-lm casts, then quantizes), or `round` names that dtype and the values are
+ * rounded to it on the way in (the same values, without a rounded copy).
  */
-export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number): QuantizedRows {
+export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number, round?: 'F16' | 'BF16'): QuantizedRows {
   const groups = cols / groupSize
   const packed = new Uint32Array((rows * cols * bits) / 32)
   const scales = new Float32Array(rows * groups)
   const biases = new Float32Array(rows * groups)
-  quantizeInto(values, rows * cols, bits, groupSize, packed, scales, biases)
+  quantizeInto(values, rows * cols, bits, groupSize, packed, scales, biases, round)
   return {packed, scales, biases}
 }
 
@@ -108,15 +109,15 @@ const RINT_MAGIC = 6755399441055744
  * words and `scales`/`biases` their groups. Per group one min/max pass and one code pass, with
  * groupRule (no object per group). Bit-identical to groupParams + the rule above.
  */
-export function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
+export function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array, round?: 'F16' | 'BF16'): void {
   const kernels = count >= 256 ? simdKernels() : undefined
-  if (!kernels) return quantizeIntoScalar(values, count, bits, groupSize, packed, scales, biases)
+  if (!kernels) return quantizeIntoScalar(round ? rounded(values.subarray(0, count), round) : values, count, bits, groupSize, packed, scales, biases)
   const nBins = (1 << bits) - 1
   kernels.affine(values, count, bits, groupSize, packed, scales, biases, (min, max, out, o) => {
     groupRule(min, max, nBins)
     out[o] = RULE[0]!
     out[o + 1] = RULE[1]!
-  })
+  }, round)
 }
 
 /** quantizeInto in JS, element by element: the reference the SIMD kernel (src/simd/kernels.ts) is tested against. */
@@ -340,22 +341,6 @@ function paramsOf(params: SchemeParams): {bits: number; groupSize: number; dtype
 }
 
 /** `values` rounded to `dtype` and widened back (a copy; the input is kept). */
-/** Inputs up to this many values (a writer's or verify's chunk) are rounded into one kept buffer; larger ones get their own. */
-const ROUND_SCRATCH_MAX = 1 << 20
-let roundScratch = new Float32Array(0)
-
-/**
- * `rounded` for `encode`, whose rounded copy is quantized and dropped at once: into a buffer kept
- * between calls (no 4 MB allocation per chunk), so the result is valid only until the next call.
- */
-function roundedTransient(values: Float32Array, dtype: FloatDType): Float32Array {
-  if (dtype === 'F32' || values.length > ROUND_SCRATCH_MAX) return rounded(values, dtype)
-  if (roundScratch.length < values.length) roundScratch = new Float32Array(values.length)
-  const out = roundScratch.subarray(0, values.length)
-  roundInto(values, dtype, out)
-  return out
-}
-
 function rounded(values: Float32Array, dtype: FloatDType): Float32Array {
   if (dtype === 'F32') return values
   const out = new Float32Array(values.length)
@@ -444,7 +429,8 @@ export const MLX_AFFINE: Scheme = {
   },
   encode(values, rows, cols, params) {
     const {bits, groupSize, dtype} = paramsOf(params)
-    const q = quantizeRows(roundedTransient(values, dtype), rows, cols, bits, groupSize)
+    // Rounded to the scales' dtype first (mlx-lm casts the model before quantizing), inside the kernel.
+    const q = quantizeRows(values, rows, cols, bits, groupSize, dtype === 'F32' ? undefined : dtype)
     return {
       weight: new Uint8Array(q.packed.buffer, q.packed.byteOffset, q.packed.byteLength),
       scales: fromFloat32(q.scales, dtype),

@@ -158,6 +158,15 @@ export function quantizeIntoScalar(values: Float32Array, count: number, bits: nu
   }
 }
 
+/** The code at bit `bitPos` of an LSB-first stream of words (codes of 3, 5 and 6 bits may straddle two words). */
+function codeAt(packed: Uint32Array, bitPos: number, bits: number, mask: number): number {
+  const word = bitPos >>> 5
+  const shift = bitPos & 31
+  let q = packed[word]! >>> shift
+  if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
+  return q & mask
+}
+
 /** Unpack the codes of `rows` rows (inverse of the packing in quantizeRows). */
 export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits: number): Uint8Array {
   const wordsPerRow = (cols * bits) / 32
@@ -165,14 +174,7 @@ export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits
   const mask = (1 << bits) - 1
   for (let r = 0; r < rows; r++) {
     let bitPos = r * wordsPerRow * 32
-    for (let c = 0; c < cols; c++) {
-      const word = bitPos >>> 5
-      const shift = bitPos & 31
-      let q = packed[word]! >>> shift
-      if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
-      codes[r * cols + c] = q & mask
-      bitPos += bits
-    }
+    for (let c = 0; c < cols; c++, bitPos += bits) codes[r * cols + c] = codeAt(packed, bitPos, bits, mask)
   }
   return codes
 }
@@ -193,53 +195,35 @@ export function dequantizeRoundedInto(packed: Uint32Array, scales: Float32Array,
   const table = new Float32Array(levels)
   const tableBits = new Int32Array(table.buffer)
   const mask = levels - 1
-  const groups = cols / groupSize
-  const wordsPerRow = (cols * bits) / 32
-  // A group's codes fill whole words (groupSize · bits is a multiple of 32): with bits dividing 32
-  // no code straddles two words.
+  // A group's codes fill whole words (groupSize · bits is a multiple of 32), so group k's start at
+  // word k · groupWords; with bits dividing 32 no code straddles two words.
+  const groupWords = (groupSize * bits) / 32
   const perWord = 32 % bits === 0 ? 32 / bits : 0
   let o = 0
-  for (let r = 0; r < rows; r++) {
-    let bitPos = r * wordsPerRow * 32
-    for (let g = 0; g < groups; g++) {
-      const scale = scales[r * groups + g]!
-      const bias = biases[r * groups + g]!
-      for (let q = 0; q < levels; q++) table[q] = f32(scale * q) + bias
-      if (dtype !== 'F32') roundBits(tableBits, dtype, table, tableBits)
-      if (bits === 4) {
-        // The common case, unrolled: 8 codes a word.
-        const w0 = bitPos >>> 5
-        const w1 = w0 + groupSize / 8
-        for (let w = w0; w < w1; w++, o += 8) {
-          const word = packed[w]!
-          out[o] = table[word & 15]!
-          out[o + 1] = table[(word >>> 4) & 15]!
-          out[o + 2] = table[(word >>> 8) & 15]!
-          out[o + 3] = table[(word >>> 12) & 15]!
-          out[o + 4] = table[(word >>> 16) & 15]!
-          out[o + 5] = table[(word >>> 20) & 15]!
-          out[o + 6] = table[(word >>> 24) & 15]!
-          out[o + 7] = table[word >>> 28]!
-        }
-        bitPos = w1 * 32
-      } else if (perWord > 0) {
-        const w0 = bitPos >>> 5
-        const w1 = w0 + (groupSize * bits) / 32
-        for (let w = w0; w < w1; w++) {
-          const word = packed[w]!
-          for (let shift = 0; shift < 32; shift += bits) out[o++] = table[(word >>> shift) & mask]!
-        }
-        bitPos = w1 * 32
-      } else {
-        for (let i = 0; i < groupSize; i++) {
-          const word = bitPos >>> 5
-          const shift = bitPos & 31
-          let q = packed[word]! >>> shift
-          if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
-          out[o++] = table[q & mask]!
-          bitPos += bits
-        }
+  for (let k = 0; k < (rows * cols) / groupSize; k++) {
+    const w0 = k * groupWords
+    for (let q = 0; q < levels; q++) table[q] = f32(scales[k]! * q) + biases[k]!
+    if (dtype !== 'F32') roundBits(tableBits, dtype, table, tableBits)
+    if (bits === 4) {
+      // The common case, unrolled: 8 codes a word.
+      for (let w = w0; w < w0 + groupWords; w++, o += 8) {
+        const word = packed[w]!
+        out[o] = table[word & 15]!
+        out[o + 1] = table[(word >>> 4) & 15]!
+        out[o + 2] = table[(word >>> 8) & 15]!
+        out[o + 3] = table[(word >>> 12) & 15]!
+        out[o + 4] = table[(word >>> 16) & 15]!
+        out[o + 5] = table[(word >>> 20) & 15]!
+        out[o + 6] = table[(word >>> 24) & 15]!
+        out[o + 7] = table[word >>> 28]!
       }
+    } else if (perWord > 0) {
+      for (let w = w0; w < w0 + groupWords; w++) {
+        const word = packed[w]!
+        for (let shift = 0; shift < 32; shift += bits) out[o++] = table[(word >>> shift) & mask]!
+      }
+    } else {
+      for (let i = 0, bitPos = w0 * 32; i < groupSize; i++, bitPos += bits) out[o++] = table[codeAt(packed, bitPos, bits, mask)]!
     }
   }
 }
@@ -247,24 +231,12 @@ export function dequantizeRoundedInto(packed: Uint32Array, scales: Float32Array,
 /** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once), into `out` when given. */
 export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number, out: Float32Array = new Float32Array(rows * cols)): Float32Array {
   const mask = (1 << bits) - 1
-  const groups = cols / groupSize
-  const wordsPerRow = (cols * bits) / 32
+  // One bit stream per row, and a row fills whole words: each row's stream starts where the last ended.
+  let bitPos = 0
   let o = 0
-  for (let r = 0; r < rows; r++) {
-    // One bit stream per row; codes of 3, 5 and 6 bits may straddle two words.
-    let bitPos = r * wordsPerRow * 32
-    for (let g = 0; g < groups; g++) {
-      const scale = scales[r * groups + g]!
-      const bias = biases[r * groups + g]!
-      for (let i = 0; i < groupSize; i++) {
-        const word = bitPos >>> 5
-        const shift = bitPos & 31
-        let q = packed[word]! >>> shift
-        if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
-        out[o++] = f32(scale * (q & mask)) + bias
-        bitPos += bits
-      }
-    }
+  for (let k = 0; k < (rows * cols) / groupSize; k++) {
+    const scale = scales[k]!
+    for (let i = 0; i < groupSize; i++, bitPos += bits) out[o++] = f32(scale * codeAt(packed, bitPos, bits, mask)) + biases[k]!
   }
   return out
 }

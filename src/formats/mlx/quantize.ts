@@ -206,18 +206,16 @@ export function dequantizedRecord(name: string, weight: TensorRecord, scales: Te
     },
   }
   // The same values as `read` widened to f32 (dequantized, rounded to the scales' dtype), written
-  // straight into the caller's rows: the engine's matmul reads its weight blocks this way.
+  // straight into the caller's rows, all in one pass (the target bounds the memory): the engine's
+  // matmul reads its weight blocks this way.
   return withReadRowsF32(record, async (target, r0) => {
     const r1 = r0 + target.length / cols
-    for (let a = r0; a < r1; a += step) {
-      const b = Math.min(r1, a + step)
-      const packed = new Uint32Array((b - a) * words)
-      const packedBytes = new Uint8Array(packed.buffer)
-      if (fastWeight) await fastWeight(packedBytes, a * words * 4)
-      else packedBytes.set(await weight.read(a * words * 4, b * words * 4))
-      const s = toFloat32(await scales.read(a * groups * size, b * groups * size), dtype)
-      const z = toFloat32(await biases.read(a * groups * size, b * groups * size), dtype)
-      dequantizeRoundedInto(packed, s, z, b - a, cols, bits, groupSize, dtype, target.subarray((a - r0) * cols, (b - r0) * cols))
-    }
+    const packed = new Uint32Array((r1 - r0) * words)
+    const packedBytes = new Uint8Array(packed.buffer)
+    if (fastWeight) await fastWeight(packedBytes, r0 * words * 4)
+    else packedBytes.set(await weight.read(r0 * words * 4, r1 * words * 4))
+    const s = toFloat32(await scales.read(r0 * groups * size, r1 * groups * size), dtype)
+    const z = toFloat32(await biases.read(r0 * groups * size, r1 * groups * size), dtype)
+    dequantizeRoundedInto(packed, s, z, r1 - r0, cols, bits, groupSize, dtype, target)
   })
 }

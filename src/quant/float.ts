@@ -3,7 +3,7 @@
  * even, src/tensor/dtype.ts); decoding widens to f32 exactly. Identity is bit identity of the
  * stored elements. One part, `data`; a block is a row.
  */
-import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../tensor/dtype.js'
+import {castInto, dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../tensor/dtype.js'
 import {type EncodingDiff, type Scheme} from './types.js'
 
 function floatScheme(name: string, dtype: FloatDType): Scheme {
@@ -19,6 +19,9 @@ function floatScheme(name: string, dtype: FloatDType): Scheme {
     decode(parts) {
       const values = toFloat32(parts.data!, dtype)
       return values.buffer === parts.data!.buffer ? values.slice() : values
+    },
+    decodeInto(parts, _rows, _cols, _params, out) {
+      castInto(parts.data!, dtype, 'F32', new Uint8Array(out.buffer, out.byteOffset, out.byteLength))
     },
     compare(expected, actual, _source, rows, cols): EncodingDiff {
       const a = expected.data!

@@ -88,14 +88,15 @@ export interface QuantizedRows {
 
 /**
  * Quantize `rows` rows of `cols` f32 values. Values should already be rounded to the dtype the
- * model is stored in (mlx-lm casts, then quantizes).
+ * model is stored in (mlx-lm casts, then quantizes), or `round` names that dtype and the values are
+ * rounded to it on the way in (the same values, without a rounded copy).
  */
-export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number): QuantizedRows {
+export function quantizeRows(values: Float32Array, rows: number, cols: number, bits: number, groupSize: number, round?: 'F16' | 'BF16'): QuantizedRows {
   const groups = cols / groupSize
   const packed = new Uint32Array((rows * cols * bits) / 32)
   const scales = new Float32Array(rows * groups)
   const biases = new Float32Array(rows * groups)
-  quantizeInto(values, rows * cols, bits, groupSize, packed, scales, biases)
+  quantizeInto(values, rows * cols, bits, groupSize, packed, scales, biases, round)
   return {packed, scales, biases}
 }
 
@@ -108,15 +109,15 @@ const RINT_MAGIC = 6755399441055744
  * words and `scales`/`biases` their groups. Per group one min/max pass and one code pass, with
  * groupRule (no object per group). Bit-identical to groupParams + the rule above.
  */
-export function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array): void {
+export function quantizeInto(values: Float32Array, count: number, bits: number, groupSize: number, packed: Uint32Array, scales: Float32Array, biases: Float32Array, round?: 'F16' | 'BF16'): void {
   const kernels = count >= 256 ? simdKernels() : undefined
-  if (!kernels) return quantizeIntoScalar(values, count, bits, groupSize, packed, scales, biases)
+  if (!kernels) return quantizeIntoScalar(round ? rounded(values.subarray(0, count), round) : values, count, bits, groupSize, packed, scales, biases)
   const nBins = (1 << bits) - 1
   kernels.affine(values, count, bits, groupSize, packed, scales, biases, (min, max, out, o) => {
     groupRule(min, max, nBins)
     out[o] = RULE[0]!
     out[o + 1] = RULE[1]!
-  })
+  }, round)
 }
 
 /** quantizeInto in JS, element by element: the reference the SIMD kernel (src/simd/kernels.ts) is tested against. */
@@ -157,6 +158,15 @@ export function quantizeIntoScalar(values: Float32Array, count: number, bits: nu
   }
 }
 
+/** The code at bit `bitPos` of an LSB-first stream of words (codes of 3, 5 and 6 bits may straddle two words). */
+function codeAt(packed: Uint32Array, bitPos: number, bits: number, mask: number): number {
+  const word = bitPos >>> 5
+  const shift = bitPos & 31
+  let q = packed[word]! >>> shift
+  if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
+  return q & mask
+}
+
 /** Unpack the codes of `rows` rows (inverse of the packing in quantizeRows). */
 export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits: number): Uint8Array {
   const wordsPerRow = (cols * bits) / 32
@@ -164,40 +174,69 @@ export function unpackRows(packed: Uint32Array, rows: number, cols: number, bits
   const mask = (1 << bits) - 1
   for (let r = 0; r < rows; r++) {
     let bitPos = r * wordsPerRow * 32
-    for (let c = 0; c < cols; c++) {
-      const word = bitPos >>> 5
-      const shift = bitPos & 31
-      let q = packed[word]! >>> shift
-      if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
-      codes[r * cols + c] = q & mask
-      bitPos += bits
-    }
+    for (let c = 0; c < cols; c++, bitPos += bits) codes[r * cols + c] = codeAt(packed, bitPos, bits, mask)
   }
   return codes
 }
 
-/** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once). */
-export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number): Float32Array {
-  const out = new Float32Array(rows * cols)
-  const mask = (1 << bits) - 1
-  const groups = cols / groupSize
-  const wordsPerRow = (cols * bits) / 32
+/**
+ * `dequantizeRows` rounded to `dtype` (the values `decode` and the MLX reader hand out), into `out`:
+ * bit for bit `dequantizeRows` then `roundInto`. When a group has at least twice as many values as
+ * there are codes (2, 3, 4 bits), each group's 2^bits values are computed and rounded once, with the
+ * same arithmetic, and its codes look them up.
+ */
+export function dequantizeRoundedInto(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number, dtype: FloatDType, out: Float32Array): void {
+  const levels = 1 << bits
+  if (levels * 2 > groupSize) {
+    dequantizeRows(packed, scales, biases, rows, cols, bits, groupSize, out)
+    if (dtype !== 'F32') roundInto(out, dtype, out)
+    return
+  }
+  const table = new Float32Array(levels)
+  const tableBits = new Int32Array(table.buffer)
+  const mask = levels - 1
+  // A group's codes fill whole words (groupSize · bits is a multiple of 32), so group k's start at
+  // word k · groupWords; with bits dividing 32 no code straddles two words.
+  const groupWords = (groupSize * bits) / 32
+  const perWord = 32 % bits === 0 ? 32 / bits : 0
   let o = 0
-  for (let r = 0; r < rows; r++) {
-    // One bit stream per row; codes of 3, 5 and 6 bits may straddle two words.
-    let bitPos = r * wordsPerRow * 32
-    for (let g = 0; g < groups; g++) {
-      const scale = scales[r * groups + g]!
-      const bias = biases[r * groups + g]!
-      for (let i = 0; i < groupSize; i++) {
-        const word = bitPos >>> 5
-        const shift = bitPos & 31
-        let q = packed[word]! >>> shift
-        if (shift + bits > 32) q |= packed[word + 1]! << (32 - shift)
-        out[o++] = f32(scale * (q & mask)) + bias
-        bitPos += bits
+  for (let k = 0; k < (rows * cols) / groupSize; k++) {
+    const w0 = k * groupWords
+    for (let q = 0; q < levels; q++) table[q] = f32(scales[k]! * q) + biases[k]!
+    if (dtype !== 'F32') roundBits(tableBits, dtype, table, tableBits)
+    if (bits === 4) {
+      // The common case, unrolled: 8 codes a word.
+      for (let w = w0; w < w0 + groupWords; w++, o += 8) {
+        const word = packed[w]!
+        out[o] = table[word & 15]!
+        out[o + 1] = table[(word >>> 4) & 15]!
+        out[o + 2] = table[(word >>> 8) & 15]!
+        out[o + 3] = table[(word >>> 12) & 15]!
+        out[o + 4] = table[(word >>> 16) & 15]!
+        out[o + 5] = table[(word >>> 20) & 15]!
+        out[o + 6] = table[(word >>> 24) & 15]!
+        out[o + 7] = table[word >>> 28]!
       }
+    } else if (perWord > 0) {
+      for (let w = w0; w < w0 + groupWords; w++) {
+        const word = packed[w]!
+        for (let shift = 0; shift < 32; shift += bits) out[o++] = table[(word >>> shift) & mask]!
+      }
+    } else {
+      for (let i = 0, bitPos = w0 * 32; i < groupSize; i++, bitPos += bits) out[o++] = table[codeAt(packed, bitPos, bits, mask)]!
     }
+  }
+}
+
+/** `scales * q + biases` per element, in f32 (the caller rounds to the float dtype once), into `out` when given. */
+export function dequantizeRows(packed: Uint32Array, scales: Float32Array, biases: Float32Array, rows: number, cols: number, bits: number, groupSize: number, out: Float32Array = new Float32Array(rows * cols)): Float32Array {
+  const mask = (1 << bits) - 1
+  // One bit stream per row, and a row fills whole words: each row's stream starts where the last ended.
+  let bitPos = 0
+  let o = 0
+  for (let k = 0; k < (rows * cols) / groupSize; k++) {
+    const scale = scales[k]!
+    for (let i = 0; i < groupSize; i++, bitPos += bits) out[o++] = f32(scale * codeAt(packed, bitPos, bits, mask)) + biases[k]!
   }
   return out
 }
@@ -230,8 +269,12 @@ export function roundInto(values: Float32Array, dtype: 'F16' | 'BF16', out: Floa
 /** roundInto in JS: the reference the SIMD kernel is tested against. */
 export function roundIntoScalar(values: Float32Array, dtype: 'F16' | 'BF16', out: Float32Array): void {
   const n = values.length
-  const src = new Int32Array(values.buffer, values.byteOffset, n)
-  const dst = new Int32Array(out.buffer, out.byteOffset, n)
+  roundBits(new Int32Array(values.buffer, values.byteOffset, n), dtype, out, new Int32Array(out.buffer, out.byteOffset, n))
+}
+
+/** roundIntoScalar on the values' bits `src` into `out` and its bits `dst` (views made once by a caller that rounds often). */
+function roundBits(src: Int32Array, dtype: 'F16' | 'BF16', out: Float32Array, dst: Int32Array): void {
+  const n = src.length
   if (dtype === 'BF16') {
     for (let i = 0; i < n; i++) {
       const x = src[i]!
@@ -358,7 +401,8 @@ export const MLX_AFFINE: Scheme = {
   },
   encode(values, rows, cols, params) {
     const {bits, groupSize, dtype} = paramsOf(params)
-    const q = quantizeRows(rounded(values, dtype), rows, cols, bits, groupSize)
+    // Rounded to the scales' dtype first (mlx-lm casts the model before quantizing), inside the kernel.
+    const q = quantizeRows(values, rows, cols, bits, groupSize, dtype === 'F32' ? undefined : dtype)
     return {
       weight: new Uint8Array(q.packed.buffer, q.packed.byteOffset, q.packed.byteLength),
       scales: fromFloat32(q.scales, dtype),
@@ -366,11 +410,13 @@ export const MLX_AFFINE: Scheme = {
     }
   },
   decode(parts, rows, cols, params) {
-    const {bits, groupSize, dtype} = paramsOf(params)
-    const values = dequantizeRows(u32View(parts.weight!), toFloat32(parts.scales!, dtype), toFloat32(parts.biases!, dtype), rows, cols, bits, groupSize)
-    if (dtype === 'F32') return values
-    roundInto(values, dtype, values)
+    const values = new Float32Array(rows * cols)
+    MLX_AFFINE.decodeInto!(parts, rows, cols, params, values)
     return values
+  },
+  decodeInto(parts, rows, cols, params, out) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    dequantizeRoundedInto(u32View(parts.weight!), toFloat32(parts.scales!, dtype), toFloat32(parts.biases!, dtype), rows, cols, bits, groupSize, dtype, out)
   },
   compare(expected, actual, source, rows, cols, params): EncodingDiff {
     const {bits, groupSize, dtype} = paramsOf(params)

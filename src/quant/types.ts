@@ -70,6 +70,8 @@ export interface Scheme {
   encode(values: Float32Array, rows: number, cols: number, params: SchemeParams): Encoded
   /** Parts → f32 values, the dequantization convention the readers and the engine use. */
   decode(parts: Encoded, rows: number, cols: number, params: SchemeParams): Float32Array
+  /** `decode` written into `out` (rows × cols values) instead of a new array, where a scheme has it. */
+  decodeInto?(parts: Encoded, rows: number, cols: number, params: SchemeParams, out: Float32Array): void
   /**
    * Compare the expected parts (from `encode(source)`) with the actual stored parts. `source` holds
    * the f32 source values, so documented alternative roundings can be recognised.

@@ -309,14 +309,18 @@ export class SimdKernels {
     values: Float32Array, count: number, bits: number, groupSize: number,
     packed: Uint32Array, scales: Float32Array, biases: Float32Array,
     params: (min: number, max: number, out: Float32Array, o: number) => void,
+    round?: 'F16' | 'BF16',
   ): void {
     const nBins = (1 << bits) - 1
+    const rounding = round === undefined ? undefined : round === 'F16' ? this.x.round_f16 : this.x.round_bf16
     const packedBytes = new Uint8Array(packed.buffer, packed.byteOffset, packed.byteLength)
     const step = CHUNK - (CHUNK % groupSize)
     for (let i = 0; i < count; i += step) {
       const n = Math.min(step, count - i)
       const groups = n / groupSize
       this.f32.set(values.subarray(i, i + n), SRC / 4)
+      // Rounded in place (n is whole groups, a multiple of 4): roundF32 without the copies out and back in.
+      if (rounding) rounding(SRC, SRC, n)
       this.x.minmax(SRC, PAR, groups, groupSize)
       const par = this.f32
       for (let g = 0; g < groups; g++) {

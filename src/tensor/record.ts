@@ -82,6 +82,8 @@ export function renamed(record: TensorRecord, name: string): TensorRecord {
     read: (start, end) => record.read(start, end),
   }
   const fast = readIntoOf(record)
+  const rowsF32 = ROW_READERS.get(record)
+  if (rowsF32) withReadRowsF32(out, rowsF32)
   return fast ? withReadInto(out, fast) : out
 }
 
@@ -234,6 +236,48 @@ export async function* readChunksInto(record: TensorRecord, chunkBytes = CHUNK_B
     await fast(view, start)
     yield view
   }
+}
+
+/**
+ * Fill `target` with rows [r0, r0 + target.length / cols) of a 2-D record as f32: exactly the
+ * values `toFloat32(read(...), dtype)` gives for those rows, without the bytes in between (a
+ * dequantizing reader writes its f32 values straight into `target`).
+ */
+export type ReadRowsF32 = (target: Float32Array, r0: number) => Promise<void>
+
+/** Like FAST_READERS: only the exact record object registered here has this fast path. */
+const ROW_READERS = new WeakMap<TensorRecord, ReadRowsF32>()
+
+export function withReadRowsF32<T extends TensorRecord>(record: T, reader: ReadRowsF32): T {
+  ROW_READERS.set(record, reader)
+  return record
+}
+
+/**
+ * Rows of a 2-D float record as f32 into `target` (its length a whole number of rows): the
+ * record's own row reader when it has one, else its no-allocation byte reader into `target`
+ * (F32) or into a scratch buffer widened into `target`, else `read`.
+ */
+export async function readRowsF32Into(record: TensorRecord, target: Float32Array, r0: number): Promise<void> {
+  const rows = record.shape[0]!
+  const rowBytes = record.byteLength / rows
+  const cols = record.byteLength / dtypeSize(record.dtype) / rows
+  const count = target.length / cols
+  if (!Number.isInteger(count) || r0 < 0 || r0 + count > rows) {
+    throw new RangeError(`${record.name}: ${target.length} values from row ${r0} are not whole rows of the tensor's ${rows} × ${cols}`)
+  }
+  const own = ROW_READERS.get(record)
+  if (own) return own(target, r0)
+  const out = new Uint8Array(target.buffer, target.byteOffset, target.byteLength)
+  const start = r0 * rowBytes
+  const size = count * rowBytes
+  const fast = readIntoOf(record)
+  if (fast && record.dtype === 'F32') return fast(out, start)
+  if (fast) return withScratch(size, async (bytes) => {
+    await fast(bytes, start)
+    castInto(bytes, record.dtype, 'F32', out)
+  })
+  castInto(await record.read(start, start + size), record.dtype, 'F32', out)
 }
 
 /** The whole tensor as f32 values (dequantizing / widening as needed). */

@@ -15,11 +15,11 @@
 import {MappingError} from '../errors.js'
 import {matrixShape, storedTensor} from '../formats/stored.js'
 import {type Checkpoint, type StoredSegment} from '../formats/types.js'
-import {type CompareTask, mapOrdered} from '../pool/index.js'
+import {type CompareTask, mapOrdered, sharedPool} from '../pool/index.js'
 import {schemeFor} from '../quant/index.js'
 import {addDiff, type EncodingDiff, emptyDiff, type SchemeParams} from '../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, isFloatDType, toFloat32} from '../tensor/dtype.js'
-import {readIntoOf, type TensorRecord} from '../tensor/record.js'
+import {readIntoOf, readRowsF32Into, type TensorRecord, withReadRowsF32} from '../tensor/record.js'
 
 /** Values per comparison chunk (whole rows): bounds memory whatever the tensor size. */
 const CHUNK_VALUES = 1 << 20
@@ -91,13 +91,18 @@ async function compareSegment(ref: TensorRecord, segment: StoredSegment, cols: n
   const total = emptyDiff()
   const rows = Math.max(0, Math.min(segment.rows, commonRows - segment.row0))
   const step = Math.max(1, Math.floor(CHUNK_VALUES / cols))
+  // In this thread each chunk is compared before the next is read: one buffer serves every chunk.
+  const scratch = sharedPool() === undefined ? new Float32Array(Math.min(rows, step) * cols) : undefined
   async function* tasks(): AsyncGenerator<CompareTask> {
     for (let r0 = 0; r0 < rows; r0 += step) {
       const r1 = Math.min(rows, r0 + step)
-      const values = await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
-      // The parts may be views of a reader's buffers: compact copies, so the task owns all its inputs
-      // (readRowsF32's values are the caller's already) and the pool moves them instead of copying.
-      const actual = Object.fromEntries(Object.entries(await segment.read(r0, r1)).map(([k, v]) => [k, v.slice()]))
+      const values = scratch ? scratch.subarray(0, (r1 - r0) * cols) : await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
+      if (scratch) await readRowsF32Into(ref, values, segment.row0 + r0)
+      const parts = await segment.read(r0, r1)
+      // On the pool the task's inputs move to a worker: the parts may be views of a reader's buffers,
+      // so compact copies, and the task owns all its inputs (readRowsF32's values are the caller's
+      // already). In this thread the parts are compared where they lie.
+      const actual = scratch ? parts : Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v.slice()]))
       yield {kind: 'compare', scheme: segment.scheme, params: segment.params, values, actual, rows: r1 - r0, cols, owned: true}
     }
   }
@@ -283,8 +288,9 @@ export function expectedCheckpoint(ref: Checkpoint, model: Checkpoint, exact?: E
     const accepted = exactByName.get(record.name)?.segments
     const rowBytes = cols * 4
     const byteLength = mRows * rowBytes
-    const rowsF32 = async (r0: number, r1: number): Promise<Float32Array> => {
-      const out = new Float32Array((r1 - r0) * cols)
+    // Rows [r0, r0 + out.length / cols) into `out`: the engine's matmul has this fill its weight blocks.
+    const rowsInto = async (out: Float32Array, r0: number): Promise<void> => {
+      const r1 = r0 + out.length / cols
       for (const [si, segment] of stored.segments.entries()) {
         const a = Math.max(r0, segment.row0)
         const b = Math.min(r1, segment.row0 + segment.rows)
@@ -298,7 +304,9 @@ export function expectedCheckpoint(ref: Checkpoint, model: Checkpoint, exact?: E
           const encoded = identical
             ? await segment.read(a - segment.row0, common - segment.row0)
             : scheme.encode(await readRowsF32(r, cols, a, common), common - a, cols, segment.params)
-          const values = scheme.decode(encoded, common - a, cols, segment.params)
+          const values = out.subarray((a - r0) * cols, (common - r0) * cols)
+          if (scheme.decodeInto) scheme.decodeInto(encoded, common - a, cols, segment.params, values)
+          else values.set(scheme.decode(encoded, common - a, cols, segment.params))
           const blocks = accepted?.[si]?.acceptedBlocks
           if (blocks && blocks.length > 0) {
             const size = scheme.blockSize(segment.params, cols)
@@ -314,26 +322,25 @@ export function expectedCheckpoint(ref: Checkpoint, model: Checkpoint, exact?: E
               }
             }
           }
-          out.set(values, (a - r0) * cols)
         }
         if (common < b) {
           // Rows REF does not have (MODEL's padded vocabulary): MODEL's own values.
-          const own = await readRowsF32(record, cols, Math.max(a, common), b)
-          out.set(own, (Math.max(a, common) - r0) * cols)
+          const from = Math.max(a, common)
+          await readRowsF32Into(record, out.subarray((from - r0) * cols, (b - r0) * cols), from)
         }
       }
-      return out
     }
-    return {
+    return withReadRowsF32({
       name: record.name, dtype: 'F32', shape: record.shape, byteLength,
       async read(start = 0, end = byteLength) {
         const r0 = Math.floor(start / rowBytes)
         const r1 = Math.ceil(end / rowBytes)
-        const values = await rowsF32(r0, r1)
+        const values = new Float32Array((r1 - r0) * cols)
+        await rowsInto(values, r0)
         const bytes = fromFloat32(values, 'F32')
         return bytes.subarray(start - r0 * rowBytes, end - r0 * rowBytes)
       },
-    }
+    }, rowsInto)
   })
   return {...model, path: `${ref.path} (transformed as ${model.path})`, tensors, stored: undefined, close: async () => undefined}
 }

@@ -27,7 +27,7 @@ import {drain} from '../progress.js'
 import {f32Record} from '../tensor/record.js'
 import {torchExact, torchSingle} from './backends/torch.js'
 import {compareHidden, compareLogits, firstDivergentLayer, fmt, type LayerDivergence} from './compare.js'
-import {checkTokens, runForward} from './engine/index.js'
+import {checkTokens, MatmulPool, runForward} from './engine/index.js'
 import {compareStored, decideRelation, expectedCheckpoint, type ExactWeights, type Relation} from './exact.js'
 import {verifyPeft} from './peft.js'
 import {measureQuality, type QualityGates, type QualityReport} from './quality.js'
@@ -224,8 +224,8 @@ export function resolveBackends(options: Pick<VerifyOptions, 'backend' | 'runtim
 }
 
 /** The engine's logits (and hidden states) for one checkpoint. */
-async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean, onCount?: VerifyOptions['onCount']): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
-  const r = await runForward(checkpoint, tokens, {collectHidden, ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
+async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean, onCount?: VerifyOptions['onCount'], pool?: MatmulPool): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
+  const r = await runForward(checkpoint, tokens, {collectHidden, ...(pool ? {pool} : {}), ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
   return {logits: r.logits, vocab: r.vocab, ...(r.hidden ? {hidden: r.hidden} : {})}
 }
 
@@ -325,13 +325,19 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       engineDevice = r.device
       checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the PyTorch reference's own transformation of REF`)
     } else {
-      if (compareWeights) {
-        weights = await timed('compare weights', () => compareStored(ref, cand, options.onCount && ((_name, index, total) => options.onCount!(index, total, 'tensors'))))
-        checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the ts reference transformation of REF`)
+      // One set of matmul workers for the three passes (started now, ready by the first).
+      const pool = new MatmulPool()
+      try {
+        if (compareWeights) {
+          weights = await timed('compare weights', () => compareStored(ref, cand, options.onCount && ((_name, index, total) => options.onCount!(index, total, 'tensors'))))
+          checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the ts reference transformation of REF`)
+        }
+        modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount, pool))
+        expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount, pool))
+        refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount, pool))
+      } finally {
+        await pool.close()
       }
-      modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount))
-      expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount))
-      refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount))
     }
     const decision = weights ? await decideRelation(ref, cand, weights) : {relation: 'derived' as Relation, reason: 'weights not compared (--skip-weights): logits only'}
     const logits = exactLogits(expectedRun.logits, modelRun.logits, tokens.length, expectedRun.vocab, modelRun.vocab)

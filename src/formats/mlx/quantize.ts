@@ -6,10 +6,10 @@
  */
 import {FormatError} from '../../errors.js'
 import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
-import {checkQuantParams, dequantizeRows} from '../../quant/mlx-affine.js'
+import {checkQuantParams, dequantizeRoundedInto, dequantizeRows} from '../../quant/mlx-affine.js'
 import {type Encoded} from '../../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
+import {CHUNK_BYTES, formatShape, readIntoOf, type TensorRecord, withReadRowsF32} from '../../tensor/record.js'
 
 export {
   checkQuantParams, dequantizeRows, groupErrorBound, groupParams, QUANT_BITS, QUANT_GROUP_SIZES, quantizeRows, rint, roundInto, SCALE_EPS, unpackRows,
@@ -186,7 +186,8 @@ export function dequantizedRecord(name: string, weight: TensorRecord, scales: Te
   const rowBytes = cols * size
   const byteLength = rows * rowBytes
   const step = blockRows(cols)
-  return {
+  const fastWeight = readIntoOf(weight)
+  const record: TensorRecord = {
     name, dtype, shape: [rows, cols], byteLength,
     async read(start = 0, end = byteLength) {
       const out = new Uint8Array(end - start)
@@ -204,4 +205,17 @@ export function dequantizedRecord(name: string, weight: TensorRecord, scales: Te
       return out
     },
   }
+  // The same values as `read` widened to f32 (dequantized, rounded to the scales' dtype), written
+  // straight into the caller's rows, all in one pass (the target bounds the memory): the engine's
+  // matmul reads its weight blocks this way.
+  return withReadRowsF32(record, async (target, r0) => {
+    const r1 = r0 + target.length / cols
+    const packed = new Uint32Array((r1 - r0) * words)
+    const packedBytes = new Uint8Array(packed.buffer)
+    if (fastWeight) await fastWeight(packedBytes, r0 * words * 4)
+    else packedBytes.set(await weight.read(r0 * words * 4, r1 * words * 4))
+    const s = toFloat32(await scales.read(r0 * groups * size, r1 * groups * size), dtype)
+    const z = toFloat32(await biases.read(r0 * groups * size, r1 * groups * size), dtype)
+    dequantizeRoundedInto(packed, s, z, r1 - r0, cols, bits, groupSize, dtype, target)
+  })
 }

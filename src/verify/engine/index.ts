@@ -17,6 +17,8 @@ export interface ForwardOptions {
   collectHidden?: boolean
   /** Worker threads for the matmuls (default: one per core, 0 = main thread only). */
   threads?: number
+  /** Run the matmuls on this pool (left open: several passes share its workers) instead of one of `threads` of its own. */
+  pool?: MatmulPool
   /** Told after each layer (and the output layer): done of total. */
   onLayer?: (done: number, total: number) => void
 }
@@ -38,6 +40,8 @@ export function checkTokens(tokens: readonly number[], vocab: number): void {
     }
   })
 }
+
+export {MatmulPool} from './matmul.js'
 
 export async function runForward(checkpoint: Checkpoint, tokens: number[], options: ForwardOptions = {}): Promise<ForwardResult> {
   const {config} = checkpoint
@@ -63,7 +67,7 @@ export async function runForward(checkpoint: Checkpoint, tokens: number[], optio
 
   const {cos, sin} = ropeTables(T, hd, config.rope_freq_constant)
   const hidden: Float32Array[] = []
-  const pool = new MatmulPool(options.threads)
+  const pool = options.pool ?? new MatmulPool(options.threads)
   try {
     for (const [i, dims] of layerDims(config).entries()) {
       const w = (role: LayerRole): TensorRecord => tensor(layerTensorName(role, i))
@@ -84,6 +88,6 @@ export async function runForward(checkpoint: Checkpoint, tokens: number[], optio
     options.onLayer?.(config.num_transformer_layers + 1, config.num_transformer_layers + 1)
     return {tokens: [...tokens], vocab, logits, ...(options.collectHidden ? {hidden} : {})}
   } finally {
-    await pool.close()
+    if (!options.pool) await pool.close()
   }
 }

@@ -9,8 +9,7 @@
  */
 import os from 'node:os'
 import {Worker} from 'node:worker_threads'
-import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
-import {type TensorRecord} from '../../tensor/record.js'
+import {readRowsF32Into, type TensorRecord} from '../../tensor/record.js'
 import {MAX_PAGES, simdModule, wasm, type WasmMemory} from './simd.js'
 
 /**
@@ -222,7 +221,6 @@ function defaultThreads(): number {
  */
 export async function linear(pool: MatmulPool, x: Float32Array, T: number, record: TensorRecord): Promise<Float32Array> {
   const [N, K] = record.shape as [number, number]
-  const rowBytes = K * dtypeSize(record.dtype)
   const blockRows = Math.max(4, Math.floor(BLOCK_BYTES / (K * 4) / 4) * 4)
   // layout (floats, 4-aligned): x | block A | block B | out
   const align = (n: number) => Math.ceil(n / 4) * 4
@@ -230,11 +228,9 @@ export async function linear(pool: MatmulPool, x: Float32Array, T: number, recor
   const blocks = [align(T * K), align(T * K) + align(blockRows * K)]
   const outOff = blocks[1]! + align(blockRows * K)
   pool.reserve(outOff + T * N).set(x, xOff)
-  const readBlock = async (r0: number, slot: number): Promise<void> => {
-    const r1 = Math.min(N, r0 + blockRows)
-    const values = toFloat32(await record.read(r0 * rowBytes, r1 * rowBytes), record.dtype)
-    new Float32Array(pool.memory.buffer).set(values, blocks[slot]!)
-  }
+  // Each block goes straight into its buffer in the shared memory (dequantized / widened there).
+  const readBlock = (r0: number, slot: number): Promise<void> =>
+    readRowsF32Into(record, new Float32Array(pool.memory.buffer, blocks[slot]! * 4, (Math.min(N, r0 + blockRows) - r0) * K), r0)
   let next: Promise<void> | undefined = readBlock(0, 0)
   let slot = 0
   for (let r0 = 0; r0 < N; r0 += blockRows) {

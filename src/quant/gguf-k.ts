@@ -17,6 +17,7 @@
  * Every step is one f32 operation in the C's order (Math.fround after each; sums accumulate left
  * to right), `nearest_int` is ggml's 1.5·2^23 trick, and d/dmin are stored as IEEE half.
  */
+import {type GgmlKernels, ggmlKernels, type SearchSpec} from '../simd/ggml.js'
 import {ggmlBlockScheme, type GgmlBlockType, putHalf, readHalf as half} from './ggml-block.js'
 
 export const QK_K = 256
@@ -142,18 +143,18 @@ function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: I
  * `weights`; codes 0 … nmax into L. `laux` is scratch of n codes.
  */
 function makeQkx2Quants(
-  n: number, nmax: number, x: Float32Array, xo: number, weights: Float32Array, L: Uint8Array, lo: number, laux: Uint8Array,
+  n: number, nmax: number, x: Float32Array, xo: number, weights: Float32Array, wo: number, L: Uint8Array, lo: number, laux: Uint8Array,
   rmin: number, rdelta: number, nstep: number, useMad: boolean, out: {min: number},
 ): number {
   let min = x[xo]!
   let max = x[xo]!
-  let sumW = weights[0]!
+  let sumW = weights[wo]!
   let sumX = fr(sumW * x[xo]!)
   for (let i = 1; i < n; i++) {
     const xi = x[xo + i]!
     if (xi < min) min = xi
     if (xi > max) max = xi
-    const w = weights[i]!
+    const w = weights[wo + i]!
     sumW = fr(sumW + w)
     sumX = fr(sumX + fr(w * xi))
   }
@@ -172,7 +173,7 @@ function makeQkx2Quants(
     L[lo + i] = l
     let diff = fr(fr(fr(scale * l) + min) - xi)
     diff = useMad ? Math.abs(diff) : fr(diff * diff)
-    bestError = fr(bestError + fr(weights[i]! * diff))
+    bestError = fr(bestError + fr(weights[wo + i]! * diff))
   }
   for (let is = 0; is <= nstep; is++) {
     // `min` may have moved to a better trial's offset: the next trials start from it (as ggml's loop does).
@@ -184,7 +185,7 @@ function makeQkx2Quants(
       const xi = x[xo + i]!
       const l = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax)
       laux[i] = l
-      const w = weights[i]!
+      const w = weights[wo + i]!
       const wl = fr(w * l)
       sumL = fr(sumL + wl)
       sumL2 = fr(sumL2 + fr(wl * l))
@@ -202,7 +203,7 @@ function makeQkx2Quants(
       for (let i = 0; i < n; i++) {
         let diff = fr(fr(fr(thisScale * laux[i]!) + thisMin) - x[xo + i]!)
         diff = useMad ? Math.abs(diff) : fr(diff * diff)
-        curError = fr(curError + fr(weights[i]! * diff))
+        curError = fr(curError + fr(weights[wo + i]! * diff))
       }
       if (curError < bestError) {
         for (let i = 0; i < n; i++) L[lo + i] = laux[i]!
@@ -221,19 +222,57 @@ function checkLength(type: string, values: Float32Array): number {
   return values.length / QK_K
 }
 
+/** Super-blocks per search batch: the sub-block searches of a batch run first (in wasm lanes when available), then each super-block is packed. */
+const BATCH = 256
+
+/** `rmin + rdelta·is + nmax` for is = 0 … nstep, each step rounded to f32 as make_qkx2_quants does. */
+const qkx2Trials = (nmax: number, rmin: number, nstep: number) =>
+  Float32Array.from({length: nstep + 1}, (_, is) => fr(fr(rmin + fr(F01 * is)) + nmax))
+
+/**
+ * The sub-block searches of one batch (`subs` sub-blocks of spec.n values from values[xo]): in the
+ * wasm lanes when there are any, else `scalar(j)` for each (which writes scales[j], mins[j] and
+ * sub-block j's codes). Both give the same bytes, NaN inputs included as long as they carry no
+ * payload: a payload can reach the codes (ggml's nearest_int reads mantissa bits), and which
+ * operand's payload an f32 op keeps depends on the order the JIT emits, so even the scalar code
+ * gives no fixed answer for them.
+ */
+function searchBatch(
+  simd: GgmlKernels | undefined, spec: SearchSpec, values: Float32Array, xo: number, weights: Float32Array | null, subs: number,
+  scales: Float32Array, mins: Float32Array | null, codes: Uint8Array, scalar: (j: number) => void,
+): void {
+  if (simd) simd.search(spec, values, xo, weights, subs, scales, mins, codes)
+  else for (let j = 0; j < subs; j++) scalar(j)
+}
+
 // ---- Q6_K: ql[128], qh[64], scales[16] (int8), d ------------------------------------------------
 
 const Q6_BYTES = 210
 
-export function quantizeQ6_K(values: Float32Array): Uint8Array {
+/** make_qx_quants(16, 32)'s trial scales nmax + 0.1·is, is = -9 … 9 but 0. */
+const Q6_SEARCH: SearchSpec = {kernel: 'qx_16_32', n: 16, trials: Float32Array.from([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9], (is) => fr(32 + fr(F01 * is)))}
+
+export const quantizeQ6_K = (values: Float32Array) => q6K(values, ggmlKernels())
+/** Q6_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ6_KScalar = (values: Float32Array) => q6K(values, undefined)
+
+function q6K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q6_K', values)
   const out = new Uint8Array(nb * Q6_BYTES)
-  const L = new Uint8Array(QK_K)
-  const scales = new Float32Array(QK_K / 16)
+  const codes = new Uint8Array(BATCH * QK_K)
+  const batchScales = new Float32Array(BATCH * 16)
   for (let i = 0; i < nb; i++) {
     const xo = i * QK_K
     const o = i * Q6_BYTES
-    for (let ib = 0; ib < 16; ib++) scales[ib] = makeQxQuants(16, 32, values, xo + 16 * ib, L, 16 * ib)
+    const bi = i % BATCH
+    if (bi === 0) {
+      const count = Math.min(BATCH, nb - i) * 16
+      searchBatch(simd, Q6_SEARCH, values, xo, null, count, batchScales, null, codes, (j) => {
+        batchScales[j] = makeQxQuants(16, 32, values, xo + 16 * j, codes, 16 * j)
+      })
+    }
+    const L = codes.subarray(bi * QK_K, (bi + 1) * QK_K)
+    const scales = batchScales.subarray(bi * 16, (bi + 1) * 16)
     const maxScale = firstAbsMax(scales, 0, 16)
     if (Math.abs(maxScale) < GROUP_MAX_EPS) continue // an all-zero block: every byte 0 (d = +0)
     const iscale = fr(-128 / maxScale)
@@ -297,33 +336,47 @@ function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: nu
   }
 }
 
-function quantizeQ45K(values: Float32Array, bits: 4 | 5): Uint8Array {
+const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', n: 32, trials: qkx2Trials(15, -1, 20)}
+const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
+
+function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
   const blockBytes = bits === 4 ? 144 : 176
   const nmax = bits === 4 ? 15 : 31
   const out = new Uint8Array(nb * blockBytes)
-  const L = new Uint8Array(QK_K)
+  const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(32)
-  const weights = new Float32Array(32)
-  const mins = new Float32Array(8)
-  const scales = new Float32Array(8)
+  const weights = new Float32Array(BATCH * QK_K)
+  const batchMins = new Float32Array(BATCH * 8)
+  const batchScales = new Float32Array(BATCH * 8)
   const m = {min: 0}
   const sm = {sc: 0, m: 0}
   for (let i = 0; i < nb; i++) {
     const xo = i * QK_K
     const o = i * blockBytes
+    const bi = i % BATCH
+    if (bi === 0) {
+      const subs = Math.min(BATCH, nb - i) * 8
+      for (let j = 0; j < subs; j++) {
+        const base = xo + 32 * j
+        let sumX2 = 0
+        for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
+        const avX = fr(Math.sqrt(fr(sumX2 / 32)))
+        for (let l = 0; l < 32; l++) weights[32 * j + l] = fr(avX + Math.abs(values[base + l]!))
+      }
+      searchBatch(simd, bits === 4 ? Q4_SEARCH : Q5_SEARCH, values, xo, weights, subs, batchScales, batchMins, codes, (j) => {
+        batchScales[j] = bits === 4
+          ? makeQkx2Quants(32, 15, values, xo + 32 * j, weights, 32 * j, codes, 32 * j, laux, -1, F01, 20, false, m)
+          : makeQkx2Quants(32, 31, values, xo + 32 * j, weights, 32 * j, codes, 32 * j, laux, -0.5, F01, 15, false, m)
+        batchMins[j] = m.min
+      })
+    }
+    const L = codes.subarray(bi * QK_K, (bi + 1) * QK_K)
+    const scales = batchScales.subarray(bi * 8, (bi + 1) * 8)
+    const mins = batchMins.subarray(bi * 8, (bi + 1) * 8)
     let maxScale = 0
     let maxMin = 0
     for (let j = 0; j < 8; j++) {
-      const base = xo + 32 * j
-      let sumX2 = 0
-      for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
-      const avX = fr(Math.sqrt(fr(sumX2 / 32)))
-      for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(values[base + l]!))
-      scales[j] = bits === 4
-        ? makeQkx2Quants(32, 15, values, base, weights, L, 32 * j, laux, -1, F01, 20, false, m)
-        : makeQkx2Quants(32, 31, values, base, weights, L, 32 * j, laux, -0.5, F01, 15, false, m)
-      mins[j] = m.min
       if (scales[j]! > maxScale) maxScale = scales[j]!
       if (mins[j]! > maxMin) maxMin = mins[j]!
     }
@@ -413,8 +466,11 @@ function dequantizeQ45K(bytes: Uint8Array, bits: 4 | 5): Float32Array {
   return out
 }
 
-export const quantizeQ4_K = (values: Float32Array) => quantizeQ45K(values, 4)
-export const quantizeQ5_K = (values: Float32Array) => quantizeQ45K(values, 5)
+export const quantizeQ4_K = (values: Float32Array) => quantizeQ45K(values, 4, ggmlKernels())
+export const quantizeQ5_K = (values: Float32Array) => quantizeQ45K(values, 5, ggmlKernels())
+/** Q4_K / Q5_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ4_KScalar = (values: Float32Array) => quantizeQ45K(values, 4, undefined)
+export const quantizeQ5_KScalar = (values: Float32Array) => quantizeQ45K(values, 5, undefined)
 export const dequantizeQ4_K = (bytes: Uint8Array) => dequantizeQ45K(bytes, 4)
 export const dequantizeQ5_K = (bytes: Uint8Array) => dequantizeQ45K(bytes, 5)
 
@@ -501,24 +557,39 @@ export function dequantizeQ3_K(bytes: Uint8Array): Float32Array {
 
 const Q2_BYTES = 84
 
-export function quantizeQ2_K(values: Float32Array): Uint8Array {
+const Q2_SEARCH: SearchSpec = {kernel: 'qkx2_16_3', n: 16, trials: qkx2Trials(3, -0.5, 15)}
+
+export const quantizeQ2_K = (values: Float32Array) => q2K(values, ggmlKernels())
+/** Q2_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ2_KScalar = (values: Float32Array) => q2K(values, undefined)
+
+function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q2_K', values)
   const out = new Uint8Array(nb * Q2_BYTES)
-  const L = new Uint8Array(QK_K)
+  const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(16)
-  const weights = new Float32Array(16)
-  const mins = new Float32Array(16)
-  const scales = new Float32Array(16)
+  const weights = new Float32Array(BATCH * QK_K)
+  const batchMins = new Float32Array(BATCH * 16)
+  const batchScales = new Float32Array(BATCH * 16)
   const m = {min: 0}
   for (let i = 0; i < nb; i++) {
     const xo = i * QK_K
     const o = i * Q2_BYTES
+    const bi = i % BATCH
+    if (bi === 0) {
+      const subs = Math.min(BATCH, nb - i) * 16
+      for (let l = 0; l < subs * 16; l++) weights[l] = Math.abs(values[xo + l]!)
+      searchBatch(simd, Q2_SEARCH, values, xo, weights, subs, batchScales, batchMins, codes, (j) => {
+        batchScales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, 16 * j, codes, 16 * j, laux, -0.5, F01, 15, true, m)
+        batchMins[j] = m.min
+      })
+    }
+    const L = codes.subarray(bi * QK_K, (bi + 1) * QK_K)
+    const scales = batchScales.subarray(bi * 16, (bi + 1) * 16)
+    const mins = batchMins.subarray(bi * 16, (bi + 1) * 16)
     let maxScale = 0
     let maxMin = 0
     for (let j = 0; j < 16; j++) {
-      for (let l = 0; l < 16; l++) weights[l] = Math.abs(values[xo + 16 * j + l]!)
-      scales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, L, 16 * j, laux, -0.5, F01, 15, true, m)
-      mins[j] = m.min
       if (scales[j]! > maxScale) maxScale = scales[j]!
       if (mins[j]! > maxMin) maxMin = mins[j]!
     }

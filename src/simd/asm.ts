@@ -132,3 +132,23 @@ export function assemble(funcs: Func[], pages: number): Uint8Array {
     ...section(10, vec(bodies)),
   ])
 }
+
+// ---- appended for src/simd/ggml.ts
+export const F32X4_EQ = simd(0x41)
+export const F32X4_NE = simd(0x42)
+export const F32X4_GT = simd(0x44)
+export const V128_NOT = simd(0x4d)
+export const V128_ANDNOT = simd(0x4f)
+export const V128_ANY_TRUE = simd(0x53)
+export const F32X4_NEG = simd(0xe1)
+export const I32X4_MIN_S = simd(0xb6)
+export const I32X4_MAX_S = simd(0xb8)
+
+/** `for (I = from; I < N; I += step) body`, I and N i32 locals. */
+export const forRange = (I: number, from: number, N: number, step: number, body: number[]) => [
+  ...i32c(from), ...set(I),
+  ...BLOCK, ...get(I), ...get(N), ...I32_LT_U, 0x45 /* i32.eqz */, ...brIf(0),
+  ...LOOP, ...body,
+  ...get(I), ...i32c(step), ...I32_ADD, ...tee(I), ...get(N), ...I32_LT_U, ...brIf(0),
+  ...END, ...END,
+]

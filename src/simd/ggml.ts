@@ -1,0 +1,269 @@
+/**
+ * WebAssembly SIMD for ggml's K-quant scale searches (src/quant/gguf-k.ts), bit-identical to the
+ * scalar code there, which stays the reference (test/gguf-k-simd.test.ts). The searches are
+ * sequences of dependent f32 sums over one sub-block, so they are vectorized ACROSS sub-blocks:
+ * lane k of every vector belongs to sub-block k of a group of four, and each lane runs the scalar op
+ * sequence exactly (IEEE f32, round to nearest even, no fused multiply-add, sums left to right).
+ * Branches become masks: a lane's update happens where the scalar `if` would take it.
+ *
+ * The inputs are stored transposed (element i of the four sub-blocks in one v128); the module owns
+ * its memory, one instance per thread, made on first use. Without WebAssembly SIMD, or with
+ * OPENELM_SIMD=0, `ggmlKernels()` is undefined and the encoders run the scalar searches.
+ */
+import {
+  assemble, END, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
+  F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SUB, forRange, type Func, get,
+  I32, I32_ADD, I32_MUL, I32_SHL, i32c, I32X4_MAX_S, I32X4_MIN_S, I32X4_SUB, i32x4c, IF, set, V128, V128_AND,
+  V128_ANDNOT, V128_ANY_TRUE, V128_BITSELECT, v128Load, v128Store,
+} from './asm.js'
+
+/** Sub-block groups (of four) per call; the memory holds their transposed values, weights and codes. */
+const GROUPS = 256
+const MAX_N = 32
+const AREA = GROUPS * MAX_N * 16
+const XT = 0
+const WT = AREA
+const LT = 2 * AREA
+const LA = 3 * AREA
+const RES = LA + MAX_N * 16
+const CT = RES + GROUPS * 32
+const PAGES = (CT + 64 * 4 + 65535) >>> 16
+
+/** ggml's nearest_int of the f32 lanes on the stack (1.5·2^23 added, low mantissa bits read), clamped to [lo, hi], as f32 lanes. */
+const codeLanes = (lo: number, hi: number) => [
+  ...f32x4c(12582912), ...F32X4_ADD, ...i32x4c(0x007fffff), ...V128_AND, ...i32x4c(0x00400000), ...I32X4_SUB,
+  ...i32x4c(lo), ...I32X4_MAX_S, ...i32x4c(hi), ...I32X4_MIN_S, ...F32X4_CONVERT_I32X4_S,
+]
+const at = (P: number, OFF: number) => [...get(P), ...get(OFF), ...I32_ADD]
+const load = (P: number, OFF: number) => [...at(P, OFF), ...v128Load(0)]
+/** dst = src where mask, else dst (locals). */
+const pick = (dst: number, src: number, mask: number) => [...get(src), ...get(dst), ...get(mask), ...V128_BITSELECT, ...set(dst)]
+/** acc = acc + (stack) */
+const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
+
+/**
+ * qkx2_<n>_<nmax>(groups, trials): ggml's `make_qkx2_quants` for each group of four sub-blocks of n
+ * values (x at XT, weights at WT, transposed), weighted squared error (or absolute, `mad`). Trial t's
+ * `rmin + rdelta·t + nmax` is CT[t] (f32, computed by the caller in the scalar's order). Out: the
+ * codes (f32 lanes) at LT, per group the scales and the mins (negated, as the scalar's `out.min`) at RES.
+ */
+function qkx2(n: number, nmax: number, mad: boolean): Func {
+  const [NG, NT, N, G, I, T, OFF, PX, PW, PL] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  const [MIN, MAX, SUMW, SUMX, ISC, SCALE, BEST, SL, SL2, SXL, XI, WI, LF, D, TS, TM, CUR, UPD, EQ] = Array.from({length: 19}, (_, k) => 10 + k)
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  const laux = [...i32c(LA), ...get(OFF), ...I32_ADD]
+  /** acc += w · |scale·l + min − x| (or its square), l from `codes`. */
+  const weightedError = (scale: number, min: number, codes: number[], acc: number) => [
+    ...get(scale), ...codes, ...F32X4_MUL, ...get(min), ...F32X4_ADD, ...load(PX, OFF), ...F32X4_SUB, ...set(LF),
+    ...load(PW, OFF), ...get(LF), ...(mad ? F32X4_ABS : [...get(LF), ...F32X4_MUL]), ...F32X4_MUL, ...accumulate(acc),
+  ]
+  const codeOf = (x: number[]) => [...get(ISC), ...x, ...get(MIN), ...F32X4_SUB, ...F32X4_MUL, ...codeLanes(0, nmax)]
+  const zero = (...locals: number[]) => locals.flatMap((l) => [...f32x4c(0), ...set(l)])
+  return {
+    name: `qkx2_${n}_${nmax}`, params: 2, locals: [[8, I32], [19, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
+        ...get(T), ...i32c(XT), ...I32_ADD, ...set(PX), ...get(T), ...i32c(WT), ...I32_ADD, ...set(PW), ...get(T), ...i32c(LT), ...I32_ADD, ...set(PL),
+        // min, max, Σw, Σw·x
+        ...get(PX), ...v128Load(0), ...set(MIN), ...get(MIN), ...set(MAX),
+        ...get(PW), ...v128Load(0), ...set(SUMW), ...get(SUMW), ...get(MIN), ...F32X4_MUL, ...set(SUMX),
+        ...forRange(I, 1, N, 1, [
+          ...off, ...load(PX, OFF), ...set(XI), ...load(PW, OFF), ...set(WI),
+          ...get(XI), ...get(MIN), ...get(XI), ...get(MIN), ...F32X4_LT, ...V128_BITSELECT, ...set(MIN),
+          ...get(XI), ...get(MAX), ...get(XI), ...get(MAX), ...F32X4_GT, ...V128_BITSELECT, ...set(MAX),
+          ...get(SUMW), ...get(WI), ...F32X4_ADD, ...set(SUMW),
+          ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(SUMX),
+        ]),
+        ...f32x4c(0), ...get(MIN), ...get(MIN), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...set(MIN),
+        ...get(MAX), ...get(MIN), ...F32X4_EQ, ...set(EQ),
+        // the first codes, at iscale = nmax / (max − min)
+        ...f32x4c(nmax), ...get(MAX), ...get(MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(ISC),
+        ...f32x4c(1), ...get(ISC), ...F32X4_DIV, ...set(SCALE),
+        ...zero(BEST),
+        ...forRange(I, 0, N, 1, [
+          ...off, ...at(PL, OFF), ...codeOf(load(PX, OFF)), ...set(WI), ...get(WI), ...v128Store(0),
+          ...weightedError(SCALE, MIN, get(WI), BEST),
+        ]),
+        ...forRange(T, 0, NT, 1, [
+          ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...get(MAX), ...get(MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(ISC),
+          ...zero(SL, SL2, SXL),
+          ...forRange(I, 0, N, 1, [
+            ...off, ...load(PX, OFF), ...set(XI),
+            ...codeOf(get(XI)), ...set(LF), ...laux, ...get(LF), ...v128Store(0),
+            ...load(PW, OFF), ...get(LF), ...F32X4_MUL, ...set(WI),
+            ...get(WI), ...accumulate(SL),
+            ...get(WI), ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
+            ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(SXL),
+          ]),
+          ...get(SUMW), ...get(SL2), ...F32X4_MUL, ...get(SL), ...get(SL), ...F32X4_MUL, ...F32X4_SUB, ...set(D),
+          ...get(SUMW), ...get(SXL), ...F32X4_MUL, ...get(SUMX), ...get(SL), ...F32X4_MUL, ...F32X4_SUB, ...get(D), ...F32X4_DIV, ...set(TS),
+          ...get(SL2), ...get(SUMX), ...F32X4_MUL, ...get(SL), ...get(SXL), ...F32X4_MUL, ...F32X4_SUB, ...get(D), ...F32X4_DIV, ...set(TM),
+          // a positive min: min 0, scale Σwxl / Σwl²
+          ...get(TM), ...f32x4c(0), ...F32X4_GT, ...set(UPD),
+          ...get(SXL), ...get(SL2), ...F32X4_DIV, ...get(TS), ...get(UPD), ...V128_BITSELECT, ...set(TS),
+          ...f32x4c(0), ...get(TM), ...get(UPD), ...V128_BITSELECT, ...set(TM),
+          ...zero(CUR),
+          ...forRange(I, 0, N, 1, [...off, ...weightedError(TS, TM, [...laux, ...v128Load(0)], CUR)]),
+          // taken where D > 0 and the error is lower (never in max == min lanes, which returned early)
+          ...get(D), ...f32x4c(0), ...F32X4_GT, ...get(CUR), ...get(BEST), ...F32X4_LT, ...V128_AND, ...get(EQ), ...V128_ANDNOT, ...set(UPD),
+          ...get(UPD), ...V128_ANY_TRUE, ...IF,
+          ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...laux, ...v128Load(0), ...load(PL, OFF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0)]),
+          ...pick(BEST, CUR, UPD), ...pick(SCALE, TS, UPD), ...pick(MIN, TM, UPD),
+          ...END,
+        ]),
+        // max == min lanes: codes 0, scale 0, min −min
+        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...get(EQ), ...V128_ANDNOT, ...v128Store(0)]),
+        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD, ...set(T),
+        ...get(T), ...get(SCALE), ...get(EQ), ...V128_ANDNOT, ...v128Store(0),
+        ...get(T), ...get(MIN), ...F32X4_NEG, ...v128Store(16),
+      ]),
+    ],
+  }
+}
+
+/**
+ * qx_<n>_<nmax>(groups, trials): ggml's `make_qx_quants(n, nmax, x, L, rmse_type = 1)` for each group
+ * of four sub-blocks of n values (x at XT, transposed), weights x². Trial t's `nmax + 0.1·is` is CT[t].
+ * Out: the codes + nmax (f32 lanes) at LT, per group the scales at RES.
+ */
+function qx(n: number, nmax: number): Func {
+  const [NG, NT, N, G, I, T, OFF, PX, PL] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
+  const [MAX, AMAX, ISC, SCALE, BEST, SLX, SL2, XI, LF, W, UPD, SMALL] = Array.from({length: 12}, (_, k) => 9 + k)
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  const laux = [...i32c(LA), ...get(OFF), ...I32_ADD]
+  /** Σ w·x·l and Σ w·l² at ISC, codes + nmax stored at `dst`. */
+  const sums = (dst: number[]) => [
+    ...f32x4c(0), ...set(SLX), ...f32x4c(0), ...set(SL2),
+    ...forRange(I, 0, N, 1, [
+      ...off, ...load(PX, OFF), ...set(XI),
+      ...get(ISC), ...get(XI), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...set(LF),
+      ...dst, ...get(LF), ...f32x4c(nmax), ...F32X4_ADD, ...v128Store(0),
+      ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W),
+      ...get(W), ...get(XI), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SLX),
+      ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
+    ]),
+  ]
+  return {
+    name: `qx_${n}_${nmax}`, params: 2, locals: [[7, I32], [12, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
+        ...get(T), ...i32c(XT), ...I32_ADD, ...set(PX), ...get(T), ...i32c(LT), ...I32_ADD, ...set(PL),
+        // the first value of largest magnitude
+        ...f32x4c(0), ...set(MAX), ...f32x4c(0), ...set(AMAX),
+        ...forRange(I, 0, N, 1, [
+          ...off, ...load(PX, OFF), ...set(XI), ...get(XI), ...F32X4_ABS, ...set(W),
+          ...get(W), ...get(AMAX), ...F32X4_GT, ...set(UPD), ...pick(AMAX, W, UPD), ...pick(MAX, XI, UPD),
+        ]),
+        ...get(MAX), ...F32X4_ABS, ...f32x4c(1e-15), ...F32X4_LT, ...set(SMALL),
+        ...f32x4c(-nmax), ...get(MAX), ...F32X4_DIV, ...set(ISC),
+        ...sums([...at(PL, OFF)]),
+        ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_NE, ...V128_BITSELECT, ...set(SCALE),
+        ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(BEST),
+        ...forRange(T, 0, NT, 1, [
+          ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...F32X4_NEG, ...get(MAX), ...F32X4_DIV, ...set(ISC),
+          ...sums(laux),
+          ...get(SL2), ...f32x4c(0), ...F32X4_GT, ...get(SLX), ...get(SLX), ...F32X4_MUL, ...get(BEST), ...get(SL2), ...F32X4_MUL, ...F32X4_GT, ...V128_AND, ...set(UPD),
+          ...get(UPD), ...V128_ANY_TRUE, ...IF,
+          ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...laux, ...v128Load(0), ...load(PL, OFF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0)]),
+          ...get(SLX), ...get(SL2), ...F32X4_DIV, ...set(XI), ...pick(SCALE, XI, UPD),
+          ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(XI), ...pick(BEST, XI, UPD),
+          ...END,
+        ]),
+        // |max| < 1e-15 lanes: codes 0, scale 0
+        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...get(SMALL), ...V128_ANDNOT, ...v128Store(0)]),
+        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD, ...get(SCALE), ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
+      ]),
+    ],
+  }
+}
+
+const FUNCS = [qkx2(32, 15, false), qkx2(32, 31, false), qkx2(16, 3, true), qx(16, 32)]
+export const GGML_KERNELS_BYTES = assemble(FUNCS, PAGES)
+
+type Fn = (groups: number, trials: number) => void
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean
+  Module: new (bytes: Uint8Array) => object
+  Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
+}
+const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
+
+/** One sub-block search: `make_qkx2_quants` (weights and trial constants given) or `make_qx_quants` (weights x²). */
+export interface SearchSpec {
+  kernel: 'qkx2_32_15' | 'qkx2_32_31' | 'qkx2_16_3' | 'qx_16_32'
+  /** Values per sub-block. */
+  n: number
+  /** Trial constants, in the scalar's order (CT above). */
+  trials: Float32Array
+}
+
+/** The searches of one thread, over its own wasm memory. */
+export class GgmlKernels {
+  private readonly f32: Float32Array
+  private readonly fns: Record<string, Fn>
+
+  constructor(exports: Record<string, unknown>) {
+    this.f32 = new Float32Array((exports.mem as {buffer: ArrayBuffer}).buffer)
+    this.fns = exports as Record<string, Fn>
+  }
+
+  /**
+   * The search over `count` sub-blocks (a multiple of 4) of spec.n values from values[xo]: scale of
+   * sub-block j into scales[j], its min (qkx2 only) into mins[j], its codes into L[j·n …].
+   * `weights` (qkx2 only) has the values' layout, from index 0.
+   */
+  search(spec: SearchSpec, values: Float32Array, xo: number, weights: Float32Array | null, count: number, scales: Float32Array, mins: Float32Array | null, L: Uint8Array | Int8Array): void {
+    const {n} = spec
+    const f = this.f32
+    f.set(spec.trials, CT / 4)
+    for (let s0 = 0; s0 < count; s0 += GROUPS * 4) {
+      const subs = Math.min(GROUPS * 4, count - s0)
+      // transpose: element i of sub-blocks 4g … 4g+3 in one v128
+      for (let s = 0; s < subs; s++) {
+        const src = xo + (s0 + s) * n
+        const dst = XT / 4 + ((s >> 2) * n) * 4 + (s & 3)
+        for (let i = 0; i < n; i++) f[dst + 4 * i] = values[src + i]!
+        if (weights) {
+          const wsrc = (s0 + s) * n
+          for (let i = 0; i < n; i++) f[dst + WT / 4 + 4 * i] = weights[wsrc + i]!
+        }
+      }
+      this.fns[spec.kernel]!(subs / 4, spec.trials.length)
+      for (let s = 0; s < subs; s++) {
+        const g = s >> 2
+        const k = s & 3
+        scales[s0 + s] = f[RES / 4 + 8 * g + k]!
+        if (mins) mins[s0 + s] = f[RES / 4 + 8 * g + 4 + k]!
+        const src = LT / 4 + g * n * 4 + k
+        const dst = (s0 + s) * n
+        for (let i = 0; i < n; i++) L[dst + i] = f[src + 4 * i]!
+      }
+    }
+  }
+}
+
+let kernels: GgmlKernels | null | undefined
+
+/** This thread's K-quant searches, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
+export function ggmlKernels(): GgmlKernels | undefined {
+  if (kernels === undefined) {
+    kernels = null
+    if (process.env.OPENELM_SIMD !== '0' && wasm) {
+      try {
+        if (wasm.validate(GGML_KERNELS_BYTES)) kernels = new GgmlKernels(new wasm.Instance(new wasm.Module(GGML_KERNELS_BYTES), {}).exports)
+      } catch {
+        kernels = null
+      }
+    }
+  }
+  return kernels ?? undefined
+}
+
+/** Forget the cached choice (tests switch OPENELM_SIMD). */
+export function resetGgmlKernels(): void {
+  kernels = undefined
+}

@@ -13,9 +13,11 @@
 import {
   assemble, END, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
   F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SUB, forRange, type Func, get,
-  I32, I32_ADD, I32_MUL, I32_SHL, i32c, I32X4_MAX_S, I32X4_MIN_S, I32X4_SUB, i32x4c, IF, set, V128, V128_AND,
-  V128_ANDNOT, V128_ANY_TRUE, V128_BITSELECT, v128Load, v128Store,
+  I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32_SHL, i32c, i32Store, I32X4_MAX_S, I32X4_MIN_S, I32X4_SHL, I32X4_SHR_S,
+  I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
+  V128_ANDNOT, V128_ANY_TRUE, V128_BITSELECT, V128_OR, v128Load, v128Store, f32x4Shuffle,
 } from './asm.js'
+import {putHalf} from '../quant/ggml-block.js'
 
 /** Sub-block groups (of four) per call; the memory holds their transposed values, weights and codes. */
 const GROUPS = 256
@@ -181,10 +183,8 @@ function qx(n: number, nmax: number): Func {
   }
 }
 
-const FUNCS = [qkx2(32, 15, false), qkx2(32, 31, false), qkx2(16, 3, true), qx(16, 32)]
-export const GGML_KERNELS_BYTES = assemble(FUNCS, PAGES)
 
-type Fn = (groups: number, trials: number) => void
+type Fn = (groups: number, trials?: number) => void
 interface WasmApi {
   validate(bytes: Uint8Array): boolean
   Module: new (bytes: Uint8Array) => object
@@ -204,10 +204,13 @@ export interface SearchSpec {
 /** The searches of one thread, over its own wasm memory. */
 export class GgmlKernels {
   private readonly f32: Float32Array
+  private readonly u8: Uint8Array
   private readonly fns: Record<string, Fn>
 
   constructor(exports: Record<string, unknown>) {
-    this.f32 = new Float32Array((exports.mem as {buffer: ArrayBuffer}).buffer)
+    const buffer = (exports.mem as {buffer: ArrayBuffer}).buffer
+    this.f32 = new Float32Array(buffer)
+    this.u8 = new Uint8Array(buffer)
     this.fns = exports as Record<string, Fn>
   }
 
@@ -244,6 +247,27 @@ export class GgmlKernels {
       }
     }
   }
+
+  /** The `type` blocks of `values` (a multiple of 32) into `out`. */
+  legacy(type: LegacySpec['type'], values: Float32Array, out: Uint8Array): void {
+    const spec = LEGACY[type]
+    const f = this.f32
+    const blocks = values.length / 32
+    for (let b0 = 0; b0 < blocks; b0 += LEGACY_BLOCKS) {
+      const nb = Math.min(LEGACY_BLOCKS, blocks - b0)
+      const padded = (nb + 3) & ~3
+      f.set(values.subarray(b0 * 32, (b0 + nb) * 32), L_SRC / 4)
+      f.fill(0, L_SRC / 4 + nb * 32, L_SRC / 4 + padded * 32)
+      this.fns[`legacy_${type}`]!(padded / 4)
+      out.set(this.u8.subarray(L_DST, L_DST + nb * spec.bytes), b0 * spec.bytes)
+      for (let b = 0; b < nb; b++) {
+        const o = (b0 + b) * spec.bytes
+        const r = L_RES / 4 + 8 * (b >> 2) + (b & 3)
+        putHalf(out, o, f[r]!)
+        if (spec.affine) putHalf(out, o + 2, f[r + 4]!)
+      }
+    }
+  }
 }
 
 let kernels: GgmlKernels | null | undefined
@@ -267,3 +291,134 @@ export function ggmlKernels(): GgmlKernels | undefined {
 export function resetGgmlKernels(): void {
   kernels = undefined
 }
+
+// ---- legacy 32-value blocks (src/quant/gguf-legacy.ts) -------------------------------------------
+
+/** Legacy blocks per call; groups of four blocks run in the four lanes. */
+const LEGACY_BLOCKS = 2048
+const L_SRC = 0
+const L_XT = LEGACY_BLOCKS * 128
+const L_CT = L_XT + 32 * 16
+const L_DST = L_CT + 32 * 16
+const L_RES = L_DST + LEGACY_BLOCKS * 24
+const LEGACY_PAGES = (L_RES + LEGACY_BLOCKS * 8 + 65535) >>> 16
+
+export interface LegacySpec {
+  type: 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1'
+  bits: 4 | 5
+  affine: boolean
+  /** Bytes per block, and where qh (−1: none) and qs start in it. */
+  bytes: number
+  qh: number
+  qs: number
+}
+
+/** The 4×4 transpose of the f32 lanes of locals A, B, C, D (rows) into them as columns, T0 … T3 scratch. */
+const transpose = ([A, B, C, D]: number[], [T0, T1, T2, T3]: number[]) => [
+  ...get(A), ...get(B), ...f32x4Shuffle([0, 4, 1, 5]), ...set(T0),
+  ...get(A), ...get(B), ...f32x4Shuffle([2, 6, 3, 7]), ...set(T1),
+  ...get(C), ...get(D), ...f32x4Shuffle([0, 4, 1, 5]), ...set(T2),
+  ...get(C), ...get(D), ...f32x4Shuffle([2, 6, 3, 7]), ...set(T3),
+  ...get(T0), ...get(T2), ...f32x4Shuffle([0, 1, 4, 5]), ...set(A),
+  ...get(T0), ...get(T2), ...f32x4Shuffle([2, 3, 6, 7]), ...set(B),
+  ...get(T1), ...get(T3), ...f32x4Shuffle([0, 1, 4, 5]), ...set(C),
+  ...get(T1), ...get(T3), ...f32x4Shuffle([2, 3, 6, 7]), ...set(D),
+]
+
+/**
+ * legacy_<type>(groups): quantize_row_q4_0_ref … q5_1_ref as src/quant/gguf-legacy.ts writes them,
+ * four blocks at a time, block k in lane k (each lane the scalar sequence: the first value of largest
+ * magnitude, or min and max from ±FLT_MAX; d and 1/d in f32; codes through C's int8/uint8 casts as
+ * the scalar rules them: non-finite → 0, low byte). Input: 32·4·groups f32 at L_SRC. Output: qh and
+ * qs of each block at L_DST in the block layout, and per block d (and min) as f32 at L_RES, for the
+ * caller to store as f16.
+ */
+function legacy(spec: LegacySpec): Func {
+  const [NG, G, P, O] = [0, 1, 2, 3]
+  const [R0, R1, R2, R3, T0, T1, T2, T3, X, MAX, AMAX, MIN, U, D, ID, QH] = Array.from({length: 16}, (_, k) => 4 + k)
+  const offset = spec.bits === 4 ? 8 : 16
+  const levels = (1 << spec.bits) - 1
+  const xt = (j: number) => [...i32c(L_XT + 16 * j)]
+  const ct = (j: number) => [...i32c(L_CT + 16 * j)]
+  // values into XT, element j of the four blocks in one v128
+  const gather = Array.from({length: 8}, (_, i) => [
+    ...[R0, R1, R2, R3].flatMap((r, k) => [...get(P), ...v128Load(k * 128 + i * 16), ...set(r)]),
+    ...transpose([R0, R1, R2, R3], [T0, T1, T2, T3]),
+    ...[R0, R1, R2, R3].flatMap((r, j) => [...xt(4 * i + j), ...get(r), ...v128Store(0)]),
+  ]).flat()
+  const scan = spec.affine
+    ? [
+        ...f32x4c(3.4028234663852886e38), ...set(MIN), ...f32x4c(-3.4028234663852886e38), ...set(MAX),
+        ...Array.from({length: 32}, (_, j) => [
+          ...xt(j), ...v128Load(0), ...set(X),
+          ...get(X), ...get(MIN), ...get(X), ...get(MIN), ...F32X4_LT, ...V128_BITSELECT, ...set(MIN),
+          ...get(X), ...get(MAX), ...get(X), ...get(MAX), ...F32X4_GT, ...V128_BITSELECT, ...set(MAX),
+        ]).flat(),
+        ...get(MAX), ...get(MIN), ...F32X4_SUB, ...f32x4c(levels), ...F32X4_DIV, ...set(D),
+      ]
+    : [
+        ...f32x4c(0), ...set(AMAX), ...f32x4c(0), ...set(MAX),
+        ...Array.from({length: 32}, (_, j) => [
+          ...xt(j), ...v128Load(0), ...set(X), ...get(X), ...F32X4_ABS, ...set(T0),
+          ...get(T0), ...get(AMAX), ...F32X4_GT, ...set(U), ...pick(AMAX, T0, U), ...pick(MAX, X, U),
+        ]).flat(),
+        ...get(MAX), ...f32x4c(-offset), ...F32X4_DIV, ...set(D),
+      ]
+  const lowByte = spec.affine && spec.bits === 5 // Q5_1: (uint8_t) cast, no cap
+  const codes = Array.from({length: 32}, (_, j) => [
+    ...ct(j),
+    ...(spec.affine
+      ? [...xt(j), ...v128Load(0), ...get(MIN), ...F32X4_SUB, ...get(ID), ...F32X4_MUL, ...f32x4c(0.5), ...F32X4_ADD]
+      : [...xt(j), ...v128Load(0), ...get(ID), ...F32X4_MUL, ...f32x4c(offset + 0.5), ...F32X4_ADD]),
+    ...set(X),
+    ...get(X), ...I32X4_TRUNC_SAT_F32X4_S, ...get(X), ...F32X4_ABS, ...f32x4c(Infinity), ...F32X4_LT, ...V128_AND,
+    ...(lowByte ? [] : [...i32c(24), ...I32X4_SHL, ...i32c(24), ...I32X4_SHR_S, ...i32x4c(levels), ...I32X4_MIN_S]),
+    ...i32x4c(0xff), ...V128_AND, ...v128Store(0),
+  ]).flat()
+  // qs: byte j of block k = code j | code j+16 << 4, lanes back to blocks
+  const qs = Array.from({length: 4}, (_, i) => [
+    ...[R0, R1, R2, R3].flatMap((r, jj) => {
+      const j = 4 * i + jj
+      return [...ct(j), ...v128Load(0), ...i32x4c(0xf), ...V128_AND, ...ct(j + 16), ...v128Load(0), ...i32x4c(0xf), ...V128_AND, ...i32c(4), ...I32X4_SHL, ...V128_OR, ...set(r)]
+    }),
+    ...transpose([R0, R1, R2, R3], [T0, T1, T2, T3]),
+    // R_k: bytes 4i … 4i+3 of block k (as i32 lanes); keep them in XT (free now) as row k, column i
+    ...[R0, R1, R2, R3].flatMap((r, k) => [...i32c(L_XT + 64 * k + 16 * i), ...get(r), ...v128Store(0)]),
+  ]).flat()
+  const store = [0, 1, 2, 3].flatMap((k) => [
+    ...get(O), ...i32c(spec.bytes * k), ...I32_ADD,
+    ...i32c(L_XT + 64 * k), ...v128Load(0), ...i32c(L_XT + 64 * k), ...v128Load(16), ...I16X8_NARROW_I32X4_U,
+    ...i32c(L_XT + 64 * k), ...v128Load(32), ...i32c(L_XT + 64 * k), ...v128Load(48), ...I16X8_NARROW_I32X4_U,
+    ...I8X16_NARROW_I16X8_U, ...v128Store(spec.qs),
+  ])
+  const qh = spec.qh < 0 ? [] : [
+    ...i32x4c(0), ...set(QH),
+    ...Array.from({length: 32}, (_, j) => [...get(QH), ...ct(j), ...v128Load(0), ...i32c(4), ...I32X4_SHR_U, ...i32x4c(1), ...V128_AND, ...i32c(j), ...I32X4_SHL, ...V128_OR, ...set(QH)]).flat(),
+    ...[0, 1, 2, 3].flatMap((k) => [...get(O), ...get(QH), ...i32x4Lane(k), ...i32Store(spec.bytes * k + spec.qh)]),
+  ]
+  return {
+    name: `legacy_${spec.type}`, params: 1, locals: [[3, I32], [16, V128]],
+    body: forRange(G, 0, NG, 1, [
+      ...get(G), ...i32c(512), ...I32_MUL, ...i32c(L_SRC), ...I32_ADD, ...set(P),
+      ...get(G), ...i32c(4 * spec.bytes), ...I32_MUL, ...i32c(L_DST), ...I32_ADD, ...set(O),
+      ...gather, ...scan,
+      ...f32x4c(1), ...get(D), ...F32X4_DIV, ...f32x4c(0), ...get(D), ...f32x4c(0), ...F32X4_NE, ...V128_BITSELECT, ...set(ID),
+      ...codes, ...qs, ...store, ...qh,
+      ...get(G), ...i32c(32), ...I32_MUL, ...i32c(L_RES), ...I32_ADD, ...set(P),
+      ...get(P), ...get(D), ...v128Store(0),
+      ...(spec.affine ? [...get(P), ...get(MIN), ...v128Store(16)] : []),
+    ]),
+  }
+}
+
+const LEGACY: Record<LegacySpec['type'], LegacySpec> = {
+  Q4_0: {type: 'Q4_0', bits: 4, affine: false, bytes: 18, qh: -1, qs: 2},
+  Q4_1: {type: 'Q4_1', bits: 4, affine: true, bytes: 20, qh: -1, qs: 4},
+  Q5_0: {type: 'Q5_0', bits: 5, affine: false, bytes: 22, qh: 2, qs: 6},
+  Q5_1: {type: 'Q5_1', bits: 5, affine: true, bytes: 24, qh: 4, qs: 8},
+}
+
+export const GGML_KERNELS_BYTES = assemble(
+  [qkx2(32, 15, false), qkx2(32, 31, false), qkx2(16, 3, true), qx(16, 32), ...Object.values(LEGACY).map(legacy)],
+  Math.max(PAGES, LEGACY_PAGES),
+)

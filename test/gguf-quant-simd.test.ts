@@ -1,6 +1,7 @@
 /**
- * The WebAssembly SIMD searches of the K-quants (src/simd/ggml.ts, lanes across sub-blocks) against
- * the scalar encoders they stand in for (src/quant/gguf-k.ts), byte for byte: edge sub-blocks (±NaN,
+ * The WebAssembly SIMD lanes of the ggml quantizers (src/simd/ggml.ts: the K-quant searches, lanes
+ * across sub-blocks; the legacy blocks, lanes across blocks) against the scalar encoders they stand
+ * in for (src/quant/gguf-k.ts, gguf-legacy.ts), byte for byte: edge sub-blocks (±NaN,
  * ±Inf, ±0, subnormals, 1e±30, f32 max, 65504, exact ties, all-equal and zero sub-blocks) mixed
  * into live super-blocks so that one lane's edge sits beside normal lanes, random bit patterns, and
  * weight-like rows over several batches (more than one wasm call). NaNs with a payload are left out:
@@ -15,6 +16,7 @@ import {seededRandom} from '../src/generate/sampler.js'
 import {
   quantizeQ2_K, quantizeQ2_KScalar, quantizeQ4_K, quantizeQ4_KScalar, quantizeQ5_K, quantizeQ5_KScalar, quantizeQ6_K, quantizeQ6_KScalar,
 } from '../src/quant/gguf-k.js'
+import {Q4_0, Q4_1, Q5_0, Q5_1, quantizeLegacyScalar} from '../src/quant/gguf-legacy.js'
 import {ggmlKernels} from '../src/simd/ggml.js'
 
 const TYPES: Array<[string, (v: Float32Array) => Uint8Array, (v: Float32Array) => Uint8Array]> = [
@@ -22,6 +24,7 @@ const TYPES: Array<[string, (v: Float32Array) => Uint8Array, (v: Float32Array) =
   ['Q4_K', quantizeQ4_K, quantizeQ4_KScalar],
   ['Q5_K', quantizeQ5_K, quantizeQ5_KScalar],
   ['Q6_K', quantizeQ6_K, quantizeQ6_KScalar],
+  ...[Q4_0, Q4_1, Q5_0, Q5_1].map((t): [string, (v: Float32Array) => Uint8Array, (v: Float32Array) => Uint8Array] => [t.type, t.quantize, (v) => quantizeLegacyScalar(t.type as 'Q4_0', v)]),
 ]
 
 const bitsOf = (u: number) => new Float32Array(Uint32Array.of(u).buffer)[0]!
@@ -33,14 +36,19 @@ const EDGES = [
   65504, -65504, 0.5, -0.5, 1.5, 2.5, 1e-15, -1e-15, 4194303, 4194304, 12582912,
 ]
 
-/** Sub-blocks of 16 that each break one rule, then whole super-blocks built from them beside live values. */
-function edgeValues(seed: number): Float32Array {
+/**
+ * Blocks of `size` (16: K-quant sub-blocks; 32: legacy blocks and Q4_K/Q5_K sub-blocks) that each
+ * break one rule, each in every lane position of a group of four, then random mixtures.
+ */
+function edgeValues(seed: number, size: number): Float32Array {
   const r = seededRandom(seed)
-  const sub = (f: (j: number) => number) => Array.from({length: 16}, (_, j) => f(j))
+  const sub = (f: (j: number) => number) => Array.from({length: size}, (_, j) => f(j))
   const subs: number[][] = [
     sub(() => 0), sub((j) => (j % 2 ? -0 : 0)), sub(() => 0.75), sub(() => -2.5), sub(() => 1e-41),
     sub((j) => j - 8), sub((j) => (j - 8) * 0.5), sub((j) => j / 15), sub((j) => j / 3), sub((j) => 2 ** (j - 8)),
-    sub((j) => (j === 3 ? -3 : j === 4 ? 3 : 0.1)), sub((j) => (j % 2 ? 1 : -1) * 65504),
+    sub((j) => (j === 3 ? -3 : j === 4 ? 3 : 0.1)), sub((j) => (j === 3 ? 3 : j === 4 ? -3 : 0.1)), sub((j) => (j % 2 ? 1 : -1) * 65504),
+    sub((j) => (j === 7 ? -0 : j === 9 ? 0 : 1)), sub((j) => (j === 7 ? 0 : j === 9 ? -0 : -1)), // which zero is the min
+    sub((j) => (j - 8) * 0.5), sub((j) => j / 31 - 7), sub((j) => (j % 2 ? 1e-41 : -1e-41) * j), // legacy ties, grid points, subnormal scale
     ...EDGES.map((e) => sub((j) => (j === 5 ? e : 0.01 * (j - 7)))),
     ...EDGES.map((e) => sub(() => e)),
   ]
@@ -76,7 +84,7 @@ function firstDifference(a: Uint8Array, b: Uint8Array): string | undefined {
 
 describe.skipIf(!ggmlKernels())('K-quant searches in wasm lanes == the scalar encoders', () => {
   const inputs: Array<[string, Float32Array]> = [
-    ...[1, 2].map((seed): [string, Float32Array] => [`edge sub-blocks, seed ${seed}`, edgeValues(seed)]),
+    ...[1, 2].flatMap((seed) => [16, 32].map((size): [string, Float32Array] => [`edge blocks of ${size}, seed ${seed}`, edgeValues(seed, size)])),
     ...[3, 4].map((seed): [string, Float32Array] => [`random f32 bit patterns (NaNs without payload), seed ${seed}`, randomBits(seed, 256 * 80)]),
     // 300 super-blocks: past one batch of 256 and, for Q2_K, several wasm calls of 1024 sub-blocks
     ...[5, 6, 7, 8].map((seed): [string, Float32Array] => [`weight-like rows, seed ${seed}`, weightLike(seed, 256 * 300)]),
@@ -86,4 +94,16 @@ describe.skipIf(!ggmlKernels())('K-quant searches in wasm lanes == the scalar en
       for (const [name, values] of inputs) expect(firstDifference(fast(values), scalar(values)), `${type} on ${name}`).toBeUndefined()
     })
   }
+})
+
+describe.skipIf(!ggmlKernels())('legacy blocks in wasm lanes: block counts that do not fill the last group of four', () => {
+  it('Q4_0 … Q5_1 on 1 … 7 blocks and 2053 (past one call of 2048), byte for byte', () => {
+    const values = edgeValues(9, 32)
+    for (const t of [Q4_0, Q4_1, Q5_0, Q5_1]) {
+      for (const blocks of [1, 2, 3, 4, 5, 6, 7, 2053]) {
+        const v = values.subarray(values.length - 32 * blocks)
+        expect(firstDifference(t.quantize(v), quantizeLegacyScalar(t.type as 'Q4_0', v)), `${t.type}, ${blocks} blocks`).toBeUndefined()
+      }
+    }
+  })
 })

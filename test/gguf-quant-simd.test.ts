@@ -11,13 +11,23 @@
  * their NaNs but with the payload cleared.
  * test/gguf-block-quants.test.ts ties the same encoders to libggml.
  */
-import {describe, expect, it} from 'vitest'
+import {createHash} from 'node:crypto'
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {dtypeOptions} from '../src/cli/options.js'
+import {convert, writeCheckpoint} from '../src/convert.js'
+import {closeSharedPool, setThreads, sharedPool} from '../src/pool/index.js'
+import {synthCheckpoint} from '../src/model/synth.js'
+import {drain} from '../src/progress.js'
 import {seededRandom} from '../src/generate/sampler.js'
 import {
   quantizeQ2_K, quantizeQ2_KScalar, quantizeQ4_K, quantizeQ4_KScalar, quantizeQ5_K, quantizeQ5_KScalar, quantizeQ6_K, quantizeQ6_KScalar,
 } from '../src/quant/gguf-k.js'
 import {Q4_0, Q4_1, Q5_0, Q5_1, quantizeLegacyScalar} from '../src/quant/gguf-legacy.js'
-import {ggmlKernels} from '../src/simd/ggml.js'
+import {ggmlKernels, resetGgmlKernels} from '../src/simd/ggml.js'
+import {superBlockConfig} from './helpers/shapes.js'
 
 const TYPES: Array<[string, (v: Float32Array) => Uint8Array, (v: Float32Array) => Uint8Array]> = [
   ['Q2_K', quantizeQ2_K, quantizeQ2_KScalar],
@@ -106,4 +116,48 @@ describe.skipIf(!ggmlKernels())('legacy blocks in wasm lanes: block counts that 
       }
     }
   })
+})
+
+describe.skipIf(!ggmlKernels())('GGUF files: OPENELM_SIMD=0 and the wasm lanes write the same bytes', () => {
+  let work: string
+  let source: string
+  beforeAll(async () => {
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-gguf-simd-'))
+    source = path.join(work, 'src')
+    // rows of whole 256-value super-blocks: every tensor takes its K type, no fallbacks
+    await drain(writeCheckpoint(synthCheckpoint(superBlockConfig(2, 64), {seed: 11}), 'hf', source, {dtype: 'F32'}))
+  })
+  afterAll(async () => {
+    setThreads(undefined)
+    await closeSharedPool()
+    resetGgmlKernels()
+    await fs.rm(work, {recursive: true, force: true})
+  })
+
+  /** sha256 of the GGUF written with OPENELM_SIMD = simd on `threads` threads (fresh workers: they read the variable when they start). */
+  async function written(dtype: string, simd: string, threads: number): Promise<string> {
+    const saved = process.env.OPENELM_SIMD
+    process.env.OPENELM_SIMD = simd
+    resetGgmlKernels()
+    expect(ggmlKernels() === undefined, `OPENELM_SIMD=${simd}`).toBe(simd === '0')
+    setThreads(threads)
+    try {
+      const result = await drain(convert(source, 'gguf', path.join(work, `${dtype}-${simd}-${threads}.gguf`), {}, dtypeOptions(dtype)))
+      if (threads > 1) expect(sharedPool()!.completed).toBeGreaterThan(0)
+      return createHash('sha256').update(await fs.readFile(result.target.path)).digest('hex')
+    } finally {
+      await closeSharedPool()
+      if (saved === undefined) delete process.env.OPENELM_SIMD
+      else process.env.OPENELM_SIMD = saved
+      resetGgmlKernels()
+    }
+  }
+
+  for (const dtype of ['q4_k_m', 'q2_k', 'q5_k_m', 'q6_k', 'q4_0', 'q5_1']) {
+    it(`${dtype}: scalar (1 thread) == SIMD on 1 and 2 threads (sha256 of the file)`, async () => {
+      const scalar = await written(dtype, '0', 1)
+      expect(await written(dtype, '1', 1)).toBe(scalar)
+      expect(await written(dtype, '1', 2)).toBe(scalar)
+    }, 120_000)
+  }
 })

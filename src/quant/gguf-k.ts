@@ -143,18 +143,18 @@ function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: I
  * `weights`; codes 0 … nmax into L. `laux` is scratch of n codes.
  */
 function makeQkx2Quants(
-  n: number, nmax: number, x: Float32Array, xo: number, weights: Float32Array, wo: number, L: Uint8Array, lo: number, laux: Uint8Array,
+  n: number, nmax: number, x: Float32Array, xo: number, weights: Float32Array, L: Uint8Array, lo: number, laux: Uint8Array,
   rmin: number, rdelta: number, nstep: number, useMad: boolean, out: {min: number},
 ): number {
   let min = x[xo]!
   let max = x[xo]!
-  let sumW = weights[wo]!
+  let sumW = weights[0]!
   let sumX = fr(sumW * x[xo]!)
   for (let i = 1; i < n; i++) {
     const xi = x[xo + i]!
     if (xi < min) min = xi
     if (xi > max) max = xi
-    const w = weights[wo + i]!
+    const w = weights[i]!
     sumW = fr(sumW + w)
     sumX = fr(sumX + fr(w * xi))
   }
@@ -173,7 +173,7 @@ function makeQkx2Quants(
     L[lo + i] = l
     let diff = fr(fr(fr(scale * l) + min) - xi)
     diff = useMad ? Math.abs(diff) : fr(diff * diff)
-    bestError = fr(bestError + fr(weights[wo + i]! * diff))
+    bestError = fr(bestError + fr(weights[i]! * diff))
   }
   for (let is = 0; is <= nstep; is++) {
     // `min` may have moved to a better trial's offset: the next trials start from it (as ggml's loop does).
@@ -185,7 +185,7 @@ function makeQkx2Quants(
       const xi = x[xo + i]!
       const l = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax)
       laux[i] = l
-      const w = weights[wo + i]!
+      const w = weights[i]!
       const wl = fr(w * l)
       sumL = fr(sumL + wl)
       sumL2 = fr(sumL2 + fr(wl * l))
@@ -203,7 +203,7 @@ function makeQkx2Quants(
       for (let i = 0; i < n; i++) {
         let diff = fr(fr(fr(thisScale * laux[i]!) + thisMin) - x[xo + i]!)
         diff = useMad ? Math.abs(diff) : fr(diff * diff)
-        curError = fr(curError + fr(weights[wo + i]! * diff))
+        curError = fr(curError + fr(weights[i]! * diff))
       }
       if (curError < bestError) {
         for (let i = 0; i < n; i++) L[lo + i] = laux[i]!
@@ -238,10 +238,10 @@ const qkx2Trials = (nmax: number, rmin: number, nstep: number) =>
  * gives no fixed answer for them.
  */
 function searchBatch(
-  simd: GgmlKernels | undefined, spec: SearchSpec, values: Float32Array, xo: number, weights: Float32Array | null, subs: number,
+  simd: GgmlKernels | undefined, spec: SearchSpec, values: Float32Array, xo: number, subs: number,
   scales: Float32Array, mins: Float32Array | null, codes: Uint8Array, scalar: (j: number) => void,
 ): void {
-  if (simd) simd.search(spec, values, xo, weights, subs, scales, mins, codes)
+  if (simd) simd.search(spec, values, xo, subs, scales, mins, codes)
   else for (let j = 0; j < subs; j++) scalar(j)
 }
 
@@ -267,7 +267,7 @@ function q6K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
     const bi = i % BATCH
     if (bi === 0) {
       const count = Math.min(BATCH, nb - i) * 16
-      searchBatch(simd, Q6_SEARCH, values, xo, null, count, batchScales, null, codes, (j) => {
+      searchBatch(simd, Q6_SEARCH, values, xo, count, batchScales, null, codes, (j) => {
         batchScales[j] = makeQxQuants(16, 32, values, xo + 16 * j, codes, 16 * j)
       })
     }
@@ -346,7 +346,7 @@ function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | und
   const out = new Uint8Array(nb * blockBytes)
   const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(32)
-  const weights = new Float32Array(BATCH * QK_K)
+  const weights = new Float32Array(32)
   const batchMins = new Float32Array(BATCH * 8)
   const batchScales = new Float32Array(BATCH * 8)
   const m = {min: 0}
@@ -356,18 +356,15 @@ function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | und
     const o = i * blockBytes
     const bi = i % BATCH
     if (bi === 0) {
-      const subs = Math.min(BATCH, nb - i) * 8
-      for (let j = 0; j < subs; j++) {
+      searchBatch(simd, bits === 4 ? Q4_SEARCH : Q5_SEARCH, values, xo, Math.min(BATCH, nb - i) * 8, batchScales, batchMins, codes, (j) => {
         const base = xo + 32 * j
         let sumX2 = 0
         for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
         const avX = fr(Math.sqrt(fr(sumX2 / 32)))
-        for (let l = 0; l < 32; l++) weights[32 * j + l] = fr(avX + Math.abs(values[base + l]!))
-      }
-      searchBatch(simd, bits === 4 ? Q4_SEARCH : Q5_SEARCH, values, xo, weights, subs, batchScales, batchMins, codes, (j) => {
+        for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(values[base + l]!))
         batchScales[j] = bits === 4
-          ? makeQkx2Quants(32, 15, values, xo + 32 * j, weights, 32 * j, codes, 32 * j, laux, -1, F01, 20, false, m)
-          : makeQkx2Quants(32, 31, values, xo + 32 * j, weights, 32 * j, codes, 32 * j, laux, -0.5, F01, 15, false, m)
+          ? makeQkx2Quants(32, 15, values, base, weights, codes, 32 * j, laux, -1, F01, 20, false, m)
+          : makeQkx2Quants(32, 31, values, base, weights, codes, 32 * j, laux, -0.5, F01, 15, false, m)
         batchMins[j] = m.min
       })
     }
@@ -568,7 +565,7 @@ function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const out = new Uint8Array(nb * Q2_BYTES)
   const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(16)
-  const weights = new Float32Array(BATCH * QK_K)
+  const weights = new Float32Array(16)
   const batchMins = new Float32Array(BATCH * 16)
   const batchScales = new Float32Array(BATCH * 16)
   const m = {min: 0}
@@ -577,10 +574,9 @@ function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
     const o = i * Q2_BYTES
     const bi = i % BATCH
     if (bi === 0) {
-      const subs = Math.min(BATCH, nb - i) * 16
-      for (let l = 0; l < subs * 16; l++) weights[l] = Math.abs(values[xo + l]!)
-      searchBatch(simd, Q2_SEARCH, values, xo, weights, subs, batchScales, batchMins, codes, (j) => {
-        batchScales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, 16 * j, codes, 16 * j, laux, -0.5, F01, 15, true, m)
+      searchBatch(simd, Q2_SEARCH, values, xo, Math.min(BATCH, nb - i) * 16, batchScales, batchMins, codes, (j) => {
+        for (let l = 0; l < 16; l++) weights[l] = Math.abs(values[xo + 16 * j + l]!)
+        batchScales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, codes, 16 * j, laux, -0.5, F01, 15, true, m)
         batchMins[j] = m.min
       })
     }

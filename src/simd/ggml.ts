@@ -12,7 +12,7 @@
  */
 import {
   assemble, END, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
-  F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SUB, forRange, type Func, get,
+  F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SQRT, F32X4_SUB, forRange, type Func, get,
   I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32_SHL, i32c, i32Store, I32X4_MAX_S, I32X4_MIN_S, I32X4_SHL, I32X4_SHR_S,
   I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
   V128_ANDNOT, V128_ANY_TRUE, V128_BITSELECT, V128_OR, v128Load, v128Store, f32x4Shuffle,
@@ -45,11 +45,12 @@ const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
 
 /**
  * qkx2_<n>_<nmax>(groups, trials): ggml's `make_qkx2_quants` for each group of four sub-blocks of n
- * values (x at XT, weights at WT, transposed), weighted squared error (or absolute, `mad`). Trial t's
+ * values (x at XT, transposed), weighted squared error (or absolute, `mad`), with the weights of
+ * quantize_row_q4_K/q5_K_ref (`rms`: sqrt(Σx²/n) + |x|) or q2_K (|x|), made at WT first. Trial t's
  * `rmin + rdelta·t + nmax` is CT[t] (f32, computed by the caller in the scalar's order). Out: the
  * codes (f32 lanes) at LT, per group the scales and the mins (negated, as the scalar's `out.min`) at RES.
  */
-function qkx2(n: number, nmax: number, mad: boolean): Func {
+function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Func {
   const [NG, NT, N, G, I, T, OFF, PX, PW, PL] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
   const [MIN, MAX, SUMW, SUMX, ISC, SCALE, BEST, SL, SL2, SXL, XI, WI, LF, D, TS, TM, CUR, UPD, EQ] = Array.from({length: 19}, (_, k) => 10 + k)
   const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
@@ -68,6 +69,15 @@ function qkx2(n: number, nmax: number, mad: boolean): Func {
       ...forRange(G, 0, NG, 1, [
         ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
         ...get(T), ...i32c(XT), ...I32_ADD, ...set(PX), ...get(T), ...i32c(WT), ...I32_ADD, ...set(PW), ...get(T), ...i32c(LT), ...I32_ADD, ...set(PL),
+        // the weights
+        ...(weights === 'rms'
+          ? [
+              ...zero(SL),
+              ...forRange(I, 0, N, 1, [...off, ...load(PX, OFF), ...set(XI), ...get(XI), ...get(XI), ...F32X4_MUL, ...accumulate(SL)]),
+              ...get(SL), ...f32x4c(n), ...F32X4_DIV, ...F32X4_SQRT, ...set(SL),
+              ...forRange(I, 0, N, 1, [...off, ...at(PW, OFF), ...get(SL), ...load(PX, OFF), ...F32X4_ABS, ...F32X4_ADD, ...v128Store(0)]),
+            ]
+          : forRange(I, 0, N, 1, [...off, ...at(PW, OFF), ...load(PX, OFF), ...F32X4_ABS, ...v128Store(0)])),
         // min, max, Σw, Σw·x
         ...get(PX), ...v128Load(0), ...set(MIN), ...get(MIN), ...set(MAX),
         ...get(PW), ...v128Load(0), ...set(SUMW), ...get(SUMW), ...get(MIN), ...F32X4_MUL, ...set(SUMX),
@@ -217,9 +227,8 @@ export class GgmlKernels {
   /**
    * The search over `count` sub-blocks (a multiple of 4) of spec.n values from values[xo]: scale of
    * sub-block j into scales[j], its min (qkx2 only) into mins[j], its codes into L[j·n …].
-   * `weights` (qkx2 only) has the values' layout, from index 0.
    */
-  search(spec: SearchSpec, values: Float32Array, xo: number, weights: Float32Array | null, count: number, scales: Float32Array, mins: Float32Array | null, L: Uint8Array | Int8Array): void {
+  search(spec: SearchSpec, values: Float32Array, xo: number, count: number, scales: Float32Array, mins: Float32Array | null, L: Uint8Array | Int8Array): void {
     const {n} = spec
     const f = this.f32
     f.set(spec.trials, CT / 4)
@@ -230,10 +239,6 @@ export class GgmlKernels {
         const src = xo + (s0 + s) * n
         const dst = XT / 4 + ((s >> 2) * n) * 4 + (s & 3)
         for (let i = 0; i < n; i++) f[dst + 4 * i] = values[src + i]!
-        if (weights) {
-          const wsrc = (s0 + s) * n
-          for (let i = 0; i < n; i++) f[dst + WT / 4 + 4 * i] = weights[wsrc + i]!
-        }
       }
       this.fns[spec.kernel]!(subs / 4, spec.trials.length)
       for (let s = 0; s < subs; s++) {
@@ -419,6 +424,6 @@ const LEGACY: Record<LegacySpec['type'], LegacySpec> = {
 }
 
 export const GGML_KERNELS_BYTES = assemble(
-  [qkx2(32, 15, false), qkx2(32, 31, false), qkx2(16, 3, true), qx(16, 32), ...Object.values(LEGACY).map(legacy)],
+  [qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32), ...Object.values(LEGACY).map(legacy)],
   Math.max(PAGES, LEGACY_PAGES),
 )

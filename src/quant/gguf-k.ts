@@ -239,10 +239,23 @@ const qkx2Trials = (nmax: number, rmin: number, nstep: number) =>
  */
 function searchBatch(
   simd: GgmlKernels | undefined, spec: SearchSpec, values: Float32Array, xo: number, subs: number,
-  scales: Float32Array, mins: Float32Array | null, codes: Uint8Array, scalar: (j: number) => void,
+  scales: Float32Array, mins: Float32Array | null, scalar: (j: number) => void,
 ): void {
-  if (simd) simd.search(spec, values, xo, subs, scales, mins, codes)
+  if (simd) simd.search(spec, values, xo, subs, scales, mins)
   else for (let j = 0; j < subs; j++) scalar(j)
+}
+
+/**
+ * The batch's codes once its super-block scales are stored: sub-block j's step dq[2j] and offset
+ * dq[2j+1]; where the step is not 0 (C's `if (!d) continue`: a NaN step goes on), `scalar(j, d, dm)`
+ * or the wasm lanes (which keep the search's codes elsewhere) write the codes into `codes`.
+ */
+function codesBatch(
+  simd: GgmlKernels | undefined, spec: SearchSpec, dq: Float32Array, subs: number, codes: Uint8Array,
+  scalar: (j: number, d: number, dm: number) => void,
+): void {
+  if (simd) return simd.codes(spec, dq, subs, codes)
+  for (let j = 0; j < subs; j++) if (dq[2 * j] !== 0) scalar(j, dq[2 * j]!, dq[2 * j + 1]!)
 }
 
 // ---- Q6_K: ql[128], qh[64], scales[16] (int8), d ------------------------------------------------
@@ -250,7 +263,7 @@ function searchBatch(
 const Q6_BYTES = 210
 
 /** make_qx_quants(16, 32)'s trial scales nmax + 0.1·is, is = -9 … 9 but 0. */
-const Q6_SEARCH: SearchSpec = {kernel: 'qx_16_32', n: 16, trials: Float32Array.from([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9], (is) => fr(32 + fr(F01 * is)))}
+const Q6_SEARCH: SearchSpec = {kernel: 'qx_16_32', codes: 'codes_16_31', n: 16, trials: Float32Array.from([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9], (is) => fr(32 + fr(F01 * is)))}
 
 export const quantizeQ6_K = (values: Float32Array) => q6K(values, ggmlKernels())
 /** Q6_K with the scalar searches only (the reference for the wasm lanes). */
@@ -260,39 +273,44 @@ function q6K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q6_K', values)
   const out = new Uint8Array(nb * Q6_BYTES)
   const codes = new Uint8Array(BATCH * QK_K)
-  const batchScales = new Float32Array(BATCH * 16)
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * Q6_BYTES
-    const bi = i % BATCH
-    if (bi === 0) {
-      const count = Math.min(BATCH, nb - i) * 16
-      searchBatch(simd, Q6_SEARCH, values, xo, count, batchScales, null, codes, (j) => {
-        batchScales[j] = makeQxQuants(16, 32, values, xo + 16 * j, codes, 16 * j)
-      })
+  const scales = new Float32Array(BATCH * 16)
+  const dq = new Float32Array(BATCH * 32)
+  const live = new Uint8Array(BATCH)
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, Q6_SEARCH, values, xo, blocks * 16, scales, null, (j) => {
+      scales[j] = makeQxQuants(16, 32, values, xo + 16 * j, codes, 16 * j)
+    })
+    dq.fill(0)
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q6_BYTES
+      const maxScale = firstAbsMax(scales, 16 * bi, 16)
+      live[bi] = Math.abs(maxScale) < GROUP_MAX_EPS ? 0 : 1
+      if (!live[bi]) continue // an all-zero block: every byte 0 (d = +0)
+      const iscale = fr(-128 / maxScale)
+      putHalf(out, o + 208, fr(1 / iscale))
+      const d0 = half(out, o + 208)
+      for (let ib = 0; ib < 16; ib++) out[o + 192 + ib] = Math.min(127, nearestInt(fr(iscale * scales[16 * bi + ib]!))) & 0xff
+      for (let j = 0; j < 16; j++) dq[2 * (16 * bi + j)] = fr(d0 * ((out[o + 192 + j]! << 24) >> 24))
     }
-    const L = codes.subarray(bi * QK_K, (bi + 1) * QK_K)
-    const scales = batchScales.subarray(bi * 16, (bi + 1) * 16)
-    const maxScale = firstAbsMax(scales, 0, 16)
-    if (Math.abs(maxScale) < GROUP_MAX_EPS) continue // an all-zero block: every byte 0 (d = +0)
-    const iscale = fr(-128 / maxScale)
-    putHalf(out, o + 208, fr(1 / iscale))
-    const d0 = half(out, o + 208)
-    for (let ib = 0; ib < 16; ib++) out[o + 192 + ib] = Math.min(127, nearestInt(fr(iscale * scales[ib]!))) & 0xff
-    for (let j = 0; j < 16; j++) {
-      const d = fr(d0 * ((out[o + 192 + j]! << 24) >> 24))
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -32, 31) + 32
-    }
-    for (let j = 0, ql = o, qh = o + 128; j < QK_K; j += 128, ql += 64, qh += 32) {
-      for (let l = 0; l < 32; l++) {
-        const q1 = L[j + l]!
-        const q2 = L[j + l + 32]!
-        const q3 = L[j + l + 64]!
-        const q4 = L[j + l + 96]!
-        out[ql + l] = (q1 & 0xf) | ((q3 & 0xf) << 4)
-        out[ql + l + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4)
-        out[qh + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+    codesBatch(simd, Q6_SEARCH, dq, blocks * 16, codes, (j, d) => {
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -32, 31) + 32
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      if (!live[bi]) continue
+      const o = (b0 + bi) * Q6_BYTES
+      const L = bi * QK_K
+      for (let j = 0, ql = o, qh = o + 128; j < QK_K; j += 128, ql += 64, qh += 32) {
+        for (let l = 0; l < 32; l++) {
+          const q1 = codes[L + j + l]!
+          const q2 = codes[L + j + l + 32]!
+          const q3 = codes[L + j + l + 64]!
+          const q4 = codes[L + j + l + 96]!
+          out[ql + l] = (q1 & 0xf) | ((q3 & 0xf) << 4)
+          out[ql + l + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4)
+          out[qh + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+        }
       }
     }
   }
@@ -336,94 +354,99 @@ function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: nu
   }
 }
 
-const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', n: 32, trials: qkx2Trials(15, -1, 20)}
-const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
+const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', codes: 'codes_32_15', n: 32, trials: qkx2Trials(15, -1, 20)}
+const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', codes: 'codes_32_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
 
 function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
   const blockBytes = bits === 4 ? 144 : 176
   const nmax = bits === 4 ? 15 : 31
+  const spec = bits === 4 ? Q4_SEARCH : Q5_SEARCH
   const out = new Uint8Array(nb * blockBytes)
   const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(32)
   const weights = new Float32Array(32)
-  const batchMins = new Float32Array(BATCH * 8)
-  const batchScales = new Float32Array(BATCH * 8)
+  const mins = new Float32Array(BATCH * 8)
+  const scales = new Float32Array(BATCH * 8)
+  const dq = new Float32Array(BATCH * 16)
   const m = {min: 0}
   const sm = {sc: 0, m: 0}
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * blockBytes
-    const bi = i % BATCH
-    if (bi === 0) {
-      searchBatch(simd, bits === 4 ? Q4_SEARCH : Q5_SEARCH, values, xo, Math.min(BATCH, nb - i) * 8, batchScales, batchMins, codes, (j) => {
-        const base = xo + 32 * j
-        let sumX2 = 0
-        for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
-        const avX = fr(Math.sqrt(fr(sumX2 / 32)))
-        for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(values[base + l]!))
-        batchScales[j] = bits === 4
-          ? makeQkx2Quants(32, 15, values, base, weights, codes, 32 * j, laux, -1, F01, 20, false, m)
-          : makeQkx2Quants(32, 31, values, base, weights, codes, 32 * j, laux, -0.5, F01, 15, false, m)
-        batchMins[j] = m.min
-      })
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, spec, values, xo, blocks * 8, scales, mins, (j) => {
+      const base = xo + 32 * j
+      let sumX2 = 0
+      for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
+      const avX = fr(Math.sqrt(fr(sumX2 / 32)))
+      for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(values[base + l]!))
+      scales[j] = bits === 4
+        ? makeQkx2Quants(32, 15, values, base, weights, codes, 32 * j, laux, -1, F01, 20, false, m)
+        : makeQkx2Quants(32, 31, values, base, weights, codes, 32 * j, laux, -0.5, F01, 15, false, m)
+      mins[j] = m.min
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * blockBytes
+      const sb = 8 * bi
+      let maxScale = 0
+      let maxMin = 0
+      for (let j = sb; j < sb + 8; j++) {
+        if (scales[j]! > maxScale) maxScale = scales[j]!
+        if (mins[j]! > maxMin) maxMin = mins[j]!
+      }
+      const invScale = maxScale > 0 ? fr(63 / maxScale) : 0
+      const invMin = maxMin > 0 ? fr(63 / maxMin) : 0
+      const s = o + 4
+      for (let j = 0; j < 8; j++) {
+        const ls = Math.min(63, nearestInt(fr(invScale * scales[sb + j]!)) & 0xff)
+        const lm = Math.min(63, nearestInt(fr(invMin * mins[sb + j]!)) & 0xff)
+        if (j < 4) {
+          out[s + j] = ls
+          out[s + j + 4] = lm
+        } else {
+          out[s + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4)
+          out[s + j - 4] |= (ls >> 4) << 6
+          out[s + j] |= (lm >> 4) << 6
+        }
+      }
+      putHalf(out, o, fr(maxScale / 63))
+      putHalf(out, o + 2, fr(maxMin / 63))
+      const d0 = half(out, o)
+      const dmin0 = half(out, o + 2)
+      for (let j = 0; j < 8; j++) {
+        scaleMinK4(out, s, j, sm)
+        dq[2 * (sb + j)] = fr(d0 * sm.sc)
+        dq[2 * (sb + j) + 1] = fr(dmin0 * sm.m)
+      }
     }
-    const L = codes.subarray(bi * QK_K, (bi + 1) * QK_K)
-    const scales = batchScales.subarray(bi * 8, (bi + 1) * 8)
-    const mins = batchMins.subarray(bi * 8, (bi + 1) * 8)
-    let maxScale = 0
-    let maxMin = 0
-    for (let j = 0; j < 8; j++) {
-      if (scales[j]! > maxScale) maxScale = scales[j]!
-      if (mins[j]! > maxMin) maxMin = mins[j]!
-    }
-    const invScale = maxScale > 0 ? fr(63 / maxScale) : 0
-    const invMin = maxMin > 0 ? fr(63 / maxMin) : 0
-    const s = o + 4
-    for (let j = 0; j < 8; j++) {
-      const ls = Math.min(63, nearestInt(fr(invScale * scales[j]!)) & 0xff)
-      const lm = Math.min(63, nearestInt(fr(invMin * mins[j]!)) & 0xff)
-      if (j < 4) {
-        out[s + j] = ls
-        out[s + j + 4] = lm
+    codesBatch(simd, spec, dq, blocks * 8, codes, (j, d, dm) => {
+      for (let ii = 0; ii < 32; ii++) codes[32 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 32 * j + ii]! + dm) / d)), 0, nmax)
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * blockBytes
+      const L = bi * QK_K
+      if (bits === 4) {
+        for (let j = 0, q = o + 16; j < QK_K; j += 64, q += 32) {
+          for (let l = 0; l < 32; l++) out[q + l] = codes[L + j + l]! | (codes[L + j + l + 32]! << 4)
+        }
       } else {
-        out[s + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4)
-        out[s + j - 4] |= (ls >> 4) << 6
-        out[s + j] |= (lm >> 4) << 6
-      }
-    }
-    putHalf(out, o, fr(maxScale / 63))
-    putHalf(out, o + 2, fr(maxMin / 63))
-    const d0 = half(out, o)
-    const dmin0 = half(out, o + 2)
-    for (let j = 0; j < 8; j++) {
-      scaleMinK4(out, s, j, sm)
-      const d = fr(d0 * sm.sc)
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      const dm = fr(dmin0 * sm.m)
-      for (let ii = 0; ii < 32; ii++) L[32 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 32 * j + ii]! + dm) / d)), 0, nmax)
-    }
-    if (bits === 4) {
-      for (let j = 0, q = o + 16; j < QK_K; j += 64, q += 32) {
-        for (let l = 0; l < 32; l++) out[q + l] = L[j + l]! | (L[j + l + 32]! << 4)
-      }
-    } else {
-      const qh = o + 16
-      let m1 = 1
-      let m2 = 2
-      for (let n = 0, ql = o + 48; n < QK_K; n += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
-        for (let j = 0; j < 32; j++) {
-          let l1 = L[n + j]!
-          if (l1 > 15) {
-            l1 -= 16
-            out[qh + j] |= m1
+        const qh = o + 16
+        let m1 = 1
+        let m2 = 2
+        for (let n = 0, ql = o + 48; n < QK_K; n += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
+          for (let j = 0; j < 32; j++) {
+            let l1 = codes[L + n + j]!
+            if (l1 > 15) {
+              l1 -= 16
+              out[qh + j] |= m1
+            }
+            let l2 = codes[L + n + j + 32]!
+            if (l2 > 15) {
+              l2 -= 16
+              out[qh + j] |= m2
+            }
+            out[ql + j] = l1 | (l2 << 4)
           }
-          let l2 = L[n + j + 32]!
-          if (l2 > 15) {
-            l2 -= 16
-            out[qh + j] |= m2
-          }
-          out[ql + j] = l1 | (l2 << 4)
         }
       }
     }
@@ -554,7 +577,7 @@ export function dequantizeQ3_K(bytes: Uint8Array): Float32Array {
 
 const Q2_BYTES = 84
 
-const Q2_SEARCH: SearchSpec = {kernel: 'qkx2_16_3', n: 16, trials: qkx2Trials(3, -0.5, 15)}
+const Q2_SEARCH: SearchSpec = {kernel: 'qkx2_16_3', codes: 'codes_16_3', n: 16, trials: qkx2Trials(3, -0.5, 15)}
 
 export const quantizeQ2_K = (values: Float32Array) => q2K(values, ggmlKernels())
 /** Q2_K with the scalar searches only (the reference for the wasm lanes). */
@@ -566,53 +589,57 @@ function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(16)
   const weights = new Float32Array(16)
-  const batchMins = new Float32Array(BATCH * 16)
-  const batchScales = new Float32Array(BATCH * 16)
+  const mins = new Float32Array(BATCH * 16)
+  const scales = new Float32Array(BATCH * 16)
+  const dq = new Float32Array(BATCH * 32)
   const m = {min: 0}
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * Q2_BYTES
-    const bi = i % BATCH
-    if (bi === 0) {
-      searchBatch(simd, Q2_SEARCH, values, xo, Math.min(BATCH, nb - i) * 16, batchScales, batchMins, codes, (j) => {
-        for (let l = 0; l < 16; l++) weights[l] = Math.abs(values[xo + 16 * j + l]!)
-        batchScales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, codes, 16 * j, laux, -0.5, F01, 15, true, m)
-        batchMins[j] = m.min
-      })
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, Q2_SEARCH, values, xo, blocks * 16, scales, mins, (j) => {
+      for (let l = 0; l < 16; l++) weights[l] = Math.abs(values[xo + 16 * j + l]!)
+      scales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, codes, 16 * j, laux, -0.5, F01, 15, true, m)
+      mins[j] = m.min
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q2_BYTES
+      const sb = 16 * bi
+      let maxScale = 0
+      let maxMin = 0
+      for (let j = sb; j < sb + 16; j++) {
+        if (scales[j]! > maxScale) maxScale = scales[j]!
+        if (mins[j]! > maxMin) maxMin = mins[j]!
+      }
+      if (maxScale > 0) {
+        const iscale = fr(15 / maxScale)
+        for (let j = 0; j < 16; j++) out[o + j] = nearestInt(fr(iscale * scales[sb + j]!)) & 0xff
+        putHalf(out, o + 80, fr(maxScale / 15))
+      } else {
+        putHalf(out, o + 80, 0)
+      }
+      if (maxMin > 0) {
+        const iscale = fr(15 / maxMin)
+        for (let j = 0; j < 16; j++) out[o + j] |= (nearestInt(fr(iscale * mins[sb + j]!)) << 4) & 0xff
+        putHalf(out, o + 82, fr(maxMin / 15))
+      } else {
+        putHalf(out, o + 82, 0)
+      }
+      const d0 = half(out, o + 80)
+      const dmin0 = half(out, o + 82)
+      for (let j = 0; j < 16; j++) {
+        dq[2 * (sb + j)] = fr(d0 * (out[o + j]! & 0xf))
+        dq[2 * (sb + j) + 1] = fr(dmin0 * (out[o + j]! >> 4))
+      }
     }
-    const L = codes.subarray(bi * QK_K, (bi + 1) * QK_K)
-    const scales = batchScales.subarray(bi * 16, (bi + 1) * 16)
-    const mins = batchMins.subarray(bi * 16, (bi + 1) * 16)
-    let maxScale = 0
-    let maxMin = 0
-    for (let j = 0; j < 16; j++) {
-      if (scales[j]! > maxScale) maxScale = scales[j]!
-      if (mins[j]! > maxMin) maxMin = mins[j]!
-    }
-    if (maxScale > 0) {
-      const iscale = fr(15 / maxScale)
-      for (let j = 0; j < 16; j++) out[o + j] = nearestInt(fr(iscale * scales[j]!)) & 0xff
-      putHalf(out, o + 80, fr(maxScale / 15))
-    } else {
-      putHalf(out, o + 80, 0)
-    }
-    if (maxMin > 0) {
-      const iscale = fr(15 / maxMin)
-      for (let j = 0; j < 16; j++) out[o + j] |= (nearestInt(fr(iscale * mins[j]!)) << 4) & 0xff
-      putHalf(out, o + 82, fr(maxMin / 15))
-    } else {
-      putHalf(out, o + 82, 0)
-    }
-    const d0 = half(out, o + 80)
-    const dmin0 = half(out, o + 82)
-    for (let j = 0; j < 16; j++) {
-      const d = fr(d0 * (out[o + j]! & 0xf))
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      const dm = fr(dmin0 * (out[o + j]! >> 4))
-      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 16 * j + ii]! + dm) / d)), 0, 3)
-    }
-    for (let j = 0; j < QK_K; j += 128) {
-      for (let l = 0; l < 32; l++) out[o + 16 + j / 4 + l] = L[j + l]! | (L[j + l + 32]! << 2) | (L[j + l + 64]! << 4) | (L[j + l + 96]! << 6)
+    codesBatch(simd, Q2_SEARCH, dq, blocks * 16, codes, (j, d, dm) => {
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 16 * j + ii]! + dm) / d)), 0, 3)
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q2_BYTES
+      const L = bi * QK_K
+      for (let j = 0; j < QK_K; j += 128) {
+        for (let l = 0; l < 32; l++) out[o + 16 + j / 4 + l] = codes[L + j + l]! | (codes[L + j + l + 32]! << 2) | (codes[L + j + l + 64]! << 4) | (codes[L + j + l + 96]! << 6)
+      }
     }
   }
   return out

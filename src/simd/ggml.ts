@@ -1,14 +1,18 @@
 /**
- * WebAssembly SIMD for ggml's K-quant scale searches (src/quant/gguf-k.ts), bit-identical to the
- * scalar code there, which stays the reference (test/gguf-k-simd.test.ts). The searches are
- * sequences of dependent f32 sums over one sub-block, so they are vectorized ACROSS sub-blocks:
- * lane k of every vector belongs to sub-block k of a group of four, and each lane runs the scalar op
- * sequence exactly (IEEE f32, round to nearest even, no fused multiply-add, sums left to right).
- * Branches become masks: a lane's update happens where the scalar `if` would take it.
+ * WebAssembly SIMD for ggml's quantizers, bit-identical to the scalar code, which stays the reference
+ * (test/gguf-quant-simd.test.ts):
+ *   - the K-quant scale searches (src/quant/gguf-k.ts: make_qkx2_quants for Q2_K/Q4_K/Q5_K with their
+ *     weights, make_qx_quants for Q6_K) and the codes at the stored scales;
+ *   - the legacy 32-value blocks Q4_0, Q4_1, Q5_0, Q5_1 (src/quant/gguf-legacy.ts).
+ * The searches are sequences of dependent f32 sums over one sub-block, so they are vectorized ACROSS
+ * sub-blocks (and the legacy quantizers across blocks): lane k of every vector belongs to sub-block
+ * (block) k of a group of four, and each lane runs the scalar op sequence exactly (IEEE f32, round to
+ * nearest even, no fused multiply-add, sums left to right). Branches become masks: a lane's update
+ * happens where the scalar `if` would take it.
  *
- * The inputs are stored transposed (element i of the four sub-blocks in one v128); the module owns
- * its memory, one instance per thread, made on first use. Without WebAssembly SIMD, or with
- * OPENELM_SIMD=0, `ggmlKernels()` is undefined and the encoders run the scalar searches.
+ * The K-quant inputs are stored transposed (element i of the four sub-blocks in one v128); the module
+ * owns its memory, one instance per thread, made on first use. Without WebAssembly SIMD, or with
+ * OPENELM_SIMD=0, `ggmlKernels()` is undefined and the encoders run the scalar code.
  */
 import {
   assemble, END, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
@@ -20,7 +24,7 @@ import {
 import {putHalf} from '../quant/ggml-block.js'
 
 /** Sub-block groups (of four) per call; the memory holds their transposed values, weights and codes. */
-const GROUPS = 256
+const GROUPS = 1024
 const MAX_N = 32
 const AREA = GROUPS * MAX_N * 16
 const XT = 0
@@ -203,8 +207,41 @@ interface WasmApi {
 const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
 
 /** One sub-block search: `make_qkx2_quants` (weights and trial constants given) or `make_qx_quants` (weights x²). */
+/**
+ * codes_<n>_<hi>(groups): after a search, each sub-block's codes at its dequantization step (the
+ * quantize_row_*_ref loop after the super-block scales are stored): clamp(nearest_int((x + dm) / d),
+ * lo, hi) (Q6_K: x / d, plus 32), d and dm per group at RES (lanes), where d ≠ 0 (C's `if (!d)
+ * continue`: a NaN d goes on); where d = 0 the search's codes stay. Codes as f32 lanes at LT.
+ */
+function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
+  const [NG, N, G, I, OFF, PX, PL, T] = [0, 1, 2, 3, 4, 5, 6, 7]
+  const [D, DM, NZ] = [8, 9, 10]
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  return {
+    name: `codes_${n}_${hi}`, params: 1, locals: [[7, I32], [3, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
+        ...get(T), ...i32c(XT), ...I32_ADD, ...set(PX), ...get(T), ...i32c(LT), ...I32_ADD, ...set(PL),
+        ...get(G), ...i32c(5), ...I32_SHL, ...i32c(RES), ...I32_ADD, ...set(T),
+        ...get(T), ...v128Load(0), ...set(D), ...get(T), ...v128Load(16), ...set(DM),
+        ...get(D), ...f32x4c(0), ...F32X4_NE, ...set(NZ),
+        ...forRange(I, 0, N, 1, [
+          ...off, ...at(PL, OFF),
+          ...load(PX, OFF), ...(withMin ? [...get(DM), ...F32X4_ADD] : []), ...get(D), ...F32X4_DIV, ...codeLanes(lo, hi),
+          ...(lo < 0 ? [...f32x4c(-lo), ...F32X4_ADD] : []),
+          ...load(PL, OFF), ...get(NZ), ...V128_BITSELECT, ...v128Store(0),
+        ]),
+      ]),
+    ],
+  }
+}
+
 export interface SearchSpec {
   kernel: 'qkx2_32_15' | 'qkx2_32_31' | 'qkx2_16_3' | 'qx_16_32'
+  /** The codes kernel run after it. */
+  codes: 'codes_32_15' | 'codes_32_31' | 'codes_16_3' | 'codes_16_31'
   /** Values per sub-block. */
   n: number
   /** Trial constants, in the scalar's order (CT above). */
@@ -224,32 +261,51 @@ export class GgmlKernels {
     this.fns = exports as Record<string, Fn>
   }
 
+  /** Sub-blocks one `search` takes (a batch of super-blocks must fit: its codes stay here for `codes`). */
+  static readonly MAX_SUBS = GROUPS * 4
+
   /**
-   * The search over `count` sub-blocks (a multiple of 4) of spec.n values from values[xo]: scale of
-   * sub-block j into scales[j], its min (qkx2 only) into mins[j], its codes into L[j·n …].
+   * The search over `count` sub-blocks (a multiple of 4, at most MAX_SUBS) of spec.n values from
+   * values[xo]: scale of sub-block j into scales[j], its min (qkx2 only) into mins[j]. The values and
+   * the codes stay in this memory for `codes`.
    */
-  search(spec: SearchSpec, values: Float32Array, xo: number, count: number, scales: Float32Array, mins: Float32Array | null, L: Uint8Array | Int8Array): void {
+  search(spec: SearchSpec, values: Float32Array, xo: number, count: number, scales: Float32Array, mins: Float32Array | null): void {
+    if (count > GgmlKernels.MAX_SUBS || count % 4) throw new RangeError(`a search takes a multiple of 4 sub-blocks up to ${GgmlKernels.MAX_SUBS}, not ${count}`)
     const {n} = spec
     const f = this.f32
     f.set(spec.trials, CT / 4)
-    for (let s0 = 0; s0 < count; s0 += GROUPS * 4) {
-      const subs = Math.min(GROUPS * 4, count - s0)
-      // transpose: element i of sub-blocks 4g … 4g+3 in one v128
-      for (let s = 0; s < subs; s++) {
-        const src = xo + (s0 + s) * n
-        const dst = XT / 4 + ((s >> 2) * n) * 4 + (s & 3)
-        for (let i = 0; i < n; i++) f[dst + 4 * i] = values[src + i]!
-      }
-      this.fns[spec.kernel]!(subs / 4, spec.trials.length)
-      for (let s = 0; s < subs; s++) {
-        const g = s >> 2
-        const k = s & 3
-        scales[s0 + s] = f[RES / 4 + 8 * g + k]!
-        if (mins) mins[s0 + s] = f[RES / 4 + 8 * g + 4 + k]!
-        const src = LT / 4 + g * n * 4 + k
-        const dst = (s0 + s) * n
-        for (let i = 0; i < n; i++) L[dst + i] = f[src + 4 * i]!
-      }
+    // transpose: element i of sub-blocks 4g … 4g+3 in one v128
+    for (let s = 0; s < count; s++) {
+      const src = xo + s * n
+      const dst = XT / 4 + ((s >> 2) * n) * 4 + (s & 3)
+      for (let i = 0; i < n; i++) f[dst + 4 * i] = values[src + i]!
+    }
+    this.fns[spec.kernel]!(count / 4, spec.trials.length)
+    for (let s = 0; s < count; s++) {
+      const r = RES / 4 + 8 * (s >> 2) + (s & 3)
+      scales[s] = f[r]!
+      if (mins) mins[s] = f[r + 4]!
+    }
+  }
+
+  /**
+   * After `search` of the same `count` sub-blocks: the codes of sub-block j at step dq[2j] (and
+   * offset dq[2j+1], added first; Q6_K none) where that step is not 0, else the search's codes, into
+   * L[j·n …].
+   */
+  codes(spec: SearchSpec, dq: Float32Array, count: number, L: Uint8Array): void {
+    const {n} = spec
+    const f = this.f32
+    for (let s = 0; s < count; s++) {
+      const r = RES / 4 + 8 * (s >> 2) + (s & 3)
+      f[r] = dq[2 * s]!
+      f[r + 4] = dq[2 * s + 1]!
+    }
+    this.fns[spec.codes]!(count / 4)
+    for (let s = 0; s < count; s++) {
+      const src = LT / 4 + (s >> 2) * n * 4 + (s & 3)
+      const dst = s * n
+      for (let i = 0; i < n; i++) L[dst + i] = f[src + 4 * i]!
     }
   }
 
@@ -424,6 +480,10 @@ const LEGACY: Record<LegacySpec['type'], LegacySpec> = {
 }
 
 export const GGML_KERNELS_BYTES = assemble(
-  [qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32), ...Object.values(LEGACY).map(legacy)],
+  [
+    qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32),
+    codes(32, 0, 15, true), codes(32, 0, 31, true), codes(16, 0, 3, true), codes(16, -32, 31, false),
+    ...Object.values(LEGACY).map(legacy),
+  ],
   Math.max(PAGES, LEGACY_PAGES),
 )

@@ -222,7 +222,11 @@ function checkLength(type: string, values: Float32Array): number {
   return values.length / QK_K
 }
 
-/** Super-blocks per search batch: the sub-block searches of a batch run first (in wasm lanes when available), then each super-block is packed. */
+/**
+ * Super-blocks per batch: the sub-block searches of a batch run first (in wasm lanes when available),
+ * then the super-block scales, the codes, the packing. 256 · 256 values: what one wasm search takes
+ * (GgmlKernels.MAX_VALUES).
+ */
 const BATCH = 256
 
 /** `rmin + rdelta·is + nmax` for is = 0 … nstep, each step rounded to f32 as make_qkx2_quants does. */

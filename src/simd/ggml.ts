@@ -33,7 +33,11 @@ const LT = 2 * AREA
 const LA = 3 * AREA
 const RES = LA + MAX_N * 16
 const CT = RES + GROUPS * 32
-const PAGES = (CT + 64 * 4 + 65535) >>> 16
+/** The values of a search in their own order (copied in), and the codes as bytes in theirs (copied out). */
+const MAX_VALUES = 65536
+const NAT = CT + 64 * 4
+const OUTB = NAT + MAX_VALUES * 4
+const PAGES = (OUTB + MAX_VALUES + 65535) >>> 16
 
 /** ggml's nearest_int of the f32 lanes on the stack (1.5·2^23 added, low mantissa bits read), clamped to [lo, hi], as f32 lanes. */
 const codeLanes = (lo: number, hi: number) => [
@@ -238,6 +242,53 @@ function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
   }
 }
 
+/** tin_<n>(groups): the values at NAT (sub-blocks of n one after another) into XT, transposed. */
+function transposeIn(n: number): Func {
+  const [NG, G, P, Q] = [0, 1, 2, 3]
+  const R = [4, 5, 6, 7]
+  const T = [8, 9, 10, 11]
+  return {
+    name: `tin_${n}`, params: 1, locals: [[3, I32], [8, V128]],
+    body: forRange(G, 0, NG, 1, [
+      ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(P), // both the group's input and its transposed output span 4·n f32
+      ...get(P), ...i32c(XT), ...I32_ADD, ...set(Q), ...get(P), ...i32c(NAT), ...I32_ADD, ...set(P),
+      ...Array.from({length: n / 4}, (_, i) => [
+        ...R.flatMap((r, k) => [...get(P), ...v128Load(k * n * 4 + i * 16), ...set(r)]),
+        ...transpose(R, T),
+        ...R.flatMap((r, j) => [...get(Q), ...get(r), ...v128Store((4 * i + j) * 16)]),
+      ]).flat(),
+    ]),
+  }
+}
+
+/** tout_<n>(groups): the codes at LT (f32 lanes, small integers) as bytes at OUTB, sub-blocks of n one after another. */
+function transposeOut(n: number): Func {
+  const [NG, G, P, Q] = [0, 1, 2, 3]
+  const T = [4, 5, 6, 7]
+  const R = Array.from({length: 16}, (_, k) => 8 + k) // R[4k + i]: block k, elements 4i … 4i+3 of a run of 16
+  return {
+    name: `tout_${n}`, params: 1, locals: [[3, I32], [20, V128]],
+    body: forRange(G, 0, NG, 1, [
+      ...get(G), ...i32c(n * 16), ...I32_MUL, ...i32c(LT), ...I32_ADD, ...set(P),
+      ...get(G), ...i32c(n * 4), ...I32_MUL, ...i32c(OUTB), ...I32_ADD, ...set(Q),
+      ...Array.from({length: n / 16}, (_, q) => [
+        ...Array.from({length: 4}, (_, i) => {
+          const rows = [0, 1, 2, 3].map((k) => R[4 * k + i]!)
+          return [
+            ...rows.flatMap((r, j) => [...get(P), ...v128Load((16 * q + 4 * i + j) * 16), ...I32X4_TRUNC_SAT_F32X4_S, ...set(r)]),
+            ...transpose(rows, T),
+          ]
+        }).flat(),
+        ...[0, 1, 2, 3].flatMap((k) => [
+          ...get(Q),
+          ...get(R[4 * k]!), ...get(R[4 * k + 1]!), ...I16X8_NARROW_I32X4_U, ...get(R[4 * k + 2]!), ...get(R[4 * k + 3]!), ...I16X8_NARROW_I32X4_U,
+          ...I8X16_NARROW_I16X8_U, ...v128Store(k * n + 16 * q),
+        ]),
+      ]).flat(),
+    ]),
+  }
+}
+
 export interface SearchSpec {
   kernel: 'qkx2_32_15' | 'qkx2_32_31' | 'qkx2_16_3' | 'qx_16_32'
   /** The codes kernel run after it. */
@@ -261,25 +312,21 @@ export class GgmlKernels {
     this.fns = exports as Record<string, Fn>
   }
 
-  /** Sub-blocks one `search` takes (a batch of super-blocks must fit: its codes stay here for `codes`). */
-  static readonly MAX_SUBS = GROUPS * 4
+  /** Values one `search` takes (a batch of super-blocks must fit: its codes stay here for `codes`). */
+  static readonly MAX_VALUES = MAX_VALUES
 
   /**
-   * The search over `count` sub-blocks (a multiple of 4, at most MAX_SUBS) of spec.n values from
-   * values[xo]: scale of sub-block j into scales[j], its min (qkx2 only) into mins[j]. The values and
-   * the codes stay in this memory for `codes`.
+   * The search over `count` sub-blocks (a multiple of 4, at most MAX_VALUES values) of spec.n values
+   * from values[xo]: scale of sub-block j into scales[j], its min (qkx2 only) into mins[j]. The
+   * values and the codes stay in this memory for `codes`.
    */
   search(spec: SearchSpec, values: Float32Array, xo: number, count: number, scales: Float32Array, mins: Float32Array | null): void {
-    if (count > GgmlKernels.MAX_SUBS || count % 4) throw new RangeError(`a search takes a multiple of 4 sub-blocks up to ${GgmlKernels.MAX_SUBS}, not ${count}`)
+    if (count * spec.n > MAX_VALUES || count % 4) throw new RangeError(`a search takes a multiple of 4 sub-blocks, up to ${MAX_VALUES} values, not ${count} of ${spec.n}`)
     const {n} = spec
     const f = this.f32
     f.set(spec.trials, CT / 4)
-    // transpose: element i of sub-blocks 4g … 4g+3 in one v128
-    for (let s = 0; s < count; s++) {
-      const src = xo + s * n
-      const dst = XT / 4 + ((s >> 2) * n) * 4 + (s & 3)
-      for (let i = 0; i < n; i++) f[dst + 4 * i] = values[src + i]!
-    }
+    f.set(values.subarray(xo, xo + count * n), NAT / 4)
+    this.fns[`tin_${n}`]!(count / 4)
     this.fns[spec.kernel]!(count / 4, spec.trials.length)
     for (let s = 0; s < count; s++) {
       const r = RES / 4 + 8 * (s >> 2) + (s & 3)
@@ -302,11 +349,8 @@ export class GgmlKernels {
       f[r + 4] = dq[2 * s + 1]!
     }
     this.fns[spec.codes]!(count / 4)
-    for (let s = 0; s < count; s++) {
-      const src = LT / 4 + (s >> 2) * n * 4 + (s & 3)
-      const dst = s * n
-      for (let i = 0; i < n; i++) L[dst + i] = f[src + 4 * i]!
-    }
+    this.fns[`tout_${n}`]!(count / 4)
+    L.set(this.u8.subarray(OUTB, OUTB + count * n))
   }
 
   /** The `type` blocks of `values` (a multiple of 32) into `out`. */
@@ -483,6 +527,7 @@ export const GGML_KERNELS_BYTES = assemble(
   [
     qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32),
     codes(32, 0, 15, true), codes(32, 0, 31, true), codes(16, 0, 3, true), codes(16, -32, 31, false),
+    transposeIn(16), transposeIn(32), transposeOut(16), transposeOut(32),
     ...Object.values(LEGACY).map(legacy),
   ],
   Math.max(PAGES, LEGACY_PAGES),

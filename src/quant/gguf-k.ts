@@ -217,6 +217,13 @@ function makeQkx2Quants(
   return scale
 }
 
+/** The largest of the n values at xo, or 0 when none is above 0 (C's `if (x > max) max = x` from 0). */
+function positiveMax(x: Float32Array, xo: number, n: number): number {
+  let max = 0
+  for (let i = xo; i < xo + n; i++) if (x[i]! > max) max = x[i]!
+  return max
+}
+
 function checkLength(type: string, values: Float32Array): number {
   if (values.length % QK_K !== 0) throw new RangeError(`${type} needs a multiple of ${QK_K} values, got ${values.length}`)
   return values.length / QK_K
@@ -392,12 +399,8 @@ function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | und
     for (let bi = 0; bi < blocks; bi++) {
       const o = (b0 + bi) * blockBytes
       const sb = 8 * bi
-      let maxScale = 0
-      let maxMin = 0
-      for (let j = sb; j < sb + 8; j++) {
-        if (scales[j]! > maxScale) maxScale = scales[j]!
-        if (mins[j]! > maxMin) maxMin = mins[j]!
-      }
+      const maxScale = positiveMax(scales, sb, 8)
+      const maxMin = positiveMax(mins, sb, 8)
       const invScale = maxScale > 0 ? fr(63 / maxScale) : 0
       const invMin = maxMin > 0 ? fr(63 / maxMin) : 0
       const s = o + 4
@@ -608,12 +611,8 @@ function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
     for (let bi = 0; bi < blocks; bi++) {
       const o = (b0 + bi) * Q2_BYTES
       const sb = 16 * bi
-      let maxScale = 0
-      let maxMin = 0
-      for (let j = sb; j < sb + 16; j++) {
-        if (scales[j]! > maxScale) maxScale = scales[j]!
-        if (mins[j]! > maxMin) maxMin = mins[j]!
-      }
+      const maxScale = positiveMax(scales, sb, 16)
+      const maxMin = positiveMax(mins, sb, 16)
       if (maxScale > 0) {
         const iscale = fr(15 / maxScale)
         for (let j = 0; j < 16; j++) out[o + j] = nearestInt(fr(iscale * scales[sb + j]!)) & 0xff

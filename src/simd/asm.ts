@@ -157,3 +157,20 @@ export const i32Store = (offset = 0) => [0x36, 0x02, ...u32(offset)]
 /** i8x16.shuffle of two vectors by f32 lanes: lanes[i] in 0 … 7 picks lane i of the result (4 … 7: the second vector). */
 export const f32x4Shuffle = (lanes: [number, number, number, number]) => [...simd(0x0d), ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])]
 export const F32X4_SQRT = simd(0xe3)
+
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean
+  Module: new (bytes: Uint8Array) => object
+  Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
+}
+
+/** The exports of an instance of `bytes`, or undefined without WebAssembly (SIMD), or with OPENELM_SIMD=0. */
+export function instantiateSimd(bytes: Uint8Array): Record<string, unknown> | undefined {
+  const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
+  if (process.env.OPENELM_SIMD === '0' || !wasm) return undefined
+  try {
+    return wasm.validate(bytes) ? new wasm.Instance(new wasm.Module(bytes), {}).exports : undefined
+  } catch {
+    return undefined
+  }
+}

@@ -15,7 +15,7 @@
  * OPENELM_SIMD=0, `ggmlKernels()` is undefined and the encoders run the scalar code.
  */
 import {
-  assemble, END, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
+  assemble, END, instantiateSimd, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
   F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SQRT, F32X4_SUB, forRange, type Func, get,
   I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32_SHL, i32c, i32Store, I32X4_MAX_S, I32X4_MIN_S, I32X4_SHL, I32X4_SHR_S,
   I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
@@ -48,6 +48,11 @@ const at = (P: number, OFF: number) => [...get(P), ...get(OFF), ...I32_ADD]
 const load = (P: number, OFF: number) => [...at(P, OFF), ...v128Load(0)]
 /** dst = src where mask, else dst (locals). */
 const pick = (dst: number, src: number, mask: number) => [...get(src), ...get(dst), ...get(mask), ...V128_BITSELECT, ...set(dst)]
+/** Each [local, area]: local = area + G·n·16, where group G's n v128 start (T scratch). */
+const groupBases = (G: number, T: number, n: number, bases: Array<[number, number]>) => [
+  ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
+  ...bases.flatMap(([local, area]) => [...get(T), ...i32c(area), ...I32_ADD, ...set(local)]),
+]
 /** acc = acc + (stack) */
 const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
 
@@ -75,8 +80,7 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
-        ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
-        ...get(T), ...i32c(XT), ...I32_ADD, ...set(PX), ...get(T), ...i32c(WT), ...I32_ADD, ...set(PW), ...get(T), ...i32c(LT), ...I32_ADD, ...set(PL),
+        ...groupBases(G, T, n, [[PX, XT], [PW, WT], [PL, LT]]),
         // the weights
         ...(weights === 'rms'
           ? [
@@ -170,8 +174,7 @@ function qx(n: number, nmax: number): Func {
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
-        ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
-        ...get(T), ...i32c(XT), ...I32_ADD, ...set(PX), ...get(T), ...i32c(LT), ...I32_ADD, ...set(PL),
+        ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
         // the first value of largest magnitude
         ...f32x4c(0), ...set(MAX), ...f32x4c(0), ...set(AMAX),
         ...forRange(I, 0, N, 1, [
@@ -203,12 +206,6 @@ function qx(n: number, nmax: number): Func {
 
 
 type Fn = (groups: number, trials?: number) => void
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean
-  Module: new (bytes: Uint8Array) => object
-  Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
-}
-const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
 
 /** One sub-block search: `make_qkx2_quants` (weights and trial constants given) or `make_qx_quants` (weights x²). */
 /**
@@ -226,8 +223,7 @@ function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
-        ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
-        ...get(T), ...i32c(XT), ...I32_ADD, ...set(PX), ...get(T), ...i32c(LT), ...I32_ADD, ...set(PL),
+        ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
         ...get(G), ...i32c(5), ...I32_SHL, ...i32c(RES), ...I32_ADD, ...set(T),
         ...get(T), ...v128Load(0), ...set(D), ...get(T), ...v128Load(16), ...set(DM),
         ...get(D), ...f32x4c(0), ...F32X4_NE, ...set(NZ),
@@ -380,14 +376,8 @@ let kernels: GgmlKernels | null | undefined
 /** This thread's K-quant searches, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function ggmlKernels(): GgmlKernels | undefined {
   if (kernels === undefined) {
-    kernels = null
-    if (process.env.OPENELM_SIMD !== '0' && wasm) {
-      try {
-        if (wasm.validate(GGML_KERNELS_BYTES)) kernels = new GgmlKernels(new wasm.Instance(new wasm.Module(GGML_KERNELS_BYTES), {}).exports)
-      } catch {
-        kernels = null
-      }
-    }
+    const exports = instantiateSimd(GGML_KERNELS_BYTES)
+    kernels = exports ? new GgmlKernels(exports) : null
   }
   return kernels ?? undefined
 }

@@ -51,7 +51,7 @@ const rows: Array<[string, () => Uint8Array, () => Uint8Array]> = [
   ['Q8_0 blocks', () => quantizeQ8_0Scalar(values), () => quantizeQ8_0(values)],
   ...[2, 3, 4, 8].map((bits): [string, () => Uint8Array, () => Uint8Array] => [`MLX affine ${bits}-bit, group 64`, () => mlx(quantizeIntoScalar, bits), () => mlx(quantizeInto, bits)]),
   ...(
-    [['Q2_K', K.quantizeQ2_KScalar, K.quantizeQ2_K], ['Q4_K', K.quantizeQ4_KScalar, K.quantizeQ4_K], ['Q5_K', K.quantizeQ5_KScalar, K.quantizeQ5_K], ['Q6_K', K.quantizeQ6_KScalar, K.quantizeQ6_K]] as const
+    [['Q2_K', K.quantizeQ2_KScalar, K.quantizeQ2_K], ['Q3_K', K.quantizeQ3_KScalar, K.quantizeQ3_K], ['Q4_K', K.quantizeQ4_KScalar, K.quantizeQ4_K], ['Q5_K', K.quantizeQ5_KScalar, K.quantizeQ5_K], ['Q6_K', K.quantizeQ6_KScalar, K.quantizeQ6_K]] as const
   ).map(([type, scalar, simd]): [string, () => Uint8Array, () => Uint8Array] => [`GGUF ${type} (ggml.ts search lanes)`, () => scalar(values), () => simd(values)]),
   ...[Q4_0, Q4_1, Q5_0, Q5_1].map((t): [string, () => Uint8Array, () => Uint8Array] => [`GGUF ${t.type} (ggml.ts block lanes)`, () => quantizeLegacyScalar(t.type as 'Q4_0', values), () => t.quantize(values)]),
 ]

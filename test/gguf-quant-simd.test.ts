@@ -23,7 +23,7 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {seededRandom} from '../src/generate/sampler.js'
 import {
-  quantizeQ2_K, quantizeQ2_KScalar, quantizeQ4_K, quantizeQ4_KScalar, quantizeQ5_K, quantizeQ5_KScalar, quantizeQ6_K, quantizeQ6_KScalar,
+  quantizeQ2_K, quantizeQ2_KScalar, quantizeQ3_K, quantizeQ3_KScalar, quantizeQ4_K, quantizeQ4_KScalar, quantizeQ5_K, quantizeQ5_KScalar, quantizeQ6_K, quantizeQ6_KScalar,
 } from '../src/quant/gguf-k.js'
 import {Q4_0, Q4_1, Q5_0, Q5_1, quantizeLegacyScalar} from '../src/quant/gguf-legacy.js'
 import {ggmlKernels, resetGgmlKernels} from '../src/simd/ggml.js'
@@ -31,6 +31,7 @@ import {superBlockConfig} from './helpers/shapes.js'
 
 const TYPES: Array<[string, (v: Float32Array) => Uint8Array, (v: Float32Array) => Uint8Array]> = [
   ['Q2_K', quantizeQ2_K, quantizeQ2_KScalar],
+  ['Q3_K', quantizeQ3_K, quantizeQ3_KScalar],
   ['Q4_K', quantizeQ4_K, quantizeQ4_KScalar],
   ['Q5_K', quantizeQ5_K, quantizeQ5_KScalar],
   ['Q6_K', quantizeQ6_K, quantizeQ6_KScalar],
@@ -153,7 +154,7 @@ describe.skipIf(!ggmlKernels())('GGUF files: OPENELM_SIMD=0 and the wasm lanes w
     }
   }
 
-  for (const dtype of ['q4_k_m', 'q2_k', 'q5_k_m', 'q6_k', 'q4_0', 'q5_1']) {
+  for (const dtype of ['q4_k_m', 'q2_k', 'q3_k_m', 'q5_k_m', 'q6_k', 'q4_0', 'q5_1']) {
     it(`${dtype}: scalar (1 thread) == SIMD on 1 and 2 threads (sha256 of the file)`, async () => {
       const scalar = await written(dtype, '0', 1)
       expect(await written(dtype, '1', 1)).toBe(scalar)

@@ -274,7 +274,7 @@ function codesBatch(
 const Q6_BYTES = 210
 
 /** make_qx_quants(16, 32)'s trial scales nmax + 0.1·is, is = -9 … 9 but 0. */
-const Q6_SEARCH: SearchSpec = {kernel: 'qx_16_32', codes: 'codes_16_31', n: 16, trials: Float32Array.from([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9], (is) => fr(32 + fr(F01 * is)))}
+const Q6_SEARCH: SearchSpec = {kernel: 'qx_16_32', codes: 'codes_16_-32_31', n: 16, trials: Float32Array.from([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9], (is) => fr(32 + fr(F01 * is)))}
 
 export const quantizeQ6_K = (values: Float32Array) => q6K(values, ggmlKernels())
 /** Q6_K with the scalar searches only (the reference for the wasm lanes). */
@@ -365,8 +365,8 @@ function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: nu
   }
 }
 
-const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', codes: 'codes_32_15', n: 32, trials: qkx2Trials(15, -1, 20)}
-const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', codes: 'codes_32_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
+const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', codes: 'codes_32_0_15', n: 32, trials: qkx2Trials(15, -1, 20)}
+const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', codes: 'codes_32_0_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
 
 function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
@@ -511,49 +511,67 @@ function q3Scale(b: Uint8Array, s: number, j: number): number {
   return low | (((b[s + 8 + (j % 4)]! >> (2 * (j >> 2))) & 3) << 4)
 }
 
-export function quantizeQ3_K(values: Float32Array): Uint8Array {
+/** make_q3_quants has no trial scales: its up to 5 passes of one-code moves are the kernel's trial count. */
+const Q3_SEARCH: SearchSpec = {kernel: 'q3_16_4', codes: 'codes_16_-4_3', n: 16, trials: new Float32Array(5)}
+
+export const quantizeQ3_K = (values: Float32Array) => q3K(values, ggmlKernels())
+/** Q3_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ3_KScalar = (values: Float32Array) => q3K(values, undefined)
+
+function q3K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q3_K', values)
   const out = new Uint8Array(nb * Q3_BYTES)
-  const L = new Int8Array(QK_K)
-  const scales = new Float32Array(16)
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * Q3_BYTES
-    const s = o + 96
-    for (let j = 0; j < 16; j++) scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 16 * j)
-    const maxScale = firstAbsMax(scales, 0, 16)
-    if (maxScale !== 0) {
-      const iscale = fr(-32 / maxScale)
-      for (let j = 0; j < 16; j++) {
-        let l = (nearestInt(fr(iscale * scales[j]!)) << 24) >> 24 // int8_t
-        l = clamp(l, -32, 31) + 32
-        if (j < 8) out[s + j] = l & 0xf
-        else out[s + j - 8] |= (l & 0xf) << 4
-        l >>= 4
-        out[s + 8 + (j % 4)] |= l << (2 * (j >> 2))
+  const codes = new Uint8Array(BATCH * QK_K)
+  const L = new Int8Array(16)
+  const scales = new Float32Array(BATCH * 16)
+  const dq = new Float32Array(BATCH * 32)
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, Q3_SEARCH, values, xo, blocks * 16, scales, null, (j) => {
+      scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 0)
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = L[ii]!
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q3_BYTES
+      const s = o + 96
+      const maxScale = firstAbsMax(scales, 16 * bi, 16)
+      if (maxScale !== 0) {
+        const iscale = fr(-32 / maxScale)
+        for (let j = 0; j < 16; j++) {
+          let l = (nearestInt(fr(iscale * scales[16 * bi + j]!)) << 24) >> 24 // int8_t
+          l = clamp(l, -32, 31) + 32
+          if (j < 8) out[s + j] = l & 0xf
+          else out[s + j - 8] |= (l & 0xf) << 4
+          l >>= 4
+          out[s + 8 + (j % 4)] |= l << (2 * (j >> 2))
+        }
+        putHalf(out, o + 108, fr(1 / iscale))
+      } else {
+        putHalf(out, o + 108, 0)
       }
-      putHalf(out, o + 108, fr(1 / iscale))
-    } else {
-      putHalf(out, o + 108, 0)
+      const d0 = half(out, o + 108)
+      for (let j = 0; j < 16; j++) dq[2 * (16 * bi + j)] = fr(d0 * (q3Scale(out, s, j) - 32))
     }
-    const d0 = half(out, o + 108)
-    for (let j = 0; j < 16; j++) {
-      const d = fr(d0 * (q3Scale(out, s, j) - 32))
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -4, 3) + 4
-    }
-    for (let j = 0, m = 0, hm = 1; j < QK_K; j++) {
-      if (L[j]! > 3) {
-        out[o + m] |= hm
-        L[j] = L[j]! - 4
+    codesBatch(simd, Q3_SEARCH, dq, blocks * 16, codes, (j, d) => {
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -4, 3) + 4
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q3_BYTES
+      const L0 = bi * QK_K
+      for (let j = 0, m = 0, hm = 1; j < QK_K; j++) {
+        if (codes[L0 + j]! > 3) {
+          out[o + m] |= hm
+          codes[L0 + j] = codes[L0 + j]! - 4
+        }
+        if (++m === 32) {
+          m = 0
+          hm <<= 1
+        }
       }
-      if (++m === 32) {
-        m = 0
-        hm <<= 1
+      for (let j = 0; j < QK_K; j += 128) {
+        for (let l = 0; l < 32; l++) out[o + 32 + j / 4 + l] = codes[L0 + j + l]! | (codes[L0 + j + l + 32]! << 2) | (codes[L0 + j + l + 64]! << 4) | (codes[L0 + j + l + 96]! << 6)
       }
-    }
-    for (let j = 0; j < QK_K; j += 128) {
-      for (let l = 0; l < 32; l++) out[o + 32 + j / 4 + l] = L[j + l]! | (L[j + l + 32]! << 2) | (L[j + l + 64]! << 4) | (L[j + l + 96]! << 6)
     }
   }
   return out
@@ -584,7 +602,7 @@ export function dequantizeQ3_K(bytes: Uint8Array): Float32Array {
 
 const Q2_BYTES = 84
 
-const Q2_SEARCH: SearchSpec = {kernel: 'qkx2_16_3', codes: 'codes_16_3', n: 16, trials: qkx2Trials(3, -0.5, 15)}
+const Q2_SEARCH: SearchSpec = {kernel: 'qkx2_16_3', codes: 'codes_16_0_3', n: 16, trials: qkx2Trials(3, -0.5, 15)}
 
 export const quantizeQ2_K = (values: Float32Array) => q2K(values, ggmlKernels())
 /** Q2_K with the scalar searches only (the reference for the wasm lanes). */

@@ -2,7 +2,7 @@
  * WebAssembly SIMD for ggml's quantizers, bit-identical to the scalar code, which stays the reference
  * (test/gguf-quant-simd.test.ts):
  *   - the K-quant scale searches (src/quant/gguf-k.ts: make_qkx2_quants for Q2_K/Q4_K/Q5_K with their
- *     weights, make_qx_quants for Q6_K) and the codes at the stored scales;
+ *     weights, make_q3_quants for Q3_K, make_qx_quants for Q6_K) and the codes at the stored scales;
  *   - the legacy 32-value blocks Q4_0, Q4_1, Q5_0, Q5_1 (src/quant/gguf-legacy.ts).
  * The searches are sequences of dependent f32 sums over one sub-block, so they are vectorized ACROSS
  * sub-blocks (and the legacy quantizers across blocks): lane k of every vector belongs to sub-block
@@ -15,7 +15,7 @@
  * OPENELM_SIMD=0, `ggmlKernels()` is undefined and the encoders run the scalar code.
  */
 import {
-  assemble, END, instantiateSimd, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
+  assemble, brIf, END, instantiateSimd, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
   F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SQRT, F32X4_SUB, forRange, type Func, get,
   I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32_SHL, i32c, i32Store, I32X4_MAX_S, I32X4_MIN_S, I32X4_SHL, I32X4_SHR_S,
   I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
@@ -209,9 +209,9 @@ type Fn = (groups: number, trials?: number) => void
 
 /** One sub-block search: `make_qkx2_quants` (weights and trial constants given) or `make_qx_quants` (weights x²). */
 /**
- * codes_<n>_<hi>(groups): after a search, each sub-block's codes at its dequantization step (the
+ * codes_<n>_<lo>_<hi>(groups): after a search, each sub-block's codes at its dequantization step (the
  * quantize_row_*_ref loop after the super-block scales are stored): clamp(nearest_int((x + dm) / d),
- * lo, hi) (Q6_K: x / d, plus 32), d and dm per group at RES (lanes), where d ≠ 0 (C's `if (!d)
+ * lo, hi) (Q6_K, Q3_K: x / d, minus lo), d and dm per group at RES (lanes), where d ≠ 0 (C's `if (!d)
  * continue`: a NaN d goes on); where d = 0 the search's codes stay. Codes as f32 lanes at LT.
  */
 function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
@@ -219,7 +219,7 @@ function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
   const [D, DM, NZ] = [8, 9, 10]
   const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
   return {
-    name: `codes_${n}_${hi}`, params: 1, locals: [[7, I32], [3, V128]],
+    name: `codes_${n}_${lo}_${hi}`, params: 1, locals: [[7, I32], [3, V128]],
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
@@ -233,6 +233,70 @@ function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
           ...(lo < 0 ? [...f32x4c(-lo), ...F32X4_ADD] : []),
           ...load(PL, OFF), ...get(NZ), ...V128_BITSELECT, ...v128Store(0),
         ]),
+      ]),
+    ],
+  }
+}
+
+/**
+ * q3_<n>_<nmax>(groups): ggml's `make_q3_quants(n, nmax, x, L, do_rmse = true)` for each group of
+ * four sub-blocks (x at XT, transposed), weights x²: the codes at -nmax / max, then up to 5 passes of
+ * one-code moves, each kept where it raises Σwxl² / Σwl². A lane whose pass changed nothing is at a
+ * fixed point (the next pass would see the same sums and codes), so the passes stop when no lane
+ * changed, as each scalar loop does for its own sub-block. Out: codes + nmax (f32 lanes) at LT, the
+ * scales at RES.
+ */
+function q3(n: number, nmax: number): Func {
+  const [NG, NT, N, G, I, T, OFF, PX, PL, IT] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  const [MAX, AMAX, ISC, SLX, SL2, XI, LF, W, UPD, SMALL, S1, S2, NL, WX, CH] = Array.from({length: 15}, (_, k) => 10 + k)
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  return {
+    name: `q3_${n}_${nmax}`, params: 2, locals: [[8, I32], [15, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
+        ...f32x4c(0), ...set(MAX), ...f32x4c(0), ...set(AMAX),
+        ...forRange(I, 0, N, 1, [
+          ...off, ...load(PX, OFF), ...set(XI), ...get(XI), ...F32X4_ABS, ...set(W),
+          ...get(W), ...get(AMAX), ...F32X4_GT, ...set(UPD), ...pick(AMAX, W, UPD), ...pick(MAX, XI, UPD),
+        ]),
+        ...get(MAX), ...F32X4_ABS, ...f32x4c(1e-15), ...F32X4_LT, ...set(SMALL),
+        ...f32x4c(-nmax), ...get(MAX), ...F32X4_DIV, ...set(ISC),
+        ...f32x4c(0), ...set(SLX), ...f32x4c(0), ...set(SL2),
+        ...forRange(I, 0, N, 1, [
+          ...off, ...load(PX, OFF), ...set(XI),
+          ...get(ISC), ...get(XI), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...set(LF),
+          ...at(PL, OFF), ...get(LF), ...v128Store(0),
+          ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W),
+          ...get(W), ...get(XI), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SLX),
+          ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
+        ]),
+        ...forRange(IT, 0, NT, 1, [
+          ...f32x4c(0), ...set(CH),
+          ...forRange(I, 0, N, 1, [
+            ...off, ...load(PX, OFF), ...set(XI), ...load(PL, OFF), ...set(LF),
+            ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W), ...get(W), ...get(XI), ...F32X4_MUL, ...set(WX),
+            ...get(SLX), ...get(WX), ...get(LF), ...F32X4_MUL, ...F32X4_SUB, ...set(S1),
+            ...get(S1), ...f32x4c(0), ...F32X4_GT, ...set(UPD),
+            ...get(SL2), ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...F32X4_SUB, ...set(S2),
+            ...get(XI), ...get(S2), ...F32X4_MUL, ...get(S1), ...F32X4_DIV, ...codeLanes(-nmax, nmax - 1), ...set(NL),
+            ...get(S1), ...get(WX), ...get(NL), ...F32X4_MUL, ...F32X4_ADD, ...set(S1),
+            ...get(S2), ...get(W), ...get(NL), ...F32X4_MUL, ...get(NL), ...F32X4_MUL, ...F32X4_ADD, ...set(S2),
+            ...get(UPD), ...get(NL), ...get(LF), ...F32X4_NE, ...V128_AND,
+            ...get(S2), ...f32x4c(0), ...F32X4_GT, ...V128_AND,
+            ...get(S1), ...get(S1), ...F32X4_MUL, ...get(SL2), ...F32X4_MUL, ...get(SLX), ...get(SLX), ...F32X4_MUL, ...get(S2), ...F32X4_MUL, ...F32X4_GT, ...V128_AND,
+            ...set(UPD),
+            ...at(PL, OFF), ...get(NL), ...get(LF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0),
+            ...pick(SLX, S1, UPD), ...pick(SL2, S2, UPD),
+            ...get(CH), ...get(UPD), ...V128_OR, ...set(CH),
+          ]),
+          ...get(CH), ...V128_ANY_TRUE, 0x45 /* i32.eqz */, ...brIf(1),
+        ]),
+        // codes + nmax; |max| < 1e-15 lanes: codes 0, scale 0
+        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...f32x4c(nmax), ...F32X4_ADD, ...get(SMALL), ...V128_ANDNOT, ...v128Store(0)]),
+        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD,
+        ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
       ]),
     ],
   }
@@ -286,9 +350,9 @@ function transposeOut(n: number): Func {
 }
 
 export interface SearchSpec {
-  kernel: 'qkx2_32_15' | 'qkx2_32_31' | 'qkx2_16_3' | 'qx_16_32'
+  kernel: 'qkx2_32_15' | 'qkx2_32_31' | 'qkx2_16_3' | 'qx_16_32' | 'q3_16_4'
   /** The codes kernel run after it. */
-  codes: 'codes_32_15' | 'codes_32_31' | 'codes_16_3' | 'codes_16_31'
+  codes: 'codes_32_0_15' | 'codes_32_0_31' | 'codes_16_0_3' | 'codes_16_-32_31' | 'codes_16_-4_3'
   /** Values per sub-block. */
   n: number
   /** Trial constants, in the scalar's order (CT above). */
@@ -516,7 +580,8 @@ const LEGACY: Record<LegacySpec['type'], LegacySpec> = {
 export const GGML_KERNELS_BYTES = assemble(
   [
     qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32),
-    codes(32, 0, 15, true), codes(32, 0, 31, true), codes(16, 0, 3, true), codes(16, -32, 31, false),
+    q3(16, 4),
+    codes(32, 0, 15, true), codes(32, 0, 31, true), codes(16, 0, 3, true), codes(16, -32, 31, false), codes(16, -4, 3, false),
     transposeIn(16), transposeIn(32), transposeOut(16), transposeOut(32),
     ...Object.values(LEGACY).map(legacy),
   ],

@@ -147,6 +147,33 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
   }
 }
 
+/** The locals make_qx_quants and make_q3_quants share (symmetric codes, weights x²). */
+interface SymLocals {I: number; N: number; OFF: number; PX: number; XI: number; LF: number; W: number; UPD: number; MAX: number; AMAX: number; SMALL: number; ISC: number; SLX: number; SL2: number}
+
+/** Per lane: MAX = the first value of largest magnitude, SMALL = |MAX| < 1e-15, ISC = -nmax / MAX. */
+const absMaxStart = ({I, N, OFF, PX, XI, W, UPD, MAX, AMAX, SMALL, ISC}: SymLocals, nmax: number) => [
+  ...f32x4c(0), ...set(MAX), ...f32x4c(0), ...set(AMAX),
+  ...forRange(I, 0, N, 1, [
+    ...get(I), ...i32c(4), ...I32_SHL, ...set(OFF), ...load(PX, OFF), ...set(XI), ...get(XI), ...F32X4_ABS, ...set(W),
+    ...get(W), ...get(AMAX), ...F32X4_GT, ...set(UPD), ...pick(AMAX, W, UPD), ...pick(MAX, XI, UPD),
+  ]),
+  ...get(MAX), ...F32X4_ABS, ...f32x4c(1e-15), ...F32X4_LT, ...set(SMALL),
+  ...f32x4c(-nmax), ...get(MAX), ...F32X4_DIV, ...set(ISC),
+]
+
+/** SLX = Σ w·x·l, SL2 = Σ w·l² (w = x²) of the codes l at ISC, each l + offset stored at `dst` (an address; OFF is set). */
+const roundedSums = ({I, N, OFF, PX, XI, LF, W, ISC, SLX, SL2}: SymLocals, nmax: number, offset: number, dst: number[]) => [
+  ...f32x4c(0), ...set(SLX), ...f32x4c(0), ...set(SL2),
+  ...forRange(I, 0, N, 1, [
+    ...get(I), ...i32c(4), ...I32_SHL, ...set(OFF), ...load(PX, OFF), ...set(XI),
+    ...get(ISC), ...get(XI), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...set(LF),
+    ...dst, ...get(LF), ...(offset ? [...f32x4c(offset), ...F32X4_ADD] : []), ...v128Store(0),
+    ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W),
+    ...get(W), ...get(XI), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SLX),
+    ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
+  ]),
+]
+
 /**
  * qx_<n>_<nmax>(groups, trials): ggml's `make_qx_quants(n, nmax, x, L, rmse_type = 1)` for each group
  * of four sub-blocks of n values (x at XT, transposed), weights x². Trial t's `nmax + 0.1·is` is CT[t].
@@ -157,32 +184,15 @@ function qx(n: number, nmax: number): Func {
   const [MAX, AMAX, ISC, SCALE, BEST, SLX, SL2, XI, LF, W, UPD, SMALL] = Array.from({length: 12}, (_, k) => 9 + k)
   const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
   const laux = [...i32c(LA), ...get(OFF), ...I32_ADD]
-  /** Σ w·x·l and Σ w·l² at ISC, codes + nmax stored at `dst`. */
-  const sums = (dst: number[]) => [
-    ...f32x4c(0), ...set(SLX), ...f32x4c(0), ...set(SL2),
-    ...forRange(I, 0, N, 1, [
-      ...off, ...load(PX, OFF), ...set(XI),
-      ...get(ISC), ...get(XI), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...set(LF),
-      ...dst, ...get(LF), ...f32x4c(nmax), ...F32X4_ADD, ...v128Store(0),
-      ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W),
-      ...get(W), ...get(XI), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SLX),
-      ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
-    ]),
-  ]
+  const v: SymLocals = {I, N, OFF, PX, XI, LF, W, UPD, MAX, AMAX, SMALL, ISC, SLX, SL2}
+  const sums = (dst: number[]) => roundedSums(v, nmax, nmax, dst)
   return {
     name: `qx_${n}_${nmax}`, params: 2, locals: [[7, I32], [12, V128]],
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
         ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
-        // the first value of largest magnitude
-        ...f32x4c(0), ...set(MAX), ...f32x4c(0), ...set(AMAX),
-        ...forRange(I, 0, N, 1, [
-          ...off, ...load(PX, OFF), ...set(XI), ...get(XI), ...F32X4_ABS, ...set(W),
-          ...get(W), ...get(AMAX), ...F32X4_GT, ...set(UPD), ...pick(AMAX, W, UPD), ...pick(MAX, XI, UPD),
-        ]),
-        ...get(MAX), ...F32X4_ABS, ...f32x4c(1e-15), ...F32X4_LT, ...set(SMALL),
-        ...f32x4c(-nmax), ...get(MAX), ...F32X4_DIV, ...set(ISC),
+        ...absMaxStart(v, nmax),
         ...sums([...at(PL, OFF)]),
         ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_NE, ...V128_BITSELECT, ...set(SCALE),
         ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(BEST),
@@ -250,28 +260,15 @@ function q3(n: number, nmax: number): Func {
   const [NG, NT, N, G, I, T, OFF, PX, PL, IT] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
   const [MAX, AMAX, ISC, SLX, SL2, XI, LF, W, UPD, SMALL, S1, S2, NL, WX, CH] = Array.from({length: 15}, (_, k) => 10 + k)
   const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  const v: SymLocals = {I, N, OFF, PX, XI, LF, W, UPD, MAX, AMAX, SMALL, ISC, SLX, SL2}
   return {
     name: `q3_${n}_${nmax}`, params: 2, locals: [[8, I32], [15, V128]],
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
         ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
-        ...f32x4c(0), ...set(MAX), ...f32x4c(0), ...set(AMAX),
-        ...forRange(I, 0, N, 1, [
-          ...off, ...load(PX, OFF), ...set(XI), ...get(XI), ...F32X4_ABS, ...set(W),
-          ...get(W), ...get(AMAX), ...F32X4_GT, ...set(UPD), ...pick(AMAX, W, UPD), ...pick(MAX, XI, UPD),
-        ]),
-        ...get(MAX), ...F32X4_ABS, ...f32x4c(1e-15), ...F32X4_LT, ...set(SMALL),
-        ...f32x4c(-nmax), ...get(MAX), ...F32X4_DIV, ...set(ISC),
-        ...f32x4c(0), ...set(SLX), ...f32x4c(0), ...set(SL2),
-        ...forRange(I, 0, N, 1, [
-          ...off, ...load(PX, OFF), ...set(XI),
-          ...get(ISC), ...get(XI), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...set(LF),
-          ...at(PL, OFF), ...get(LF), ...v128Store(0),
-          ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W),
-          ...get(W), ...get(XI), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SLX),
-          ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
-        ]),
+        ...absMaxStart(v, nmax),
+        ...roundedSums(v, nmax, 0, at(PL, OFF)),
         ...forRange(IT, 0, NT, 1, [
           ...f32x4c(0), ...set(CH),
           ...forRange(I, 0, N, 1, [

@@ -1,8 +1,8 @@
 /**
- * `npx tsx bench/simd-paths.ts --src <hf folder> --before <checkout with dist/> [--rounds N] [--work DIR] [--threads a,b]`
+ * `npx tsx bench/simd-paths.ts --src <hf folder> [--before <checkout with dist/>] [--rounds N] [--work DIR] [--threads a,b] [--only TEXT]`
  *
  * Issue 15 items 2–3, before/after: each conversion path run with the `before` checkout's CLI and with
- * this one's (each at the given --threads values), and `cp -r` of the same source, alternating, N rounds,
+ * this one's (each at the given --threads values; without --before, this one's only), and `cp -r` of the same source, alternating, N rounds,
  * best wall of each kept with its CPU (user+sys) and peak RSS (/usr/bin/time). The outputs of every run
  * of a path are compared by sha256 (the bytes must not change). Prints a Markdown table.
  */
@@ -19,7 +19,7 @@ const arg = (name: string, fallback?: string) => {
   return v
 }
 const src = path.resolve(arg('--src'))
-const before = path.resolve(arg('--before'))
+const before = process.argv.includes('--before') ? path.resolve(arg('--before')) : undefined
 const rounds = Number(arg('--rounds', '2'))
 const work = path.resolve(arg('--work', path.join(os.tmpdir(), 'simd-paths')))
 const threads = arg('--threads', '1,2').split(',')
@@ -31,6 +31,9 @@ const PATHS: Array<[string, string[]]> = [
   ['→ gguf f16', ['--to', 'gguf', '--dtype', 'f16']],
   ['→ gguf q8_0', ['--to', 'gguf', '--dtype', 'q8_0']],
   ['→ mlx 4-bit', ['--to', 'mlx', '--quantize', '4']],
+  ['→ gguf q4_k_m', ['--to', 'gguf', '--dtype', 'q4_k_m']],
+  ['→ gguf q6_k', ['--to', 'gguf', '--dtype', 'q6_k']],
+  ['→ gguf q4_0', ['--to', 'gguf', '--dtype', 'q4_0']],
 ]
 
 interface Run {wall: number; cpu: number; rss: number; sha?: string}
@@ -52,7 +55,7 @@ function shaOf(dir: string): string {
 
 mkdirSync(work, {recursive: true})
 const variants: Array<[string, string, string[]]> = [
-  ...threads.map((t): [string, string, string[]] => [`before, --threads ${t}`, before, ['--threads', t]]),
+  ...(before ? threads.map((t): [string, string, string[]] => [`before, --threads ${t}`, before, ['--threads', t]]) : []),
   ...threads.map((t): [string, string, string[]] => [`after, --threads ${t}`, after, ['--threads', t]]),
 ]
 console.log(`source ${src}; ${rounds} rounds alternating; load average at start ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}; ${os.cpus().length} × ${os.cpus()[0]?.model}; Node ${process.version}`)

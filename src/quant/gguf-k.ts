@@ -17,6 +17,7 @@
  * Every step is one f32 operation in the C's order (Math.fround after each; sums accumulate left
  * to right), `nearest_int` is ggml's 1.5·2^23 trick, and d/dmin are stored as IEEE half.
  */
+import {type GgmlKernels, ggmlKernels, type SearchSpec} from '../simd/ggml.js'
 import {ggmlBlockScheme, type GgmlBlockType, putHalf, readHalf as half} from './ggml-block.js'
 
 export const QK_K = 256
@@ -216,44 +217,111 @@ function makeQkx2Quants(
   return scale
 }
 
+/** The largest of the n values at xo, or 0 when none is above 0 (C's `if (x > max) max = x` from 0). */
+function positiveMax(x: Float32Array, xo: number, n: number): number {
+  let max = 0
+  for (let i = xo; i < xo + n; i++) if (x[i]! > max) max = x[i]!
+  return max
+}
+
 function checkLength(type: string, values: Float32Array): number {
   if (values.length % QK_K !== 0) throw new RangeError(`${type} needs a multiple of ${QK_K} values, got ${values.length}`)
   return values.length / QK_K
+}
+
+/**
+ * Super-blocks per batch: the sub-block searches of a batch run first (in wasm lanes when available),
+ * then the super-block scales, the codes, the packing. 256 · 256 values: what one wasm search takes
+ * (GgmlKernels.MAX_VALUES).
+ */
+const BATCH = 256
+
+/** `rmin + rdelta·is + nmax` for is = 0 … nstep, each step rounded to f32 as make_qkx2_quants does. */
+const qkx2Trials = (nmax: number, rmin: number, nstep: number) =>
+  Float32Array.from({length: nstep + 1}, (_, is) => fr(fr(rmin + fr(F01 * is)) + nmax))
+
+/**
+ * The sub-block searches of one batch (`subs` sub-blocks of spec.n values from values[xo]): in the
+ * wasm lanes when there are any, else `scalar(j)` for each (which writes scales[j], mins[j] and
+ * sub-block j's codes). Both give the same bytes, NaN inputs included as long as they carry no
+ * payload: a payload can reach the codes (ggml's nearest_int reads mantissa bits), and which
+ * operand's payload an f32 op keeps depends on the order the JIT emits, so even the scalar code
+ * gives no fixed answer for them.
+ */
+function searchBatch(
+  simd: GgmlKernels | undefined, spec: SearchSpec, values: Float32Array, xo: number, subs: number,
+  scales: Float32Array, mins: Float32Array | null, scalar: (j: number) => void,
+): void {
+  if (simd) simd.search(spec, values, xo, subs, scales, mins)
+  else for (let j = 0; j < subs; j++) scalar(j)
+}
+
+/**
+ * The batch's codes once its super-block scales are stored: sub-block j's step dq[2j] and offset
+ * dq[2j+1]; where the step is not 0 (C's `if (!d) continue`: a NaN step goes on), `scalar(j, d, dm)`
+ * or the wasm lanes (which keep the search's codes elsewhere) write the codes into `codes`.
+ */
+function codesBatch(
+  simd: GgmlKernels | undefined, spec: SearchSpec, dq: Float32Array, subs: number, codes: Uint8Array,
+  scalar: (j: number, d: number, dm: number) => void,
+): void {
+  if (simd) return simd.codes(spec, dq, subs, codes)
+  for (let j = 0; j < subs; j++) if (dq[2 * j] !== 0) scalar(j, dq[2 * j]!, dq[2 * j + 1]!)
 }
 
 // ---- Q6_K: ql[128], qh[64], scales[16] (int8), d ------------------------------------------------
 
 const Q6_BYTES = 210
 
-export function quantizeQ6_K(values: Float32Array): Uint8Array {
+/** make_qx_quants(16, 32)'s trial scales nmax + 0.1·is, is = -9 … 9 but 0. */
+const Q6_SEARCH: SearchSpec = {kernel: 'qx_16_32', codes: 'codes_16_-32_31', n: 16, trials: Float32Array.from([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9], (is) => fr(32 + fr(F01 * is)))}
+
+export const quantizeQ6_K = (values: Float32Array) => q6K(values, ggmlKernels())
+/** Q6_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ6_KScalar = (values: Float32Array) => q6K(values, undefined)
+
+function q6K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q6_K', values)
   const out = new Uint8Array(nb * Q6_BYTES)
-  const L = new Uint8Array(QK_K)
-  const scales = new Float32Array(QK_K / 16)
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * Q6_BYTES
-    for (let ib = 0; ib < 16; ib++) scales[ib] = makeQxQuants(16, 32, values, xo + 16 * ib, L, 16 * ib)
-    const maxScale = firstAbsMax(scales, 0, 16)
-    if (Math.abs(maxScale) < GROUP_MAX_EPS) continue // an all-zero block: every byte 0 (d = +0)
-    const iscale = fr(-128 / maxScale)
-    putHalf(out, o + 208, fr(1 / iscale))
-    const d0 = half(out, o + 208)
-    for (let ib = 0; ib < 16; ib++) out[o + 192 + ib] = Math.min(127, nearestInt(fr(iscale * scales[ib]!))) & 0xff
-    for (let j = 0; j < 16; j++) {
-      const d = fr(d0 * ((out[o + 192 + j]! << 24) >> 24))
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -32, 31) + 32
+  const codes = new Uint8Array(BATCH * QK_K)
+  const scales = new Float32Array(BATCH * 16)
+  const dq = new Float32Array(BATCH * 32)
+  const live = new Uint8Array(BATCH)
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, Q6_SEARCH, values, xo, blocks * 16, scales, null, (j) => {
+      scales[j] = makeQxQuants(16, 32, values, xo + 16 * j, codes, 16 * j)
+    })
+    dq.fill(0)
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q6_BYTES
+      const maxScale = firstAbsMax(scales, 16 * bi, 16)
+      live[bi] = Math.abs(maxScale) < GROUP_MAX_EPS ? 0 : 1
+      if (!live[bi]) continue // an all-zero block: every byte 0 (d = +0)
+      const iscale = fr(-128 / maxScale)
+      putHalf(out, o + 208, fr(1 / iscale))
+      const d0 = half(out, o + 208)
+      for (let ib = 0; ib < 16; ib++) out[o + 192 + ib] = Math.min(127, nearestInt(fr(iscale * scales[16 * bi + ib]!))) & 0xff
+      for (let j = 0; j < 16; j++) dq[2 * (16 * bi + j)] = fr(d0 * ((out[o + 192 + j]! << 24) >> 24))
     }
-    for (let j = 0, ql = o, qh = o + 128; j < QK_K; j += 128, ql += 64, qh += 32) {
-      for (let l = 0; l < 32; l++) {
-        const q1 = L[j + l]!
-        const q2 = L[j + l + 32]!
-        const q3 = L[j + l + 64]!
-        const q4 = L[j + l + 96]!
-        out[ql + l] = (q1 & 0xf) | ((q3 & 0xf) << 4)
-        out[ql + l + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4)
-        out[qh + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+    codesBatch(simd, Q6_SEARCH, dq, blocks * 16, codes, (j, d) => {
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -32, 31) + 32
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      if (!live[bi]) continue
+      const o = (b0 + bi) * Q6_BYTES
+      const L = bi * QK_K
+      for (let j = 0, ql = o, qh = o + 128; j < QK_K; j += 128, ql += 64, qh += 32) {
+        for (let l = 0; l < 32; l++) {
+          const q1 = codes[L + j + l]!
+          const q2 = codes[L + j + l + 32]!
+          const q3 = codes[L + j + l + 64]!
+          const q4 = codes[L + j + l + 96]!
+          out[ql + l] = (q1 & 0xf) | ((q3 & 0xf) << 4)
+          out[ql + l + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4)
+          out[qh + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+        }
       }
     }
   }
@@ -297,83 +365,95 @@ function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: nu
   }
 }
 
-function quantizeQ45K(values: Float32Array, bits: 4 | 5): Uint8Array {
+const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', codes: 'codes_32_0_15', n: 32, trials: qkx2Trials(15, -1, 20)}
+const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', codes: 'codes_32_0_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
+
+function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
   const blockBytes = bits === 4 ? 144 : 176
   const nmax = bits === 4 ? 15 : 31
+  const spec = bits === 4 ? Q4_SEARCH : Q5_SEARCH
   const out = new Uint8Array(nb * blockBytes)
-  const L = new Uint8Array(QK_K)
+  const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(32)
   const weights = new Float32Array(32)
-  const mins = new Float32Array(8)
-  const scales = new Float32Array(8)
+  const mins = new Float32Array(BATCH * 8)
+  const scales = new Float32Array(BATCH * 8)
+  const dq = new Float32Array(BATCH * 16)
   const m = {min: 0}
   const sm = {sc: 0, m: 0}
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * blockBytes
-    let maxScale = 0
-    let maxMin = 0
-    for (let j = 0; j < 8; j++) {
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, spec, values, xo, blocks * 8, scales, mins, (j) => {
       const base = xo + 32 * j
       let sumX2 = 0
       for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
       const avX = fr(Math.sqrt(fr(sumX2 / 32)))
       for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(values[base + l]!))
       scales[j] = bits === 4
-        ? makeQkx2Quants(32, 15, values, base, weights, L, 32 * j, laux, -1, F01, 20, false, m)
-        : makeQkx2Quants(32, 31, values, base, weights, L, 32 * j, laux, -0.5, F01, 15, false, m)
+        ? makeQkx2Quants(32, 15, values, base, weights, codes, 32 * j, laux, -1, F01, 20, false, m)
+        : makeQkx2Quants(32, 31, values, base, weights, codes, 32 * j, laux, -0.5, F01, 15, false, m)
       mins[j] = m.min
-      if (scales[j]! > maxScale) maxScale = scales[j]!
-      if (mins[j]! > maxMin) maxMin = mins[j]!
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * blockBytes
+      const sb = 8 * bi
+      const maxScale = positiveMax(scales, sb, 8)
+      const maxMin = positiveMax(mins, sb, 8)
+      const invScale = maxScale > 0 ? fr(63 / maxScale) : 0
+      const invMin = maxMin > 0 ? fr(63 / maxMin) : 0
+      const s = o + 4
+      for (let j = 0; j < 8; j++) {
+        const ls = Math.min(63, nearestInt(fr(invScale * scales[sb + j]!)) & 0xff)
+        const lm = Math.min(63, nearestInt(fr(invMin * mins[sb + j]!)) & 0xff)
+        if (j < 4) {
+          out[s + j] = ls
+          out[s + j + 4] = lm
+        } else {
+          out[s + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4)
+          out[s + j - 4] |= (ls >> 4) << 6
+          out[s + j] |= (lm >> 4) << 6
+        }
+      }
+      putHalf(out, o, fr(maxScale / 63))
+      putHalf(out, o + 2, fr(maxMin / 63))
+      const d0 = half(out, o)
+      const dmin0 = half(out, o + 2)
+      for (let j = 0; j < 8; j++) {
+        scaleMinK4(out, s, j, sm)
+        dq[2 * (sb + j)] = fr(d0 * sm.sc)
+        dq[2 * (sb + j) + 1] = fr(dmin0 * sm.m)
+      }
     }
-    const invScale = maxScale > 0 ? fr(63 / maxScale) : 0
-    const invMin = maxMin > 0 ? fr(63 / maxMin) : 0
-    const s = o + 4
-    for (let j = 0; j < 8; j++) {
-      const ls = Math.min(63, nearestInt(fr(invScale * scales[j]!)) & 0xff)
-      const lm = Math.min(63, nearestInt(fr(invMin * mins[j]!)) & 0xff)
-      if (j < 4) {
-        out[s + j] = ls
-        out[s + j + 4] = lm
+    codesBatch(simd, spec, dq, blocks * 8, codes, (j, d, dm) => {
+      for (let ii = 0; ii < 32; ii++) codes[32 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 32 * j + ii]! + dm) / d)), 0, nmax)
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * blockBytes
+      const L = bi * QK_K
+      if (bits === 4) {
+        for (let j = 0, q = o + 16; j < QK_K; j += 64, q += 32) {
+          for (let l = 0; l < 32; l++) out[q + l] = codes[L + j + l]! | (codes[L + j + l + 32]! << 4)
+        }
       } else {
-        out[s + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4)
-        out[s + j - 4] |= (ls >> 4) << 6
-        out[s + j] |= (lm >> 4) << 6
-      }
-    }
-    putHalf(out, o, fr(maxScale / 63))
-    putHalf(out, o + 2, fr(maxMin / 63))
-    const d0 = half(out, o)
-    const dmin0 = half(out, o + 2)
-    for (let j = 0; j < 8; j++) {
-      scaleMinK4(out, s, j, sm)
-      const d = fr(d0 * sm.sc)
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      const dm = fr(dmin0 * sm.m)
-      for (let ii = 0; ii < 32; ii++) L[32 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 32 * j + ii]! + dm) / d)), 0, nmax)
-    }
-    if (bits === 4) {
-      for (let j = 0, q = o + 16; j < QK_K; j += 64, q += 32) {
-        for (let l = 0; l < 32; l++) out[q + l] = L[j + l]! | (L[j + l + 32]! << 4)
-      }
-    } else {
-      const qh = o + 16
-      let m1 = 1
-      let m2 = 2
-      for (let n = 0, ql = o + 48; n < QK_K; n += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
-        for (let j = 0; j < 32; j++) {
-          let l1 = L[n + j]!
-          if (l1 > 15) {
-            l1 -= 16
-            out[qh + j] |= m1
+        const qh = o + 16
+        let m1 = 1
+        let m2 = 2
+        for (let n = 0, ql = o + 48; n < QK_K; n += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
+          for (let j = 0; j < 32; j++) {
+            let l1 = codes[L + n + j]!
+            if (l1 > 15) {
+              l1 -= 16
+              out[qh + j] |= m1
+            }
+            let l2 = codes[L + n + j + 32]!
+            if (l2 > 15) {
+              l2 -= 16
+              out[qh + j] |= m2
+            }
+            out[ql + j] = l1 | (l2 << 4)
           }
-          let l2 = L[n + j + 32]!
-          if (l2 > 15) {
-            l2 -= 16
-            out[qh + j] |= m2
-          }
-          out[ql + j] = l1 | (l2 << 4)
         }
       }
     }
@@ -413,8 +493,11 @@ function dequantizeQ45K(bytes: Uint8Array, bits: 4 | 5): Float32Array {
   return out
 }
 
-export const quantizeQ4_K = (values: Float32Array) => quantizeQ45K(values, 4)
-export const quantizeQ5_K = (values: Float32Array) => quantizeQ45K(values, 5)
+export const quantizeQ4_K = (values: Float32Array) => quantizeQ45K(values, 4, ggmlKernels())
+export const quantizeQ5_K = (values: Float32Array) => quantizeQ45K(values, 5, ggmlKernels())
+/** Q4_K / Q5_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ4_KScalar = (values: Float32Array) => quantizeQ45K(values, 4, undefined)
+export const quantizeQ5_KScalar = (values: Float32Array) => quantizeQ45K(values, 5, undefined)
 export const dequantizeQ4_K = (bytes: Uint8Array) => dequantizeQ45K(bytes, 4)
 export const dequantizeQ5_K = (bytes: Uint8Array) => dequantizeQ45K(bytes, 5)
 
@@ -428,49 +511,67 @@ function q3Scale(b: Uint8Array, s: number, j: number): number {
   return low | (((b[s + 8 + (j % 4)]! >> (2 * (j >> 2))) & 3) << 4)
 }
 
-export function quantizeQ3_K(values: Float32Array): Uint8Array {
+/** make_q3_quants has no trial scales: its up to 5 passes of one-code moves are the kernel's trial count. */
+const Q3_SEARCH: SearchSpec = {kernel: 'q3_16_4', codes: 'codes_16_-4_3', n: 16, trials: new Float32Array(5)}
+
+export const quantizeQ3_K = (values: Float32Array) => q3K(values, ggmlKernels())
+/** Q3_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ3_KScalar = (values: Float32Array) => q3K(values, undefined)
+
+function q3K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q3_K', values)
   const out = new Uint8Array(nb * Q3_BYTES)
-  const L = new Int8Array(QK_K)
-  const scales = new Float32Array(16)
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * Q3_BYTES
-    const s = o + 96
-    for (let j = 0; j < 16; j++) scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 16 * j)
-    const maxScale = firstAbsMax(scales, 0, 16)
-    if (maxScale !== 0) {
-      const iscale = fr(-32 / maxScale)
-      for (let j = 0; j < 16; j++) {
-        let l = (nearestInt(fr(iscale * scales[j]!)) << 24) >> 24 // int8_t
-        l = clamp(l, -32, 31) + 32
-        if (j < 8) out[s + j] = l & 0xf
-        else out[s + j - 8] |= (l & 0xf) << 4
-        l >>= 4
-        out[s + 8 + (j % 4)] |= l << (2 * (j >> 2))
+  const codes = new Uint8Array(BATCH * QK_K)
+  const L = new Int8Array(16)
+  const scales = new Float32Array(BATCH * 16)
+  const dq = new Float32Array(BATCH * 32)
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, Q3_SEARCH, values, xo, blocks * 16, scales, null, (j) => {
+      scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 0)
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = L[ii]!
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q3_BYTES
+      const s = o + 96
+      const maxScale = firstAbsMax(scales, 16 * bi, 16)
+      if (maxScale !== 0) {
+        const iscale = fr(-32 / maxScale)
+        for (let j = 0; j < 16; j++) {
+          let l = (nearestInt(fr(iscale * scales[16 * bi + j]!)) << 24) >> 24 // int8_t
+          l = clamp(l, -32, 31) + 32
+          if (j < 8) out[s + j] = l & 0xf
+          else out[s + j - 8] |= (l & 0xf) << 4
+          l >>= 4
+          out[s + 8 + (j % 4)] |= l << (2 * (j >> 2))
+        }
+        putHalf(out, o + 108, fr(1 / iscale))
+      } else {
+        putHalf(out, o + 108, 0)
       }
-      putHalf(out, o + 108, fr(1 / iscale))
-    } else {
-      putHalf(out, o + 108, 0)
+      const d0 = half(out, o + 108)
+      for (let j = 0; j < 16; j++) dq[2 * (16 * bi + j)] = fr(d0 * (q3Scale(out, s, j) - 32))
     }
-    const d0 = half(out, o + 108)
-    for (let j = 0; j < 16; j++) {
-      const d = fr(d0 * (q3Scale(out, s, j) - 32))
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -4, 3) + 4
-    }
-    for (let j = 0, m = 0, hm = 1; j < QK_K; j++) {
-      if (L[j]! > 3) {
-        out[o + m] |= hm
-        L[j] = L[j]! - 4
+    codesBatch(simd, Q3_SEARCH, dq, blocks * 16, codes, (j, d) => {
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = clamp(nearestInt(fr(values[xo + 16 * j + ii]! / d)), -4, 3) + 4
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q3_BYTES
+      const L0 = bi * QK_K
+      for (let j = 0, m = 0, hm = 1; j < QK_K; j++) {
+        if (codes[L0 + j]! > 3) {
+          out[o + m] |= hm
+          codes[L0 + j] = codes[L0 + j]! - 4
+        }
+        if (++m === 32) {
+          m = 0
+          hm <<= 1
+        }
       }
-      if (++m === 32) {
-        m = 0
-        hm <<= 1
+      for (let j = 0; j < QK_K; j += 128) {
+        for (let l = 0; l < 32; l++) out[o + 32 + j / 4 + l] = codes[L0 + j + l]! | (codes[L0 + j + l + 32]! << 2) | (codes[L0 + j + l + 64]! << 4) | (codes[L0 + j + l + 96]! << 6)
       }
-    }
-    for (let j = 0; j < QK_K; j += 128) {
-      for (let l = 0; l < 32; l++) out[o + 32 + j / 4 + l] = L[j + l]! | (L[j + l + 32]! << 2) | (L[j + l + 64]! << 4) | (L[j + l + 96]! << 6)
     }
   }
   return out
@@ -501,51 +602,65 @@ export function dequantizeQ3_K(bytes: Uint8Array): Float32Array {
 
 const Q2_BYTES = 84
 
-export function quantizeQ2_K(values: Float32Array): Uint8Array {
+const Q2_SEARCH: SearchSpec = {kernel: 'qkx2_16_3', codes: 'codes_16_0_3', n: 16, trials: qkx2Trials(3, -0.5, 15)}
+
+export const quantizeQ2_K = (values: Float32Array) => q2K(values, ggmlKernels())
+/** Q2_K with the scalar searches only (the reference for the wasm lanes). */
+export const quantizeQ2_KScalar = (values: Float32Array) => q2K(values, undefined)
+
+function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q2_K', values)
   const out = new Uint8Array(nb * Q2_BYTES)
-  const L = new Uint8Array(QK_K)
+  const codes = new Uint8Array(BATCH * QK_K)
   const laux = new Uint8Array(16)
   const weights = new Float32Array(16)
-  const mins = new Float32Array(16)
-  const scales = new Float32Array(16)
+  const mins = new Float32Array(BATCH * 16)
+  const scales = new Float32Array(BATCH * 16)
+  const dq = new Float32Array(BATCH * 32)
   const m = {min: 0}
-  for (let i = 0; i < nb; i++) {
-    const xo = i * QK_K
-    const o = i * Q2_BYTES
-    let maxScale = 0
-    let maxMin = 0
-    for (let j = 0; j < 16; j++) {
+  for (let b0 = 0; b0 < nb; b0 += BATCH) {
+    const blocks = Math.min(BATCH, nb - b0)
+    const xo = b0 * QK_K
+    searchBatch(simd, Q2_SEARCH, values, xo, blocks * 16, scales, mins, (j) => {
       for (let l = 0; l < 16; l++) weights[l] = Math.abs(values[xo + 16 * j + l]!)
-      scales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, L, 16 * j, laux, -0.5, F01, 15, true, m)
+      scales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, codes, 16 * j, laux, -0.5, F01, 15, true, m)
       mins[j] = m.min
-      if (scales[j]! > maxScale) maxScale = scales[j]!
-      if (mins[j]! > maxMin) maxMin = mins[j]!
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q2_BYTES
+      const sb = 16 * bi
+      const maxScale = positiveMax(scales, sb, 16)
+      const maxMin = positiveMax(mins, sb, 16)
+      if (maxScale > 0) {
+        const iscale = fr(15 / maxScale)
+        for (let j = 0; j < 16; j++) out[o + j] = nearestInt(fr(iscale * scales[sb + j]!)) & 0xff
+        putHalf(out, o + 80, fr(maxScale / 15))
+      } else {
+        putHalf(out, o + 80, 0)
+      }
+      if (maxMin > 0) {
+        const iscale = fr(15 / maxMin)
+        for (let j = 0; j < 16; j++) out[o + j] |= (nearestInt(fr(iscale * mins[sb + j]!)) << 4) & 0xff
+        putHalf(out, o + 82, fr(maxMin / 15))
+      } else {
+        putHalf(out, o + 82, 0)
+      }
+      const d0 = half(out, o + 80)
+      const dmin0 = half(out, o + 82)
+      for (let j = 0; j < 16; j++) {
+        dq[2 * (sb + j)] = fr(d0 * (out[o + j]! & 0xf))
+        dq[2 * (sb + j) + 1] = fr(dmin0 * (out[o + j]! >> 4))
+      }
     }
-    if (maxScale > 0) {
-      const iscale = fr(15 / maxScale)
-      for (let j = 0; j < 16; j++) out[o + j] = nearestInt(fr(iscale * scales[j]!)) & 0xff
-      putHalf(out, o + 80, fr(maxScale / 15))
-    } else {
-      putHalf(out, o + 80, 0)
-    }
-    if (maxMin > 0) {
-      const iscale = fr(15 / maxMin)
-      for (let j = 0; j < 16; j++) out[o + j] |= (nearestInt(fr(iscale * mins[j]!)) << 4) & 0xff
-      putHalf(out, o + 82, fr(maxMin / 15))
-    } else {
-      putHalf(out, o + 82, 0)
-    }
-    const d0 = half(out, o + 80)
-    const dmin0 = half(out, o + 82)
-    for (let j = 0; j < 16; j++) {
-      const d = fr(d0 * (out[o + j]! & 0xf))
-      if (d === 0) continue // C `!d`: a NaN d goes on
-      const dm = fr(dmin0 * (out[o + j]! >> 4))
-      for (let ii = 0; ii < 16; ii++) L[16 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 16 * j + ii]! + dm) / d)), 0, 3)
-    }
-    for (let j = 0; j < QK_K; j += 128) {
-      for (let l = 0; l < 32; l++) out[o + 16 + j / 4 + l] = L[j + l]! | (L[j + l + 32]! << 2) | (L[j + l + 64]! << 4) | (L[j + l + 96]! << 6)
+    codesBatch(simd, Q2_SEARCH, dq, blocks * 16, codes, (j, d, dm) => {
+      for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = clamp(nearestInt(fr(fr(values[xo + 16 * j + ii]! + dm) / d)), 0, 3)
+    })
+    for (let bi = 0; bi < blocks; bi++) {
+      const o = (b0 + bi) * Q2_BYTES
+      const L = bi * QK_K
+      for (let j = 0; j < QK_K; j += 128) {
+        for (let l = 0; l < 32; l++) out[o + 16 + j / 4 + l] = codes[L + j + l]! | (codes[L + j + l + 32]! << 2) | (codes[L + j + l + 64]! << 4) | (codes[L + j + l + 96]! << 6)
+      }
     }
   }
   return out

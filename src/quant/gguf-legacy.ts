@@ -15,6 +15,7 @@
  * result before its single rounding, so this is correctly rounded f32 arithmetic), the inverse
  * scale comes from the unrounded f32 d, and d, m are stored as IEEE half, rounded to nearest even.
  */
+import {ggmlKernels} from '../simd/ggml.js'
 import {ggmlBlockScheme, type GgmlBlockType, putHalf, readHalf} from './ggml-block.js'
 
 export const LEGACY_BLOCK = 32
@@ -39,7 +40,23 @@ function layout({bits, affine}: Legacy): {bytes: number; qh: number; qs: number}
 }
 
 
+/** The blocks of `values`: in wasm SIMD lanes (src/simd/ggml.ts, four blocks at a time) when there are any, else the scalar loop. */
 function quantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
+  const scalar = scalarQuantizer(spec)
+  const {bytes} = layout(spec)
+  return (values) => {
+    const simd = values.length >= 128 && values.length % LEGACY_BLOCK === 0 ? ggmlKernels() : undefined
+    if (!simd) return scalar(values)
+    const out = new Uint8Array((values.length / LEGACY_BLOCK) * bytes)
+    simd.legacy(spec.type, values, out)
+    return out
+  }
+}
+
+/** The scalar reference of the wasm lanes (test/gguf-k-simd.test.ts). */
+export const quantizeLegacyScalar = (type: Legacy['type'], values: Float32Array) => SCALAR[type](values)
+
+function scalarQuantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
   const {bytes, qh: qhAt, qs: qsAt} = layout(spec)
   const levels = (1 << spec.bits) - 1
   const cap = levels
@@ -146,10 +163,13 @@ function legacyType(spec: Legacy, describe: string): GgmlBlockType {
   }
 }
 
-export const Q4_0 = legacyType({type: 'Q4_0', bits: 4, affine: false}, 'Q4_0 (blocks of 32, f16 scale, 4-bit codes)')
-export const Q4_1 = legacyType({type: 'Q4_1', bits: 4, affine: true}, 'Q4_1 (blocks of 32, f16 scale and min, 4-bit codes)')
-export const Q5_0 = legacyType({type: 'Q5_0', bits: 5, affine: false}, 'Q5_0 (blocks of 32, f16 scale, 5-bit codes)')
-export const Q5_1 = legacyType({type: 'Q5_1', bits: 5, affine: true}, 'Q5_1 (blocks of 32, f16 scale and min, 5-bit codes)')
+const SPECS: Legacy[] = [{type: 'Q4_0', bits: 4, affine: false}, {type: 'Q4_1', bits: 4, affine: true}, {type: 'Q5_0', bits: 5, affine: false}, {type: 'Q5_1', bits: 5, affine: true}]
+const SCALAR = Object.fromEntries(SPECS.map((s) => [s.type, scalarQuantizer(s)])) as Record<Legacy['type'], (values: Float32Array) => Uint8Array>
+
+export const Q4_0 = legacyType(SPECS[0]!, 'Q4_0 (blocks of 32, f16 scale, 4-bit codes)')
+export const Q4_1 = legacyType(SPECS[1]!, 'Q4_1 (blocks of 32, f16 scale and min, 4-bit codes)')
+export const Q5_0 = legacyType(SPECS[2]!, 'Q5_0 (blocks of 32, f16 scale, 5-bit codes)')
+export const Q5_1 = legacyType(SPECS[3]!, 'Q5_1 (blocks of 32, f16 scale and min, 5-bit codes)')
 
 export const GGUF_Q4_0 = ggmlBlockScheme(Q4_0)
 export const GGUF_Q4_1 = ggmlBlockScheme(Q4_1)

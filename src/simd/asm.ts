@@ -132,3 +132,45 @@ export function assemble(funcs: Func[], pages: number): Uint8Array {
     ...section(10, vec(bodies)),
   ])
 }
+
+// ---- appended for src/simd/ggml.ts
+export const F32X4_EQ = simd(0x41)
+export const F32X4_NE = simd(0x42)
+export const F32X4_GT = simd(0x44)
+export const V128_NOT = simd(0x4d)
+export const V128_ANDNOT = simd(0x4f)
+export const V128_ANY_TRUE = simd(0x53)
+export const F32X4_NEG = simd(0xe1)
+export const I32X4_MIN_S = simd(0xb6)
+export const I32X4_MAX_S = simd(0xb8)
+
+/** `for (I = from; I < N; I += step) body`, I and N i32 locals. */
+export const forRange = (I: number, from: number, N: number, step: number, body: number[]) => [
+  ...i32c(from), ...set(I),
+  ...BLOCK, ...get(I), ...get(N), ...I32_LT_U, 0x45 /* i32.eqz */, ...brIf(0),
+  ...LOOP, ...body,
+  ...get(I), ...i32c(step), ...I32_ADD, ...tee(I), ...get(N), ...I32_LT_U, ...brIf(0),
+  ...END, ...END,
+]
+export const I32X4_SHR_S = simd(0xac)
+export const i32Store = (offset = 0) => [0x36, 0x02, ...u32(offset)]
+/** i8x16.shuffle of two vectors by f32 lanes: lanes[i] in 0 … 7 picks lane i of the result (4 … 7: the second vector). */
+export const f32x4Shuffle = (lanes: [number, number, number, number]) => [...simd(0x0d), ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])]
+export const F32X4_SQRT = simd(0xe3)
+
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean
+  Module: new (bytes: Uint8Array) => object
+  Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
+}
+
+/** The exports of an instance of `bytes`, or undefined without WebAssembly (SIMD), or with OPENELM_SIMD=0. */
+export function instantiateSimd(bytes: Uint8Array): Record<string, unknown> | undefined {
+  const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
+  if (process.env.OPENELM_SIMD === '0' || !wasm) return undefined
+  try {
+    return wasm.validate(bytes) ? new wasm.Instance(new wasm.Module(bytes), {}).exports : undefined
+  } catch {
+    return undefined
+  }
+}

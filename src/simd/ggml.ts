@@ -1,0 +1,586 @@
+/**
+ * WebAssembly SIMD for ggml's quantizers, bit-identical to the scalar code, which stays the reference
+ * (test/gguf-quant-simd.test.ts):
+ *   - the K-quant scale searches (src/quant/gguf-k.ts: make_qkx2_quants for Q2_K/Q4_K/Q5_K with their
+ *     weights, make_q3_quants for Q3_K, make_qx_quants for Q6_K) and the codes at the stored scales;
+ *   - the legacy 32-value blocks Q4_0, Q4_1, Q5_0, Q5_1 (src/quant/gguf-legacy.ts).
+ * The searches are sequences of dependent f32 sums over one sub-block, so they are vectorized ACROSS
+ * sub-blocks (and the legacy quantizers across blocks): lane k of every vector belongs to sub-block
+ * (block) k of a group of four, and each lane runs the scalar op sequence exactly (IEEE f32, round to
+ * nearest even, no fused multiply-add, sums left to right). Branches become masks: a lane's update
+ * happens where the scalar `if` would take it.
+ *
+ * The K-quant inputs are stored transposed (element i of the four sub-blocks in one v128); the module
+ * owns its memory, one instance per thread, made on first use. Without WebAssembly SIMD, or with
+ * OPENELM_SIMD=0, `ggmlKernels()` is undefined and the encoders run the scalar code.
+ */
+import {
+  assemble, brIf, END, instantiateSimd, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
+  F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SQRT, F32X4_SUB, forRange, type Func, get,
+  I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32_SHL, i32c, i32Store, I32X4_MAX_S, I32X4_MIN_S, I32X4_SHL, I32X4_SHR_S,
+  I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
+  V128_ANDNOT, V128_ANY_TRUE, V128_BITSELECT, V128_OR, v128Load, v128Store, f32x4Shuffle,
+} from './asm.js'
+import {putHalf} from '../quant/ggml-block.js'
+
+/** Sub-block groups (of four) per call; the memory holds their transposed values, weights and codes. */
+const GROUPS = 1024
+const MAX_N = 32
+const AREA = GROUPS * MAX_N * 16
+const XT = 0
+const WT = AREA
+const LT = 2 * AREA
+const LA = 3 * AREA
+const RES = LA + MAX_N * 16
+const CT = RES + GROUPS * 32
+/** The values of a search in their own order (copied in), and the codes as bytes in theirs (copied out). */
+const MAX_VALUES = 65536
+const NAT = CT + 64 * 4
+const OUTB = NAT + MAX_VALUES * 4
+const PAGES = (OUTB + MAX_VALUES + 65535) >>> 16
+
+/** ggml's nearest_int of the f32 lanes on the stack (1.5·2^23 added, low mantissa bits read), clamped to [lo, hi], as f32 lanes. */
+const codeLanes = (lo: number, hi: number) => [
+  ...f32x4c(12582912), ...F32X4_ADD, ...i32x4c(0x007fffff), ...V128_AND, ...i32x4c(0x00400000), ...I32X4_SUB,
+  ...i32x4c(lo), ...I32X4_MAX_S, ...i32x4c(hi), ...I32X4_MIN_S, ...F32X4_CONVERT_I32X4_S,
+]
+const at = (P: number, OFF: number) => [...get(P), ...get(OFF), ...I32_ADD]
+const load = (P: number, OFF: number) => [...at(P, OFF), ...v128Load(0)]
+/** dst = src where mask, else dst (locals). */
+const pick = (dst: number, src: number, mask: number) => [...get(src), ...get(dst), ...get(mask), ...V128_BITSELECT, ...set(dst)]
+/** Each [local, area]: local = area + G·n·16, where group G's n v128 start (T scratch). */
+const groupBases = (G: number, T: number, n: number, bases: Array<[number, number]>) => [
+  ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
+  ...bases.flatMap(([local, area]) => [...get(T), ...i32c(area), ...I32_ADD, ...set(local)]),
+]
+/** acc = acc + (stack) */
+const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
+
+/**
+ * qkx2_<n>_<nmax>(groups, trials): ggml's `make_qkx2_quants` for each group of four sub-blocks of n
+ * values (x at XT, transposed), weighted squared error (or absolute, `mad`), with the weights of
+ * quantize_row_q4_K/q5_K_ref (`rms`: sqrt(Σx²/n) + |x|) or q2_K (|x|), made at WT first. Trial t's
+ * `rmin + rdelta·t + nmax` is CT[t] (f32, computed by the caller in the scalar's order). Out: the
+ * codes (f32 lanes) at LT, per group the scales and the mins (negated, as the scalar's `out.min`) at RES.
+ */
+function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Func {
+  const [NG, NT, N, G, I, T, OFF, PX, PW, PL] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  const [MIN, MAX, SUMW, SUMX, ISC, SCALE, BEST, SL, SL2, SXL, XI, WI, LF, D, TS, TM, CUR, UPD, EQ] = Array.from({length: 19}, (_, k) => 10 + k)
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  const laux = [...i32c(LA), ...get(OFF), ...I32_ADD]
+  /** acc += w · |scale·l + min − x| (or its square), l from `codes`. */
+  const weightedError = (scale: number, min: number, codes: number[], acc: number) => [
+    ...get(scale), ...codes, ...F32X4_MUL, ...get(min), ...F32X4_ADD, ...load(PX, OFF), ...F32X4_SUB, ...set(LF),
+    ...load(PW, OFF), ...get(LF), ...(mad ? F32X4_ABS : [...get(LF), ...F32X4_MUL]), ...F32X4_MUL, ...accumulate(acc),
+  ]
+  const codeOf = (x: number[]) => [...get(ISC), ...x, ...get(MIN), ...F32X4_SUB, ...F32X4_MUL, ...codeLanes(0, nmax)]
+  const zero = (...locals: number[]) => locals.flatMap((l) => [...f32x4c(0), ...set(l)])
+  return {
+    name: `qkx2_${n}_${nmax}`, params: 2, locals: [[8, I32], [19, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...groupBases(G, T, n, [[PX, XT], [PW, WT], [PL, LT]]),
+        // the weights
+        ...(weights === 'rms'
+          ? [
+              ...zero(SL),
+              ...forRange(I, 0, N, 1, [...off, ...load(PX, OFF), ...set(XI), ...get(XI), ...get(XI), ...F32X4_MUL, ...accumulate(SL)]),
+              ...get(SL), ...f32x4c(n), ...F32X4_DIV, ...F32X4_SQRT, ...set(SL),
+              ...forRange(I, 0, N, 1, [...off, ...at(PW, OFF), ...get(SL), ...load(PX, OFF), ...F32X4_ABS, ...F32X4_ADD, ...v128Store(0)]),
+            ]
+          : forRange(I, 0, N, 1, [...off, ...at(PW, OFF), ...load(PX, OFF), ...F32X4_ABS, ...v128Store(0)])),
+        // min, max, Σw, Σw·x
+        ...get(PX), ...v128Load(0), ...set(MIN), ...get(MIN), ...set(MAX),
+        ...get(PW), ...v128Load(0), ...set(SUMW), ...get(SUMW), ...get(MIN), ...F32X4_MUL, ...set(SUMX),
+        ...forRange(I, 1, N, 1, [
+          ...off, ...load(PX, OFF), ...set(XI), ...load(PW, OFF), ...set(WI),
+          ...get(XI), ...get(MIN), ...get(XI), ...get(MIN), ...F32X4_LT, ...V128_BITSELECT, ...set(MIN),
+          ...get(XI), ...get(MAX), ...get(XI), ...get(MAX), ...F32X4_GT, ...V128_BITSELECT, ...set(MAX),
+          ...get(SUMW), ...get(WI), ...F32X4_ADD, ...set(SUMW),
+          ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(SUMX),
+        ]),
+        ...f32x4c(0), ...get(MIN), ...get(MIN), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...set(MIN),
+        ...get(MAX), ...get(MIN), ...F32X4_EQ, ...set(EQ),
+        // the first codes, at iscale = nmax / (max − min)
+        ...f32x4c(nmax), ...get(MAX), ...get(MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(ISC),
+        ...f32x4c(1), ...get(ISC), ...F32X4_DIV, ...set(SCALE),
+        ...zero(BEST),
+        ...forRange(I, 0, N, 1, [
+          ...off, ...at(PL, OFF), ...codeOf(load(PX, OFF)), ...set(WI), ...get(WI), ...v128Store(0),
+          ...weightedError(SCALE, MIN, get(WI), BEST),
+        ]),
+        ...forRange(T, 0, NT, 1, [
+          ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...get(MAX), ...get(MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(ISC),
+          ...zero(SL, SL2, SXL),
+          ...forRange(I, 0, N, 1, [
+            ...off, ...load(PX, OFF), ...set(XI),
+            ...codeOf(get(XI)), ...set(LF), ...laux, ...get(LF), ...v128Store(0),
+            ...load(PW, OFF), ...get(LF), ...F32X4_MUL, ...set(WI),
+            ...get(WI), ...accumulate(SL),
+            ...get(WI), ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
+            ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(SXL),
+          ]),
+          ...get(SUMW), ...get(SL2), ...F32X4_MUL, ...get(SL), ...get(SL), ...F32X4_MUL, ...F32X4_SUB, ...set(D),
+          ...get(SUMW), ...get(SXL), ...F32X4_MUL, ...get(SUMX), ...get(SL), ...F32X4_MUL, ...F32X4_SUB, ...get(D), ...F32X4_DIV, ...set(TS),
+          ...get(SL2), ...get(SUMX), ...F32X4_MUL, ...get(SL), ...get(SXL), ...F32X4_MUL, ...F32X4_SUB, ...get(D), ...F32X4_DIV, ...set(TM),
+          // a positive min: min 0, scale Σwxl / Σwl²
+          ...get(TM), ...f32x4c(0), ...F32X4_GT, ...set(UPD),
+          ...get(SXL), ...get(SL2), ...F32X4_DIV, ...get(TS), ...get(UPD), ...V128_BITSELECT, ...set(TS),
+          ...f32x4c(0), ...get(TM), ...get(UPD), ...V128_BITSELECT, ...set(TM),
+          ...zero(CUR),
+          ...forRange(I, 0, N, 1, [...off, ...weightedError(TS, TM, [...laux, ...v128Load(0)], CUR)]),
+          // taken where D > 0 and the error is lower (never in max == min lanes, which returned early)
+          ...get(D), ...f32x4c(0), ...F32X4_GT, ...get(CUR), ...get(BEST), ...F32X4_LT, ...V128_AND, ...get(EQ), ...V128_ANDNOT, ...set(UPD),
+          ...get(UPD), ...V128_ANY_TRUE, ...IF,
+          ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...laux, ...v128Load(0), ...load(PL, OFF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0)]),
+          ...pick(BEST, CUR, UPD), ...pick(SCALE, TS, UPD), ...pick(MIN, TM, UPD),
+          ...END,
+        ]),
+        // max == min lanes: codes 0, scale 0, min −min
+        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...get(EQ), ...V128_ANDNOT, ...v128Store(0)]),
+        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD, ...set(T),
+        ...get(T), ...get(SCALE), ...get(EQ), ...V128_ANDNOT, ...v128Store(0),
+        ...get(T), ...get(MIN), ...F32X4_NEG, ...v128Store(16),
+      ]),
+    ],
+  }
+}
+
+/** The locals make_qx_quants and make_q3_quants share (symmetric codes, weights x²). */
+interface SymLocals {I: number; N: number; OFF: number; PX: number; XI: number; LF: number; W: number; UPD: number; MAX: number; AMAX: number; SMALL: number; ISC: number; SLX: number; SL2: number}
+
+/** Per lane: MAX = the first value of largest magnitude, SMALL = |MAX| < 1e-15, ISC = -nmax / MAX. */
+const absMaxStart = ({I, N, OFF, PX, XI, W, UPD, MAX, AMAX, SMALL, ISC}: SymLocals, nmax: number) => [
+  ...f32x4c(0), ...set(MAX), ...f32x4c(0), ...set(AMAX),
+  ...forRange(I, 0, N, 1, [
+    ...get(I), ...i32c(4), ...I32_SHL, ...set(OFF), ...load(PX, OFF), ...set(XI), ...get(XI), ...F32X4_ABS, ...set(W),
+    ...get(W), ...get(AMAX), ...F32X4_GT, ...set(UPD), ...pick(AMAX, W, UPD), ...pick(MAX, XI, UPD),
+  ]),
+  ...get(MAX), ...F32X4_ABS, ...f32x4c(1e-15), ...F32X4_LT, ...set(SMALL),
+  ...f32x4c(-nmax), ...get(MAX), ...F32X4_DIV, ...set(ISC),
+]
+
+/** SLX = Σ w·x·l, SL2 = Σ w·l² (w = x²) of the codes l at ISC, each l + offset stored at `dst` (an address; OFF is set). */
+const roundedSums = ({I, N, OFF, PX, XI, LF, W, ISC, SLX, SL2}: SymLocals, nmax: number, offset: number, dst: number[]) => [
+  ...f32x4c(0), ...set(SLX), ...f32x4c(0), ...set(SL2),
+  ...forRange(I, 0, N, 1, [
+    ...get(I), ...i32c(4), ...I32_SHL, ...set(OFF), ...load(PX, OFF), ...set(XI),
+    ...get(ISC), ...get(XI), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...set(LF),
+    ...dst, ...get(LF), ...(offset ? [...f32x4c(offset), ...F32X4_ADD] : []), ...v128Store(0),
+    ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W),
+    ...get(W), ...get(XI), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SLX),
+    ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
+  ]),
+]
+
+/**
+ * qx_<n>_<nmax>(groups, trials): ggml's `make_qx_quants(n, nmax, x, L, rmse_type = 1)` for each group
+ * of four sub-blocks of n values (x at XT, transposed), weights x². Trial t's `nmax + 0.1·is` is CT[t].
+ * Out: the codes + nmax (f32 lanes) at LT, per group the scales at RES.
+ */
+function qx(n: number, nmax: number): Func {
+  const [NG, NT, N, G, I, T, OFF, PX, PL] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
+  const [MAX, AMAX, ISC, SCALE, BEST, SLX, SL2, XI, LF, W, UPD, SMALL] = Array.from({length: 12}, (_, k) => 9 + k)
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  const laux = [...i32c(LA), ...get(OFF), ...I32_ADD]
+  const v: SymLocals = {I, N, OFF, PX, XI, LF, W, UPD, MAX, AMAX, SMALL, ISC, SLX, SL2}
+  const sums = (dst: number[]) => roundedSums(v, nmax, nmax, dst)
+  return {
+    name: `qx_${n}_${nmax}`, params: 2, locals: [[7, I32], [12, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
+        ...absMaxStart(v, nmax),
+        ...sums([...at(PL, OFF)]),
+        ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_NE, ...V128_BITSELECT, ...set(SCALE),
+        ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(BEST),
+        ...forRange(T, 0, NT, 1, [
+          ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...F32X4_NEG, ...get(MAX), ...F32X4_DIV, ...set(ISC),
+          ...sums(laux),
+          ...get(SL2), ...f32x4c(0), ...F32X4_GT, ...get(SLX), ...get(SLX), ...F32X4_MUL, ...get(BEST), ...get(SL2), ...F32X4_MUL, ...F32X4_GT, ...V128_AND, ...set(UPD),
+          ...get(UPD), ...V128_ANY_TRUE, ...IF,
+          ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...laux, ...v128Load(0), ...load(PL, OFF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0)]),
+          ...get(SLX), ...get(SL2), ...F32X4_DIV, ...set(XI), ...pick(SCALE, XI, UPD),
+          ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(XI), ...pick(BEST, XI, UPD),
+          ...END,
+        ]),
+        // |max| < 1e-15 lanes: codes 0, scale 0
+        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...get(SMALL), ...V128_ANDNOT, ...v128Store(0)]),
+        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD, ...get(SCALE), ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
+      ]),
+    ],
+  }
+}
+
+
+type Fn = (groups: number, trials?: number) => void
+
+/** One sub-block search: `make_qkx2_quants` (weights and trial constants given) or `make_qx_quants` (weights x²). */
+/**
+ * codes_<n>_<lo>_<hi>(groups): after a search, each sub-block's codes at its dequantization step (the
+ * quantize_row_*_ref loop after the super-block scales are stored): clamp(nearest_int((x + dm) / d),
+ * lo, hi) (Q6_K, Q3_K: x / d, minus lo), d and dm per group at RES (lanes), where d ≠ 0 (C's `if (!d)
+ * continue`: a NaN d goes on); where d = 0 the search's codes stay. Codes as f32 lanes at LT.
+ */
+function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
+  const [NG, N, G, I, OFF, PX, PL, T] = [0, 1, 2, 3, 4, 5, 6, 7]
+  const [D, DM, NZ] = [8, 9, 10]
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  return {
+    name: `codes_${n}_${lo}_${hi}`, params: 1, locals: [[7, I32], [3, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
+        ...get(G), ...i32c(5), ...I32_SHL, ...i32c(RES), ...I32_ADD, ...set(T),
+        ...get(T), ...v128Load(0), ...set(D), ...get(T), ...v128Load(16), ...set(DM),
+        ...get(D), ...f32x4c(0), ...F32X4_NE, ...set(NZ),
+        ...forRange(I, 0, N, 1, [
+          ...off, ...at(PL, OFF),
+          ...load(PX, OFF), ...(withMin ? [...get(DM), ...F32X4_ADD] : []), ...get(D), ...F32X4_DIV, ...codeLanes(lo, hi),
+          ...(lo < 0 ? [...f32x4c(-lo), ...F32X4_ADD] : []),
+          ...load(PL, OFF), ...get(NZ), ...V128_BITSELECT, ...v128Store(0),
+        ]),
+      ]),
+    ],
+  }
+}
+
+/**
+ * q3_<n>_<nmax>(groups): ggml's `make_q3_quants(n, nmax, x, L, do_rmse = true)` for each group of
+ * four sub-blocks (x at XT, transposed), weights x²: the codes at -nmax / max, then up to 5 passes of
+ * one-code moves, each kept where it raises Σwxl² / Σwl². A lane whose pass changed nothing is at a
+ * fixed point (the next pass would see the same sums and codes), so the passes stop when no lane
+ * changed, as each scalar loop does for its own sub-block. Out: codes + nmax (f32 lanes) at LT, the
+ * scales at RES.
+ */
+function q3(n: number, nmax: number): Func {
+  const [NG, NT, N, G, I, T, OFF, PX, PL, IT] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  const [MAX, AMAX, ISC, SLX, SL2, XI, LF, W, UPD, SMALL, S1, S2, NL, WX, CH] = Array.from({length: 15}, (_, k) => 10 + k)
+  const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
+  const v: SymLocals = {I, N, OFF, PX, XI, LF, W, UPD, MAX, AMAX, SMALL, ISC, SLX, SL2}
+  return {
+    name: `q3_${n}_${nmax}`, params: 2, locals: [[8, I32], [15, V128]],
+    body: [
+      ...i32c(n), ...set(N),
+      ...forRange(G, 0, NG, 1, [
+        ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
+        ...absMaxStart(v, nmax),
+        ...roundedSums(v, nmax, 0, at(PL, OFF)),
+        ...forRange(IT, 0, NT, 1, [
+          ...f32x4c(0), ...set(CH),
+          ...forRange(I, 0, N, 1, [
+            ...off, ...load(PX, OFF), ...set(XI), ...load(PL, OFF), ...set(LF),
+            ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W), ...get(W), ...get(XI), ...F32X4_MUL, ...set(WX),
+            ...get(SLX), ...get(WX), ...get(LF), ...F32X4_MUL, ...F32X4_SUB, ...set(S1),
+            ...get(S1), ...f32x4c(0), ...F32X4_GT, ...set(UPD),
+            ...get(SL2), ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...F32X4_SUB, ...set(S2),
+            ...get(XI), ...get(S2), ...F32X4_MUL, ...get(S1), ...F32X4_DIV, ...codeLanes(-nmax, nmax - 1), ...set(NL),
+            ...get(S1), ...get(WX), ...get(NL), ...F32X4_MUL, ...F32X4_ADD, ...set(S1),
+            ...get(S2), ...get(W), ...get(NL), ...F32X4_MUL, ...get(NL), ...F32X4_MUL, ...F32X4_ADD, ...set(S2),
+            ...get(UPD), ...get(NL), ...get(LF), ...F32X4_NE, ...V128_AND,
+            ...get(S2), ...f32x4c(0), ...F32X4_GT, ...V128_AND,
+            ...get(S1), ...get(S1), ...F32X4_MUL, ...get(SL2), ...F32X4_MUL, ...get(SLX), ...get(SLX), ...F32X4_MUL, ...get(S2), ...F32X4_MUL, ...F32X4_GT, ...V128_AND,
+            ...set(UPD),
+            ...at(PL, OFF), ...get(NL), ...get(LF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0),
+            ...pick(SLX, S1, UPD), ...pick(SL2, S2, UPD),
+            ...get(CH), ...get(UPD), ...V128_OR, ...set(CH),
+          ]),
+          ...get(CH), ...V128_ANY_TRUE, 0x45 /* i32.eqz */, ...brIf(1),
+        ]),
+        // codes + nmax; |max| < 1e-15 lanes: codes 0, scale 0
+        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...f32x4c(nmax), ...F32X4_ADD, ...get(SMALL), ...V128_ANDNOT, ...v128Store(0)]),
+        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD,
+        ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
+      ]),
+    ],
+  }
+}
+
+/** tin_<n>(groups): the values at NAT (sub-blocks of n one after another) into XT, transposed. */
+function transposeIn(n: number): Func {
+  const [NG, G, P, Q] = [0, 1, 2, 3]
+  const R = [4, 5, 6, 7]
+  const T = [8, 9, 10, 11]
+  return {
+    name: `tin_${n}`, params: 1, locals: [[3, I32], [8, V128]],
+    body: forRange(G, 0, NG, 1, [
+      ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(P), // both the group's input and its transposed output span 4·n f32
+      ...get(P), ...i32c(XT), ...I32_ADD, ...set(Q), ...get(P), ...i32c(NAT), ...I32_ADD, ...set(P),
+      ...Array.from({length: n / 4}, (_, i) => [
+        ...R.flatMap((r, k) => [...get(P), ...v128Load(k * n * 4 + i * 16), ...set(r)]),
+        ...transpose(R, T),
+        ...R.flatMap((r, j) => [...get(Q), ...get(r), ...v128Store((4 * i + j) * 16)]),
+      ]).flat(),
+    ]),
+  }
+}
+
+/** tout_<n>(groups): the codes at LT (f32 lanes, small integers) as bytes at OUTB, sub-blocks of n one after another. */
+function transposeOut(n: number): Func {
+  const [NG, G, P, Q] = [0, 1, 2, 3]
+  const T = [4, 5, 6, 7]
+  const R = Array.from({length: 16}, (_, k) => 8 + k) // R[4k + i]: block k, elements 4i … 4i+3 of a run of 16
+  return {
+    name: `tout_${n}`, params: 1, locals: [[3, I32], [20, V128]],
+    body: forRange(G, 0, NG, 1, [
+      ...get(G), ...i32c(n * 16), ...I32_MUL, ...i32c(LT), ...I32_ADD, ...set(P),
+      ...get(G), ...i32c(n * 4), ...I32_MUL, ...i32c(OUTB), ...I32_ADD, ...set(Q),
+      ...Array.from({length: n / 16}, (_, q) => [
+        ...Array.from({length: 4}, (_, i) => {
+          const rows = [0, 1, 2, 3].map((k) => R[4 * k + i]!)
+          return [
+            ...rows.flatMap((r, j) => [...get(P), ...v128Load((16 * q + 4 * i + j) * 16), ...I32X4_TRUNC_SAT_F32X4_S, ...set(r)]),
+            ...transpose(rows, T),
+          ]
+        }).flat(),
+        ...[0, 1, 2, 3].flatMap((k) => [
+          ...get(Q),
+          ...get(R[4 * k]!), ...get(R[4 * k + 1]!), ...I16X8_NARROW_I32X4_U, ...get(R[4 * k + 2]!), ...get(R[4 * k + 3]!), ...I16X8_NARROW_I32X4_U,
+          ...I8X16_NARROW_I16X8_U, ...v128Store(k * n + 16 * q),
+        ]),
+      ]).flat(),
+    ]),
+  }
+}
+
+export interface SearchSpec {
+  kernel: 'qkx2_32_15' | 'qkx2_32_31' | 'qkx2_16_3' | 'qx_16_32' | 'q3_16_4'
+  /** The codes kernel run after it. */
+  codes: 'codes_32_0_15' | 'codes_32_0_31' | 'codes_16_0_3' | 'codes_16_-32_31' | 'codes_16_-4_3'
+  /** Values per sub-block. */
+  n: number
+  /** Trial constants, in the scalar's order (CT above). */
+  trials: Float32Array
+}
+
+/** The searches of one thread, over its own wasm memory. */
+export class GgmlKernels {
+  private readonly f32: Float32Array
+  private readonly u8: Uint8Array
+  private readonly fns: Record<string, Fn>
+
+  constructor(exports: Record<string, unknown>) {
+    const buffer = (exports.mem as {buffer: ArrayBuffer}).buffer
+    this.f32 = new Float32Array(buffer)
+    this.u8 = new Uint8Array(buffer)
+    this.fns = exports as Record<string, Fn>
+  }
+
+  /** Values one `search` takes (a batch of super-blocks must fit: its codes stay here for `codes`). */
+  static readonly MAX_VALUES = MAX_VALUES
+
+  /**
+   * The search over `count` sub-blocks (a multiple of 4, at most MAX_VALUES values) of spec.n values
+   * from values[xo]: scale of sub-block j into scales[j], its min (qkx2 only) into mins[j]. The
+   * values and the codes stay in this memory for `codes`.
+   */
+  search(spec: SearchSpec, values: Float32Array, xo: number, count: number, scales: Float32Array, mins: Float32Array | null): void {
+    if (count * spec.n > MAX_VALUES || count % 4) throw new RangeError(`a search takes a multiple of 4 sub-blocks, up to ${MAX_VALUES} values, not ${count} of ${spec.n}`)
+    const {n} = spec
+    const f = this.f32
+    f.set(spec.trials, CT / 4)
+    f.set(values.subarray(xo, xo + count * n), NAT / 4)
+    this.fns[`tin_${n}`]!(count / 4)
+    this.fns[spec.kernel]!(count / 4, spec.trials.length)
+    for (let s = 0; s < count; s++) {
+      const r = RES / 4 + 8 * (s >> 2) + (s & 3)
+      scales[s] = f[r]!
+      if (mins) mins[s] = f[r + 4]!
+    }
+  }
+
+  /**
+   * After `search` of the same `count` sub-blocks: the codes of sub-block j at step dq[2j] (and
+   * offset dq[2j+1], added first; Q6_K none) where that step is not 0, else the search's codes, into
+   * L[j·n …].
+   */
+  codes(spec: SearchSpec, dq: Float32Array, count: number, L: Uint8Array): void {
+    const {n} = spec
+    const f = this.f32
+    for (let s = 0; s < count; s++) {
+      const r = RES / 4 + 8 * (s >> 2) + (s & 3)
+      f[r] = dq[2 * s]!
+      f[r + 4] = dq[2 * s + 1]!
+    }
+    this.fns[spec.codes]!(count / 4)
+    this.fns[`tout_${n}`]!(count / 4)
+    L.set(this.u8.subarray(OUTB, OUTB + count * n))
+  }
+
+  /** The `type` blocks of `values` (a multiple of 32) into `out`. */
+  legacy(type: LegacySpec['type'], values: Float32Array, out: Uint8Array): void {
+    const spec = LEGACY[type]
+    const f = this.f32
+    const blocks = values.length / 32
+    for (let b0 = 0; b0 < blocks; b0 += LEGACY_BLOCKS) {
+      const nb = Math.min(LEGACY_BLOCKS, blocks - b0)
+      const padded = (nb + 3) & ~3
+      f.set(values.subarray(b0 * 32, (b0 + nb) * 32), L_SRC / 4)
+      f.fill(0, L_SRC / 4 + nb * 32, L_SRC / 4 + padded * 32)
+      this.fns[`legacy_${type}`]!(padded / 4)
+      out.set(this.u8.subarray(L_DST, L_DST + nb * spec.bytes), b0 * spec.bytes)
+      for (let b = 0; b < nb; b++) {
+        const o = (b0 + b) * spec.bytes
+        const r = L_RES / 4 + 8 * (b >> 2) + (b & 3)
+        putHalf(out, o, f[r]!)
+        if (spec.affine) putHalf(out, o + 2, f[r + 4]!)
+      }
+    }
+  }
+}
+
+let kernels: GgmlKernels | null | undefined
+
+/** This thread's K-quant searches, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
+export function ggmlKernels(): GgmlKernels | undefined {
+  if (kernels === undefined) {
+    const exports = instantiateSimd(GGML_KERNELS_BYTES)
+    kernels = exports ? new GgmlKernels(exports) : null
+  }
+  return kernels ?? undefined
+}
+
+/** Forget the cached choice (tests switch OPENELM_SIMD). */
+export function resetGgmlKernels(): void {
+  kernels = undefined
+}
+
+// ---- legacy 32-value blocks (src/quant/gguf-legacy.ts) -------------------------------------------
+
+/** Legacy blocks per call; groups of four blocks run in the four lanes. */
+const LEGACY_BLOCKS = 2048
+const L_SRC = 0
+const L_XT = LEGACY_BLOCKS * 128
+const L_CT = L_XT + 32 * 16
+const L_DST = L_CT + 32 * 16
+const L_RES = L_DST + LEGACY_BLOCKS * 24
+const LEGACY_PAGES = (L_RES + LEGACY_BLOCKS * 8 + 65535) >>> 16
+
+export interface LegacySpec {
+  type: 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1'
+  bits: 4 | 5
+  affine: boolean
+  /** Bytes per block, and where qh (−1: none) and qs start in it. */
+  bytes: number
+  qh: number
+  qs: number
+}
+
+/** The 4×4 transpose of the f32 lanes of locals A, B, C, D (rows) into them as columns, T0 … T3 scratch. */
+const transpose = ([A, B, C, D]: number[], [T0, T1, T2, T3]: number[]) => [
+  ...get(A), ...get(B), ...f32x4Shuffle([0, 4, 1, 5]), ...set(T0),
+  ...get(A), ...get(B), ...f32x4Shuffle([2, 6, 3, 7]), ...set(T1),
+  ...get(C), ...get(D), ...f32x4Shuffle([0, 4, 1, 5]), ...set(T2),
+  ...get(C), ...get(D), ...f32x4Shuffle([2, 6, 3, 7]), ...set(T3),
+  ...get(T0), ...get(T2), ...f32x4Shuffle([0, 1, 4, 5]), ...set(A),
+  ...get(T0), ...get(T2), ...f32x4Shuffle([2, 3, 6, 7]), ...set(B),
+  ...get(T1), ...get(T3), ...f32x4Shuffle([0, 1, 4, 5]), ...set(C),
+  ...get(T1), ...get(T3), ...f32x4Shuffle([2, 3, 6, 7]), ...set(D),
+]
+
+/**
+ * legacy_<type>(groups): quantize_row_q4_0_ref … q5_1_ref as src/quant/gguf-legacy.ts writes them,
+ * four blocks at a time, block k in lane k (each lane the scalar sequence: the first value of largest
+ * magnitude, or min and max from ±FLT_MAX; d and 1/d in f32; codes through C's int8/uint8 casts as
+ * the scalar rules them: non-finite → 0, low byte). Input: 32·4·groups f32 at L_SRC. Output: qh and
+ * qs of each block at L_DST in the block layout, and per block d (and min) as f32 at L_RES, for the
+ * caller to store as f16.
+ */
+function legacy(spec: LegacySpec): Func {
+  const [NG, G, P, O] = [0, 1, 2, 3]
+  const [R0, R1, R2, R3, T0, T1, T2, T3, X, MAX, AMAX, MIN, U, D, ID, QH] = Array.from({length: 16}, (_, k) => 4 + k)
+  const offset = spec.bits === 4 ? 8 : 16
+  const levels = (1 << spec.bits) - 1
+  const xt = (j: number) => [...i32c(L_XT + 16 * j)]
+  const ct = (j: number) => [...i32c(L_CT + 16 * j)]
+  // values into XT, element j of the four blocks in one v128
+  const gather = Array.from({length: 8}, (_, i) => [
+    ...[R0, R1, R2, R3].flatMap((r, k) => [...get(P), ...v128Load(k * 128 + i * 16), ...set(r)]),
+    ...transpose([R0, R1, R2, R3], [T0, T1, T2, T3]),
+    ...[R0, R1, R2, R3].flatMap((r, j) => [...xt(4 * i + j), ...get(r), ...v128Store(0)]),
+  ]).flat()
+  const scan = spec.affine
+    ? [
+        ...f32x4c(3.4028234663852886e38), ...set(MIN), ...f32x4c(-3.4028234663852886e38), ...set(MAX),
+        ...Array.from({length: 32}, (_, j) => [
+          ...xt(j), ...v128Load(0), ...set(X),
+          ...get(X), ...get(MIN), ...get(X), ...get(MIN), ...F32X4_LT, ...V128_BITSELECT, ...set(MIN),
+          ...get(X), ...get(MAX), ...get(X), ...get(MAX), ...F32X4_GT, ...V128_BITSELECT, ...set(MAX),
+        ]).flat(),
+        ...get(MAX), ...get(MIN), ...F32X4_SUB, ...f32x4c(levels), ...F32X4_DIV, ...set(D),
+      ]
+    : [
+        ...f32x4c(0), ...set(AMAX), ...f32x4c(0), ...set(MAX),
+        ...Array.from({length: 32}, (_, j) => [
+          ...xt(j), ...v128Load(0), ...set(X), ...get(X), ...F32X4_ABS, ...set(T0),
+          ...get(T0), ...get(AMAX), ...F32X4_GT, ...set(U), ...pick(AMAX, T0, U), ...pick(MAX, X, U),
+        ]).flat(),
+        ...get(MAX), ...f32x4c(-offset), ...F32X4_DIV, ...set(D),
+      ]
+  const lowByte = spec.affine && spec.bits === 5 // Q5_1: (uint8_t) cast, no cap
+  const codes = Array.from({length: 32}, (_, j) => [
+    ...ct(j),
+    ...(spec.affine
+      ? [...xt(j), ...v128Load(0), ...get(MIN), ...F32X4_SUB, ...get(ID), ...F32X4_MUL, ...f32x4c(0.5), ...F32X4_ADD]
+      : [...xt(j), ...v128Load(0), ...get(ID), ...F32X4_MUL, ...f32x4c(offset + 0.5), ...F32X4_ADD]),
+    ...set(X),
+    ...get(X), ...I32X4_TRUNC_SAT_F32X4_S, ...get(X), ...F32X4_ABS, ...f32x4c(Infinity), ...F32X4_LT, ...V128_AND,
+    ...(lowByte ? [] : [...i32c(24), ...I32X4_SHL, ...i32c(24), ...I32X4_SHR_S, ...i32x4c(levels), ...I32X4_MIN_S]),
+    ...i32x4c(0xff), ...V128_AND, ...v128Store(0),
+  ]).flat()
+  // qs: byte j of block k = code j | code j+16 << 4, lanes back to blocks
+  const qs = Array.from({length: 4}, (_, i) => [
+    ...[R0, R1, R2, R3].flatMap((r, jj) => {
+      const j = 4 * i + jj
+      return [...ct(j), ...v128Load(0), ...i32x4c(0xf), ...V128_AND, ...ct(j + 16), ...v128Load(0), ...i32x4c(0xf), ...V128_AND, ...i32c(4), ...I32X4_SHL, ...V128_OR, ...set(r)]
+    }),
+    ...transpose([R0, R1, R2, R3], [T0, T1, T2, T3]),
+    // R_k: bytes 4i … 4i+3 of block k (as i32 lanes); keep them in XT (free now) as row k, column i
+    ...[R0, R1, R2, R3].flatMap((r, k) => [...i32c(L_XT + 64 * k + 16 * i), ...get(r), ...v128Store(0)]),
+  ]).flat()
+  const store = [0, 1, 2, 3].flatMap((k) => [
+    ...get(O), ...i32c(spec.bytes * k), ...I32_ADD,
+    ...i32c(L_XT + 64 * k), ...v128Load(0), ...i32c(L_XT + 64 * k), ...v128Load(16), ...I16X8_NARROW_I32X4_U,
+    ...i32c(L_XT + 64 * k), ...v128Load(32), ...i32c(L_XT + 64 * k), ...v128Load(48), ...I16X8_NARROW_I32X4_U,
+    ...I8X16_NARROW_I16X8_U, ...v128Store(spec.qs),
+  ])
+  const qh = spec.qh < 0 ? [] : [
+    ...i32x4c(0), ...set(QH),
+    ...Array.from({length: 32}, (_, j) => [...get(QH), ...ct(j), ...v128Load(0), ...i32c(4), ...I32X4_SHR_U, ...i32x4c(1), ...V128_AND, ...i32c(j), ...I32X4_SHL, ...V128_OR, ...set(QH)]).flat(),
+    ...[0, 1, 2, 3].flatMap((k) => [...get(O), ...get(QH), ...i32x4Lane(k), ...i32Store(spec.bytes * k + spec.qh)]),
+  ]
+  return {
+    name: `legacy_${spec.type}`, params: 1, locals: [[3, I32], [16, V128]],
+    body: forRange(G, 0, NG, 1, [
+      ...get(G), ...i32c(512), ...I32_MUL, ...i32c(L_SRC), ...I32_ADD, ...set(P),
+      ...get(G), ...i32c(4 * spec.bytes), ...I32_MUL, ...i32c(L_DST), ...I32_ADD, ...set(O),
+      ...gather, ...scan,
+      ...f32x4c(1), ...get(D), ...F32X4_DIV, ...f32x4c(0), ...get(D), ...f32x4c(0), ...F32X4_NE, ...V128_BITSELECT, ...set(ID),
+      ...codes, ...qs, ...store, ...qh,
+      ...get(G), ...i32c(32), ...I32_MUL, ...i32c(L_RES), ...I32_ADD, ...set(P),
+      ...get(P), ...get(D), ...v128Store(0),
+      ...(spec.affine ? [...get(P), ...get(MIN), ...v128Store(16)] : []),
+    ]),
+  }
+}
+
+const LEGACY: Record<LegacySpec['type'], LegacySpec> = {
+  Q4_0: {type: 'Q4_0', bits: 4, affine: false, bytes: 18, qh: -1, qs: 2},
+  Q4_1: {type: 'Q4_1', bits: 4, affine: true, bytes: 20, qh: -1, qs: 4},
+  Q5_0: {type: 'Q5_0', bits: 5, affine: false, bytes: 22, qh: 2, qs: 6},
+  Q5_1: {type: 'Q5_1', bits: 5, affine: true, bytes: 24, qh: 4, qs: 8},
+}
+
+export const GGML_KERNELS_BYTES = assemble(
+  [
+    qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32),
+    q3(16, 4),
+    codes(32, 0, 15, true), codes(32, 0, 31, true), codes(16, 0, 3, true), codes(16, -32, 31, false), codes(16, -4, 3, false),
+    transposeIn(16), transposeIn(32), transposeOut(16), transposeOut(32),
+    ...Object.values(LEGACY).map(legacy),
+  ],
+  Math.max(PAGES, LEGACY_PAGES),
+)

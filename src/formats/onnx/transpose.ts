@@ -19,6 +19,24 @@ const BAND_BYTES = 4 * 1024 * 1024
 
 interface Window {first: number; count: number; bytes: Uint8Array}
 
+/**
+ * The buffers of the last record done (the largest of each kind), for the next record: allocating
+ * a 32 MiB window and a 4 MiB band per matrix made V8 run a full collection every ~50 ms.
+ */
+const FREE: {window?: ArrayBuffer; band?: ArrayBuffer} = {}
+function take(kind: keyof typeof FREE, size: number): Uint8Array {
+  const free = FREE[kind]
+  if (free && free.byteLength >= size) {
+    FREE[kind] = undefined
+    return new Uint8Array(free, 0, size)
+  }
+  return new Uint8Array(size)
+}
+function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined): void {
+  const buffer = bytes?.buffer as ArrayBuffer | undefined
+  if (buffer && buffer.byteLength >= (FREE[kind]?.byteLength ?? 0)) FREE[kind] = buffer
+}
+
 export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number} = {}): TensorRecord {
   if (record.shape.length !== 2) throw new Error(`transposedRecord: ${record.name} is not 2-D`)
   const [rows, cols] = record.shape as [number, number]
@@ -29,7 +47,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   const bandRows = Math.max(1, Math.min(rows, Math.floor((limits.bandBytes ?? BAND_BYTES) / (cols * size))))
   const readInto = readIntoOf(record)
   // The current window, and the buffers kept for the next one (a band read into, a window's bytes);
-  // all dropped once the tensor's last byte has been read.
+  // handed on to the next record once the tensor's last byte has been read.
   let cache: Window | undefined
   let spare: {band?: Uint8Array; window?: Uint8Array} = {}
 
@@ -37,7 +55,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     const start = r0 * cols * size
     const end = r1 * cols * size
     if (!readInto) return record.read(start, end)
-    spare.band ??= new Uint8Array(bandRows * cols * size)
+    spare.band ??= take('band', bandRows * cols * size)
     const band = spare.band.subarray(0, end - start)
     // In writer-sized chunks: a cast source reads through its shared scratch buffers (chunk-sized;
     // a whole 4 MiB band of f16 would allocate its 8 MiB of f32 every time).
@@ -51,7 +69,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     const count = Math.min(windowRows, cols - first)
     // One buffer serves every window: reads copy out of it, never hand it out.
     cache = undefined
-    spare.window ??= new Uint8Array(windowRows * outRowBytes)
+    spare.window ??= take('window', windowRows * outRowBytes)
     const bytes = spare.window.subarray(0, count * outRowBytes)
     const kernel = transposeKernel()
     for (let r0 = 0; r0 < rows; r0 += bandRows) {
@@ -101,6 +119,8 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     // record until the file is done, so a kept window per tensor added up to the model's size.
     if (end === byteLength) {
       cache = undefined
+      give('window', spare.window)
+      give('band', spare.band)
       spare = {}
     }
   }

@@ -84,7 +84,10 @@ function transposeFunc(fname: string, size: 2 | 4): Func {
   }
 }
 
-export const TRANSPOSE_BYTES = assemble([transposeFunc('t16', 2), transposeFunc('t32', 4)], PAGES)
+/** The module's bytes, assembled on first use (not at import: every command's start-up imports this file). */
+export function transposeBytes(): Uint8Array {
+  return assemble([transposeFunc('t16', 2), transposeFunc('t32', 4)], PAGES)
+}
 
 type Fn = (...args: number[]) => void
 interface Exports {t16: Fn; t32: Fn; mem: {buffer: ArrayBuffer}}
@@ -145,7 +148,8 @@ export function transposeKernel(): TransposeKernel | undefined {
     kernel = null
     if (process.env.OPENELM_SIMD !== '0' && wasm) {
       try {
-        if (wasm.validate(TRANSPOSE_BYTES)) kernel = new TransposeKernel(new wasm.Instance(new wasm.Module(TRANSPOSE_BYTES), {}).exports as unknown as Exports)
+        const bytes = transposeBytes()
+        if (wasm.validate(bytes)) kernel = new TransposeKernel(new wasm.Instance(new wasm.Module(bytes), {}).exports as unknown as Exports)
       } catch {
         kernel = null
       }

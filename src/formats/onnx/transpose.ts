@@ -14,7 +14,7 @@ import {transposeKernel} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
 
-const WINDOW_BYTES = 32 * 1024 * 1024
+const WINDOW_BYTES = 64 * 1024 * 1024
 const BAND_BYTES = 4 * 1024 * 1024
 
 interface Window {first: number; count: number; bytes: Uint8Array}
@@ -26,11 +26,8 @@ interface Window {first: number; count: number; bytes: Uint8Array}
 const FREE: {window?: ArrayBuffer; band?: ArrayBuffer} = {}
 function take(kind: keyof typeof FREE, size: number): Uint8Array {
   const free = FREE[kind]
-  if (free && free.byteLength >= size) {
-    FREE[kind] = undefined
-    return new Uint8Array(free, 0, size)
-  }
-  return new Uint8Array(size)
+  FREE[kind] = undefined // too small: let it go before the bigger one is made
+  return free && free.byteLength >= size ? new Uint8Array(free, 0, size) : new Uint8Array(size)
 }
 function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined): void {
   const buffer = bytes?.buffer as ArrayBuffer | undefined

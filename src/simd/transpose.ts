@@ -10,7 +10,8 @@
  * run the kernel and copy the rows out, all synchronously, so one instance per thread serves every
  * record. OPENELM_SIMD=0 (or no WebAssembly SIMD) leaves callers on their scalar loops.
  */
-import {assemble, END, type Func, get, I32, I32_ADD, I32_MUL, i32c, set, tee, V128, v128Load, v128Store, BLOCK, LOOP, brIf, I32_LT_U} from './asm.js'
+import {assemble, type Func, get, I32, I32_ADD, I32_MUL, i32c, set, V128, v128Load, v128Store} from './asm.js'
+import {forLoop, simdKernels} from './kernels.js'
 
 /** Bytes of one input block (and of its transposed output) the module holds. */
 export const BLOCK_BYTES = 4 * 1024 * 1024
@@ -33,15 +34,6 @@ const LO32 = interleave(4, false)
 const HI32 = interleave(4, true)
 const LO64 = interleave(8, false)
 const HI64 = interleave(8, true)
-
-// A `for (i = 0; i < n; i += step)` loop over local I, n in local N.
-const forLoop = (I: number, N: number, step: number, body: number[]) => [
-  ...i32c(0), ...set(I),
-  ...BLOCK, ...get(I), ...get(N), ...I32_LT_U, 0x45 /* i32.eqz */, ...brIf(0),
-  ...LOOP, ...body,
-  ...get(I), ...i32c(step), ...I32_ADD, ...tee(I), ...get(N), ...I32_LT_U, ...brIf(0),
-  ...END, ...END,
-]
 
 /**
  * tN(src, dst, rows, cols, srcStride, dstStride): element (r, c) at src + r·srcStride + c·size goes
@@ -91,12 +83,7 @@ export function transposeBytes(): Uint8Array {
 
 type Fn = (...args: number[]) => void
 interface Exports {t16: Fn; t32: Fn; mem: {buffer: ArrayBuffer}}
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean
-  Module: new (bytes: Uint8Array) => object
-  Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
-}
-const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
+const wasm = (globalThis as unknown as {WebAssembly: {Module: new (bytes: Uint8Array) => object; Instance: new (module: object, imports: object) => {exports: unknown}}}).WebAssembly
 
 /** This thread's transpose kernel over its own memory. */
 export class TransposeKernel {
@@ -142,18 +129,13 @@ export class TransposeKernel {
 
 let kernel: TransposeKernel | null | undefined
 
-/** This thread's transpose kernel, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
+/**
+ * This thread's transpose kernel, or undefined where the cast kernels are (no WebAssembly SIMD, or
+ * OPENELM_SIMD=0).
+ */
 export function transposeKernel(): TransposeKernel | undefined {
   if (kernel === undefined) {
-    kernel = null
-    if (process.env.OPENELM_SIMD !== '0' && wasm) {
-      try {
-        const bytes = transposeBytes()
-        if (wasm.validate(bytes)) kernel = new TransposeKernel(new wasm.Instance(new wasm.Module(bytes), {}).exports as unknown as Exports)
-      } catch {
-        kernel = null
-      }
-    }
+    kernel = process.env.OPENELM_SIMD !== '0' && simdKernels() ? new TransposeKernel(new wasm.Instance(new wasm.Module(transposeBytes()), {}).exports as Exports) : null
   }
   return kernel ?? undefined
 }

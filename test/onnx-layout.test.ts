@@ -11,11 +11,12 @@ import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {readOnnx, writeOnnx} from '../src/formats/onnx/index.js'
 import {transposedRecord} from '../src/formats/onnx/transpose.js'
+import {resetTransposeKernel} from '../src/simd/transpose.js'
 import {type Checkpoint} from '../src/formats/types.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
-import {castRecord, f32Record} from '../src/tensor/record.js'
+import {castRecord, f32Record, readIntoOf} from '../src/tensor/record.js'
 import {OnnxDecoder} from '../src/verify/backends/onnxruntime.js'
 
 const PYTHON = '/usr/bin/python3'
@@ -105,6 +106,32 @@ describe('onnx weight layout', () => {
           expect(Buffer.from(await t.read(s, e)), `${dtype} [${s}, ${e})`).toEqual(Buffer.from(expected.subarray(s, e)))
         }
         expect(Buffer.from(await transposedRecord(t, 'w', limits).read())).toEqual(Buffer.from(await src.read()))
+      }
+    }
+  })
+  it('transposedRecord: the SIMD kernel and the element loop give the same bytes (f32, f16; read and readInto; odd shapes and windows)', async () => {
+    for (const [rows, cols] of [[37, 53], [64, 96], [8, 1], [130, 24]] as const) {
+      const values = Float32Array.from({length: rows * cols}, (_, i) => Math.cos(i * 0.37) * 100)
+      for (const dtype of ['F32', 'F16'] as const) {
+        const size = dtype === 'F32' ? 4 : 2
+        const read = async (): Promise<Buffer[]> => {
+          const out: Buffer[] = []
+          for (const limits of [{}, {windowBytes: 5 * rows * size, bandBytes: 3 * cols * size}]) {
+            const t = transposedRecord(castRecord(f32Record('w', [rows, cols], values), dtype), 'w', limits)
+            out.push(Buffer.from(await t.read()))
+            const into = new Uint8Array(t.byteLength)
+            for (let at = 0; at < into.byteLength; at += 3 * size) await readIntoOf(t)!(into.subarray(at, Math.min(into.byteLength, at + 3 * size)), at)
+            out.push(Buffer.from(into))
+          }
+          return out
+        }
+        const fast = await read()
+        process.env.OPENELM_SIMD = '0'
+        resetTransposeKernel()
+        const scalar = await read()
+        delete process.env.OPENELM_SIMD
+        resetTransposeKernel()
+        for (const [i, bytes] of fast.entries()) expect(bytes.equals(scalar[i]!), `${rows}x${cols} ${dtype} #${i}`).toBe(true)
       }
     }
   })

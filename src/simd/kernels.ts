@@ -27,7 +27,7 @@ const PAR = CHUNK * 8
 const PAGES = (PAR + (CHUNK / 32) * 8 + 65535) >>> 16
 
 // A `for (i = 0; i < n; i += step)` loop over local I, n in local N.
-const forLoop = (I: number, N: number, step: number, body: number[]) => [
+export const forLoop = (I: number, N: number, step: number, body: number[]) => [
   ...i32c(0), ...set(I),
   ...BLOCK, ...get(I), ...get(N), ...I32_LT_U, 0x45 /* i32.eqz */, ...brIf(0),
   ...LOOP, ...body,

@@ -7,7 +7,7 @@ import {createHash} from 'node:crypto'
 import path from 'node:path'
 import {atomicDir, atomicFile} from '../../io/atomic.js'
 import {dtypeSize} from '../../tensor/dtype.js'
-import {castRecord, CHUNK_BYTES, numel, readChunks, type TensorRecord} from '../../tensor/record.js'
+import {castRecord, CHUNK_BYTES, numel, readChunksInto, type TensorRecord} from '../../tensor/record.js'
 import {type Checkpoint, type ProgressEvent, type WriteOptions, type WriteResult} from '../types.js'
 import {FormatError} from '../../errors.js'
 import {pickle} from './pickle.js'
@@ -64,11 +64,12 @@ export function planTorchSave(value: PyValue): TorchSavePlan {
   return {pickle: bytes, storages}
 }
 
-async function* storageChunks(storage: TorchStorage): AsyncGenerator<Uint8Array> {
+/** A storage's bytes in chunks; a record's are read into `buffer` (the writer is done with a chunk before it asks for the next). */
+async function* storageChunks(storage: TorchStorage, buffer: Uint8Array): AsyncGenerator<Uint8Array> {
   const bytes = storage.numel * dtypeSize(storage.dtype)
   const src = storage.source as ArchiveSource | RecordSource | undefined
   if (src && 'record' in src) {
-    yield* readChunks(src.record)
+    yield* readChunksInto(src.record, CHUNK_BYTES, buffer)
   } else if (src && 'zip' in src) {
     for (let start = 0; start < bytes; start += CHUNK_BYTES) yield await src.zip.read(src.entry, start, Math.min(bytes, start + CHUNK_BYTES))
   } else {
@@ -85,12 +86,13 @@ export async function* writeTorchArchive(file: string, archive: string, plan: To
     await zip.record(`${archive}/data.pkl`, plan.pickle)
     await zip.record(`${archive}/byteorder`, Buffer.from('little'))
     let bytesDone = 0
+    const buffer = new Uint8Array(CHUNK_BYTES)
     const id = createHash('sha256').update(plan.pickle)
     for (const [index, {key, storage}] of plan.storages.entries()) {
       const size = storage.numel * dtypeSize(storage.dtype)
       await zip.begin(`${archive}/data/${key}`, size)
       let written = 0
-      for await (const chunk of storageChunks(storage)) {
+      for await (const chunk of storageChunks(storage, buffer)) {
         await zip.write(chunk)
         written += chunk.byteLength
         yield {type: 'bytes', bytesDone: bytesDone + written, totalBytes}

@@ -8,7 +8,7 @@ import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
 import {castPool, type CastTask, type EncodeTask, mapOrdered} from '../../pool/index.js'
-import {castRecord, CHUNK_BYTES, type TensorRecord} from '../../tensor/record.js'
+import {castRecord, CHUNK_BYTES, readChunksInto, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
 import {tensorBytes, MAX_DIMS, MAX_TENSOR_NAME_BYTES} from './read.js'
@@ -158,7 +158,7 @@ export function planGguf(metadata: readonly GgufKv[], tensors: readonly GgufTens
  * scheme. Casts and quantization run on the worker pool (src/pool), results in order: the same
  * bytes for any thread count.
  */
-async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES): AsyncGenerator<Uint8Array> {
+async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, buffer?: Uint8Array): AsyncGenerator<Uint8Array> {
   const {type, source} = input
   if (input.stored) {
     const rows = source.shape.length === 1 ? 1 : source.shape[0]!
@@ -170,9 +170,9 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES):
   const size = dtypeSize(source.dtype)
   if (!isQuantType(type)) {
     if (source.dtype === type || castPool() === undefined) {
-      const record = castRecord(source, type)
-      const step = Math.max(4, Math.floor(chunkBytes / 4) * 4)
-      for (let start = 0; start < record.byteLength; start += step) yield await record.read(start, Math.min(record.byteLength, start + step))
+      // Into one reused buffer when the source reads into buffers (the writer is done with a chunk
+      // before it asks for the next): no allocation per chunk.
+      yield* readChunksInto(castRecord(source, type), Math.max(4, Math.floor(chunkBytes / 4) * 4), buffer)
       return
     }
     const to = type as FloatDType
@@ -207,12 +207,13 @@ export async function* writeGguf(file: string, plan: GgufPlan): AsyncGenerator<P
   const totalBytes = plan.size
   try {
     await writer.write(plan.header)
+    const buffer = new Uint8Array(CHUNK_BYTES)
     let index = 0
     for (const t of plan.tensors) {
       const start = writer.position
       if (start !== plan.header.byteLength + t.offset) throw new FormatError('gguf.plan', `tensor ${t.input.name} would start at ${start}, not at its planned offset`, {tensor: t.input.name})
       let written = 0
-      for await (const chunk of encodedChunks(t.input)) {
+      for await (const chunk of encodedChunks(t.input, CHUNK_BYTES, buffer)) {
         await writer.write(chunk)
         written += chunk.byteLength
         yield {type: 'bytes', bytesDone: writer.position, totalBytes}

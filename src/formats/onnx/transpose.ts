@@ -6,13 +6,33 @@
  *
  * Reads are served from a window of whole output rows (at most WINDOW_BYTES, one band-by-band
  * pass over the source per window), so sequential chunked reads cost about size / WINDOW_BYTES
- * passes and memory stays bounded by the window plus one source band.
+ * passes and memory stays bounded by the window plus one source band (both buffers reused from
+ * window to window). Bands are transposed by the SIMD tile kernel (src/simd/transpose.ts; an
+ * element loop wrote each value a whole output row from the last: ~20 ns an element).
  */
+import {transposeKernel} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
-import {type TensorRecord} from '../../tensor/record.js'
+import {CHUNK_BYTES, readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
 
-const WINDOW_BYTES = 32 * 1024 * 1024
+const WINDOW_BYTES = 64 * 1024 * 1024
 const BAND_BYTES = 4 * 1024 * 1024
+
+interface Window {first: number; count: number; bytes: Uint8Array}
+
+/**
+ * The buffers of the last record done (the largest of each kind), for the next record: allocating
+ * a 32 MiB window and a 4 MiB band per matrix made V8 run a full collection every ~50 ms.
+ */
+const FREE: {window?: ArrayBuffer; band?: ArrayBuffer} = {}
+function take(kind: keyof typeof FREE, size: number): Uint8Array {
+  const free = FREE[kind]
+  FREE[kind] = undefined // too small: let it go before the bigger one is made
+  return free && free.byteLength >= size ? new Uint8Array(free, 0, size) : new Uint8Array(size)
+}
+function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined): void {
+  const buffer = bytes?.buffer as ArrayBuffer | undefined
+  if (buffer && buffer.byteLength >= (FREE[kind]?.byteLength ?? 0)) FREE[kind] = buffer
+}
 
 export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number} = {}): TensorRecord {
   if (record.shape.length !== 2) throw new Error(`transposedRecord: ${record.name} is not 2-D`)
@@ -22,56 +42,100 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   const outRowBytes = rows * size // one output row = one source column
   const windowRows = Math.max(1, Math.min(cols, Math.floor((limits.windowBytes ?? WINDOW_BYTES) / outRowBytes)))
   const bandRows = Math.max(1, Math.min(rows, Math.floor((limits.bandBytes ?? BAND_BYTES) / (cols * size))))
-  let cache: {first: number; count: number; bytes: Uint8Array} | undefined
+  const readInto = readIntoOf(record)
+  // The current window, and the buffers kept for the next one (a band read into, a window's bytes);
+  // handed on to the next record once the tensor's last byte has been read.
+  let cache: Window | undefined
+  let spare: {band?: Uint8Array; window?: Uint8Array} = {}
 
-  const windowAt = async (outRow: number): Promise<{first: number; count: number; bytes: Uint8Array}> => {
+  const readBand = async (r0: number, r1: number): Promise<Uint8Array> => {
+    const start = r0 * cols * size
+    const end = r1 * cols * size
+    if (!readInto) return record.read(start, end)
+    spare.band ??= take('band', bandRows * cols * size)
+    const band = spare.band.subarray(0, end - start)
+    // In writer-sized chunks: a cast source reads through its shared scratch buffers (chunk-sized;
+    // a whole 4 MiB band of f16 would allocate its 8 MiB of f32 every time).
+    for (let at = 0; at < band.byteLength; at += CHUNK_BYTES) await readInto(band.subarray(at, Math.min(band.byteLength, at + CHUNK_BYTES)), start + at)
+    return band
+  }
+
+  const windowAt = async (outRow: number): Promise<Window> => {
     if (cache && outRow >= cache.first && outRow < cache.first + cache.count) return cache
     const first = Math.floor(outRow / windowRows) * windowRows
     const count = Math.min(windowRows, cols - first)
-    const bytes = new Uint8Array(count * outRowBytes)
-    const View = size === 4 ? Uint32Array : size === 2 ? Uint16Array : size === 1 ? Uint8Array : undefined
+    // One buffer serves every window: reads copy out of it, never hand it out.
+    cache = undefined
+    spare.window ??= take('window', windowRows * outRowBytes)
+    const bytes = spare.window.subarray(0, count * outRowBytes)
+    const kernel = transposeKernel()
     for (let r0 = 0; r0 < rows; r0 += bandRows) {
       const r1 = Math.min(rows, r0 + bandRows)
-      const band = await record.read(r0 * cols * size, r1 * cols * size)
-      if (View) {
-        const aligned = band.byteOffset % size === 0 ? band : band.slice()
-        const src = new View(aligned.buffer as ArrayBuffer, aligned.byteOffset, aligned.byteLength / size)
-        const dst = new View(bytes.buffer, 0, bytes.byteLength / size)
-        for (let r = r0; r < r1; r++) {
-          const srcRow = (r - r0) * cols + first
-          for (let c = 0; c < count; c++) dst[c * rows + r] = src[srcRow + c]
-        }
-        continue
-      }
-      for (let r = r0; r < r1; r++) {
-        const srcRow = (r - r0) * cols * size
-        for (let c = 0; c < count; c++) {
-          const src = srcRow + (first + c) * size
-          const dst = c * outRowBytes + r * size
-          for (let b = 0; b < size; b++) bytes[dst + b] = band[src + b]
-        }
-      }
+      const band = await readBand(r0, r1)
+      if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
+      transposeBand(band, r0, r1, first, count, bytes)
     }
     cache = {first, count, bytes}
     return cache
   }
 
-  return {
+  // The element loop (no SIMD, or a band bigger than the kernel's memory).
+  const transposeBand = (band: Uint8Array, r0: number, r1: number, first: number, count: number, bytes: Uint8Array): void => {
+    const View = size === 4 ? Uint32Array : size === 2 ? Uint16Array : size === 1 ? Uint8Array : undefined
+    if (View) {
+      const aligned = band.byteOffset % size === 0 ? band : band.slice()
+      const src = new View(aligned.buffer as ArrayBuffer, aligned.byteOffset, aligned.byteLength / size)
+      const dst = new View(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / size)
+      for (let r = r0; r < r1; r++) {
+        const srcRow = (r - r0) * cols + first
+        for (let c = 0; c < count; c++) dst[c * rows + r] = src[srcRow + c]!
+      }
+      return
+    }
+    for (let r = r0; r < r1; r++) {
+      const srcRow = (r - r0) * cols * size
+      for (let c = 0; c < count; c++) {
+        const src = srcRow + (first + c) * size
+        const dst = c * outRowBytes + r * size
+        for (let b = 0; b < size; b++) bytes[dst + b] = band[src + b]!
+      }
+    }
+  }
+
+  const copyRange = async (target: Uint8Array, start: number): Promise<void> => {
+    const end = start + target.byteLength
+    let pos = start
+    while (pos < end) {
+      const w = await windowAt(Math.floor(pos / outRowBytes))
+      const wStart = w.first * outRowBytes
+      const wEnd = Math.min(end, wStart + w.bytes.byteLength)
+      target.set(w.bytes.subarray(pos - wStart, wEnd - wStart), pos - start)
+      pos = wEnd
+    }
+    // The last window is dropped once the tensor's last byte is read: the writer keeps every
+    // record until the file is done, so a kept window per tensor added up to the model's size.
+    if (end === byteLength) {
+      cache = undefined
+      give('window', spare.window)
+      give('band', spare.band)
+      spare = {}
+    }
+  }
+  // Reads run one at a time: they share the window and band buffers.
+  let queue: Promise<unknown> = Promise.resolve()
+  const copy = (target: Uint8Array, start: number): Promise<void> => {
+    const run = queue.then(() => copyRange(target, start))
+    queue = run.catch(() => undefined)
+    return run
+  }
+
+  const out: TensorRecord = {
     name, dtype: record.dtype, shape: [cols, rows], byteLength,
     async read(start = 0, end = byteLength) {
-      const out = new Uint8Array(end - start)
-      let pos = start
-      while (pos < end) {
-        const w = await windowAt(Math.floor(pos / outRowBytes))
-        const wStart = w.first * outRowBytes
-        const wEnd = Math.min(end, wStart + w.bytes.byteLength)
-        out.set(w.bytes.subarray(pos - wStart, wEnd - wStart), pos - start)
-        pos = wEnd
-      }
-      // The last window is dropped once the tensor's last byte is read: the writer keeps every
-      // record until the file is done, so a kept window per tensor added up to the model's size.
-      if (end === byteLength) cache = undefined
-      return out
+      const target = new Uint8Array(end - start)
+      await copy(target, start)
+      return target
     },
   }
+  return withReadInto(out, copy)
 }

@@ -8,7 +8,7 @@
 import {type onnx as P} from 'onnx-proto'
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
-import {readChunks, type TensorRecord} from '../../tensor/record.js'
+import {CHUNK_BYTES, readChunksInto, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {type GraphBuilder, lengthDelimitedTag, onnx, onnxDtype, varint} from './builder.js'
 import {IR_VERSION, OPSET} from './graph.js'
@@ -94,12 +94,15 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
         await model.write(graphPrefix)
         await model.write(graphHead)
         let done = 0
+        // One chunk buffer for every initializer whose record reads into a buffer (the writer is done
+        // with a chunk once its write resolves).
+        const buffer = new Uint8Array(CHUNK_BYTES)
         for (const [index, entry] of entries.entries()) {
           await model.write(entry.prefix)
           const target = data ?? model
           if (data && data.position < entry.dataStart) await data.write(new Uint8Array(entry.dataStart - data.position))
           let written = 0
-          for await (const chunk of readChunks(sources.get(entry.init.name)!)) {
+          for await (const chunk of readChunksInto(sources.get(entry.init.name)!, CHUNK_BYTES, buffer)) {
             await target.write(chunk)
             written += chunk.byteLength
             yield {type: 'bytes', bytesDone: done + written, totalBytes}

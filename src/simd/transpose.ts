@@ -1,0 +1,146 @@
+/**
+ * Transposing blocks of 16- and 32-bit elements in WebAssembly SIMD (the ONNX writer's [out, in] →
+ * [in, out] MatMul weights, src/formats/onnx/transpose.ts). A plain element loop writes each value
+ * a whole output row away from the last (a cache line and often a page per element: ~20 ns an
+ * element on this machine); here 8×8 (16-bit) or 4×4 (32-bit) tiles are loaded as rows, transposed
+ * in registers by three (two) rounds of lane interleaving, and stored as rows. The result is a plain
+ * permutation of the bytes, so it is checked against the element loop (test/simd-transpose.test.ts).
+ *
+ * The module owns its memory (`BLOCK_BYTES` of input and as much output); callers copy a block in,
+ * run the kernel and copy the rows out, all synchronously, so one instance per thread serves every
+ * record. OPENELM_SIMD=0 (or no WebAssembly SIMD) leaves callers on their scalar loops.
+ */
+import {assemble, type Func, get, I32, I32_ADD, I32_MUL, i32c, set, V128, v128Load, v128Store} from './asm.js'
+import {forLoop, simdKernels} from './kernels.js'
+
+/** Bytes of one input block (and of its transposed output) the module holds. */
+export const BLOCK_BYTES = 4 * 1024 * 1024
+const IN = 0
+const OUT = BLOCK_BYTES
+const PAGES = (2 * BLOCK_BYTES) >>> 16
+/** Columns per kernel call: 16 rows written at a time was the fastest of 8–128 (0.25 ns an element). */
+const STRIP = 16
+
+const shuffle = (lanes: number[]) => [0xfd, 0x0d, ...lanes]
+const range = (from: number, n: number) => Array.from({length: n}, (_, i) => from + i)
+/** Interleave `unit`-byte pieces of the low (or high) halves of two vectors. */
+const interleave = (unit: number, high: boolean) => shuffle(Array.from({length: 16 / unit / 2}, (_, i) => {
+  const at = (high ? 8 : 0) + i * unit
+  return [...range(at, unit), ...range(16 + at, unit)]
+}).flat())
+const LO16 = interleave(2, false)
+const HI16 = interleave(2, true)
+const LO32 = interleave(4, false)
+const HI32 = interleave(4, true)
+const LO64 = interleave(8, false)
+const HI64 = interleave(8, true)
+
+/**
+ * tN(src, dst, rows, cols, srcStride, dstStride): element (r, c) at src + r·srcStride + c·size goes
+ * to dst + c·dstStride + r·size, for r < rows and c < cols, both multiples of the tile (8 for 16-bit,
+ * 4 for 32-bit); strides in bytes.
+ */
+function transposeFunc(fname: string, size: 2 | 4): Func {
+  const [SRC, DST, NR, NC, SS, DS, R, C, P] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
+  const tile = 16 / size
+  const A = range(9, tile)
+  const B = range(9 + tile, tile)
+  const pair = (op: number[], x: number, y: number) => [...get(x), ...get(y), ...op]
+  const rounds: Array<{lo: number[]; hi: number[]}> = size === 2
+    ? [{lo: LO16, hi: HI16}, {lo: LO32, hi: HI32}, {lo: LO64, hi: HI64}]
+    : [{lo: LO32, hi: HI32}, {lo: LO64, hi: HI64}]
+  const body: number[] = []
+  // P = src + r·srcStride + c·size; load the tile's rows.
+  body.push(...get(SRC), ...get(R), ...get(SS), ...I32_MUL, ...I32_ADD, ...get(C), ...i32c(size), ...I32_MUL, ...I32_ADD, ...set(P))
+  for (const a of A) body.push(...get(P), ...v128Load(0), ...set(a), ...get(P), ...get(SS), ...I32_ADD, ...set(P))
+  // Round k pairs vector j of each group of 2^k with vector j of the next group (rows, then row
+  // pairs, then quads); after the last round, vector j holds column j of the tile.
+  let from = A
+  let to = B
+  for (const [k, {lo, hi}] of rounds.entries()) {
+    const group = 2 ** k
+    let out = 0
+    for (let g = 0; g < tile; g += 2 * group) {
+      for (let j = 0; j < group; j++) {
+        body.push(...pair(lo, from[g + j]!, from[g + group + j]!), ...set(to[out++]!), ...pair(hi, from[g + j]!, from[g + group + j]!), ...set(to[out++]!))
+      }
+    }
+    ;[from, to] = [to, from]
+  }
+  // Store the columns as rows: P = dst + c·dstStride + r·size.
+  body.push(...get(DST), ...get(C), ...get(DS), ...I32_MUL, ...I32_ADD, ...get(R), ...i32c(size), ...I32_MUL, ...I32_ADD, ...set(P))
+  for (const v of from) body.push(...get(P), ...get(v), ...v128Store(0), ...get(P), ...get(DS), ...I32_ADD, ...set(P))
+  return {
+    name: fname, params: 6, locals: [[3, I32], [2 * tile, V128]],
+    body: forLoop(R, NR, tile, forLoop(C, NC, tile, body)),
+  }
+}
+
+/** The module's bytes, assembled on first use (not at import: every command's start-up imports this file). */
+export function transposeBytes(): Uint8Array {
+  return assemble([transposeFunc('t16', 2), transposeFunc('t32', 4)], PAGES)
+}
+
+type Fn = (...args: number[]) => void
+interface Exports {t16: Fn; t32: Fn; mem: {buffer: ArrayBuffer}}
+const wasm = (globalThis as unknown as {WebAssembly: {Module: new (bytes: Uint8Array) => object; Instance: new (module: object, imports: object) => {exports: unknown}}}).WebAssembly
+
+/** This thread's transpose kernel over its own memory. */
+export class TransposeKernel {
+  private readonly u8: Uint8Array
+  constructor(private readonly x: Exports) {
+    this.u8 = new Uint8Array(x.mem.buffer)
+  }
+
+  /**
+   * Transpose the `cols` columns from `first` of the `rows` × `stride` block `src` (elements of
+   * `size` bytes, row-major) into `into(c, bytes)`: called once per column c < cols with that
+   * column's `rows` elements, valid until the next call. False (nothing done) when the block does
+   * not fit the module's memory or the element size has no kernel; the caller transposes it.
+   */
+  columns(src: Uint8Array, rows: number, stride: number, first: number, cols: number, size: number, into: (c: number, bytes: Uint8Array) => void): boolean {
+    if ((size !== 2 && size !== 4) || src.byteLength > BLOCK_BYTES || rows * cols * size > BLOCK_BYTES) return false
+    const tile = 16 / size
+    const u8 = this.u8
+    u8.set(src, IN)
+    const rowBytes = stride * size
+    const colBytes = rows * size
+    const mainRows = rows - (rows % tile)
+    const mainCols = cols - (cols % tile)
+    // In strips of columns, so that the rows being written stay few (cache lines and pages).
+    const run = size === 2 ? this.x.t16 : this.x.t32
+    for (let c = 0; mainRows > 0 && c < mainCols; c += STRIP) run(IN + (first + c) * size, OUT + c * colBytes, mainRows, Math.min(STRIP, mainCols - c), rowBytes, colBytes)
+    // The edges (rows or columns past the last whole tile), byte by byte.
+    const edge = (r0: number, r1: number, c0: number, c1: number) => {
+      for (let r = r0; r < r1; r++) {
+        for (let c = c0; c < c1; c++) {
+          const s = IN + r * rowBytes + (first + c) * size
+          const d = OUT + c * colBytes + r * size
+          for (let b = 0; b < size; b++) u8[d + b] = u8[s + b]!
+        }
+      }
+    }
+    edge(mainRows, rows, 0, cols)
+    edge(0, mainRows, mainCols, cols)
+    for (let c = 0; c < cols; c++) into(c, u8.subarray(OUT + c * colBytes, OUT + (c + 1) * colBytes))
+    return true
+  }
+}
+
+let kernel: TransposeKernel | null | undefined
+
+/**
+ * This thread's transpose kernel, or undefined where the cast kernels are (no WebAssembly SIMD, or
+ * OPENELM_SIMD=0).
+ */
+export function transposeKernel(): TransposeKernel | undefined {
+  if (kernel === undefined) {
+    kernel = process.env.OPENELM_SIMD !== '0' && simdKernels() ? new TransposeKernel(new wasm.Instance(new wasm.Module(transposeBytes()), {}).exports as Exports) : null
+  }
+  return kernel ?? undefined
+}
+
+/** Forget the cached choice (tests switch OPENELM_SIMD). */
+export function resetTransposeKernel(): void {
+  kernel = undefined
+}

@@ -27,14 +27,14 @@ const PAR = CHUNK * 8
 const PAGES = (PAR + (CHUNK / 32) * 8 + 65535) >>> 16
 
 // A `for (i = 0; i < n; i += step)` loop over local I, n in local N.
-const forLoop = (I: number, N: number, step: number, body: number[]) => [
+export const forLoop = (I: number, N: number, step: number, body: number[]) => [
   ...i32c(0), ...set(I),
   ...BLOCK, ...get(I), ...get(N), ...I32_LT_U, 0x45 /* i32.eqz */, ...brIf(0),
   ...LOOP, ...body,
   ...get(I), ...i32c(step), ...I32_ADD, ...tee(I), ...get(N), ...I32_LT_U, ...brIf(0),
   ...END, ...END,
 ]
-const addr = (base: number, I: number, scale: number) => [...get(base), ...get(I), ...i32c(scale), ...I32_MUL, ...I32_ADD]
+export const addr = (base: number, I: number, scale: number) => [...get(base), ...get(I), ...i32c(scale), ...I32_MUL, ...I32_ADD]
 
 /**
  * f16 bits (in i32 lanes) of the f32 bits in local X, using v128 locals A, R, S. Normals: add the
@@ -42,7 +42,7 @@ const addr = (base: number, I: number, scale: number) => [...get(base), ...get(I
  * Inf); below 2^-14: add 0.5 as a float (the FPU's round to nearest even at 2^-24 steps) and take the
  * low bits; 65536 and up, Inf and NaN: 0x7c00, with NaN's top mantissa bits or, if none, 0x200.
  */
-const f16Lanes = (X: number, A: number, R: number, S: number) => [
+export const f16Lanes = (X: number, A: number, R: number, S: number) => [
   ...get(X), ...i32x4c(0x7fffffff), ...V128_AND, ...set(A),
   ...get(A), ...i32x4c(0xc8000fff), ...I32X4_ADD, ...get(A), ...i32c(13), ...I32X4_SHR_U, ...i32x4c(1), ...V128_AND, ...I32X4_ADD, ...i32c(13), ...I32X4_SHR_U, ...set(R),
   ...get(A), ...f32x4c(0.5), ...F32X4_ADD, ...f32x4c(0.5), ...I32X4_SUB,
@@ -55,7 +55,7 @@ const f16Lanes = (X: number, A: number, R: number, S: number) => [
 ]
 
 /** bf16 bits of the f32 bits in local X (v128 local T): round half to even on the low half; NaN keeps its top bits, quiet bit set if they are empty. */
-const bf16Lanes = (X: number, T: number) => [
+export const bf16Lanes = (X: number, T: number) => [
   ...get(X), ...i32c(16), ...I32X4_SHR_U, ...tee(T), ...i32x4c(0x7f), ...V128_AND, ...i32x4c(0), ...I32X4_EQ, ...i32x4c(0x40), ...V128_AND, ...get(T), ...V128_OR,
   ...get(X), ...i32x4c(0x7fff), ...I32X4_ADD, ...get(T), ...i32x4c(1), ...V128_AND, ...I32X4_ADD, ...i32c(16), ...I32X4_SHR_U,
   ...get(X), ...i32x4c(0x7fffffff), ...V128_AND, ...i32x4c(0x7f800000), ...I32X4_GT_S, ...V128_BITSELECT,
@@ -91,7 +91,8 @@ function roundFunc(fname: string, wide: (X: number, H: number) => number[], extr
     body: forLoop(I, N, 4, [...addr(DSTP, I, 4), ...addr(SRCP, I, 4), ...v128Load(0), ...set(X), ...wide(X, H), ...v128Store(0)]),
   }
 }
-const ROUND_F16 = roundFunc('round_f16', (X, H) => [
+/** Lanes of local X rounded to f16 and widened back to f32 bits (v128 locals H … H+3), as round_f16 stores them. */
+export const roundF16Lanes = (X: number, H: number) => [
   ...f16Lanes(X, H + 1, H + 2, H + 3), ...set(H),
   // normal: ((h & 0x7fff) << 13) + (112 << 23)
   ...get(H), ...i32x4c(0x7fff), ...V128_AND, ...i32c(13), ...I32X4_SHL, ...i32x4c(0x38000000), ...I32X4_ADD,
@@ -102,8 +103,19 @@ const ROUND_F16 = roundFunc('round_f16', (X, H) => [
   ...get(H), ...i32x4c(0x3ff), ...V128_AND, ...i32c(13), ...I32X4_SHL, ...i32x4c(0x7f800000), ...V128_OR,
   ...get(H), ...i32x4c(0x7c00), ...V128_AND, ...i32x4c(0x7c00), ...I32X4_NE, ...V128_BITSELECT,
   ...get(H), ...i32x4c(0x8000), ...V128_AND, ...i32c(16), ...I32X4_SHL, ...V128_OR,
-], 3)
-const ROUND_BF16 = roundFunc('round_bf16', (X, H) => [...bf16Lanes(X, H), ...i32c(16), ...I32X4_SHL], 0)
+]
+/** Lanes of local X rounded to bf16 and widened back (v128 local H). */
+export const roundBf16Lanes = (X: number, H: number) => [...bf16Lanes(X, H), ...i32c(16), ...I32X4_SHL]
+const ROUND_F16 = roundFunc('round_f16', roundF16Lanes, 3)
+const ROUND_BF16 = roundFunc('round_bf16', roundBf16Lanes, 0)
+
+/** The f32 lanes on the stack rounded half away from zero (C's roundf), kept in local X (v128 local T): trunc, plus ±1 when the dropped part is ≥ ½. */
+export const roundAwayLanes = (X: number, T: number) => [
+  ...tee(X), ...F32X4_TRUNC, ...tee(T),
+  ...get(X), ...get(T), ...F32X4_SUB, ...F32X4_ABS, ...f32x4c(0.5), ...F32X4_GE,
+  ...get(X), ...i32x4c(0x80000000), ...V128_AND, ...i32x4c(0x3f800000), ...V128_OR, ...V128_AND,
+  ...F32X4_ADD,
+]
 
 /**
  * q8(src, dst, blocks): ggml's quantize_row_q8_0_ref. amax = the largest |x| (NaN never wins, as
@@ -117,10 +129,7 @@ const Q8: Func = (() => {
   const V = [8, 9, 10, 11, 12, 13, 14, 15] // v128
   const [M, IDV, X, T, A, R] = [16, 17, 18, 19, 20, 21]
   const code = (v: number) => [
-    ...get(v), ...get(IDV), ...F32X4_MUL, ...tee(X), ...F32X4_TRUNC, ...tee(T),
-    ...get(X), ...get(T), ...F32X4_SUB, ...F32X4_ABS, ...f32x4c(0.5), ...F32X4_GE,
-    ...get(X), ...i32x4c(0x80000000), ...V128_AND, ...i32x4c(0x3f800000), ...V128_OR, ...V128_AND,
-    ...F32X4_ADD, ...I32X4_TRUNC_SAT_F32X4_S,
+    ...get(v), ...get(IDV), ...F32X4_MUL, ...roundAwayLanes(X, T), ...I32X4_TRUNC_SAT_F32X4_S,
     ...get(X), ...F32X4_ABS, ...f32x4c(Infinity), ...F32X4_LT, ...V128_AND,
   ]
   const half = (k: number) => [
@@ -145,7 +154,7 @@ const Q8: Func = (() => {
 })()
 
 /** minmax(src, out, groups, size): per group of `size` f32 (a multiple of 4), out[2g] = min, out[2g+1] = max, NaN ignored (the scalar `v < min`, `v > max`). */
-const MINMAX: Func = (() => {
+export const MINMAX: Func = (() => {
   const [SRCP, OUTP, NG, SIZE, G, P, I] = [0, 1, 2, 3, 4, 5, 6]
   const [MN, MX, V] = [7, 8, 9]
   return {
@@ -203,7 +212,7 @@ const CODES: Func = (() => {
  * pairK(buf, nOut): bytes (b0, b1) → b0 | b1 << k (both < 2^k), in place: 2·nOut bytes at buf become
  * nOut bytes at buf (nOut a multiple of 16). pair4 packs 4-bit codes LSB-first; pair2 then pair4, 2-bit.
  */
-function pairFunc(k: number): Func {
+export function pairFunc(k: number): Func {
   const [BUF, N, I, X] = [0, 1, 2, 3]
   const lo = (1 << k) - 1
   const step = (off: number) => [

@@ -1,0 +1,99 @@
+/**
+ * The ONNX int8/q4 and MLX fp kernels (src/simd/quant2.ts) against the scalar loops they stand in
+ * for, byte for byte: edge groups (NaN of either sign, ±Inf, ±0, subnormals, ties, f16/e4m3/e8m0
+ * boundaries, all-equal and zero groups) and seeded random groups at several magnitudes, over more
+ * than one kernel chunk; and lengths the kernels leave to the scalar loop.
+ */
+import {describe, expect, it} from 'vitest'
+import {seededRandom} from '../src/generate/sampler.js'
+import {quant2Kernels} from '../src/simd/quant2.js'
+import {quantizeInt8Rows, quantizeInt8RowsScalar} from '../src/quant/onnx-int8.js'
+import {quantizeQ4Rows, quantizeQ4RowsScalar} from '../src/quant/onnx-q4.js'
+
+const k = quant2Kernels()
+const f = (bits: number) => new Float32Array(new Uint32Array([bits]).buffer)[0]!
+
+/** Groups of `size` values each exercising an edge, then random groups at random magnitudes, `groups` in all. */
+function edgeGroups(size: number, groups: number, seed: number): Float32Array {
+  const random = seededRandom(seed)
+  const fill = (g: (i: number) => number) => Float32Array.from({length: size}, (_, i) => g(i))
+  const list: Float32Array[] = [
+    fill(() => 0),
+    fill((i) => (i % 2 ? -0 : 0)),
+    fill(() => -0),
+    fill((i) => (i === 3 ? NaN : i - 7)),
+    fill(() => NaN),
+    fill((i) => (i % 2 ? f(0xffc00000) : f(0x7fc00001))), // NaN of both signs, with a payload
+    fill((i) => (i === 2 ? f(0xffc00000) : 0.5 * i)),
+    fill((i) => (i === 0 ? Infinity : i)),
+    fill((i) => (i === 1 ? -Infinity : i)),
+    fill((i) => (i === 0 ? Infinity : i === 1 ? -Infinity : 0)),
+    fill(() => Infinity),
+    fill(() => -Infinity),
+    fill((i) => (i % 3 ? f(i + 1) : -f(i))), // f32 subnormals
+    fill((i) => f(0x00800000 + i) * (i % 2 ? 1 : -1)), // smallest normals
+    fill((i) => (i === 0 ? 3e38 : i === 1 ? -3.4e38 : i * 1e37)), // near f32 max
+    fill((i) => (i % 2 ? 127 : -127) * (i / size)),
+    fill((i) => (i === 0 ? 127 : i - 0.5)), // int8 ties: scale 1, x = k + ½
+    fill((i) => (i === 0 ? -127 : 0.5 - i)),
+    fill((i) => (i === 0 ? -8 : (i % 16) - 7.5)), // q4 ties: scale 1, x + 8 = k + ½
+    fill((i) => (i === 0 ? 8 : (i % 16) - 8.5)),
+    fill((i) => (i === 0 ? 6 : ((i % 13) - 6) * 0.25)), // fp4 thresholds: scale 1
+    fill((i) => (i === 0 ? -6 : ((i % 13) - 6) * 0.25 + (i % 2 ? 2 ** -20 : -(2 ** -20)))),
+    fill((i) => (i === 0 ? 448 : ((i % 29) - 14) * 2 ** (i % 20 - 12))), // e4m3 boundaries: scale 1
+    fill((i) => (i === 0 ? 448 : (i % 2 ? 1 : -1) * (1 + (2 * (i % 8) + 1) / 16) * 2 ** ((i % 14) - 6))), // e4m3 ties
+    fill((i) => (i === 0 ? 448 : (i % 2 ? 1 : -1) * ((i % 8) + 0.5) * 2 ** -9)), // e4m3 subnormal ties
+    fill((i) => (i === 0 ? 6 * 2 ** 0.49 : i * 0.3)), // e8m0: log2 just under ½ away
+    fill((i) => (i === 0 ? 6 * 2 ** 0.51 : -i * 0.3)),
+    fill((i) => (i === 0 ? 65504 : i === 1 ? -65504 : i)), // f16 max
+    fill((i) => (i === 0 ? 1e-6 : 1e-9 * i)), // scales under f16's smallest subnormal
+    fill((i) => (i === 0 ? 1e-30 : 1e-35 * i)), // under e4m3's smallest subnormal
+    fill(() => 42.5), // constant
+    fill(() => -3),
+  ]
+  const out = new Float32Array(size * groups)
+  for (let g = 0; g < groups; g++) {
+    const group = g < list.length ? list[g]! : fill(() => (random() - 0.5) * 10 ** (random() * 12 - 6))
+    out.set(group, g * size)
+  }
+  return out
+}
+
+const same = (a: Uint8Array, b: Uint8Array): string => {
+  if (a.length !== b.length) return `lengths ${a.length} vs ${b.length}`
+  const i = a.findIndex((x, j) => x !== b[j])
+  return i === -1 ? 'identical' : `byte ${i}: ${a[i]} vs ${b[i]}`
+}
+const bytes = (v: ArrayBufferView) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+
+describe.skipIf(!k)('ONNX quantizer kernels against the scalar loops', () => {
+  it('int8: edge rows and random rows of several widths, codes and scales bit for bit', () => {
+    for (const cols of [16, 32, 48, 2048, 65536]) {
+      const rows = Math.max(40, Math.ceil((65536 * 2 + 77) / cols) + 1) // more than one kernel chunk
+      const values = edgeGroups(cols, rows, cols)
+      const got = quantizeInt8Rows(values, rows, cols)
+      const want = quantizeInt8RowsScalar(values, rows, cols)
+      expect(same(bytes(got.codes), bytes(want.codes)), `codes, ${cols} columns`).toBe('identical')
+      expect(same(bytes(got.scales), bytes(want.scales)), `scales, ${cols} columns`).toBe('identical')
+    }
+  })
+
+  it('q4: edge blocks and random blocks, F32 and F16 scales, bit for bit', () => {
+    for (const dtype of ['F32', 'F16'] as const) {
+      for (const cols of [32, 96, 4096]) {
+        const rows = Math.ceil((65536 * 2 + 64) / cols) + 1
+        const values = edgeGroups(32, (rows * cols) / 32, cols + 1)
+        const got = quantizeQ4Rows(values, rows, cols, dtype)
+        const want = quantizeQ4RowsScalar(values, rows, cols, dtype)
+        expect(same(got.blocks, want.blocks), `blocks, ${dtype} ${cols} columns`).toBe('identical')
+        expect(same(bytes(got.scales), bytes(want.scales)), `scales, ${dtype} ${cols} columns`).toBe('identical')
+      }
+    }
+  })
+
+  it('shapes the kernels leave to the scalar loop give the scalar bytes', () => {
+    const values = edgeGroups(8, 50, 5)
+    expect(same(bytes(quantizeInt8Rows(values, 40, 10).codes), bytes(quantizeInt8RowsScalar(values, 40, 10).codes))).toBe('identical')
+    expect(same(quantizeQ4Rows(values, 10, 40, 'F32').blocks, quantizeQ4RowsScalar(values, 10, 40, 'F32').blocks)).toBe('identical')
+  })
+})

@@ -9,6 +9,7 @@ import {seededRandom} from '../src/generate/sampler.js'
 import {quant2Kernels} from '../src/simd/quant2.js'
 import {quantizeInt8Rows, quantizeInt8RowsScalar} from '../src/quant/onnx-int8.js'
 import {quantizeQ4Rows, quantizeQ4RowsScalar} from '../src/quant/onnx-q4.js'
+import {fpEncode, fpQuantizeInto, MLX_FP_MODE_NAMES, MLX_FP_MODES, MLX_MXFP4, MLX_MXFP8, MLX_NVFP4, packFp, roundTo} from '../src/quant/mlx-fp.js'
 
 const k = quant2Kernels()
 const f = (bits: number) => new Float32Array(new Uint32Array([bits]).buffer)[0]!
@@ -95,5 +96,53 @@ describe.skipIf(!k)('ONNX quantizer kernels against the scalar loops', () => {
     const values = edgeGroups(8, 50, 5)
     expect(same(bytes(quantizeInt8Rows(values, 40, 10).codes), bytes(quantizeInt8RowsScalar(values, 40, 10).codes))).toBe('identical')
     expect(same(quantizeQ4Rows(values, 10, 40, 'F32').blocks, quantizeQ4RowsScalar(values, 10, 40, 'F32').blocks)).toBe('identical')
+  })
+})
+
+describe.skipIf(!k)('MLX fp kernels against the scalar loop', () => {
+  it('mxfp4, nvfp4, mxfp8 from F32, F16 and BF16 weights: edge groups and random groups, weight and scales bit for bit', () => {
+    for (const mode of MLX_FP_MODE_NAMES) {
+      const {bits, groupSize} = MLX_FP_MODES[mode]
+      for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+        const source = edgeGroups(groupSize, (65536 * 2) / groupSize + 40, groupSize + bits)
+        // As the scheme's encode: the weights rounded to the dtype first.
+        const values = Float32Array.from(source, (v) => roundTo(v, dtype))
+        const got = fpEncode(mode, values, values.length, dtype)
+        const codes = new Uint8Array(values.length)
+        const scales = new Uint8Array(values.length / groupSize)
+        fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
+        expect(same(got.scales!, scales), `scales, ${mode} ${dtype}`).toBe('identical')
+        expect(same(got.weight!, packFp(codes, bits)), `weight, ${mode} ${dtype}`).toBe('identical')
+      }
+    }
+  })
+
+  it('fp4 values beyond the kernel\'s fast range (|q| > 64, ±Inf quotients) come from the scalar rule', () => {
+    // nvfp4 groups whose e4m3 scale saturates at 448 leave quotients far above 6; far past 2^24
+    // the rounded distances to every entry tie and the scalar rule takes the first, code 0, not ±6.
+    const values = Float32Array.from({length: 4096}, (_, i) => (i % 16 === 0 ? 1e6 : i % 16 === 1 ? 1e12 * (i % 32 === 1 ? -1 : 1) : (i % 7) * 1e4 - 3e4))
+    const got = fpEncode('nvfp4', values, values.length, 'F32')
+    const codes = new Uint8Array(values.length)
+    const scales = new Uint8Array(values.length / 16)
+    fpQuantizeInto('nvfp4', values, values.length, 'F32', codes, scales)
+    expect(same(got.weight!, packFp(codes, 4))).toBe('identical')
+    expect([codes[1], codes[17]]).toEqual([0, 0])
+  })
+
+  it('the schemes\' encode (weights rounded by roundInto, or used as they are from f32) equals roundTo element by element and the scalar loop', () => {
+    const schemes = {mxfp4: MLX_MXFP4, nvfp4: MLX_NVFP4, mxfp8: MLX_MXFP8}
+    for (const mode of MLX_FP_MODE_NAMES) {
+      const {bits, groupSize} = MLX_FP_MODES[mode]
+      for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+        const source = edgeGroups(groupSize, 4096 / groupSize + 48, 3) // whole rows of 256
+        const got = schemes[mode].encode(source, source.length / 256, 256, {dtype})
+        const values = Float32Array.from(source, (v) => roundTo(v, dtype))
+        const codes = new Uint8Array(values.length)
+        const scales = new Uint8Array(values.length / groupSize)
+        fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
+        expect(same(got.scales!, scales), `scales, ${mode} ${dtype}`).toBe('identical')
+        expect(same(got.weight!, packFp(codes, bits)), `weight, ${mode} ${dtype}`).toBe('identical')
+      }
+    }
   })
 })

@@ -27,8 +27,9 @@
  * then rounded to D (the dtype the reader presents).
  */
 import {UsageError} from '../errors.js'
+import {quant2Kernels} from '../simd/quant2.js'
 import {bf16BitsToF32, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, isFloatDType} from '../tensor/dtype.js'
-import {rint} from './mlx-affine.js'
+import {rint, roundInto} from './mlx-affine.js'
 import {type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
 
 export const MLX_FP_MODES = {
@@ -112,13 +113,45 @@ function dtypeOf(params: SchemeParams): FloatDType {
   return params.dtype ?? 'F32'
 }
 
+/** fpGroup's results: GROUP[0] the scale byte, GROUP[1] the divisor, GROUP[2] 0 (q = w / divisor is exact), 1 (q is rounded to the dtype) or 2 (the codes are 0). */
+const GROUP = new Float64Array(3)
+
+/** A group's scale byte and divisor from its largest |w| (MLX's rule above), into GROUP. */
+function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
+  const s = roundTo(amax / (MLX_FP_MODES[mode].bits === 4 ? 6 : 448), dtype)
+  if (!Number.isFinite(s)) {
+    // Inf/NaN weights (e.g. beyond the f16 range): MLX's float-to-int of the exponent is undefined;
+    // both implementations write e8m0's NaN byte (what MLX's Metal kernel writes) and zero codes.
+    GROUP[0] = mode === 'nvfp4' ? e4m3Code(s) : 0xff
+    GROUP[1] = 1
+    GROUP[2] = 2
+  } else if (mode === 'nvfp4') {
+    const code = e4m3Code(s)
+    GROUP[0] = code
+    GROUP[1] = e4m3Value(code)
+    GROUP[2] = 1
+  } else {
+    const e = s === 0 ? 0 : rint(roundTo(Math.log2(s), dtype))
+    const divisor = roundTo(2 ** e, dtype)
+    GROUP[0] = (e + 127) & 0xff
+    GROUP[1] = divisor
+    // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.
+    GROUP[2] = divisor <= 1 && divisor > 0 ? 0 : 1
+  }
+}
+
+/** The code of w in a group with this divisor (`rounded`: the quotient is rounded to the dtype). */
+function fpCode(mode: MlxFpMode, w: number, divisor: number, rounded: boolean, dtype: FloatDType): number {
+  const q = rounded ? roundTo(w / divisor, dtype) : w / divisor
+  return MLX_FP_MODES[mode].bits === 4 ? fp4Code(q, mode === 'nvfp4' ? 'F32' : dtype) : e4m3Code(q)
+}
+
 /**
  * Encode `count` values (whole groups) of `values` (already rounded to `dtype`) into `codes` (one
  * byte per element; null: the scales only) and `scales` (one byte per group).
  */
 export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType, codes: Uint8Array | null, scales: Uint8Array): void {
-  const {bits, groupSize} = MLX_FP_MODES[mode]
-  const maxval = bits === 4 ? 6 : 448
+  const {groupSize} = MLX_FP_MODES[mode]
   for (let g = 0; g < count / groupSize; g++) {
     const start = g * groupSize
     let amax = 0
@@ -126,32 +159,37 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
       const a = Math.abs(values[i]!)
       if (a > amax) amax = a
     }
-    const s = roundTo(amax / maxval, dtype)
-    let divisor: number
-    if (!Number.isFinite(s)) {
-      // Inf/NaN weights (e.g. beyond the f16 range): MLX's float-to-int of the exponent is undefined;
-      // both implementations write e8m0's NaN byte (what MLX's Metal kernel writes) and zero codes.
-      scales[g] = mode === 'nvfp4' ? e4m3Code(s) : 0xff
-      codes?.fill(0, start, start + groupSize)
-      continue
-    } else if (mode === 'nvfp4') {
-      const code = e4m3Code(s)
-      scales[g] = code
-      divisor = e4m3Value(code)
-    } else {
-      const e = s === 0 ? 0 : rint(roundTo(Math.log2(s), dtype))
-      scales[g] = (e + 127) & 0xff
-      divisor = roundTo(2 ** e, dtype)
-    }
+    fpGroup(mode, amax, dtype)
+    scales[g] = GROUP[0]!
     if (!codes) continue // scales only
-    // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.
-    const exact = mode !== 'nvfp4' && divisor <= 1 && divisor > 0
-    const fp4Dtype = mode === 'nvfp4' ? 'F32' : dtype
-    for (let i = start; i < start + groupSize; i++) {
-      const q = exact ? values[i]! / divisor : roundTo(values[i]! / divisor, dtype)
-      codes[i] = bits === 4 ? fp4Code(q, fp4Dtype) : e4m3Code(q)
-    }
+    if (GROUP[2] === 2) codes.fill(0, start, start + groupSize)
+    else for (let i = start; i < start + groupSize; i++) codes[i] = fpCode(mode, values[i]!, GROUP[1]!, GROUP[2] === 1, dtype)
   }
+}
+
+/**
+ * The `weight` and `scales` parts of `count` values (whole groups, already rounded to `dtype`): the
+ * SIMD kernel (src/simd/quant2.ts) where it applies, else fpQuantizeInto and packFp.
+ */
+export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType): Encoded {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  const scales = new Uint8Array(count / groupSize)
+  const kernels = count >= 256 ? quant2Kernels() : undefined
+  if (!kernels) {
+    const codes = new Uint8Array(count)
+    fpQuantizeInto(mode, values, count, dtype, codes, scales)
+    return {weight: packFp(codes, bits), scales}
+  }
+  const weight = new Uint8Array((count * bits) / 8)
+  kernels.fp(bits, dtype, values, count, groupSize, weight, (g, min, max, par, o) => {
+    // The group's largest |w| (NaN ignored, 0 when none) from its min and max.
+    fpGroup(mode, Math.max(0, -min, max), dtype)
+    scales[g] = GROUP[0]!
+    par[o] = GROUP[1]!
+    // An fp4 group with divisor 0 (a zero e4m3 scale) divides into ±Inf and NaN: code 0 throughout.
+    return bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
+  }, (i, divisor, rounded) => fpCode(mode, values[i]!, divisor, rounded, dtype))
+  return {weight, scales}
 }
 
 /** Codes (one byte per element) → the `weight` part's bytes. */
@@ -240,12 +278,10 @@ function fpScheme(mode: MlxFpMode): Scheme {
     encode(values, rows, cols, params) {
       const dtype = dtypeOf(params)
       const n = rows * cols
-      const rounded = new Float32Array(n)
-      for (let i = 0; i < n; i++) rounded[i] = roundTo(values[i]!, dtype)
-      const codes = new Uint8Array(n)
-      const scales = new Uint8Array(n / groupSize)
-      fpQuantizeInto(mode, rounded, n, dtype, codes, scales)
-      return {weight: packFp(codes, bits), scales}
+      // The weights in the dtype (f32 values already are): roundInto is roundTo element by element.
+      let rounded = values
+      if (dtype !== 'F32') roundInto(values.subarray(0, n), dtype, rounded = new Float32Array(n))
+      return fpEncode(mode, rounded, n, dtype)
     },
     decode(parts, rows, cols, params) {
       const dtype = dtypeOf(params)

@@ -4,9 +4,19 @@
  * boundaries, all-equal and zero groups) and seeded random groups at several magnitudes, over more
  * than one kernel chunk; and lengths the kernels leave to the scalar loop.
  */
-import {describe, expect, it} from 'vitest'
+import {createHash} from 'node:crypto'
+import {promises as fs} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {convert, writeCheckpoint} from '../src/convert.js'
+import {presetConfig} from '../src/model/presets.js'
+import {synthCheckpoint} from '../src/model/synth.js'
+import {closeSharedPool, setThreads} from '../src/pool/index.js'
+import {drain} from '../src/progress.js'
+import {resetSimdKernels} from '../src/simd/kernels.js'
 import {seededRandom} from '../src/generate/sampler.js'
-import {quant2Kernels} from '../src/simd/quant2.js'
+import {quant2Kernels, resetQuant2Kernels} from '../src/simd/quant2.js'
 import {quantizeInt8Rows, quantizeInt8RowsScalar} from '../src/quant/onnx-int8.js'
 import {quantizeQ4Rows, quantizeQ4RowsScalar} from '../src/quant/onnx-q4.js'
 import {fpEncode, fpQuantizeInto, MLX_FP_MODE_NAMES, MLX_FP_MODES, MLX_MXFP4, MLX_MXFP8, MLX_NVFP4, packFp, roundTo} from '../src/quant/mlx-fp.js'
@@ -145,4 +155,57 @@ describe.skipIf(!k)('MLX fp kernels against the scalar loop', () => {
       }
     }
   })
+})
+
+describe.skipIf(!k)('whole conversions with the kernels and with OPENELM_SIMD=0 write the same files (sha256)', () => {
+  let work: string
+  let source: string
+  const before = process.env.OPENELM_SIMD
+  beforeAll(async () => {
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-quant2-'))
+    // tiny with a 20000-token vocabulary: the embedding (20000 × 64) spans several kernel chunks.
+    source = path.join(work, 'source')
+    await drain(writeCheckpoint(synthCheckpoint(presetConfig('tiny', {vocab_size: 20_000}), {seed: 5, dtype: 'F32'}), 'hf', source, {}))
+  }, 60_000)
+  afterAll(async () => {
+    setThreads(undefined)
+    if (before === undefined) delete process.env.OPENELM_SIMD
+    else process.env.OPENELM_SIMD = before
+    resetSimdKernels()
+    resetQuant2Kernels()
+    await closeSharedPool()
+    await fs.rm(work, {recursive: true, force: true})
+  })
+  const hashFolder = async (dir: string, out: Record<string, string> = {}, prefix = ''): Promise<Record<string, string>> => {
+    for (const e of (await fs.readdir(dir, {withFileTypes: true})).sort((a, b) => a.name.localeCompare(b.name))) {
+      if (e.isDirectory()) await hashFolder(path.join(dir, e.name), out, `${prefix}${e.name}/`)
+      else out[prefix + e.name] = createHash('sha256').update(await fs.readFile(path.join(dir, e.name))).digest('hex')
+    }
+    return out
+  }
+
+  for (const [to, label, quantization] of [
+    ['onnx', 'onnx q8 (model_quantized.onnx)', {bits: 8, groupSize: 32, mode: 'affine'}],
+    ['onnx', 'onnx q4 (model_q4.onnx)', {bits: 4, groupSize: 32, mode: 'affine'}],
+    ['mlx', 'mlx mxfp4', {bits: 4, groupSize: 32, mode: 'mxfp4'}],
+    ['mlx', 'mlx nvfp4', {bits: 4, groupSize: 16, mode: 'nvfp4'}],
+    ['mlx', 'mlx mxfp8', {bits: 8, groupSize: 32, mode: 'mxfp8'}],
+  ] as const) {
+    it(label, async () => {
+      const folders: Array<Record<string, string>> = []
+      // One thread: the tasks run in this thread, where OPENELM_SIMD is switched.
+      setThreads(1)
+      for (const simd of ['0', '1']) {
+        process.env.OPENELM_SIMD = simd
+        resetSimdKernels()
+        resetQuant2Kernels()
+        expect(Boolean(quant2Kernels())).toBe(simd === '1')
+        const out = path.join(work, `${label.replace(/\W/g, '-')}-${simd}`)
+        await drain(convert(source, to, out, {}, {quantization}))
+        folders.push(await hashFolder(out))
+      }
+      expect(Object.keys(folders[0]!).some((f) => f.endsWith('.onnx') || f.endsWith('.safetensors'))).toBe(true)
+      expect(folders[1]).toEqual(folders[0])
+    }, 120_000)
+  }
 })

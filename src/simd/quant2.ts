@@ -14,6 +14,7 @@
  * `quant2Kernels()` undefined and the callers on their scalar loops.
  */
 import {
+  ELSE, END, IF,
   assemble, F32X4_ABS, F32X4_DIV, f32x4c, F32X4_LT, F32X4_MUL, F32X4_NEAREST, F32X4_PMAX, F32X4_PMIN, F32X4_SPLAT, type Func, f32Load, get,
   I16X8_NARROW_I32X4_S, I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32X4_ADD, i32x4c, I32X4_LT_S, I32X4_NE, I32X4_SHR_U, I32X4_SPLAT, I32X4_SUB,
   I32X4_TRUNC_SAT_F32X4_S, i32c, i32Load, I8X16_NARROW_I16X8_S, I8X16_NARROW_I16X8_U, set, tee, V128, V128_AND, V128_BITSELECT, V128_OR, v128Load, v128Store,
@@ -46,16 +47,23 @@ const sixteen = (P: number, O: number, code: (k: number) => number[], signed: bo
   ]
 }
 
-/** A kernel `(src, par, dst, groups, size)`: per group, `setup` from its par slots, then `code` over its values 16 at a time. */
-function groupKernel(name: string, locals: Array<[number, number]>, setup: (G: number) => number[], code: (P: number, k: number) => number[], signed: boolean, tail: number[] = []): Func {
+/**
+ * A kernel `(src, par, dst, groups, size)`: per group, `setup` from its par slots, then `code` over
+ * its values 16 at a time; with `alt`, groups whose `cond` is nonzero take `alt` instead.
+ */
+function groupKernel(
+  name: string, locals: Array<[number, number]>, setup: (G: number) => number[], code: (P: number, k: number) => number[], signed: boolean,
+  tail: number[] = [], alt?: {cond: (G: number) => number[]; code: (P: number, k: number) => number[]},
+): Func {
   const [SRCP, , DSTP, NG, SIZE, G, P, O, I] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
+  const loop = (c: (P: number, k: number) => number[]) => forLoop(I, SIZE, 16, sixteen(P, O, (k) => c(P, k), signed))
   return {
     name, params: 5, locals: [[4, I32], ...locals],
     body: [
       ...forLoop(G, NG, 1, [
         ...setup(G),
         ...groupAt(SRCP, G, SIZE, 4), ...set(P), ...groupAt(DSTP, G, SIZE, 1), ...set(O),
-        ...forLoop(I, SIZE, 16, sixteen(P, O, (k) => code(P, k), signed)),
+        ...(alt ? [...alt.cond(G), ...IF, ...loop(alt.code), ...ELSE, ...loop(code), ...END] : loop(code)),
       ]),
       ...tail,
     ],
@@ -94,21 +102,19 @@ const FP4_EDGES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5]
 
 /**
  * fp_<bits>_<dtype>(src, par, dst, groups, size): q = x / par[2g] in f32, rounded to the dtype where
- * the group's mask par[2g+1] is all ones (the scalar's roundTo; 0: the division is exact), then
+ * the group's flag par[2g+1] is nonzero (the scalar's roundTo; 0: the division is exact), then
  *   fp4: index = #thresholds below |q|, code = index | 8 when q < 0 and index > 0; |q| > 64 (and ±Inf)
  *        store SLOW_CODE and count in the SLOW lanes (the scalar rule compares rounded distances there);
  *   fp8: e4m3fn, round half to even on the f32 bits (|q| < 2^-6: rint(|q| · 512)), |q| ≥ 448 and NaN
  *        saturate to 0x7e, the sign bit kept.
  */
 function fpFunc(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16'): Func {
-  const [D, MK, X, A, S, CNT, H] = [9, 10, 11, 12, 13, 14, 15]
+  const [D, X, A, S, CNT, H] = [9, 10, 11, 12, 13, 14]
   const round = dtype === 'F16' ? roundF16Lanes(X, H) : dtype === 'BF16' ? roundBf16Lanes(X, H) : []
-  const q = (P: number, k: number) => [
-    ...get(P), ...v128Load(16 * k), ...get(D), ...F32X4_DIV, ...set(X),
-    ...(dtype === 'F32' ? [] : [...round, ...get(X), ...get(MK), ...V128_BITSELECT, ...set(X)]),
-  ]
-  const fp4Code = (P: number, k: number) => [
-    ...q(P, k), ...get(X), ...F32X4_ABS, ...set(A),
+  // q = x / d, rounded to the dtype when `rounded` (the group's mask is all ones)
+  const q = (P: number, k: number, rounded: boolean) => [...get(P), ...v128Load(16 * k), ...get(D), ...F32X4_DIV, ...set(X), ...(rounded ? [...round, ...set(X)] : [])]
+  const fp4Code = (rounded: boolean) => (P: number, k: number) => [
+    ...q(P, k, rounded), ...get(X), ...F32X4_ABS, ...set(A),
     ...FP4_EDGES.flatMap((t, i) => [...f32x4c(t), ...get(A), ...F32X4_LT, ...(i > 0 ? I32X4_ADD : [])]), ...set(S),
     // index | (8 if q < 0 and index > 0)
     ...i32x4c(0), ...get(S), ...I32X4_SUB,
@@ -117,8 +123,8 @@ function fpFunc(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16'): Func {
     ...i32x4c(SLOW_CODE), ...f32x4c(64), ...get(A), ...F32X4_LT, ...tee(S), ...V128_NOT, ...V128_BITSELECT,
     ...get(CNT), ...get(S), ...I32X4_SUB, ...set(CNT),
   ]
-  const fp8Code = (P: number, k: number) => [
-    ...q(P, k), ...get(X), ...i32x4c(0x7fffffff), ...V128_AND, ...set(A),
+  const fp8Code = (rounded: boolean) => (P: number, k: number) => [
+    ...q(P, k, rounded), ...get(X), ...i32x4c(0x7fffffff), ...V128_AND, ...set(A),
     // subnormal steps: rint(|q| · 512)
     ...get(A), ...f32x4c(512), ...F32X4_MUL, ...F32X4_NEAREST, ...I32X4_TRUNC_SAT_F32X4_S,
     // normal: the f32 bits rounded to 3 mantissa bits (half to even, a carry steps the exponent), rebiased
@@ -129,10 +135,11 @@ function fpFunc(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16'): Func {
     ...get(X), ...i32c(24), ...I32X4_SHR_U, ...i32x4c(0x80), ...V128_AND, ...V128_OR,
   ]
   return groupKernel(
-    `fp${bits}_${dtype}`, [[dtype === 'F16' ? 10 : 7, V128]],
-    (G) => [...splatPar(G, 0, D), ...splatPar(G, 4, MK, i32Load, I32X4_SPLAT)],
-    bits === 4 ? fp4Code : fp8Code, false,
+    `fp${bits}_${dtype}`, [[dtype === 'F16' ? 9 : 6, V128]],
+    (G) => splatPar(G, 0, D),
+    (bits === 4 ? fp4Code : fp8Code)(false), false,
     bits === 4 ? [...i32c(SLOW), ...get(CNT), ...v128Store(0)] : [],
+    dtype === 'F32' ? undefined : {cond: (G) => [...addr(PARP, G, 8), ...i32Load(4)], code: (bits === 4 ? fp4Code : fp8Code)(true)},
   )
 }
 

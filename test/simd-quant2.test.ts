@@ -15,11 +15,12 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {closeSharedPool, setThreads} from '../src/pool/index.js'
 import {drain} from '../src/progress.js'
 import {resetSimdKernels} from '../src/simd/kernels.js'
+import {bf16BitsToF32, f16BitsToF32} from '../src/tensor/dtype.js'
 import {seededRandom} from '../src/generate/sampler.js'
 import {quant2Kernels, resetQuant2Kernels} from '../src/simd/quant2.js'
 import {quantizeInt8Rows, quantizeInt8RowsScalar} from '../src/quant/onnx-int8.js'
 import {quantizeQ4Rows, quantizeQ4RowsScalar} from '../src/quant/onnx-q4.js'
-import {fpEncode, fpQuantizeInto, MLX_FP_MODE_NAMES, MLX_FP_MODES, MLX_MXFP4, MLX_MXFP8, MLX_NVFP4, packFp, roundTo} from '../src/quant/mlx-fp.js'
+import {e8m0Exponent, e8m0ExponentSlow, fpEncode, fpQuantizeInto, MLX_FP_MODE_NAMES, MLX_FP_MODES, MLX_MXFP4, MLX_MXFP8, MLX_NVFP4, packFp, roundTo} from '../src/quant/mlx-fp.js'
 
 const k = quant2Kernels()
 const f = (bits: number) => new Float32Array(new Uint32Array([bits]).buffer)[0]!
@@ -208,4 +209,31 @@ describe.skipIf(!k)('whole conversions with the kernels and with OPENELM_SIMD=0 
       expect(folders[1]).toEqual(folders[0])
     }, 120_000)
   }
+})
+
+describe('the mx modes\' scale exponent by table', () => {
+  it('equals rint(D(log2 s)) for every positive f16 and bf16 value (as F16, BF16 scales) and a sweep of f32 patterns (as F32, F16, BF16)', () => {
+    const bad: string[] = []
+    for (let h = 1; h < 0x7c00; h++) if (e8m0Exponent(f16BitsToF32(h), 'F16') !== e8m0ExponentSlow(f16BitsToF32(h), 'F16')) bad.push(`f16 0x${h.toString(16)}`)
+    for (let h = 1; h < 0x7f80; h++) if (e8m0Exponent(bf16BitsToF32(h), 'BF16') !== e8m0ExponentSlow(bf16BitsToF32(h), 'BF16')) bad.push(`bf16 0x${h.toString(16)}`)
+    const bits = new Uint32Array(1)
+    const f = new Float32Array(bits.buffer)
+    for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+      for (let b = 1; b < 0x7f800000; b += 4099) {
+        bits[0] = b
+        if (e8m0Exponent(f[0]!, dtype) !== e8m0ExponentSlow(f[0]!, dtype)) bad.push(`${dtype} 0x${b.toString(16)}`)
+      }
+      // around each binade's 1.4142 (log2 near k + ½, where the answer turns)
+      for (let k = -140; k < 128; k++) {
+        bits[0] = 0
+        f[0] = Math.SQRT2 * 2 ** k
+        const b0 = bits[0]!
+        for (let d = -300; d <= 300; d++) {
+          bits[0] = b0 + d
+          if (e8m0Exponent(f[0]!, dtype) !== e8m0ExponentSlow(f[0]!, dtype)) bad.push(`${dtype} 0x${bits[0]!.toString(16)}`)
+        }
+      }
+    }
+    expect(bad.slice(0, 5)).toEqual([])
+  })
 })

@@ -98,11 +98,14 @@ export function e4m3Code(v: number): number {
 
 /** The value of an fp8 e4m3 byte (0x7F/0xFF: ±480, as MLX's FromFP8 reads them). */
 export function e4m3Value(code: number): number {
+  return E4M3_VALUES[code & 0xff]!
+}
+const E4M3_VALUES = Float64Array.from({length: 256}, (_, code) => {
   const e = (code >>> 3) & 0xf
   const m = code & 7
   const v = e === 0 ? m * 2 ** -9 : (8 + m) * 2 ** (e - 10)
   return code & 0x80 ? -v : v
-}
+})
 
 /** The value of an e8m0 scale byte (0: 2^-127, as MLX decodes it; 255: +Inf). */
 export function e8m0Value(code: number): number {
@@ -115,6 +118,57 @@ function dtypeOf(params: SchemeParams): FloatDType {
 
 /** fpGroup's results: GROUP[0] the scale byte, GROUP[1] the divisor, GROUP[2] 0 (q = w / divisor is exact), 1 (q is rounded to the dtype) or 2 (the codes are 0). */
 const GROUP = new Float64Array(3)
+
+/** The mx modes' exponent of a scale s > 0, as the rule above states it: rint(D(log2 s)). */
+export function e8m0ExponentSlow(s: number, dtype: FloatDType): number {
+  return rint(roundTo(Math.log2(s), dtype))
+}
+
+/**
+ * e8m0ExponentSlow by table. For s in [2^k, 2^(k+1)) the exponent is k or k+1 and grows with s, so
+ * each binade has one threshold: the least f32 s whose exponent is k+1 (Infinity when none), found
+ * by bisection on the f32 patterns. Scales within 2^-20 of a threshold, and f32 subnormals, take the
+ * formula itself (an ulp of log2 either way cannot move the answer elsewhere).
+ */
+const THRESHOLDS: Partial<Record<FloatDType, Float64Array>> = {}
+function thresholds(dtype: FloatDType): Float64Array {
+  const cached = THRESHOLDS[dtype]
+  if (cached) return cached
+  const table = new Float64Array(256)
+  const bits = new Uint32Array(1)
+  const f = new Float32Array(bits.buffer)
+  const at = (b: number) => {
+    bits[0] = b
+    return f[0]!
+  }
+  for (let biased = 1; biased < 255; biased++) {
+    const k = biased - 127
+    let lo = biased << 23 // 2^k
+    let hi = ((biased + 1) << 23) - 1 // the largest f32 under 2^(k+1)
+    if (e8m0ExponentSlow(at(hi), dtype) === k) {
+      table[biased] = Infinity
+      continue
+    }
+    // the least pattern with exponent k+1 lies in (lo, hi] (or is lo)
+    if (e8m0ExponentSlow(at(lo), dtype) !== k) hi = lo
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >>> 1
+      if (e8m0ExponentSlow(at(mid), dtype) === k) lo = mid
+      else hi = mid
+    }
+    table[biased] = at(hi)
+  }
+  return (THRESHOLDS[dtype] = table)
+}
+
+export function e8m0Exponent(s: number, dtype: FloatDType): number {
+  scratchF[0] = s
+  const biased = scratchU[0]! >>> 23
+  if (biased === 0 || biased >= 255) return e8m0ExponentSlow(s, dtype)
+  const t = thresholds(dtype)[biased]!
+  if (t !== Infinity && Math.abs(s - t) <= t * 2 ** -20) return e8m0ExponentSlow(s, dtype)
+  return s >= t ? biased - 126 : biased - 127
+}
 
 /** A group's scale byte and divisor from its largest |w| (MLX's rule above), into GROUP. */
 function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
@@ -131,7 +185,7 @@ function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
     GROUP[1] = e4m3Value(code)
     GROUP[2] = 1
   } else {
-    const e = s === 0 ? 0 : rint(roundTo(Math.log2(s), dtype))
+    const e = s === 0 ? 0 : e8m0Exponent(s, dtype)
     const divisor = roundTo(2 ** e, dtype)
     GROUP[0] = (e + 127) & 0xff
     GROUP[1] = divisor

@@ -222,27 +222,32 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
 }
 
 /**
- * The `weight` and `scales` parts of `count` values (whole groups, already rounded to `dtype`): the
- * SIMD kernel (src/simd/quant2.ts) where it applies, else fpQuantizeInto and packFp.
+ * The `weight` and `scales` parts of `count` values (whole groups) of weights, which are rounded to
+ * `dtype` first: the SIMD kernel (src/simd/quant2.ts, rounding each value as it reads it) where it
+ * applies, else roundInto, fpQuantizeInto and packFp.
  */
 export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType): Encoded {
   const {bits, groupSize} = MLX_FP_MODES[mode]
   const scales = new Uint8Array(count / groupSize)
   const kernels = count >= 256 ? quant2Kernels() : undefined
   if (!kernels) {
+    // The weights in the dtype (f32 values already are): roundInto is roundTo element by element.
+    let rounded = values
+    if (dtype !== 'F32') roundInto(values.subarray(0, count), dtype, rounded = new Float32Array(count))
     const codes = new Uint8Array(count)
-    fpQuantizeInto(mode, values, count, dtype, codes, scales)
+    fpQuantizeInto(mode, rounded, count, dtype, codes, scales)
     return {weight: packFp(codes, bits), scales}
   }
   const weight = new Uint8Array((count * bits) / 8)
   kernels.fp(bits, dtype, values, count, groupSize, weight, (g, min, max, par, o) => {
-    // The group's largest |w| (NaN ignored, 0 when none) from its min and max.
-    fpGroup(mode, Math.max(0, -min, max), dtype)
+    // The group's largest |w| in the dtype (NaN ignored, 0 when none) from its min and max: rounding
+    // is monotone and odd, so the largest rounded |w| is the rounded largest |w|.
+    fpGroup(mode, roundTo(Math.max(0, -min, max), dtype), dtype)
     scales[g] = GROUP[0]!
     par[o] = GROUP[1]!
     // An fp4 group with divisor 0 (a zero e4m3 scale) divides into ±Inf and NaN: code 0 throughout.
     return bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
-  }, (i, divisor, rounded) => fpCode(mode, values[i]!, divisor, rounded, dtype))
+  }, (i, divisor, rounded) => fpCode(mode, roundTo(values[i]!, dtype), divisor, rounded, dtype))
   return {weight, scales}
 }
 
@@ -332,10 +337,7 @@ function fpScheme(mode: MlxFpMode): Scheme {
     encode(values, rows, cols, params) {
       const dtype = dtypeOf(params)
       const n = rows * cols
-      // The weights in the dtype (f32 values already are): roundInto is roundTo element by element.
-      let rounded = values
-      if (dtype !== 'F32') roundInto(values.subarray(0, n), dtype, rounded = new Float32Array(n))
-      return fpEncode(mode, rounded, n, dtype)
+      return fpEncode(mode, values, n, dtype)
     },
     decode(parts, rows, cols, params) {
       const dtype = dtypeOf(params)

@@ -5,8 +5,8 @@
  *     clip(rint(f32(x / scale)), ±127);
  *   - ONNX MatMulNBits 4-bit (src/quant/onnx-q4.ts): per-block min/max and the codes
  *     clamp(roundf(f32(f32(x · r) + 8)), 0, 15), packed two to a byte;
- *   - MLX mxfp4, nvfp4, mxfp8 (src/quant/mlx-fp.ts): per-group |x| maximum, q = x / divisor
- *     (rounded to the weight dtype where the scalar rounds it) and its fp4 e2m1 or fp8 e4m3 code.
+ *   - MLX mxfp4, nvfp4, mxfp8 (src/quant/mlx-fp.ts): per-group |x| maximum, q = D(x) / divisor
+ *     (rounded to the weight dtype D where the scalar rounds it) and its fp4 e2m1 or fp8 e4m3 code.
  * The per-group rules (a scale from a maximum) stay in the quantizer's own JS; the kernels do the
  * per-element work. A module of its own (src/simd/kernels.ts is the casts', Q8_0's and MLX affine's),
  * built from that file's pieces, with its own memory: one chunk of f32 in, codes out. One instance
@@ -101,8 +101,9 @@ const Q4: Func = (() => {
 const FP4_EDGES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5]
 
 /**
- * fp_<bits>_<dtype>(src, par, dst, groups, size): q = x / par[2g] in f32, rounded to the dtype where
- * the group's flag par[2g+1] is nonzero (the scalar's roundTo; 0: the division is exact), then
+ * fp_<bits>_<dtype>(src, par, dst, groups, size): each weight rounded to the dtype, q = w / par[2g]
+ * in f32, rounded to the dtype where the group's flag par[2g+1] is nonzero (the scalar's roundTo; 0:
+ * the division is exact), then
  *   fp4: index = #thresholds below |q|, code = index | 8 when q < 0 and index > 0; |q| > 64 (and ±Inf)
  *        store SLOW_CODE and count in the SLOW lanes (the scalar rule compares rounded distances there);
  *   fp8: e4m3fn, round half to even on the f32 bits (|q| < 2^-6: rint(|q| · 512)), |q| ≥ 448 and NaN
@@ -111,8 +112,11 @@ const FP4_EDGES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5]
 function fpFunc(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16'): Func {
   const [D, X, A, S, CNT, H] = [9, 10, 11, 12, 13, 14]
   const round = dtype === 'F16' ? roundF16Lanes(X, H) : dtype === 'BF16' ? roundBf16Lanes(X, H) : []
-  // q = x / d, rounded to the dtype when `rounded` (the group's mask is all ones)
-  const q = (P: number, k: number, rounded: boolean) => [...get(P), ...v128Load(16 * k), ...get(D), ...F32X4_DIV, ...set(X), ...(rounded ? [...round, ...set(X)] : [])]
+  // q = D(x) / d, rounded to the dtype D again when `rounded` (the group's flag)
+  const q = (P: number, k: number, rounded: boolean) => [
+    ...get(P), ...v128Load(16 * k), ...set(X), ...(dtype === 'F32' ? [] : [...round, ...set(X)]),
+    ...get(X), ...get(D), ...F32X4_DIV, ...set(X), ...(rounded ? [...round, ...set(X)] : []),
+  ]
   const fp4Code = (rounded: boolean) => (P: number, k: number) => [
     ...q(P, k, rounded), ...get(X), ...F32X4_ABS, ...set(A),
     ...FP4_EDGES.flatMap((t, i) => [...f32x4c(t), ...get(A), ...F32X4_LT, ...(i > 0 ? I32X4_ADD : [])]), ...set(S),

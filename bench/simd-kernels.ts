@@ -14,7 +14,8 @@ import {quantizeInt8Rows, quantizeInt8RowsScalar} from '../src/quant/onnx-int8.j
 import {quantizeQ4Rows, quantizeQ4RowsScalar} from '../src/quant/onnx-q4.js'
 import {fromFloat32} from '../src/tensor/dtype.js'
 
-const mb = Number(process.argv[process.argv.indexOf('--mb') + 1] || 64)
+const mbAt = process.argv.indexOf('--mb')
+const mb = mbAt > 0 ? Number(process.argv[mbAt + 1]) : 64
 const n = Math.floor((mb * 1e6) / 4 / 4096) * 4096
 const random = seededRandom(1)
 const values = Float32Array.from({length: n}, () => (random() - 0.5) * 0.2)

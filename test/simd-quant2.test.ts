@@ -4,7 +4,6 @@
  * boundaries, all-equal and zero groups) and seeded random groups at several magnitudes, over more
  * than one kernel chunk; and lengths the kernels leave to the scalar loop.
  */
-import {createHash} from 'node:crypto'
 import {promises as fs} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -14,6 +13,7 @@ import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {closeSharedPool, setThreads} from '../src/pool/index.js'
 import {drain} from '../src/progress.js'
+import {hashFolder} from './helpers/hash-folder.js'
 import {resetSimdKernels} from '../src/simd/kernels.js'
 import {bf16BitsToF32, f16BitsToF32} from '../src/tensor/dtype.js'
 import {seededRandom} from '../src/generate/sampler.js'
@@ -177,14 +177,6 @@ describe.skipIf(!k)('whole conversions with the kernels and with OPENELM_SIMD=0 
     await closeSharedPool()
     await fs.rm(work, {recursive: true, force: true})
   })
-  const hashFolder = async (dir: string, out: Record<string, string> = {}, prefix = ''): Promise<Record<string, string>> => {
-    for (const e of (await fs.readdir(dir, {withFileTypes: true})).sort((a, b) => a.name.localeCompare(b.name))) {
-      if (e.isDirectory()) await hashFolder(path.join(dir, e.name), out, `${prefix}${e.name}/`)
-      else out[prefix + e.name] = createHash('sha256').update(await fs.readFile(path.join(dir, e.name))).digest('hex')
-    }
-    return out
-  }
-
   for (const [to, label, quantization] of [
     ['onnx', 'onnx q8 (model_quantized.onnx)', {bits: 8, groupSize: 32, mode: 'affine'}],
     ['onnx', 'onnx q4 (model_q4.onnx)', {bits: 4, groupSize: 32, mode: 'affine'}],

@@ -366,19 +366,23 @@ function packStream(codes: Uint8Array, from: number, n: number, bits: number, pa
   }
 }
 
+/** The exports of a kernel module's instance, or null without WebAssembly SIMD (or with OPENELM_SIMD=0). */
+export function instantiateKernels(bytes: Uint8Array): Record<string, unknown> | null {
+  if (process.env.OPENELM_SIMD === '0' || !wasm) return null
+  try {
+    return wasm.validate(bytes) ? new wasm.Instance(new wasm.Module(bytes), {}).exports : null
+  } catch {
+    return null
+  }
+}
+
 let kernels: SimdKernels | null | undefined
 
 /** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function simdKernels(): SimdKernels | undefined {
   if (kernels === undefined) {
-    kernels = null
-    if (process.env.OPENELM_SIMD !== '0' && wasm) {
-      try {
-        if (wasm.validate(SIMD_KERNELS_BYTES)) kernels = new SimdKernels(new wasm.Instance(new wasm.Module(SIMD_KERNELS_BYTES), {}).exports as unknown as Exports)
-      } catch {
-        kernels = null
-      }
-    }
+    const exports = instantiateKernels(SIMD_KERNELS_BYTES)
+    kernels = exports && new SimdKernels(exports as unknown as Exports)
   }
   return kernels ?? undefined
 }

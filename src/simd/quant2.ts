@@ -20,7 +20,7 @@ import {
   I32X4_TRUNC_SAT_F32X4_S, i32c, i32Load, I8X16_NARROW_I16X8_S, I8X16_NARROW_I16X8_U, set, tee, V128, V128_AND, V128_BITSELECT, V128_OR, v128Load, v128Store,
   F32X4_ADD,
 } from './asm.js'
-import {addr, forLoop, MINMAX, pairFunc, roundAwayLanes, roundBf16Lanes, roundF16Lanes} from './kernels.js'
+import {addr, forLoop, instantiateKernels, MINMAX, pairFunc, roundAwayLanes, roundBf16Lanes, roundF16Lanes} from './kernels.js'
 
 /** Values per chunk. */
 export const CHUNK2 = 65536
@@ -154,12 +154,6 @@ export const QUANT2_BYTES = assemble([MINMAX, pairFunc(4), INT8, Q4, ...FP_FUNCS
 
 type Fn = (...args: number[]) => void
 type Exports = Record<'minmax' | 'pair4' | 'int8' | 'q4' | `fp${4 | 8}_${'F32' | 'F16' | 'BF16'}`, Fn> & {mem: {buffer: ArrayBuffer}}
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean
-  Module: new (bytes: Uint8Array) => object
-  Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
-}
-const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
 
 /**
  * A group's rule, in the quantizer's JS: from the group's min and max (NaN ignored; ±Infinity when
@@ -253,14 +247,8 @@ let kernels: Quant2Kernels | null | undefined
 /** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function quant2Kernels(): Quant2Kernels | undefined {
   if (kernels === undefined) {
-    kernels = null
-    if (process.env.OPENELM_SIMD !== '0' && wasm) {
-      try {
-        if (wasm.validate(QUANT2_BYTES)) kernels = new Quant2Kernels(new wasm.Instance(new wasm.Module(QUANT2_BYTES), {}).exports as unknown as Exports)
-      } catch {
-        kernels = null
-      }
-    }
+    const exports = instantiateKernels(QUANT2_BYTES)
+    kernels = exports && new Quant2Kernels(exports as unknown as Exports)
   }
   return kernels ?? undefined
 }

@@ -11,7 +11,7 @@
  * scalar loops. OPENELM_SIMD=0 turns the kernels off (the bench's scalar rows).
  */
 import {
-  assemble, BLOCK, br, brIf, END, F32, f32c, f32Load, f32Store, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_DIV, F32X4_GE,
+  assemble, BLOCK, s32, br, brIf, END, F32, f32c, f32Load, f32Store, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_DIV, F32X4_GE,
   f32x4Lane, F32X4_LT, F32X4_MUL, F32X4_NEAREST, F32X4_PMAX, F32X4_PMIN, F32X4_SPLAT, F32X4_SUB, F32X4_TRUNC,
   F32X4_CONVERT_I32X4_S, I32X4_NE, I32X4_SHL, F32_DIV, F32_MAX, F32_MIN, F32_NE, type Func, get, I32, I32X4_ADD, i32x4c, I32X4_EQ, I32X4_GE_S, I32X4_GT_S,
   i32x4Lane, I32X4_LT_S, I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, I16X8_NARROW_I32X4_S, I16X8_NARROW_I32X4_U,
@@ -226,7 +226,33 @@ export function pairFunc(k: number): Func {
   }
 }
 
-export const SIMD_KERNELS_BYTES = assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2), ROUND_F16, ROUND_BF16], PAGES)
+// i64 instructions of packFunc (the other kernels need none)
+const I64 = 0x7e
+const I64_LOAD = [0x29, 0x03, 0x00]
+const I64_STORE = [0x37, 0x03, 0x00]
+const i64c = (n: number) => [0x42, ...s32(n)]
+const [I64_AND, I64_OR, I64_SHL, I64_SHR_U] = [[0x83], [0x84], [0x86], [0x88]]
+
+/**
+ * packK(buf, n8), K = 3, 5, 6: codes (one byte each, < 2^K) → their LSB-first bit stream, in place:
+ * each 8 codes (an i64 load) become K bytes, stored as one i64 whose upper bytes are 0 and are
+ * overwritten by the next store (which never reaches codes not yet read: K·i + 8 ≤ 8·(i + 1)).
+ */
+function packFunc(k: number): Func {
+  const [BUF, N8, I, X, V] = [0, 1, 2, 3, 4]
+  const lane = (j: number) => [...get(X), ...i64c(8 * j), ...I64_SHR_U, ...i64c(0xff), ...I64_AND, ...i64c(k * j), ...I64_SHL]
+  return {
+    name: `pack${k}`, params: 2, locals: [[1, I32], [2, I64]],
+    body: forLoop(I, N8, 1, [
+      ...get(BUF), ...get(I), ...i32c(8), ...I32_MUL, ...I32_ADD, ...I64_LOAD, ...set(X),
+      ...lane(0), ...set(V),
+      ...[1, 2, 3, 4, 5, 6, 7].flatMap((j) => [...get(V), ...lane(j), ...I64_OR, ...set(V)]),
+      ...addr(BUF, I, k), ...get(V), ...I64_STORE,
+    ]),
+  }
+}
+
+export const SIMD_KERNELS_BYTES = assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2), ROUND_F16, ROUND_BF16, packFunc(3), packFunc(5), packFunc(6)], PAGES)
 
 type Fn = (...args: number[]) => void
 interface Exports {
@@ -239,6 +265,9 @@ interface Exports {
   pair2: Fn
   round_f16: Fn
   round_bf16: Fn
+  pack3: Fn
+  pack5: Fn
+  pack6: Fn
   mem: {buffer: ArrayBuffer}
 }
 interface WasmApi {
@@ -345,24 +374,12 @@ export class SimdKernels {
         this.x.pair2(DST, n / 2)
         this.x.pair4(DST, n / 4)
         packedBytes.set(this.u8.subarray(DST, DST + outBytes), at)
-      } else packStream(this.u8, DST, n, bits, packed, at / 4)
+      } else {
+        const pack = bits === 3 ? this.x.pack3 : bits === 5 ? this.x.pack5 : this.x.pack6
+        pack(DST, n / 8)
+        packedBytes.set(this.u8.subarray(DST, DST + outBytes), at)
+      }
     }
-  }
-}
-
-/** Codes (one byte each) → LSB-first bit stream of words, for widths that straddle words (3, 5, 6). n·bits a multiple of 32. */
-function packStream(codes: Uint8Array, from: number, n: number, bits: number, packed: Uint32Array, word0: number): void {
-  let bitPos = 0
-  let word = 0
-  for (let i = 0; i < n; i++) {
-    const q = codes[from + i]!
-    const shift = bitPos & 31
-    word |= q << shift
-    if (shift + bits >= 32) {
-      packed[word0 + (bitPos >>> 5)] = word
-      word = shift + bits > 32 ? q >>> (32 - shift) : 0
-    }
-    bitPos += bits
   }
 }
 

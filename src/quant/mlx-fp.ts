@@ -29,7 +29,7 @@
 import {UsageError} from '../errors.js'
 import {quant2Kernels} from '../simd/quant2.js'
 import {bf16BitsToF32, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, isFloatDType} from '../tensor/dtype.js'
-import {rint, roundInto} from './mlx-affine.js'
+import {bf16RoundedBits, f16RoundedBits, isF16Normal, rint, roundInto} from './mlx-affine.js'
 import {type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
 
 export const MLX_FP_MODES = {
@@ -49,12 +49,19 @@ export const FP4_VALUES = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -
 
 const scratchF = new Float32Array(1)
 const scratchU = new Uint32Array(scratchF.buffer)
+const scratchI = new Int32Array(scratchF.buffer)
 
 /** `v` rounded (nearest even) to `dtype`, as a number (f32 first: the double-to-f32 rounding is innocuous for one operation's result). */
 export function roundTo(v: number, dtype: FloatDType): number {
   const f = Math.fround(v)
   if (dtype === 'F32') return f
   scratchF[0] = f
+  const x = scratchI[0]!
+  // f16 normals and finite bf16 by the bit rule of roundIntoScalar; the rest by the casts.
+  if (dtype === 'F16' ? isF16Normal(x) : (x & 0x7f800000) !== 0x7f800000) {
+    scratchI[0] = dtype === 'F16' ? f16RoundedBits(x) : bf16RoundedBits(x)
+    return scratchF[0]!
+  }
   return dtype === 'F16' ? f16BitsToF32(f32BitsToF16Bits(scratchU[0]!)) : bf16BitsToF32(f32BitsToBf16Bits(scratchU[0]!))
 }
 
@@ -170,6 +177,14 @@ export function e8m0Exponent(s: number, dtype: FloatDType): number {
   return s >= t ? biased - 126 : biased - 127
 }
 
+/** roundTo(2^e, dtype), by table for e in [-160, 160). */
+const POWERS: Partial<Record<FloatDType, Float64Array>> = {}
+function powerOfTwo(e: number, dtype: FloatDType): number {
+  if (e < -160 || e >= 160) return roundTo(2 ** e, dtype)
+  const table = (POWERS[dtype] ??= Float64Array.from({length: 320}, (_, i) => roundTo(2 ** (i - 160), dtype)))
+  return table[e + 160]!
+}
+
 /** A group's scale byte and divisor from its largest |w| (MLX's rule above), into GROUP. */
 function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
   const s = roundTo(amax / (MLX_FP_MODES[mode].bits === 4 ? 6 : 448), dtype)
@@ -186,7 +201,7 @@ function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
     GROUP[2] = 1
   } else {
     const e = s === 0 ? 0 : e8m0Exponent(s, dtype)
-    const divisor = roundTo(2 ** e, dtype)
+    const divisor = powerOfTwo(e, dtype)
     GROUP[0] = (e + 127) & 0xff
     GROUP[1] = divisor
     // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.

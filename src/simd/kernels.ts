@@ -384,7 +384,7 @@ export class SimdKernels {
 }
 
 /** The exports of a kernel module's instance, or null without WebAssembly SIMD (or with OPENELM_SIMD=0). */
-export function instantiateKernels(bytes: Uint8Array): Record<string, unknown> | null {
+function instantiateKernels(bytes: Uint8Array): Record<string, unknown> | null {
   if (process.env.OPENELM_SIMD === '0' || !wasm) return null
   try {
     return wasm.validate(bytes) ? new wasm.Instance(new wasm.Module(bytes), {}).exports : null
@@ -393,18 +393,34 @@ export function instantiateKernels(bytes: Uint8Array): Record<string, unknown> |
   }
 }
 
-let kernels: SimdKernels | null | undefined
+/**
+ * A module's kernels for this thread, made on first use: `get()` is undefined without WebAssembly
+ * SIMD (or with OPENELM_SIMD=0); `reset()` forgets the choice (tests switch OPENELM_SIMD).
+ */
+export function lazyKernels<T>(bytes: Uint8Array, make: (exports: Record<string, unknown>) => T): {get(): T | undefined; reset(): void} {
+  let kernels: T | null | undefined
+  return {
+    get() {
+      if (kernels === undefined) {
+        const exports = instantiateKernels(bytes)
+        kernels = exports && make(exports)
+      }
+      return kernels ?? undefined
+    },
+    reset() {
+      kernels = undefined
+    },
+  }
+}
+
+const thisThread = lazyKernels(SIMD_KERNELS_BYTES, (exports) => new SimdKernels(exports as unknown as Exports))
 
 /** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function simdKernels(): SimdKernels | undefined {
-  if (kernels === undefined) {
-    const exports = instantiateKernels(SIMD_KERNELS_BYTES)
-    kernels = exports && new SimdKernels(exports as unknown as Exports)
-  }
-  return kernels ?? undefined
+  return thisThread.get()
 }
 
 /** Forget the cached choice (tests switch OPENELM_SIMD). */
 export function resetSimdKernels(): void {
-  kernels = undefined
+  thisThread.reset()
 }

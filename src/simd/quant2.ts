@@ -20,7 +20,7 @@ import {
   I32X4_TRUNC_SAT_F32X4_S, i32c, i32Load, I8X16_NARROW_I16X8_S, I8X16_NARROW_I16X8_U, set, tee, V128, V128_AND, V128_BITSELECT, V128_OR, v128Load, v128Store,
   F32X4_ADD,
 } from './asm.js'
-import {addr, forLoop, instantiateKernels, MINMAX, pairFunc, roundAwayLanes, roundBf16Lanes, roundF16Lanes} from './kernels.js'
+import {addr, forLoop, lazyKernels, MINMAX, pairFunc, roundAwayLanes, roundBf16Lanes, roundF16Lanes} from './kernels.js'
 
 /** Values per chunk. */
 export const CHUNK2 = 65536
@@ -242,18 +242,14 @@ export class Quant2Kernels {
   }
 }
 
-let kernels: Quant2Kernels | null | undefined
+const thisThread = lazyKernels(QUANT2_BYTES, (exports) => new Quant2Kernels(exports as unknown as Exports))
 
 /** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function quant2Kernels(): Quant2Kernels | undefined {
-  if (kernels === undefined) {
-    const exports = instantiateKernels(QUANT2_BYTES)
-    kernels = exports && new Quant2Kernels(exports as unknown as Exports)
-  }
-  return kernels ?? undefined
+  return thisThread.get()
 }
 
 /** Forget the cached choice (tests switch OPENELM_SIMD). */
 export function resetQuant2Kernels(): void {
-  kernels = undefined
+  thisThread.reset()
 }

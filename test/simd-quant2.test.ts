@@ -43,6 +43,7 @@ function edgeGroups(size: number, groups: number, seed: number): Float32Array {
     fill(() => Infinity),
     fill(() => -Infinity),
     fill((i) => (i % 3 ? f(i + 1) : -f(i))), // f32 subnormals
+    fill((i) => (i === 5 ? -f(3) : i % 2 ? f(1) : -0)), // a q4 scale m / 8 that underflows to 0
     fill((i) => f(0x00800000 + i) * (i % 2 ? 1 : -1)), // smallest normals
     fill((i) => (i === 0 ? 3e38 : i === 1 ? -3.4e38 : i * 1e37)), // near f32 max
     fill((i) => (i % 2 ? 127 : -127) * (i / size)),

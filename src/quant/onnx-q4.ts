@@ -37,7 +37,7 @@ function q4Scale(min: number, max: number, dtype: 'F32' | 'F16'): number {
   return dtype === 'F16' ? f16BitsToF32(f32ToF16Bits(s)) : s
 }
 
-/** The multiplier of a block's codes: f32(1 / s), 0 for a zero scale. */
+/** The multiplier of a block's codes: f32(1 / s), 0 for a zero scale (as the kernel, src/simd/quant2.ts). */
 function q4Reciprocal(s: number): number {
   return s !== 0 ? Math.fround(1 / s) : 0
 }
@@ -51,19 +51,19 @@ export function quantizeQ4Rows(values: Float32Array, rows: number, cols: number,
   if (!kernels) return quantizeQ4RowsScalar(values, rows, cols, dtype)
   const blocks = new Uint8Array((rows * cols) / 2)
   const scales = new Float32Array((rows * cols) / Q4_BLOCK)
-  kernels.q4(values, rows * cols, blocks, (b, min, max, par, o) => {
-    // The kernel's min/max are ±Infinity for a block of NaN, the loop's start at ∓f32 max; in a block
-    // of zeros the loop keeps the first zero (the scale is its negation, ∓0), the kernel any one.
-    let lo = Math.min(min, F32_MAX)
-    if (lo === 0 && max === 0) {
-      let i = b * Q4_BLOCK
-      while (Number.isNaN(values[i]!)) i++
-      lo = values[i]!
+  kernels.q4(values, rows * cols, dtype, blocks, scales)
+  // A zero scale's sign follows the loop's order of the block's zeros: such blocks (a zero or a
+  // vanishing m) take their scale from the loop's own min/max scan.
+  for (let b = 0; b < scales.length; b++) {
+    if (scales[b] !== 0) continue
+    let min = F32_MAX
+    let max = -min
+    for (let i = b * Q4_BLOCK; i < (b + 1) * Q4_BLOCK; i++) {
+      if (values[i]! < min) min = values[i]!
+      if (values[i]! > max) max = values[i]!
     }
-    const s = q4Scale(lo, Math.max(max, -F32_MAX), dtype)
-    scales[b] = s
-    par[o] = q4Reciprocal(s)
-  })
+    scales[b] = q4Scale(min, max, dtype)
+  }
   return {blocks, scales}
 }
 

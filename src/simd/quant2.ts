@@ -18,7 +18,7 @@ import {
   assemble, F32X4_ABS, F32X4_DIV, f32x4c, F32X4_LT, F32X4_MUL, F32X4_NEAREST, F32X4_PMAX, F32X4_PMIN, F32X4_SPLAT, type Func, f32Load, get,
   I16X8_NARROW_I32X4_S, I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32X4_ADD, i32x4c, I32X4_LT_S, I32X4_NE, I32X4_SHR_U, I32X4_SPLAT, I32X4_SUB,
   I32X4_TRUNC_SAT_F32X4_S, i32c, i32Load, I8X16_NARROW_I16X8_S, I8X16_NARROW_I16X8_U, set, tee, V128, V128_AND, V128_BITSELECT, V128_OR, v128Load, v128Store,
-  F32X4_ADD,
+  F32X4_ADD, f32c, F32, F32_ABS, F32_DIV, F32_GT, F32_MAX, F32_MIN, F32_NE, f32Store, f32x4Lane, SELECT,
 } from './asm.js'
 import {addr, forLoop, lazyKernels, MINMAX, pairFunc, roundAwayLanes, roundBf16Lanes, roundF16Lanes} from './kernels.js'
 
@@ -86,16 +86,40 @@ const INT8: Func = (() => {
 })()
 
 /**
- * q4(src, par, dst, blocks, 32): code = clamp(roundf(f32(f32(x · r) + 8)), 0, 15) with r = par[2b];
- * NaN → 0 (pmax/pmin keep it, the truncation zeroes it), ±Inf clamp to 15/0 as the scalar loop.
+ * q4_<F32|F16>(src, scales, dst, blocks, 32): per block of 32, MLAS's scale from the block's min and max
+ * (NaN ignored, clamped to ±f32 max as the scalar loop starts): m = |max| > |min| ? max : min,
+ * s = f32(−m / 8) (rounded to f16 and back for F16), stored at scales[b]; r = s ≠ 0 ? f32(1 / s) : 0;
+ * code = clamp(roundf(f32(f32(x · r) + 8)), 0, 15); NaN → 0 (pmax/pmin keep it, the truncation zeroes
+ * it), ±Inf clamp to 15/0 as the scalar loop. A zero s may carry either sign here (the scalar loop's
+ * sign depends on the order of its zeros): the caller redoes blocks whose scale is ±0.
  */
-const Q4: Func = (() => {
-  const [RS, X, T] = [9, 10, 11]
-  return groupKernel('q4', [[3, V128]], (G) => splatPar(G, 0, RS), (P, k) => [
-    ...get(P), ...v128Load(16 * k), ...get(RS), ...F32X4_MUL, ...f32x4c(8), ...F32X4_ADD, ...roundAwayLanes(X, T),
+function q4Func(dtype: 'F32' | 'F16'): Func {
+  const P = 6
+  const [RS, X, T, MN, MX, V, H] = [9, 10, 11, 12, 13, 14, 15]
+  const [LO, HI, S] = [19, 20, 21]
+  const lanes = (v: number, op: number[]) => [...get(v), ...f32x4Lane(0), ...get(v), ...f32x4Lane(1), ...op, ...get(v), ...f32x4Lane(2), ...get(v), ...f32x4Lane(3), ...op, ...op]
+  const setup = (G: number) => [
+    ...groupAt(0, G, 4, 4), ...set(P), // the block's values (src, size: locals 0, 4)
+    ...f32x4c(Infinity), ...set(MN), ...f32x4c(-Infinity), ...set(MX),
+    ...[0, 1, 2, 3, 4, 5, 6, 7].flatMap((k) => [
+      ...get(P), ...v128Load(16 * k), ...set(V),
+      ...get(MN), ...get(V), ...F32X4_PMIN, ...set(MN), ...get(MX), ...get(V), ...F32X4_PMAX, ...set(MX),
+    ]),
+    ...lanes(MN, F32_MIN), ...f32c(F32_MAX_VALUE), ...F32_MIN, ...set(LO),
+    ...lanes(MX, F32_MAX), ...f32c(-F32_MAX_VALUE), ...F32_MAX, ...set(HI),
+    // s = −m / 8
+    ...get(HI), ...get(LO), ...get(HI), ...F32_ABS, ...get(LO), ...F32_ABS, ...F32_GT, ...SELECT, ...F32_NEG, ...f32c(8), ...F32_DIV, ...set(S),
+    ...(dtype === 'F16' ? [...get(S), ...F32X4_SPLAT, ...set(X), ...roundF16Lanes(X, H), ...f32x4Lane(0), ...set(S)] : []),
+    ...addr(PARP, G, 4), ...get(S), ...f32Store(0),
+    ...f32c(1), ...get(S), ...F32_DIV, ...f32c(0), ...get(S), ...f32c(0), ...F32_NE, ...SELECT, ...F32X4_SPLAT, ...set(RS),
+  ]
+  return groupKernel(`q4_${dtype}`, [[10, V128], [3, F32]], setup, (at, k) => [
+    ...get(at), ...v128Load(16 * k), ...get(RS), ...F32X4_MUL, ...f32x4c(8), ...F32X4_ADD, ...roundAwayLanes(X, T),
     ...f32x4c(0), ...F32X4_PMAX, ...f32x4c(15), ...F32X4_PMIN, ...I32X4_TRUNC_SAT_F32X4_S,
   ], false)
-})()
+}
+const F32_MAX_VALUE = 3.4028234663852886e38
+const F32_NEG = [0x8c]
 
 /** The fp4 e2m1 thresholds of fp4Code (src/quant/mlx-fp.ts): the code's magnitude index is how many of these |q| exceeds. */
 const FP4_EDGES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5]
@@ -150,10 +174,10 @@ function fpFunc(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16'): Func {
 const FP_DTYPES = ['F32', 'F16', 'BF16'] as const
 const FP_FUNCS = [4, 8].flatMap((bits) => FP_DTYPES.map((d) => fpFunc(bits as 4 | 8, d)))
 
-export const QUANT2_BYTES = assemble([MINMAX, pairFunc(4), INT8, Q4, ...FP_FUNCS], PAGES)
+export const QUANT2_BYTES = assemble([MINMAX, pairFunc(4), INT8, q4Func('F32'), q4Func('F16'), ...FP_FUNCS], PAGES)
 
 type Fn = (...args: number[]) => void
-type Exports = Record<'minmax' | 'pair4' | 'int8' | 'q4' | `fp${4 | 8}_${'F32' | 'F16' | 'BF16'}`, Fn> & {mem: {buffer: ArrayBuffer}}
+type Exports = Record<'minmax' | 'pair4' | 'int8' | 'q4_F32' | 'q4_F16' | `fp${4 | 8}_${'F32' | 'F16' | 'BF16'}`, Fn> & {mem: {buffer: ArrayBuffer}}
 
 /**
  * A group's rule, in the quantizer's JS: from the group's min and max (NaN ignored; ±Infinity when
@@ -204,14 +228,19 @@ export class Quant2Kernels {
     }
   }
 
-  /** ONNX MatMulNBits blocks (16 bytes a block of 32) of `count` values (a multiple of 32) into `blocks`; `rule` writes each block's 1/scale. */
-  q4(values: Float32Array, count: number, blocks: Uint8Array, rule: GroupRule): void {
+  /**
+   * ONNX MatMulNBits blocks (16 bytes a block of 32) of `count` values (a multiple of 32) into `blocks`
+   * and their scales (rounded to `dtype`) into `scales`; a zero scale may have either sign (see q4Func).
+   */
+  q4(values: Float32Array, count: number, dtype: 'F32' | 'F16', blocks: Uint8Array, scales: Float32Array): void {
+    const kernel = dtype === 'F16' ? this.x.q4_F16 : this.x.q4_F32
     for (let i = 0; i < count; i += CHUNK2) {
       const n = Math.min(CHUNK2, count - i)
-      this.groups(values, i, n, 32, i / 32, rule)
-      this.x.q4(SRC, PAR, DST, n / 32, 32)
+      this.f32.set(values.subarray(i, i + n), SRC / 4)
+      kernel(SRC, PAR, DST, n / 32, 32)
       this.x.pair4(DST, n / 2)
       blocks.set(this.u8.subarray(DST, DST + n / 2), i / 2)
+      scales.set(this.f32.subarray(PAR / 4, PAR / 4 + n / 32), i / 32)
     }
   }
 

@@ -11,9 +11,14 @@ import {quantizeQ8_0, quantizeQ8_0Scalar} from '../src/quant/q8_0.js'
 import * as K from '../src/quant/gguf-k.js'
 import {Q4_0, Q4_1, Q5_0, Q5_1, quantizeLegacyScalar} from '../src/quant/gguf-legacy.js'
 import {resetSimdKernels} from '../src/simd/kernels.js'
+import {resetQuant2Kernels} from '../src/simd/quant2.js'
+import {fpEncode, MLX_FP_MODES, type MlxFpMode, roundTo} from '../src/quant/mlx-fp.js'
+import {quantizeInt8Rows, quantizeInt8RowsScalar} from '../src/quant/onnx-int8.js'
+import {quantizeQ4Rows, quantizeQ4RowsScalar} from '../src/quant/onnx-q4.js'
 import {fromFloat32} from '../src/tensor/dtype.js'
 
-const mb = Number(process.argv[process.argv.indexOf('--mb') + 1] || 64)
+const mbAt = process.argv.indexOf('--mb')
+const mb = mbAt > 0 ? Number(process.argv[mbAt + 1]) : 64
 const n = Math.floor((mb * 1e6) / 4 / 4096) * 4096
 const random = seededRandom(1)
 const values = Float32Array.from({length: n}, () => (random() - 0.5) * 0.2)
@@ -42,18 +47,29 @@ function mlx(fn: typeof quantizeInto, bits: number): Uint8Array {
 const withSimd = (on: boolean, fn: () => Uint8Array) => () => {
   process.env.OPENELM_SIMD = on ? '1' : '0'
   resetSimdKernels()
+  resetQuant2Kernels()
   return fn()
 }
+
+const bytesOf = (v: ArrayBufferView) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+const int8 = (fn: typeof quantizeInt8Rows) => () => bytesOf(fn(values, n / 2048, 2048).codes)
+const q4 = (fn: typeof quantizeQ4Rows) => () => fn(values, n / 2048, 2048, 'F32').blocks
+// MLX fp from f16 weights (mlx-lm's default dtype): the values rounded to f16 once, outside the timing.
+const f16Values = Float32Array.from(values, (v) => roundTo(v, 'F16'))
+const fp = (mode: MlxFpMode) => () => fpEncode(mode, f16Values, n, 'F16').weight!
 
 const rows: Array<[string, () => Uint8Array, () => Uint8Array]> = [
   ['f32 → f16 (fromFloat32)', withSimd(false, () => fromFloat32(values, 'F16')), withSimd(true, () => fromFloat32(values, 'F16'))],
   ['f32 → bf16 (fromFloat32)', withSimd(false, () => fromFloat32(values, 'BF16')), withSimd(true, () => fromFloat32(values, 'BF16'))],
   ['Q8_0 blocks', () => quantizeQ8_0Scalar(values), () => quantizeQ8_0(values)],
-  ...[2, 3, 4, 8].map((bits): [string, () => Uint8Array, () => Uint8Array] => [`MLX affine ${bits}-bit, group 64`, () => mlx(quantizeIntoScalar, bits), () => mlx(quantizeInto, bits)]),
+  ...[2, 3, 4, 5, 6, 8].map((bits): [string, () => Uint8Array, () => Uint8Array] => [`MLX affine ${bits}-bit, group 64`, () => mlx(quantizeIntoScalar, bits), () => mlx(quantizeInto, bits)]),
   ...(
     [['Q2_K', K.quantizeQ2_KScalar, K.quantizeQ2_K], ['Q3_K', K.quantizeQ3_KScalar, K.quantizeQ3_K], ['Q4_K', K.quantizeQ4_KScalar, K.quantizeQ4_K], ['Q5_K', K.quantizeQ5_KScalar, K.quantizeQ5_K], ['Q6_K', K.quantizeQ6_KScalar, K.quantizeQ6_K]] as const
   ).map(([type, scalar, simd]): [string, () => Uint8Array, () => Uint8Array] => [`GGUF ${type} (ggml.ts search lanes)`, () => scalar(values), () => simd(values)]),
   ...[Q4_0, Q4_1, Q5_0, Q5_1].map((t): [string, () => Uint8Array, () => Uint8Array] => [`GGUF ${t.type} (ggml.ts block lanes)`, () => quantizeLegacyScalar(t.type as 'Q4_0', values), () => t.quantize(values)]),
+  ['ONNX int8 codes + scales, rows of 2048', int8(quantizeInt8RowsScalar), int8(quantizeInt8Rows)],
+  ['ONNX q4 (MatMulNBits) blocks, F32 scales', q4(quantizeQ4RowsScalar), q4(quantizeQ4Rows)],
+  ...(Object.keys(MLX_FP_MODES) as MlxFpMode[]).map((mode): [string, () => Uint8Array, () => Uint8Array] => [`MLX ${mode} from F16`, withSimd(false, fp(mode)), withSimd(true, fp(mode))]),
 ]
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1]! : undefined
 

@@ -17,6 +17,7 @@ import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint, synthUniform} from '../src/model/synth.js'
 import {closeSharedPool, mapOrdered, setThreads, sharedPool} from '../src/pool/index.js'
 import {drain} from '../src/progress.js'
+import {hashFolder} from './helpers/hash-folder.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {type Encoded} from '../src/quant/types.js'
 import {type FloatDType, toFloat32} from '../src/tensor/dtype.js'
@@ -189,14 +190,6 @@ describe('conversions and synth on the pool: --threads 1 and 2 write the same fi
   afterAll(async () => {
     await fs.rm(work, {recursive: true, force: true})
   })
-  const hashFolder = async (dir: string, out: Record<string, string> = {}, prefix = '') => {
-    for (const e of (await fs.readdir(dir, {withFileTypes: true})).sort((a, b) => a.name.localeCompare(b.name))) {
-      if (e.isDirectory()) await hashFolder(path.join(dir, e.name), out, `${prefix}${e.name}/`)
-      else out[prefix + e.name] = sha(await fs.readFile(path.join(dir, e.name)))
-    }
-    return out
-  }
-
   for (const [to, label, quantization] of [
     ['mlx', 'mlx 4-bit', {bits: 4, groupSize: 32, mode: 'affine'}],
     ['mlx', 'mlx mxfp4', {bits: 4, groupSize: 32, mode: 'mxfp4'}],

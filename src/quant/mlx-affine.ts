@@ -279,20 +279,32 @@ function roundBits(src: Int32Array, dtype: 'F16' | 'BF16', out: Float32Array, ds
     for (let i = 0; i < n; i++) {
       const x = src[i]!
       if ((x & 0x7f800000) === 0x7f800000) out[i] = bf16BitsToF32(f32BitsToBf16Bits(x >>> 0))
-      else dst[i] = (x + 0x7fff + ((x >>> 16) & 1)) & 0xffff0000
+      else dst[i] = bf16RoundedBits(x)
     }
     return
   }
   for (let i = 0; i < n; i++) {
     const x = src[i]!
-    const a = x & 0x7fffffff
-    if (a >= 0x38800000 && a < 0x477ff000) {
-      // |v| in [2^-14, 65520): an f16 normal after rounding (65520 and up overflow to Inf).
-      dst[i] = (x & 0x80000000) | ((a + 0xfff + ((a >>> 13) & 1)) & 0x7fffe000)
-    } else {
-      out[i] = f16BitsToF32(f32BitsToF16Bits(x >>> 0))
-    }
+    if (isF16Normal(x)) dst[i] = f16RoundedBits(x)
+    else out[i] = f16BitsToF32(f32BitsToF16Bits(x >>> 0))
   }
+}
+
+/** The f32 bits `x` (as an int32) rounded to bf16, nearest even, as f32 bits; x not Inf or NaN. */
+export function bf16RoundedBits(x: number): number {
+  return (x + 0x7fff + ((x >>> 16) & 1)) & 0xffff0000
+}
+
+/** |v| in [2^-14, 65520): an f16 normal after rounding (65520 and up overflow to Inf). */
+export function isF16Normal(x: number): boolean {
+  const a = x & 0x7fffffff
+  return a >= 0x38800000 && a < 0x477ff000
+}
+
+/** The f32 bits `x` rounded to f16, nearest even, as f32 bits; `isF16Normal(x)` only. */
+export function f16RoundedBits(x: number): number {
+  const a = x & 0x7fffffff
+  return (x & 0x80000000) | ((a + 0xfff + ((a >>> 13) & 1)) & 0x7fffe000)
 }
 
 

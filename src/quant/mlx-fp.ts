@@ -27,8 +27,9 @@
  * then rounded to D (the dtype the reader presents).
  */
 import {UsageError} from '../errors.js'
+import {quant2Kernels} from '../simd/quant2.js'
 import {bf16BitsToF32, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, isFloatDType} from '../tensor/dtype.js'
-import {rint} from './mlx-affine.js'
+import {bf16RoundedBits, f16RoundedBits, isF16Normal, rint, roundInto} from './mlx-affine.js'
 import {type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
 
 export const MLX_FP_MODES = {
@@ -48,12 +49,19 @@ export const FP4_VALUES = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -
 
 const scratchF = new Float32Array(1)
 const scratchU = new Uint32Array(scratchF.buffer)
+const scratchI = new Int32Array(scratchF.buffer)
 
 /** `v` rounded (nearest even) to `dtype`, as a number (f32 first: the double-to-f32 rounding is innocuous for one operation's result). */
 export function roundTo(v: number, dtype: FloatDType): number {
   const f = Math.fround(v)
   if (dtype === 'F32') return f
   scratchF[0] = f
+  const x = scratchI[0]!
+  // f16 normals and finite bf16 by the bit rule of roundIntoScalar; the rest by the casts.
+  if (dtype === 'F16' ? isF16Normal(x) : (x & 0x7f800000) !== 0x7f800000) {
+    scratchI[0] = dtype === 'F16' ? f16RoundedBits(x) : bf16RoundedBits(x)
+    return scratchF[0]!
+  }
   return dtype === 'F16' ? f16BitsToF32(f32BitsToF16Bits(scratchU[0]!)) : bf16BitsToF32(f32BitsToBf16Bits(scratchU[0]!))
 }
 
@@ -97,11 +105,14 @@ export function e4m3Code(v: number): number {
 
 /** The value of an fp8 e4m3 byte (0x7F/0xFF: ±480, as MLX's FromFP8 reads them). */
 export function e4m3Value(code: number): number {
+  return E4M3_VALUES[code & 0xff]!
+}
+const E4M3_VALUES = Float64Array.from({length: 256}, (_, code) => {
   const e = (code >>> 3) & 0xf
   const m = code & 7
   const v = e === 0 ? m * 2 ** -9 : (8 + m) * 2 ** (e - 10)
   return code & 0x80 ? -v : v
-}
+})
 
 /** The value of an e8m0 scale byte (0: 2^-127, as MLX decodes it; 255: +Inf). */
 export function e8m0Value(code: number): number {
@@ -112,13 +123,104 @@ function dtypeOf(params: SchemeParams): FloatDType {
   return params.dtype ?? 'F32'
 }
 
+/** fpGroup's results: GROUP[0] the scale byte, GROUP[1] the divisor, GROUP[2] 0 (q = w / divisor is exact), 1 (q is rounded to the dtype) or 2 (the codes are 0). */
+const GROUP = new Float64Array(3)
+
+/** The mx modes' exponent of a scale s > 0, as the rule above states it: rint(D(log2 s)). */
+export function e8m0ExponentSlow(s: number, dtype: FloatDType): number {
+  return rint(roundTo(Math.log2(s), dtype))
+}
+
+/**
+ * e8m0ExponentSlow by table. For s in [2^k, 2^(k+1)) the exponent is k or k+1 and grows with s, so
+ * each binade has one threshold: the least f32 s whose exponent is k+1 (Infinity when none), found
+ * by bisection on the f32 patterns. Scales within 2^-20 of a threshold, and f32 subnormals, take the
+ * formula itself (an ulp of log2 either way cannot move the answer elsewhere).
+ */
+const THRESHOLDS: Partial<Record<FloatDType, Float64Array>> = {}
+function thresholds(dtype: FloatDType): Float64Array {
+  const cached = THRESHOLDS[dtype]
+  if (cached) return cached
+  const table = new Float64Array(256)
+  const bits = new Uint32Array(1)
+  const f = new Float32Array(bits.buffer)
+  const at = (b: number) => {
+    bits[0] = b
+    return f[0]!
+  }
+  for (let biased = 1; biased < 255; biased++) {
+    const k = biased - 127
+    let lo = biased << 23 // 2^k
+    let hi = ((biased + 1) << 23) - 1 // the largest f32 under 2^(k+1)
+    if (e8m0ExponentSlow(at(hi), dtype) === k) {
+      table[biased] = Infinity
+      continue
+    }
+    // the least pattern with exponent k+1 lies in (lo, hi] (or is lo)
+    if (e8m0ExponentSlow(at(lo), dtype) !== k) hi = lo
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >>> 1
+      if (e8m0ExponentSlow(at(mid), dtype) === k) lo = mid
+      else hi = mid
+    }
+    table[biased] = at(hi)
+  }
+  return (THRESHOLDS[dtype] = table)
+}
+
+export function e8m0Exponent(s: number, dtype: FloatDType): number {
+  scratchF[0] = s
+  const biased = scratchU[0]! >>> 23
+  if (biased === 0 || biased >= 255) return e8m0ExponentSlow(s, dtype)
+  const t = thresholds(dtype)[biased]!
+  if (t !== Infinity && Math.abs(s - t) <= t * 2 ** -20) return e8m0ExponentSlow(s, dtype)
+  return s >= t ? biased - 126 : biased - 127
+}
+
+/** roundTo(2^e, dtype), by table for e in [-160, 160). */
+const POWERS: Partial<Record<FloatDType, Float64Array>> = {}
+function powerOfTwo(e: number, dtype: FloatDType): number {
+  if (e < -160 || e >= 160) return roundTo(2 ** e, dtype)
+  const table = (POWERS[dtype] ??= Float64Array.from({length: 320}, (_, i) => roundTo(2 ** (i - 160), dtype)))
+  return table[e + 160]!
+}
+
+/** A group's scale byte and divisor from its largest |w| (MLX's rule above), into GROUP. */
+function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
+  const s = roundTo(amax / (MLX_FP_MODES[mode].bits === 4 ? 6 : 448), dtype)
+  if (!Number.isFinite(s)) {
+    // Inf/NaN weights (e.g. beyond the f16 range): MLX's float-to-int of the exponent is undefined;
+    // both implementations write e8m0's NaN byte (what MLX's Metal kernel writes) and zero codes.
+    GROUP[0] = mode === 'nvfp4' ? e4m3Code(s) : 0xff
+    GROUP[1] = 1
+    GROUP[2] = 2
+  } else if (mode === 'nvfp4') {
+    const code = e4m3Code(s)
+    GROUP[0] = code
+    GROUP[1] = e4m3Value(code)
+    GROUP[2] = 1
+  } else {
+    const e = s === 0 ? 0 : e8m0Exponent(s, dtype)
+    const divisor = powerOfTwo(e, dtype)
+    GROUP[0] = (e + 127) & 0xff
+    GROUP[1] = divisor
+    // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.
+    GROUP[2] = divisor <= 1 && divisor > 0 ? 0 : 1
+  }
+}
+
+/** The code of w in a group with this divisor (`rounded`: the quotient is rounded to the dtype). */
+function fpCode(mode: MlxFpMode, w: number, divisor: number, rounded: boolean, dtype: FloatDType): number {
+  const q = rounded ? roundTo(w / divisor, dtype) : w / divisor
+  return MLX_FP_MODES[mode].bits === 4 ? fp4Code(q, mode === 'nvfp4' ? 'F32' : dtype) : e4m3Code(q)
+}
+
 /**
  * Encode `count` values (whole groups) of `values` (already rounded to `dtype`) into `codes` (one
  * byte per element; null: the scales only) and `scales` (one byte per group).
  */
 export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType, codes: Uint8Array | null, scales: Uint8Array): void {
-  const {bits, groupSize} = MLX_FP_MODES[mode]
-  const maxval = bits === 4 ? 6 : 448
+  const {groupSize} = MLX_FP_MODES[mode]
   for (let g = 0; g < count / groupSize; g++) {
     const start = g * groupSize
     let amax = 0
@@ -126,32 +228,42 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
       const a = Math.abs(values[i]!)
       if (a > amax) amax = a
     }
-    const s = roundTo(amax / maxval, dtype)
-    let divisor: number
-    if (!Number.isFinite(s)) {
-      // Inf/NaN weights (e.g. beyond the f16 range): MLX's float-to-int of the exponent is undefined;
-      // both implementations write e8m0's NaN byte (what MLX's Metal kernel writes) and zero codes.
-      scales[g] = mode === 'nvfp4' ? e4m3Code(s) : 0xff
-      codes?.fill(0, start, start + groupSize)
-      continue
-    } else if (mode === 'nvfp4') {
-      const code = e4m3Code(s)
-      scales[g] = code
-      divisor = e4m3Value(code)
-    } else {
-      const e = s === 0 ? 0 : rint(roundTo(Math.log2(s), dtype))
-      scales[g] = (e + 127) & 0xff
-      divisor = roundTo(2 ** e, dtype)
-    }
+    fpGroup(mode, amax, dtype)
+    scales[g] = GROUP[0]!
     if (!codes) continue // scales only
-    // Dividing by 2^e with e ≤ 0 (and 2^e exact in the dtype) only scales up: exact, no rounding.
-    const exact = mode !== 'nvfp4' && divisor <= 1 && divisor > 0
-    const fp4Dtype = mode === 'nvfp4' ? 'F32' : dtype
-    for (let i = start; i < start + groupSize; i++) {
-      const q = exact ? values[i]! / divisor : roundTo(values[i]! / divisor, dtype)
-      codes[i] = bits === 4 ? fp4Code(q, fp4Dtype) : e4m3Code(q)
-    }
+    if (GROUP[2] === 2) codes.fill(0, start, start + groupSize)
+    else for (let i = start; i < start + groupSize; i++) codes[i] = fpCode(mode, values[i]!, GROUP[1]!, GROUP[2] === 1, dtype)
   }
+}
+
+/**
+ * The `weight` and `scales` parts of `count` values (whole groups) of weights, which are rounded to
+ * `dtype` first: the SIMD kernel (src/simd/quant2.ts, rounding each value as it reads it) where it
+ * applies, else roundInto, fpQuantizeInto and packFp.
+ */
+export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType): Encoded {
+  const {bits, groupSize} = MLX_FP_MODES[mode]
+  const scales = new Uint8Array(count / groupSize)
+  const kernels = count >= 256 ? quant2Kernels() : undefined
+  if (!kernels) {
+    // The weights in the dtype (f32 values already are): roundInto is roundTo element by element.
+    let rounded = values
+    if (dtype !== 'F32') roundInto(values.subarray(0, count), dtype, rounded = new Float32Array(count))
+    const codes = new Uint8Array(count)
+    fpQuantizeInto(mode, rounded, count, dtype, codes, scales)
+    return {weight: packFp(codes, bits), scales}
+  }
+  const weight = new Uint8Array((count * bits) / 8)
+  kernels.fp(bits, dtype, values, count, groupSize, weight, (g, min, max, par, o) => {
+    // The group's largest |w| in the dtype (NaN ignored, 0 when none) from its min and max: rounding
+    // is monotone and odd, so the largest rounded |w| is the rounded largest |w|.
+    fpGroup(mode, roundTo(Math.max(0, -min, max), dtype), dtype)
+    scales[g] = GROUP[0]!
+    par[o] = GROUP[1]!
+    // An fp4 group with divisor 0 (a zero e4m3 scale) divides into ±Inf and NaN: code 0 throughout.
+    return bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
+  }, (i, divisor, rounded) => fpCode(mode, roundTo(values[i]!, dtype), divisor, rounded, dtype))
+  return {weight, scales}
 }
 
 /** Codes (one byte per element) → the `weight` part's bytes. */
@@ -240,12 +352,7 @@ function fpScheme(mode: MlxFpMode): Scheme {
     encode(values, rows, cols, params) {
       const dtype = dtypeOf(params)
       const n = rows * cols
-      const rounded = new Float32Array(n)
-      for (let i = 0; i < n; i++) rounded[i] = roundTo(values[i]!, dtype)
-      const codes = new Uint8Array(n)
-      const scales = new Uint8Array(n / groupSize)
-      fpQuantizeInto(mode, rounded, n, dtype, codes, scales)
-      return {weight: packFp(codes, bits), scales}
+      return fpEncode(mode, values, n, dtype)
     },
     decode(parts, rows, cols, params) {
       const dtype = dtypeOf(params)

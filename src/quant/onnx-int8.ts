@@ -7,6 +7,7 @@
  * int8 initializer and a `DequantizeLinear` (x − 0) · scale feeds MatMul / Gather / Gemm.
  */
 import {UsageError} from '../errors.js'
+import {CHUNK2, quant2Kernels} from '../simd/quant2.js'
 import {type EncodingDiff, type Scheme} from './types.js'
 
 const F32_TINY = 1.1754943508222875e-38
@@ -17,8 +18,27 @@ function rint(x: number): number {
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r
 }
 
-/** f32 scale per row and int8 codes (row-major) of `rows` rows of `cols` values. */
+/** The f32 scale of a row whose largest |x| is `amax`: amax / 127, or 1 below f32's smallest normal. */
+function int8Scale(amax: number): number {
+  const scale = Math.fround(amax / 127)
+  return scale < F32_TINY ? 1 : scale
+}
+
+/** f32 scale per row and int8 codes (row-major) of `rows` rows of `cols` values: the SIMD kernel (src/simd/quant2.ts) where it applies. */
 export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number): {codes: Int8Array; scales: Float32Array} {
+  const kernels = cols % 16 === 0 && cols <= CHUNK2 && rows * cols >= 256 ? quant2Kernels() : undefined
+  if (!kernels) return quantizeInt8RowsScalar(values, rows, cols)
+  const codes = new Int8Array(rows * cols)
+  const scales = new Float32Array(rows)
+  // The row's largest |x| (NaN ignored, 0 when none) from its min and max.
+  kernels.int8(values, rows, cols, codes, (r, min, max, par, o) => {
+    par[o] = scales[r] = int8Scale(Math.max(0, -min, max))
+  })
+  return {codes, scales}
+}
+
+/** quantizeInt8Rows in JS, element by element: the reference the SIMD kernel is tested against. */
+export function quantizeInt8RowsScalar(values: Float32Array, rows: number, cols: number): {codes: Int8Array; scales: Float32Array} {
   const codes = new Int8Array(rows * cols)
   const scales = new Float32Array(rows)
   const f32 = new Float32Array(1)
@@ -30,9 +50,7 @@ export function quantizeInt8Rows(values: Float32Array, rows: number, cols: numbe
       const a = v < 0 ? -v : v
       if (a > amax) amax = a
     }
-    f32[0] = amax / 127
-    let scale = f32[0]!
-    if (scale < F32_TINY) scale = 1
+    const scale = int8Scale(amax)
     scales[r] = scale
     for (let c = 0; c < cols; c++) {
       f32[0] = values[base + c]! / scale

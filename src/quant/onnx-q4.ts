@@ -13,6 +13,7 @@
  * 4-bit range. A stored row is the canonical [out, in] row: MatMulNBits' B is [N, K/32, 16].
  */
 import {UsageError} from '../errors.js'
+import {quant2Kernels} from '../simd/quant2.js'
 import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
 import {type EncodingDiff, type Scheme, type SchemeParams} from './types.js'
 
@@ -27,8 +28,47 @@ function scaleDtype(params: SchemeParams): 'F32' | 'F16' {
   return params.dtype === 'F16' ? 'F16' : 'F32'
 }
 
-/** Packed codes [rows, blocks*16] and scales [rows, blocks] (as f32 values, already rounded to the scale dtype). */
+const F32_MAX = 3.4028234663852886e38
+
+/** A block's scale (rounded to the scale dtype) from its min and max (each clamped to ±f32 max, as the loop's start values). */
+function q4Scale(min: number, max: number, dtype: 'F32' | 'F16'): number {
+  const m = Math.abs(max) > Math.abs(min) ? max : min
+  const s = Math.fround(-m / 8)
+  return dtype === 'F16' ? f16BitsToF32(f32ToF16Bits(s)) : s
+}
+
+/** The multiplier of a block's codes: f32(1 / s), 0 for a zero scale (as the kernel, src/simd/quant2.ts). */
+function q4Reciprocal(s: number): number {
+  return s !== 0 ? Math.fround(1 / s) : 0
+}
+
+/**
+ * Packed codes [rows, blocks*16] and scales [rows, blocks] (as f32 values, already rounded to the
+ * scale dtype): the SIMD kernel (src/simd/quant2.ts) for rows of whole blocks.
+ */
 export function quantizeQ4Rows(values: Float32Array, rows: number, cols: number, dtype: 'F32' | 'F16'): {blocks: Uint8Array; scales: Float32Array} {
+  const kernels = cols % Q4_BLOCK === 0 && rows * cols >= 256 ? quant2Kernels() : undefined
+  if (!kernels) return quantizeQ4RowsScalar(values, rows, cols, dtype)
+  const blocks = new Uint8Array((rows * cols) / 2)
+  const scales = new Float32Array((rows * cols) / Q4_BLOCK)
+  kernels.q4(values, rows * cols, dtype, blocks, scales)
+  // A zero scale's sign follows the loop's order of the block's zeros: such blocks (a zero or a
+  // vanishing m) take their scale from the loop's own min/max scan.
+  for (let b = 0; b < scales.length; b++) {
+    if (scales[b] !== 0) continue
+    let min = F32_MAX
+    let max = -min
+    for (let i = b * Q4_BLOCK; i < (b + 1) * Q4_BLOCK; i++) {
+      if (values[i]! < min) min = values[i]!
+      if (values[i]! > max) max = values[i]!
+    }
+    scales[b] = q4Scale(min, max, dtype)
+  }
+  return {blocks, scales}
+}
+
+/** quantizeQ4Rows in JS, element by element: the reference the SIMD kernel is tested against. */
+export function quantizeQ4RowsScalar(values: Float32Array, rows: number, cols: number, dtype: 'F32' | 'F16'): {blocks: Uint8Array; scales: Float32Array} {
   const nb = q4Blocks(cols)
   const blocks = new Uint8Array(rows * nb * Q4_BLOCK_BYTES)
   const scales = new Float32Array(rows * nb)
@@ -37,20 +77,16 @@ export function quantizeQ4Rows(values: Float32Array, rows: number, cols: number,
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < nb; b++) {
       const c0 = b * Q4_BLOCK
-      let min = 3.4028234663852886e38
+      let min = F32_MAX
       let max = -min
       for (let j = 0; j < Q4_BLOCK; j++) {
         const v = c0 + j < cols ? values[r * cols + c0 + j]! : 0
         if (v < min) min = v
         if (v > max) max = v
       }
-      const m = Math.abs(max) > Math.abs(min) ? max : min
-      f32[0] = -m / 8
-      let s = f32[0]!
-      if (dtype === 'F16') s = f16BitsToF32(f32ToF16Bits(s))
+      const s = q4Scale(min, max, dtype)
       scales[r * nb + b] = s
-      f32[0] = s !== 0 ? 1 / s : 0
-      const rs = f32[0]!
+      const rs = q4Reciprocal(s)
       for (let j = 0; j < Q4_BLOCK; j++) {
         const v = c0 + j < cols ? values[r * cols + c0 + j]! : 0
         f32[0] = v * rs

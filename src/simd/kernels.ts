@@ -11,7 +11,7 @@
  * scalar loops. OPENELM_SIMD=0 turns the kernels off (the bench's scalar rows).
  */
 import {
-  assemble, BLOCK, br, brIf, END, F32, f32c, f32Load, f32Store, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_DIV, F32X4_GE,
+  assemble, BLOCK, s32, br, brIf, END, F32, f32c, f32Load, f32Store, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_DIV, F32X4_GE,
   f32x4Lane, F32X4_LT, F32X4_MUL, F32X4_NEAREST, F32X4_PMAX, F32X4_PMIN, F32X4_SPLAT, F32X4_SUB, F32X4_TRUNC,
   F32X4_CONVERT_I32X4_S, I32X4_NE, I32X4_SHL, F32_DIV, F32_MAX, F32_MIN, F32_NE, type Func, get, I32, I32X4_ADD, i32x4c, I32X4_EQ, I32X4_GE_S, I32X4_GT_S,
   i32x4Lane, I32X4_LT_S, I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, I16X8_NARROW_I32X4_S, I16X8_NARROW_I32X4_U,
@@ -34,7 +34,7 @@ export const forLoop = (I: number, N: number, step: number, body: number[]) => [
   ...get(I), ...i32c(step), ...I32_ADD, ...tee(I), ...get(N), ...I32_LT_U, ...brIf(0),
   ...END, ...END,
 ]
-const addr = (base: number, I: number, scale: number) => [...get(base), ...get(I), ...i32c(scale), ...I32_MUL, ...I32_ADD]
+export const addr = (base: number, I: number, scale: number) => [...get(base), ...get(I), ...i32c(scale), ...I32_MUL, ...I32_ADD]
 
 /**
  * f16 bits (in i32 lanes) of the f32 bits in local X, using v128 locals A, R, S. Normals: add the
@@ -42,7 +42,7 @@ const addr = (base: number, I: number, scale: number) => [...get(base), ...get(I
  * Inf); below 2^-14: add 0.5 as a float (the FPU's round to nearest even at 2^-24 steps) and take the
  * low bits; 65536 and up, Inf and NaN: 0x7c00, with NaN's top mantissa bits or, if none, 0x200.
  */
-const f16Lanes = (X: number, A: number, R: number, S: number) => [
+export const f16Lanes = (X: number, A: number, R: number, S: number) => [
   ...get(X), ...i32x4c(0x7fffffff), ...V128_AND, ...set(A),
   ...get(A), ...i32x4c(0xc8000fff), ...I32X4_ADD, ...get(A), ...i32c(13), ...I32X4_SHR_U, ...i32x4c(1), ...V128_AND, ...I32X4_ADD, ...i32c(13), ...I32X4_SHR_U, ...set(R),
   ...get(A), ...f32x4c(0.5), ...F32X4_ADD, ...f32x4c(0.5), ...I32X4_SUB,
@@ -55,7 +55,7 @@ const f16Lanes = (X: number, A: number, R: number, S: number) => [
 ]
 
 /** bf16 bits of the f32 bits in local X (v128 local T): round half to even on the low half; NaN keeps its top bits, quiet bit set if they are empty. */
-const bf16Lanes = (X: number, T: number) => [
+export const bf16Lanes = (X: number, T: number) => [
   ...get(X), ...i32c(16), ...I32X4_SHR_U, ...tee(T), ...i32x4c(0x7f), ...V128_AND, ...i32x4c(0), ...I32X4_EQ, ...i32x4c(0x40), ...V128_AND, ...get(T), ...V128_OR,
   ...get(X), ...i32x4c(0x7fff), ...I32X4_ADD, ...get(T), ...i32x4c(1), ...V128_AND, ...I32X4_ADD, ...i32c(16), ...I32X4_SHR_U,
   ...get(X), ...i32x4c(0x7fffffff), ...V128_AND, ...i32x4c(0x7f800000), ...I32X4_GT_S, ...V128_BITSELECT,
@@ -91,7 +91,8 @@ function roundFunc(fname: string, wide: (X: number, H: number) => number[], extr
     body: forLoop(I, N, 4, [...addr(DSTP, I, 4), ...addr(SRCP, I, 4), ...v128Load(0), ...set(X), ...wide(X, H), ...v128Store(0)]),
   }
 }
-const ROUND_F16 = roundFunc('round_f16', (X, H) => [
+/** Lanes of local X rounded to f16 and widened back to f32 bits (v128 locals H … H+3), as round_f16 stores them. */
+export const roundF16Lanes = (X: number, H: number) => [
   ...f16Lanes(X, H + 1, H + 2, H + 3), ...set(H),
   // normal: ((h & 0x7fff) << 13) + (112 << 23)
   ...get(H), ...i32x4c(0x7fff), ...V128_AND, ...i32c(13), ...I32X4_SHL, ...i32x4c(0x38000000), ...I32X4_ADD,
@@ -102,8 +103,19 @@ const ROUND_F16 = roundFunc('round_f16', (X, H) => [
   ...get(H), ...i32x4c(0x3ff), ...V128_AND, ...i32c(13), ...I32X4_SHL, ...i32x4c(0x7f800000), ...V128_OR,
   ...get(H), ...i32x4c(0x7c00), ...V128_AND, ...i32x4c(0x7c00), ...I32X4_NE, ...V128_BITSELECT,
   ...get(H), ...i32x4c(0x8000), ...V128_AND, ...i32c(16), ...I32X4_SHL, ...V128_OR,
-], 3)
-const ROUND_BF16 = roundFunc('round_bf16', (X, H) => [...bf16Lanes(X, H), ...i32c(16), ...I32X4_SHL], 0)
+]
+/** Lanes of local X rounded to bf16 and widened back (v128 local H). */
+export const roundBf16Lanes = (X: number, H: number) => [...bf16Lanes(X, H), ...i32c(16), ...I32X4_SHL]
+const ROUND_F16 = roundFunc('round_f16', roundF16Lanes, 3)
+const ROUND_BF16 = roundFunc('round_bf16', roundBf16Lanes, 0)
+
+/** The f32 lanes on the stack rounded half away from zero (C's roundf), kept in local X (v128 local T): trunc, plus ±1 when the dropped part is ≥ ½. */
+export const roundAwayLanes = (X: number, T: number) => [
+  ...tee(X), ...F32X4_TRUNC, ...tee(T),
+  ...get(X), ...get(T), ...F32X4_SUB, ...F32X4_ABS, ...f32x4c(0.5), ...F32X4_GE,
+  ...get(X), ...i32x4c(0x80000000), ...V128_AND, ...i32x4c(0x3f800000), ...V128_OR, ...V128_AND,
+  ...F32X4_ADD,
+]
 
 /**
  * q8(src, dst, blocks): ggml's quantize_row_q8_0_ref. amax = the largest |x| (NaN never wins, as
@@ -117,10 +129,7 @@ const Q8: Func = (() => {
   const V = [8, 9, 10, 11, 12, 13, 14, 15] // v128
   const [M, IDV, X, T, A, R] = [16, 17, 18, 19, 20, 21]
   const code = (v: number) => [
-    ...get(v), ...get(IDV), ...F32X4_MUL, ...tee(X), ...F32X4_TRUNC, ...tee(T),
-    ...get(X), ...get(T), ...F32X4_SUB, ...F32X4_ABS, ...f32x4c(0.5), ...F32X4_GE,
-    ...get(X), ...i32x4c(0x80000000), ...V128_AND, ...i32x4c(0x3f800000), ...V128_OR, ...V128_AND,
-    ...F32X4_ADD, ...I32X4_TRUNC_SAT_F32X4_S,
+    ...get(v), ...get(IDV), ...F32X4_MUL, ...roundAwayLanes(X, T), ...I32X4_TRUNC_SAT_F32X4_S,
     ...get(X), ...F32X4_ABS, ...f32x4c(Infinity), ...F32X4_LT, ...V128_AND,
   ]
   const half = (k: number) => [
@@ -145,7 +154,7 @@ const Q8: Func = (() => {
 })()
 
 /** minmax(src, out, groups, size): per group of `size` f32 (a multiple of 4), out[2g] = min, out[2g+1] = max, NaN ignored (the scalar `v < min`, `v > max`). */
-const MINMAX: Func = (() => {
+export const MINMAX: Func = (() => {
   const [SRCP, OUTP, NG, SIZE, G, P, I] = [0, 1, 2, 3, 4, 5, 6]
   const [MN, MX, V] = [7, 8, 9]
   return {
@@ -203,7 +212,7 @@ const CODES: Func = (() => {
  * pairK(buf, nOut): bytes (b0, b1) → b0 | b1 << k (both < 2^k), in place: 2·nOut bytes at buf become
  * nOut bytes at buf (nOut a multiple of 16). pair4 packs 4-bit codes LSB-first; pair2 then pair4, 2-bit.
  */
-function pairFunc(k: number): Func {
+export function pairFunc(k: number): Func {
   const [BUF, N, I, X] = [0, 1, 2, 3]
   const lo = (1 << k) - 1
   const step = (off: number) => [
@@ -217,7 +226,33 @@ function pairFunc(k: number): Func {
   }
 }
 
-export const SIMD_KERNELS_BYTES = assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2), ROUND_F16, ROUND_BF16], PAGES)
+// i64 instructions of packFunc (the other kernels need none)
+const I64 = 0x7e
+const I64_LOAD = [0x29, 0x03, 0x00]
+const I64_STORE = [0x37, 0x03, 0x00]
+const i64c = (n: number) => [0x42, ...s32(n)]
+const [I64_AND, I64_OR, I64_SHL, I64_SHR_U] = [[0x83], [0x84], [0x86], [0x88]]
+
+/**
+ * packK(buf, n8), K = 3, 5, 6: codes (one byte each, < 2^K) → their LSB-first bit stream, in place:
+ * each 8 codes (an i64 load) become K bytes, stored as one i64 whose upper bytes are 0 and are
+ * overwritten by the next store (which never reaches codes not yet read: K·i + 8 ≤ 8·(i + 1)).
+ */
+function packFunc(k: number): Func {
+  const [BUF, N8, I, X, V] = [0, 1, 2, 3, 4]
+  const lane = (j: number) => [...get(X), ...i64c(8 * j), ...I64_SHR_U, ...i64c(0xff), ...I64_AND, ...i64c(k * j), ...I64_SHL]
+  return {
+    name: `pack${k}`, params: 2, locals: [[1, I32], [2, I64]],
+    body: forLoop(I, N8, 1, [
+      ...get(BUF), ...get(I), ...i32c(8), ...I32_MUL, ...I32_ADD, ...I64_LOAD, ...set(X),
+      ...lane(0), ...set(V),
+      ...[1, 2, 3, 4, 5, 6, 7].flatMap((j) => [...get(V), ...lane(j), ...I64_OR, ...set(V)]),
+      ...addr(BUF, I, k), ...get(V), ...I64_STORE,
+    ]),
+  }
+}
+
+export const SIMD_KERNELS_BYTES = assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2), ROUND_F16, ROUND_BF16, packFunc(3), packFunc(5), packFunc(6)], PAGES)
 
 type Fn = (...args: number[]) => void
 interface Exports {
@@ -230,6 +265,9 @@ interface Exports {
   pair2: Fn
   round_f16: Fn
   round_bf16: Fn
+  pack3: Fn
+  pack5: Fn
+  pack6: Fn
   mem: {buffer: ArrayBuffer}
 }
 interface WasmApi {
@@ -340,45 +378,53 @@ export class SimdKernels {
         this.x.pair2(DST, n / 2)
         this.x.pair4(DST, n / 4)
         packedBytes.set(this.u8.subarray(DST, DST + outBytes), at)
-      } else packStream(this.u8, DST, n, bits, packed, at / 4)
-    }
-  }
-}
-
-/** Codes (one byte each) → LSB-first bit stream of words, for widths that straddle words (3, 5, 6). n·bits a multiple of 32. */
-function packStream(codes: Uint8Array, from: number, n: number, bits: number, packed: Uint32Array, word0: number): void {
-  let bitPos = 0
-  let word = 0
-  for (let i = 0; i < n; i++) {
-    const q = codes[from + i]!
-    const shift = bitPos & 31
-    word |= q << shift
-    if (shift + bits >= 32) {
-      packed[word0 + (bitPos >>> 5)] = word
-      word = shift + bits > 32 ? q >>> (32 - shift) : 0
-    }
-    bitPos += bits
-  }
-}
-
-let kernels: SimdKernels | null | undefined
-
-/** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
-export function simdKernels(): SimdKernels | undefined {
-  if (kernels === undefined) {
-    kernels = null
-    if (process.env.OPENELM_SIMD !== '0' && wasm) {
-      try {
-        if (wasm.validate(SIMD_KERNELS_BYTES)) kernels = new SimdKernels(new wasm.Instance(new wasm.Module(SIMD_KERNELS_BYTES), {}).exports as unknown as Exports)
-      } catch {
-        kernels = null
+      } else {
+        const pack = bits === 3 ? this.x.pack3 : bits === 5 ? this.x.pack5 : this.x.pack6
+        pack(DST, n / 8)
+        packedBytes.set(this.u8.subarray(DST, DST + outBytes), at)
       }
     }
   }
-  return kernels ?? undefined
+}
+
+/** The exports of a kernel module's instance, or null without WebAssembly SIMD (or with OPENELM_SIMD=0). */
+function instantiateKernels(bytes: Uint8Array): Record<string, unknown> | null {
+  if (process.env.OPENELM_SIMD === '0' || !wasm) return null
+  try {
+    return wasm.validate(bytes) ? new wasm.Instance(new wasm.Module(bytes), {}).exports : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * A module's kernels for this thread, made on first use: `get()` is undefined without WebAssembly
+ * SIMD (or with OPENELM_SIMD=0); `reset()` forgets the choice (tests switch OPENELM_SIMD).
+ */
+export function lazyKernels<T>(bytes: Uint8Array, make: (exports: Record<string, unknown>) => T): {get(): T | undefined; reset(): void} {
+  let kernels: T | null | undefined
+  return {
+    get() {
+      if (kernels === undefined) {
+        const exports = instantiateKernels(bytes)
+        kernels = exports && make(exports)
+      }
+      return kernels ?? undefined
+    },
+    reset() {
+      kernels = undefined
+    },
+  }
+}
+
+const thisThread = lazyKernels(SIMD_KERNELS_BYTES, (exports) => new SimdKernels(exports as unknown as Exports))
+
+/** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
+export function simdKernels(): SimdKernels | undefined {
+  return thisThread.get()
 }
 
 /** Forget the cached choice (tests switch OPENELM_SIMD). */
 export function resetSimdKernels(): void {
-  kernels = undefined
+  thisThread.reset()
 }

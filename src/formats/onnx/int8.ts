@@ -53,13 +53,7 @@ export function int8Records(source: TensorRecord, codesName: string, scalesName:
   let making: Promise<{codes: Int8Array; scales: Float32Array}> | undefined
   const quantizeAll = async () => {
     const codes = new Int8Array(rows * cols)
-    const sc = new Float32Array(rows)
-    let r0 = 0
-    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_int8', {}))) {
-      codes.set(new Int8Array(q.weight!.buffer, q.weight!.byteOffset, q.weight!.byteLength), r0 * cols)
-      sc.set(new Float32Array(q.scales!.slice().buffer), r0)
-      r0 += q.scales!.byteLength / 4
-    }
+    const sc = await int8Steps(f32, rows, cols, step, (weight, r0) => codes.set(new Int8Array(weight.buffer, weight.byteOffset, weight.byteLength), r0 * cols))
     return {codes, scales: sc}
   }
   const quantized = () => making ??= quantizeAll().finally(() => {
@@ -91,28 +85,31 @@ export function int8Records(source: TensorRecord, codesName: string, scalesName:
   return {codes, scales: scalesRecord}
 }
 
+/**
+ * Rows [first, rows) of an f32 record quantized step by step on the pool, in order: each step's
+ * codes go to `codes(weight, row)` (its first row) and the scales of the rows into the result.
+ */
+async function int8Steps(f32: TensorRecord, rows: number, cols: number, step: number, codes?: (weight: Uint8Array, row: number) => void, first = 0): Promise<Float32Array> {
+  const scales = new Float32Array(rows - first)
+  let r0 = first
+  for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_int8', {}, first))) {
+    codes?.(q.weight!, r0)
+    scales.set(new Float32Array(q.scales!.slice().buffer), r0 - first)
+    r0 += q.scales!.byteLength / 4
+  }
+  return scales
+}
+
 function streamedInt8(f32: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
   let scales: Promise<Float32Array> | undefined
-  const allScales = (): Promise<Float32Array> => scales ??= (async () => {
-    const sc = new Float32Array(rows)
-    let r0 = 0
-    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_int8', {}))) {
-      sc.set(new Float32Array(q.scales!.slice().buffer), r0)
-      r0 += q.scales!.byteLength / 4
-    }
-    return sc
-  })()
+  const allScales = (): Promise<Float32Array> => scales ??= int8Steps(f32, rows, cols, step)
   const codes: TensorRecord = {
     name: codesName, dtype: 'I8', shape: [...shape], byteLength: rows * cols,
     async read(start = 0, end = rows * cols) {
       const r0 = Math.floor(start / cols)
       const r1 = Math.ceil(end / cols)
       const out = new Uint8Array((r1 - r0) * cols)
-      let at = 0
-      for await (const q of mapOrdered(rowSteps(f32, r1, cols, step, 'onnx_int8', {}, r0))) {
-        out.set(q.weight!, at)
-        at += q.weight!.byteLength
-      }
+      await int8Steps(f32, r1, cols, step, (weight, row) => out.set(weight, (row - r0) * cols), r0)
       return out.subarray(start - r0 * cols, end - r0 * cols)
     },
   }

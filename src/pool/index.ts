@@ -77,18 +77,25 @@ function spawnWorker(): Worker {
  * shape on 2 workers while the live buffers were a few MB). Reused, the same few buffers circulate.
  */
 const SPARE: ArrayBuffer[] = []
-const SPARE_KEEP = 16
+/** The spare buffers' total: a few tasks' inputs (buffers of sizes no longer asked for age out). */
 const SPARE_MAX_BYTES = 16 * 1024 * 1024
+let spareBytes = 0
 
 /** A buffer back from the workers of `bytes` to 2·`bytes` (else a new one of `bytes`): the caller's own. */
 export function spareBuffer(bytes: number): ArrayBuffer {
   const index = SPARE.findIndex((b) => b.byteLength >= bytes && b.byteLength <= 2 * bytes)
-  return index >= 0 ? SPARE.splice(index, 1)[0]! : new ArrayBuffer(bytes)
+  if (index < 0) return new ArrayBuffer(bytes)
+  const buffer = SPARE.splice(index, 1)[0]!
+  spareBytes -= buffer.byteLength
+  return buffer
 }
 
-/** Keep a buffer no one uses any more for `spareBuffer` (a few, chunk-sized; the rest are left to the GC). */
+/** Keep a buffer no one uses any more for `spareBuffer`, the oldest ones making room (at most SPARE_MAX_BYTES in all). */
 export function recycle(buffer: ArrayBuffer): void {
-  if (SPARE.length < SPARE_KEEP && buffer.byteLength > 0 && buffer.byteLength <= SPARE_MAX_BYTES) SPARE.push(buffer)
+  if (buffer.byteLength === 0 || buffer.byteLength > SPARE_MAX_BYTES / 4) return
+  SPARE.push(buffer)
+  spareBytes += buffer.byteLength
+  while (spareBytes > SPARE_MAX_BYTES) spareBytes -= SPARE.shift()!.byteLength
 }
 
 /** Buffers waiting in `spareBuffer`'s list (tests). */

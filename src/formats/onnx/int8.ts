@@ -11,8 +11,11 @@ import {type StoredSegment} from '../types.js'
 import {castRecord, readF32Task, type TensorRecord} from '../../tensor/record.js'
 import {toFloat32} from '../../tensor/dtype.js'
 
-/** Rows per quantization step: bounds the f32 temporaries to ~16 MiB. */
-const STEP_ELEMENTS = 1 << 20
+/**
+ * Elements per quantization task (whole rows; the codes do not depend on it): 1 MiB of f32, so the
+ * tasks in flight on the pool (2 per worker) hold a few MiB.
+ */
+const STEP_ELEMENTS = 1 << 18
 
 /** The encode task of `scheme` over rows [r0, r1) of an f32 record. */
 async function rowsTask(f32: TensorRecord, cols: number, r0: number, r1: number, scheme: string, params: SchemeParams): Promise<EncodeTask> {

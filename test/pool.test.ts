@@ -127,16 +127,16 @@ describe('buffers in flight', () => {
     setThreads(2)
     const input = values(8, 256, 11)
     const reference = runTask({kind: 'encode', scheme: 'mlx_affine', params: {bits: 4, group_size: 64}, values: input.slice(), rows: 8, cols: 256})
-    const before = spareCount()
     const buffer = spareBuffer(input.byteLength)
     new Float32Array(buffer, 0, input.length).set(input)
     const encoded = await runOne({kind: 'encode', scheme: 'mlx_affine', params: {bits: 4, group_size: 64}, values: new Float32Array(buffer, 0, input.length), rows: 8, cols: 256, owned: true})
     expect(buffer.byteLength).toBe(0) // moved to the worker, not copied
     expect(Object.keys(encoded).map((k) => sha(encoded[k as keyof typeof encoded]!))).toEqual(Object.keys(reference).map((k) => sha(reference[k as keyof typeof reference]!)))
-    expect(spareCount()).toBe(before + 1)
-    const again = spareBuffer(input.byteLength)
-    expect(again.byteLength).toBe(input.byteLength)
-    expect(spareCount()).toBe(before)
+    expect(spareCount()).toBeGreaterThan(0)
+    // The same bytes came back (a new buffer would be zeros) and are handed out again.
+    const n = input.byteLength
+    const handedOut = Array.from({length: spareCount()}, () => spareBuffer(n))
+    expect(handedOut.some((b) => b.byteLength >= n && sha(new Uint8Array(b, 0, n)) === sha(new Uint8Array(input.buffer)))).toBe(true)
   }, 60_000)
 
   it('MLX scales/biases read while the weight\'s reads are under way wait for them: each row block is encoded once', async () => {

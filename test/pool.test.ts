@@ -11,7 +11,10 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {FormatError, UsageError} from '../src/errors.js'
-import {castPool, closeSharedPool, mapOrdered, parseThreads, setThreads, sharedPool, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
+import {castPool, closeSharedPool, mapOrdered, parseThreads, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
+import {runTask} from '../src/pool/tasks.js'
+import {quantizedRecords} from '../src/formats/mlx/quantize.js'
+import {CHUNK_BYTES, f32Record} from '../src/tensor/record.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {drain} from '../src/progress.js'
 
@@ -116,6 +119,43 @@ describe('worker pool', () => {
     } finally {
       await pool.close()
     }
+  }, 60_000)
+})
+
+describe('buffers in flight', () => {
+  it('an encode task\'s input buffer comes back from the worker and is handed out again (spareBuffer), results unchanged', async () => {
+    setThreads(2)
+    const input = values(8, 256, 11)
+    const reference = runTask({kind: 'encode', scheme: 'mlx_affine', params: {bits: 4, group_size: 64}, values: input.slice(), rows: 8, cols: 256})
+    const buffer = spareBuffer(input.byteLength)
+    new Float32Array(buffer, 0, input.length).set(input)
+    const encoded = await runOne({kind: 'encode', scheme: 'mlx_affine', params: {bits: 4, group_size: 64}, values: new Float32Array(buffer, 0, input.length), rows: 8, cols: 256, owned: true})
+    expect(buffer.byteLength).toBe(0) // moved to the worker, not copied
+    expect(Object.keys(encoded).map((k) => sha(encoded[k as keyof typeof encoded]!))).toEqual(Object.keys(reference).map((k) => sha(reference[k as keyof typeof reference]!)))
+    expect(spareCount()).toBeGreaterThan(0)
+    // The same bytes came back (a new buffer would be zeros) and are handed out again.
+    const n = input.byteLength
+    const handedOut = Array.from({length: spareCount()}, () => spareBuffer(n))
+    expect(handedOut.some((b) => b.byteLength >= n && sha(new Uint8Array(b, 0, n)) === sha(new Uint8Array(input.buffer)))).toBe(true)
+  }, 60_000)
+
+  it('MLX scales/biases read while the weight\'s reads are under way wait for them: each row block is encoded once', async () => {
+    setThreads(2)
+    const rows = 320
+    const cols = 1024
+    const blockRows = (CHUNK_BYTES / 4) / (cols * 4)
+    const source = f32Record('w', [rows, cols], values(rows, cols, 12))
+    const {weight, scales, biases} = quantizedRecords(source, 'w', {bits: 4, groupSize: 64}, 'F16')
+    const pool = sharedPool()!
+    const start = pool.completed
+    // As the writer reads ahead in the given order: the weight in chunks (a row block each here),
+    // then scales and biases before the weight's reads are done.
+    const blocks = rows / blockRows
+    const chunk = weight.byteLength / blocks
+    const reads = Array.from({length: blocks}, (_, i) => weight.read(i * chunk, (i + 1) * chunk))
+    const params = [scales.read(), biases.read()]
+    await Promise.all([...reads, ...params])
+    expect(pool.completed - start).toBe(blocks)
   }, 60_000)
 })
 

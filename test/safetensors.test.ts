@@ -253,6 +253,26 @@ describe('writing', () => {
     expect(sha256(readFileSync(f1))).toBe(sha256(readFileSync(f2)))
   })
 
+  it('inGivenOrder: the records are read in the order given (a big one across several chunks) and the file is byte-identical', async () => {
+    const big = memoryRecord('zz.big', 'U32', [600_000], rand(2_400_000, 9))
+    const given = [records[6]!, big, ...records.slice(0, 6), records[7]!]
+    const reads: string[] = []
+    const spied = given.map((r): TensorRecord => ({...r, read: (s, e) => {
+      reads.push(r.name)
+      return r.read(s, e)
+    }}))
+    const inFileOrder = path.join(tmp, 'order-file.safetensors')
+    const inGiven = path.join(tmp, 'order-given.safetensors')
+    await write(inFileOrder, given, {format: 'pt'})
+    const gen = writeSafetensors(inGiven, spied, {format: 'pt'}, undefined, {inGivenOrder: true})
+    const names: string[] = []
+    for (let step = await gen.next(); !step.done; step = await gen.next()) if (step.value.type === 'tensor') names.push(step.value.name)
+    expect(names).toEqual(given.map((r) => r.name))
+    expect([...new Set(reads)]).toEqual(given.map((r) => r.name))
+    expect(reads.filter((n) => n === 'zz.big').length).toBeGreaterThan(1)
+    expect(sha256(readFileSync(inGiven))).toBe(sha256(readFileSync(inFileOrder)))
+  })
+
   it('streams a tensor larger than one chunk in pieces', async () => {
     const big = new Uint8Array(20 * 1024 * 1024 + 12)
     for (let i = 0; i < big.length; i += 4093) big[i] = i & 0xff

@@ -142,5 +142,7 @@ export const cases: BenchCase[] = [
   ]),
   // 3B shape: the slowest path of each format (1.1B rows above), on the default 2 workers.
   ...['hf-bf16', 'gguf-q8_0', 'mlx-mxfp4', 'onnx-q4'].map((id) => pathCase('3B', PATHS.find((p) => p.id === id)!, 2)),
+  // The two paths that were over 300 MB at 3B (bench/RESULTS.md, mem3b), on 1 and 2 threads.
+  ...['mlx-4bit', 'onnx-q8'].flatMap((id) => [1, 2].map((t) => pathCase('3B', PATHS.find((p) => p.id === id)!, t))),
   ...[1, 2].map(verifyCase),
 ]

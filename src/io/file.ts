@@ -69,6 +69,9 @@ const DIRECT_WRITE_BYTES = 256 * 1024
 export class FileWriter {
   private readonly pending: Uint8Array
   private pendingBytes = 0
+  /** File offset of the first pending byte. */
+  private pendingAt = 0
+  /** Where the next write goes (the end of the file unless `seek` moved it). */
   position = 0
 
   private constructor(private readonly handle: fs.FileHandle, flushBytes: number) {
@@ -81,22 +84,30 @@ export class FileWriter {
 
   async write(bytes: Uint8Array): Promise<void> {
     if (bytes.byteLength === 0) return
+    const at = this.position
     this.position += bytes.byteLength
     if (bytes.byteLength >= DIRECT_WRITE_BYTES || bytes.byteLength > this.pending.byteLength - this.pendingBytes) {
       await this.flush()
       if (bytes.byteLength >= DIRECT_WRITE_BYTES || bytes.byteLength > this.pending.byteLength) {
-        await this.writeAll(bytes)
+        await this.writeAll(bytes, at)
         return
       }
     }
+    if (this.pendingBytes === 0) this.pendingAt = at
     this.pending.set(bytes, this.pendingBytes)
     this.pendingBytes += bytes.byteLength
   }
 
-  private async writeAll(bytes: Uint8Array): Promise<void> {
+  /** Make the next write go to `position` (what is pending is written first, where it belongs). */
+  async seek(position: number): Promise<void> {
+    await this.flush()
+    this.position = position
+  }
+
+  private async writeAll(bytes: Uint8Array, at: number): Promise<void> {
     let done = 0
     while (done < bytes.byteLength) {
-      const {bytesWritten} = await this.handle.write(bytes, done, bytes.byteLength - done)
+      const {bytesWritten} = await this.handle.write(bytes, done, bytes.byteLength - done, at + done)
       done += bytesWritten
     }
   }
@@ -105,7 +116,7 @@ export class FileWriter {
     if (this.pendingBytes === 0) return
     const n = this.pendingBytes
     this.pendingBytes = 0
-    await this.writeAll(this.pending.subarray(0, n))
+    await this.writeAll(this.pending.subarray(0, n), this.pendingAt)
   }
 
   async close(): Promise<void> {

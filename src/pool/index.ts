@@ -69,6 +69,40 @@ function spawnWorker(): Worker {
   return new Worker(boot, {eval: true})
 }
 
+/**
+ * Task inputs the workers moved back once done (an encode's source values), handed out again by
+ * `spareBuffer` for the next tasks' inputs. Each isolate frees a dead ArrayBuffer only at its next
+ * GC, which V8 puts off until tens of MB of them have piled up: fresh input buffers for every task
+ * left that much garbage in each worker and let malloc's heap grow (RSS creeping to 386 MB at the 3B
+ * shape on 2 workers while the live buffers were a few MB). Reused, the same few buffers circulate.
+ */
+const SPARE: ArrayBuffer[] = []
+/** The spare buffers' total: a few tasks' inputs (buffers of sizes no longer asked for age out). */
+const SPARE_MAX_BYTES = 16 * 1024 * 1024
+let spareBytes = 0
+
+/** A buffer back from the workers of `bytes` to 2·`bytes` (else a new one of `bytes`): the caller's own. */
+export function spareBuffer(bytes: number): ArrayBuffer {
+  const index = SPARE.findIndex((b) => b.byteLength >= bytes && b.byteLength <= 2 * bytes)
+  if (index < 0) return new ArrayBuffer(bytes)
+  const buffer = SPARE.splice(index, 1)[0]!
+  spareBytes -= buffer.byteLength
+  return buffer
+}
+
+/** Keep a buffer no one uses any more for `spareBuffer`, the oldest ones making room (at most SPARE_MAX_BYTES in all). */
+export function recycle(buffer: ArrayBuffer): void {
+  if (buffer.byteLength === 0 || buffer.byteLength > SPARE_MAX_BYTES / 4) return
+  SPARE.push(buffer)
+  spareBytes += buffer.byteLength
+  while (spareBytes > SPARE_MAX_BYTES) spareBytes -= SPARE.shift()!.byteLength
+}
+
+/** Buffers waiting in `spareBuffer`'s list (tests). */
+export function spareCount(): number {
+  return SPARE.length
+}
+
 interface Pending {
   resolve(value: unknown): void
   reject(error: unknown): void
@@ -139,6 +173,7 @@ export class WorkerPool {
       worker.unref()
       this.idle.push(worker)
       this.completed++
+      if (reply.ok) for (const b of reply.spent) recycle(b)
       if (p) {
         if (reply.ok) p.resolve(reply.result)
         else p.reject(rebuildError(reply.error))
@@ -234,6 +269,8 @@ export function runOne(task: Task): Promise<AnyResult> {
  */
 export class BlocksAhead<T> {
   private readonly cache = new Map<number, {promise: Promise<T>; taken: boolean}>()
+  /** readRange calls under way. */
+  private readonly reading = new Set<Promise<Uint8Array>>()
   /** Blocks taken and dropped: not computed ahead again (only when asked for). */
   private readonly dropped: Uint8Array
   constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>) {
@@ -273,7 +310,24 @@ export class BlocksAhead<T> {
    * (`block(b)`: this.get, or a caller's source that may serve some blocks otherwise); then the blocks
    * whose end this read took are released. `totalBytes`: the record's length.
    */
-  async readRange(start: number, end: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array> = (b) => this.get(b) as Promise<Uint8Array>): Promise<Uint8Array> {
+  readRange(start: number, end: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array> = (b) => this.get(b) as Promise<Uint8Array>): Promise<Uint8Array> {
+    const read = this.copyRange(start, end, blockBytes, totalBytes, block)
+    this.reading.add(read)
+    const done = () => this.reading.delete(read)
+    read.then(done, done)
+    return read
+  }
+
+  /**
+   * Wait until the readRange calls under way have finished (whatever their outcome). A writer reads
+   * ahead: the read of a by-product (MLX's scales) can start while the reads of the blocks that make
+   * it are still running; waiting for them costs nothing, computing their blocks again costs a pass.
+   */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.reading])
+  }
+
+  private async copyRange(start: number, end: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array>): Promise<Uint8Array> {
     const out = new Uint8Array(end - start)
     for (let b = Math.floor(start / blockBytes); b * blockBytes < end; b++) {
       const bytes = await block(b)

@@ -4,7 +4,7 @@
  */
 import {parentPort} from 'node:worker_threads'
 import {OpenElmError} from '../errors.js'
-import {type AnyResult, buffersOf, resultViews, runTask, type Task} from './tasks.js'
+import {type AnyResult, buffersOf, resultViews, runTask, type Task, taskViews} from './tasks.js'
 
 export interface TaskMessage {
   id: number
@@ -12,7 +12,8 @@ export interface TaskMessage {
 }
 
 export type ReplyMessage =
-  | {id: number; ok: true; result: AnyResult}
+  /** `spent`: the task's input buffers that the result does not use, moved back for the pool to reuse (src/pool/index.ts). */
+  | {id: number; ok: true; result: AnyResult; spent: ArrayBuffer[]}
   | {id: number; ok: false; error: {name: string; kind?: string; code?: string; message: string; details?: Record<string, unknown>}}
 
 if (!parentPort) throw new Error('src/pool/worker is a worker_threads entry point')
@@ -22,8 +23,10 @@ port.on('message', ({id, task}: TaskMessage) => {
   let transfer: ArrayBuffer[] = []
   try {
     const result = runTask(task)
-    reply = {id, ok: true, result}
-    transfer = buffersOf(resultViews(result))
+    const out = buffersOf(resultViews(result))
+    const spent = buffersOf(taskViews(task)).filter((b) => !out.includes(b))
+    reply = {id, ok: true, result, spent}
+    transfer = [...out, ...spent]
   } catch (error) {
     const e = error as Error
     reply = {id, ok: false, error: e instanceof OpenElmError ? {name: e.name, kind: e.kind, code: e.code, message: e.message, details: e.details} : {name: e?.name ?? 'Error', message: String(e?.message ?? e)}}

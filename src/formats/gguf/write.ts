@@ -8,7 +8,7 @@ import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
 import {castPool, type CastTask, type EncodeTask, mapOrdered} from '../../pool/index.js'
-import {castRecord, CHUNK_BYTES, readChunksInto, type TensorRecord} from '../../tensor/record.js'
+import {castRecord, CHUNK_BYTES, readChunksInto, readF32Task, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
 import {tensorBytes, MAX_DIMS, MAX_TENSOR_NAME_BYTES} from './read.js'
@@ -195,7 +195,7 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, 
   async function* tasks(): AsyncGenerator<EncodeTask> {
     for (let first = 0; first < elements; first += step) {
       const count = Math.min(step, elements - first)
-      yield {kind: 'encode', scheme, params: {}, values: toFloat32(await source.read(first * size, (first + count) * size), source.dtype), rows: 1, cols: count}
+      yield {kind: 'encode', scheme, params: {}, ...(await readF32Task(source, first * size, (first + count) * size)), rows: 1, cols: count}
     }
   }
   for await (const encoded of mapOrdered(tasks())) yield encoded.blocks!

@@ -8,7 +8,7 @@ import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index
 import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, formatShape, type TensorRecord} from '../../tensor/record.js'
+import {CHUNK_BYTES, formatShape, readF32Task, type TensorRecord} from '../../tensor/record.js'
 import {type StoredTensor} from '../types.js'
 
 /** f32 bytes of one row block (a quarter of a streaming chunk, as the affine records). */
@@ -40,7 +40,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   const task = async (b: number): Promise<EncodeTask> => {
     const r0 = b * step
     const r1 = Math.min(rows, r0 + step)
-    return {kind: 'encode', scheme, params: {dtype}, values: toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype), rows: r1 - r0, cols}
+    return {kind: 'encode', scheme, params: {dtype}, ...(await readF32Task(source, r0 * cols * size, r1 * cols * size)), rows: r1 - r0, cols}
   }
   /** Scales of the blocks computed so far (done[b]), until the scales record was read to its end. */
   let kept: {scales: Uint8Array; done: Uint8Array} | undefined
@@ -56,6 +56,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   })
   let making: Promise<Uint8Array> | undefined
   const allScales = async (): Promise<Uint8Array> => {
+    await weightBlocks.settled()
     const todo: number[] = []
     for (let b = 0; b < blocks; b++) if (!kept?.done[b]) todo.push(b)
     if (todo.length === 0) return kept!.scales

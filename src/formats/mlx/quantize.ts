@@ -7,9 +7,9 @@
 import {FormatError} from '../../errors.js'
 import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
 import {checkQuantParams, dequantizeRoundedInto, dequantizeRows} from '../../quant/mlx-affine.js'
-import {type Encoded} from '../../quant/types.js'
+import {type Encoded, type SchemeParams} from '../../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, formatShape, readIntoOf, type TensorRecord, withReadRowsF32} from '../../tensor/record.js'
+import {CHUNK_BYTES, formatShape, readF32Task, readIntoOf, type TensorRecord, withReadRowsF32} from '../../tensor/record.js'
 
 export {
   checkQuantParams, dequantizeRows, groupErrorBound, groupParams, QUANT_BITS, QUANT_GROUP_SIZES, quantizeRows, rint, roundInto, SCALE_EPS, unpackRows,
@@ -35,10 +35,10 @@ function blockRows(cols: number): number {
   return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
 }
 
-/** Rows [r0, r1) of `source` as f32 (a view of the bytes read when it is f32 already). */
-async function readRows(source: TensorRecord, cols: number, r0: number, r1: number): Promise<Float32Array> {
+/** The `mlx_affine` encode task of rows [r0, r1) of `source` (read as f32 by readF32Task). */
+async function rowsTask(source: TensorRecord, cols: number, r0: number, r1: number, params: SchemeParams): Promise<EncodeTask> {
   const size = dtypeSize(source.dtype)
-  return toFloat32(await source.read(r0 * cols * size, r1 * cols * size), source.dtype)
+  return {kind: 'encode', scheme: 'mlx_affine', params, ...(await readF32Task(source, r0 * cols * size, r1 * cols * size)), rows: r1 - r0, cols}
 }
 
 /**
@@ -81,7 +81,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const task = async (b: number): Promise<EncodeTask> => {
     const r0 = b * step
     const r1 = Math.min(rows, r0 + step)
-    return {kind: 'encode', scheme: 'mlx_affine', params, values: await readRows(source, cols, r0, r1), rows: r1 - r0, cols}
+    return rowsTask(source, cols, r0, r1, params)
   }
   /** Keep block `b`'s scales/biases (while the whole-tensor ones are still wanted). */
   const keepParams = (b: number, encoded: Encoded) => {
@@ -93,6 +93,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   }
 
   const makeParams = async () => {
+    await ahead.settled()
     const keepCodes = served.weight < weightBytes
     if (keepCodes) allPacked ??= {packed: new Uint8Array(weightBytes), inAll: new Uint8Array(blocks)}
     // Runs of up to TASK_BLOCKS consecutive blocks still to do, one task each (fewer, larger messages
@@ -108,7 +109,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
       for (const [b0, b1] of runs) {
         const r0 = b0 * step
         const r1 = Math.min(rows, b1 * step)
-        yield {kind: 'encode', scheme: 'mlx_affine', params, values: await readRows(source, cols, r0, r1), rows: r1 - r0, cols}
+        yield await rowsTask(source, cols, r0, r1, params)
       }
     }
     let i = 0

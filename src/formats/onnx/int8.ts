@@ -8,20 +8,18 @@ import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
-import {castRecord, type TensorRecord} from '../../tensor/record.js'
+import {castRecord, readF32Task, type TensorRecord} from '../../tensor/record.js'
 import {toFloat32} from '../../tensor/dtype.js'
 
-/** Rows per quantization step: bounds the f32 temporaries to ~16 MiB. */
-const STEP_ELEMENTS = 1 << 20
-
-/** f32 values of a byte range (a view when aligned, else one copy). */
-function asF32(bytes: Uint8Array): Float32Array {
-  return bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : new Float32Array(bytes.slice().buffer)
-}
+/**
+ * Elements per quantization task (whole rows; the codes do not depend on it): 1 MiB of f32, so the
+ * tasks in flight on the pool (2 per worker) hold a few MiB.
+ */
+const STEP_ELEMENTS = 1 << 18
 
 /** The encode task of `scheme` over rows [r0, r1) of an f32 record. */
 async function rowsTask(f32: TensorRecord, cols: number, r0: number, r1: number, scheme: string, params: SchemeParams): Promise<EncodeTask> {
-  return {kind: 'encode', scheme, params, values: asF32(await f32.read(r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols}
+  return {kind: 'encode', scheme, params, ...(await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols}
 }
 
 /** Encode tasks of `scheme` over rows [0, rows) (or [first, rows)) of an f32 record, `step` rows each. */

@@ -40,6 +40,8 @@ export interface ShardedWriteOptions {
   /** Write the index even for one shard (mlx-lm does). */
   alwaysIndex: boolean
   indexMetadata: (totalSize: number) => Record<string, unknown>
+  /** Each shard's tensors computed in the given order (writeSafetensors' `inGivenOrder`). */
+  inGivenOrder?: boolean
 }
 
 export async function* writeShardedSafetensors(dir: string, records: readonly TensorRecord[], options: ShardedWriteOptions): AsyncGenerator<ProgressEvent, {path: string; bytes: number}[]> {
@@ -52,7 +54,7 @@ export async function* writeShardedSafetensors(dir: string, records: readonly Te
   for (const [i, shard] of shards.entries()) {
     const name = shards.length === 1 ? SINGLE_FILE : shardName(i, shards.length)
     const file = path.join(dir, name)
-    const bytes = yield* writeSafetensors(file, shard, options.metadata, {...progress})
+    const bytes = yield* writeSafetensors(file, shard, options.metadata, {...progress}, {inGivenOrder: options.inGivenOrder})
     progress.index += shard.length
     progress.bytesDone += shard.reduce((a, r) => a + r.byteLength, 0)
     files.push({path: file, bytes})

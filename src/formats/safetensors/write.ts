@@ -67,20 +67,40 @@ interface Chunk {
   length: number
   /** Last chunk of its record. */
   last: boolean
+  /** Offset in the file. */
+  at: number
 }
 
-function planChunks(order: readonly TensorRecord[]): Chunk[] {
+/** Chunks of the records in `writeOrder`, each at its place in the file laid out as `plan` says. */
+function planChunks(plan: SafetensorsPlan, writeOrder: readonly TensorRecord[]): Chunk[] {
+  const offsets = new Map<TensorRecord, number>()
+  let offset = plan.header.byteLength
+  for (const record of plan.order) {
+    offsets.set(record, offset)
+    offset += record.byteLength
+  }
   const chunks: Chunk[] = []
-  for (const record of order) {
+  for (const record of writeOrder) {
     const size = dtypeSize(record.dtype)
     const step = Math.max(size, Math.floor(WRITE_CHUNK_BYTES / size) * size)
-    if (record.byteLength === 0) chunks.push({record, start: 0, length: 0, last: true})
+    const base = offsets.get(record)!
+    if (record.byteLength === 0) chunks.push({record, start: 0, length: 0, last: true, at: base})
     for (let start = 0; start < record.byteLength; start += step) {
       const length = Math.min(step, record.byteLength - start)
-      chunks.push({record, start, length, last: start + length === record.byteLength})
+      chunks.push({record, start, length, last: start + length === record.byteLength, at: base + start})
     }
   }
   return chunks
+}
+
+export interface SafetensorsWriteOptions {
+  /**
+   * Compute and write the tensors in the order given rather than in the file's order (the same
+   * bytes, each chunk written at its place). For records computed together (MLX's codes and their
+   * scales/biases: U32 first in the file, the 16-bit scales after every U32 tensor), this order
+   * keeps one tensor's by-products in memory instead of all of them.
+   */
+  inGivenOrder?: boolean
 }
 
 /**
@@ -96,9 +116,10 @@ export async function* writeSafetensors(
   records: readonly TensorRecord[],
   metadata?: Record<string, string>,
   progress: {index: number; total: number; bytesDone: number; totalBytes: number} = {index: 0, total: records.length, bytesDone: 0, totalBytes: 0},
+  options: SafetensorsWriteOptions = {},
 ): AsyncGenerator<ProgressEvent, number> {
   const plan = planSafetensors(records, metadata)
-  const chunks = planChunks(plan.order)
+  const chunks = planChunks(plan, options.inGivenOrder ? records : plan.order)
   const largest = plan.order.reduce((a, r) => Math.max(a, r.byteLength), 0)
   // With a worker pool, enough chunks are read (and cast on the workers) ahead to keep every worker busy.
   const READ_AHEAD = castPool() ? Math.max(MIN_READ_AHEAD, 2 * threadCount()) : MIN_READ_AHEAD
@@ -128,6 +149,7 @@ export async function* writeSafetensors(
       }
       // The buffer of chunk i + READ_AHEAD is the one chunk i - 1 was written from: free now.
       if (i + READ_AHEAD < chunks.length) fetch(i + READ_AHEAD)
+      if (writer.position !== chunk.at) await writer.seek(chunk.at)
       await writer.write(bytes)
       written += bytes.byteLength
       if (chunk.last) {

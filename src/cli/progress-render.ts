@@ -107,8 +107,11 @@ export class ProgressRenderer {
       case 'bytes':
       case 'tensor':
         if (this.live?.totalBytes !== undefined) {
+          const wasDone = (this.live.bytesDone ?? 0) >= this.live.totalBytes
           this.live.bytesDone = event.bytesDone
           this.live.totalBytes = Math.max(this.live.totalBytes, event.totalBytes)
+          // The full bar is drawn when the last byte lands, not only if a timer tick falls before the step ends.
+          if (!wasDone && this.live.totalBytes > 0 && event.bytesDone >= this.live.totalBytes) this.draw()
         }
         break
       case 'phase':

@@ -224,8 +224,9 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
     }
     if (quant === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
       // The embedding (Gather, stored as is) is read in order: its codes are quantized per read.
-      const {codes, scales} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`, {streamed: !matmul})
-      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 16 << 20}) : codes)
+      // A matrix's codes are held while its transposed windows are read, and let go after the last one.
+      const {codes, scales, release} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`, {streamed: !matmul, keep: matmul})
+      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 16 << 20, onDone: release}) : codes)
       sources.set(scales.name, scales)
       continue
     }

@@ -37,50 +37,55 @@ function rowsOf(record: TensorRecord): [number, number] {
  * `streamed`: a reader that reads the codes in order (the embedding, stored untransposed) gets each
  * row range quantized for its read, so the whole tensor's codes are never held (98 MB for a 3B
  * embedding); the scales (4 bytes a row) come from a pass of their own.
+ * `keep`: the codes are held until `release()` rather than until a read ends at the last byte: a
+ * transposing reader reads every row band once per window, so each window's pass would end there
+ * and quantize the whole tensor again (5 times for a 3B `proj_1`, with the old codes still garbage).
  */
-export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean} = {}): {codes: TensorRecord; scales: TensorRecord} {
+export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean; keep?: boolean} = {}): {codes: TensorRecord; scales: TensorRecord; release: () => void} {
   const [rows, cols] = rowsOf(source)
   const f32 = castRecord(source, 'F32')
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
-  if (options.streamed) return streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName)
+  if (options.streamed) return {...streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName), release: () => undefined}
   let scales: Float32Array | undefined
   // The codes of the whole tensor (1 byte a weight) are computed once (step by step on the worker
-  // pool, in order) and kept until the last byte has been read: the writer reads them transposed,
-  // band by band, and a per-band recomputation would quantize the whole tensor once per window.
+  // pool, in order) and kept until they are released: the writer reads them transposed, band by
+  // band, and a per-band recomputation would quantize the whole tensor once per window.
   let all: Int8Array | undefined
+  let released = false
   let making: Promise<{codes: Int8Array; scales: Float32Array}> | undefined
   const quantizeAll = async () => {
     const codes = new Int8Array(rows * cols)
     const sc = await int8Steps(f32, rows, cols, step, (weight, r0) => codes.set(new Int8Array(weight.buffer, weight.byteOffset, weight.byteLength), r0 * cols))
     return {codes, scales: sc}
   }
-  const quantized = () => making ??= quantizeAll().finally(() => {
+  // One pass gives both: the scales are kept (4 bytes a row), the codes until released.
+  const quantized = () => making ??= quantizeAll().then((q) => {
+    scales = q.scales
+    if (!released) all = q.codes
+    return q
+  }).finally(() => {
     making = undefined
   })
-  const allScales = async (): Promise<Float32Array> => scales ?? (scales = (await quantized()).scales)
-  const allCodes = async (): Promise<Int8Array> => {
-    if (all) return all
-    const q = await quantized()
-    scales = q.scales
-    all = q.codes
-    return all
+  const release = () => {
+    all = undefined
+    released = true
   }
   const codes: TensorRecord = {
     name: codesName, dtype: 'I8', shape: [...source.shape], byteLength: rows * cols,
     async read(start = 0, end = rows * cols) {
       // A view of the kept codes (never written to), so reading allocates nothing.
-      const bytes = new Uint8Array((await allCodes()).buffer).subarray(start, end)
-      if (end === rows * cols) all = undefined
+      const bytes = new Uint8Array((all ?? (await quantized()).codes).buffer).subarray(start, end)
+      if (!options.keep && end === rows * cols) release()
       return bytes
     },
   }
   const scalesRecord: TensorRecord = {
     name: scalesName, dtype: 'F32', shape: [rows], byteLength: rows * 4,
     async read(start = 0, end = rows * 4) {
-      return new Uint8Array((await allScales()).buffer).slice(start, end)
+      return new Uint8Array((scales ?? (await quantized()).scales).buffer).slice(start, end)
     },
   }
-  return {codes, scales: scalesRecord}
+  return {codes, scales: scalesRecord, release}
 }
 
 /**
@@ -163,7 +168,9 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
   const scaleSize = scaleDtype === 'F16' ? 2 : 4
   const params = {dtype: scaleDtype}
-  // The scales as stored (f32 bytes or f16 bits, as the scheme encodes them), all rows, kept.
+  // The scales as stored (f32 bytes or f16 bits, as the scheme encodes them), all rows, kept until
+  // a read ends at their last byte: the writer holds every record until the file is done, and one
+  // scale per 32 weights kept for every matrix was 340 MB at the 3B shape.
   let scales: Uint8Array | undefined
   let making: Promise<Uint8Array> | undefined
   const computeScales = async (): Promise<Uint8Array> => {
@@ -188,7 +195,9 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const scalesRecord: TensorRecord = {
     name: scalesName, dtype: scaleDtype, shape: [rows * nb], byteLength: rows * nb * scaleSize,
     async read(start = 0, end = rows * nb * scaleSize) {
-      return (await allScales()).slice(start, end)
+      const bytes = (await allScales()).slice(start, end)
+      if (end === rows * nb * scaleSize) scales = undefined
+      return bytes
     },
   }
   return {blocks, scales: scalesRecord}

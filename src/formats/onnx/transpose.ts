@@ -34,7 +34,8 @@ function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined): void {
   if (buffer && buffer.byteLength >= (FREE[kind]?.byteLength ?? 0)) FREE[kind] = buffer
 }
 
-export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number} = {}): TensorRecord {
+/** `onDone`: called once the tensor's last byte has been read (the source may let its data go). */
+export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number; onDone?: () => void} = {}): TensorRecord {
   if (record.shape.length !== 2) throw new Error(`transposedRecord: ${record.name} is not 2-D`)
   const [rows, cols] = record.shape as [number, number]
   const size = dtypeSize(record.dtype)
@@ -119,6 +120,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
       give('window', spare.window)
       give('band', spare.band)
       spare = {}
+      limits.onDone?.()
     }
   }
   // Reads run one at a time: they share the window and band buffers.

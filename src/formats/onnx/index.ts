@@ -226,7 +226,7 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
       // The embedding (Gather, stored as is) is read in order: its codes are quantized per read.
       // A matrix's codes are held while its transposed windows are read, and let go after the last one.
       const {codes, scales, release} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`, {streamed: !matmul, keep: matmul})
-      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 16 << 20, onDone: release}) : codes)
+      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 4 << 20, onDone: release}) : codes)
       sources.set(scales.name, scales)
       continue
     }

@@ -20,7 +20,7 @@ import {int8Records, int8Segment, dequantizedInt8, dequantizedQ4, q4Records, q4S
 import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, Q4_K_KEY, Q4_SCALES_SUFFIX, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
-import {transposedRecord} from './transpose.js'
+import {releaseTransposeBuffers, transposedRecord} from './transpose.js'
 import {planOnnx, PROTOBUF_LIMIT} from './write.js'
 
 export const ONNX_DIR = 'onnx'
@@ -273,6 +273,8 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
       const modelPath = path.join(dir, ONNX_DIR, p.file)
       const dataPath = p.plan.external ? path.join(dir, ONNX_DIR, p.dataName) : undefined
       yield* p.plan.write(modelPath, dataPath)
+      // An fp16 file's 64 MiB float window must not stay alive under the next file's int8 codes.
+      releaseTransposeBuffers()
       files.push({path: modelPath, bytes: p.plan.modelBytes})
       if (dataPath) files.push({path: dataPath, bytes: p.plan.dataBytes})
     }

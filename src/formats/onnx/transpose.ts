@@ -29,6 +29,11 @@ function take(kind: keyof typeof FREE, size: number): Uint8Array {
   FREE[kind] = undefined // too small: let it go before the bigger one is made
   return free && free.byteLength >= size ? new Uint8Array(free, 0, size) : new Uint8Array(size)
 }
+/** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
+export function releaseTransposeBuffers(): void {
+  FREE.window = undefined
+  FREE.band = undefined
+}
 function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined): void {
   const buffer = bytes?.buffer as ArrayBuffer | undefined
   if (buffer && buffer.byteLength >= (FREE[kind]?.byteLength ?? 0)) FREE[kind] = buffer

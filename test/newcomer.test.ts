@@ -1,7 +1,7 @@
 /**
  * The tool as a new user meets it, installed the way the README says (`npm pack`, then
- * `npm install -g` of the tarball, here into a temporary prefix, offline from the npm cache): npm
- * prints no config warning, `openelm` is on PATH in any folder, --help, a mistyped command, the
+ * `npm install -g` of the tarball, here into a temporary prefix, from the npm cache where it can:
+ * `--prefer-offline`, since `npm ci` may leave only abbreviated packuments there): npm prints no config warning, `openelm` is on PATH in any folder, --help, a mistyped command, the
  * README's Quick start job, and the commands of the shipped GitHub Actions workflow.
  */
 import {execFileSync, spawnSync} from 'node:child_process'
@@ -35,7 +35,7 @@ beforeAll(async () => {
   tarball = path.join(work, packed)
   // The README's line; onnxruntime-node's own switch skips its CUDA download (see README).
   expect(readFileSync(path.join(repo, 'README.md'), 'utf8')).toContain(`npm pack && ONNXRUNTIME_NODE_INSTALL=skip npm install -g ./${packed}`)
-  const install = sh(`npm install -g --prefix ${JSON.stringify(prefix)} --offline --no-audit --no-fund ${JSON.stringify(tarball)}`, work, {ONNXRUNTIME_NODE_INSTALL: 'skip'})
+  const install = sh(`npm install -g --prefix ${JSON.stringify(prefix)} --prefer-offline --no-audit --no-fund ${JSON.stringify(tarball)}`, work, {ONNXRUNTIME_NODE_INSTALL: 'skip'})
   expect(install.status, install.stderr).toBe(0)
   installStderr = install.stderr
   installed = path.join(prefix, 'lib', 'node_modules', 'openelm')

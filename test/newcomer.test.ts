@@ -1,8 +1,9 @@
 /**
  * The tool as a new user meets it, installed the way the README says (`npm pack`, then
  * `npm install -g` of the tarball, here into a temporary prefix, from the npm cache where it can:
- * `--prefer-offline`, since `npm ci` may leave only abbreviated packuments there): npm prints no config warning, `openelm` is on PATH in any folder, --help, a mistyped command, the
- * README's Quick start job, and the commands of the shipped GitHub Actions workflow.
+ * `--prefer-offline`, since `npm ci` may leave only abbreviated packuments there): npm prints no
+ * config warning, `openelm` is on PATH in any folder, --help, a mistyped command, the README's
+ * Quick start job, and the commands of the shipped GitHub Actions workflow.
  */
 import {execFileSync, spawnSync} from 'node:child_process'
 import {existsSync, promises as fs, readFileSync} from 'node:fs'

@@ -37,6 +37,14 @@ async function logitsOf(dir: string): Promise<Float32Array> {
   }
 }
 
+/** An f32 [rows, cols] record of value(i), and a copy of it that counts the bytes read from it. */
+function countedSource(rows: number, cols: number, value: (i: number) => number) {
+  const plain = f32Record('w', [rows, cols], Float32Array.from({length: rows * cols}, (_, i) => value(i)))
+  let bytes = 0
+  const counted = {...plain, read: async (start = 0, end = plain.byteLength) => ((bytes += end - start), plain.read(start, end))}
+  return {plain, counted, bytesRead: () => bytes}
+}
+
 beforeAll(async () => {
   root = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-onnx-layout-'))
   source = synthCheckpoint(config, {seed: 5, dtype: 'F32'})
@@ -154,16 +162,13 @@ describe('onnx weight layout', () => {
   })
   it('int8 codes read through a transposing record with several windows are quantized once (one pass over the source), and let go when its last byte is read', async () => {
     const [rows, cols] = [48, 40]
-    const values = Float32Array.from({length: rows * cols}, (_, i) => Math.sin(i * 0.61) * 3)
-    let sourceBytes = 0
-    const plain = f32Record('w', [rows, cols], values)
-    const counted = {...plain, read: async (start = 0, end = plain.byteLength) => ((sourceBytes += end - start), plain.read(start, end))}
+    const {plain, counted, bytesRead} = countedSource(rows, cols, (i) => Math.sin(i * 0.61) * 3)
     const {codes, scales, release} = int8Records(counted, 'w', 'w_scale', {keep: true})
     let released = 0
     // Windows of 7 output rows (columns of the source): 6 windows, each a pass over every row band.
     const t = transposedRecord(codes, 'w', {windowBytes: 7 * rows, bandBytes: 5 * cols, onDone: () => ((released += 1), release())})
     const got = Buffer.from(await t.read())
-    expect(sourceBytes).toBe(rows * cols * 4)
+    expect(bytesRead()).toBe(rows * cols * 4)
     expect(released).toBe(1)
     // The same bytes as the codes read whole and transposed by hand, and the scales from the same pass.
     const whole = int8Records(plain, 'w', 'w_scale')
@@ -172,20 +177,17 @@ describe('onnx weight layout', () => {
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) want[c * rows + r] = direct[r * cols + c]!
     expect(got).toEqual(Buffer.from(want.buffer))
     expect(Buffer.from(await scales.read())).toEqual(Buffer.from(await whole.scales.read()))
-    expect(sourceBytes).toBe(rows * cols * 4)
+    expect(bytesRead()).toBe(rows * cols * 4)
   })
   it('q4 scales are let go once read to their last byte (the writer keeps every record until the file is done): a second read computes them again', async () => {
     const [rows, cols] = [16, 64]
-    const values = Float32Array.from({length: rows * cols}, (_, i) => Math.cos(i * 0.29) * 2)
-    let sourceBytes = 0
-    const plain = f32Record('w', [rows, cols], values)
-    const counted = {...plain, read: async (start = 0, end = plain.byteLength) => ((sourceBytes += end - start), plain.read(start, end))}
+    const {counted, bytesRead} = countedSource(rows, cols, (i) => Math.cos(i * 0.29) * 2)
     const {scales} = q4Records(counted, 'w', 'w_scales')
     const half = scales.byteLength / 2
     const first = Buffer.concat([await scales.read(0, half), await scales.read(half, scales.byteLength)])
-    expect(sourceBytes).toBe(rows * cols * 4) // one pass for both reads: kept until the last byte was read
+    expect(bytesRead()).toBe(rows * cols * 4) // one pass for both reads: kept until the last byte was read
     const again = Buffer.from(await scales.read())
-    expect(sourceBytes).toBe(2 * rows * cols * 4) // released: computed again, the same bytes
+    expect(bytesRead()).toBe(2 * rows * cols * 4) // released: computed again, the same bytes
     expect(again).toEqual(first)
   })
 })

@@ -164,13 +164,38 @@ interface WasmApi {
   Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
 }
 
-/** The exports of an instance of `bytes`, or undefined without WebAssembly (SIMD), or with OPENELM_SIMD=0. */
-export function instantiateSimd(bytes: Uint8Array): Record<string, unknown> | undefined {
+/**
+ * The exports of an instance of the module `bytes()` makes (assembled only when it will be used),
+ * or undefined without WebAssembly (SIMD), or with OPENELM_SIMD=0.
+ */
+export function instantiateSimd(bytes: () => Uint8Array): Record<string, unknown> | undefined {
   const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
   if (process.env.OPENELM_SIMD === '0' || !wasm) return undefined
   try {
-    return wasm.validate(bytes) ? new wasm.Instance(new wasm.Module(bytes), {}).exports : undefined
+    const module = bytes()
+    return wasm.validate(module) ? new wasm.Instance(new wasm.Module(module), {}).exports : undefined
   } catch {
     return undefined
+  }
+}
+
+/**
+ * A kernel module for this thread, assembled and instantiated on first use (not at import: every
+ * command's start-up imports the kernel files): `get()` is undefined without WebAssembly SIMD (or
+ * with OPENELM_SIMD=0); `reset()` forgets the choice (tests switch OPENELM_SIMD).
+ */
+export function lazyKernels<T>(bytes: () => Uint8Array, make: (exports: Record<string, unknown>) => T): {get(): T | undefined; reset(): void} {
+  let kernels: T | null | undefined
+  return {
+    get() {
+      if (kernels === undefined) {
+        const exports = instantiateSimd(bytes)
+        kernels = exports ? make(exports) : null
+      }
+      return kernels ?? undefined
+    },
+    reset() {
+      kernels = undefined
+    },
   }
 }

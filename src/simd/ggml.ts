@@ -15,7 +15,7 @@
  * OPENELM_SIMD=0, `ggmlKernels()` is undefined and the encoders run the scalar code.
  */
 import {
-  assemble, brIf, END, instantiateSimd, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
+  assemble, brIf, END, lazyKernels, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
   F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SQRT, F32X4_SUB, forRange, type Func, get,
   I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32_SHL, i32c, i32Store, I32X4_MAX_S, I32X4_MIN_S, I32X4_SHL, I32X4_SHR_S,
   I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
@@ -432,20 +432,16 @@ export class GgmlKernels {
   }
 }
 
-let kernels: GgmlKernels | null | undefined
+const thisThread = lazyKernels(ggmlKernelsBytes, (exports) => new GgmlKernels(exports))
 
 /** This thread's K-quant searches, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function ggmlKernels(): GgmlKernels | undefined {
-  if (kernels === undefined) {
-    const exports = instantiateSimd(GGML_KERNELS_BYTES)
-    kernels = exports ? new GgmlKernels(exports) : null
-  }
-  return kernels ?? undefined
+  return thisThread.get()
 }
 
 /** Forget the cached choice (tests switch OPENELM_SIMD). */
 export function resetGgmlKernels(): void {
-  kernels = undefined
+  thisThread.reset()
 }
 
 // ---- legacy 32-value blocks (src/quant/gguf-legacy.ts) -------------------------------------------
@@ -574,13 +570,12 @@ const LEGACY: Record<LegacySpec['type'], LegacySpec> = {
   Q5_1: {type: 'Q5_1', bits: 5, affine: true, bytes: 24, qh: 4, qs: 8},
 }
 
-export const GGML_KERNELS_BYTES = assemble(
-  [
+function ggmlKernelsBytes(): Uint8Array {
+  return assemble([
     qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32),
     q3(16, 4),
     codes(32, 0, 15, true), codes(32, 0, 31, true), codes(16, 0, 3, true), codes(16, -32, 31, false), codes(16, -4, 3, false),
     transposeIn(16), transposeIn(32), transposeOut(16), transposeOut(32),
     ...Object.values(LEGACY).map(legacy),
-  ],
-  Math.max(PAGES, LEGACY_PAGES),
-)
+  ], Math.max(PAGES, LEGACY_PAGES))
+}

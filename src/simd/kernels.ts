@@ -11,7 +11,7 @@
  * scalar loops. OPENELM_SIMD=0 turns the kernels off (the bench's scalar rows).
  */
 import {
-  assemble, BLOCK, s32, br, brIf, END, F32, f32c, f32Load, f32Store, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_DIV, F32X4_GE,
+  assemble, BLOCK, lazyKernels, s32, br, brIf, END, F32, f32c, f32Load, f32Store, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_DIV, F32X4_GE,
   f32x4Lane, F32X4_LT, F32X4_MUL, F32X4_NEAREST, F32X4_PMAX, F32X4_PMIN, F32X4_SPLAT, F32X4_SUB, F32X4_TRUNC,
   F32X4_CONVERT_I32X4_S, I32X4_NE, I32X4_SHL, F32_DIV, F32_MAX, F32_MIN, F32_NE, type Func, get, I32, I32X4_ADD, i32x4c, I32X4_EQ, I32X4_GE_S, I32X4_GT_S,
   i32x4Lane, I32X4_LT_S, I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, I16X8_NARROW_I32X4_S, I16X8_NARROW_I32X4_U,
@@ -252,7 +252,6 @@ function packFunc(k: number): Func {
   }
 }
 
-export const SIMD_KERNELS_BYTES = assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2), ROUND_F16, ROUND_BF16, packFunc(3), packFunc(5), packFunc(6)], PAGES)
 
 type Fn = (...args: number[]) => void
 interface Exports {
@@ -270,12 +269,6 @@ interface Exports {
   pack6: Fn
   mem: {buffer: ArrayBuffer}
 }
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean
-  Module: new (bytes: Uint8Array) => object
-  Instance: new (module: object, imports: object) => {exports: Record<string, unknown>}
-}
-const wasm = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly
 
 /** The kernels of one thread, over its own wasm memory. */
 export class SimdKernels {
@@ -387,37 +380,10 @@ export class SimdKernels {
   }
 }
 
-/** The exports of a kernel module's instance, or null without WebAssembly SIMD (or with OPENELM_SIMD=0). */
-function instantiateKernels(bytes: Uint8Array): Record<string, unknown> | null {
-  if (process.env.OPENELM_SIMD === '0' || !wasm) return null
-  try {
-    return wasm.validate(bytes) ? new wasm.Instance(new wasm.Module(bytes), {}).exports : null
-  } catch {
-    return null
-  }
-}
-
-/**
- * A module's kernels for this thread, made on first use: `get()` is undefined without WebAssembly
- * SIMD (or with OPENELM_SIMD=0); `reset()` forgets the choice (tests switch OPENELM_SIMD).
- */
-export function lazyKernels<T>(bytes: Uint8Array, make: (exports: Record<string, unknown>) => T): {get(): T | undefined; reset(): void} {
-  let kernels: T | null | undefined
-  return {
-    get() {
-      if (kernels === undefined) {
-        const exports = instantiateKernels(bytes)
-        kernels = exports && make(exports)
-      }
-      return kernels ?? undefined
-    },
-    reset() {
-      kernels = undefined
-    },
-  }
-}
-
-const thisThread = lazyKernels(SIMD_KERNELS_BYTES, (exports) => new SimdKernels(exports as unknown as Exports))
+const thisThread = lazyKernels(
+  () => assemble([F16, BF16, Q8, MINMAX, CODES, pairFunc(4), pairFunc(2), ROUND_F16, ROUND_BF16, packFunc(3), packFunc(5), packFunc(6)], PAGES),
+  (exports) => new SimdKernels(exports as unknown as Exports),
+)
 
 /** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function simdKernels(): SimdKernels | undefined {

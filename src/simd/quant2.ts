@@ -14,13 +14,13 @@
  * `quant2Kernels()` undefined and the callers on their scalar loops.
  */
 import {
-  ELSE, END, IF,
+  ELSE, END, IF, lazyKernels,
   assemble, F32X4_ABS, F32X4_DIV, f32x4c, F32X4_LT, F32X4_MUL, F32X4_NEAREST, F32X4_PMAX, F32X4_PMIN, F32X4_SPLAT, type Func, f32Load, get,
   I16X8_NARROW_I32X4_S, I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32X4_ADD, i32x4c, I32X4_LT_S, I32X4_NE, I32X4_SHR_U, I32X4_SPLAT, I32X4_SUB,
   I32X4_TRUNC_SAT_F32X4_S, i32c, i32Load, I8X16_NARROW_I16X8_S, I8X16_NARROW_I16X8_U, set, tee, V128, V128_AND, V128_BITSELECT, V128_OR, v128Load, v128Store,
   F32X4_ADD, f32c, F32, F32_ABS, F32_DIV, F32_GT, F32_MAX, F32_MIN, F32_NE, f32Store, f32x4Lane, SELECT,
 } from './asm.js'
-import {addr, forLoop, lazyKernels, MINMAX, pairFunc, roundAwayLanes, roundBf16Lanes, roundF16Lanes} from './kernels.js'
+import {addr, forLoop, MINMAX, pairFunc, roundAwayLanes, roundBf16Lanes, roundF16Lanes} from './kernels.js'
 
 /** Values per chunk. */
 export const CHUNK2 = 65536
@@ -174,7 +174,6 @@ function fpFunc(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16'): Func {
 const FP_DTYPES = ['F32', 'F16', 'BF16'] as const
 const FP_FUNCS = [4, 8].flatMap((bits) => FP_DTYPES.map((d) => fpFunc(bits as 4 | 8, d)))
 
-export const QUANT2_BYTES = assemble([MINMAX, pairFunc(4), INT8, q4Func('F32'), q4Func('F16'), ...FP_FUNCS], PAGES)
 
 type Fn = (...args: number[]) => void
 type Exports = Record<'minmax' | 'pair4' | 'int8' | 'q4_F32' | 'q4_F16' | `fp${4 | 8}_${'F32' | 'F16' | 'BF16'}`, Fn> & {mem: {buffer: ArrayBuffer}}
@@ -271,7 +270,10 @@ export class Quant2Kernels {
   }
 }
 
-const thisThread = lazyKernels(QUANT2_BYTES, (exports) => new Quant2Kernels(exports as unknown as Exports))
+const thisThread = lazyKernels(
+  () => assemble([MINMAX, pairFunc(4), INT8, q4Func('F32'), q4Func('F16'), ...FP_FUNCS], PAGES),
+  (exports) => new Quant2Kernels(exports as unknown as Exports),
+)
 
 /** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function quant2Kernels(): Quant2Kernels | undefined {

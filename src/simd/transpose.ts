@@ -10,8 +10,8 @@
  * run the kernel and copy the rows out, all synchronously, so one instance per thread serves every
  * record. OPENELM_SIMD=0 (or no WebAssembly SIMD) leaves callers on their scalar loops.
  */
-import {assemble, type Func, get, I32, I32_ADD, I32_MUL, i32c, set, V128, v128Load, v128Store} from './asm.js'
-import {forLoop, simdKernels} from './kernels.js'
+import {assemble, type Func, get, I32, I32_ADD, I32_MUL, i32c, lazyKernels, set, V128, v128Load, v128Store} from './asm.js'
+import {forLoop} from './kernels.js'
 
 /** Bytes of one input block (and of its transposed output) the module holds. */
 export const BLOCK_BYTES = 4 * 1024 * 1024
@@ -76,14 +76,13 @@ function transposeFunc(fname: string, size: 2 | 4): Func {
   }
 }
 
-/** The module's bytes, assembled on first use (not at import: every command's start-up imports this file). */
-export function transposeBytes(): Uint8Array {
+/** The module's bytes (assembled on first use by lazyKernels). */
+function transposeBytes(): Uint8Array {
   return assemble([transposeFunc('t16', 2), transposeFunc('t32', 4)], PAGES)
 }
 
 type Fn = (...args: number[]) => void
 interface Exports {t16: Fn; t32: Fn; mem: {buffer: ArrayBuffer}}
-const wasm = (globalThis as unknown as {WebAssembly: {Module: new (bytes: Uint8Array) => object; Instance: new (module: object, imports: object) => {exports: unknown}}}).WebAssembly
 
 /** This thread's transpose kernel over its own memory. */
 export class TransposeKernel {
@@ -127,20 +126,14 @@ export class TransposeKernel {
   }
 }
 
-let kernel: TransposeKernel | null | undefined
+const thisThread = lazyKernels(transposeBytes, (exports) => new TransposeKernel(exports as unknown as Exports))
 
-/**
- * This thread's transpose kernel, or undefined where the cast kernels are (no WebAssembly SIMD, or
- * OPENELM_SIMD=0).
- */
+/** This thread's transpose kernel, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function transposeKernel(): TransposeKernel | undefined {
-  if (kernel === undefined) {
-    kernel = process.env.OPENELM_SIMD !== '0' && simdKernels() ? new TransposeKernel(new wasm.Instance(new wasm.Module(transposeBytes()), {}).exports as Exports) : null
-  }
-  return kernel ?? undefined
+  return thisThread.get()
 }
 
 /** Forget the cached choice (tests switch OPENELM_SIMD). */
 export function resetTransposeKernel(): void {
-  kernel = undefined
+  thisThread.reset()
 }

@@ -226,6 +226,14 @@ describe('--variants: five model files in one folder', () => {
       expect(good.variants?.map((v) => [v.variant, v.report.pass, v.report.verdict, v.report.weights?.mismatching.length])).toEqual([['q8', true, 'exact', 0], ['q4', true, 'exact', 0]])
       expect(good.variants?.map((v) => Object.keys(v.report.model.storage).sort())).toEqual([['f32', 'onnx_int8'], ['f32', 'onnx_q4']])
       expect(good.notes.some((n) => n.includes('the folder also holds'))).toBe(false)
+      // The source's own forward pass ran once, for the first file; the others reuse it, and their quality
+      // figures equal a verify of that file alone.
+      expect('reference forward (source)' in good.seconds).toBe(true)
+      expect(good.variants?.map((v) => 'reference forward (source)' in v.report.seconds)).toEqual([false, false])
+      expect(good.variants?.every((v) => v.report.notes.some((n) => n.startsWith('the reference\'s own forward pass was reused')))).toBe(true)
+      const alone = await verify(targets[1]!.path, {against: tiny})
+      expect(good.variants![0]!.report.quality).toEqual(alone.quality)
+      expect(alone.notes.some((n) => n.includes('was reused'))).toBe(false)
       expect(good.notes).toContain("the folder's 3 model files were each verified against the source: fp16 (the default) above, q8 (model_quantized.onnx), q4 (model_q4.onnx) below")
       const lines = reportLines(good).join('\n')
       expect(lines).toMatch(/variant q8: PASS \(exact\)\nvariant q4: .*model_q4\.onnx/)

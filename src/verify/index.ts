@@ -82,6 +82,11 @@ export interface VerifyOptions {
   onCount?: (done: number, total: number, unit: string) => void
   /** The folder's other model files are verified too (convert --variants): no "name a file to read another" note. */
   variantsVerified?: boolean
+  /**
+   * The ts engine's forward pass of the reference itself, by prompt: verifies of several files against
+   * one reference (convert --variants) share it instead of running the same pass once per file.
+   */
+  sourceForwards?: Map<string, {logits: Float32Array; vocab: number}>
 }
 
 export interface SideInfo {
@@ -334,7 +339,11 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
         }
         modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount, pool))
         expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount, pool))
-        refRun = await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount, pool))
+        const key = tokens.join(',')
+        const known = options.sourceForwards?.get(key)
+        if (known) notes.push('the reference\'s own forward pass was reused from the folder\'s first model file (same source, same tokens)')
+        refRun = known ?? await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount, pool))
+        options.sourceForwards?.set(key, refRun)
       } finally {
         await pool.close()
       }
@@ -404,7 +413,7 @@ export const REPORT_FILE = 'openelm-verify.json'
  * `<out>/openelm-verify.json` (atomically). Returns the report (pass or fail).
  */
 export async function verifyConversion(
-  source: string, out: string, options: Omit<VerifyOptions, 'against' | 'variantsVerified'> & {
+  source: string, out: string, options: Omit<VerifyOptions, 'against' | 'variantsVerified' | 'sourceForwards'> & {
     /** An ONNX export's model files, the default first (read as OUT itself): each is verified against the source. */
     variants?: Array<{variant: string; path: string}>
   } = {},
@@ -412,7 +421,8 @@ export async function verifyConversion(
 ): Promise<VerifyReport & {reportFile?: string}> {
   // The source is read as the conversion read it (--format, --ema, --config).
   const reference = await openCheckpoint(source, sourceRead)
-  const {variants: [first, ...others] = [], ...rest} = options
+  const {variants: [first, ...others] = [], ...given} = options
+  const rest = others.length > 0 ? {...given, sourceForwards: new Map()} : given
   const bySource = (r: VerifyReport): VerifyReport => ({...r, against: {...r.against!, path: source}})
   let report: VerifyReport
   try {

@@ -293,29 +293,30 @@ export class SimdKernels {
    * and its output ends before the next chunk's input starts.
    */
   castF32(src: Int32Array, dst: Uint16Array, to: 'F16' | 'BF16'): void {
-    const n = src.length
-    const kernel = to === 'F16' ? this.x.f16 : this.x.bf16
-    for (let i = 0; i < n; i += CHUNK) {
-      const count = Math.min(CHUNK, n - i)
-      const padded = (count + 7) & ~7
-      this.i32.set(src.subarray(i, i + count), SRC / 4)
-      if (padded !== count) this.i32.fill(0, SRC / 4 + count, SRC / 4 + padded)
-      kernel(SRC, DST, padded)
-      dst.set(this.u16.subarray(DST / 2, DST / 2 + count), i)
-    }
+    this.elementwise(src, this.i32, dst, this.u16, 8, to === 'F16' ? this.x.f16 : this.x.bf16)
   }
 
   /** `out[i]` = `values[i]` stored as f16/bf16 (round to nearest even) and widened back, bit for bit; `out` may be `values`. */
   roundF32(values: Float32Array, out: Float32Array, to: 'F16' | 'BF16'): void {
-    const n = values.length
-    const kernel = to === 'F16' ? this.x.round_f16 : this.x.round_bf16
+    this.elementwise(values, this.f32, out, this.f32, 4, to === 'F16' ? this.x.round_f16 : this.x.round_bf16)
+  }
+
+  /**
+   * One output element per input element, CHUNK at a time: each chunk is copied in at SRC (zero-padded
+   * to a multiple of `lanes`), run, and its `count` results copied out from DST. `inside` / `outside`
+   * are this memory's views of the input's and output's element types.
+   */
+  private elementwise<I extends Int32Array | Float32Array, O extends Uint16Array | Float32Array>(src: I, inside: I, dst: O, outside: O, lanes: number, kernel: (src: number, dst: number, n: number) => void): void {
+    const n = src.length
+    const from = SRC / inside.BYTES_PER_ELEMENT
+    const to = DST / outside.BYTES_PER_ELEMENT
     for (let i = 0; i < n; i += CHUNK) {
       const count = Math.min(CHUNK, n - i)
-      const padded = (count + 3) & ~3
-      this.f32.set(values.subarray(i, i + count), SRC / 4)
-      if (padded !== count) this.f32.fill(0, SRC / 4 + count, SRC / 4 + padded)
+      const padded = Math.ceil(count / lanes) * lanes
+      inside.set(src.subarray(i, i + count), from)
+      if (padded !== count) inside.fill(0, from + count, from + padded)
       kernel(SRC, DST, padded)
-      out.set(this.f32.subarray(DST / 4, DST / 4 + count), i)
+      dst.set(outside.subarray(to, to + count), i)
     }
   }
 

@@ -20,7 +20,7 @@ import {loadVocab, parseSentencePieceModel, parseTokenizerJson, placeholderVocab
 import {type GgufKv} from '../src/formats/gguf/types.js'
 import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
 import {castBytes, f16BitsToF32, toFloat32} from '../src/tensor/dtype.js'
-import {f32Record, readFloat32} from '../src/tensor/record.js'
+import {f32Record, readFloat32, readIntoOf, withReadInto} from '../src/tensor/record.js'
 import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
@@ -108,6 +108,22 @@ describe('names', () => {
     expect(joined.shape).toEqual([4, 2])
     expect([...(await readFloat32(joined))]).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
     expect([...toFloat32(await joined.read(12, 20), 'F32')]).toEqual([4, 5])
+  })
+
+  it('keeps the source\'s no-allocation reader through the row split and the renaming (same bytes as read)', async () => {
+    const values = Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8])
+    const bytes = new Uint8Array(values.buffer)
+    const proj1 = withReadInto(f32Record('layers.0.ffn.proj_1.weight', [4, 2], values), async (target, start) => target.set(bytes.subarray(start, start + target.byteLength)))
+    for (const [part, expected] of [['all', [1, 2, 3, 4, 5, 6, 7, 8]], ['first-half', [1, 2, 3, 4]], ['second-half', [5, 6, 7, 8]]] as const) {
+      const selected = selectRows(proj1, part, 'x')
+      expect(selected.name).toBe('x')
+      const fast = readIntoOf(selected)
+      expect(fast).toBeDefined()
+      const into = new Uint8Array(selected.byteLength - 4)
+      await fast!(into, 4)
+      expect([...toFloat32(into, 'F32')]).toEqual(expected.slice(1))
+      expect([...toFloat32(await selected.read(4), 'F32')]).toEqual(expected.slice(1))
+    }
   })
 })
 

@@ -59,14 +59,24 @@ export function threadCount(): number {
   return Math.max(1, Math.min(DEFAULT_MAX_THREADS, os.availableParallelism()))
 }
 
+/**
+ * A worker's V8 heap limits. Without any, a worker's isolate sizes its young generation as the main
+ * thread's does (from the machine's memory) and its semi-spaces grow while the task modules load and
+ * compile: a worker held ~30 MB of RSS after its first task. Naming a young-generation cap puts it at
+ * ~6 MB (bench/RESULTS.md, "The pool's per-task cost and worker memory"); the tasks allocate their data in
+ * ArrayBuffers outside the V8 heap, so a small young generation costs no measurable CPU in scavenges.
+ */
+export const WORKER_RESOURCE_LIMITS = {maxYoungGenerationSizeMb: 4}
+
 /** How the worker script is started: compiled JS as is; TypeScript sources (tsx, tests) through tsx's loader. */
 function spawnWorker(): Worker {
   const here = import.meta.url
-  if (here.endsWith('.js')) return new Worker(new URL('./worker.js', here))
+  const options = {resourceLimits: WORKER_RESOURCE_LIMITS}
+  if (here.endsWith('.js')) return new Worker(new URL('./worker.js', here), options)
   const entry = new URL('./worker.ts', here).href
   const tsx = pathToFileURL(createRequire(here).resolve('tsx/esm/api')).href
   const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}) })`
-  return new Worker(boot, {eval: true})
+  return new Worker(boot, {eval: true, ...options})
 }
 
 /**
@@ -240,10 +250,6 @@ export async function closeSharedPool(): Promise<void> {
   await pool?.close()
 }
 
-/**
- * Tasks in, results out in the same order, with at most `inFlight` tasks outstanding (default
- * 2 per thread): on the shared pool, or in this thread for 1 thread (same functions, same bytes).
- */
 /** One task on the shared pool, or in this thread for 1 thread (the same function, the same bytes). */
 export function runOne(task: EncodeTask): Promise<Encoded>
 export function runOne(task: CastTask | SynthTask): Promise<Uint8Array>
@@ -346,9 +352,13 @@ export class BlocksAhead<T> {
   }
 }
 
-export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number): AsyncGenerator<TaskResult<T>> {
+/**
+ * Tasks in, results out in the same order, with at most `inFlight` tasks outstanding (default
+ * 2 per thread): on `pool` (default the shared pool), or in this thread when there is none (1
+ * thread: same functions, same bytes).
+ */
+export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number, pool: WorkerPool | undefined = sharedPool()): AsyncGenerator<TaskResult<T>> {
   type R = TaskResult<T>
-  const pool = sharedPool()
   if (!pool) {
     for await (const task of tasks) yield runTask(task) as R
     return

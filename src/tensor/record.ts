@@ -209,17 +209,27 @@ export function sliceRows(record: TensorRecord, from: number, to: number): Tenso
 }
 
 /**
- * Bytes [start, end) of a record as f32 values for a pool task's input. An f32 record with a
- * no-allocation reader is read into a buffer the workers gave back (src/pool's spareBuffer) and
- * the values are the caller's own (`owned`: the pool moves them instead of copying); otherwise the
- * values as `read` gives them (possibly a view of the record's own bytes: not owned).
+ * Bytes [start, end) of a record for a pool task's input. A record with a no-allocation reader is
+ * read into a buffer the workers gave back (src/pool's spareBuffer) and the bytes are the caller's
+ * own (`owned`: the pool moves them instead of copying); otherwise the bytes as `read` gives them
+ * (possibly a view of the record's own bytes: not owned, the pool copies them).
  */
-export async function readF32Task(record: TensorRecord, start: number, end: number): Promise<{values: Float32Array; owned: boolean}> {
+export async function readTaskBytes(record: TensorRecord, start: number, end: number): Promise<{bytes: Uint8Array; owned: boolean}> {
   const fast = readIntoOf(record)
-  if (record.dtype === 'F32' && fast && sharedPool()) {
+  if (fast && sharedPool()) {
     const bytes = new Uint8Array(spareBuffer(end - start), 0, end - start)
     await fast(bytes, start)
-    return {values: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4), owned: true}
+    return {bytes, owned: true}
+  }
+  return {bytes: await record.read(start, end), owned: false}
+}
+
+/** As readTaskBytes, as f32 values (an f32 record's own bytes, else converted: then owned by no one else). */
+export async function readF32Task(record: TensorRecord, start: number, end: number): Promise<{values: Float32Array; owned: boolean}> {
+  if (record.dtype === 'F32') {
+    const {bytes, owned} = await readTaskBytes(record, start, end)
+    if (owned) return {values: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4), owned}
+    return {values: toFloat32(bytes, 'F32'), owned: false}
   }
   return {values: toFloat32(await record.read(start, end), record.dtype), owned: false}
 }

@@ -7,8 +7,8 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
-import {castPool, type CastTask, type EncodeTask, mapOrdered} from '../../pool/index.js'
-import {castRecord, CHUNK_BYTES, readChunksInto, readF32Task, type TensorRecord} from '../../tensor/record.js'
+import {castPool, type CastTask, type EncodeTask, mapOrdered, recycle} from '../../pool/index.js'
+import {castRecord, CHUNK_BYTES, readChunksInto, readF32Task, readTaskBytes, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
 import {tensorBytes, MAX_DIMS, MAX_TENSOR_NAME_BYTES} from './read.js'
@@ -181,10 +181,15 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, 
     async function* tasks(): AsyncGenerator<CastTask> {
       for (let first = 0; first < elements; first += step) {
         const count = Math.min(step, elements - first)
-        yield {kind: 'cast', bytes: await source.read(first * size, (first + count) * size), from: source.dtype, to}
+        yield {kind: 'cast', ...(await readTaskBytes(source, first * size, (first + count) * size)), from: source.dtype, to}
       }
     }
-    yield* mapOrdered(tasks())
+    for await (const cast of mapOrdered(tasks())) {
+      yield cast
+      // Written (the writer is done with a chunk before it asks for the next): the buffer came back
+      // from a worker and is this thread's alone, so it carries a later chunk's read.
+      if (cast.buffer instanceof ArrayBuffer) recycle(cast.buffer)
+    }
     return
   }
   const scheme = GGML_QUANT_SCHEME[type]

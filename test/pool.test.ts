@@ -14,7 +14,7 @@ import {FormatError, UsageError} from '../src/errors.js'
 import {castPool, closeSharedPool, mapOrdered, parseThreads, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
 import {runTask} from '../src/pool/tasks.js'
 import {quantizedRecords} from '../src/formats/mlx/quantize.js'
-import {CHUNK_BYTES, f32Record} from '../src/tensor/record.js'
+import {CHUNK_BYTES, f32Record, readTaskBytes, withReadInto} from '../src/tensor/record.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {drain} from '../src/progress.js'
 
@@ -137,6 +137,32 @@ describe('buffers in flight', () => {
     const n = input.byteLength
     const handedOut = Array.from({length: spareCount()}, () => spareBuffer(n))
     expect(handedOut.some((b) => b.byteLength >= n && sha(new Uint8Array(b, 0, n)) === sha(new Uint8Array(input.buffer)))).toBe(true)
+  }, 60_000)
+
+  it('mapOrdered runs on the pool it is given, in order; readTaskBytes reads into a spare buffer the pool may move', async () => {
+    const pool = new WorkerPool(1)
+    try {
+      const tasks = [3, 5, 7].map((seed): Task => ({kind: 'encode', scheme: 'gguf_q8_0', params: {}, values: values(1, 64, seed), rows: 1, cols: 64}))
+      const reference = tasks.map((t) => sha((runTask(t) as {blocks: Uint8Array}).blocks))
+      const out: string[] = []
+      for await (const r of mapOrdered(tasks, 1, pool)) out.push(sha((r as {blocks: Uint8Array}).blocks))
+      expect(out).toEqual(reference)
+      expect(pool.completed).toBe(3)
+    } finally {
+      await pool.close()
+    }
+    const values4 = values(1, 64, 4)
+    const bytes = new Uint8Array(values4.buffer)
+    const record = withReadInto(f32Record('t', [64], values4), async (target, start) => target.set(bytes.subarray(start, start + target.byteLength)))
+    setThreads(2)
+    const read = await readTaskBytes(record, 8, 72)
+    expect(read.owned).toBe(true)
+    expect(read.bytes.byteOffset).toBe(0)
+    expect(sha(read.bytes)).toBe(sha(bytes.subarray(8, 72)))
+    setThreads(1)
+    const inThread = await readTaskBytes(record, 8, 72)
+    expect(inThread.owned).toBe(false)
+    expect(sha(inThread.bytes)).toBe(sha(bytes.subarray(8, 72)))
   }, 60_000)
 
   it('MLX scales/biases read while the weight\'s reads are under way wait for them: each row block is encoded once', async () => {

@@ -60,11 +60,11 @@ export function threadCount(): number {
 }
 
 /**
- * A worker's V8 heap limits. Without any, a worker's isolate sizes its young generation as the main
- * thread's does (from the machine's memory) and its semi-spaces grow while the task modules load and
- * compile: a worker held ~30 MB of RSS after its first task. Naming a young-generation cap puts it at
- * ~6 MB (bench/RESULTS.md, "The pool's per-task cost and worker memory"); the tasks allocate their data in
- * ArrayBuffers outside the V8 heap, so a small young generation costs no measurable CPU in scavenges.
+ * A worker's V8 heap limits. Without any, a worker's young generation grows to the cap V8 derives
+ * from the machine's memory: after running every kernel a worker's heap was 27 MB, 16 MB of it new
+ * space; with a 4 MB young generation, 17 MB (bench/RESULTS.md, "The pool's per-task cost, 2-worker
+ * scaling, worker memory"). The tasks keep their data in ArrayBuffers outside the V8 heap, and no CPU
+ * cost of the smaller young generation (more scavenges) was measured.
  */
 export const WORKER_RESOURCE_LIMITS = {maxYoungGenerationSizeMb: 4}
 

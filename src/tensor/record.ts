@@ -224,7 +224,7 @@ export async function readTaskBytes(record: TensorRecord, start: number, end: nu
   return {bytes: await record.read(start, end), owned: false}
 }
 
-/** As readTaskBytes, as f32 values (an f32 record's own bytes, else converted: then owned by no one else). */
+/** As readTaskBytes, as f32 values; a record of another dtype is converted into a fresh array (not owned, as before). */
 export async function readF32Task(record: TensorRecord, start: number, end: number): Promise<{values: Float32Array; owned: boolean}> {
   if (record.dtype === 'F32') {
     const {bytes, owned} = await readTaskBytes(record, start, end)

@@ -30,7 +30,8 @@ const only = arg('--only', '')
 const COLS = 2048
 const rows = Math.max(128, Math.floor((mb * 1024 * 1024) / 4 / COLS / 128) * 128)
 const random = seededRandom(1)
-const source = Float32Array.from({length: rows * COLS}, () => (random() - 0.5) * 0.2)
+const source = new Float32Array(rows * COLS)
+for (let i = 0; i < source.length; i++) source[i] = (random() - 0.5) * 0.2
 /** `--workers N`: that mode alone (0: this thread), one line per stage (the bench cases' form). */
 const single = process.argv.includes('--workers') ? Number(arg('--workers', '0')) : undefined
 

@@ -16,10 +16,10 @@ import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
-import {type AnyResult, buffersOf, runTask, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
+import {type AnyResult, buffersOf, runTask, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
-export type {CastTask, CompareTask, EncodeTask, SynthTask, Task, TaskResult} from './tasks.js'
+export type {CastTask, CompareTask, EncodeTask, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
 /**
@@ -138,7 +138,7 @@ export class WorkerPool {
 
   /** Run one task on a worker. Inputs of an `owned` task are transferred (the caller must not use them again); others are copied. */
   run(task: EncodeTask): Promise<Encoded>
-  run(task: CastTask | SynthTask): Promise<Uint8Array>
+  run(task: CastTask | SynthTask | Int8TransposedTask): Promise<Uint8Array>
   run(task: CompareTask): Promise<EncodingDiff>
   run(task: Task): Promise<AnyResult>
   run(task: Task): Promise<AnyResult> {
@@ -246,7 +246,7 @@ export async function closeSharedPool(): Promise<void> {
  */
 /** One task on the shared pool, or in this thread for 1 thread (the same function, the same bytes). */
 export function runOne(task: EncodeTask): Promise<Encoded>
-export function runOne(task: CastTask | SynthTask): Promise<Uint8Array>
+export function runOne(task: CastTask | SynthTask | Int8TransposedTask): Promise<Uint8Array>
 export function runOne(task: CompareTask): Promise<EncodingDiff>
 export function runOne(task: Task): Promise<AnyResult> {
   const pool = sharedPool()

@@ -195,6 +195,18 @@ describe('onnx weight layout', () => {
       await closeSharedPool()
     }
   }, 60_000)
+  it('streamed int8 codes (the embedding) read in chunks that split rows, then the scales: one pass, the scales from the codes\' reads', async () => {
+    const [rows, cols] = [30, 48]
+    const {plain, counted, bytesRead} = countedSource(rows, cols, (i) => Math.sin(i * 0.43) * 5)
+    const whole = int8Records(plain, 'w', 'w_scale')
+    const {codes, scales} = int8Records(counted, 'w', 'w_scale', {streamed: true})
+    const parts: Buffer[] = []
+    for (let at = 0; at < codes.byteLength; at += 100) parts.push(Buffer.from(await codes.read(at, Math.min(codes.byteLength, at + 100))))
+    const read = bytesRead()
+    expect(Buffer.concat(parts)).toEqual(Buffer.from(await whole.codes.read()))
+    expect(Buffer.from(await scales.read())).toEqual(Buffer.from(await whole.scales.read()))
+    expect(bytesRead()).toBe(read) // no pass for the scales
+  })
   it('q4 scales come from the blocks\' own tasks when every block was read first (the writer\'s order): one pass for both', async () => {
     const [rows, cols] = [16, 64]
     const {plain, counted, bytesRead} = countedSource(rows, cols, (i) => Math.cos(i * 0.29) * 2)

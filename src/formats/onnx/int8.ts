@@ -36,7 +36,8 @@ function rowsOf(record: TensorRecord): [number, number] {
  * int8 codes [rows, cols] (canonical layout) and f32 scales [rows] of a float tensor, computed on demand.
  * `streamed`: a reader that reads the codes in order (the embedding, stored untransposed) gets each
  * row range quantized for its read, so the whole tensor's codes are never held (98 MB for a 3B
- * embedding); the scales (4 bytes a row) come from a pass of their own.
+ * embedding); the scales (4 bytes a row) are kept from those reads, or come from a pass of their own
+ * when the scales are read before every row's codes.
  * Otherwise the codes of the whole tensor are computed by one pass and kept until a read ends at
  * their last byte. (The writer's MatMul weights, stored transposed, go through `transposedInt8Records`.)
  */
@@ -223,14 +224,23 @@ async function int8Steps(f32: TensorRecord, rows: number, cols: number, step: nu
 
 function streamedInt8(f32: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
   let scales: Promise<Float32Array> | undefined
-  const allScales = (): Promise<Float32Array> => scales ??= int8Steps(f32, rows, cols, step)
+  // The scales the codes' reads computed, row by row: once the codes were read whole (the writer
+  // reads them before the scales) the scales need no pass of their own.
+  const seen = {scales: new Float32Array(rows), rows: new Uint8Array(rows), count: 0}
+  const allScales = (): Promise<Float32Array> => scales ??= seen.count === rows ? Promise.resolve(seen.scales) : int8Steps(f32, rows, cols, step)
   const codes: TensorRecord = {
     name: codesName, dtype: 'I8', shape: [...shape], byteLength: rows * cols,
     async read(start = 0, end = rows * cols) {
       const r0 = Math.floor(start / cols)
       const r1 = Math.ceil(end / cols)
       const out = new Uint8Array((r1 - r0) * cols)
-      await int8Steps(f32, r1, cols, step, (weight, row) => out.set(weight, (row - r0) * cols), r0)
+      const sc = await int8Steps(f32, r1, cols, step, (weight, row) => out.set(weight, (row - r0) * cols), r0)
+      for (let r = r0; r < r1; r++) {
+        if (seen.rows[r]) continue
+        seen.rows[r] = 1
+        seen.scales[r] = sc[r - r0]!
+        seen.count++
+      }
       return out.subarray(start - r0 * cols, end - r0 * cols)
     },
   }

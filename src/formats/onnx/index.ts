@@ -275,6 +275,10 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   const dtype = plans[0]!.dtype
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
     await fs.mkdir(path.join(dir, ONNX_DIR))
+    // The tokenizer files first (listed last): building them leaves tens of MB of heap garbage,
+    // which at the end of a big export stacked on what the model files' buffers had left.
+    const tokenizer = await tokenizerFilesFor('hf-files', source, options)
+    const tokenizerFiles = await writeTokenizerFiles(dir, tokenizer.files)
     const files: {path: string; bytes: number}[] = []
     for (const p of plans) {
       const modelPath = path.join(dir, ONNX_DIR, p.file)
@@ -291,8 +295,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
     files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {auto_map: remoteCodeFor(source, false).autoMap, 'transformers.js_config': tjsConfig, ...originConfigKeys(options.origin)}))})
     const gen = path.join(dir, 'generation_config.json')
     files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(config))})
-    const tokenizer = await tokenizerFilesFor('hf-files', source, options)
-    files.push(...(await writeTokenizerFiles(dir, tokenizer.files)))
+    files.push(...tokenizerFiles)
     notes.push(...tokenizer.notes)
     return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, notes}
   })

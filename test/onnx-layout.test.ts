@@ -10,7 +10,8 @@ import os from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {readOnnx, writeOnnx} from '../src/formats/onnx/index.js'
-import {int8Records, q4Records} from '../src/formats/onnx/int8.js'
+import {int8Records, int8WindowBytes, q4Records, SharedCodes, transposedInt8Records} from '../src/formats/onnx/int8.js'
+import {closeSharedPool, setThreads} from '../src/pool/index.js'
 import {transposedRecord} from '../src/formats/onnx/transpose.js'
 import {resetTransposeKernel} from '../src/simd/transpose.js'
 import {type Checkpoint} from '../src/formats/types.js'
@@ -160,23 +161,59 @@ describe('onnx weight layout', () => {
     await t.read(half, t.byteLength) // the last window was dropped: read from the source again
     expect(sourceReads).toBeGreaterThan(afterLast)
   })
-  it('int8 codes read through a transposing record with several windows are quantized once (one pass over the source), and let go when its last byte is read', async () => {
+  it('transposed int8 codes: the int8 codes transposed by hand and their scales, on 1 and 2 threads; one source pass per window, the windows of every matrix in one shared buffer', async () => {
     const [rows, cols] = [48, 40]
     const {plain, counted, bytesRead} = countedSource(rows, cols, (i) => Math.sin(i * 0.61) * 3)
-    const {codes, scales, release} = int8Records(counted, 'w', 'w_scale', {keep: true})
-    let released = 0
-    // Windows of 7 output rows (columns of the source): 6 windows, each a pass over every row band.
-    const t = transposedRecord(codes, 'w', {windowBytes: 7 * rows, bandBytes: 5 * cols, onDone: () => ((released += 1), release())})
-    const got = Buffer.from(await t.read())
-    expect(bytesRead()).toBe(rows * cols * 4)
-    expect(released).toBe(1)
-    // The same bytes as the codes read whole and transposed by hand, and the scales from the same pass.
     const whole = int8Records(plain, 'w', 'w_scale')
     const direct = new Int8Array((await whole.codes.read()).slice().buffer)
     const want = new Int8Array(rows * cols)
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) want[c * rows + r] = direct[r * cols + c]!
-    expect(got).toEqual(Buffer.from(want.buffer))
+    const wantScales = Buffer.from(await whole.scales.read())
+    try {
+      for (const threads of [1, 2]) {
+        setThreads(threads)
+        // One window (the whole matrix), then windows of 7 output rows (6 windows: 6 passes).
+        for (const [windowBytes, passes] of [[undefined, 1], [7 * rows, 6]] as const) {
+          const shared = new SharedCodes(int8WindowBytes(rows, cols, windowBytes))
+          const {codes, scales} = transposedInt8Records(counted, 'w', 'w_scale', shared, windowBytes)
+          const before = bytesRead()
+          // In chunks that straddle the windows, through readInto as the writer reads.
+          const got = new Uint8Array(codes.byteLength)
+          for (let at = 0; at < got.byteLength; at += 100) await readIntoOf(codes)!(got.subarray(at, Math.min(got.byteLength, at + 100)), at)
+          expect(bytesRead() - before, `${threads} thread(s), window ${windowBytes}`).toBe(passes * rows * cols * 4)
+          expect(Buffer.from(got)).toEqual(Buffer.from(want.buffer))
+          expect(Buffer.from(await scales.read())).toEqual(wantScales)
+          expect(bytesRead() - before).toBe(passes * rows * cols * 4) // the scales came from those passes
+          // A second matrix takes the buffer over: the first one's codes are computed again if read again.
+          const other = transposedInt8Records(counted, 'v', 'v_scale', shared, windowBytes)
+          expect(Buffer.from(await other.codes.read())).toEqual(Buffer.from(want.buffer))
+          expect(Buffer.from(await codes.read(0, rows))).toEqual(Buffer.from(want.buffer, 0, rows))
+        }
+      }
+    } finally {
+      setThreads(undefined)
+      await closeSharedPool()
+    }
+  }, 60_000)
+  it('streamed int8 codes (the embedding) read in chunks that split rows, then the scales: one pass, the scales from the codes\' reads', async () => {
+    const [rows, cols] = [30, 48]
+    const {plain, counted, bytesRead} = countedSource(rows, cols, (i) => Math.sin(i * 0.43) * 5)
+    const whole = int8Records(plain, 'w', 'w_scale')
+    const {codes, scales} = int8Records(counted, 'w', 'w_scale', {streamed: true})
+    const parts: Buffer[] = []
+    for (let at = 0; at < codes.byteLength; at += 100) parts.push(Buffer.from(await codes.read(at, Math.min(codes.byteLength, at + 100))))
+    const read = bytesRead()
+    expect(Buffer.concat(parts)).toEqual(Buffer.from(await whole.codes.read()))
     expect(Buffer.from(await scales.read())).toEqual(Buffer.from(await whole.scales.read()))
+    expect(bytesRead()).toBe(read) // no pass for the scales
+  })
+  it('q4 scales come from the blocks\' own tasks when every block was read first (the writer\'s order): one pass for both', async () => {
+    const [rows, cols] = [16, 64]
+    const {plain, counted, bytesRead} = countedSource(rows, cols, (i) => Math.cos(i * 0.29) * 2)
+    const want = q4Records(plain, 'w', 'w_scales')
+    const {blocks, scales} = q4Records(counted, 'w', 'w_scales')
+    expect(Buffer.from(await blocks.read())).toEqual(Buffer.from(await want.blocks.read()))
+    expect(Buffer.from(await scales.read())).toEqual(Buffer.from(await want.scales.read()))
     expect(bytesRead()).toBe(rows * cols * 4)
   })
   it('q4 scales are let go once read to their last byte (the writer keeps every record until the file is done): a second read computes them again', async () => {

@@ -159,11 +159,36 @@ describe('buffers in flight', () => {
     expect(read.owned).toBe(true)
     expect(read.bytes.byteOffset).toBe(0)
     expect(sha(read.bytes)).toBe(sha(bytes.subarray(8, 72)))
+    // On 1 thread too (the finished task's inputs come back in this thread); a record without the
+    // no-allocation reader gives its bytes as read, not owned.
     setThreads(1)
     const inThread = await readTaskBytes(record, 8, 72)
-    expect(inThread.owned).toBe(false)
+    expect(inThread.owned).toBe(true)
     expect(sha(inThread.bytes)).toBe(sha(bytes.subarray(8, 72)))
+    const plain = await readTaskBytes(f32Record('t', [64], values4), 8, 72)
+    expect(plain.owned).toBe(false)
+    expect(sha(plain.bytes)).toBe(sha(bytes.subarray(8, 72)))
   }, 60_000)
+
+  it('on 1 thread, an owned task\'s input from spareBuffer is handed out again once the task is done; an owned input of the caller\'s own is not', async () => {
+    setThreads(1)
+    const input = values(8, 256, 12)
+    const params = {bits: 4, group_size: 64}
+    const reference = runTask({kind: 'encode', scheme: 'mlx_affine', params, values: input.slice(), rows: 8, cols: 256})
+    const spare = spareBuffer(input.byteLength)
+    new Float32Array(spare, 0, input.length).set(input)
+    const count = spareCount()
+    const encoded = await runOne({kind: 'encode', scheme: 'mlx_affine', params, values: new Float32Array(spare, 0, input.length), rows: 8, cols: 256, owned: true})
+    expect(Object.keys(encoded).map((k) => sha(encoded[k as keyof typeof encoded]!))).toEqual(Object.keys(reference).map((k) => sha(reference[k as keyof typeof reference]!)))
+    expect(spareCount()).toBe(count + 1)
+    // The same buffer is back in the list (taken out again with the others of its size).
+    expect(Array.from({length: spareCount()}, () => spareBuffer(input.byteLength))).toContain(spare)
+    const own = input.slice()
+    const before = spareCount()
+    await runOne({kind: 'encode', scheme: 'mlx_affine', params, values: own, rows: 8, cols: 256, owned: true})
+    expect(spareCount()).toBe(before)
+    expect(sha(new Uint8Array(own.buffer))).toBe(sha(new Uint8Array(input.buffer))) // still the caller's, untouched
+  })
 
   it('MLX scales/biases read while the weight\'s reads are under way wait for them: each row block is encoded once', async () => {
     setThreads(2)

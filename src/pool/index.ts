@@ -16,10 +16,10 @@ import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
-import {type AnyResult, buffersOf, runTask, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
+import {type AnyResult, buffersOf, resultViews, runTask, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
-export type {CastTask, CompareTask, EncodeTask, SynthTask, Task, TaskResult} from './tasks.js'
+export type {CastTask, CompareTask, EncodeTask, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
 /**
@@ -91,14 +91,18 @@ const SPARE: ArrayBuffer[] = []
 const SPARE_MAX_BYTES = 16 * 1024 * 1024
 let spareBytes = 0
 
+/** Buffers `spareBuffer` gave out: a task run in this thread gives these (and only these) back. */
+const HANDED_OUT = new WeakSet<ArrayBuffer>()
+
 /** A buffer back from the workers of `bytes` to 2·`bytes` (else a new one of `bytes`): the caller's own. */
 export function spareBuffer(bytes: number): ArrayBuffer {
   const index = SPARE.findIndex((b) => b.byteLength >= bytes && b.byteLength <= 2 * bytes)
-  if (index < 0) return new ArrayBuffer(bytes)
-  const buffer = SPARE.splice(index, 1)[0]!
-  spareBytes -= buffer.byteLength
+  const buffer = index < 0 ? new ArrayBuffer(bytes) : SPARE.splice(index, 1)[0]!
+  if (index >= 0) spareBytes -= buffer.byteLength
+  HANDED_OUT.add(buffer)
   return buffer
 }
+
 
 /** Keep a buffer no one uses any more for `spareBuffer`, the oldest ones making room (at most SPARE_MAX_BYTES in all). */
 export function recycle(buffer: ArrayBuffer): void {
@@ -148,7 +152,7 @@ export class WorkerPool {
 
   /** Run one task on a worker. Inputs of an `owned` task are transferred (the caller must not use them again); others are copied. */
   run(task: EncodeTask): Promise<Encoded>
-  run(task: CastTask | SynthTask): Promise<Uint8Array>
+  run(task: CastTask | SynthTask | Int8TransposedTask): Promise<Uint8Array>
   run(task: CompareTask): Promise<EncodingDiff>
   run(task: Task): Promise<AnyResult>
   run(task: Task): Promise<AnyResult> {
@@ -250,15 +254,30 @@ export async function closeSharedPool(): Promise<void> {
   await pool?.close()
 }
 
+/**
+ * A task run in this thread (1 thread): an owned task's input buffers that came from `spareBuffer`
+ * and that its result does not use go back to it, as a worker moves them back, so the next tasks'
+ * inputs reuse them instead of leaving a fresh buffer per task to the garbage collector. (Other owned
+ * inputs may be a caller's scratch it reuses in this thread: those stay the caller's.)
+ */
+function runHere(task: Task): AnyResult {
+  const result = runTask(task)
+  if (task.owned) {
+    const out = buffersOf(resultViews(result))
+    for (const b of buffersOf(taskViews(task))) if (HANDED_OUT.has(b) && !out.includes(b)) recycle(b)
+  }
+  return result
+}
+
 /** One task on the shared pool, or in this thread for 1 thread (the same function, the same bytes). */
 export function runOne(task: EncodeTask): Promise<Encoded>
-export function runOne(task: CastTask | SynthTask): Promise<Uint8Array>
+export function runOne(task: CastTask | SynthTask | Int8TransposedTask): Promise<Uint8Array>
 export function runOne(task: CompareTask): Promise<EncodingDiff>
 export function runOne(task: Task): Promise<AnyResult> {
   const pool = sharedPool()
   if (pool) return pool.run(task)
   try {
-    return Promise.resolve(runTask(task))
+    return Promise.resolve(runHere(task))
   } catch (error) {
     return Promise.reject(error)
   }
@@ -360,7 +379,7 @@ export class BlocksAhead<T> {
 export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iterable<T>, inFlight?: number, pool: WorkerPool | undefined = sharedPool()): AsyncGenerator<TaskResult<T>> {
   type R = TaskResult<T>
   if (!pool) {
-    for await (const task of tasks) yield runTask(task) as R
+    for await (const task of tasks) yield runHere(task) as R
     return
   }
   const limit = Math.max(1, inFlight ?? pool.size * 2)

@@ -6,6 +6,7 @@
  */
 import {schemeFor, type Encoded, type EncodingDiff, type SchemeParams} from '../quant/index.js'
 import {synthValues} from '../model/synth-values.js'
+import {quantizeInt8Transposed} from '../quant/onnx-int8.js'
 import {castBytes, castInto, type DType, type FloatDType, fromFloat32} from '../tensor/dtype.js'
 
 /** `scheme.encode(values, rows, cols, params)` of the scheme registered under `scheme`. */
@@ -65,12 +66,32 @@ export interface CompareTask {
   owned?: boolean
 }
 
-export type Task = EncodeTask | CastTask | SynthTask | CompareTask
+/**
+ * ONNX int8 codes of `rows` rows of `cols` values (scheme onnx_int8), those of columns [first, first +
+ * count) written transposed into `into`: code (r, c) at `into[(c − first) · stride + at + r]` (a window
+ * of the ONNX [in, out] layout of a matrix, this task's rows being its columns from `at`). `into` is a
+ * SharedArrayBuffer view the workers write in place (so it is never moved or copied); the result is
+ * the rows' f32 scales as bytes.
+ */
+export interface Int8TransposedTask {
+  kind: 'int8T'
+  values: Float32Array
+  rows: number
+  cols: number
+  into: Uint8Array
+  stride: number
+  at: number
+  first: number
+  count: number
+  owned?: boolean
+}
+
+export type Task = EncodeTask | CastTask | SynthTask | CompareTask | Int8TransposedTask
 
 /** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
 export function transferable<T extends Task>(task: T): T {
   if (task.owned || task.kind === 'synth') return task
-  if (task.kind === 'encode') return {...task, values: task.values.slice(), owned: true}
+  if (task.kind === 'encode' || task.kind === 'int8T') return {...task, values: task.values.slice(), owned: true}
   if (task.kind === 'compare') return {...task, values: task.values.slice(), actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
@@ -78,7 +99,7 @@ export type TaskResult<T extends Task> = T extends EncodeTask ? Encoded : T exte
 export type AnyResult = Encoded | Uint8Array | EncodingDiff
 
 export function runTask(task: EncodeTask): Encoded
-export function runTask(task: CastTask | SynthTask): Uint8Array
+export function runTask(task: CastTask | SynthTask | Int8TransposedTask): Uint8Array
 export function runTask(task: CompareTask): EncodingDiff
 export function runTask(task: Task): AnyResult
 export function runTask(task: Task): AnyResult {
@@ -93,6 +114,10 @@ export function runTask(task: Task): AnyResult {
     }
     case 'synth':
       return fromFloat32(synthValues(task.seed, task.tensor, task.first, task.count, task.offset, task.amplitude), task.dtype)
+    case 'int8T': {
+      const scales = quantizeInt8Transposed(task.values, task.rows, task.cols, task.into, task.stride, task.at, task.first, task.count)
+      return new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
+    }
   }
 }
 
@@ -122,6 +147,8 @@ export function taskViews(task: Task): ArrayBufferView[] {
   switch (task.kind) {
     case 'encode':
       return [task.values]
+    case 'int8T':
+      return [task.values, task.into] // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
     case 'compare':
       return [task.values, ...Object.values(task.actual)]
     case 'cast':

@@ -25,10 +25,9 @@ function int8Scale(amax: number): number {
 }
 
 /** f32 scale per row and int8 codes (row-major) of `rows` rows of `cols` values: the SIMD kernel (src/simd/quant2.ts) where it applies. */
-export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number): {codes: Int8Array; scales: Float32Array} {
+export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number, codes = new Int8Array(rows * cols)): {codes: Int8Array; scales: Float32Array} {
   const kernels = cols % 16 === 0 && cols <= CHUNK2 && rows * cols >= 256 ? quant2Kernels() : undefined
-  if (!kernels) return quantizeInt8RowsScalar(values, rows, cols)
-  const codes = new Int8Array(rows * cols)
+  if (!kernels) return quantizeInt8RowsScalar(values, rows, cols, codes)
   const scales = new Float32Array(rows)
   // The row's largest |x| (NaN ignored, 0 when none) from its min and max.
   kernels.int8(values, rows, cols, codes, (r, min, max, par, o) => {
@@ -37,9 +36,29 @@ export function quantizeInt8Rows(values: Float32Array, rows: number, cols: numbe
   return {codes, scales}
 }
 
+let scratch = new Int8Array(0)
+
+/**
+ * quantizeInt8Rows with the codes of columns [first, first + count) written transposed into `into`:
+ * code (r, c) at `into[(c − first) · stride + at + r]` (rows [at, at + rows) of a [out, in] matrix
+ * stored [in, out], stride = out; a window of its output rows). Returns the rows' scales.
+ */
+export function quantizeInt8Transposed(values: Float32Array, rows: number, cols: number, into: Uint8Array, stride: number, at: number, first = 0, count = cols): Float32Array {
+  // The row-major codes go to this thread's scratch buffer: a fresh one per task was garbage each
+  // pool worker let pile up (tens of MB) until its next collection.
+  if (scratch.byteLength < rows * cols) scratch = new Int8Array(rows * cols)
+  const {codes, scales} = quantizeInt8Rows(values, rows, cols, scratch.subarray(0, rows * cols))
+  const src = new Uint8Array(codes.buffer, codes.byteOffset, codes.byteLength)
+  // Column by column: the reads of one column touch `rows` cache lines, the same ones for the next 63.
+  for (let c = 0; c < count; c++) {
+    const o = c * stride + at
+    for (let r = 0, i = first + c; r < rows; r++, i += cols) into[o + r] = src[i]!
+  }
+  return scales
+}
+
 /** quantizeInt8Rows in JS, element by element: the reference the SIMD kernel is tested against. */
-export function quantizeInt8RowsScalar(values: Float32Array, rows: number, cols: number): {codes: Int8Array; scales: Float32Array} {
-  const codes = new Int8Array(rows * cols)
+export function quantizeInt8RowsScalar(values: Float32Array, rows: number, cols: number, codes = new Int8Array(rows * cols)): {codes: Int8Array; scales: Float32Array} {
   const scales = new Float32Array(rows)
   const f32 = new Float32Array(1)
   for (let r = 0; r < rows; r++) {

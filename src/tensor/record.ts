@@ -4,7 +4,7 @@
  * writers pull bytes from them chunk by chunk, so memory stays bounded by a chunk.
  */
 import {FormatError} from '../errors.js'
-import {castPool, sharedPool, spareBuffer} from '../pool/index.js'
+import {castPool, spareBuffer} from '../pool/index.js'
 import {castBytes, castInto, dtypeSize, type DType, type FloatDType, fromFloat32, toFloat32} from './dtype.js'
 
 export interface TensorRecord {
@@ -210,13 +210,14 @@ export function sliceRows(record: TensorRecord, from: number, to: number): Tenso
 
 /**
  * Bytes [start, end) of a record for a pool task's input. A record with a no-allocation reader is
- * read into a buffer the workers gave back (src/pool's spareBuffer) and the bytes are the caller's
- * own (`owned`: the pool moves them instead of copying); otherwise the bytes as `read` gives them
- * (possibly a view of the record's own bytes: not owned, the pool copies them).
+ * read into a buffer a finished task gave back (src/pool's spareBuffer: from the workers, or from this
+ * thread for 1 thread) and the bytes are the caller's own (`owned`: the pool moves them instead of
+ * copying); otherwise the bytes as `read` gives them (possibly a view of the record's own bytes: not
+ * owned, the pool copies them).
  */
 export async function readTaskBytes(record: TensorRecord, start: number, end: number): Promise<{bytes: Uint8Array; owned: boolean}> {
   const fast = readIntoOf(record)
-  if (fast && sharedPool()) {
+  if (fast) {
     const bytes = new Uint8Array(spareBuffer(end - start), 0, end - start)
     await fast(bytes, start)
     return {bytes, owned: true}

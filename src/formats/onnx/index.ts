@@ -16,7 +16,7 @@ import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/re
 import {copyTokenizerFiles, readerCheckpoint, remoteCodeFor, resolveConfig} from '../common.js'
 import {tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
 import {type Checkpoint, type FormatAdapter, type StoredTensor, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
-import {int8Records, int8Segment, dequantizedInt8, dequantizedQ4, q4Records, q4Segment} from './int8.js'
+import {int8Records, int8Segment, int8WindowBytes, dequantizedInt8, dequantizedQ4, q4Records, q4Segment, SharedCodes, transposedInt8Records} from './int8.js'
 import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, Q4_K_KEY, Q4_SCALES_SUFFIX, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
@@ -208,11 +208,12 @@ export function onnxVariantsFor(source: Checkpoint, options: WriteOptions): Onnx
 }
 
 /** One model file planned: graph (shared builder), its initializers' sources, where the bytes go. */
-function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayout, sabotage: GraphOptions['sabotage']): {file: string; dtype: FloatDType; plan: ReturnType<typeof planOnnx>; dataName: string; notes: string[]} {
+function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayout, sabotage: GraphOptions['sabotage']): {file: string; dtype: FloatDType; plan: ReturnType<typeof planOnnx>; dataName: string; notes: string[]; release: () => void} {
   const {file, dtype, quant} = VARIANT_SPECS[variant]
   const config = source.config
   const graph = buildOpenElmGraph(config, {dtype, quant, rmsNorm: layout.rmsNorm, sabotage})
   const sources = new Map<string, TensorRecord>()
+  let shared: SharedCodes | undefined
   for (const t of source.tensors) {
     const name = toOnnxName(t.name)
     const matmul = isMatMulWeight(t.name) && t.shape.length === 2
@@ -224,9 +225,10 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
     }
     if (quant === 'q8' && (matmul || t.name === 'token_embeddings.weight')) {
       // The embedding (Gather, stored as is) is read in order: its codes are quantized per read.
-      // A matrix's codes are held while its transposed windows are read, and let go after the last one.
-      const {codes, scales, release} = int8Records(t, name, `${name}${INT8_SCALE_SUFFIX}`, {streamed: !matmul, keep: matmul})
-      sources.set(name, matmul ? transposedRecord(codes, name, {windowBytes: 4 << 20, onDone: release}) : codes)
+      // A matrix's codes are made transposed by the workers, in the file's one shared buffer.
+      const scalesName = `${name}${INT8_SCALE_SUFFIX}`
+      const {codes, scales} = matmul ? transposedInt8Records(t, name, scalesName, (shared ??= new SharedCodes(largestCodesWindow(source)))) : int8Records(t, name, scalesName, {streamed: true})
+      sources.set(name, codes)
       sources.set(scales.name, scales)
       continue
     }
@@ -246,7 +248,12 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
   } else if (layout.external === false && plan.modelBytes > PROTOBUF_LIMIT) {
     throw new UsageError('onnx.too_big', `${file} needs ${plan.modelBytes} bytes, past protobuf's 2 GiB limit: drop --layout single-file`)
   }
-  return {file, dtype, plan, dataName, notes}
+  return {file, dtype, plan, dataName, notes, release: () => shared?.release()}
+}
+
+/** The shared int8 codes buffer's size: the largest MatMul weight's codes window. */
+function largestCodesWindow(source: Checkpoint): number {
+  return Math.max(0, ...source.tensors.filter((t) => isMatMulWeight(t.name) && t.shape.length === 2).map((t) => int8WindowBytes(t.shape[0]!, t.shape[1]!)))
 }
 
 export async function* writeOnnx(source: Checkpoint, out: string, options: WriteOptions & OnnxWriteExtra): AsyncGenerator<ProgressEvent, WriteResult> {
@@ -268,13 +275,19 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   const dtype = plans[0]!.dtype
   return yield* atomicDir(out, options.force ?? false, async function* (dir) {
     await fs.mkdir(path.join(dir, ONNX_DIR))
+    // The tokenizer files first (listed last): building them leaves tens of MB of heap garbage,
+    // which at the end of a big export stacked on what the model files' buffers had left.
+    const tokenizer = await tokenizerFilesFor('hf-files', source, options)
+    const tokenizerFiles = await writeTokenizerFiles(dir, tokenizer.files)
     const files: {path: string; bytes: number}[] = []
     for (const p of plans) {
       const modelPath = path.join(dir, ONNX_DIR, p.file)
       const dataPath = p.plan.external ? path.join(dir, ONNX_DIR, p.dataName) : undefined
       yield* p.plan.write(modelPath, dataPath)
-      // An fp16 file's 64 MiB float window must not stay alive under the next file's int8 codes.
+      // An fp16 file's 64 MiB float window must not stay alive under the next file's int8 codes,
+      // nor a q8 file's codes buffer under the next file.
       releaseTransposeBuffers()
+      p.release()
       files.push({path: modelPath, bytes: p.plan.modelBytes})
       if (dataPath) files.push({path: dataPath, bytes: p.plan.dataBytes})
     }
@@ -282,8 +295,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
     files.push({path: configPath, bytes: await writeJsonFile(configPath, toHfConfigJson(config, dtype, {auto_map: remoteCodeFor(source, false).autoMap, 'transformers.js_config': tjsConfig, ...originConfigKeys(options.origin)}))})
     const gen = path.join(dir, 'generation_config.json')
     files.push({path: gen, bytes: await writeJsonFile(gen, generationConfigJson(config))})
-    const tokenizer = await tokenizerFilesFor('hf-files', source, options)
-    files.push(...(await writeTokenizerFiles(dir, tokenizer.files)))
+    files.push(...tokenizerFiles)
     notes.push(...tokenizer.notes)
     return {path: out, files: files.map((f) => ({path: path.join(out, path.relative(dir, f.path)), bytes: f.bytes})), dtype, notes}
   })

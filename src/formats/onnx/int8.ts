@@ -4,11 +4,11 @@
  * the worker pool (src/pool: results in order, the same bytes for any thread count),
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
-import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
+import {BlocksAhead, type EncodeTask, type Int8TransposedTask, mapOrdered, runOne} from '../../pool/index.js'
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
-import {castRecord, readF32Task, type TensorRecord} from '../../tensor/record.js'
+import {castRecord, readF32Task, type TensorRecord, withReadInto} from '../../tensor/record.js'
 import {toFloat32} from '../../tensor/dtype.js'
 
 /**
@@ -36,46 +36,38 @@ function rowsOf(record: TensorRecord): [number, number] {
  * int8 codes [rows, cols] (canonical layout) and f32 scales [rows] of a float tensor, computed on demand.
  * `streamed`: a reader that reads the codes in order (the embedding, stored untransposed) gets each
  * row range quantized for its read, so the whole tensor's codes are never held (98 MB for a 3B
- * embedding); the scales (4 bytes a row) come from a pass of their own.
- * `keep`: the codes are held until `release()` rather than until a read ends at the last byte: a
- * transposing reader reads every row band once per window, so each window's pass would end there
- * and quantize the whole tensor again (5 times for a 3B `proj_1`, with the old codes still garbage).
+ * embedding); the scales (4 bytes a row) are kept from those reads, or come from a pass of their own
+ * when the scales are read before every row's codes.
+ * Otherwise the codes of the whole tensor are computed by one pass and kept until a read ends at
+ * their last byte. (The writer's MatMul weights, stored transposed, go through `transposedInt8Records`.)
  */
-export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean; keep?: boolean} = {}): {codes: TensorRecord; scales: TensorRecord; release: () => void} {
+export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean} = {}): {codes: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
   const f32 = castRecord(source, 'F32')
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
-  if (options.streamed) return {...streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName), release: () => undefined}
+  if (options.streamed) return streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName)
   let scales: Float32Array | undefined
-  // The codes of the whole tensor (1 byte a weight) are computed once (step by step on the worker
-  // pool, in order) and kept until they are released: the writer reads them transposed, band by
-  // band, and a per-band recomputation would quantize the whole tensor once per window.
   let all: Int8Array | undefined
-  let released = false
   let making: Promise<{codes: Int8Array; scales: Float32Array}> | undefined
   const quantizeAll = async () => {
     const codes = new Int8Array(rows * cols)
     const sc = await int8Steps(f32, rows, cols, step, (weight, r0) => codes.set(new Int8Array(weight.buffer, weight.byteOffset, weight.byteLength), r0 * cols))
     return {codes, scales: sc}
   }
-  // One pass gives both: the scales are kept (4 bytes a row), the codes until released.
+  // One pass gives both: the scales are kept (4 bytes a row), the codes until read to the end.
   const quantized = () => making ??= quantizeAll().then((q) => {
     scales = q.scales
-    if (!released) all = q.codes
+    all = q.codes
     return q
   }).finally(() => {
     making = undefined
   })
-  const release = () => {
-    all = undefined
-    released = true
-  }
   const codes: TensorRecord = {
     name: codesName, dtype: 'I8', shape: [...source.shape], byteLength: rows * cols,
     async read(start = 0, end = rows * cols) {
       // A view of the kept codes (never written to), so reading allocates nothing.
       const bytes = new Uint8Array((all ?? (await quantized()).codes).buffer).subarray(start, end)
-      if (!options.keep && end === rows * cols) release()
+      if (end === rows * cols) all = undefined
       return bytes
     },
   }
@@ -85,7 +77,134 @@ export function int8Records(source: TensorRecord, codesName: string, scalesName:
       return new Uint8Array((scales ?? (await quantized()).scales).buffer).slice(start, end)
     },
   }
-  return {codes, scales: scalesRecord, release}
+  return {codes, scales: scalesRecord}
+}
+
+/**
+ * The buffer a model file's transposed int8 codes are made in, matrix after matrix: one
+ * SharedArrayBuffer the size of the largest matrix, made once, into which the workers write their
+ * rows in place. A fresh buffer per matrix (75 MB for a 3B `proj_1`, sizes changing from layer to
+ * layer) left the allocator holding freed memory; the transposed windows over it are gone too.
+ * One matrix holds it at a time (the writer reads its records one after the other).
+ */
+export class SharedCodes {
+  private buffer: SharedArrayBuffer | undefined
+  private holder: object | undefined
+  constructor(readonly bytes: number) {}
+
+  /** The first `n` bytes, now `holder`'s (whoever held them before must compute theirs again). */
+  claim(holder: object, n: number): Uint8Array {
+    if (n > this.bytes) throw new Error(`SharedCodes: ${n} bytes asked of a ${this.bytes}-byte buffer`)
+    this.buffer ??= new SharedArrayBuffer(this.bytes)
+    this.holder = holder
+    return new Uint8Array(this.buffer, 0, n)
+  }
+
+  holds(holder: object): boolean {
+    return this.holder === holder
+  }
+
+  /** Let the buffer go (the file is written). */
+  release(): void {
+    this.buffer = undefined
+    this.holder = undefined
+  }
+}
+
+/**
+ * Bytes of the transposed int8 codes held at a time: whole output rows (source columns) up to 32 MiB.
+ * A matrix past it (a 3B `proj_1`, 75 MB of codes) is quantized once per window, each pass keeping
+ * the codes of its window's columns only: 1.1B's matrices fit in one window.
+ */
+const CODES_WINDOW_BYTES = 32 * 1024 * 1024
+
+/** Output rows (source columns) of one codes window of a [rows, cols] matrix. */
+function windowCols(rows: number, cols: number, windowBytes = CODES_WINDOW_BYTES): number {
+  return Math.max(1, Math.min(cols, Math.floor(windowBytes / rows)))
+}
+
+/** Bytes of the shared codes buffer a [rows, cols] matrix needs (SharedCodes). */
+export function int8WindowBytes(rows: number, cols: number, windowBytes?: number): number {
+  return windowCols(rows, cols, windowBytes) * rows
+}
+
+/**
+ * The writer's int8 MatMul weights: codes stored transposed, [cols, rows] (ONNX's [in, out]), and
+ * f32 scales [rows] (one per output channel) of a float [rows, cols] source. A pass quantizes the
+ * matrix on the pool, each task writing its rows' codes of the window's columns, transposed, straight
+ * into `shared` (so the calling thread neither transposes nor copies them); reads copy out of it. The
+ * window is given up after a read reaches its last byte; the scales (4 bytes a row) are kept.
+ * `windowBytes`: the window's size (tests; `shared` must hold int8WindowBytes of it).
+ */
+export function transposedInt8Records(source: TensorRecord, codesName: string, scalesName: string, shared: SharedCodes, windowBytes?: number): {codes: TensorRecord; scales: TensorRecord} {
+  const [rows, cols] = rowsOf(source)
+  const f32 = castRecord(source, 'F32')
+  const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
+  const n = rows * cols
+  const width = windowCols(rows, cols, windowBytes)
+  const me = {}
+  let held: {first: number; codes: Uint8Array} | undefined
+  let scales: Float32Array | undefined
+  /** The codes of output rows [first, first + width): one pass over the source (the scales too). */
+  const quantizeWindow = async (first: number): Promise<Uint8Array> => {
+    const count = Math.min(width, cols - first)
+    const into = shared.claim(me, count * rows)
+    const sc = new Float32Array(rows)
+    async function* tasks(): AsyncGenerator<Int8TransposedTask> {
+      for (let r0 = 0; r0 < rows; r0 += step) {
+        const r1 = Math.min(rows, r0 + step)
+        yield {kind: 'int8T', ...(await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols, into, stride: rows, at: r0, first, count}
+      }
+    }
+    let r0 = 0
+    for await (const q of mapOrdered(tasks())) {
+      sc.set(new Float32Array(q.buffer, q.byteOffset, q.byteLength / 4), r0)
+      r0 += q.byteLength / 4
+    }
+    scales = sc
+    held = {first, codes: into}
+    return into
+  }
+  const windowAt = async (outRow: number): Promise<{first: number; codes: Uint8Array}> => {
+    const first = Math.floor(outRow / width) * width
+    if (held?.first === first && shared.holds(me)) return held
+    return {first, codes: await quantizeWindow(first)}
+  }
+  // Reads run one at a time (they share the window).
+  let queue: Promise<unknown> = Promise.resolve()
+  const copyRange = async (target: Uint8Array, start: number): Promise<void> => {
+    const end = start + target.byteLength
+    for (let pos = start; pos < end;) {
+      const w = await windowAt(Math.floor(pos / rows))
+      const wStart = w.first * rows
+      const wEnd = Math.min(end, wStart + w.codes.byteLength)
+      target.set(w.codes.subarray(pos - wStart, wEnd - wStart), pos - start)
+      pos = wEnd
+    }
+    if (end === n) held = undefined
+  }
+  const serial = <T>(f: () => Promise<T>): Promise<T> => {
+    const run = queue.then(f)
+    queue = run.catch(() => undefined)
+    return run
+  }
+  const copy = (target: Uint8Array, start: number): Promise<void> => serial(() => copyRange(target, start))
+  const codesRecord = withReadInto({
+    name: codesName, dtype: 'I8', shape: [cols, rows], byteLength: n,
+    async read(start = 0, end = n) {
+      const target = new Uint8Array(end - start)
+      await copy(target, start)
+      return target
+    },
+  }, copy)
+  const scalesRecord: TensorRecord = {
+    name: scalesName, dtype: 'F32', shape: [rows], byteLength: rows * 4,
+    async read(start = 0, end = rows * 4) {
+      if (!scales) await serial(() => windowAt(0))
+      return new Uint8Array(scales!.buffer).slice(start, end)
+    },
+  }
+  return {codes: codesRecord, scales: scalesRecord}
 }
 
 /**
@@ -105,14 +224,23 @@ async function int8Steps(f32: TensorRecord, rows: number, cols: number, step: nu
 
 function streamedInt8(f32: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
   let scales: Promise<Float32Array> | undefined
-  const allScales = (): Promise<Float32Array> => scales ??= int8Steps(f32, rows, cols, step)
+  // The scales the codes' reads computed, row by row: once the codes were read whole (the writer
+  // reads them before the scales) the scales need no pass of their own.
+  const seen = {scales: new Float32Array(rows), rows: new Uint8Array(rows), count: 0}
+  const allScales = (): Promise<Float32Array> => scales ??= seen.count === rows ? Promise.resolve(seen.scales) : int8Steps(f32, rows, cols, step)
   const codes: TensorRecord = {
     name: codesName, dtype: 'I8', shape: [...shape], byteLength: rows * cols,
     async read(start = 0, end = rows * cols) {
       const r0 = Math.floor(start / cols)
       const r1 = Math.ceil(end / cols)
       const out = new Uint8Array((r1 - r0) * cols)
-      await int8Steps(f32, r1, cols, step, (weight, row) => out.set(weight, (row - r0) * cols), r0)
+      const sc = await int8Steps(f32, r1, cols, step, (weight, row) => out.set(weight, (row - r0) * cols), r0)
+      for (let r = r0; r < r1; r++) {
+        if (seen.rows[r]) continue
+        seen.rows[r] = 1
+        seen.scales[r] = sc[r - r0]!
+        seen.count++
+      }
       return out.subarray(start - r0 * cols, end - r0 * cols)
     },
   }
@@ -157,8 +285,9 @@ export function int8Segment(label: string, rows: number, codes: TensorRecord, sc
 /**
  * MatMulNBits 4-bit tensors (scheme onnx_q4): `blocks` U8 [N, K/32, 16] and `scales` [N·K/32]
  * (F32, or F16 for model_q4f16.onnx) computed from a float [N, K] source on demand, row range by
- * row range (the scales of all rows are computed once, in steps, and kept: 2 or 4 bytes per 32
- * weights).
+ * row range. The scales of all rows (2 or 4 bytes per 32 weights) are kept from the blocks' own
+ * tasks when every block was computed before the scales are read (the writer's order), else computed
+ * by a pass of their own.
  */
 export function q4Records(source: TensorRecord, blocksName: string, scalesName: string, scaleDtype: 'F32' | 'F16' = 'F32'): {blocks: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
@@ -173,6 +302,18 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   // scale per 32 weights kept for every matrix was 340 MB at the 3B shape.
   let scales: Uint8Array | undefined
   let making: Promise<Uint8Array> | undefined
+  // The scales the blocks' own tasks gave, step by step: the writer reads every block before the
+  // scales (the graph's order), so they are complete by then and the scales need no pass of their own
+  // (a second quantization of the whole matrix).
+  const stepCount = Math.ceil(rows / step)
+  let made: {bytes: Uint8Array; seen: Uint8Array; count: number} | undefined
+  const keepScales = (k: number, bytes: Uint8Array): void => {
+    made ??= {bytes: new Uint8Array(rows * nb * scaleSize), seen: new Uint8Array(stepCount), count: 0}
+    if (made.seen[k]) return
+    made.bytes.set(bytes, k * step * nb * scaleSize)
+    made.seen[k] = 1
+    made.count++
+  }
   const computeScales = async (): Promise<Uint8Array> => {
     const out = new Uint8Array(rows * nb * scaleSize)
     let at = 0
@@ -183,11 +324,15 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     scales = out
     return out
   }
-  const allScales = async (): Promise<Uint8Array> => scales ?? (making ??= computeScales().finally(() => {
+  const allScales = async (): Promise<Uint8Array> => scales ?? (made?.count === stepCount ? made.bytes : undefined) ?? (making ??= computeScales().finally(() => {
     making = undefined
   }))
   /** Row steps of blocks, computed ahead of the writer on the pool. */
-  const steps = new BlocksAhead(Math.ceil(rows / step), async (k) => (await runOne(await rowsTask(f32, cols, k * step, Math.min(rows, (k + 1) * step), 'onnx_q4', params))).blocks!)
+  const steps = new BlocksAhead(stepCount, async (k) => {
+    const q = await runOne(await rowsTask(f32, cols, k * step, Math.min(rows, (k + 1) * step), 'onnx_q4', params))
+    keepScales(k, q.scales!)
+    return q.blocks!
+  })
   const blocks: TensorRecord = {
     name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
     read: (start = 0, end = rows * rowBytes) => steps.readRange(start, end, step * rowBytes, rows * rowBytes),
@@ -196,7 +341,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     name: scalesName, dtype: scaleDtype, shape: [rows * nb], byteLength: rows * nb * scaleSize,
     async read(start = 0, end = rows * nb * scaleSize) {
       const bytes = (await allScales()).slice(start, end)
-      if (end === rows * nb * scaleSize) scales = undefined
+      if (end === rows * nb * scaleSize) scales = made = undefined
       return bytes
     },
   }

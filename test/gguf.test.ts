@@ -20,7 +20,7 @@ import {loadVocab, parseSentencePieceModel, parseTokenizerJson, placeholderVocab
 import {type GgufKv} from '../src/formats/gguf/types.js'
 import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
 import {castBytes, f16BitsToF32, toFloat32} from '../src/tensor/dtype.js'
-import {f32Record, readFloat32} from '../src/tensor/record.js'
+import {f32Record, readFloat32, readIntoOf, withReadInto} from '../src/tensor/record.js'
 import {drain} from '../src/progress.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
@@ -108,6 +108,27 @@ describe('names', () => {
     expect(joined.shape).toEqual([4, 2])
     expect([...(await readFloat32(joined))]).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
     expect([...toFloat32(await joined.read(12, 20), 'F32')]).toEqual([4, 5])
+  })
+
+  it('keeps the source\'s no-allocation reader on the selected rows, shifted to them and bounded by them', async () => {
+    const values = Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8])
+    const bytes = new Uint8Array(values.buffer)
+    const plain = {name: 'layers.0.ffn.proj_1.weight', dtype: 'F32' as const, shape: [4, 2], byteLength: 32, read: async (s = 0, e = 32) => bytes.slice(s, e)}
+    const proj1 = withReadInto({...plain}, async (target, start) => target.set(bytes.subarray(start, start + target.byteLength)))
+    expect(readIntoOf(selectRows(plain, 'all', 'x'))).toBeUndefined()
+    const into = async (record: ReturnType<typeof selectRows>, start: number, bytes: number) => {
+      const target = new Uint8Array(bytes)
+      await readIntoOf(record)!(target, start)
+      return [...new Float32Array(target.buffer)]
+    }
+    const all = selectRows(proj1, 'all', 'blk.0.ffn.weight')
+    const up = selectRows(proj1, 'second-half', 'blk.0.ffn_up.weight')
+    const gate = selectRows(proj1, 'first-half', 'blk.0.ffn_gate.weight')
+    expect(await into(all, 4, 12)).toEqual([2, 3, 4])
+    expect(await into(up, 4, 12)).toEqual([6, 7, 8])
+    expect(await into(gate, 0, 16)).toEqual([1, 2, 3, 4])
+    await expect(into(gate, 4, 16)).rejects.toThrow(RangeError)
+    await expect(up.read(0, 20)).rejects.toThrow(RangeError)
   })
 })
 

@@ -110,7 +110,7 @@ describe('names', () => {
     expect([...toFloat32(await joined.read(12, 20), 'F32')]).toEqual([4, 5])
   })
 
-  it('keeps the source\'s no-allocation reader on the selected rows, shifted to them and bounded by them', async () => {
+  it('keeps the source\'s no-allocation reader on the selected rows, shifted to them', async () => {
     const values = Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8])
     const bytes = new Uint8Array(values.buffer)
     const plain = {name: 'layers.0.ffn.proj_1.weight', dtype: 'F32' as const, shape: [4, 2], byteLength: 32, read: async (s = 0, e = 32) => bytes.slice(s, e)}
@@ -127,8 +127,6 @@ describe('names', () => {
     expect(await into(all, 4, 12)).toEqual([2, 3, 4])
     expect(await into(up, 4, 12)).toEqual([6, 7, 8])
     expect(await into(gate, 0, 16)).toEqual([1, 2, 3, 4])
-    await expect(into(gate, 4, 16)).rejects.toThrow(RangeError)
-    await expect(up.read(0, 20)).rejects.toThrow(RangeError)
   })
 })
 

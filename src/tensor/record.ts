@@ -195,13 +195,13 @@ export function resizeRows(record: TensorRecord, rows: number, fill?: TensorReco
   })
 }
 
-/** Rows [from, to) along dim 0. */
-export function sliceRows(record: TensorRecord, from: number, to: number): TensorRecord {
+/** Rows [from, to) along dim 0 (named `name`), with the record's no-allocation reader shifted to them. */
+export function sliceRows(record: TensorRecord, from: number, to: number, name = record.name): TensorRecord {
   const rowBytes = record.byteLength / record.shape[0]!
   const base = from * rowBytes
   const byteLength = (to - from) * rowBytes
   const out: TensorRecord = {
-    name: record.name, dtype: record.dtype, shape: [to - from, ...record.shape.slice(1)], byteLength,
+    name, dtype: record.dtype, shape: [to - from, ...record.shape.slice(1)], byteLength,
     read: (start = 0, end = byteLength) => record.read(base + start, base + end),
   }
   const fast = readIntoOf(record)
@@ -213,13 +213,20 @@ export function sliceRows(record: TensorRecord, from: number, to: number): Tenso
  * no-allocation reader is read into a buffer the workers gave back (src/pool's spareBuffer) and
  * the values are the caller's own (`owned`: the pool moves them instead of copying); otherwise the
  * values as `read` gives them (possibly a view of the record's own bytes: not owned).
+ * `scratch`: a buffer of the caller's that the values may be read into instead when no pool runs
+ * (a task then runs in this thread before the next read; no allocation per task, no GC of them).
  */
-export async function readF32Task(record: TensorRecord, start: number, end: number): Promise<{values: Float32Array; owned: boolean}> {
+export async function readF32Task(record: TensorRecord, start: number, end: number, scratch?: Uint8Array): Promise<{values: Float32Array; owned: boolean}> {
   const fast = readIntoOf(record)
   if (record.dtype === 'F32' && fast && sharedPool()) {
     const bytes = new Uint8Array(spareBuffer(end - start), 0, end - start)
     await fast(bytes, start)
     return {values: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4), owned: true}
+  }
+  if (record.dtype === 'F32' && fast && scratch && scratch.byteLength >= end - start && scratch.byteOffset % 4 === 0) {
+    const bytes = scratch.subarray(0, end - start)
+    await fast(bytes, start)
+    return {values: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4), owned: false}
   }
   return {values: toFloat32(await record.read(start, end), record.dtype), owned: false}
 }

@@ -6,7 +6,7 @@
  */
 import {MappingError, shown} from '../../errors.js'
 import {GLOBAL_TENSORS, LAYER_TENSORS} from '../../model/tensors.js'
-import {readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
+import {sliceRows, type TensorRecord} from '../../tensor/record.js'
 
 /** Which rows of the canonical tensor a GGUF tensor holds. */
 export type RowPart = 'all' | 'first-half' | 'second-half'
@@ -81,33 +81,17 @@ export function fromGgufName(gguf: string, maps: NameMaps): {canonical: string; 
 // ---- pure row transforms --------------------------------------------------------------------
 
 /**
- * The rows of `record` a GGUF tensor holds (`proj_1` halves are split at row `rows / 2`). The source's
- * no-allocation reader (if any) comes along, shifted to the same rows: without it every chunk the
- * GGUF writer quantizes on the pool was a fresh read plus a copy to hand over, and on 2 workers the
- * main thread's garbage ArrayBuffers set off a full GC every ~80 ms (1.1B q4_k_m: ~280 of them,
- * 5 CPU-s of V8 helper threads).
+ * The rows of `record` a GGUF tensor holds (`proj_1` halves are split at row `rows / 2`), with the
+ * source's no-allocation reader shifted to them (sliceRows): without it every chunk the GGUF writer
+ * quantized on the pool was a fresh read plus a copy to hand over, and on 2 workers the main
+ * thread's garbage ArrayBuffers set off a full GC every ~80 ms (1.1B q4_k_m: ~240 of them, ~5 CPU-s
+ * of V8's helper threads).
  */
 export function selectRows(record: TensorRecord, part: RowPart, name: string): TensorRecord {
   const rows = record.shape[0]!
-  if (part !== 'all' && rows % 2 !== 0) throw new MappingError('gguf.split', `tensor ${shown(record.name)} has ${rows} rows, which cannot split into gate and up halves`, {tensor: record.name})
-  const byteLength = part === 'all' ? record.byteLength : record.byteLength / 2
-  const base = part === 'second-half' ? byteLength : 0
-  // A range past the selected rows is a caller's bug; never hand out the other half's bytes.
-  const check = (start: number, end: number) => {
-    if (start < 0 || end < start || end > byteLength) throw new RangeError(`${name}: bytes ${start}..${end} are outside the tensor (${byteLength} bytes)`)
-  }
-  const selected: TensorRecord = {
-    name, dtype: record.dtype, shape: part === 'all' ? record.shape : [rows / 2, ...record.shape.slice(1)], byteLength,
-    read: async (start = 0, end = byteLength) => {
-      check(start, end)
-      return record.read(base + start, base + end)
-    },
-  }
-  const fast = readIntoOf(record)
-  return fast ? withReadInto(selected, async (target, start) => {
-    check(start, start + target.byteLength)
-    return fast(target, base + start)
-  }) : selected
+  if (part === 'all') return record.shape.length > 0 ? sliceRows(record, 0, rows, name) : {...record, name}
+  if (rows % 2 !== 0) throw new MappingError('gguf.split', `tensor ${shown(record.name)} has ${rows} rows, which cannot split into gate and up halves`, {tensor: record.name})
+  return part === 'first-half' ? sliceRows(record, 0, rows / 2, name) : sliceRows(record, rows / 2, rows, name)
 }
 
 /** Stack `first` and `second` along dim 0 (same dtype and row shape), lazily. */

@@ -195,7 +195,8 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, 
   async function* tasks(): AsyncGenerator<EncodeTask> {
     for (let first = 0; first < elements; first += step) {
       const count = Math.min(step, elements - first)
-      yield {kind: 'encode', scheme, params: {}, ...(await readF32Task(source, first * size, (first + count) * size)), rows: 1, cols: count}
+      // In this thread (1 thread) each task is encoded before the next read: the values can reuse `buffer`.
+      yield {kind: 'encode', scheme, params: {}, ...(await readF32Task(source, first * size, (first + count) * size, buffer)), rows: 1, cols: count}
     }
   }
   for await (const encoded of mapOrdered(tasks())) yield encoded.blocks!

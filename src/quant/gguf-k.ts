@@ -236,6 +236,16 @@ function checkLength(type: string, values: Float32Array): number {
  */
 const BATCH = 256
 
+/**
+ * One batch's scratch, shared by the encoders of this thread (each call is synchronous and writes
+ * what it reads first): a pool worker quantizing 1 MiB tasks otherwise made ~100 KB of garbage
+ * ArrayBuffers per task. Sized for the largest user (16 sub-blocks of 16 per super-block).
+ */
+const CODES = new Uint8Array(BATCH * QK_K)
+const SCALES = new Float32Array(BATCH * 16)
+const MINS = new Float32Array(BATCH * 16)
+const DQ = new Float32Array(BATCH * 32)
+
 /** `rmin + rdelta·is + nmax` for is = 0 … nstep, each step rounded to f32 as make_qkx2_quants does. */
 const qkx2Trials = (nmax: number, rmin: number, nstep: number) =>
   Float32Array.from({length: nstep + 1}, (_, is) => fr(fr(rmin + fr(F01 * is)) + nmax))
@@ -283,9 +293,9 @@ export const quantizeQ6_KScalar = (values: Float32Array) => q6K(values, undefine
 function q6K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q6_K', values)
   const out = new Uint8Array(nb * Q6_BYTES)
-  const codes = new Uint8Array(BATCH * QK_K)
-  const scales = new Float32Array(BATCH * 16)
-  const dq = new Float32Array(BATCH * 32)
+  const codes = CODES
+  const scales = SCALES
+  const dq = DQ
   const live = new Uint8Array(BATCH)
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
     const blocks = Math.min(BATCH, nb - b0)
@@ -374,12 +384,12 @@ function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | und
   const nmax = bits === 4 ? 15 : 31
   const spec = bits === 4 ? Q4_SEARCH : Q5_SEARCH
   const out = new Uint8Array(nb * blockBytes)
-  const codes = new Uint8Array(BATCH * QK_K)
+  const codes = CODES
   const laux = new Uint8Array(32)
   const weights = new Float32Array(32)
-  const mins = new Float32Array(BATCH * 8)
-  const scales = new Float32Array(BATCH * 8)
-  const dq = new Float32Array(BATCH * 16)
+  const mins = MINS
+  const scales = SCALES
+  const dq = DQ
   const m = {min: 0}
   const sm = {sc: 0, m: 0}
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
@@ -521,10 +531,10 @@ export const quantizeQ3_KScalar = (values: Float32Array) => q3K(values, undefine
 function q3K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q3_K', values)
   const out = new Uint8Array(nb * Q3_BYTES)
-  const codes = new Uint8Array(BATCH * QK_K)
+  const codes = CODES
   const L = new Int8Array(16)
-  const scales = new Float32Array(BATCH * 16)
-  const dq = new Float32Array(BATCH * 32)
+  const scales = SCALES
+  const dq = DQ
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
     const blocks = Math.min(BATCH, nb - b0)
     const xo = b0 * QK_K
@@ -611,12 +621,12 @@ export const quantizeQ2_KScalar = (values: Float32Array) => q2K(values, undefine
 function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const nb = checkLength('Q2_K', values)
   const out = new Uint8Array(nb * Q2_BYTES)
-  const codes = new Uint8Array(BATCH * QK_K)
+  const codes = CODES
   const laux = new Uint8Array(16)
   const weights = new Float32Array(16)
-  const mins = new Float32Array(BATCH * 16)
-  const scales = new Float32Array(BATCH * 16)
-  const dq = new Float32Array(BATCH * 32)
+  const mins = MINS
+  const scales = SCALES
+  const dq = DQ
   const m = {min: 0}
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
     const blocks = Math.min(BATCH, nb - b0)

@@ -308,18 +308,25 @@ function q3(n: number, nmax: number): Func {
   }
 }
 
-/** tin_<n>(groups): the values at NAT (sub-blocks of n one after another) into XT, transposed. */
+/**
+ * tin_<n>(groups): the values at NAT (sub-blocks of n one after another) into XT, transposed, each
+ * NaN made payload-free (sign kept, quiet bit only), as quantizeK's `canonicalNaNs` does for the
+ * scalar code.
+ */
 function transposeIn(n: number): Func {
   const [NG, G, P, Q] = [0, 1, 2, 3]
   const R = [4, 5, 6, 7]
   const T = [8, 9, 10, 11]
+  const canonical = (r: number) => [
+    ...get(r), ...i32x4c(0x80000000 | 0), ...V128_AND, ...i32x4c(0x7fc00000), ...V128_OR, ...get(r), ...get(r), ...get(r), ...F32X4_NE, ...V128_BITSELECT, ...set(r),
+  ]
   return {
     name: `tin_${n}`, params: 1, locals: [[3, I32], [8, V128]],
     body: forRange(G, 0, NG, 1, [
       ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(P), // both the group's input and its transposed output span 4·n f32
       ...get(P), ...i32c(XT), ...I32_ADD, ...set(Q), ...get(P), ...i32c(NAT), ...I32_ADD, ...set(P),
       ...Array.from({length: n / 4}, (_, i) => [
-        ...R.flatMap((r, k) => [...get(P), ...v128Load(k * n * 4 + i * 16), ...set(r)]),
+        ...R.flatMap((r, k) => [...get(P), ...v128Load(k * n * 4 + i * 16), ...set(r), ...canonical(r)]),
         ...transpose(R, T),
         ...R.flatMap((r, j) => [...get(Q), ...get(r), ...v128Store((4 * i + j) * 16)]),
       ]).flat(),

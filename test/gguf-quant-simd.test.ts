@@ -4,9 +4,10 @@
  * in for (src/quant/gguf-k.ts, gguf-legacy.ts), byte for byte: edge sub-blocks (±NaN,
  * ±Inf, ±0, subnormals, 1e±30, f32 max, 65504, exact ties, all-equal and zero sub-blocks) mixed
  * into live super-blocks so that one lane's edge sits beside normal lanes, random bit patterns, and
- * weight-like rows over several batches (more than one wasm call). NaNs with a payload are left out:
+ * weight-like rows over several batches (more than one wasm call), and many random super-blocks. NaNs
+ * with a payload are made payload-free before the K encoders use them (canonicalNaNs; tested below):
  * ggml's nearest_int reads mantissa bits, so a payload can reach the codes, and which operand's
- * payload an op keeps follows the order the JIT emits: the scalar code itself answers differently
+ * payload an op keeps follows the order the JIT emits: the scalar code itself answered differently
  * cold and warm (seen: one code byte 0 on the first call, 240 after). Random bit patterns keep
  * their NaNs but with the payload cleared.
  * test/gguf-block-quants.test.ts ties the same encoders to libggml.
@@ -103,6 +104,46 @@ describe.skipIf(!ggmlKernels())('K-quant searches in wasm lanes == the scalar en
   for (const [type, fast, scalar] of TYPES) {
     it(`${type}: every input, byte for byte`, () => {
       for (const [name, values] of inputs) expect(firstDifference(fast(values), scalar(values)), `${type} on ${name}`).toBeUndefined()
+    })
+  }
+})
+
+/** Many super-blocks: each sub-block a random scale and offset (a few of them edge values), so the searches take every kind of trial. */
+function manyBlocks(seed: number, superBlocks: number): Float32Array {
+  const r = seededRandom(seed)
+  const out = new Float32Array(superBlocks * 256)
+  for (let s = 0; s < out.length; s += 16) {
+    const scale = 10 ** (r() * 12 - 8)
+    const offset = r() < 0.3 ? (r() - 0.5) * scale * 4 : 0
+    for (let j = s; j < s + 16; j++) out[j] = r() < 0.002 ? EDGES[Math.floor(r() * EDGES.length)]! : offset + (r() - 0.5) * scale
+  }
+  return out
+}
+
+describe.skipIf(!ggmlKernels())('K-quant searches in wasm lanes == the scalar encoders, randomized over many blocks', () => {
+  for (const [type, fast, scalar] of TYPES.slice(0, 5)) {
+    it(`${type}: 3000 super-blocks of random scales and offsets with edge values, byte for byte`, () => {
+      const values = manyBlocks(type.charCodeAt(1), 3000)
+      expect(firstDifference(fast(values), scalar(values))).toBeUndefined()
+    })
+  }
+})
+
+describe('K-quants: NaNs with a payload give the bytes of the payload-free NaN (sign kept)', () => {
+  // Raw random bit patterns: ~0.4% NaNs, nearly all with a payload; and the same with payloads cleared.
+  const r = seededRandom(11)
+  const raw = Uint32Array.from({length: 256 * 64}, (_, i) => (i % 97 === 5 ? 0x7f800001 + Math.floor(r() * 0x7fffff) : i % 89 === 7 ? 0xffc00001 + Math.floor(r() * 0x3ffffe) : (r() * 2 ** 32) >>> 0) >>> 0)
+  const payload = new Float32Array(raw.buffer)
+  const cleared = new Float32Array(raw.map((u) => ((u & 0x7fffffff) > 0x7f800000 ? (u & 0x80000000) | 0x7fc00000 : u) >>> 0).buffer)
+  for (const [type, fast, scalar] of TYPES.slice(0, 5)) {
+    it(`${type}: scalar and lanes, cold and warm`, () => {
+      const expected = scalar(cleared)
+      for (let k = 0; k < 3; k++) {
+        expect(firstDifference(scalar(payload), expected), `${type} scalar, call ${k}`).toBeUndefined()
+        if (ggmlKernels()) expect(firstDifference(fast(payload), expected), `${type} lanes, call ${k}`).toBeUndefined()
+      }
+      expect([...payload.subarray(0, 8)].map(Number.isNaN)).toEqual([...cleared.subarray(0, 8)].map(Number.isNaN)) // the input is left as it was
+      expect(new Uint32Array(payload.buffer)[5]).toBe(raw[5])
     })
   }
 })

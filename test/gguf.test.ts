@@ -124,6 +124,8 @@ describe('names', () => {
       expect([...toFloat32(into, 'F32')]).toEqual(expected.slice(1))
       expect([...toFloat32(await selected.read(4), 'F32')]).toEqual(expected.slice(1))
     }
+    const plain = {name: 'p', dtype: 'F32' as const, shape: [4, 2], byteLength: 32, read: async (s = 0, e = 32) => bytes.slice(s, e)}
+    expect(readIntoOf(selectRows(plain, 'all', 'x'))).toBeUndefined()
   })
 })
 

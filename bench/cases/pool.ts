@@ -1,5 +1,5 @@
 /**
- * Issue 15's rows: every float and quantizing path at 270M and 1.1B on 1 and on 2 pool workers
+ * Issue 15's rows: every float and quantizing path (GGUF: the four K/legacy presets the issue names, Q5_K_M too) at 270M and 1.1B on 1 and on 2 pool workers
  * (`--threads 1` / `--threads 2`: the scaling), each against `cp` of the same source in the same run;
  * synth on 1 and 2 workers; a 3B-shape row for the slowest path of each format (its source is made
  * by synth, 12 GB, and removed when the run ends); and verify's exact check of a 270M MLX 4-bit
@@ -25,6 +25,9 @@ const PATHS: PathSpec[] = [
   {id: 'onnx-f16', to: 'onnx', args: ['--dtype', 'f16'], quantizing: false, what: 'onnx --dtype f16'},
   {id: 'gguf-q8_0', to: 'gguf', args: ['--dtype', 'q8_0'], quantizing: true, what: 'gguf --dtype q8_0'},
   {id: 'gguf-q4_k_m', to: 'gguf', args: ['--dtype', 'q4_k_m'], quantizing: true, what: 'gguf --dtype q4_k_m'},
+  {id: 'gguf-q4_0', to: 'gguf', args: ['--dtype', 'q4_0'], quantizing: true, what: 'gguf --dtype q4_0'},
+  {id: 'gguf-q6_k', to: 'gguf', args: ['--dtype', 'q6_k'], quantizing: true, what: 'gguf --dtype q6_k'},
+  {id: 'gguf-q5_k_m', to: 'gguf', args: ['--dtype', 'q5_k_m'], quantizing: true, what: 'gguf --dtype q5_k_m'},
   {id: 'mlx-4bit', to: 'mlx', args: ['--quantize', '4'], quantizing: true, what: 'mlx --quantize 4 (group 64)'},
   {id: 'mlx-mxfp4', to: 'mlx', args: ['--q-mode', 'mxfp4'], quantizing: true, what: 'mlx --q-mode mxfp4'},
   {id: 'onnx-q8', to: 'onnx', args: ['--quantize', '8'], quantizing: true, what: 'onnx --quantize 8'},
@@ -169,7 +172,7 @@ export const cases: BenchCase[] = [
     ...[1, 2].map((t) => synthCase(size, t)),
   ]),
   // 3B shape: the slowest path of each format (1.1B rows above), on the default 2 workers.
-  ...['hf-bf16', 'gguf-q8_0', 'mlx-mxfp4', 'onnx-q4'].map((id) => pathCase('3B', PATHS.find((p) => p.id === id)!, 2)),
+  ...['hf-bf16', 'gguf-q8_0', 'gguf-q4_k_m', 'mlx-mxfp4', 'onnx-q4'].map((id) => pathCase('3B', PATHS.find((p) => p.id === id)!, 2)),
   // The two paths that were over 300 MB at 3B (bench/RESULTS.md, mem3b), on 1 and 2 threads.
   ...['mlx-4bit', 'onnx-q8'].flatMap((id) => [1, 2].map((t) => pathCase('3B', PATHS.find((p) => p.id === id)!, t))),
   ...[1, 2].map(verifyCase),

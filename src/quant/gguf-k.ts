@@ -224,6 +224,27 @@ function positiveMax(x: Float32Array, xo: number, n: number): number {
   return max
 }
 
+/**
+ * The values with every NaN made payload-free (sign kept, quiet bit only; a copy only when one
+ * carries a payload). ggml's nearest_int reads mantissa bits, so a payload can reach the codes, and
+ * which operand's payload an f32 op keeps follows the order the JIT emits: the same input gave one
+ * code byte 0 cold and 240 warm. Payload-free, every NaN the encoders meet has the same mantissa,
+ * and the bytes are fixed. The wasm lanes do the same as they take the values in (tin_<n>).
+ */
+export function canonicalNaNs(values: Float32Array): Float32Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length)
+  let out: Uint32Array | undefined
+  for (let i = 0; i < bits.length; i++) {
+    const u = bits[i]!
+    const a = u & 0x7fffffff
+    if (a > 0x7f800000 && a !== 0x7fc00000) {
+      out ??= bits.slice()
+      out[i] = (u & 0x80000000) | 0x7fc00000
+    }
+  }
+  return out ? new Float32Array(out.buffer) : values
+}
+
 function checkLength(type: string, values: Float32Array): number {
   if (values.length % QK_K !== 0) throw new RangeError(`${type} needs a multiple of ${QK_K} values, got ${values.length}`)
   return values.length / QK_K
@@ -236,6 +257,16 @@ function checkLength(type: string, values: Float32Array): number {
  */
 const BATCH = 256
 
+/**
+ * One batch's scratch, shared by the encoders of this thread (each call is synchronous and writes
+ * what it reads first): a pool worker quantizing 1 MiB tasks otherwise made ~100 KB of garbage
+ * ArrayBuffers per task. Sized for the largest user (16 sub-blocks of 16 per super-block).
+ */
+const CODES = new Uint8Array(BATCH * QK_K)
+const SCALES = new Float32Array(BATCH * 16)
+const MINS = new Float32Array(BATCH * 16)
+const DQ = new Float32Array(BATCH * 32)
+
 /** `rmin + rdelta·is + nmax` for is = 0 … nstep, each step rounded to f32 as make_qkx2_quants does. */
 const qkx2Trials = (nmax: number, rmin: number, nstep: number) =>
   Float32Array.from({length: nstep + 1}, (_, is) => fr(fr(rmin + fr(F01 * is)) + nmax))
@@ -243,10 +274,8 @@ const qkx2Trials = (nmax: number, rmin: number, nstep: number) =>
 /**
  * The sub-block searches of one batch (`subs` sub-blocks of spec.n values from values[xo]): in the
  * wasm lanes when there are any, else `scalar(j)` for each (which writes scales[j], mins[j] and
- * sub-block j's codes). Both give the same bytes, NaN inputs included as long as they carry no
- * payload: a payload can reach the codes (ggml's nearest_int reads mantissa bits), and which
- * operand's payload an f32 op keeps depends on the order the JIT emits, so even the scalar code
- * gives no fixed answer for them.
+ * sub-block j's codes). Both give the same bytes, NaN inputs included: both see every NaN
+ * payload-free (canonicalNaNs).
  */
 function searchBatch(
   simd: GgmlKernels | undefined, spec: SearchSpec, values: Float32Array, xo: number, subs: number,
@@ -280,12 +309,13 @@ export const quantizeQ6_K = (values: Float32Array) => q6K(values, ggmlKernels())
 /** Q6_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ6_KScalar = (values: Float32Array) => q6K(values, undefined)
 
-function q6K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+function q6K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+  const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q6_K', values)
   const out = new Uint8Array(nb * Q6_BYTES)
-  const codes = new Uint8Array(BATCH * QK_K)
-  const scales = new Float32Array(BATCH * 16)
-  const dq = new Float32Array(BATCH * 32)
+  const codes = CODES
+  const scales = SCALES
+  const dq = DQ
   const live = new Uint8Array(BATCH)
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
     const blocks = Math.min(BATCH, nb - b0)
@@ -368,18 +398,19 @@ function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: nu
 const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', codes: 'codes_32_0_15', n: 32, trials: qkx2Trials(15, -1, 20)}
 const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', codes: 'codes_32_0_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
 
-function quantizeQ45K(values: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined): Uint8Array {
+function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined): Uint8Array {
+  const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
   const blockBytes = bits === 4 ? 144 : 176
   const nmax = bits === 4 ? 15 : 31
   const spec = bits === 4 ? Q4_SEARCH : Q5_SEARCH
   const out = new Uint8Array(nb * blockBytes)
-  const codes = new Uint8Array(BATCH * QK_K)
+  const codes = CODES
   const laux = new Uint8Array(32)
   const weights = new Float32Array(32)
-  const mins = new Float32Array(BATCH * 8)
-  const scales = new Float32Array(BATCH * 8)
-  const dq = new Float32Array(BATCH * 16)
+  const mins = MINS
+  const scales = SCALES
+  const dq = DQ
   const m = {min: 0}
   const sm = {sc: 0, m: 0}
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
@@ -518,13 +549,14 @@ export const quantizeQ3_K = (values: Float32Array) => q3K(values, ggmlKernels())
 /** Q3_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ3_KScalar = (values: Float32Array) => q3K(values, undefined)
 
-function q3K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+function q3K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+  const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q3_K', values)
   const out = new Uint8Array(nb * Q3_BYTES)
-  const codes = new Uint8Array(BATCH * QK_K)
+  const codes = CODES
   const L = new Int8Array(16)
-  const scales = new Float32Array(BATCH * 16)
-  const dq = new Float32Array(BATCH * 32)
+  const scales = SCALES
+  const dq = DQ
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
     const blocks = Math.min(BATCH, nb - b0)
     const xo = b0 * QK_K
@@ -608,15 +640,16 @@ export const quantizeQ2_K = (values: Float32Array) => q2K(values, ggmlKernels())
 /** Q2_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ2_KScalar = (values: Float32Array) => q2K(values, undefined)
 
-function q2K(values: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+function q2K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+  const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q2_K', values)
   const out = new Uint8Array(nb * Q2_BYTES)
-  const codes = new Uint8Array(BATCH * QK_K)
+  const codes = CODES
   const laux = new Uint8Array(16)
   const weights = new Float32Array(16)
-  const mins = new Float32Array(BATCH * 16)
-  const scales = new Float32Array(BATCH * 16)
-  const dq = new Float32Array(BATCH * 32)
+  const mins = MINS
+  const scales = SCALES
+  const dq = DQ
   const m = {min: 0}
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
     const blocks = Math.min(BATCH, nb - b0)

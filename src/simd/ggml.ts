@@ -53,6 +53,8 @@ const groupBases = (G: number, T: number, n: number, bases: Array<[number, numbe
   ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(T),
   ...bases.flatMap(([local, area]) => [...get(T), ...i32c(area), ...I32_ADD, ...set(local)]),
 ]
+/** body(0) … body(n - 1), one after another (a loop over a sub-block's values, unrolled). */
+const unrolled = (n: number, body: (i: number) => number[]) => Array.from({length: n}, (_, i) => body(i)).flat()
 /** acc = acc + (stack) */
 const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
 
@@ -72,6 +74,11 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
   const weightedError = (scale: number, min: number, codes: number[], acc: number) => [
     ...get(scale), ...codes, ...F32X4_MUL, ...get(min), ...F32X4_ADD, ...load(PX, OFF), ...F32X4_SUB, ...set(LF),
     ...load(PW, OFF), ...get(LF), ...(mad ? F32X4_ABS : [...get(LF), ...F32X4_MUL]), ...F32X4_MUL, ...accumulate(acc),
+  ]
+  /** weightedError of element i at constant offsets (the unrolled trial loop). */
+  const weightedErrorAt = (i: number, scale: number, min: number, codes: number[], acc: number) => [
+    ...get(scale), ...codes, ...F32X4_MUL, ...get(min), ...F32X4_ADD, ...get(PX), ...v128Load(16 * i), ...F32X4_SUB, ...set(LF),
+    ...get(PW), ...v128Load(16 * i), ...get(LF), ...(mad ? F32X4_ABS : [...get(LF), ...F32X4_MUL]), ...F32X4_MUL, ...accumulate(acc),
   ]
   const codeOf = (x: number[]) => [...get(ISC), ...x, ...get(MIN), ...F32X4_SUB, ...F32X4_MUL, ...codeLanes(0, nmax)]
   const zero = (...locals: number[]) => locals.flatMap((l) => [...f32x4c(0), ...set(l)])
@@ -113,10 +120,12 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
         ...forRange(T, 0, NT, 1, [
           ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...get(MAX), ...get(MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(ISC),
           ...zero(SL, SL2, SXL),
-          ...forRange(I, 0, N, 1, [
-            ...off, ...load(PX, OFF), ...set(XI),
-            ...codeOf(get(XI)), ...set(LF), ...laux, ...get(LF), ...v128Store(0),
-            ...load(PW, OFF), ...get(LF), ...F32X4_MUL, ...set(WI),
+          // The trials' loops over the n values are unrolled (constant offsets, no counter): the
+          // same ops in the same order, ~25% less time per trial than the counted loop.
+          ...unrolled(n, (i) => [
+            ...get(PX), ...v128Load(16 * i), ...set(XI),
+            ...codeOf(get(XI)), ...set(LF), ...i32c(0), ...get(LF), ...v128Store(LA + 16 * i),
+            ...get(PW), ...v128Load(16 * i), ...get(LF), ...F32X4_MUL, ...set(WI),
             ...get(WI), ...accumulate(SL),
             ...get(WI), ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
             ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(SXL),
@@ -129,11 +138,11 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
           ...get(SXL), ...get(SL2), ...F32X4_DIV, ...get(TS), ...get(UPD), ...V128_BITSELECT, ...set(TS),
           ...f32x4c(0), ...get(TM), ...get(UPD), ...V128_BITSELECT, ...set(TM),
           ...zero(CUR),
-          ...forRange(I, 0, N, 1, [...off, ...weightedError(TS, TM, [...laux, ...v128Load(0)], CUR)]),
+          ...unrolled(n, (i) => weightedErrorAt(i, TS, TM, [...i32c(0), ...v128Load(LA + 16 * i)], CUR)),
           // taken where D > 0 and the error is lower (never in max == min lanes, which returned early)
           ...get(D), ...f32x4c(0), ...F32X4_GT, ...get(CUR), ...get(BEST), ...F32X4_LT, ...V128_AND, ...get(EQ), ...V128_ANDNOT, ...set(UPD),
           ...get(UPD), ...V128_ANY_TRUE, ...IF,
-          ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...laux, ...v128Load(0), ...load(PL, OFF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0)]),
+          ...unrolled(n, (i) => [...get(PL), ...i32c(0), ...v128Load(LA + 16 * i), ...get(PL), ...v128Load(16 * i), ...get(UPD), ...V128_BITSELECT, ...v128Store(16 * i)]),
           ...pick(BEST, CUR, UPD), ...pick(SCALE, TS, UPD), ...pick(MIN, TM, UPD),
           ...END,
         ]),
@@ -299,18 +308,25 @@ function q3(n: number, nmax: number): Func {
   }
 }
 
-/** tin_<n>(groups): the values at NAT (sub-blocks of n one after another) into XT, transposed. */
+/**
+ * tin_<n>(groups): the values at NAT (sub-blocks of n one after another) into XT, transposed, each
+ * NaN made payload-free (sign kept, quiet bit only), as quantizeK's `canonicalNaNs` does for the
+ * scalar code.
+ */
 function transposeIn(n: number): Func {
   const [NG, G, P, Q] = [0, 1, 2, 3]
   const R = [4, 5, 6, 7]
   const T = [8, 9, 10, 11]
+  const canonical = (r: number) => [
+    ...get(r), ...i32x4c(0x80000000 | 0), ...V128_AND, ...i32x4c(0x7fc00000), ...V128_OR, ...get(r), ...get(r), ...get(r), ...F32X4_NE, ...V128_BITSELECT, ...set(r),
+  ]
   return {
     name: `tin_${n}`, params: 1, locals: [[3, I32], [8, V128]],
     body: forRange(G, 0, NG, 1, [
       ...get(G), ...i32c(n * 16), ...I32_MUL, ...set(P), // both the group's input and its transposed output span 4·n f32
       ...get(P), ...i32c(XT), ...I32_ADD, ...set(Q), ...get(P), ...i32c(NAT), ...I32_ADD, ...set(P),
       ...Array.from({length: n / 4}, (_, i) => [
-        ...R.flatMap((r, k) => [...get(P), ...v128Load(k * n * 4 + i * 16), ...set(r)]),
+        ...R.flatMap((r, k) => [...get(P), ...v128Load(k * n * 4 + i * 16), ...set(r), ...canonical(r)]),
         ...transpose(R, T),
         ...R.flatMap((r, j) => [...get(Q), ...get(r), ...v128Store((4 * i + j) * 16)]),
       ]).flat(),

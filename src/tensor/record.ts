@@ -195,13 +195,13 @@ export function resizeRows(record: TensorRecord, rows: number, fill?: TensorReco
   })
 }
 
-/** Rows [from, to) along dim 0. */
-export function sliceRows(record: TensorRecord, from: number, to: number): TensorRecord {
+/** Rows [from, to) along dim 0 (named `name`), with the record's no-allocation reader shifted to them. */
+export function sliceRows(record: TensorRecord, from: number, to: number, name = record.name): TensorRecord {
   const rowBytes = record.byteLength / record.shape[0]!
   const base = from * rowBytes
   const byteLength = (to - from) * rowBytes
   const out: TensorRecord = {
-    name: record.name, dtype: record.dtype, shape: [to - from, ...record.shape.slice(1)], byteLength,
+    name, dtype: record.dtype, shape: [to - from, ...record.shape.slice(1)], byteLength,
     read: (start = 0, end = byteLength) => record.read(base + start, base + end),
   }
   const fast = readIntoOf(record)

@@ -200,6 +200,7 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, 
   async function* tasks(): AsyncGenerator<EncodeTask> {
     for (let first = 0; first < elements; first += step) {
       const count = Math.min(step, elements - first)
+      // Read into a spare buffer that the finished task gives back (a worker's, or this thread's on 1 thread).
       yield {kind: 'encode', scheme, params: {}, ...(await readF32Task(source, first * size, (first + count) * size)), rows: 1, cols: count}
     }
   }

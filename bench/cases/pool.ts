@@ -30,6 +30,9 @@ const PATHS: PathSpec[] = [
   {id: 'gguf-q5_k_m', to: 'gguf', args: ['--dtype', 'q5_k_m'], quantizing: true, what: 'gguf --dtype q5_k_m'},
   {id: 'mlx-4bit', to: 'mlx', args: ['--quantize', '4'], quantizing: true, what: 'mlx --quantize 4 (group 64)'},
   {id: 'mlx-mxfp4', to: 'mlx', args: ['--q-mode', 'mxfp4'], quantizing: true, what: 'mlx --q-mode mxfp4'},
+  // The other MLX widths and fp modes (issue 15: every MLX quantizing path ≤ 2 × cp).
+  ...[2, 3, 5, 6, 8].map((bits): PathSpec => ({id: `mlx-${bits}bit`, to: 'mlx', args: ['--quantize', String(bits)], quantizing: true, what: `mlx --quantize ${bits} (group 64)`})),
+  ...(['nvfp4', 'mxfp8'] as const).map((mode): PathSpec => ({id: `mlx-${mode}`, to: 'mlx', args: ['--q-mode', mode], quantizing: true, what: `mlx --q-mode ${mode}`})),
   {id: 'onnx-q8', to: 'onnx', args: ['--quantize', '8'], quantizing: true, what: 'onnx --quantize 8'},
   {id: 'onnx-q4', to: 'onnx', args: ['--quantize', '4'], quantizing: true, what: 'onnx --quantize 4'},
 ]

@@ -113,10 +113,12 @@ export function quantizeInto(values: Float32Array, count: number, bits: number, 
   const kernels = count >= 256 ? simdKernels() : undefined
   if (!kernels) return quantizeIntoScalar(round ? rounded(values.subarray(0, count), round) : values, count, bits, groupSize, packed, scales, biases)
   const nBins = (1 << bits) - 1
-  kernels.affine(values, count, bits, groupSize, packed, scales, biases, (min, max, out, o) => {
-    groupRule(min, max, nBins)
-    out[o] = RULE[0]!
-    out[o + 1] = RULE[1]!
+  kernels.affine(values, count, bits, groupSize, packed, scales, biases, (groups, par, o0) => {
+    for (let o = o0; o < o0 + 2 * groups; o += 2) {
+      groupRule(par[o]!, par[o + 1]!, nBins)
+      par[o] = RULE[0]!
+      par[o + 1] = RULE[1]!
+    }
   }, round)
 }
 

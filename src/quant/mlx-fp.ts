@@ -209,6 +209,24 @@ function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
   }
 }
 
+/**
+ * fpGroup's results (scale byte, divisor, and the kernel's flag: fpEncode's rule) by the group's
+ * largest |w| as a 16-bit pattern of the dtype, filled on first use (flag -1: not yet), per mode and
+ * dtype in each thread. A group of nvfp4 is 16 weights: fpGroup per group was most of its time.
+ */
+interface GroupMemo {
+  byte: Uint8Array
+  divisor: Float64Array
+  flag: Int8Array
+}
+const MEMOS = new Map<string, GroupMemo>()
+function groupMemo(mode: MlxFpMode, dtype: 'F16' | 'BF16'): GroupMemo {
+  const key = `${mode}:${dtype}`
+  let memo = MEMOS.get(key)
+  if (!memo) MEMOS.set(key, memo = {byte: new Uint8Array(0x10000), divisor: new Float64Array(0x10000), flag: new Int8Array(0x10000).fill(-1)})
+  return memo
+}
+
 /** The code of w in a group with this divisor (`rounded`: the quotient is rounded to the dtype). */
 function fpCode(mode: MlxFpMode, w: number, divisor: number, rounded: boolean, dtype: FloatDType): number {
   const q = rounded ? roundTo(w / divisor, dtype) : w / divisor
@@ -254,14 +272,39 @@ export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, d
     return {weight: packFp(codes, bits), scales}
   }
   const weight = new Uint8Array((count * bits) / 8)
-  kernels.fp(bits, dtype, values, count, groupSize, weight, (g, min, max, par, o) => {
-    // The group's largest |w| in the dtype (NaN ignored, 0 when none) from its min and max: rounding
-    // is monotone and odd, so the largest rounded |w| is the rounded largest |w|.
-    fpGroup(mode, roundTo(Math.max(0, -min, max), dtype), dtype)
-    scales[g] = GROUP[0]!
-    par[o] = GROUP[1]!
-    // An fp4 group with divisor 0 (a zero e4m3 scale) divides into ±Inf and NaN: code 0 throughout.
-    return bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
+  const memo = dtype === 'F32' ? undefined : groupMemo(mode, dtype)
+  kernels.fp(bits, dtype, values, count, groupSize, weight, (g0, groups, par, flags, o0) => {
+    let all = 0
+    for (let g = 0; g < groups; g++) {
+      const o = o0 + 2 * g
+      // The group's largest |w| in the dtype (NaN ignored, 0 when none) from its min and max: rounding
+      // is monotone and odd, so the largest rounded |w| is the rounded largest |w|.
+      const amax = Math.max(0, -par[o]!, par[o + 1]!)
+      let flag: number
+      if (memo) {
+        // fpGroup by table: its result depends only on that 16-bit value.
+        scratchF[0] = amax
+        const h = dtype === 'F16' ? f32BitsToF16Bits(scratchU[0]!) : f32BitsToBf16Bits(scratchU[0]!)
+        if (memo.flag[h]! < 0) {
+          fpGroup(mode, dtype === 'F16' ? f16BitsToF32(h) : bf16BitsToF32(h), dtype)
+          memo.byte[h] = GROUP[0]!
+          memo.divisor[h] = GROUP[1]!
+          memo.flag[h] = bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
+        }
+        scales[g0 + g] = memo.byte[h]!
+        par[o] = memo.divisor[h]!
+        flag = memo.flag[h]!
+      } else {
+        fpGroup(mode, roundTo(amax, dtype), dtype)
+        scales[g0 + g] = GROUP[0]!
+        par[o] = GROUP[1]!
+        // An fp4 group with divisor 0 (a zero e4m3 scale) divides into ±Inf and NaN: code 0 throughout.
+        flag = bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
+      }
+      flags[o + 1] = flag === 1 ? -1 : flag
+      all |= flag
+    }
+    return all
   }, (i, divisor, rounded) => fpCode(mode, roundTo(values[i]!, dtype), divisor, rounded, dtype))
   return {weight, scales}
 }

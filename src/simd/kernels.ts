@@ -333,14 +333,16 @@ export class SimdKernels {
   }
 
   /**
-   * MLX affine over `count` values (whole groups, a multiple of 32): `params(min, max)` gives a group's
-   * f32 scale and bias (the scalar rule, src/quant/mlx-affine.ts), written to `scales`/`biases`; the
-   * codes go to `packed` as one LSB-first bit stream of little-endian words.
+   * MLX affine over `count` values (whole groups, a multiple of 32): `params(groups, par, o0)` turns
+   * each group's min and max (par[o0 + 2g], par[o0 + 2g + 1]) into its f32 scale and bias in their
+   * place (the scalar rule, src/quant/mlx-affine.ts; one call per chunk, not per group: a call per
+   * group boxed its two doubles), written to `scales`/`biases`; the codes go to `packed` as one
+   * LSB-first bit stream of little-endian words.
    */
   affine(
     values: Float32Array, count: number, bits: number, groupSize: number,
     packed: Uint32Array, scales: Float32Array, biases: Float32Array,
-    params: (min: number, max: number, out: Float32Array, o: number) => void,
+    params: (groups: number, par: Float32Array, o0: number) => void,
     round?: 'F16' | 'BF16',
   ): void {
     const nBins = (1 << bits) - 1
@@ -355,9 +357,9 @@ export class SimdKernels {
       if (rounding) rounding(SRC, SRC, n)
       this.x.minmax(SRC, PAR, groups, groupSize)
       const par = this.f32
+      params(groups, par, PAR / 4)
       for (let g = 0; g < groups; g++) {
         const o = PAR / 4 + 2 * g
-        params(par[o]!, par[o + 1]!, par, o)
         scales[i / groupSize + g] = par[o]!
         biases[i / groupSize + g] = par[o + 1]!
       }

@@ -186,6 +186,29 @@ type Exports = Record<'minmax' | 'pair4' | 'int8' | 'q4_F32' | 'q4_F16' | `fp${4
  */
 export type GroupRule = (g: number, min: number, max: number, par: Float32Array, o: number) => number | void
 
+/**
+ * GroupRule over `groups` consecutive groups at once (the first is group `g0` of the call): group j's
+ * min and max are par[o0 + 2j] and par[o0 + 2j + 1]; the rule writes its parameter over the min and
+ * its flag (GroupRule's return value, 1 written as -1) into flags[o0 + 2j + 1] (flags: the same
+ * memory as i32), and returns the OR of the flags. One call per chunk: with 16-value groups (nvfp4) a
+ * call per group, its two doubles boxed as arguments, cost more than the kernel.
+ */
+export type GroupRules = (g0: number, groups: number, par: Float32Array, flags: Int32Array, o0: number) => number
+
+/** A GroupRule as GroupRules: one call per group. */
+function eachGroup(rule: GroupRule): GroupRules {
+  return (g0, groups, par, flags, o0) => {
+    let all = 0
+    for (let g = 0; g < groups; g++) {
+      const o = o0 + 2 * g
+      const flag = rule(g0 + g, par[o]!, par[o + 1]!, par, o) ?? 0
+      flags[o + 1] = flag === 1 ? -1 : flag
+      all |= flag
+    }
+    return all
+  }
+}
+
 /** The kernels of one thread, over its own wasm memory. */
 export class Quant2Kernels {
   private readonly x: Exports
@@ -200,19 +223,12 @@ export class Quant2Kernels {
     this.u8 = new Uint8Array(exports.mem.buffer)
   }
 
-  /** Copy `n` values (whole groups of `size`) in, min/max each group, run `rule` on each: the flags by group. */
-  private groups(values: Float32Array, at: number, n: number, size: number, g0: number, rule: GroupRule): number {
+  /** Copy `n` values (whole groups of `size`) in, min/max each group, run `rules` over them: the flags' OR. */
+  private groups(values: Float32Array, at: number, n: number, size: number, g0: number, rules: GroupRules): number {
     this.f32.set(values.subarray(at, at + n), SRC / 4)
     const groups = n / size
     this.x.minmax(SRC, PAR, groups, size)
-    let flags = 0
-    for (let g = 0; g < groups; g++) {
-      const o = PAR / 4 + 2 * g
-      const flag = rule(g0 + g, this.f32[o]!, this.f32[o + 1]!, this.f32, o) ?? 0
-      this.i32[o + 1] = flag === 1 ? -1 : flag
-      flags |= flag
-    }
-    return flags
+    return rules(g0, groups, this.f32, this.i32, PAR / 4)
   }
 
   /** ONNX int8 codes of `rows` rows of `cols` (a multiple of 16, at most CHUNK2) into `codes`; `rule` writes each row's scale. */
@@ -221,7 +237,7 @@ export class Quant2Kernels {
     const out = new Int8Array(this.u8.buffer, DST)
     for (let r0 = 0; r0 < rows; r0 += per) {
       const n = Math.min(per, rows - r0)
-      this.groups(values, r0 * cols, n * cols, cols, r0, rule)
+      this.groups(values, r0 * cols, n * cols, cols, r0, eachGroup(rule))
       this.x.int8(SRC, PAR, DST, n, cols)
       codes.set(out.subarray(0, n * cols), r0 * cols)
     }
@@ -245,14 +261,14 @@ export class Quant2Kernels {
 
   /**
    * MLX fp codes of `count` values (whole groups of `size`, 16 or 32) as the `weight` part's bytes
-   * (fp4 two to a byte, low nibble first). `rule` writes each group's divisor; `slow(i, divisor,
+   * (fp4 two to a byte, low nibble first). `rules` write each group's divisor; `slow(i, divisor,
    * rounded)` gives the fp4 code of value i where the kernel left it to the scalar rule.
    */
-  fp(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16', values: Float32Array, count: number, size: number, weight: Uint8Array, rule: GroupRule, slow: (i: number, divisor: number, rounded: boolean) => number): void {
+  fp(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16', values: Float32Array, count: number, size: number, weight: Uint8Array, rules: GroupRules, slow: (i: number, divisor: number, rounded: boolean) => number): void {
     const kernel = this.x[`fp${bits}_${dtype}`]
     for (let i = 0; i < count; i += CHUNK2) {
       const n = Math.min(CHUNK2, count - i)
-      const flags = this.groups(values, i, n, size, i / size, rule)
+      const flags = this.groups(values, i, n, size, i / size, rules)
       kernel(SRC, PAR, DST, n / size, size)
       if (flags & 2) {
         for (let g = 0; g < n / size; g++) if (this.i32[PAR / 4 + 2 * g + 1] === 2) this.u8.fill(0, DST + g * size, DST + (g + 1) * size)

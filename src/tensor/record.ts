@@ -4,7 +4,7 @@
  * writers pull bytes from them chunk by chunk, so memory stays bounded by a chunk.
  */
 import {FormatError} from '../errors.js'
-import {castPool, spareBuffer} from '../pool/index.js'
+import {castPool, recycle, spareBuffer} from '../pool/index.js'
 import {castBytes, castInto, dtypeSize, type DType, type FloatDType, fromFloat32, toFloat32} from './dtype.js'
 
 export interface TensorRecord {
@@ -231,6 +231,16 @@ export async function readF32Task(record: TensorRecord, start: number, end: numb
     const {bytes, owned} = await readTaskBytes(record, start, end)
     if (owned) return {values: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4), owned}
     return {values: toFloat32(bytes, 'F32'), owned: false}
+  }
+  if ((record.dtype === 'F16' || record.dtype === 'BF16') && fast) {
+    // A 16-bit source (GGUF F16, ONNX fp16, bf16 safetensors): read into one recycled buffer, widened
+    // into another (fresh buffers per block, copied again for the pool, left garbage in every thread).
+    const raw = new Uint8Array(spareBuffer(end - start), 0, end - start)
+    await fast(raw, start)
+    const values = new Uint8Array(spareBuffer(2 * raw.byteLength), 0, 2 * raw.byteLength)
+    castInto(raw, record.dtype, 'F32', values)
+    recycle(raw.buffer)
+    return {values: new Float32Array(values.buffer, 0, raw.byteLength / 2), owned: true}
   }
   return {values: toFloat32(await record.read(start, end), record.dtype), owned: false}
 }

@@ -225,21 +225,23 @@ export async function readTaskBytes(record: TensorRecord, start: number, end: nu
   return {bytes: await record.read(start, end), owned: false}
 }
 
-/** As readTaskBytes, as f32 values; a record of another dtype is converted into a fresh array (not owned, as before). */
+/**
+ * As readTaskBytes, as f32 values. A 16-bit record (GGUF F16, ONNX fp16, bf16 safetensors) with a
+ * no-allocation reader is read into one spare buffer and widened into another (owned; fresh buffers
+ * per block, copied again for the pool, left garbage in every thread); any other is converted into a
+ * fresh array (not owned).
+ */
 export async function readF32Task(record: TensorRecord, start: number, end: number): Promise<{values: Float32Array; owned: boolean}> {
   if (record.dtype === 'F32') {
     const {bytes, owned} = await readTaskBytes(record, start, end)
     if (owned) return {values: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4), owned}
     return {values: toFloat32(bytes, 'F32'), owned: false}
   }
-  if ((record.dtype === 'F16' || record.dtype === 'BF16') && fast) {
-    // A 16-bit source (GGUF F16, ONNX fp16, bf16 safetensors): read into one recycled buffer, widened
-    // into another (fresh buffers per block, copied again for the pool, left garbage in every thread).
-    const raw = new Uint8Array(spareBuffer(end - start), 0, end - start)
-    await fast(raw, start)
+  if ((record.dtype === 'F16' || record.dtype === 'BF16') && readIntoOf(record)) {
+    const {bytes: raw} = await readTaskBytes(record, start, end)
     const values = new Uint8Array(spareBuffer(2 * raw.byteLength), 0, 2 * raw.byteLength)
     castInto(raw, record.dtype, 'F32', values)
-    recycle(raw.buffer)
+    recycle(raw.buffer as ArrayBuffer)
     return {values: new Float32Array(values.buffer, 0, raw.byteLength / 2), owned: true}
   }
   return {values: toFloat32(await record.read(start, end), record.dtype), owned: false}

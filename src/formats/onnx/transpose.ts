@@ -20,23 +20,28 @@ const BAND_BYTES = 4 * 1024 * 1024
 interface Window {first: number; count: number; bytes: Uint8Array}
 
 /**
- * The buffers of the last record done (the largest of each kind), for the next record: allocating
- * a 32 MiB window and a 4 MiB band per matrix made V8 run a full collection every ~50 ms.
+ * The buffers of the last read (the largest of each kind), for the next: allocating a 32 MiB window
+ * and a 4 MiB band per matrix made V8 run a full collection every ~50 ms. A record hands its buffers
+ * back after every read, not only after its last byte: a reader that goes back over a tensor it has
+ * read to the end (the MLX quantizer reading an ONNX source's row blocks out of order) otherwise made
+ * a new window each time, kept until the file was done (one per matrix: 3.5 GB at 3B). The window
+ * stays tagged with its record and rows, so the record's next read takes it back as it was.
  */
-const FREE: {window?: ArrayBuffer; band?: ArrayBuffer} = {}
+interface Kept {buffer: ArrayBuffer; owner?: object; window?: Window}
+const FREE: {window?: Kept; band?: Kept} = {}
 function take(kind: keyof typeof FREE, size: number): Uint8Array {
   const free = FREE[kind]
   FREE[kind] = undefined // too small: let it go before the bigger one is made
-  return free && free.byteLength >= size ? new Uint8Array(free, 0, size) : new Uint8Array(size)
+  return free && free.buffer.byteLength >= size ? new Uint8Array(free.buffer, 0, size) : new Uint8Array(size)
 }
 /** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
 export function releaseTransposeBuffers(): void {
   FREE.window = undefined
   FREE.band = undefined
 }
-function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined): void {
+function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined, owner?: object, window?: Window): void {
   const buffer = bytes?.buffer as ArrayBuffer | undefined
-  if (buffer && buffer.byteLength >= (FREE[kind]?.byteLength ?? 0)) FREE[kind] = buffer
+  if (buffer && buffer.byteLength >= (FREE[kind]?.buffer.byteLength ?? 0)) FREE[kind] = {buffer, ...(owner ? {owner} : {}), ...(window ? {window} : {})}
 }
 
 /** `onDone`: called once the tensor's last byte has been read (the source may let its data go). */
@@ -49,10 +54,11 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   const windowRows = Math.max(1, Math.min(cols, Math.floor((limits.windowBytes ?? WINDOW_BYTES) / outRowBytes)))
   const bandRows = Math.max(1, Math.min(rows, Math.floor((limits.bandBytes ?? BAND_BYTES) / (cols * size))))
   const readInto = readIntoOf(record)
-  // The current window, and the buffers kept for the next one (a band read into, a window's bytes);
-  // handed on to the next record once the tensor's last byte has been read.
+  // The current window and the buffers (a band read into, a window's bytes) during one read; handed
+  // back to FREE after it.
   let cache: Window | undefined
   let spare: {band?: Uint8Array; window?: Uint8Array} = {}
+  const owner = {}
 
   const readBand = async (r0: number, r1: number): Promise<Uint8Array> => {
     const start = r0 * cols * size
@@ -67,6 +73,13 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   }
 
   const windowAt = async (outRow: number): Promise<Window> => {
+    // The window this record handed back after its last read, if no other record has taken it since.
+    const kept = FREE.window
+    if (!cache && kept?.owner === owner && kept.window) {
+      FREE.window = undefined
+      cache = kept.window
+      spare.window = new Uint8Array(kept.buffer, 0, windowRows * outRowBytes)
+    }
     if (cache && outRow >= cache.first && outRow < cache.first + cache.count) return cache
     const first = Math.floor(outRow / windowRows) * windowRows
     const count = Math.min(windowRows, cols - first)
@@ -118,15 +131,13 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
       target.set(w.bytes.subarray(pos - wStart, wEnd - wStart), pos - start)
       pos = wEnd
     }
-    // The last window is dropped once the tensor's last byte is read: the writer keeps every
-    // record until the file is done, so a kept window per tensor added up to the model's size.
-    if (end === byteLength) {
-      cache = undefined
-      give('window', spare.window)
-      give('band', spare.band)
-      spare = {}
-      limits.onDone?.()
-    }
+    // The buffers go back after every read (FREE above): the writer keeps every record until the
+    // file is done, so a window kept per tensor added up to the model's size.
+    give('window', spare.window, owner, cache)
+    give('band', spare.band)
+    cache = undefined
+    spare = {}
+    if (end === byteLength) limits.onDone?.()
   }
   // Reads run one at a time: they share the window and band buffers.
   let queue: Promise<unknown> = Promise.resolve()

@@ -237,15 +237,6 @@ export function requestedThreads(): number | undefined {
   return env !== undefined && env.trim() !== '' ? parseThreads(env, 'OPENELM_THREADS') : undefined
 }
 
-/**
- * The pool for the float casts: only when a thread count was asked for (--threads, OPENELM_THREADS).
- * Measured on the 2-core machine (bench/RESULTS.md), a cast on the pool costs more CPU in messaging
- * and fresh buffers than it saves (270M → hf bf16: 2.2 s CPU in this thread, 4.7 s on 2 workers),
- * so by default the casts stay in the calling thread; the quantizers, CPU-bound per byte, use the pool.
- */
-export function castPool(): WorkerPool | undefined {
-  return requestedThreads() === undefined ? undefined : sharedPool()
-}
 
 /** Close the shared pool (tests; a process exits without it, idle workers being unref'd). */
 export async function closeSharedPool(): Promise<void> {

@@ -4,7 +4,7 @@
  * writers pull bytes from them chunk by chunk, so memory stays bounded by a chunk.
  */
 import {FormatError} from '../errors.js'
-import {castPool, recycle, spareBuffer} from '../pool/index.js'
+import {recycle, spareBuffer} from '../pool/index.js'
 import {castBytes, castInto, dtypeSize, type DType, type FloatDType, fromFloat32, toFloat32} from './dtype.js'
 
 export interface TensorRecord {
@@ -93,10 +93,6 @@ const SCRATCH_KEEP = 3
 /** Large enough for the f32 source of a writer's 16-bit chunk; bigger (whole-tensor) buffers are not pinned. */
 const SCRATCH_MAX_BYTES = 4 * CHUNK_BYTES
 
-/** Buffers back from pooled casts (src/pool/tasks.ts casts in place), reused for the next chunks' sources. */
-const POOL_SPARE: ArrayBuffer[] = []
-const POOL_SPARE_KEEP = 8
-
 async function withScratch<T>(size: number, use: (b: Uint8Array) => Promise<T>): Promise<T> {
   const index = SCRATCH.findIndex((b) => b.byteLength >= size)
   const buffer = index >= 0 ? SCRATCH.splice(index, 1)[0]! : new Uint8Array(size)
@@ -132,19 +128,6 @@ export function castRecord(record: TensorRecord, to: FloatDType): TensorRecord {
   return withReadInto(out, async (target, start) => {
     if (start % toSize !== 0 || target.byteLength % toSize !== 0) {
       target.set(await read(start, start + target.byteLength))
-      return
-    }
-    const pool = castPool()
-    if (pool) {
-      // On the worker pool (src/pool): the source buffer goes out (moved, not copied), is cast in place
-      // there and comes back holding the cast bytes; once copied into the target it carries the next chunk.
-      const size = (target.byteLength / toSize) * fromSize
-      const index = POOL_SPARE.findIndex((b) => b.byteLength >= size && b.byteLength <= 2 * size)
-      const src = new Uint8Array(index >= 0 ? POOL_SPARE.splice(index, 1)[0]! : new ArrayBuffer(size), 0, size)
-      await fast(src, (start / toSize) * fromSize)
-      const cast = await pool.run({kind: 'cast', bytes: src, from: record.dtype, to, owned: true})
-      target.set(cast)
-      if (POOL_SPARE.length < POOL_SPARE_KEEP && cast.buffer instanceof ArrayBuffer && cast.buffer.byteLength <= SCRATCH_MAX_BYTES) POOL_SPARE.push(cast.buffer)
       return
     }
     await withScratch((target.byteLength / toSize) * fromSize, async (src) => {

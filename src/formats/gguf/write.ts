@@ -7,8 +7,8 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
-import {castPool, type CastTask, type EncodeTask, mapOrdered, recycle} from '../../pool/index.js'
-import {castRecord, CHUNK_BYTES, readChunksInto, readF32Task, readTaskBytes, type TensorRecord} from '../../tensor/record.js'
+import {type EncodeTask, mapOrdered} from '../../pool/index.js'
+import {castRecord, CHUNK_BYTES, readChunksInto, readF32Task, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
 import {tensorBytes, MAX_DIMS, MAX_TENSOR_NAME_BYTES} from './read.js'
@@ -169,27 +169,10 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, 
   }
   const size = dtypeSize(source.dtype)
   if (!isQuantType(type)) {
-    if (source.dtype === type || castPool() === undefined) {
-      // Into one reused buffer when the source reads into buffers (the writer is done with a chunk
-      // before it asks for the next): no allocation per chunk.
-      yield* readChunksInto(castRecord(source, type), Math.max(4, Math.floor(chunkBytes / 4) * 4), buffer)
-      return
-    }
-    const to = type as FloatDType
-    const elements = source.byteLength / size
-    const step = Math.max(2, Math.floor(chunkBytes / 4 / 2) * 2)
-    async function* tasks(): AsyncGenerator<CastTask> {
-      for (let first = 0; first < elements; first += step) {
-        const count = Math.min(step, elements - first)
-        yield {kind: 'cast', ...(await readTaskBytes(source, first * size, (first + count) * size)), from: source.dtype, to}
-      }
-    }
-    for await (const cast of mapOrdered(tasks())) {
-      yield cast
-      // Written (the writer is done with a chunk before it asks for the next): the buffer came back
-      // from a worker and is this thread's alone, so it carries a later chunk's read.
-      if (cast.buffer instanceof ArrayBuffer) recycle(cast.buffer)
-    }
+    // In this thread, into one reused buffer when the source reads into buffers (the writer is done
+    // with a chunk before it asks for the next): no allocation per chunk. A cast on the pool costs more
+    // in messages than the cast itself (bench/RESULTS.md, "The pool's per-task cost").
+    yield* readChunksInto(castRecord(source, type), Math.max(4, Math.floor(chunkBytes / 4) * 4), buffer)
     return
   }
   const scheme = GGML_QUANT_SCHEME[type]

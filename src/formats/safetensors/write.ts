@@ -6,7 +6,6 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {type DType, dtypeSize} from '../../tensor/dtype.js'
-import {castPool, threadCount} from '../../pool/index.js'
 import {CHUNK_BYTES, readIntoOf, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {N_LEN} from './types.js'
@@ -54,7 +53,7 @@ export function planSafetensors(records: readonly TensorRecord[], metadata?: Rec
 }
 
 /** Chunks read ahead while the current one is written: reads, casts and writes overlap. */
-const MIN_READ_AHEAD = 2
+const READ_AHEAD = 2
 /**
  * Chunk of the writer's buffer ring. Measured here (450M f32 re-shard, 2 loaded cores): 1 MiB
  * chunks ran about twice as fast as 8 MiB ones with the same ring.
@@ -121,8 +120,6 @@ export async function* writeSafetensors(
   const plan = planSafetensors(records, metadata)
   const chunks = planChunks(plan, options.inGivenOrder ? records : plan.order)
   const largest = plan.order.reduce((a, r) => Math.max(a, r.byteLength), 0)
-  // With a worker pool, enough chunks are read (and cast on the workers) ahead to keep every worker busy.
-  const READ_AHEAD = castPool() ? Math.max(MIN_READ_AHEAD, 2 * threadCount()) : MIN_READ_AHEAD
   const ring = Array.from({length: READ_AHEAD + 1}, () => new Uint8Array(Math.min(WRITE_CHUNK_BYTES, largest)))
   const writer = await FileWriter.create(file)
   let {index, bytesDone} = progress

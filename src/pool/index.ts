@@ -1,13 +1,14 @@
 /**
- * A pool of worker threads shared by the casts, the quantizers and synth (issue 15). Row blocks go
- * out as tasks (src/pool/tasks.ts: a scheme's `encode` by registry name, or a float cast), their
+ * A pool of worker threads shared by the quantizers and synth (issue 15). Row blocks go out as
+ * tasks (src/pool/tasks.ts: a scheme's `encode` by registry name, synth's rows, …), their
  * input buffers transferred, not copied; results come back in the order the blocks went out, so a
  * streaming writer writes the same bytes as the single-threaded path. A fixed number of blocks is in
  * flight (`inFlight`), which bounds memory.
  *
  * Threads: `--threads N` (commands call `setThreads`), else `OPENELM_THREADS`, else one per core up
- * to DEFAULT_MAX_THREADS (the 300 MB memory target).
- * With 1 thread the tasks run in the calling thread (no worker): the reference path.
+ * to DEFAULT_MAX_THREADS (the 300 MB memory target). Float casts never come here: at 2–9 GB/s in
+ * one thread they cost less than a task's messages (bench/pool-stage.ts, bench/RESULTS.md); the
+ * `cast` task stays for that measurement. With 1 thread the tasks run in the calling thread (no worker): the reference path.
  */
 import os from 'node:os'
 import {pathToFileURL} from 'node:url'

@@ -155,8 +155,8 @@ export function planGguf(metadata: readonly GgufKv[], tensors: readonly GgufTens
 
 /**
  * Chunks of a tensor's on-disk bytes: cast for float types, whole blocks quantized by the type's
- * scheme. Casts and quantization run on the worker pool (src/pool), results in order: the same
- * bytes for any thread count.
+ * scheme. Quantization runs on the worker pool (src/pool), results in order, and casts in this
+ * thread: the same bytes for any thread count.
  */
 async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, buffer?: Uint8Array): AsyncGenerator<Uint8Array> {
   const {type, source} = input

@@ -8,7 +8,8 @@
  * Threads: `--threads N` (commands call `setThreads`), else `OPENELM_THREADS`, else one per core up
  * to DEFAULT_MAX_THREADS (the 300 MB memory target). Float casts never come here: at 2–9 GB/s in
  * one thread they cost less than a task's messages (bench/pool-stage.ts, bench/RESULTS.md); the
- * `cast` task stays for that measurement. With 1 thread the tasks run in the calling thread (no worker): the reference path.
+ * `cast` task stays for that measurement.
+ * With 1 thread the tasks run in the calling thread (no worker): the reference path.
  */
 import os from 'node:os'
 import {pathToFileURL} from 'node:url'

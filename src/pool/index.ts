@@ -105,7 +105,6 @@ export function spareBuffer(bytes: number): ArrayBuffer {
   return buffer
 }
 
-
 /** Keep a buffer no one uses any more for `spareBuffer`, the oldest ones making room (at most SPARE_MAX_BYTES in all). */
 export function recycle(buffer: ArrayBuffer): void {
   if (buffer.byteLength === 0 || buffer.byteLength > SPARE_MAX_BYTES / 4) return
@@ -238,7 +237,6 @@ export function requestedThreads(): number | undefined {
   const env = process.env.OPENELM_THREADS
   return env !== undefined && env.trim() !== '' ? parseThreads(env, 'OPENELM_THREADS') : undefined
 }
-
 
 /** Close the shared pool (tests; a process exits without it, idle workers being unref'd). */
 export async function closeSharedPool(): Promise<void> {

@@ -226,7 +226,6 @@ function qx(n: number, nmax: number): Func {
 
 type Fn = (groups: number, trials?: number) => void
 
-/** One sub-block search: `make_qkx2_quants` (weights and trial constants given) or `make_qx_quants` (weights x²). */
 /**
  * codes_<n>_<lo>_<hi>(groups): after a search, each sub-block's codes at its dequantization step (the
  * quantize_row_*_ref loop after the super-block scales are stored): clamp(nearest_int((x + dm) / d),

@@ -215,12 +215,12 @@ export async function readTaskBytes(record: TensorRecord, start: number, end: nu
  * fresh array (not owned).
  */
 export async function readF32Task(record: TensorRecord, start: number, end: number): Promise<{values: Float32Array; owned: boolean}> {
-  if (record.dtype === 'F32') {
-    const {bytes, owned} = await readTaskBytes(record, start, end)
-    if (owned) return {values: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4), owned}
-    return {values: toFloat32(bytes, 'F32'), owned: false}
+  const fast = readIntoOf(record) !== undefined
+  if (fast && record.dtype === 'F32') {
+    const {bytes} = await readTaskBytes(record, start, end)
+    return {values: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4), owned: true}
   }
-  if ((record.dtype === 'F16' || record.dtype === 'BF16') && readIntoOf(record)) {
+  if (fast && (record.dtype === 'F16' || record.dtype === 'BF16')) {
     const {bytes: raw} = await readTaskBytes(record, start, end)
     const values = new Uint8Array(spareBuffer(2 * raw.byteLength), 0, 2 * raw.byteLength)
     castInto(raw, record.dtype, 'F32', values)

@@ -6,7 +6,7 @@
  */
 import {MappingError, shown} from '../../errors.js'
 import {GLOBAL_TENSORS, LAYER_TENSORS} from '../../model/tensors.js'
-import {sliceRows, type TensorRecord} from '../../tensor/record.js'
+import {renamed, sliceRows, type TensorRecord} from '../../tensor/record.js'
 
 /** Which rows of the canonical tensor a GGUF tensor holds. */
 export type RowPart = 'all' | 'first-half' | 'second-half'
@@ -82,14 +82,14 @@ export function fromGgufName(gguf: string, maps: NameMaps): {canonical: string; 
 
 /**
  * The rows of `record` a GGUF tensor holds (`proj_1` halves are split at row `rows / 2`), with the
- * source's no-allocation reader shifted to them (sliceRows): without it every chunk the GGUF writer
+ * source's no-allocation reader kept (renamed, sliceRows): without it every chunk the GGUF writer
  * quantized on the pool was a fresh read plus a copy to hand over, and on 2 workers the main
  * thread's garbage ArrayBuffers set off a full GC every ~80 ms (1.1B q4_k_m: ~240 of them, ~5 CPU-s
  * of V8's helper threads).
  */
 export function selectRows(record: TensorRecord, part: RowPart, name: string): TensorRecord {
   const rows = record.shape[0]!
-  if (part === 'all') return record.shape.length > 0 ? sliceRows(record, 0, rows, name) : {...record, name}
+  if (part === 'all') return renamed(record, name)
   if (rows % 2 !== 0) throw new MappingError('gguf.split', `tensor ${shown(record.name)} has ${rows} rows, which cannot split into gate and up halves`, {tensor: record.name})
   return part === 'first-half' ? sliceRows(record, 0, rows / 2, name) : sliceRows(record, rows / 2, rows, name)
 }

@@ -18,7 +18,7 @@ import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
-import {type AnyResult, buffersOf, resultViews, runTask, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
+import {type AnyResult, buffersOf, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
 export type {CastTask, CompareTask, EncodeTask, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
@@ -253,10 +253,7 @@ export async function closeSharedPool(): Promise<void> {
  */
 function runHere(task: Task): AnyResult {
   const result = runTask(task)
-  if (task.owned) {
-    const out = buffersOf(resultViews(result))
-    for (const b of buffersOf(taskViews(task))) if (HANDED_OUT.has(b) && !out.includes(b)) recycle(b)
-  }
+  if (task.owned) for (const b of spentBuffers(task, result)) if (HANDED_OUT.has(b)) recycle(b)
   return result
 }
 

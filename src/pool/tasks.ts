@@ -161,3 +161,9 @@ export function taskViews(task: Task): ArrayBufferView[] {
 export function resultViews(result: AnyResult): ArrayBufferView[] {
   return result instanceof Uint8Array ? [result] : Object.values(result).filter((v): v is ArrayBufferView => ArrayBuffer.isView(v))
 }
+
+/** The task's input buffers that its result does not use (free for the next task's inputs). */
+export function spentBuffers(task: Task, result: AnyResult): ArrayBuffer[] {
+  const out = buffersOf(resultViews(result))
+  return buffersOf(taskViews(task)).filter((b) => !out.includes(b))
+}

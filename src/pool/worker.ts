@@ -4,7 +4,7 @@
  */
 import {parentPort} from 'node:worker_threads'
 import {OpenElmError} from '../errors.js'
-import {type AnyResult, buffersOf, resultViews, runTask, type Task, taskViews} from './tasks.js'
+import {type AnyResult, buffersOf, resultViews, runTask, spentBuffers, type Task} from './tasks.js'
 
 export interface TaskMessage {
   id: number
@@ -23,10 +23,9 @@ port.on('message', ({id, task}: TaskMessage) => {
   let transfer: ArrayBuffer[] = []
   try {
     const result = runTask(task)
-    const out = buffersOf(resultViews(result))
-    const spent = buffersOf(taskViews(task)).filter((b) => !out.includes(b))
+    const spent = spentBuffers(task, result)
     reply = {id, ok: true, result, spent}
-    transfer = [...out, ...spent]
+    transfer = [...buffersOf(resultViews(result)), ...spent]
   } catch (error) {
     const e = error as Error
     reply = {id, ok: false, error: e instanceof OpenElmError ? {name: e.name, kind: e.kind, code: e.code, message: e.message, details: e.details} : {name: e?.name ?? 'Error', message: String(e?.message ?? e)}}

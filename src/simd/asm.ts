@@ -157,6 +157,7 @@ export const i32Store = (offset = 0) => [0x36, 0x02, ...u32(offset)]
 /** i8x16.shuffle of two vectors by f32 lanes: lanes[i] in 0 … 7 picks lane i of the result (4 … 7: the second vector). */
 export const f32x4Shuffle = (lanes: [number, number, number, number]) => [...simd(0x0d), ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])]
 export const F32X4_SQRT = simd(0xe3)
+export const I32X4_ALL_TRUE = simd(0xa3)
 
 interface WasmApi {
   validate(bytes: Uint8Array): boolean

@@ -18,7 +18,7 @@ import {
   assemble, brIf, END, lazyKernels, f32Load, F32X4_ABS, F32X4_ADD, f32x4c, F32X4_CONVERT_I32X4_S, F32X4_DIV,
   F32X4_EQ, F32X4_GT, F32X4_LT, F32X4_MUL, F32X4_NE, F32X4_NEG, F32X4_SPLAT, F32X4_SQRT, F32X4_SUB, forRange, type Func, get,
   I16X8_NARROW_I32X4_U, I32, I32_ADD, I32_MUL, I32_SHL, i32c, i32Store, I32X4_MAX_S, I32X4_MIN_S, I32X4_SHL, I32X4_SHR_S,
-  I32X4_SHR_U, I32X4_SUB, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
+  I32X4_SHR_U, I32X4_SUB, I32X4_ALL_TRUE, I32_LT_U, I32_SUB, ELSE, F32X4_PMAX, F32X4_PMIN, F32X4_NEAREST, I32X4_TRUNC_SAT_F32X4_S, i32x4c, i32x4Lane, I8X16_NARROW_I16X8_U, IF, set, V128, V128_AND,
   V128_ANDNOT, V128_ANY_TRUE, V128_BITSELECT, V128_OR, v128Load, v128Store, f32x4Shuffle,
 } from './asm.js'
 import {putHalf} from '../quant/ggml-block.js'
@@ -31,7 +31,8 @@ const XT = 0
 const WT = AREA
 const LT = 2 * AREA
 const LA = 3 * AREA
-const RES = LA + MAX_N * 16
+/** Per-group scratch: two sub-block groups' trial codes (qkx2), or one group's x² and x³ (qx). */
+const RES = LA + 2 * MAX_N * 16
 const CT = RES + GROUPS * 32
 /** The values of a search in their own order (copied in), and the codes as bytes in theirs (copied out). */
 const MAX_VALUES = 65536
@@ -64,93 +65,120 @@ const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
  * quantize_row_q4_K/q5_K_ref (`rms`: sqrt(Σx²/n) + |x|) or q2_K (|x|), made at WT first. Trial t's
  * `rmin + rdelta·t + nmax` is CT[t] (f32, computed by the caller in the scalar's order). Out: the
  * codes (f32 lanes) at LT, per group the scales and the mins (negated, as the scalar's `out.min`) at RES.
+ *
+ * The trials of one group depend on each other (a kept trial moves `min`, where the next start), so
+ * PAIR groups run side by side instead: their sums are independent chains, and the ~20 vector ops
+ * per value and trial keep more of the core busy. A trial's codes are kept as its iscale and min,
+ * and the chosen ones are computed once at the end (the same ops on the same values: the same codes).
+ * A trial takes codesOf's fast form when, in every lane, the values are finite and
+ * |iscale| · max(|max − min|, |min(x) − min|) < FAST_RANGE: each |iscale · (x − min)| is at most
+ * that (both roundings are monotone), so no code needs ggml's trick (max == min lanes are zeroed at
+ * the end whatever they hold).
  */
+const PAIR = 2
 function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Func {
-  const [NG, NT, N, G, I, T, OFF, PX, PW, PL] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-  const [MIN, MAX, SUMW, SUMX, ISC, SCALE, BEST, SL, SL2, SXL, XI, WI, LF, D, TS, TM, CUR, UPD, EQ] = Array.from({length: 19}, (_, k) => 10 + k)
+  const [NG, NT, N, G, I, T, OFF, FAST] = [0, 1, 2, 3, 4, 5, 6, 7]
+  const [XI, WI, LF, ACC] = [0, 1, 2, 3].map((k) => 8 + 4 * PAIR + k)
+  const v128Base = 8 + 4 * PAIR + 4
+  const V = 20
+  const groups = Array.from({length: PAIR}, (_, g) => {
+    const [MIN, MAX, MINX, SUMW, SUMX, ISC, SCALE, BEST, SL, SL2, SXL, D, TS, TM, CUR, UPD, EQ, BISC, BMIN, OK] = Array.from({length: V}, (_, k) => v128Base + V * g + k)
+    const [GI, PX, PW, PL] = [0, 1, 2, 3].map((k) => 8 + 4 * g + k)
+    return {GI, PX, PW, PL, MIN, MAX, MINX, SUMW, SUMX, ISC, SCALE, BEST, SL, SL2, SXL, D, TS, TM, CUR, UPD, EQ, BISC, BMIN, OK, LAUX: LA + g * MAX_N * 16}
+  })
+  type Group = (typeof groups)[number]
   const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
-  const laux = [...i32c(LA), ...get(OFF), ...I32_ADD]
-  /** acc += w · |scale·l + min − x| (or its square), l from `codes`. */
-  const weightedError = (scale: number, min: number, codes: number[], acc: number) => [
-    ...get(scale), ...codes, ...F32X4_MUL, ...get(min), ...F32X4_ADD, ...load(PX, OFF), ...F32X4_SUB, ...set(LF),
-    ...load(PW, OFF), ...get(LF), ...(mad ? F32X4_ABS : [...get(LF), ...F32X4_MUL]), ...F32X4_MUL, ...accumulate(acc),
-  ]
-  /** weightedError of element i at constant offsets (the unrolled trial loop). */
-  const weightedErrorAt = (i: number, scale: number, min: number, codes: number[], acc: number) => [
-    ...get(scale), ...codes, ...F32X4_MUL, ...get(min), ...F32X4_ADD, ...get(PX), ...v128Load(16 * i), ...F32X4_SUB, ...set(LF),
-    ...get(PW), ...v128Load(16 * i), ...get(LF), ...(mad ? F32X4_ABS : [...get(LF), ...F32X4_MUL]), ...F32X4_MUL, ...accumulate(acc),
-  ]
-  const codeOf = (x: number[]) => [...get(ISC), ...x, ...get(MIN), ...F32X4_SUB, ...F32X4_MUL, ...codeLanes(0, nmax)]
   const zero = (...locals: number[]) => locals.flatMap((l) => [...f32x4c(0), ...set(l)])
+  /** acc += w · |scale·l + min − x| (or its square) of the value at OFF, l from `codes`. */
+  const weightedError = (g: Group, scale: number, min: number, codes: number[], acc: number) => [
+    ...get(scale), ...codes, ...F32X4_MUL, ...get(min), ...F32X4_ADD, ...load(g.PX, OFF), ...F32X4_SUB, ...set(LF),
+    ...load(g.PW, OFF), ...get(LF), ...(mad ? F32X4_ABS : [...get(LF), ...F32X4_MUL]), ...F32X4_MUL, ...accumulate(acc),
+  ]
+  /** The code of x (on the stack) at iscale `isc` and min `min`. */
+  const codeOf = (isc: number, min: number, x: number[], fast: boolean) => [...get(isc), ...x, ...get(min), ...F32X4_SUB, ...F32X4_MUL, ...codesOf(0, nmax, fast)]
+  /** The group's weights, min, max, Σw, Σw·x, its first codes' error (the scalar up to its trial loop). */
+  const start = (g: Group) => [
+    ...(weights === 'rms'
+      ? [
+          ...zero(g.SL),
+          ...forRange(I, 0, N, 1, [...off, ...load(g.PX, OFF), ...set(XI), ...get(XI), ...get(XI), ...F32X4_MUL, ...accumulate(g.SL)]),
+          ...get(g.SL), ...f32x4c(n), ...F32X4_DIV, ...F32X4_SQRT, ...set(g.SL),
+          ...forRange(I, 0, N, 1, [...off, ...at(g.PW, OFF), ...get(g.SL), ...load(g.PX, OFF), ...F32X4_ABS, ...F32X4_ADD, ...v128Store(0)]),
+        ]
+      : forRange(I, 0, N, 1, [...off, ...at(g.PW, OFF), ...load(g.PX, OFF), ...F32X4_ABS, ...v128Store(0)])),
+    // min, max, Σw, Σw·x; which lanes are all finite
+    ...get(g.PX), ...v128Load(0), ...set(g.MIN), ...get(g.MIN), ...set(g.MAX),
+    ...get(g.PW), ...v128Load(0), ...set(g.SUMW), ...get(g.SUMW), ...get(g.MIN), ...F32X4_MUL, ...set(g.SUMX),
+    ...i32x4c(-1), ...set(ACC), ...foldFinite(get(g.MIN), ACC),
+    ...forRange(I, 1, N, 1, [
+      ...off, ...load(g.PX, OFF), ...set(XI), ...load(g.PW, OFF), ...set(WI), ...foldFinite(get(XI), ACC),
+      ...get(XI), ...get(g.MIN), ...get(XI), ...get(g.MIN), ...F32X4_LT, ...V128_BITSELECT, ...set(g.MIN),
+      ...get(XI), ...get(g.MAX), ...get(XI), ...get(g.MAX), ...F32X4_GT, ...V128_BITSELECT, ...set(g.MAX),
+      ...get(g.SUMW), ...get(WI), ...F32X4_ADD, ...set(g.SUMW),
+      ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(g.SUMX),
+    ]),
+    ...get(g.MIN), ...set(g.MINX),
+    ...f32x4c(0), ...get(g.MIN), ...get(g.MIN), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...set(g.MIN),
+    ...get(g.MAX), ...get(g.MIN), ...F32X4_EQ, ...set(g.EQ),
+    ...get(ACC), ...get(g.EQ), ...V128_OR, ...set(g.OK),
+    // the first codes, at iscale = nmax / (max − min)
+    ...f32x4c(nmax), ...get(g.MAX), ...get(g.MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(g.ISC),
+    ...f32x4c(1), ...get(g.ISC), ...F32X4_DIV, ...set(g.SCALE),
+    ...get(g.ISC), ...set(g.BISC), ...get(g.MIN), ...set(g.BMIN),
+    ...zero(g.BEST),
+    ...forRange(I, 0, N, 1, [...off, ...codeOf(g.ISC, g.MIN, load(g.PX, OFF), false), ...set(WI), ...weightedError(g, g.SCALE, g.MIN, get(WI), g.BEST)]),
+  ]
+  /** all ones where |ISC| · |a − MIN| < FAST_RANGE (false for NaN). */
+  const inRange = (g: Group, a: number) => [...get(g.ISC), ...F32X4_ABS, ...get(a), ...get(g.MIN), ...F32X4_SUB, ...F32X4_ABS, ...F32X4_MUL, ...f32x4c(FAST_RANGE), ...F32X4_LT]
+  // The trials' loops over the n values are counted loops: unrolled, TurboFan computed every code
+  // first and the sums at the end, spilling x, w and l of each value (~30% slower with two groups).
+  const firstPass = (fast: boolean) => forRange(I, 0, N, 1, [...off, ...groups.flatMap((g) => [
+    ...load(g.PX, OFF), ...set(XI),
+    ...codeOf(g.ISC, g.MIN, get(XI), fast), ...set(LF), ...get(OFF), ...get(LF), ...v128Store(g.LAUX),
+    ...load(g.PW, OFF), ...get(LF), ...F32X4_MUL, ...set(WI),
+    ...get(WI), ...accumulate(g.SL),
+    ...get(WI), ...get(LF), ...F32X4_MUL, ...accumulate(g.SL2),
+    ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(g.SXL),
+  ])])
   return {
-    name: `qkx2_${n}_${nmax}`, params: 2, locals: [[8, I32], [19, V128]],
+    name: `qkx2_${n}_${nmax}`, params: 2, locals: [[6 + 4 * PAIR, I32], [4 + V * PAIR, V128]],
     body: [
       ...i32c(n), ...set(N),
-      ...forRange(G, 0, NG, 1, [
-        ...groupBases(G, T, n, [[PX, XT], [PW, WT], [PL, LT]]),
-        // the weights
-        ...(weights === 'rms'
-          ? [
-              ...zero(SL),
-              ...forRange(I, 0, N, 1, [...off, ...load(PX, OFF), ...set(XI), ...get(XI), ...get(XI), ...F32X4_MUL, ...accumulate(SL)]),
-              ...get(SL), ...f32x4c(n), ...F32X4_DIV, ...F32X4_SQRT, ...set(SL),
-              ...forRange(I, 0, N, 1, [...off, ...at(PW, OFF), ...get(SL), ...load(PX, OFF), ...F32X4_ABS, ...F32X4_ADD, ...v128Store(0)]),
-            ]
-          : forRange(I, 0, N, 1, [...off, ...at(PW, OFF), ...load(PX, OFF), ...F32X4_ABS, ...v128Store(0)])),
-        // min, max, Σw, Σw·x
-        ...get(PX), ...v128Load(0), ...set(MIN), ...get(MIN), ...set(MAX),
-        ...get(PW), ...v128Load(0), ...set(SUMW), ...get(SUMW), ...get(MIN), ...F32X4_MUL, ...set(SUMX),
-        ...forRange(I, 1, N, 1, [
-          ...off, ...load(PX, OFF), ...set(XI), ...load(PW, OFF), ...set(WI),
-          ...get(XI), ...get(MIN), ...get(XI), ...get(MIN), ...F32X4_LT, ...V128_BITSELECT, ...set(MIN),
-          ...get(XI), ...get(MAX), ...get(XI), ...get(MAX), ...F32X4_GT, ...V128_BITSELECT, ...set(MAX),
-          ...get(SUMW), ...get(WI), ...F32X4_ADD, ...set(SUMW),
-          ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(SUMX),
-        ]),
-        ...f32x4c(0), ...get(MIN), ...get(MIN), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...set(MIN),
-        ...get(MAX), ...get(MIN), ...F32X4_EQ, ...set(EQ),
-        // the first codes, at iscale = nmax / (max − min)
-        ...f32x4c(nmax), ...get(MAX), ...get(MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(ISC),
-        ...f32x4c(1), ...get(ISC), ...F32X4_DIV, ...set(SCALE),
-        ...zero(BEST),
-        ...forRange(I, 0, N, 1, [
-          ...off, ...at(PL, OFF), ...codeOf(load(PX, OFF)), ...set(WI), ...get(WI), ...v128Store(0),
-          ...weightedError(SCALE, MIN, get(WI), BEST),
-        ]),
+      ...forRange(G, 0, NG, PAIR, [
+        // the groups of this pass: G, G+1, … (the last group again where they run out: the same results twice)
+        ...groups.flatMap((g, k) => [...get(G), ...i32c(k), ...I32_ADD, ...get(NG), ...I32_LT_U, ...IF, ...get(G), ...i32c(k), ...I32_ADD, ...set(g.GI), ...ELSE, ...get(NG), ...i32c(1), ...I32_SUB, ...set(g.GI), ...END]),
+        ...groups.flatMap((g) => [...groupBases(g.GI, T, n, [[g.PX, XT], [g.PW, WT], [g.PL, LT]]), ...start(g)]),
         ...forRange(T, 0, NT, 1, [
-          ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...get(MAX), ...get(MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(ISC),
-          ...zero(SL, SL2, SXL),
-          // The trials' loops over the n values are unrolled (constant offsets, no counter): the
-          // same ops in the same order, ~25% less time per trial than the counted loop.
-          ...unrolled(n, (i) => [
-            ...get(PX), ...v128Load(16 * i), ...set(XI),
-            ...codeOf(get(XI)), ...set(LF), ...i32c(0), ...get(LF), ...v128Store(LA + 16 * i),
-            ...get(PW), ...v128Load(16 * i), ...get(LF), ...F32X4_MUL, ...set(WI),
-            ...get(WI), ...accumulate(SL),
-            ...get(WI), ...get(LF), ...F32X4_MUL, ...accumulate(SL2),
-            ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(SXL),
+          ...groups.flatMap((g) => [
+            ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...get(g.MAX), ...get(g.MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(g.ISC),
+            ...zero(g.SL, g.SL2, g.SXL),
           ]),
-          ...get(SUMW), ...get(SL2), ...F32X4_MUL, ...get(SL), ...get(SL), ...F32X4_MUL, ...F32X4_SUB, ...set(D),
-          ...get(SUMW), ...get(SXL), ...F32X4_MUL, ...get(SUMX), ...get(SL), ...F32X4_MUL, ...F32X4_SUB, ...get(D), ...F32X4_DIV, ...set(TS),
-          ...get(SL2), ...get(SUMX), ...F32X4_MUL, ...get(SL), ...get(SXL), ...F32X4_MUL, ...F32X4_SUB, ...get(D), ...F32X4_DIV, ...set(TM),
-          // a positive min: min 0, scale Σwxl / Σwl²
-          ...get(TM), ...f32x4c(0), ...F32X4_GT, ...set(UPD),
-          ...get(SXL), ...get(SL2), ...F32X4_DIV, ...get(TS), ...get(UPD), ...V128_BITSELECT, ...set(TS),
-          ...f32x4c(0), ...get(TM), ...get(UPD), ...V128_BITSELECT, ...set(TM),
-          ...zero(CUR),
-          ...unrolled(n, (i) => weightedErrorAt(i, TS, TM, [...i32c(0), ...v128Load(LA + 16 * i)], CUR)),
+          ...i32x4c(-1), ...groups.flatMap((g) => [...inRange(g, g.MAX), ...inRange(g, g.MINX), ...V128_AND, ...get(g.OK), ...V128_AND, ...V128_AND]), ...I32X4_ALL_TRUE,
+          ...IF, ...firstPass(true), ...ELSE, ...firstPass(false), ...END,
+          ...groups.flatMap((g) => [
+            ...get(g.SUMW), ...get(g.SL2), ...F32X4_MUL, ...get(g.SL), ...get(g.SL), ...F32X4_MUL, ...F32X4_SUB, ...set(g.D),
+            ...get(g.SUMW), ...get(g.SXL), ...F32X4_MUL, ...get(g.SUMX), ...get(g.SL), ...F32X4_MUL, ...F32X4_SUB, ...get(g.D), ...F32X4_DIV, ...set(g.TS),
+            ...get(g.SL2), ...get(g.SUMX), ...F32X4_MUL, ...get(g.SL), ...get(g.SXL), ...F32X4_MUL, ...F32X4_SUB, ...get(g.D), ...F32X4_DIV, ...set(g.TM),
+            // a positive min: min 0, scale Σwxl / Σwl²
+            ...get(g.TM), ...f32x4c(0), ...F32X4_GT, ...set(g.UPD),
+            ...get(g.SXL), ...get(g.SL2), ...F32X4_DIV, ...get(g.TS), ...get(g.UPD), ...V128_BITSELECT, ...set(g.TS),
+            ...f32x4c(0), ...get(g.TM), ...get(g.UPD), ...V128_BITSELECT, ...set(g.TM),
+            ...zero(g.CUR),
+          ]),
+          ...forRange(I, 0, N, 1, [...off, ...groups.flatMap((g) => weightedError(g, g.TS, g.TM, [...get(OFF), ...v128Load(g.LAUX)], g.CUR))]),
           // taken where D > 0 and the error is lower (never in max == min lanes, which returned early)
-          ...get(D), ...f32x4c(0), ...F32X4_GT, ...get(CUR), ...get(BEST), ...F32X4_LT, ...V128_AND, ...get(EQ), ...V128_ANDNOT, ...set(UPD),
-          ...get(UPD), ...V128_ANY_TRUE, ...IF,
-          ...unrolled(n, (i) => [...get(PL), ...i32c(0), ...v128Load(LA + 16 * i), ...get(PL), ...v128Load(16 * i), ...get(UPD), ...V128_BITSELECT, ...v128Store(16 * i)]),
-          ...pick(BEST, CUR, UPD), ...pick(SCALE, TS, UPD), ...pick(MIN, TM, UPD),
-          ...END,
+          ...groups.flatMap((g) => [
+            ...get(g.D), ...f32x4c(0), ...F32X4_GT, ...get(g.CUR), ...get(g.BEST), ...F32X4_LT, ...V128_AND, ...get(g.EQ), ...V128_ANDNOT, ...set(g.UPD),
+            ...pick(g.BEST, g.CUR, g.UPD), ...pick(g.SCALE, g.TS, g.UPD), ...pick(g.BISC, g.ISC, g.UPD), ...pick(g.BMIN, g.MIN, g.UPD), ...pick(g.MIN, g.TM, g.UPD),
+          ]),
         ]),
-        // max == min lanes: codes 0, scale 0, min −min
-        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...get(EQ), ...V128_ANDNOT, ...v128Store(0)]),
-        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD, ...set(T),
-        ...get(T), ...get(SCALE), ...get(EQ), ...V128_ANDNOT, ...v128Store(0),
-        ...get(T), ...get(MIN), ...F32X4_NEG, ...v128Store(16),
+        ...groups.flatMap((g) => [
+          // the codes of the kept trial; max == min lanes: codes 0, scale 0, min −min
+          ...forRange(I, 0, N, 1, [...off, ...at(g.PL, OFF), ...codeOf(g.BISC, g.BMIN, load(g.PX, OFF), false), ...get(g.EQ), ...V128_ANDNOT, ...v128Store(0)]),
+          ...i32c(RES), ...get(g.GI), ...i32c(5), ...I32_SHL, ...I32_ADD, ...set(T),
+          ...get(T), ...get(g.SCALE), ...get(g.EQ), ...V128_ANDNOT, ...v128Store(0),
+          ...get(T), ...get(g.MIN), ...F32X4_NEG, ...v128Store(16),
+        ]),
       ]),
     ],
   }
@@ -184,39 +212,83 @@ const roundedSums = ({I, N, OFF, PX, XI, LF, W, ISC, SLX, SL2}: SymLocals, nmax:
 ]
 
 /**
- * qx_<n>_<nmax>(groups, trials): ggml's `make_qx_quants(n, nmax, x, L, rmse_type = 1)` for each group
- * of four sub-blocks of n values (x at XT, transposed), weights x². Trial t's `nmax + 0.1·is` is CT[t].
- * Out: the codes + nmax (f32 lanes) at LT, per group the scales at RES.
+ * The codes of the f32 lanes v on the stack, clamp(nearest_int(v), lo, hi), as f32 lanes. `fast`:
+ * clamp first, then round to nearest even (f32x4.nearest), 3 ops instead of 6; the same integers
+ * where no lane is NaN and every |v| < 4194303: there ggml's 1.5·2^23 trick is round to nearest even,
+ * rounding is monotone, and lo, hi are integers (a −0 may come out where the trick gives +0: the
+ * searches' sums start at +0 and square or add it away). The caller guards that range.
  */
-function qx(n: number, nmax: number): Func {
-  const [NG, NT, N, G, I, T, OFF, PX, PL] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
-  const [MAX, AMAX, ISC, SCALE, BEST, SLX, SL2, XI, LF, W, UPD, SMALL] = Array.from({length: 12}, (_, k) => 9 + k)
+const codesOf = (lo: number, hi: number, fast: boolean) =>
+  fast ? [...f32x4c(lo), ...F32X4_PMAX, ...f32x4c(hi), ...F32X4_PMIN, ...F32X4_NEAREST] : codeLanes(lo, hi)
+
+/** Under this bound of |v| `codesOf(…, true)` gives ggml's codes (4194303.5 would round to 2^24 in the trick). */
+const FAST_RANGE = 4194303
+
+/** all ones where every lane of `lanes` (an expression) is finite and not NaN, folded into mask local ACC. */
+const foldFinite = (lanes: number[], ACC: number) => [...lanes, ...F32X4_ABS, ...f32x4c(Infinity), ...F32X4_LT, ...get(ACC), ...V128_AND, ...set(ACC)]
+
+/**
+ * qx_<n>_<nmax>_<K>(groups, trials): ggml's `make_qx_quants(n, nmax, x, L, rmse_type = 1)` for each
+ * group of four sub-blocks of n values (x at XT, transposed), weights x². Trial t's `nmax + 0.1·is`
+ * is CT[t]; the trials' sums do not depend on each other (only the choice between them does), so K
+ * trials share one pass over the values (K independent chains of sums, one load of x, w, w·x), and
+ * are then compared in their order. The codes are computed once at the end, at the chosen iscale.
+ * In a group whose values are all finite every |iscale·x| ≤ ~nmax + 1 where |max| ≥ 1e-15 (and the
+ * lanes below it are zeroed at the end), so the trials take codesOf's fast form there.
+ * Out: the codes + nmax (f32 lanes) at LT, per group the scales at RES. The trial count is a multiple of K.
+ */
+function qx(n: number, nmax: number, K: number): Func {
+  const [NG, NT, N, G, I, T, OFF, PX, PL, FAST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  const [MAX, AMAX, ISC, SCALE, BEST, SLX, SL2, XI, LF, W, UPD, SMALL, BISC, WX, ACC] = Array.from({length: 15}, (_, k) => 10 + k)
+  const trial = Array.from({length: K}, (_, k) => ({ISC: 25 + 3 * k, SLX: 26 + 3 * k, SL2: 27 + 3 * k}))
   const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
-  const laux = [...i32c(LA), ...get(OFF), ...I32_ADD]
   const v: SymLocals = {I, N, OFF, PX, XI, LF, W, UPD, MAX, AMAX, SMALL, ISC, SLX, SL2}
-  const sums = (dst: number[]) => roundedSums(v, nmax, nmax, dst)
+  // w = x² at LA, w·x after it (this group's; the scalar rounds both per value the same way)
+  const trialSums = (fast: boolean) => forRange(I, 0, N, 1, [
+    ...off, ...load(PX, OFF), ...set(XI), ...get(OFF), ...v128Load(LA), ...set(W), ...get(OFF), ...v128Load(LA + 16 * n), ...set(WX),
+    ...trial.flatMap((t) => [
+      ...get(t.ISC), ...get(XI), ...F32X4_MUL, ...codesOf(-nmax, nmax - 1, fast), ...set(LF),
+      ...get(WX), ...get(LF), ...F32X4_MUL, ...accumulate(t.SLX),
+      ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(t.SL2),
+    ]),
+  ])
   return {
-    name: `qx_${n}_${nmax}`, params: 2, locals: [[7, I32], [12, V128]],
+    name: `qx_${n}_${nmax}`, params: 2, locals: [[8, I32], [15 + 3 * K, V128]],
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
         ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
         ...absMaxStart(v, nmax),
-        ...sums([...at(PL, OFF)]),
+        ...i32x4c(-1), ...set(ACC),
+        ...unrolled(n, (i) => [
+          ...get(PX), ...v128Load(16 * i), ...set(XI), ...foldFinite(get(XI), ACC),
+          ...i32c(0), ...get(XI), ...get(XI), ...F32X4_MUL, ...set(W), ...get(W), ...v128Store(LA + 16 * i),
+          ...i32c(0), ...get(W), ...get(XI), ...F32X4_MUL, ...v128Store(LA + 16 * (n + i)),
+        ]),
+        ...get(ACC), ...I32X4_ALL_TRUE, ...set(FAST),
+        ...roundedSums(v, nmax, nmax, [...at(PL, OFF)]),
         ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_NE, ...V128_BITSELECT, ...set(SCALE),
         ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(BEST),
-        ...forRange(T, 0, NT, 1, [
-          ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...F32X4_NEG, ...get(MAX), ...F32X4_DIV, ...set(ISC),
-          ...sums(laux),
-          ...get(SL2), ...f32x4c(0), ...F32X4_GT, ...get(SLX), ...get(SLX), ...F32X4_MUL, ...get(BEST), ...get(SL2), ...F32X4_MUL, ...F32X4_GT, ...V128_AND, ...set(UPD),
-          ...get(UPD), ...V128_ANY_TRUE, ...IF,
-          ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...laux, ...v128Load(0), ...load(PL, OFF), ...get(UPD), ...V128_BITSELECT, ...v128Store(0)]),
-          ...get(SLX), ...get(SL2), ...F32X4_DIV, ...set(XI), ...pick(SCALE, XI, UPD),
-          ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(XI), ...pick(BEST, XI, UPD),
-          ...END,
+        ...get(ISC), ...set(BISC),
+        ...forRange(T, 0, NT, K, [
+          ...trial.flatMap((t, k) => [
+            ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(4 * k), ...F32X4_SPLAT, ...F32X4_NEG, ...get(MAX), ...F32X4_DIV, ...set(t.ISC),
+            ...f32x4c(0), ...set(t.SLX), ...f32x4c(0), ...set(t.SL2),
+          ]),
+          ...get(FAST), ...IF, ...trialSums(true), ...ELSE, ...trialSums(false), ...END,
+          // in the scalar's order: each trial against the best so far
+          ...trial.flatMap((t) => [
+            ...get(t.SL2), ...f32x4c(0), ...F32X4_GT, ...get(t.SLX), ...get(t.SLX), ...F32X4_MUL, ...get(BEST), ...get(t.SL2), ...F32X4_MUL, ...F32X4_GT, ...V128_AND, ...set(UPD),
+            ...get(t.SLX), ...get(t.SL2), ...F32X4_DIV, ...set(XI), ...pick(SCALE, XI, UPD),
+            ...get(SCALE), ...get(t.SLX), ...F32X4_MUL, ...set(XI), ...pick(BEST, XI, UPD),
+            ...pick(BISC, t.ISC, UPD),
+          ]),
         ]),
-        // |max| < 1e-15 lanes: codes 0, scale 0
-        ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...get(SMALL), ...V128_ANDNOT, ...v128Store(0)]),
+        // the codes at the chosen iscale, + nmax; |max| < 1e-15 lanes: codes 0, scale 0
+        ...forRange(I, 0, N, 1, [
+          ...off, ...at(PL, OFF), ...get(BISC), ...load(PX, OFF), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...f32x4c(nmax), ...F32X4_ADD,
+          ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
+        ]),
         ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD, ...get(SCALE), ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
       ]),
     ],
@@ -587,7 +659,7 @@ const LEGACY: Record<LegacySpec['type'], LegacySpec> = {
 
 function ggmlKernelsBytes(): Uint8Array {
   return assemble([
-    qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32),
+    qkx2(32, 15, false, 'rms'), qkx2(32, 31, false, 'rms'), qkx2(16, 3, true, 'abs'), qx(16, 32, 2),
     q3(16, 4),
     codes(32, 0, 15, true), codes(32, 0, 31, true), codes(16, 0, 3, true), codes(16, -32, 31, false), codes(16, -4, 3, false),
     transposeIn(16), transposeIn(32), transposeOut(16), transposeOut(32),

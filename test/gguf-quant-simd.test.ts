@@ -24,7 +24,7 @@ import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {seededRandom} from '../src/generate/sampler.js'
 import {
-  quantizeQ2_K, quantizeQ2_KScalar, quantizeQ3_K, quantizeQ3_KScalar, quantizeQ4_K, quantizeQ4_KScalar, quantizeQ5_K, quantizeQ5_KScalar, quantizeQ6_K, quantizeQ6_KScalar,
+  K_SEARCHES, quantizeQ2_K, quantizeQ2_KScalar, quantizeQ3_K, quantizeQ3_KScalar, quantizeQ4_K, quantizeQ4_KScalar, quantizeQ5_K, quantizeQ5_KScalar, quantizeQ6_K, quantizeQ6_KScalar,
 } from '../src/quant/gguf-k.js'
 import {Q4_0, Q4_1, Q5_0, Q5_1, quantizeLegacyScalar} from '../src/quant/gguf-legacy.js'
 import {ggmlKernels, resetGgmlKernels} from '../src/simd/ggml.js'
@@ -61,6 +61,10 @@ function edgeValues(seed: number, size: number): Float32Array {
     sub((j) => (j === 3 ? -3 : j === 4 ? 3 : 0.1)), sub((j) => (j === 3 ? 3 : j === 4 ? -3 : 0.1)), sub((j) => (j % 2 ? 1 : -1) * 65504),
     sub((j) => (j === 7 ? -0 : j === 9 ? 0 : 1)), sub((j) => (j === 7 ? 0 : j === 9 ? -0 : -1)), // which zero is the min
     sub((j) => (j - 8) * 0.5), sub((j) => j / 31 - 7), sub((j) => (j % 2 ? 1e-41 : -1e-41) * j), // legacy ties, grid points, subnormal scale
+    // codes at exact ties of .5 (Q6_K's first iscale 1; Q4_K's first iscale 15 / 15), a range of one ulp, of the
+    // smallest subnormal (iscale overflows), and one that overflows (iscale 0): the searches' guarded fast codes
+    sub((j) => (j === 0 ? -32 : j - 7.5)), sub((j) => (j === 0 ? 15 : j === 1 ? 0 : (j % 15) + 0.5)),
+    sub((j) => 1 + (j % 2) * 2 ** -23), sub((j) => (j % 2) * 1e-45), sub((j) => (j % 2 ? 3e38 : -3e38)),
     ...EDGES.map((e) => sub((j) => (j === 5 ? e : 0.01 * (j - 7)))),
     ...EDGES.map((e) => sub(() => e)),
   ]
@@ -146,6 +150,31 @@ describe('K-quants: NaNs with a payload give the bytes of the payload-free NaN (
       expect(new Uint32Array(payload.buffer)[5]).toBe(raw[5])
     })
   }
+})
+
+describe.skipIf(!ggmlKernels())('K-quant searches in wasm lanes: an odd number of groups of four sub-blocks', () => {
+  // qkx2 runs two groups side by side; an odd count repeats the last group (the same results twice)
+  it('each search on 1, 3, 5 groups == the same sub-blocks searched with one group more', () => {
+    const simd = ggmlKernels()!
+    for (const [type, spec] of Object.entries(K_SEARCHES)) {
+      const values = edgeValues(12, spec.n)
+      for (const groups of [1, 3, 5]) {
+        const run = (count: number) => {
+          const scales = new Float32Array(count)
+          const mins = new Float32Array(count)
+          const codes = new Uint8Array(count * spec.n)
+          simd.search(spec, values, 64 * spec.n, count, scales, mins)
+          simd.codes(spec, new Float32Array(2 * count), count, codes) // steps 0: the search's own codes
+          return {scales, mins, codes}
+        }
+        const odd = run(4 * groups)
+        const even = run(4 * groups + 4)
+        expect(odd.scales, `${type}, ${groups} groups`).toEqual(even.scales.subarray(0, 4 * groups))
+        expect(odd.mins, `${type}, ${groups} groups`).toEqual(even.mins.subarray(0, 4 * groups))
+        expect(firstDifference(odd.codes, even.codes.subarray(0, odd.codes.length)), `${type}, ${groups} groups`).toBeUndefined()
+      }
+    }
+  })
 })
 
 describe.skipIf(!ggmlKernels())('legacy blocks in wasm lanes: block counts that do not fill the last group of four', () => {

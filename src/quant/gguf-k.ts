@@ -263,6 +263,8 @@ const BATCH = 256
  * ArrayBuffers per task. Sized for the largest user (16 sub-blocks of 16 per super-block).
  */
 const CODES = new Uint8Array(BATCH * QK_K)
+/** CODES four at a time, for the packing loops (codes are below 64: a shift by 4 stays in its byte after masking). */
+const CODES32 = new Uint32Array(CODES.buffer)
 const SCALES = new Float32Array(BATCH * 16)
 const MINS = new Float32Array(BATCH * 16)
 const DQ = new Float32Array(BATCH * 32)
@@ -317,6 +319,7 @@ function q6K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
   const scales = SCALES
   const dq = DQ
   const live = new Uint8Array(BATCH)
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength)
   for (let b0 = 0; b0 < nb; b0 += BATCH) {
     const blocks = Math.min(BATCH, nb - b0)
     const xo = b0 * QK_K
@@ -341,16 +344,17 @@ function q6K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
     for (let bi = 0; bi < blocks; bi++) {
       if (!live[bi]) continue
       const o = (b0 + bi) * Q6_BYTES
-      const L = bi * QK_K
-      for (let j = 0, ql = o, qh = o + 128; j < QK_K; j += 128, ql += 64, qh += 32) {
-        for (let l = 0; l < 32; l++) {
-          const q1 = codes[L + j + l]!
-          const q2 = codes[L + j + l + 32]!
-          const q3 = codes[L + j + l + 64]!
-          const q4 = codes[L + j + l + 96]!
-          out[ql + l] = (q1 & 0xf) | ((q3 & 0xf) << 4)
-          out[ql + l + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4)
-          out[qh + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+      const L = bi * (QK_K / 4)
+      // four codes a word (Q6_BYTES is not a multiple of 4: the words go out through a DataView)
+      for (let j = 0, ql = o, qh = o + 128; j < QK_K / 4; j += 32, ql += 64, qh += 32) {
+        for (let l = 0; l < 8; l++) {
+          const q1 = CODES32[L + j + l]!
+          const q2 = CODES32[L + j + l + 8]!
+          const q3 = CODES32[L + j + l + 16]!
+          const q4 = CODES32[L + j + l + 24]!
+          view.setUint32(ql + 4 * l, (q1 & 0x0f0f0f0f) | ((q3 & 0x0f0f0f0f) << 4), true)
+          view.setUint32(ql + 4 * l + 32, (q2 & 0x0f0f0f0f) | ((q4 & 0x0f0f0f0f) << 4), true)
+          view.setUint32(qh + 4 * l, ((q1 >>> 4) & 0x03030303) | (((q2 >>> 4) & 0x03030303) << 2) | (((q3 >>> 4) & 0x03030303) << 4) | (((q4 >>> 4) & 0x03030303) << 6), true)
         }
       }
     }
@@ -405,6 +409,7 @@ function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | unde
   const nmax = bits === 4 ? 15 : 31
   const spec = bits === 4 ? Q4_SEARCH : Q5_SEARCH
   const out = new Uint8Array(nb * blockBytes)
+  const out32 = new Uint32Array(out.buffer) // 144- and 176-byte blocks: whole words
   const codes = CODES
   const laux = new Uint8Array(32)
   const weights = new Float32Array(32)
@@ -464,8 +469,9 @@ function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | unde
       const o = (b0 + bi) * blockBytes
       const L = bi * QK_K
       if (bits === 4) {
-        for (let j = 0, q = o + 16; j < QK_K; j += 64, q += 32) {
-          for (let l = 0; l < 32; l++) out[q + l] = codes[L + j + l]! | (codes[L + j + l + 32]! << 4)
+        // four codes a word (blocks of 144 bytes keep the words aligned)
+        for (let j = L / 4, q = (o + 16) / 4; j < (L + QK_K) / 4; j += 16, q += 8) {
+          for (let l = 0; l < 8; l++) out32[q + l] = CODES32[j + l]! | (CODES32[j + l + 8]! << 4)
         }
       } else {
         const qh = o + 16
@@ -720,6 +726,9 @@ export function dequantizeQ2_K(bytes: Uint8Array): Float32Array {
   }
   return out
 }
+
+/** The searches of each K type, for tests of the wasm lanes. */
+export const K_SEARCHES = {Q2_K: Q2_SEARCH, Q3_K: Q3_SEARCH, Q4_K: Q4_SEARCH, Q5_K: Q5_SEARCH, Q6_K: Q6_SEARCH}
 
 // ---- schemes ----------------------------------------------------------------------------------
 

@@ -32,8 +32,10 @@ const WT = AREA
 const LT = 2 * AREA
 const LA = 3 * AREA
 /** Per-group scratch: two sub-block groups' trial codes (qkx2), or one group's x² and x³ (qx). */
+/** Per sub-block results in sub-block order (group G's four lanes at 16·G): the scales (codes: the steps) at RES, the mins (the offsets) at RES2. */
 const RES = LA + 2 * MAX_N * 16
-const CT = RES + GROUPS * 32
+const RES2 = RES + GROUPS * 16
+const CT = RES2 + GROUPS * 16
 /** The values of a search in their own order (copied in), and the codes as bytes in theirs (copied out). */
 const MAX_VALUES = 65536
 const NAT = CT + 64 * 4
@@ -64,7 +66,7 @@ const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
  * values (x at XT, transposed), weighted squared error (or absolute, `mad`), with the weights of
  * quantize_row_q4_K/q5_K_ref (`rms`: sqrt(Σx²/n) + |x|) or q2_K (|x|), made at WT first. Trial t's
  * `rmin + rdelta·t + nmax` is CT[t] (f32, computed by the caller in the scalar's order). Out: the
- * codes (f32 lanes) at LT, per group the scales and the mins (negated, as the scalar's `out.min`) at RES.
+ * codes (f32 lanes) at LT, the scales at RES and the mins (negated, as the scalar's `out.min`) at RES2.
  *
  * The trials of one group depend on each other (a kept trial moves `min`, where the next start), so
  * PAIR groups run side by side instead: their sums are independent chains, and the ~20 vector ops
@@ -175,9 +177,9 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
         ...groups.flatMap((g) => [
           // the codes of the kept trial; max == min lanes: codes 0, scale 0, min −min
           ...forRange(I, 0, N, 1, [...off, ...at(g.PL, OFF), ...codeOf(g.BISC, g.BMIN, load(g.PX, OFF), false), ...get(g.EQ), ...V128_ANDNOT, ...v128Store(0)]),
-          ...i32c(RES), ...get(g.GI), ...i32c(5), ...I32_SHL, ...I32_ADD, ...set(T),
-          ...get(T), ...get(g.SCALE), ...get(g.EQ), ...V128_ANDNOT, ...v128Store(0),
-          ...get(T), ...get(g.MIN), ...F32X4_NEG, ...v128Store(16),
+          ...get(g.GI), ...i32c(4), ...I32_SHL, ...set(T),
+          ...get(T), ...get(g.SCALE), ...get(g.EQ), ...V128_ANDNOT, ...v128Store(RES),
+          ...get(T), ...get(g.MIN), ...F32X4_NEG, ...v128Store(RES2),
         ]),
       ]),
     ],
@@ -235,7 +237,7 @@ const foldFinite = (lanes: number[], ACC: number) => [...lanes, ...F32X4_ABS, ..
  * are then compared in their order. The codes are computed once at the end, at the chosen iscale.
  * In a group whose values are all finite every |iscale·x| ≤ ~nmax + 1 where |max| ≥ 1e-15 (and the
  * lanes below it are zeroed at the end), so the trials take codesOf's fast form there.
- * Out: the codes + nmax (f32 lanes) at LT, per group the scales at RES. The trial count is a multiple of K.
+ * Out: the codes + nmax (f32 lanes) at LT, the scales at RES. The trial count is a multiple of K.
  */
 function qx(n: number, nmax: number, K: number): Func {
   const [NG, NT, N, G, I, T, OFF, PX, PL, FAST] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
@@ -289,7 +291,7 @@ function qx(n: number, nmax: number, K: number): Func {
           ...off, ...at(PL, OFF), ...get(BISC), ...load(PX, OFF), ...F32X4_MUL, ...codeLanes(-nmax, nmax - 1), ...f32x4c(nmax), ...F32X4_ADD,
           ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
         ]),
-        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD, ...get(SCALE), ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
+        ...get(G), ...i32c(4), ...I32_SHL, ...get(SCALE), ...get(SMALL), ...V128_ANDNOT, ...v128Store(RES),
       ]),
     ],
   }
@@ -301,7 +303,7 @@ type Fn = (groups: number, trials?: number) => void
 /**
  * codes_<n>_<lo>_<hi>(groups): after a search, each sub-block's codes at its dequantization step (the
  * quantize_row_*_ref loop after the super-block scales are stored): clamp(nearest_int((x + dm) / d),
- * lo, hi) (Q6_K, Q3_K: x / d, minus lo), d and dm per group at RES (lanes), where d ≠ 0 (C's `if (!d)
+ * lo, hi) (Q6_K, Q3_K: x / d, minus lo), d at RES and dm at RES2, where d ≠ 0 (C's `if (!d)
  * continue`: a NaN d goes on); where d = 0 the search's codes stay. Codes as f32 lanes at LT.
  */
 function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
@@ -314,8 +316,8 @@ function codes(n: number, lo: number, hi: number, withMin: boolean): Func {
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, 1, [
         ...groupBases(G, T, n, [[PX, XT], [PL, LT]]),
-        ...get(G), ...i32c(5), ...I32_SHL, ...i32c(RES), ...I32_ADD, ...set(T),
-        ...get(T), ...v128Load(0), ...set(D), ...get(T), ...v128Load(16), ...set(DM),
+        ...get(G), ...i32c(4), ...I32_SHL, ...set(T),
+        ...get(T), ...v128Load(RES), ...set(D), ...get(T), ...v128Load(RES2), ...set(DM),
         ...get(D), ...f32x4c(0), ...F32X4_NE, ...set(NZ),
         ...forRange(I, 0, N, 1, [
           ...off, ...at(PL, OFF),
@@ -372,8 +374,8 @@ function q3(n: number, nmax: number): Func {
         ]),
         // codes + nmax; |max| < 1e-15 lanes: codes 0, scale 0
         ...forRange(I, 0, N, 1, [...off, ...at(PL, OFF), ...load(PL, OFF), ...f32x4c(nmax), ...F32X4_ADD, ...get(SMALL), ...V128_ANDNOT, ...v128Store(0)]),
-        ...i32c(RES), ...get(G), ...i32c(5), ...I32_SHL, ...I32_ADD,
-        ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...get(SMALL), ...V128_ANDNOT, ...v128Store(0),
+        ...get(G), ...i32c(4), ...I32_SHL,
+        ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...get(SMALL), ...V128_ANDNOT, ...v128Store(RES),
       ]),
     ],
   }
@@ -472,11 +474,8 @@ export class GgmlKernels {
     f.set(values.subarray(xo, xo + count * n), NAT / 4)
     this.fns[`tin_${n}`]!(count / 4)
     this.fns[spec.kernel]!(count / 4, spec.trials.length)
-    for (let s = 0; s < count; s++) {
-      const r = RES / 4 + 8 * (s >> 2) + (s & 3)
-      scales[s] = f[r]!
-      if (mins) mins[s] = f[r + 4]!
-    }
+    scales.set(f.subarray(RES / 4, RES / 4 + count))
+    if (mins) mins.set(f.subarray(RES2 / 4, RES2 / 4 + count))
   }
 
   /**
@@ -488,9 +487,8 @@ export class GgmlKernels {
     const {n} = spec
     const f = this.f32
     for (let s = 0; s < count; s++) {
-      const r = RES / 4 + 8 * (s >> 2) + (s & 3)
-      f[r] = dq[2 * s]!
-      f[r + 4] = dq[2 * s + 1]!
+      f[RES / 4 + s] = dq[2 * s]!
+      f[RES2 / 4 + s] = dq[2 * s + 1]!
     }
     this.fns[spec.codes]!(count / 4)
     this.fns[`tout_${n}`]!(count / 4)

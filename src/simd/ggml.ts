@@ -246,9 +246,11 @@ function qx(n: number, nmax: number, K: number): Func {
   const off = [...get(I), ...i32c(4), ...I32_SHL, ...set(OFF)]
   const v: SymLocals = {I, N, OFF, PX, XI, LF, W, UPD, MAX, AMAX, SMALL, ISC, SLX, SL2}
   // w = x² at LA, w·x after it (this group's; the scalar rounds both per value the same way)
-  const trialSums = (fast: boolean) => forRange(I, 0, N, 1, [
+  type Sums = {ISC: number; SLX: number; SL2: number}
+  /** Σ w·x·l and Σ w·l² of the codes at each `sums`' ISC, in one pass over the values. */
+  const passSums = (fast: boolean, sums: Sums[]) => forRange(I, 0, N, 1, [
     ...off, ...load(PX, OFF), ...set(XI), ...get(OFF), ...v128Load(LA), ...set(W), ...get(OFF), ...v128Load(LA + 16 * n), ...set(WX),
-    ...trial.flatMap((t) => [
+    ...sums.flatMap((t) => [
       ...get(t.ISC), ...get(XI), ...F32X4_MUL, ...codesOf(-nmax, nmax - 1, fast), ...set(LF),
       ...get(WX), ...get(LF), ...F32X4_MUL, ...accumulate(t.SLX),
       ...get(W), ...get(LF), ...F32X4_MUL, ...get(LF), ...F32X4_MUL, ...accumulate(t.SL2),
@@ -268,7 +270,9 @@ function qx(n: number, nmax: number, K: number): Func {
           ...i32c(0), ...get(W), ...get(XI), ...F32X4_MUL, ...v128Store(LA + 16 * (n + i)),
         ]),
         ...get(ACC), ...I32X4_ALL_TRUE, ...set(FAST),
-        ...roundedSums(v, nmax, nmax, [...at(PL, OFF)]),
+        // the first codes, at -nmax / max
+        ...f32x4c(0), ...set(SLX), ...f32x4c(0), ...set(SL2),
+        ...get(FAST), ...IF, ...passSums(true, [{ISC, SLX, SL2}]), ...ELSE, ...passSums(false, [{ISC, SLX, SL2}]), ...END,
         ...get(SLX), ...get(SL2), ...F32X4_DIV, ...f32x4c(0), ...get(SL2), ...f32x4c(0), ...F32X4_NE, ...V128_BITSELECT, ...set(SCALE),
         ...get(SCALE), ...get(SLX), ...F32X4_MUL, ...set(BEST),
         ...get(ISC), ...set(BISC),
@@ -277,7 +281,7 @@ function qx(n: number, nmax: number, K: number): Func {
             ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(4 * k), ...F32X4_SPLAT, ...F32X4_NEG, ...get(MAX), ...F32X4_DIV, ...set(t.ISC),
             ...f32x4c(0), ...set(t.SLX), ...f32x4c(0), ...set(t.SL2),
           ]),
-          ...get(FAST), ...IF, ...trialSums(true), ...ELSE, ...trialSums(false), ...END,
+          ...get(FAST), ...IF, ...passSums(true, trial), ...ELSE, ...passSums(false, trial), ...END,
           // in the scalar's order: each trial against the best so far
           ...trial.flatMap((t) => [
             ...get(t.SL2), ...f32x4c(0), ...F32X4_GT, ...get(t.SLX), ...get(t.SLX), ...F32X4_MUL, ...get(BEST), ...get(t.SL2), ...F32X4_MUL, ...F32X4_GT, ...V128_AND, ...set(UPD),

@@ -8,7 +8,8 @@
  * sub-blocks (and the legacy quantizers across blocks): lane k of every vector belongs to sub-block
  * (block) k of a group of four, and each lane runs the scalar op sequence exactly (IEEE f32, round to
  * nearest even, no fused multiply-add, sums left to right). Branches become masks: a lane's update
- * happens where the scalar `if` would take it.
+ * happens where the scalar `if` would take it. One op sequence differs and gives the same integers:
+ * nearest_int in the searches' trials, where a guard proves every lane in its exact range (codesOf).
  *
  * The K-quant inputs are stored transposed (element i of the four sub-blocks in one v128); the module
  * owns its memory, one instance per thread, made on first use. Without WebAssembly SIMD, or with

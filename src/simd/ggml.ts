@@ -81,8 +81,8 @@ const accumulate = (acc: number) => [...get(acc), ...F32X4_ADD, ...set(acc)]
 const PAIR = 2
 function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Func {
   const [NG, NT, N, G, I, T, OFF, FAST] = [0, 1, 2, 3, 4, 5, 6, 7]
-  const [XI, WI, LF, ACC] = [0, 1, 2, 3].map((k) => 8 + 4 * PAIR + k)
-  const v128Base = 8 + 4 * PAIR + 4
+  const [XI, WI, LF] = [0, 1, 2].map((k) => 8 + 4 * PAIR + k)
+  const v128Base = 8 + 4 * PAIR + 3
   const V = 20
   const groups = Array.from({length: PAIR}, (_, g) => {
     const [MIN, MAX, MINX, SUMW, SUMX, ISC, SCALE, BEST, SL, SL2, SXL, D, TS, TM, CUR, UPD, EQ, BISC, BMIN, OK] = Array.from({length: V}, (_, k) => v128Base + V * g + k)
@@ -100,36 +100,42 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
   /** The code of x (on the stack) at iscale `isc` and min `min`. */
   const codeOf = (isc: number, min: number, x: number[], fast: boolean) => [...get(isc), ...x, ...get(min), ...F32X4_SUB, ...F32X4_MUL, ...codesOf(0, nmax, fast)]
   /** The group's weights, min, max, Σw, Σw·x, its first codes' error (the scalar up to its trial loop). */
-  const start = (g: Group) => [
+  const each = (f: (g: Group) => number[]) => groups.flatMap(f)
+  /** The groups' weights, min, max, Σw, Σw·x, their first codes' error (the scalar up to its trial loop), one loop for all. */
+  const start = [
     ...(weights === 'rms'
       ? [
-          ...zero(g.SL),
-          ...forRange(I, 0, N, 1, [...off, ...load(g.PX, OFF), ...set(XI), ...get(XI), ...get(XI), ...F32X4_MUL, ...accumulate(g.SL)]),
-          ...get(g.SL), ...f32x4c(n), ...F32X4_DIV, ...F32X4_SQRT, ...set(g.SL),
-          ...forRange(I, 0, N, 1, [...off, ...at(g.PW, OFF), ...get(g.SL), ...load(g.PX, OFF), ...F32X4_ABS, ...F32X4_ADD, ...v128Store(0)]),
+          ...each((g) => zero(g.SL)),
+          ...forRange(I, 0, N, 1, [...off, ...each((g) => [...load(g.PX, OFF), ...set(XI), ...get(XI), ...get(XI), ...F32X4_MUL, ...accumulate(g.SL)])]),
+          ...each((g) => [...get(g.SL), ...f32x4c(n), ...F32X4_DIV, ...F32X4_SQRT, ...set(g.SL)]),
+          ...forRange(I, 0, N, 1, [...off, ...each((g) => [...at(g.PW, OFF), ...get(g.SL), ...load(g.PX, OFF), ...F32X4_ABS, ...F32X4_ADD, ...v128Store(0)])]),
         ]
-      : forRange(I, 0, N, 1, [...off, ...at(g.PW, OFF), ...load(g.PX, OFF), ...F32X4_ABS, ...v128Store(0)])),
-    // min, max, Σw, Σw·x; which lanes are all finite
-    ...get(g.PX), ...v128Load(0), ...set(g.MIN), ...get(g.MIN), ...set(g.MAX),
-    ...get(g.PW), ...v128Load(0), ...set(g.SUMW), ...get(g.SUMW), ...get(g.MIN), ...F32X4_MUL, ...set(g.SUMX),
-    ...i32x4c(-1), ...set(ACC), ...foldFinite(get(g.MIN), ACC),
-    ...forRange(I, 1, N, 1, [
-      ...off, ...load(g.PX, OFF), ...set(XI), ...load(g.PW, OFF), ...set(WI), ...foldFinite(get(XI), ACC),
+      : forRange(I, 0, N, 1, [...off, ...each((g) => [...at(g.PW, OFF), ...load(g.PX, OFF), ...F32X4_ABS, ...v128Store(0)])])),
+    // min, max, Σw, Σw·x; which lanes are all finite (OK, then also the max == min lanes)
+    ...each((g) => [
+      ...get(g.PX), ...v128Load(0), ...set(g.MIN), ...get(g.MIN), ...set(g.MAX),
+      ...get(g.PW), ...v128Load(0), ...set(g.SUMW), ...get(g.SUMW), ...get(g.MIN), ...F32X4_MUL, ...set(g.SUMX),
+      ...i32x4c(-1), ...set(g.OK), ...foldFinite(get(g.MIN), g.OK),
+    ]),
+    ...forRange(I, 1, N, 1, [...off, ...each((g) => [
+      ...load(g.PX, OFF), ...set(XI), ...load(g.PW, OFF), ...set(WI), ...foldFinite(get(XI), g.OK),
       ...get(XI), ...get(g.MIN), ...get(XI), ...get(g.MIN), ...F32X4_LT, ...V128_BITSELECT, ...set(g.MIN),
       ...get(XI), ...get(g.MAX), ...get(XI), ...get(g.MAX), ...F32X4_GT, ...V128_BITSELECT, ...set(g.MAX),
       ...get(g.SUMW), ...get(WI), ...F32X4_ADD, ...set(g.SUMW),
       ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(g.SUMX),
+    ])]),
+    ...each((g) => [
+      ...get(g.MIN), ...set(g.MINX),
+      ...f32x4c(0), ...get(g.MIN), ...get(g.MIN), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...set(g.MIN),
+      ...get(g.MAX), ...get(g.MIN), ...F32X4_EQ, ...set(g.EQ),
+      ...get(g.OK), ...get(g.EQ), ...V128_OR, ...set(g.OK),
+      // the first codes, at iscale = nmax / (max − min)
+      ...f32x4c(nmax), ...get(g.MAX), ...get(g.MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(g.ISC),
+      ...f32x4c(1), ...get(g.ISC), ...F32X4_DIV, ...set(g.SCALE),
+      ...get(g.ISC), ...set(g.BISC), ...get(g.MIN), ...set(g.BMIN),
+      ...zero(g.BEST),
     ]),
-    ...get(g.MIN), ...set(g.MINX),
-    ...f32x4c(0), ...get(g.MIN), ...get(g.MIN), ...f32x4c(0), ...F32X4_GT, ...V128_BITSELECT, ...set(g.MIN),
-    ...get(g.MAX), ...get(g.MIN), ...F32X4_EQ, ...set(g.EQ),
-    ...get(ACC), ...get(g.EQ), ...V128_OR, ...set(g.OK),
-    // the first codes, at iscale = nmax / (max − min)
-    ...f32x4c(nmax), ...get(g.MAX), ...get(g.MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(g.ISC),
-    ...f32x4c(1), ...get(g.ISC), ...F32X4_DIV, ...set(g.SCALE),
-    ...get(g.ISC), ...set(g.BISC), ...get(g.MIN), ...set(g.BMIN),
-    ...zero(g.BEST),
-    ...forRange(I, 0, N, 1, [...off, ...codeOf(g.ISC, g.MIN, load(g.PX, OFF), false), ...set(WI), ...weightedError(g, g.SCALE, g.MIN, get(WI), g.BEST)]),
+    ...forRange(I, 0, N, 1, [...off, ...each((g) => [...codeOf(g.ISC, g.MIN, load(g.PX, OFF), false), ...set(WI), ...weightedError(g, g.SCALE, g.MIN, get(WI), g.BEST)])]),
   ]
   /** all ones where |ISC| · |a − MIN| < FAST_RANGE (false for NaN). */
   const inRange = (g: Group, a: number) => [...get(g.ISC), ...F32X4_ABS, ...get(a), ...get(g.MIN), ...F32X4_SUB, ...F32X4_ABS, ...F32X4_MUL, ...f32x4c(FAST_RANGE), ...F32X4_LT]
@@ -144,13 +150,14 @@ function qkx2(n: number, nmax: number, mad: boolean, weights: 'rms' | 'abs'): Fu
     ...get(WI), ...get(XI), ...F32X4_MUL, ...accumulate(g.SXL),
   ])])
   return {
-    name: `qkx2_${n}_${nmax}`, params: 2, locals: [[6 + 4 * PAIR, I32], [4 + V * PAIR, V128]],
+    name: `qkx2_${n}_${nmax}`, params: 2, locals: [[6 + 4 * PAIR, I32], [3 + V * PAIR, V128]],
     body: [
       ...i32c(n), ...set(N),
       ...forRange(G, 0, NG, PAIR, [
         // the groups of this pass: G, G+1, … (the last group again where they run out: the same results twice)
         ...groups.flatMap((g, k) => [...get(G), ...i32c(k), ...I32_ADD, ...get(NG), ...I32_LT_U, ...IF, ...get(G), ...i32c(k), ...I32_ADD, ...set(g.GI), ...ELSE, ...get(NG), ...i32c(1), ...I32_SUB, ...set(g.GI), ...END]),
-        ...groups.flatMap((g) => [...groupBases(g.GI, T, n, [[g.PX, XT], [g.PW, WT], [g.PL, LT]]), ...start(g)]),
+        ...groups.flatMap((g) => groupBases(g.GI, T, n, [[g.PX, XT], [g.PW, WT], [g.PL, LT]])),
+        ...start,
         ...forRange(T, 0, NT, 1, [
           ...groups.flatMap((g) => [
             ...i32c(CT), ...get(T), ...i32c(2), ...I32_SHL, ...I32_ADD, ...f32Load(0), ...F32X4_SPLAT, ...get(g.MAX), ...get(g.MIN), ...F32X4_SUB, ...F32X4_DIV, ...set(g.ISC),

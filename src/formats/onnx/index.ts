@@ -20,7 +20,7 @@ import {int8Records, int8Segment, int8WindowBytes, dequantizedInt8, dequantizedQ
 import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, Q4_K_KEY, Q4_SCALES_SUFFIX, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
-import {releaseTransposeBuffers, transposedRecord} from './transpose.js'
+import {BAND_BYTES, releaseTransposeBuffers, transposedRecord} from './transpose.js'
 import {planOnnx, PROTOBUF_LIMIT} from './write.js'
 
 export const ONNX_DIR = 'onnx'
@@ -34,12 +34,13 @@ export const LAYOUT_TOKENS = ['external-data', 'single-file', 'contrib-ops'] as 
 const PRODUCER_VERSION = '0.1.0'
 
 /**
- * The window of a MatMul weight read back from an ONNX source ([in, out] → [out, in]: transpose.ts;
- * one source pass per window). Half the export's: at 3B the window is most of what such a read adds
- * to peak RSS (ONNX f16 → mlx -q 4: 293 MB with 64 MiB, 253 MB with 32 MiB; 16 MiB: 236 MB for 13%
- * more CPU), and with each window built once (BlocksAhead.readRange) 32 MiB costs 9% more CPU.
+ * The window and band of a MatMul weight read back from an ONNX source ([in, out] → [out, in]:
+ * transpose.ts; one source pass per window), their buffers made at these sizes once. The window is
+ * half the export's: at 3B it is most of what such a read adds to peak RSS (ONNX f16 → mlx -q 4:
+ * 293 MB with 64 MiB, 253 MB with 32 MiB, 236 MB with 16 MiB for 23% more CPU), and with each window
+ * built once (BlocksAhead.readRange) 32 MiB costs 9% more CPU than 64.
  */
-const SOURCE_WINDOW = {windowBytes: 32 * 1024 * 1024}
+const SOURCE_WINDOW = {windowBytes: 32 * 1024 * 1024, bandBytes: BAND_BYTES}
 
 export interface OnnxLayout {
   /** Force external data on (true) or off (false); undefined = only past 2 GiB. */

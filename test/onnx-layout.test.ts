@@ -12,7 +12,9 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {readOnnx, writeOnnx} from '../src/formats/onnx/index.js'
 import {int8Records, int8WindowBytes, q4Records, SharedCodes, transposedInt8Records} from '../src/formats/onnx/int8.js'
 import {closeSharedPool, setThreads} from '../src/pool/index.js'
+import {openOnnx} from '../src/formats/onnx/read.js'
 import {transposedRecord} from '../src/formats/onnx/transpose.js'
+import {quantizedRecords} from '../src/formats/mlx/quantize.js'
 import {resetTransposeKernel} from '../src/simd/transpose.js'
 import {type Checkpoint} from '../src/formats/types.js'
 import {presetConfig} from '../src/model/presets.js'
@@ -170,7 +172,9 @@ describe('onnx weight layout', () => {
   })
   it('transposedRecord: many matrices each read to the end and then from the start again (the MLX quantizer on an ONNX source) keep one window, not one per matrix', async () => {
     const [rows, cols] = [512, 512] // 1 MiB of f32: one window per matrix
-    const records = Array.from({length: 24}, (_, k) => transposedRecord(f32Record(`w${k}`, [rows, cols], Float32Array.from({length: rows * cols}, (_, i) => (i * (k + 1)) % 97)), `w${k}`))
+    // Windows and bands of at most 1 MiB: a new buffer is made at the most a window may take.
+    const limits = {windowBytes: 1024 * 1024, bandBytes: 1024 * 1024}
+    const records = Array.from({length: 24}, (_, k) => transposedRecord(f32Record(`w${k}`, [rows, cols], Float32Array.from({length: rows * cols}, (_, i) => (i * (k + 1)) % 97)), `w${k}`, limits))
     const target = new Uint8Array(64 * 1024)
     const before = process.memoryUsage().arrayBuffers
     for (const r of records) {
@@ -179,6 +183,47 @@ describe('onnx weight layout', () => {
     }
     // Each matrix's window is 1 MiB: one kept per matrix (the old rule) would be 24 MiB more.
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(6 * 1024 * 1024)
+  })
+  it('an ONNX source read by the MLX quantizer as the writer reads (two chunks at a time, on 1 and 2 threads): one source pass per window, the same bytes', async () => {
+    // Source [in 512, out 1024] f32: transposed [1024, 512], MLX row blocks of 128 rows, windows of 256.
+    const [rows, cols] = [512, 1024]
+    const {plain, counted, bytesRead} = countedSource(rows, cols, (i) => Math.sin(i * 0.37) * 2)
+    const limits = {windowBytes: 256 * rows * 4}
+    const spec = {bits: 4, groupSize: 64}
+    const want = Buffer.from(await quantizedRecords(transposedRecord(plain, 'w'), 'w', spec, 'F16').weight.read())
+    try {
+      for (const threads of [1, 2]) {
+        setThreads(threads)
+        const {weight} = quantizedRecords(transposedRecord(counted, 'w', limits), 'w', spec, 'F16')
+        const before = bytesRead()
+        // Chunks of 300 rows (not a whole number of blocks or windows), the next asked for before the last is done.
+        const chunk = 300 * (weight.byteLength / cols)
+        const reads: Array<Promise<Uint8Array>> = []
+        for (let at = 0; at < weight.byteLength; at += chunk) reads.push(weight.read(at, Math.min(weight.byteLength, at + chunk)))
+        const parts: Uint8Array[] = []
+        for (const read of reads) parts.push(await read)
+        expect(Buffer.concat(parts)).toEqual(want)
+        expect(bytesRead() - before, `${threads} thread(s)`).toBe(4 * rows * cols * 4) // 4 windows, each built once
+      }
+    } finally {
+      setThreads(undefined)
+      await closeSharedPool()
+    }
+  }, 60_000)
+  it('ONNX initializers read into the caller\'s buffer (the transposed records\' bands reuse one), the bytes of read(); outside the tensor is an error', async () => {
+    const file = await openOnnx(path.join(root, 'f16/onnx/model_fp16.onnx'))
+    try {
+      for (const init of file.initializers) {
+        const into = new Uint8Array(init.byteLength)
+        await readIntoOf(init)!(into, 0)
+        expect(Buffer.from(into), init.name).toEqual(Buffer.from(await init.read()))
+      }
+      const last = file.initializers[file.initializers.length - 1]!
+      await expect(readIntoOf(last)!(new Uint8Array(2), last.byteLength - 1)).rejects.toThrow(/outside the tensor/)
+      await expect(last.read(0, last.byteLength + 1)).rejects.toThrow(/outside the tensor/)
+    } finally {
+      await file.close()
+    }
   })
   it('transposed int8 codes: the int8 codes transposed by hand and their scales, on 1 and 2 threads; one source pass per window, the windows of every matrix in one shared buffer', async () => {
     const [rows, cols] = [48, 40]

@@ -271,6 +271,8 @@ export function runOne(task: Task): Promise<AnyResult> {
   }
 }
 
+const nothing = (): void => undefined
+
 /**
  * Blocks of a lazily computed record, computed ahead on the pool: asking for block `b` starts
  * blocks b … b + 2·threads (those not started yet), and forgets the blocks before b - 1 that some
@@ -286,6 +288,8 @@ export class BlocksAhead<T> {
   private readonly reading = new Set<Promise<Uint8Array>>()
   /** Blocks taken and dropped: not computed ahead again (only when asked for). */
   private readonly dropped: Uint8Array
+  /** The last readRange asked for: the next one starts after it (readRange). */
+  private lastRead: Promise<unknown> = Promise.resolve()
   constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>) {
     this.dropped = new Uint8Array(count)
   }
@@ -322,9 +326,17 @@ export class BlocksAhead<T> {
    * Bytes [start, end) of a record made of these blocks, block b holding its bytes from b·blockBytes
    * (`block(b)`: this.get, or a caller's source that may serve some blocks otherwise); then the blocks
    * whose end this read took are released. `totalBytes`: the record's length.
+   *
+   * Reads run one after another, in the order asked. A writer asks for its next chunks while one is
+   * still being made (read-ahead): run at once, each read asked for its own blocks, so the source was
+   * read at two places in turn, and a source that serves reads from a window (an ONNX MatMul weight,
+   * transposed: src/formats/onnx/transpose.ts) rebuilt its window at every turn (3B ONNX → MLX 4-bit:
+   * a 3-window matrix built up to 16 times). One after another, the blocks the last read started
+   * ahead already keep the workers busy.
    */
   readRange(start: number, end: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array> = (b) => this.get(b) as Promise<Uint8Array>): Promise<Uint8Array> {
-    const read = this.copyRange(start, end, blockBytes, totalBytes, block)
+    const read = this.lastRead.then(() => this.copyRange(start, end, blockBytes, totalBytes, block))
+    this.lastRead = read.then(nothing, nothing) // not its bytes: the record outlives the read
     this.reading.add(read)
     const done = () => this.reading.delete(read)
     read.then(done, done)

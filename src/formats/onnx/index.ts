@@ -20,7 +20,7 @@ import {int8Records, int8Segment, int8WindowBytes, dequantizedInt8, dequantizedQ
 import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, Q4_K_KEY, Q4_SCALES_SUFFIX, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
-import {releaseTransposeBuffers, transposedRecord} from './transpose.js'
+import {BAND_BYTES, releaseTransposeBuffers, transposedRecord} from './transpose.js'
 import {planOnnx, PROTOBUF_LIMIT} from './write.js'
 
 export const ONNX_DIR = 'onnx'
@@ -32,6 +32,15 @@ export {ONNX_VARIANTS, type OnnxVariant, parseOnnxVariants, Q4_FILE, Q4F16_FILE,
 /** `--layout` tokens. */
 export const LAYOUT_TOKENS = ['external-data', 'single-file', 'contrib-ops'] as const
 const PRODUCER_VERSION = '0.1.0'
+
+/**
+ * The window and band of a MatMul weight read back from an ONNX source ([in, out] → [out, in]:
+ * transpose.ts; one source pass per window), their buffers made at these sizes once. The window is
+ * half the export's: at 3B it is most of what such a read adds to peak RSS (ONNX f16 → mlx -q 4:
+ * 293 MB with 64 MiB, 253 MB with 32 MiB, 236 MB with 16 MiB for 23% more CPU), and with each window
+ * built once (BlocksAhead.readRange) 32 MiB costs 9% more CPU than 64.
+ */
+const SOURCE_WINDOW = {windowBytes: 32 * 1024 * 1024, bandBytes: BAND_BYTES}
 
 export interface OnnxLayout {
   /** Force external data on (true) or off (false); undefined = only past 2 GiB. */
@@ -142,12 +151,12 @@ export async function readOnnx(p: string, options: ReadOptions = {}): Promise<Ch
         if (!scales || scales.dtype !== 'F32' || scales.byteLength !== rows * 4 || init.shape.length !== 2) {
           throw new FormatError('onnx.int8', `${modelFile}: int8 initializer ${init.name} needs an F32 ${init.name}${INT8_SCALE_SUFFIX} of ${rows} values (one per output channel)`, {path: modelFile, tensor: init.name})
         }
-        const codes = transposed ? transposedRecord(init, canonical) : renamed(init, canonical)
+        const codes = transposed ? transposedRecord(init, canonical, SOURCE_WINDOW) : renamed(init, canonical)
         weights.push(dequantizedInt8(canonical, codes.shape, codes, scales))
         stored.set(canonical, {name: canonical, shape: codes.shape, segments: [int8Segment(init.name, rows, codes, scales)]})
         continue
       }
-      weights.push(transposed ? transposedRecord(init, canonical) : renamed(init, canonical))
+      weights.push(transposed ? transposedRecord(init, canonical, SOURCE_WINDOW) : renamed(init, canonical))
     }
     const configPath = path.join(root, 'config.json')
     const resolved = await resolveConfig(weights, configPath, options)

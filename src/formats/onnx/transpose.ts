@@ -15,7 +15,7 @@ import {dtypeSize} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
 
 const WINDOW_BYTES = 64 * 1024 * 1024
-const BAND_BYTES = 4 * 1024 * 1024
+export const BAND_BYTES = 4 * 1024 * 1024
 
 interface Window {first: number; count: number; bytes: Uint8Array}
 
@@ -29,10 +29,19 @@ interface Window {first: number; count: number; bytes: Uint8Array}
  */
 interface Kept {buffer: ArrayBuffer; owner?: object; window?: Window}
 const FREE: {window?: Kept; band?: Kept} = {}
-function take(kind: keyof typeof FREE, size: number): Uint8Array {
+/**
+ * `size` bytes of the kept buffer, else of a new one of `capacity` bytes. A reader of an ONNX source
+ * asks for the most its window or band may take: made for the matrix at hand, each bigger matrix made
+ * a bigger one, and the smaller ones stayed until a collection (ONNX f16 → gguf at 3B: 30 MB above the
+ * steady peak while the matrices grew; the pages of a buffer past what is written are never touched).
+ * The export makes them to size: its fewer, bigger allocations ran fewer collections, and the fp16
+ * file's window, let go at the file's end (releaseTransposeBuffers), stayed alive under the q8 file
+ * (3B `--variants fp16,q8,q4,q4f16`: 287 → 349 MB).
+ */
+function take(kind: keyof typeof FREE, size: number, capacity: number): Uint8Array {
   const free = FREE[kind]
   FREE[kind] = undefined // too small: let it go before the bigger one is made
-  return free && free.buffer.byteLength >= size ? new Uint8Array(free.buffer, 0, size) : new Uint8Array(size)
+  return new Uint8Array(free && free.buffer.byteLength >= size ? free.buffer : new ArrayBuffer(Math.max(size, capacity)), 0, size)
 }
 /** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
 export function releaseTransposeBuffers(): void {
@@ -64,7 +73,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     const start = r0 * cols * size
     const end = r1 * cols * size
     if (!readInto) return record.read(start, end)
-    spare.band ??= take('band', bandRows * cols * size)
+    spare.band ??= take('band', bandRows * cols * size, limits.bandBytes ?? 0)
     const band = spare.band.subarray(0, end - start)
     // In writer-sized chunks: a cast source reads through its shared scratch buffers (chunk-sized;
     // a whole 4 MiB band of f16 would allocate its 8 MiB of f32 every time).
@@ -85,7 +94,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     const count = Math.min(windowRows, cols - first)
     // One buffer serves every window: reads copy out of it, never hand it out.
     cache = undefined
-    spare.window ??= take('window', windowRows * outRowBytes)
+    spare.window ??= take('window', windowRows * outRowBytes, limits.windowBytes ?? 0)
     const bytes = spare.window.subarray(0, count * outRowBytes)
     const kernel = transposeKernel()
     for (let r0 = 0; r0 < rows; r0 += bandRows) {

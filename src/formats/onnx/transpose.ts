@@ -10,7 +10,7 @@
  * window to window). Bands are transposed by the SIMD tile kernel (src/simd/transpose.ts; an
  * element loop wrote each value a whole output row from the last: ~20 ns an element).
  */
-import {transposeKernel} from '../../simd/transpose.js'
+import {BLOCK_BYTES, transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
 
@@ -32,7 +32,10 @@ const FREE: {window?: Kept; band?: Kept} = {}
 function take(kind: keyof typeof FREE, size: number): Uint8Array {
   const free = FREE[kind]
   FREE[kind] = undefined // too small: let it go before the bigger one is made
-  return free && free.buffer.byteLength >= size ? new Uint8Array(free.buffer, 0, size) : new Uint8Array(size)
+  if (free && free.buffer.byteLength >= size) return new Uint8Array(free.buffer, 0, size)
+  // A window lives in a kernel module's memory where there is SIMD: bands are transposed straight into it.
+  const window = kind === 'window' ? transposeWindow(Math.max(size, WINDOW_BYTES)) : undefined
+  return window ? new Uint8Array(window.buffer, 0, size) : new Uint8Array(size)
 }
 /** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
 export function releaseTransposeBuffers(): void {
@@ -60,12 +63,16 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   let spare: {band?: Uint8Array; window?: Uint8Array} = {}
   const owner = {}
 
-  const readBand = async (r0: number, r1: number): Promise<Uint8Array> => {
+  /** Rows [r0, r1) of the source, into `into` when given (else into the kept band buffer, or as `read` gives them). */
+  const readBand = async (r0: number, r1: number, into?: Uint8Array): Promise<Uint8Array> => {
     const start = r0 * cols * size
     const end = r1 * cols * size
-    if (!readInto) return record.read(start, end)
-    spare.band ??= take('band', bandRows * cols * size)
-    const band = spare.band.subarray(0, end - start)
+    if (!readInto) {
+      const bytes = await record.read(start, end)
+      into?.set(bytes)
+      return into ?? bytes
+    }
+    const band = into ?? (spare.band ??= take('band', bandRows * cols * size)).subarray(0, end - start)
     // In writer-sized chunks: a cast source reads through its shared scratch buffers (chunk-sized;
     // a whole 4 MiB band of f16 would allocate its 8 MiB of f32 every time).
     for (let at = 0; at < band.byteLength; at += CHUNK_BYTES) await readInto(band.subarray(at, Math.min(band.byteLength, at + CHUNK_BYTES)), start + at)
@@ -87,9 +94,16 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     cache = undefined
     spare.window ??= take('window', windowRows * outRowBytes)
     const bytes = spare.window.subarray(0, count * outRowBytes)
+    // Straight into the window when it is a kernel's memory with room for the band after it;
+    // else through the thread's kernel (a copy in, one per column out), else the element loop.
+    const direct = transposeWindowOf(bytes.buffer)
     const kernel = transposeKernel()
     for (let r0 = 0; r0 < rows; r0 += bandRows) {
       const r1 = Math.min(rows, r0 + bandRows)
+      if (direct && (size === 2 || size === 4) && bytes.byteLength <= direct.windowBytes && (r1 - r0) * cols * size <= BLOCK_BYTES) {
+        await readBand(r0, r1, direct.band((r1 - r0) * cols * size))
+        if (direct.columns(r1 - r0, cols, first, count, size, r0 * size, outRowBytes)) continue
+      }
       const band = await readBand(r0, r1)
       if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
       transposeBand(band, r0, r1, first, count, bytes)

@@ -89,21 +89,38 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
       yield {type: 'start', total: entries.length, totalBytes, label: 'writing onnx'}
       const model = await FileWriter.create(modelFile)
       const data = external !== undefined && dataFile ? await FileWriter.create(dataFile) : undefined
+      // One write in flight while the next chunk is read (and cast, and transposed) into the other
+      // of two chunk buffers: the main thread and the disk work at the same time. Only one: a
+      // FileWriter's small writes share its pending buffer, so another write waits for this one.
+      let inFlight: {writer: FileWriter; done: Promise<void>} | undefined
+      const settle = async (writer?: FileWriter): Promise<void> => {
+        if (!inFlight || (writer && inFlight.writer !== writer)) return
+        const {done} = inFlight
+        inFlight = undefined
+        await done
+      }
+      const writeSettled = async (writer: FileWriter, bytes: Uint8Array): Promise<void> => {
+        await settle(writer)
+        await writer.write(bytes)
+      }
       try {
         await model.write(modelHead)
         await model.write(graphPrefix)
         await model.write(graphHead)
         let done = 0
-        // One chunk buffer for every initializer whose record reads into a buffer (the writer is done
-        // with a chunk once its write resolves).
-        const buffer = new Uint8Array(CHUNK_BYTES)
+        // Two chunk buffers for every initializer whose record reads into a buffer (chunk k goes into
+        // buffer k mod 2: the write of chunk k - 1 is settled before chunk k + 1 is read).
+        const buffers = [new Uint8Array(CHUNK_BYTES), new Uint8Array(CHUNK_BYTES)]
         for (const [index, entry] of entries.entries()) {
-          await model.write(entry.prefix)
+          await writeSettled(model, entry.prefix)
           const target = data ?? model
-          if (data && data.position < entry.dataStart) await data.write(new Uint8Array(entry.dataStart - data.position))
+          if (data && data.position < entry.dataStart) await writeSettled(data, new Uint8Array(entry.dataStart - data.position))
           let written = 0
-          for await (const chunk of readChunksInto(sources.get(entry.init.name)!, CHUNK_BYTES, buffer)) {
-            await target.write(chunk)
+          for await (const chunk of readChunksInto(sources.get(entry.init.name)!, CHUNK_BYTES, buffers)) {
+            await settle()
+            const pending = target.write(chunk)
+            pending.catch(() => undefined) // awaited by the next settle; never an unhandled rejection meanwhile
+            inFlight = {writer: target, done: pending}
             written += chunk.byteLength
             yield {type: 'bytes', bytesDone: done + written, totalBytes}
           }
@@ -113,10 +130,12 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
           done += written
           yield {type: 'tensor', name: entry.init.name, index: index + 1, total: entries.length, bytesDone: done, totalBytes}
         }
+        await settle()
         if (model.position !== modelBytes) throw new FormatError('onnx.plan', `wrote ${model.position} model bytes, planned ${modelBytes}`)
         await model.close()
         await data?.close()
       } catch (error) {
+        await settle().catch(() => undefined)
         await model.abort()
         await data?.abort()
         throw error

@@ -6,9 +6,11 @@
  * in registers by three (two) rounds of lane interleaving, and stored as rows. The result is a plain
  * permutation of the bytes, so it is checked against the element loop (test/simd-transpose.test.ts).
  *
- * The module owns its memory (`BLOCK_BYTES` of input and as much output); callers copy a block in,
- * run the kernel and copy the rows out, all synchronously, so one instance per thread serves every
- * record. OPENELM_SIMD=0 (or no WebAssembly SIMD) leaves callers on their scalar loops.
+ * The module owns its memory. TransposeKernel (`BLOCK_BYTES` of input and as much output): callers
+ * copy a block in, run the kernel and copy the rows out, all synchronously, so one instance per
+ * thread serves every record. TransposeWindow (a whole window of output rows plus two band slots,
+ * an instance per window buffer): bands are read into it and transposed in place, no copies.
+ * OPENELM_SIMD=0 (or no WebAssembly SIMD) leaves callers on their scalar loops.
  */
 import {assemble, type Func, get, I32, I32_ADD, I32_MUL, i32c, instantiateSimd, lazyKernels, set, V128, v128Load, v128Store} from './asm.js'
 import {forLoop} from './kernels.js'
@@ -138,13 +140,14 @@ export class TransposeKernel extends InMemory {
 }
 
 /**
- * A window of transposed rows that lives in a kernel module's memory, with room for one source band
- * after it: a band is read straight into `band()` and transposed straight into the window (the
- * window is `new Uint8Array(buffer, 0, n)`, n ≤ `windowBytes`), with no copy in between.
+ * A window of transposed rows that lives in a kernel module's memory, with room for two source bands
+ * after it: a band is read straight into `band(slot)` and transposed straight into the window (the
+ * window is `new Uint8Array(buffer, 0, n)`, n ≤ `windowBytes`), with no copy in between; the other
+ * slot takes the next band meanwhile.
  */
 export class TransposeWindow extends InMemory {
   readonly buffer: ArrayBuffer
-  /** Room for the window (the band's bytes come after it). */
+  /** Room for the window (the two bands' room comes after it). */
   readonly windowBytes: number
   constructor(x: Exports, windowBytes: number) {
     super(x)
@@ -152,21 +155,26 @@ export class TransposeWindow extends InMemory {
     this.windowBytes = windowBytes
   }
 
-  /** The first `byteLength` bytes of the band's room (at most BLOCK_BYTES). */
-  band(byteLength: number): Uint8Array {
-    return this.u8.subarray(this.windowBytes, this.windowBytes + byteLength)
+  /** Whether a window of `windowBytes` built from bands of `bandElements` elements of `size` bytes fits, with a kernel. */
+  fits(windowBytes: number, bandElements: number, size: number): size is 2 | 4 {
+    return (size === 2 || size === 4) && windowBytes <= this.windowBytes && bandElements * size <= BLOCK_BYTES
+  }
+
+  /** The first `byteLength` bytes (at most BLOCK_BYTES) of band slot 0 or 1. */
+  band(slot: number, byteLength: number): Uint8Array {
+    const at = this.windowBytes + slot * BLOCK_BYTES
+    return this.u8.subarray(at, at + byteLength)
   }
 
   /**
-   * Columns [first, first + cols) of the `rows` × `stride` band (in `band()`) into the window as
-   * rows: element (r, c) to window byte c·dstStride + dst + r·size. False (nothing done) when the
-   * band or the rows written do not fit, or the element size has no kernel.
+   * Columns [first, first + cols) of the `rows` × `stride` band in `slot` into the window as rows:
+   * element (r, c) to window byte c·dstStride + dst + r·size (what `fits` allowed).
    */
-  columns(rows: number, stride: number, first: number, cols: number, size: number, dst: number, dstStride: number): boolean {
-    if ((size !== 2 && size !== 4) || rows * stride * size > BLOCK_BYTES) return false
-    if (cols > 0 && rows > 0 && dst + (cols - 1) * dstStride + rows * size > this.windowBytes) return false
-    this.transpose(this.windowBytes, rows, stride, first, cols, size, dst, dstStride)
-    return true
+  columns(slot: number, rows: number, stride: number, first: number, cols: number, size: 2 | 4, dst: number, dstStride: number): void {
+    if (rows * stride * size > BLOCK_BYTES || (cols > 0 && rows > 0 && dst + (cols - 1) * dstStride + rows * size > this.windowBytes)) {
+      throw new RangeError(`transpose window: a ${rows} × ${stride} band into ${cols} rows of ${dstStride} bytes does not fit`)
+    }
+    this.transpose(this.windowBytes + slot * BLOCK_BYTES, rows, stride, first, cols, size, dst, dstStride)
   }
 }
 
@@ -179,13 +187,13 @@ export function transposeKernel(): TransposeKernel | undefined {
 }
 
 /**
- * A new window of `windowBytes` (plus a band's room) in its own module memory, or undefined
+ * A new window of `windowBytes` (plus two bands' room) in its own module memory, or undefined
  * without WebAssembly SIMD (or with OPENELM_SIMD=0). `transposeWindowOf(buffer)` finds it again.
  */
 export function transposeWindow(windowBytes: number): TransposeWindow | undefined {
   if (!transposeKernel()) return undefined
   const room = Math.ceil(windowBytes / 65_536) * 65_536
-  const exports = instantiateSimd(() => transposeBytes((room + BLOCK_BYTES) >>> 16))
+  const exports = instantiateSimd(() => transposeBytes((room + 2 * BLOCK_BYTES) >>> 16))
   if (!exports) return undefined
   const window = new TransposeWindow(exports as unknown as Exports, room)
   WINDOWS.set(window.buffer, window)

@@ -6,11 +6,14 @@
  *
  * Reads are served from a window of whole output rows (at most WINDOW_BYTES, one band-by-band
  * pass over the source per window), so sequential chunked reads cost about size / WINDOW_BYTES
- * passes and memory stays bounded by the window plus one source band (both buffers reused from
- * window to window). Bands are transposed by the SIMD tile kernel (src/simd/transpose.ts; an
- * element loop wrote each value a whole output row from the last: ~20 ns an element).
+ * passes and memory stays bounded by the window plus two source bands (buffers reused from
+ * window to window). With WebAssembly SIMD the window lives in a transpose module's memory
+ * (src/simd/transpose.ts TransposeWindow): bands are read straight into its two band slots, the
+ * next while one is transposed, and transposed straight into the window by the SIMD tile kernel
+ * (a copy into the kernel's memory and one per column out of it were 35% of a 1.1B f32 export's
+ * main thread; an element loop wrote each value a whole output row from the last: ~20 ns an element).
  */
-import {BLOCK_BYTES, transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
+import {transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
 
@@ -94,19 +97,30 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     cache = undefined
     spare.window ??= take('window', windowRows * outRowBytes)
     const bytes = spare.window.subarray(0, count * outRowBytes)
-    // Straight into the window when it is a kernel's memory with room for the band after it;
-    // else through the thread's kernel (a copy in, one per column out), else the element loop.
     const direct = transposeWindowOf(bytes.buffer)
-    const kernel = transposeKernel()
-    for (let r0 = 0; r0 < rows; r0 += bandRows) {
-      const r1 = Math.min(rows, r0 + bandRows)
-      if (direct && (size === 2 || size === 4) && bytes.byteLength <= direct.windowBytes && (r1 - r0) * cols * size <= BLOCK_BYTES) {
-        await readBand(r0, r1, direct.band((r1 - r0) * cols * size))
-        if (direct.columns(r1 - r0, cols, first, count, size, r0 * size, outRowBytes)) continue
+    if (direct?.fits(bytes.byteLength, bandRows * cols, size)) {
+      // Straight into the window (a kernel's memory, with room for two bands after it): band k + 1 is
+      // read while band k is transposed.
+      const slot = (r0: number) => direct.band((r0 / bandRows) % 2, (Math.min(rows, r0 + bandRows) - r0) * cols * size)
+      let next = readBand(0, Math.min(rows, bandRows), slot(0))
+      for (let r0 = 0; r0 < rows; r0 += bandRows) {
+        const r1 = Math.min(rows, r0 + bandRows)
+        await next
+        if (r1 < rows) {
+          next = readBand(r1, Math.min(rows, r1 + bandRows), slot(r1))
+          next.catch(() => undefined) // awaited next round; never an unhandled rejection meanwhile
+        }
+        direct.columns((r0 / bandRows) % 2, r1 - r0, cols, first, count, size, r0 * size, outRowBytes)
       }
-      const band = await readBand(r0, r1)
-      if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
-      transposeBand(band, r0, r1, first, count, bytes)
+    } else {
+      // Through the thread's kernel (a copy in, one per column out), else the element loop.
+      const kernel = transposeKernel()
+      for (let r0 = 0; r0 < rows; r0 += bandRows) {
+        const r1 = Math.min(rows, r0 + bandRows)
+        const band = await readBand(r0, r1)
+        if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
+        transposeBand(band, r0, r1, first, count, bytes)
+      }
     }
     cache = {first, count, bytes}
     return cache

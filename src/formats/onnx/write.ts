@@ -21,10 +21,11 @@ const GRAPH_FIELD = 7
 const INITIALIZER_FIELD = 5
 const RAW_DATA_FIELD = 9
 /**
- * Chunks written behind the reads (CHUNK_BYTES each): about one transposed window's writes (a 1.1B
- * matrix's: 10–60 MB, ~20 ms of writing), queued while the next matrix's window is built (~17 ms).
+ * Chunks written behind the reads (CHUNK_BYTES each). 32 (about one 1.1B matrix's window of writes,
+ * queued while the next window is built) was no faster than 2 on the loaded 2 shared cores, and its
+ * 30 MB more would take 3B `--variants` past 300 MB (bench/RESULTS.md, branch onnxfloat).
  */
-export const WRITE_BEHIND = 32
+export const WRITE_BEHIND = 4
 
 export interface OnnxPlan {
   /** Bytes of the .onnx file. */

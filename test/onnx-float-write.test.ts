@@ -102,7 +102,7 @@ describe('transpose window in a kernel module\'s memory', () => {
         const want = transposed(bytes, rows, cols, size)
         const [fast, scalar] = await simdThenScalar(async () => {
           const out: Buffer[] = []
-          for (const limits of [{}, {windowBytes: 5 * rows * size, bandBytes: 3 * cols * size}, {windowBytes: 1, bandBytes: 1}]) {
+          for (const limits of [{}, {windowBytes: 5 * rows * size, bandBytes: 3 * cols * size}, {windowBytes: 1, bandBytes: 1}].map((l) => ({...l, windowInKernel: true}))) {
             // No kept buffer: the window is made anew (in a kernel's memory where SIMD is on).
             releaseTransposeBuffers()
             const t = transposedRecord(src, 'w', limits)
@@ -125,7 +125,7 @@ describe('transpose window in a kernel module\'s memory', () => {
     const bytes = new Uint8Array(edgeValues(rows * cols).buffer)
     const plain = memoryRecord('w', 'F32', [rows, cols], bytes)
     releaseTransposeBuffers()
-    const got = await transposedRecord(plain, 'w', {bandBytes: 4 * cols * 4}).read()
+    const got = await transposedRecord(plain, 'w', {bandBytes: 4 * cols * 4, windowInKernel: true}).read()
     expect(Buffer.from(got).equals(Buffer.from(transposed(bytes, rows, cols, 4)))).toBe(true)
   })
 })
@@ -164,7 +164,7 @@ describe('onnx float export: the written files', () => {
     await fs.rm(root, {recursive: true, force: true})
   })
 
-  it('f32 (external data) and f16 (raw_data): the same bytes with SIMD and with the element loop, read back bit-exact', async () => {
+  it('f32 (external data) and f16 (raw_data): the same bytes with SIMD (windows in a kernel\'s memory: one model file) and with the element loop, read back bit-exact', async () => {
     for (const [name, options, dtype] of [['f32', {layout: 'external-data'}, 'F32'], ['f16', {dtype: 'F16'}, 'F16']] as const) {
       const [simd, scalar] = await simdThenScalar(async () => {
         const out = path.join(root, `${name}-${process.env.OPENELM_SIMD === '0' ? 'scalar' : 'simd'}`)

@@ -32,12 +32,12 @@ interface Window {first: number; count: number; bytes: Uint8Array}
  */
 interface Kept {buffer: ArrayBuffer; owner?: object; window?: Window}
 const FREE: {window?: Kept; band?: Kept} = {}
-function take(kind: keyof typeof FREE, size: number): Uint8Array {
+function take(kind: keyof typeof FREE, size: number, inKernel = false): Uint8Array {
   const free = FREE[kind]
   FREE[kind] = undefined // too small: let it go before the bigger one is made
   if (free && free.buffer.byteLength >= size) return new Uint8Array(free.buffer, 0, size)
-  // A window lives in a kernel module's memory where there is SIMD: bands are transposed straight into it.
-  const window = kind === 'window' ? transposeWindow(Math.max(size, WINDOW_BYTES)) : undefined
+  // `inKernel`: a window in a kernel module's memory (where there is SIMD), bands transposed straight into it.
+  const window = inKernel ? transposeWindow(Math.max(size, WINDOW_BYTES)) : undefined
   return window ? new Uint8Array(window.buffer, 0, size) : new Uint8Array(size)
 }
 /** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
@@ -50,8 +50,14 @@ function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined, owner?: ob
   if (buffer && buffer.byteLength >= (FREE[kind]?.buffer.byteLength ?? 0)) FREE[kind] = {buffer, ...(owner ? {owner} : {}), ...(window ? {window} : {})}
 }
 
-/** `onDone`: called once the tensor's last byte has been read (the source may let its data go). */
-export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number; onDone?: () => void} = {}): TensorRecord {
+/**
+ * `onDone`: called once the tensor's last byte has been read (the source may let its data go).
+ * `windowInKernel`: a window this record makes lives in a transpose module's memory (the fast path).
+ * Only for the process's last use of windows (an export's last model file): a module's memory is
+ * freed by a full collection, which V8 may not run for the rest of the process (a 3B fp16 file's
+ * 64 MiB window stayed resident under the next file's q8 codes: 313 vs 226 MB with a forced GC).
+ */
+export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number; onDone?: () => void; windowInKernel?: boolean} = {}): TensorRecord {
   if (record.shape.length !== 2) throw new Error(`transposedRecord: ${record.name} is not 2-D`)
   const [rows, cols] = record.shape as [number, number]
   const size = dtypeSize(record.dtype)
@@ -95,7 +101,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     const count = Math.min(windowRows, cols - first)
     // One buffer serves every window: reads copy out of it, never hand it out.
     cache = undefined
-    spare.window ??= take('window', windowRows * outRowBytes)
+    spare.window ??= take('window', windowRows * outRowBytes, limits.windowInKernel)
     const bytes = spare.window.subarray(0, count * outRowBytes)
     const direct = transposeWindowOf(bytes.buffer)
     if (direct?.fits(bytes.byteLength, bandRows * cols, size)) {

@@ -7,13 +7,13 @@
  * Reads are served from a window of whole output rows (at most WINDOW_BYTES, one band-by-band
  * pass over the source per window), so sequential chunked reads cost about size / WINDOW_BYTES
  * passes and memory stays bounded by the window plus two source bands (buffers reused from
- * window to window). With WebAssembly SIMD and `windowInKernel` the window lives in a transpose module's memory
- * (src/simd/transpose.ts TransposeWindow): bands are read straight into its two band slots, the
- * next while one is transposed, and transposed straight into the window by the SIMD tile kernel
- * (a copy into the kernel's memory and one per column out of it were 0.85 s of the 2.1 s a 1.1B f32
- * export's main thread was busy; an element loop wrote each value a whole output row from the last:
- * ~20 ns an element). Without SIMD, or for windows not asked to (`windowInKernel`), bands go through
- * the thread's kernel and are copied out column by column.
+ * window to window). With WebAssembly SIMD and `windowInKernel` the window lives in a transpose
+ * module's memory (src/simd/transpose.ts TransposeWindow): bands are read straight into its two
+ * band slots, the next while one is transposed, and transposed straight into the window by the
+ * SIMD tile kernel (a copy into the kernel's memory and one per column out of it were 0.85 s of the
+ * 2.1 s a 1.1B f32 export's main thread was busy; an element loop wrote each value a whole output
+ * row from the last: ~20 ns an element). Without SIMD, or for windows not asked to, bands go
+ * through the thread's kernel and are copied out column by column.
  */
 import {transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'

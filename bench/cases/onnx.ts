@@ -6,14 +6,14 @@ import path from 'node:path'
 import {cpOf, ensureHf11, ensureHf270, hf11, hf270} from '../sources.js'
 import {type BenchCase, type BenchContext} from '../types.js'
 
-function exportCase(preset: string, src: (ctx: BenchContext) => string, setup: (ctx: BenchContext) => Promise<void>, what: string): BenchCase {
-  const out = (ctx: BenchContext) => path.join(ctx.work, `out-onnx-${preset}`)
-  const cp = (ctx: BenchContext) => path.join(ctx.work, `cp-onnx-${preset}`)
+function exportCase(preset: string, src: (ctx: BenchContext) => string, setup: (ctx: BenchContext) => Promise<void>, what: string, dtype: 'f32' | 'f16' = 'f32'): BenchCase {
+  const out = (ctx: BenchContext) => path.join(ctx.work, `out-onnx-${preset}-${dtype}`)
+  const cp = (ctx: BenchContext) => path.join(ctx.work, `cp-onnx-${preset}-${dtype}`)
   return {
-    name: `onnx/${preset}-f32`,
-    description: `convert ${preset} f32 → onnx (${what})`,
+    name: `onnx/${preset}-${dtype}`,
+    description: `convert ${preset} f32 → onnx ${dtype === 'f16' ? '--dtype f16 ' : ''}(${what})`,
     setup,
-    command: (ctx) => [...ctx.cli, 'convert', src(ctx), '--to', 'onnx', '--out', out(ctx)],
+    command: (ctx) => [...ctx.cli, 'convert', src(ctx), '--to', 'onnx', ...(dtype === 'f16' ? ['--dtype', 'f16'] : []), '--out', out(ctx)],
     baseline: (ctx) => cpOf(ctx, src(ctx), path.basename(cp(ctx))),
     outputs: (ctx) => [out(ctx), cp(ctx)],
     bytes: (ctx) => ctx.sizeOf(src(ctx)),
@@ -66,4 +66,5 @@ export const cases: BenchCase[] = [
   variantsCase('variants', 'five model files in one folder', ['--variants', 'q4f16,fp16,q8,q4,fp32']),
   exportCase('270M', hf270, ensureHf270, '1.09 GB, one model.onnx'),
   exportCase('1.1B', hf11, ensureHf11, '4.3 GB, model.onnx + model.onnx_data external data'),
+  exportCase('1.1B', hf11, ensureHf11, '4.3 GB → 2.2 GB model_fp16.onnx_data, external data', 'f16'),
 ]

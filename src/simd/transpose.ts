@@ -6,11 +6,13 @@
  * in registers by three (two) rounds of lane interleaving, and stored as rows. The result is a plain
  * permutation of the bytes, so it is checked against the element loop (test/simd-transpose.test.ts).
  *
- * The module owns its memory (`BLOCK_BYTES` of input and as much output); callers copy a block in,
- * run the kernel and copy the rows out, all synchronously, so one instance per thread serves every
- * record. OPENELM_SIMD=0 (or no WebAssembly SIMD) leaves callers on their scalar loops.
+ * The module owns its memory. TransposeKernel (`BLOCK_BYTES` of input and as much output): callers
+ * copy a block in, run the kernel and copy the rows out, all synchronously, so one instance per
+ * thread serves every record. TransposeWindow (a whole window of output rows plus two band slots,
+ * an instance per window buffer): bands are read into it and transposed in place, no copies.
+ * OPENELM_SIMD=0 (or no WebAssembly SIMD) leaves callers on their scalar loops.
  */
-import {assemble, type Func, get, I32, I32_ADD, I32_MUL, i32c, lazyKernels, set, V128, v128Load, v128Store} from './asm.js'
+import {assemble, type Func, get, I32, I32_ADD, I32_MUL, i32c, instantiateSimd, lazyKernels, set, V128, v128Load, v128Store} from './asm.js'
 import {forLoop} from './kernels.js'
 
 /** Bytes of one input block (and of its transposed output) the module holds. */
@@ -76,21 +78,51 @@ function transposeFunc(fname: string, size: 2 | 4): Func {
   }
 }
 
-/** The module's bytes (assembled on first use by lazyKernels). */
-function transposeBytes(): Uint8Array {
-  return assemble([transposeFunc('t16', 2), transposeFunc('t32', 4)], PAGES)
+/** A module of `pages` pages of memory (assembled on first use). */
+function transposeBytes(pages = PAGES): Uint8Array {
+  return assemble([transposeFunc('t16', 2), transposeFunc('t32', 4)], pages)
 }
 
 type Fn = (...args: number[]) => void
 interface Exports {t16: Fn; t32: Fn; mem: {buffer: ArrayBuffer}}
 
-/** This thread's transpose kernel over its own memory. */
-export class TransposeKernel {
-  private readonly u8: Uint8Array
+/** Transposing within one module's memory: the tile kernel in strips, the edges byte by byte. */
+class InMemory {
+  protected readonly u8: Uint8Array
   constructor(private readonly x: Exports) {
     this.u8 = new Uint8Array(x.mem.buffer)
   }
 
+  /**
+   * Columns [first, first + cols) of the `rows` × `stride` block at `src` (elements of `size` bytes,
+   * row-major, offsets in this memory) to dst + c·dstStride + r·size.
+   */
+  protected transpose(src: number, rows: number, stride: number, first: number, cols: number, size: 2 | 4, dst: number, dstStride: number): void {
+    const tile = 16 / size
+    const u8 = this.u8
+    const rowBytes = stride * size
+    const mainRows = rows - (rows % tile)
+    const mainCols = cols - (cols % tile)
+    // In strips of columns, so that the rows being written stay few (cache lines and pages).
+    const run = size === 2 ? this.x.t16 : this.x.t32
+    for (let c = 0; mainRows > 0 && c < mainCols; c += STRIP) run(src + (first + c) * size, dst + c * dstStride, mainRows, Math.min(STRIP, mainCols - c), rowBytes, dstStride)
+    // The edges (rows or columns past the last whole tile), byte by byte.
+    const edge = (r0: number, r1: number, c0: number, c1: number) => {
+      for (let r = r0; r < r1; r++) {
+        for (let c = c0; c < c1; c++) {
+          const s = src + r * rowBytes + (first + c) * size
+          const d = dst + c * dstStride + r * size
+          for (let b = 0; b < size; b++) u8[d + b] = u8[s + b]!
+        }
+      }
+    }
+    edge(mainRows, rows, 0, cols)
+    edge(0, mainRows, mainCols, cols)
+  }
+}
+
+/** This thread's transpose kernel over its own memory. */
+export class TransposeKernel extends InMemory {
   /**
    * Transpose the `cols` columns from `first` of the `rows` × `stride` block `src` (elements of
    * `size` bytes, row-major) into `into(c, bytes)`: called once per column c < cols with that
@@ -99,38 +131,78 @@ export class TransposeKernel {
    */
   columns(src: Uint8Array, rows: number, stride: number, first: number, cols: number, size: number, into: (c: number, bytes: Uint8Array) => void): boolean {
     if ((size !== 2 && size !== 4) || src.byteLength > BLOCK_BYTES || rows * cols * size > BLOCK_BYTES) return false
-    const tile = 16 / size
-    const u8 = this.u8
-    u8.set(src, IN)
-    const rowBytes = stride * size
+    this.u8.set(src, IN)
     const colBytes = rows * size
-    const mainRows = rows - (rows % tile)
-    const mainCols = cols - (cols % tile)
-    // In strips of columns, so that the rows being written stay few (cache lines and pages).
-    const run = size === 2 ? this.x.t16 : this.x.t32
-    for (let c = 0; mainRows > 0 && c < mainCols; c += STRIP) run(IN + (first + c) * size, OUT + c * colBytes, mainRows, Math.min(STRIP, mainCols - c), rowBytes, colBytes)
-    // The edges (rows or columns past the last whole tile), byte by byte.
-    const edge = (r0: number, r1: number, c0: number, c1: number) => {
-      for (let r = r0; r < r1; r++) {
-        for (let c = c0; c < c1; c++) {
-          const s = IN + r * rowBytes + (first + c) * size
-          const d = OUT + c * colBytes + r * size
-          for (let b = 0; b < size; b++) u8[d + b] = u8[s + b]!
-        }
-      }
-    }
-    edge(mainRows, rows, 0, cols)
-    edge(0, mainRows, mainCols, cols)
-    for (let c = 0; c < cols; c++) into(c, u8.subarray(OUT + c * colBytes, OUT + (c + 1) * colBytes))
+    this.transpose(IN, rows, stride, first, cols, size, OUT, colBytes)
+    for (let c = 0; c < cols; c++) into(c, this.u8.subarray(OUT + c * colBytes, OUT + (c + 1) * colBytes))
     return true
   }
 }
 
+/**
+ * A window of transposed rows that lives in a kernel module's memory, with room for two source bands
+ * after it: a band is read straight into `band(slot)` and transposed straight into the window (the
+ * window is `new Uint8Array(buffer, 0, n)`, n ≤ `windowBytes`), with no copy in between; the other
+ * slot takes the next band meanwhile.
+ */
+export class TransposeWindow extends InMemory {
+  readonly buffer: ArrayBuffer
+  /** Room for the window (the two bands' room comes after it). */
+  readonly windowBytes: number
+  constructor(x: Exports, windowBytes: number) {
+    super(x)
+    this.buffer = x.mem.buffer
+    this.windowBytes = windowBytes
+  }
+
+  /** Whether a window of `windowBytes` built from bands of `bandElements` elements of `size` bytes fits, with a kernel. */
+  fits(windowBytes: number, bandElements: number, size: number): size is 2 | 4 {
+    return (size === 2 || size === 4) && windowBytes <= this.windowBytes && bandElements * size <= BLOCK_BYTES
+  }
+
+  /** The first `byteLength` bytes (at most BLOCK_BYTES) of band slot 0 or 1. */
+  band(slot: number, byteLength: number): Uint8Array {
+    const at = this.windowBytes + slot * BLOCK_BYTES
+    return this.u8.subarray(at, at + byteLength)
+  }
+
+  /**
+   * Columns [first, first + cols) of the `rows` × `stride` band in `slot` into the window as rows:
+   * element (r, c) to window byte c·dstStride + dst + r·size (what `fits` allowed).
+   */
+  columns(slot: number, rows: number, stride: number, first: number, cols: number, size: 2 | 4, dst: number, dstStride: number): void {
+    if (rows * stride * size > BLOCK_BYTES || (cols > 0 && rows > 0 && dst + (cols - 1) * dstStride + rows * size > this.windowBytes)) {
+      throw new RangeError(`transpose window: a ${rows} × ${stride} band into ${cols} rows of ${dstStride} bytes does not fit`)
+    }
+    this.transpose(this.windowBytes + slot * BLOCK_BYTES, rows, stride, first, cols, size, dst, dstStride)
+  }
+}
+
 const thisThread = lazyKernels(transposeBytes, (exports) => new TransposeKernel(exports as unknown as Exports))
+const WINDOWS = new WeakMap<ArrayBuffer, TransposeWindow>()
 
 /** This thread's transpose kernel, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
 export function transposeKernel(): TransposeKernel | undefined {
   return thisThread.get()
+}
+
+/**
+ * A new window of `windowBytes` (plus two bands' room) in its own module memory, or undefined
+ * without WebAssembly SIMD (or with OPENELM_SIMD=0). `transposeWindowOf(buffer)` finds it again.
+ */
+export function transposeWindow(windowBytes: number): TransposeWindow | undefined {
+  if (!transposeKernel()) return undefined
+  const room = Math.ceil(windowBytes / 65_536) * 65_536
+  const exports = instantiateSimd(() => transposeBytes((room + 2 * BLOCK_BYTES) >>> 16))
+  if (!exports) return undefined
+  const window = new TransposeWindow(exports as unknown as Exports, room)
+  WINDOWS.set(window.buffer, window)
+  return window
+}
+
+/** The window whose memory `buffer` is, if it is one (and SIMD is still on). */
+export function transposeWindowOf(buffer: ArrayBufferLike): TransposeWindow | undefined {
+  return transposeKernel() ? WINDOWS.get(buffer as ArrayBuffer) : undefined
 }
 
 /** Forget the cached choice (tests switch OPENELM_SIMD). */

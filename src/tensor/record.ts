@@ -242,9 +242,10 @@ export async function* readChunks(record: TensorRecord, chunkBytes = CHUNK_BYTES
 /**
  * Like `readChunks`, but every chunk is a view of ONE reusable buffer (when the record supports
  * `readInto`): the consumer must be done with a chunk before asking for the next. This is the
- * streaming writers' path: no allocation per chunk.
+ * streaming writers' path: no allocation per chunk. Given n buffers, chunk k goes into buffer
+ * k mod n: the consumer may keep a chunk (a write in flight) until it asks for the n-th after it.
  */
-export async function* readChunksInto(record: TensorRecord, chunkBytes = CHUNK_BYTES, buffer?: Uint8Array): AsyncGenerator<Uint8Array> {
+export async function* readChunksInto(record: TensorRecord, chunkBytes = CHUNK_BYTES, buffer?: Uint8Array | readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
   const fast = readIntoOf(record)
   if (!fast) {
     yield* readChunks(record, chunkBytes)
@@ -252,9 +253,10 @@ export async function* readChunksInto(record: TensorRecord, chunkBytes = CHUNK_B
   }
   const size = dtypeSize(record.dtype)
   const step = Math.max(size, Math.floor(chunkBytes / size) * size)
-  const own = buffer && buffer.byteLength >= Math.min(step, record.byteLength) ? buffer : new Uint8Array(Math.min(step, record.byteLength))
-  for (let start = 0; start < record.byteLength; start += step) {
-    const view = own.subarray(0, Math.min(step, record.byteLength - start))
+  const need = Math.min(step, record.byteLength)
+  const ring = (buffer === undefined ? [undefined] : buffer instanceof Uint8Array ? [buffer] : buffer).map((b) => (b && b.byteLength >= need ? b : new Uint8Array(need)))
+  for (let start = 0, k = 0; start < record.byteLength; start += step, k++) {
+    const view = ring[k % ring.length]!.subarray(0, Math.min(step, record.byteLength - start))
     await fast(view, start)
     yield view
   }

@@ -217,7 +217,7 @@ export function onnxVariantsFor(source: Checkpoint, options: WriteOptions): Onnx
 }
 
 /** One model file planned: graph (shared builder), its initializers' sources, where the bytes go. */
-function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayout, sabotage: GraphOptions['sabotage']): {file: string; dtype: FloatDType; plan: ReturnType<typeof planOnnx>; dataName: string; notes: string[]; release: () => void} {
+function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayout, sabotage: GraphOptions['sabotage'], lastFile: boolean): {file: string; dtype: FloatDType; plan: ReturnType<typeof planOnnx>; dataName: string; notes: string[]; release: () => void} {
   const {file, dtype, quant} = VARIANT_SPECS[variant]
   const config = source.config
   const graph = buildOpenElmGraph(config, {dtype, quant, rmsNorm: layout.rmsNorm, sabotage})
@@ -242,7 +242,8 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
       continue
     }
     const cast = castRecord(t, dtype)
-    sources.set(name, matmul ? transposedRecord(cast, name) : cast)
+    // The last model file's windows may live in a kernel's memory (freed only by a full GC).
+    sources.set(name, matmul ? transposedRecord(cast, name, {windowInKernel: lastFile}) : cast)
   }
   const {cos, sin} = ropeTables(config)
   sources.set(ROPE_COS, f32Record(ROPE_COS, [config.rope_max_length, config.head_dim], cos))
@@ -270,7 +271,7 @@ export async function* writeOnnx(source: Checkpoint, out: string, options: Write
   const layout = parseOnnxLayout(options.layout)
   const config = source.config
   // Every variant is planned (and refused) before any byte is written.
-  const plans = variants.map((v) => planVariant(source, v, layout, options.sabotage))
+  const plans = variants.map((v, i) => planVariant(source, v, layout, options.sabotage, i === variants.length - 1))
   const notes = plans.flatMap((p) => p.notes)
   if (layout.rmsNorm === 'contrib') notes.push('RMSNorm uses onnxruntime\'s SimplifiedLayerNormalization (not a standard ONNX op: onnx.checker rejects it)')
   if (variants.length > 1) notes.push(`${variants.length} model files (${variants.join(', ')}); transformers.js loads ${variants[0]} unless given another dtype`)

@@ -6,11 +6,16 @@
  *
  * Reads are served from a window of whole output rows (at most WINDOW_BYTES, one band-by-band
  * pass over the source per window), so sequential chunked reads cost about size / WINDOW_BYTES
- * passes and memory stays bounded by the window plus one source band (both buffers reused from
- * window to window). Bands are transposed by the SIMD tile kernel (src/simd/transpose.ts; an
- * element loop wrote each value a whole output row from the last: ~20 ns an element).
+ * passes and memory stays bounded by the window plus two source bands (buffers reused from
+ * window to window). With WebAssembly SIMD and `windowInKernel` the window lives in a transpose
+ * module's memory (src/simd/transpose.ts TransposeWindow): bands are read straight into its two
+ * band slots, the next while one is transposed, and transposed straight into the window by the
+ * SIMD tile kernel (a copy into the kernel's memory and one per column out of it were 0.85 s of the
+ * 2.1 s a 1.1B f32 export's main thread was busy; an element loop wrote each value a whole output
+ * row from the last: ~20 ns an element). Without SIMD, or for windows not asked to, bands go
+ * through the thread's kernel and are copied out column by column.
  */
-import {transposeKernel} from '../../simd/transpose.js'
+import {transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
 
@@ -36,12 +41,15 @@ const FREE: {window?: Kept; band?: Kept} = {}
  * steady peak while the matrices grew; the pages of a buffer past what is written are never touched).
  * The export makes them to size: its fewer, bigger allocations ran fewer collections, and the fp16
  * file's window, let go at the file's end (releaseTransposeBuffers), stayed alive under the q8 file
- * (3B `--variants fp16,q8,q4,q4f16`: 287 → 349 MB).
+ * (3B `--variants fp16,q8,q4,q4f16`: 287 → 349 MB). `inKernel`: a window in a kernel module's memory
+ * (where there is SIMD), bands transposed straight into it.
  */
-function take(kind: keyof typeof FREE, size: number, capacity: number): Uint8Array {
+function take(kind: keyof typeof FREE, size: number, capacity: number, inKernel = false): Uint8Array {
   const free = FREE[kind]
   FREE[kind] = undefined // too small: let it go before the bigger one is made
-  return new Uint8Array(free && free.buffer.byteLength >= size ? free.buffer : new ArrayBuffer(Math.max(size, capacity)), 0, size)
+  if (free && free.buffer.byteLength >= size) return new Uint8Array(free.buffer, 0, size)
+  const window = inKernel ? transposeWindow(Math.max(size, WINDOW_BYTES)) : undefined
+  return window ? new Uint8Array(window.buffer, 0, size) : new Uint8Array(new ArrayBuffer(Math.max(size, capacity)), 0, size)
 }
 /** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
 export function releaseTransposeBuffers(): void {
@@ -53,8 +61,14 @@ function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined, owner?: ob
   if (buffer && buffer.byteLength >= (FREE[kind]?.buffer.byteLength ?? 0)) FREE[kind] = {buffer, ...(owner ? {owner} : {}), ...(window ? {window} : {})}
 }
 
-/** `onDone`: called once the tensor's last byte has been read (the source may let its data go). */
-export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number; onDone?: () => void} = {}): TensorRecord {
+/**
+ * `onDone`: called once the tensor's last byte has been read (the source may let its data go).
+ * `windowInKernel`: a window this record makes lives in a transpose module's memory (the fast path).
+ * Only for the process's last use of windows (an export's last model file): a module's memory is
+ * freed by a full collection, which V8 may not run for the rest of the process (a 3B fp16 file's
+ * 64 MiB window stayed resident under the next file's q8 codes: 313 vs 226 MB with a forced GC).
+ */
+export function transposedRecord(record: TensorRecord, name = record.name, limits: {windowBytes?: number; bandBytes?: number; onDone?: () => void; windowInKernel?: boolean} = {}): TensorRecord {
   if (record.shape.length !== 2) throw new Error(`transposedRecord: ${record.name} is not 2-D`)
   const [rows, cols] = record.shape as [number, number]
   const size = dtypeSize(record.dtype)
@@ -69,12 +83,16 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   let spare: {band?: Uint8Array; window?: Uint8Array} = {}
   const owner = {}
 
-  const readBand = async (r0: number, r1: number): Promise<Uint8Array> => {
+  /** Rows [r0, r1) of the source, into `into` when given (else into the kept band buffer, or as `read` gives them). */
+  const readBand = async (r0: number, r1: number, into?: Uint8Array): Promise<Uint8Array> => {
     const start = r0 * cols * size
     const end = r1 * cols * size
-    if (!readInto) return record.read(start, end)
-    spare.band ??= take('band', bandRows * cols * size, limits.bandBytes ?? 0)
-    const band = spare.band.subarray(0, end - start)
+    if (!readInto) {
+      const bytes = await record.read(start, end)
+      into?.set(bytes)
+      return into ?? bytes
+    }
+    const band = into ?? (spare.band ??= take('band', bandRows * cols * size, limits.bandBytes ?? 0)).subarray(0, end - start)
     // In writer-sized chunks: a cast source reads through its shared scratch buffers (chunk-sized;
     // a whole 4 MiB band of f16 would allocate its 8 MiB of f32 every time).
     for (let at = 0; at < band.byteLength; at += CHUNK_BYTES) await readInto(band.subarray(at, Math.min(band.byteLength, at + CHUNK_BYTES)), start + at)
@@ -94,14 +112,32 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     const count = Math.min(windowRows, cols - first)
     // One buffer serves every window: reads copy out of it, never hand it out.
     cache = undefined
-    spare.window ??= take('window', windowRows * outRowBytes, limits.windowBytes ?? 0)
+    spare.window ??= take('window', windowRows * outRowBytes, limits.windowBytes ?? 0, limits.windowInKernel)
     const bytes = spare.window.subarray(0, count * outRowBytes)
-    const kernel = transposeKernel()
-    for (let r0 = 0; r0 < rows; r0 += bandRows) {
-      const r1 = Math.min(rows, r0 + bandRows)
-      const band = await readBand(r0, r1)
-      if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
-      transposeBand(band, r0, r1, first, count, bytes)
+    const direct = transposeWindowOf(bytes.buffer)
+    if (direct?.fits(bytes.byteLength, bandRows * cols, size)) {
+      // Straight into the window (a kernel's memory, with room for two bands after it): band k + 1 is
+      // read while band k is transposed.
+      const slot = (r0: number) => direct.band((r0 / bandRows) % 2, (Math.min(rows, r0 + bandRows) - r0) * cols * size)
+      let next = readBand(0, Math.min(rows, bandRows), slot(0))
+      for (let r0 = 0; r0 < rows; r0 += bandRows) {
+        const r1 = Math.min(rows, r0 + bandRows)
+        await next
+        if (r1 < rows) {
+          next = readBand(r1, Math.min(rows, r1 + bandRows), slot(r1))
+          next.catch(() => undefined) // awaited next round; never an unhandled rejection meanwhile
+        }
+        direct.columns((r0 / bandRows) % 2, r1 - r0, cols, first, count, size, r0 * size, outRowBytes)
+      }
+    } else {
+      // Through the thread's kernel (a copy in, one per column out), else the element loop.
+      const kernel = transposeKernel()
+      for (let r0 = 0; r0 < rows; r0 += bandRows) {
+        const r1 = Math.min(rows, r0 + bandRows)
+        const band = await readBand(r0, r1)
+        if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
+        transposeBand(band, r0, r1, first, count, bytes)
+      }
     }
     cache = {first, count, bytes}
     return cache

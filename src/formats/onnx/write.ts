@@ -3,7 +3,7 @@
  * graph (small) is encoded with protobufjs, and each initializer's bytes are streamed straight
  * into the file, either as the TensorProto's `raw_data` field (protobuf fields may come in any
  * order, and every message length is known in advance) or into an external data file at a
- * planned offset. Memory stays bounded by one tensor chunk whatever the model size.
+ * planned offset. Memory stays bounded by WRITE_BEHIND chunks whatever the model size.
  */
 import {type onnx as P} from 'onnx-proto'
 import {FormatError} from '../../errors.js'
@@ -20,6 +20,12 @@ export const EXTERNAL_ALIGNMENT = 4096
 const GRAPH_FIELD = 7
 const INITIALIZER_FIELD = 5
 const RAW_DATA_FIELD = 9
+/**
+ * Chunks written behind the reads (CHUNK_BYTES each). 32 (about one 1.1B matrix's window of writes,
+ * queued while the next window is built) was no faster than 2 on the loaded 2 shared cores, and its
+ * 30 MB more would take 3B `--variants` past 300 MB (bench/RESULTS.md, branch onnxfloat).
+ */
+export const WRITE_BEHIND = 4
 
 export interface OnnxPlan {
   /** Bytes of the .onnx file. */
@@ -89,21 +95,38 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
       yield {type: 'start', total: entries.length, totalBytes, label: 'writing onnx'}
       const model = await FileWriter.create(modelFile)
       const data = external !== undefined && dataFile ? await FileWriter.create(dataFile) : undefined
+      // Writes run one after another in the background (a FileWriter takes one write at a time: its
+      // small writes share one pending buffer) from a ring of WRITE_BEHIND chunk buffers, while this
+      // thread reads (casts, transposes) the next chunks: the disk keeps writing while a transposed
+      // matrix's window is being built.
+      let tail: Promise<void> = Promise.resolve()
+      const enqueue = (writer: FileWriter, bytes: Uint8Array): Promise<void> => {
+        const written = tail.then(() => writer.write(bytes))
+        written.catch(() => undefined) // awaited later (its slot, or the tail); never an unhandled rejection meanwhile
+        tail = written
+        return written
+      }
       try {
-        await model.write(modelHead)
-        await model.write(graphPrefix)
-        await model.write(graphHead)
+        enqueue(model, modelHead)
+        enqueue(model, graphPrefix)
+        enqueue(model, graphHead)
         let done = 0
-        // One chunk buffer for every initializer whose record reads into a buffer (the writer is done
-        // with a chunk once its write resolves).
-        const buffer = new Uint8Array(CHUNK_BYTES)
+        // Chunk k goes into ring[k mod WRITE_BEHIND]; its write is awaited before chunk k + WRITE_BEHIND is read.
+        const ring = Array.from({length: WRITE_BEHIND}, () => new Uint8Array(CHUNK_BYTES))
+        const busy: Array<Promise<void> | undefined> = []
+        let k = 0
+        let dataAt = 0
         for (const [index, entry] of entries.entries()) {
-          await model.write(entry.prefix)
+          enqueue(model, entry.prefix)
           const target = data ?? model
-          if (data && data.position < entry.dataStart) await data.write(new Uint8Array(entry.dataStart - data.position))
+          if (data && dataAt < entry.dataStart) enqueue(data, new Uint8Array(entry.dataStart - dataAt))
+          const from = k % WRITE_BEHIND
           let written = 0
-          for await (const chunk of readChunksInto(sources.get(entry.init.name)!, CHUNK_BYTES, buffer)) {
-            await target.write(chunk)
+          for await (const chunk of readChunksInto(sources.get(entry.init.name)!, CHUNK_BYTES, [...ring.slice(from), ...ring.slice(0, from)])) {
+            busy[k % WRITE_BEHIND] = enqueue(target, chunk)
+            k++
+            await busy[k % WRITE_BEHIND]
+            busy[k % WRITE_BEHIND] = undefined
             written += chunk.byteLength
             yield {type: 'bytes', bytesDone: done + written, totalBytes}
           }
@@ -111,12 +134,15 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
             throw new FormatError('onnx.initializer', `tensor ${entry.init.name}: source gave ${written} bytes, expected ${entry.init.byteLength}`, {tensor: entry.init.name})
           }
           done += written
+          dataAt = entry.dataStart + written
           yield {type: 'tensor', name: entry.init.name, index: index + 1, total: entries.length, bytesDone: done, totalBytes}
         }
+        await tail
         if (model.position !== modelBytes) throw new FormatError('onnx.plan', `wrote ${model.position} model bytes, planned ${modelBytes}`)
         await model.close()
         await data?.close()
       } catch (error) {
+        await tail.catch(() => undefined)
         await model.abort()
         await data?.abort()
         throw error

@@ -21,12 +21,14 @@ import {hashFolder} from './helpers/hash-folder.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {type Encoded} from '../src/quant/types.js'
 import {type FloatDType, toFloat32} from '../src/tensor/dtype.js'
-import {f32Record, type TensorRecord} from '../src/tensor/record.js'
+import {castRecord, f32Record, fileRangeOf, type TensorRecord} from '../src/tensor/record.js'
+import {openSafetensors} from '../src/formats/safetensors/read.js'
+import {writeSafetensors} from '../src/formats/safetensors/write.js'
 
 const repo = path.resolve(import.meta.dirname, '..')
 const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
 
-// × 256 columns: 1400 rows are 6 MLX row blocks (256 rows each), 4200 rows 2 ONNX steps (4096 rows);
+// × 256 columns: 1400 rows are 2 MLX row blocks (1024 rows each), 4200 rows 2 ONNX steps (4096 rows);
 // edge values (NaN, ±Inf, subnormals, -0, ties) among seeded noise.
 const COLS = 256
 function values(rows: number): Float32Array {
@@ -73,7 +75,7 @@ describe('quantizing records on the pool', () => {
   const sources: Record<number, Float32Array> = {[MLX_ROWS]: values(MLX_ROWS), [ONNX_ROWS]: values(ONNX_ROWS)}
   const cases: Array<{name: string; scheme: string; params: Record<string, unknown>; parts: string[]; rows: number; make(source: Float32Array): TensorRecord[]; blocks: number}> = [
     {
-      name: 'mlx affine 4-bit g64, F16 scales (biases, scales, weight: the writer\'s order)', scheme: 'mlx_affine', params: {bits: 4, group_size: 64, dtype: 'F16'}, parts: ['biases', 'scales', 'weight'], rows: MLX_ROWS, blocks: 2, // 6 row blocks, 4 to a task
+      name: 'mlx affine 4-bit g64, F16 scales (biases, scales, weight: the writer\'s order)', scheme: 'mlx_affine', params: {bits: 4, group_size: 64, dtype: 'F16'}, parts: ['biases', 'scales', 'weight'], rows: MLX_ROWS, blocks: 2,
       make: (source) => {
         const rows = MLX_ROWS
         const r = quantizedRecords(f32Record('w', [rows, COLS], source), 'w', {bits: 4, groupSize: 64}, 'F16')
@@ -81,7 +83,7 @@ describe('quantizing records on the pool', () => {
       },
     },
     {
-      name: 'mlx affine 3-bit g32, BF16 scales, weight read first', scheme: 'mlx_affine', params: {bits: 3, group_size: 32, dtype: 'BF16'}, parts: ['weight', 'scales', 'biases'], rows: MLX_ROWS, blocks: 6,
+      name: 'mlx affine 3-bit g32, BF16 scales, weight read first', scheme: 'mlx_affine', params: {bits: 3, group_size: 32, dtype: 'BF16'}, parts: ['weight', 'scales', 'biases'], rows: MLX_ROWS, blocks: 2,
       make: (source) => {
         const rows = MLX_ROWS
         const r = quantizedRecords(f32Record('w', [rows, COLS], source), 'w', {bits: 3, groupSize: 32}, 'BF16')
@@ -89,7 +91,7 @@ describe('quantizing records on the pool', () => {
       },
     },
     ...(['mxfp4', 'mxfp8'] as const).map((mode) => ({
-      name: `mlx ${mode} from BF16`, scheme: `mlx_${mode}`, params: {dtype: 'BF16'}, parts: ['weight', 'scales'], rows: MLX_ROWS, blocks: 6,
+      name: `mlx ${mode} from BF16`, scheme: `mlx_${mode}`, params: {dtype: 'BF16'}, parts: ['weight', 'scales'], rows: MLX_ROWS, blocks: 2,
       make: (source: Float32Array) => {
         const rows = MLX_ROWS
         const r = fpQuantizedRecords(f32Record('w', [rows, COLS], source), 'w', mode, 'BF16' as FloatDType)
@@ -131,16 +133,53 @@ describe('quantizing records on the pool', () => {
   }
 })
 
+describe('a source in a safetensors file: on the pool the tasks read their own rows (encodeFile)', () => {
+  let work: string
+  beforeAll(async () => {
+    work = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-poolfile-'))
+  })
+  afterAll(async () => {
+    await fs.rm(work, {recursive: true, force: true})
+  })
+  const rows = 1400
+  for (const dtype of ['F32', 'BF16'] as const) {
+    it(`${dtype} source → mlx affine 4-bit and mxfp4: 1 and 2 threads give the scheme's encode of the values`, async () => {
+      const file = path.join(work, `${dtype}.safetensors`)
+      await drain(writeSafetensors(file, [castRecord(f32Record('w', [rows, COLS], values(rows)), dtype)]))
+      const st = await openSafetensors(file)
+      try {
+        const source = st.tensors[0]!
+        expect(fileRangeOf(source)).toBeDefined()
+        const stored = toFloat32(await source.read(), dtype)
+        const affine = SCHEMES.mlx_affine!.encode(stored, rows, COLS, {bits: 4, group_size: 64, dtype: 'F16'})
+        const fp = SCHEMES.mlx_mxfp4!.encode(stored, rows, COLS, {dtype: 'F16'})
+        for (const threads of [1, 2]) {
+          setThreads(threads)
+          const before = completed()
+          const q = quantizedRecords(source, 'w', {bits: 4, groupSize: 64}, 'F16')
+          const f = fpQuantizedRecords(source, 'f', 'mxfp4', 'F16')
+          const [weight, scales, biases, fpWeight, fpScales] = await readAll([q.weight, q.scales, q.biases, f.weight, f.scales])
+          expect([weight, scales, biases].map(sha), `affine on ${threads} thread(s)`).toEqual([affine.weight!, affine.scales!, affine.biases!].map(sha))
+          expect([fpWeight, fpScales].map(sha), `mxfp4 on ${threads} thread(s)`).toEqual([fp.weight!, fp.scales!].map(sha))
+          if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(4)
+        }
+      } finally {
+        await st.close()
+      }
+    }, 60_000)
+  }
+})
+
 describe('blocks computed ahead are computed once under concurrent reads', () => {
   it('an mxfp4 weight read as a writer does (4 chunks in flight, each over many blocks): each block once, same bytes', async () => {
-    const rows = 2048
-    const cols = 1024 // 64 rows (256 KiB of f32) a block: 32 blocks, 16 KiB of codes each
+    const rows = 8192
+    const cols = 1024 // 256 rows (1 MiB of f32) a block: 32 blocks, 128 KiB of codes each
     const source = new Float32Array(rows * cols).map((_, i) => Math.sin(i * 0.37) * 3)
     const reference = SCHEMES.mlx_mxfp4!.encode(source, rows, cols, {dtype: 'F32'}).weight!
     setThreads(2)
     const weight = fpQuantizedRecords(f32Record('w', [rows, cols], source), 'w', 'mxfp4', 'F32').weight
     const before = completed()
-    const chunk = 200_000 // ~12 blocks a read, not a multiple of a block: reads share boundary blocks
+    const chunk = 400_000 // ~3 blocks a read, not a multiple of a block: reads share boundary blocks
     const out = new Uint8Array(weight.byteLength)
     const starts: number[] = []
     for (let s = 0; s < weight.byteLength; s += chunk) starts.push(s)

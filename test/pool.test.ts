@@ -13,8 +13,8 @@ import {convert} from '../src/convert.js'
 import {FormatError, UsageError} from '../src/errors.js'
 import {closeSharedPool, mapOrdered, parseThreads, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
 import {runTask} from '../src/pool/tasks.js'
-import {quantizedRecords} from '../src/formats/mlx/quantize.js'
-import {CHUNK_BYTES, f32Record, readTaskBytes, withReadInto} from '../src/tensor/record.js'
+import {ENCODE_BLOCK_BYTES, quantizedRecords} from '../src/formats/mlx/quantize.js'
+import {f32Record, readTaskBytes, withReadInto} from '../src/tensor/record.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {drain} from '../src/progress.js'
 
@@ -188,9 +188,9 @@ describe('buffers in flight', () => {
 
   it('MLX scales/biases read while the weight\'s reads are under way wait for them: each row block is encoded once', async () => {
     setThreads(2)
-    const rows = 320
+    const rows = 512
     const cols = 1024
-    const blockRows = (CHUNK_BYTES / 4) / (cols * 4)
+    const blockRows = ENCODE_BLOCK_BYTES / (cols * 4)
     const source = f32Record('w', [rows, cols], values(rows, cols, 12))
     const {weight, scales, biases} = quantizedRecords(source, 'w', {bits: 4, groupSize: 64}, 'F16')
     const pool = sharedPool()!

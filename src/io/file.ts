@@ -21,6 +21,11 @@ export class RandomAccessFile {
     return new RandomAccessFile(p, handle, stat.size)
   }
 
+  /** The open descriptor (for reads by other threads of this process: src/tensor/record.ts FileRange). */
+  get fd(): number {
+    return this.handle.fd
+  }
+
   /** Read exactly `length` bytes at `position`. */
   async read(position: number, length: number): Promise<Uint8Array> {
     if (position < 0 || length < 0 || position + length > this.size) {

@@ -18,10 +18,10 @@ import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
-import {type AnyResult, buffersOf, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
+import {type AnyResult, buffersOf, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
-export type {CastTask, CompareTask, EncodeTask, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
+export type {CastTask, CompareTask, EncodeFileTask, EncodeTask, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
 /**
@@ -152,7 +152,7 @@ export class WorkerPool {
   }
 
   /** Run one task on a worker. Inputs of an `owned` task are transferred (the caller must not use them again); others are copied. */
-  run(task: EncodeTask): Promise<Encoded>
+  run(task: EncodeTask | EncodeFileTask): Promise<Encoded>
   run(task: CastTask | SynthTask | Int8TransposedTask): Promise<Uint8Array>
   run(task: CompareTask): Promise<EncodingDiff>
   run(task: Task): Promise<AnyResult>
@@ -258,7 +258,7 @@ function runHere(task: Task): AnyResult {
 }
 
 /** One task on the shared pool, or in this thread for 1 thread (the same function, the same bytes). */
-export function runOne(task: EncodeTask): Promise<Encoded>
+export function runOne(task: EncodeTask | EncodeFileTask): Promise<Encoded>
 export function runOne(task: CastTask | SynthTask | Int8TransposedTask): Promise<Uint8Array>
 export function runOne(task: CompareTask): Promise<EncodingDiff>
 export function runOne(task: Task): Promise<AnyResult> {
@@ -285,7 +285,7 @@ const nothing = (): void => undefined
 export class BlocksAhead<T> {
   private readonly cache = new Map<number, {promise: Promise<T>; taken: boolean}>()
   /** readRange calls under way. */
-  private readonly reading = new Set<Promise<Uint8Array>>()
+  private readonly reading = new Set<Promise<void>>()
   /** Blocks taken and dropped: not computed ahead again (only when asked for). */
   private readonly dropped: Uint8Array
   /** The last readRange asked for: the next one starts after it (readRange). */
@@ -334,9 +334,15 @@ export class BlocksAhead<T> {
    * a 3-window matrix built up to 16 times). One after another, the blocks the last read started
    * ahead already keep the workers busy.
    */
-  readRange(start: number, end: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array> = (b) => this.get(b) as Promise<Uint8Array>): Promise<Uint8Array> {
-    const read = this.lastRead.then(() => this.copyRange(start, end, blockBytes, totalBytes, block))
-    this.lastRead = read.then(nothing, nothing) // not its bytes: the record outlives the read
+  readRange(start: number, end: number, blockBytes: number, totalBytes: number, block?: (b: number) => Promise<Uint8Array>): Promise<Uint8Array> {
+    const out = new Uint8Array(end - start)
+    return this.readRangeInto(out, start, blockBytes, totalBytes, block).then(() => out)
+  }
+
+  /** As readRange (one after another, in the order asked), into `target` (bytes [start, start + target.byteLength)): a writer's reusable buffer, nothing allocated. */
+  readRangeInto(target: Uint8Array, start: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array> = (b) => this.get(b) as Promise<Uint8Array>): Promise<void> {
+    const read = this.lastRead.then(() => this.copyRange(target, start, blockBytes, totalBytes, block))
+    this.lastRead = read.then(nothing, nothing)
     this.reading.add(read)
     const done = () => this.reading.delete(read)
     read.then(done, done)
@@ -352,8 +358,8 @@ export class BlocksAhead<T> {
     await Promise.allSettled([...this.reading])
   }
 
-  private async copyRange(start: number, end: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array>): Promise<Uint8Array> {
-    const out = new Uint8Array(end - start)
+  private async copyRange(out: Uint8Array, start: number, blockBytes: number, totalBytes: number, block: (b: number) => Promise<Uint8Array>): Promise<void> {
+    const end = start + out.byteLength
     for (let b = Math.floor(start / blockBytes); b * blockBytes < end; b++) {
       const bytes = await block(b)
       const from = Math.max(start, b * blockBytes)
@@ -361,7 +367,6 @@ export class BlocksAhead<T> {
       out.set(bytes.subarray(from - b * blockBytes, to - b * blockBytes), from - start)
     }
     this.release(Math.floor(start / blockBytes), Math.floor(end / blockBytes) + (end >= totalBytes ? 1 : 0))
-    return out
   }
 
   /** Drop every block (and compute ahead again from scratch). */

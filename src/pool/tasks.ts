@@ -7,7 +7,9 @@
 import {schemeFor, type Encoded, type EncodingDiff, type SchemeParams} from '../quant/index.js'
 import {synthValues} from '../model/synth-values.js'
 import {quantizeInt8Transposed} from '../quant/onnx-int8.js'
-import {castBytes, castInto, type DType, type FloatDType, fromFloat32} from '../tensor/dtype.js'
+import {readSync} from 'node:fs'
+import {FormatError} from '../errors.js'
+import {castBytes, castInto, type DType, dtypeSize, type FloatDType, fromFloat32} from '../tensor/dtype.js'
 
 /** `scheme.encode(values, rows, cols, params)` of the scheme registered under `scheme`. */
 export interface EncodeTask {
@@ -21,6 +23,24 @@ export interface EncodeTask {
    * The input views are the caller's alone (fresh, not a reader's cache or a record's backing
    * store), and span their whole buffer: the pool may transfer them. Otherwise it copies them first.
    */
+  owned?: boolean
+}
+
+/**
+ * An EncodeTask whose values the task reads itself: `rows · cols` values of `dtype` at byte
+ * `position` of the open descriptor `fd` (src/tensor/record.ts FileRange), widened to f32 as
+ * readF32Task does. The source bytes never pass through the calling thread: no read there, no
+ * buffer moved to the worker and back (each moved buffer counted anew toward the caller's next GC).
+ */
+export interface EncodeFileTask {
+  kind: 'encodeFile'
+  scheme: string
+  params: SchemeParams
+  fd: number
+  position: number
+  dtype: 'F32' | 'F16' | 'BF16'
+  rows: number
+  cols: number
   owned?: boolean
 }
 
@@ -86,19 +106,19 @@ export interface Int8TransposedTask {
   owned?: boolean
 }
 
-export type Task = EncodeTask | CastTask | SynthTask | CompareTask | Int8TransposedTask
+export type Task = EncodeTask | EncodeFileTask | CastTask | SynthTask | CompareTask | Int8TransposedTask
 
 /** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
 export function transferable<T extends Task>(task: T): T {
-  if (task.owned || task.kind === 'synth') return task
+  if (task.owned || task.kind === 'synth' || task.kind === 'encodeFile') return task
   if (task.kind === 'encode' || task.kind === 'int8T') return {...task, values: task.values.slice(), owned: true}
   if (task.kind === 'compare') return {...task, values: task.values.slice(), actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
-export type TaskResult<T extends Task> = T extends EncodeTask ? Encoded : T extends CompareTask ? EncodingDiff : Uint8Array
+export type TaskResult<T extends Task> = T extends EncodeTask | EncodeFileTask ? Encoded : T extends CompareTask ? EncodingDiff : Uint8Array
 export type AnyResult = Encoded | Uint8Array | EncodingDiff
 
-export function runTask(task: EncodeTask): Encoded
+export function runTask(task: EncodeTask | EncodeFileTask): Encoded
 export function runTask(task: CastTask | SynthTask | Int8TransposedTask): Uint8Array
 export function runTask(task: CompareTask): EncodingDiff
 export function runTask(task: Task): AnyResult
@@ -106,6 +126,8 @@ export function runTask(task: Task): AnyResult {
   switch (task.kind) {
     case 'encode':
       return schemeFor(task.scheme).encode(task.values, task.rows, task.cols, task.params)
+    case 'encodeFile':
+      return encodeFile(task)
     case 'cast':
       return castTask(task)
     case 'compare': {
@@ -119,6 +141,32 @@ export function runTask(task: Task): AnyResult {
       return new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
     }
   }
+}
+
+/** This thread's buffers for encodeFile's source bytes and their f32 widening (reused by every task). */
+let fileBytes = new Uint8Array(0)
+let fileValues = new Uint8Array(0)
+
+function encodeFile(task: EncodeFileTask): Encoded {
+  const count = task.rows * task.cols
+  const length = count * dtypeSize(task.dtype)
+  if (fileBytes.byteLength < length) fileBytes = new Uint8Array(length)
+  const bytes = fileBytes.subarray(0, length)
+  for (let done = 0; done < length;) {
+    const n = readSync(task.fd, bytes, done, length - done, task.position + done)
+    if (n === 0) throw new FormatError('file.truncated', `unexpected end of file at offset ${task.position + done} (source values of a ${task.rows} × ${task.cols} block)`)
+    done += n
+  }
+  let values = bytes
+  if (task.dtype !== 'F32') {
+    if (fileValues.byteLength < 4 * count) fileValues = new Uint8Array(4 * count)
+    values = fileValues.subarray(0, 4 * count)
+    castInto(bytes, task.dtype, 'F32', values)
+  }
+  const encoded = schemeFor(task.scheme).encode(new Float32Array(values.buffer, 0, count), task.rows, task.cols, task.params)
+  // The result leaves this thread (moved): never with one of the reused buffers.
+  for (const [part, v] of Object.entries(encoded)) if (v.buffer === fileBytes.buffer || v.buffer === fileValues.buffer) encoded[part] = v.slice()
+  return encoded
 }
 
 /**
@@ -147,6 +195,8 @@ export function taskViews(task: Task): ArrayBufferView[] {
   switch (task.kind) {
     case 'encode':
       return [task.values]
+    case 'encodeFile':
+      return []
     case 'int8T':
       return [task.values, task.into] // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
     case 'compare':

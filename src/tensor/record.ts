@@ -21,21 +21,34 @@ export interface TensorRecord {
 export type ReadInto = (target: Uint8Array, start: number) => Promise<void>
 
 /**
- * The optional no-allocation fast path of a record, kept OFF the record object on purpose: a
- * record copied with `{...record, read: transformed}` must not keep a fast path to the old bytes.
- * Only the exact object registered here has one.
+ * A fact about a record kept OFF the record object on purpose: a record copied with
+ * `{...record, read: transformed}` must not keep a fast path to the old bytes. Only the exact object
+ * registered has it. Returns the function that registers it and the one that finds it.
  */
-const FAST_READERS = new WeakMap<TensorRecord, ReadInto>()
-
-export function withReadInto<T extends TensorRecord>(record: T, readInto: ReadInto): T {
-  FAST_READERS.set(record, readInto)
-  return record
+function offRecord<V>(): [<T extends TensorRecord>(record: T, value: V) => T, (record: TensorRecord) => V | undefined] {
+  const facts = new WeakMap<TensorRecord, V>()
+  const register = <T extends TensorRecord>(record: T, value: V): T => {
+    facts.set(record, value)
+    return record
+  }
+  return [register, (record) => facts.get(record)]
 }
 
-/** The record's no-allocation reader, if it has one (writers then reuse their buffers). */
-export function readIntoOf(record: TensorRecord): ReadInto | undefined {
-  return FAST_READERS.get(record)
+/** The optional no-allocation fast path of a record (writers then reuse their buffers): `readIntoOf` finds it. */
+export const [withReadInto, readIntoOf] = offRecord<ReadInto>()
+
+/**
+ * Where a record's bytes lie as they are, in a file open for reading: `fd` (a descriptor of this
+ * process, valid in every thread) from byte `offset`. A pool task can then read its own rows
+ * (src/pool/tasks.ts `encodeFile`) instead of the calling thread reading and moving them.
+ */
+export interface FileRange {
+  fd: number
+  offset: number
 }
+
+/** The record's bytes in a file, if they lie there as they are: `fileRangeOf` finds them. */
+export const [withFileRange, fileRangeOf] = offRecord<FileRange>()
 
 /**
  * Default chunk for streaming copies. 1 MiB measured fastest here: a chunk that stays in the CPU
@@ -84,6 +97,8 @@ export function renamed(record: TensorRecord, name: string): TensorRecord {
   const fast = readIntoOf(record)
   const rowsF32 = ROW_READERS.get(record)
   if (rowsF32) withReadRowsF32(out, rowsF32)
+  const file = fileRangeOf(record)
+  if (file) withFileRange(out, file)
   return fast ? withReadInto(out, fast) : out
 }
 
@@ -188,6 +203,8 @@ export function sliceRows(record: TensorRecord, from: number, to: number, name =
     read: (start = 0, end = byteLength) => record.read(base + start, base + end),
   }
   const fast = readIntoOf(record)
+  const file = fileRangeOf(record)
+  if (file) withFileRange(out, {fd: file.fd, offset: file.offset + base})
   return fast ? withReadInto(out, (target, start) => fast(target, base + start)) : out
 }
 
@@ -269,7 +286,7 @@ export async function* readChunksInto(record: TensorRecord, chunkBytes = CHUNK_B
  */
 export type ReadRowsF32 = (target: Float32Array, r0: number) => Promise<void>
 
-/** Like FAST_READERS: only the exact record object registered here has this fast path. */
+/** As withReadInto: only the exact record object registered here has this fast path. */
 const ROW_READERS = new WeakMap<TensorRecord, ReadRowsF32>()
 
 export function withReadRowsF32<T extends TensorRecord>(record: T, reader: ReadRowsF32): T {

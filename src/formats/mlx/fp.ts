@@ -4,19 +4,14 @@
  * and the float record that dequantizes them back. The arithmetic is src/quant/mlx-fp.ts.
  */
 import {FormatError} from '../../errors.js'
-import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
 import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, formatShape, readF32Task, type TensorRecord} from '../../tensor/record.js'
+import {formatShape, type TensorRecord, withReadInto} from '../../tensor/record.js'
+import {blockRows, ENCODE_BLOCK_BYTES, rowsTask} from './quantize.js'
 import {type StoredTensor} from '../types.js'
 
-/** f32 bytes of one row block (a quarter of a streaming chunk, as the affine records). */
-const BLOCK_BYTES = CHUNK_BYTES / 4
-
-function blockRows(cols: number): number {
-  return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
-}
 
 /**
  * `<base>.weight` and `<base>.scales` of `source` quantized in `mode` (scheme `mlx_<mode>`: rounded
@@ -30,18 +25,13 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   if (source.shape.length !== 2) throw new FormatError('quantize.rank', `cannot quantize ${source.name}: shape ${formatShape(source.shape)} is not 2-D`)
   const [rows, cols] = source.shape as [number, number]
   if (cols % groupSize !== 0) throw new FormatError('quantize.shape', `cannot quantize ${source.name}: last dim ${cols} is not a multiple of ${mode}'s group size ${groupSize}`)
-  const step = blockRows(cols)
+  const step = blockRows(cols, ENCODE_BLOCK_BYTES)
   const blocks = Math.ceil(rows / step)
   const weightRow = (cols * bits) / 8
   const scalesRow = cols / groupSize
-  const size = dtypeSize(source.dtype)
   const scheme = `mlx_${mode}`
 
-  const task = async (b: number): Promise<EncodeTask> => {
-    const r0 = b * step
-    const r1 = Math.min(rows, r0 + step)
-    return {kind: 'encode', scheme, params: {dtype}, ...(await readF32Task(source, r0 * cols * size, r1 * cols * size)), rows: r1 - r0, cols}
-  }
+  const task = (b: number) => rowsTask(source, scheme, {dtype}, cols, b * step, Math.min(rows, (b + 1) * step))
   /** Scales of the blocks computed so far (done[b]), until the scales record was read to its end. */
   let kept: {scales: Uint8Array; done: Uint8Array} | undefined
   const keep = (b: number, scales: Uint8Array) => {
@@ -60,7 +50,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
     const todo: number[] = []
     for (let b = 0; b < blocks; b++) if (!kept?.done[b]) todo.push(b)
     if (todo.length === 0) return kept!.scales
-    async function* tasks(): AsyncGenerator<EncodeTask> {
+    async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
       for (const b of todo) yield await task(b)
     }
     let i = 0
@@ -73,17 +63,20 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
 
   const record = (part: 'weight' | 'scales', rowBytes: number, shape: number[]): TensorRecord => {
     const byteLength = rows * rowBytes
-    return {
+    // The writer reads into its own buffers (readInto): nothing allocated per chunk.
+    const readInto = async (target: Uint8Array, start: number) => {
+      if (part === 'weight') return weightBlocks.readRangeInto(target, start, step * rowBytes, byteLength)
+      target.set((await scalesOf()).subarray(start, start + target.byteLength))
+      if (start + target.byteLength >= byteLength) kept = undefined
+    }
+    return withReadInto({
       name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength,
       async read(start = 0, end = byteLength) {
-        if (part === 'scales') {
-          const bytes = (await scalesOf()).slice(start, end)
-          if (end >= byteLength) kept = undefined
-          return bytes
-        }
-        return weightBlocks.readRange(start, end, step * rowBytes, byteLength)
+        const out = new Uint8Array(end - start)
+        await readInto(out, start)
+        return out
       },
-    }
+    }, readInto)
   }
   return {weight: record('weight', weightRow, [rows, (cols * bits) / 32]), scales: record('scales', scalesRow, [rows, scalesRow])}
 }

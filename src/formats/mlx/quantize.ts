@@ -5,11 +5,11 @@
  * dequantization convention) is the `mlx_affine` scheme in src/quant/mlx-affine.ts.
  */
 import {FormatError} from '../../errors.js'
-import {BlocksAhead, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, runOne, sharedPool} from '../../pool/index.js'
 import {checkQuantParams, dequantizeRoundedInto, dequantizeRows} from '../../quant/mlx-affine.js'
 import {type Encoded, type SchemeParams} from '../../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, formatShape, readF32Task, readIntoOf, type TensorRecord, withReadRowsF32} from '../../tensor/record.js'
+import {CHUNK_BYTES, fileRangeOf, formatShape, readF32Task, readIntoOf, type TensorRecord, withReadInto, withReadRowsF32} from '../../tensor/record.js'
 
 export {
   checkQuantParams, dequantizeRows, groupErrorBound, groupParams, QUANT_BITS, QUANT_GROUP_SIZES, quantizeRows, rint, roundInto, SCALE_EPS, unpackRows,
@@ -24,21 +24,34 @@ export interface QuantSpec {
   mode?: 'affine' | 'mxfp4' | 'nvfp4' | 'mxfp8'
 }
 
-/** f32 bytes of one row block: a quarter of a streaming chunk keeps the transient buffers small (RSS target). */
+/** f32 bytes of one row block dequantized: a quarter of a streaming chunk keeps the transient buffers small (RSS target). */
 const BLOCK_BYTES = CHUNK_BYTES / 4
 
-/** Blocks per pool task in the whole-tensor pass (1 MiB of f32 values, as the GGUF quantizers' tasks). */
-const TASK_BLOCKS = 4
+/**
+ * f32 bytes of one row block quantized, one pool task each (a streaming chunk, as the GGUF
+ * quantizers' tasks): each task costs the main thread a source read and two messages, and at a
+ * quarter of this (16K tasks at 1.1B) those, not the kernel, bounded 2 workers.
+ */
+export const ENCODE_BLOCK_BYTES = CHUNK_BYTES
 
-/** Rows per block so that a block's f32 values stay near BLOCK_BYTES. */
-function blockRows(cols: number): number {
-  return Math.max(1, Math.floor(BLOCK_BYTES / (cols * 4)))
+/** Rows per block so that a block's f32 values stay near `bytes`. */
+export function blockRows(cols: number, bytes = BLOCK_BYTES): number {
+  return Math.max(1, Math.floor(bytes / (cols * 4)))
 }
 
-/** The `mlx_affine` encode task of rows [r0, r1) of `source` (read as f32 by readF32Task). */
-async function rowsTask(source: TensorRecord, cols: number, r0: number, r1: number, params: SchemeParams): Promise<EncodeTask> {
+/**
+ * The encode task (`scheme`) of rows [r0, r1) of `source`. On the worker pool, a float source whose
+ * bytes lie as they are in a file is read by the task itself (`encodeFile`: this thread neither reads
+ * nor moves them); else read here as f32 by readF32Task.
+ */
+export async function rowsTask(source: TensorRecord, scheme: string, params: SchemeParams, cols: number, r0: number, r1: number): Promise<EncodeTask | EncodeFileTask> {
   const size = dtypeSize(source.dtype)
-  return {kind: 'encode', scheme: 'mlx_affine', params, ...(await readF32Task(source, r0 * cols * size, r1 * cols * size)), rows: r1 - r0, cols}
+  const file = sharedPool() ? fileRangeOf(source) : undefined
+  const {dtype} = source
+  if (file && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16')) {
+    return {kind: 'encodeFile', scheme, params, fd: file.fd, position: file.offset + r0 * cols * size, dtype, rows: r1 - r0, cols}
+  }
+  return {kind: 'encode', scheme, params, ...(await readF32Task(source, r0 * cols * size, r1 * cols * size)), rows: r1 - r0, cols}
 }
 
 /**
@@ -62,7 +75,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const {bits, groupSize} = spec
   const groups = cols / groupSize
   const wordsPerRow = (cols * bits) / 32
-  const step = blockRows(cols)
+  const step = blockRows(cols, ENCODE_BLOCK_BYTES)
   const blocks = Math.ceil(rows / step)
   const pSize = dtypeSize(dtype)
   const paramBytes = rows * groups * pSize
@@ -78,11 +91,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   /** Codes of the whole tensor, made by the scales/biases pass for the weight (inAll: blocks present). */
   let allPacked: {packed: Uint8Array; inAll: Uint8Array} | undefined
 
-  const task = async (b: number): Promise<EncodeTask> => {
-    const r0 = b * step
-    const r1 = Math.min(rows, r0 + step)
-    return rowsTask(source, cols, r0, r1, params)
-  }
+  const task = (b: number) => rowsTask(source, 'mlx_affine', params, cols, b * step, Math.min(rows, (b + 1) * step))
   /** Keep block `b`'s scales/biases (while the whole-tensor ones are still wanted). */
   const keepParams = (b: number, encoded: Encoded) => {
     if (made) return
@@ -96,30 +105,18 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
     await ahead.settled()
     const keepCodes = served.weight < weightBytes
     if (keepCodes) allPacked ??= {packed: new Uint8Array(weightBytes), inAll: new Uint8Array(blocks)}
-    // Runs of up to TASK_BLOCKS consecutive blocks still to do, one task each (fewer, larger messages
-    // to the pool: whole rows encode to the concatenation of their blocks' encodings).
-    const runs: Array<[number, number]> = []
-    for (let b = 0; b < blocks; b++) {
-      if (pending?.done[b]) continue
-      const last = runs[runs.length - 1]
-      if (last && last[1] === b && b - last[0] < TASK_BLOCKS) last[1] = b + 1
-      else runs.push([b, b + 1])
-    }
-    async function* tasks(): AsyncGenerator<EncodeTask> {
-      for (const [b0, b1] of runs) {
-        const r0 = b0 * step
-        const r1 = Math.min(rows, b1 * step)
-        yield await rowsTask(source, cols, r0, r1, params)
-      }
+    const todo: number[] = []
+    for (let b = 0; b < blocks; b++) if (!pending?.done[b]) todo.push(b)
+    async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
+      for (const b of todo) yield await task(b)
     }
     let i = 0
     for await (const encoded of mapOrdered(tasks())) {
-      const [b0, b1] = runs[i++]!
-      keepParams(b0, encoded)
-      for (let b = b0; b < b1; b++) if (pending) pending.done[b] = 1
+      const b = todo[i++]!
+      keepParams(b, encoded)
       if (allPacked && keepCodes) {
-        allPacked.packed.set(encoded.weight!, b0 * step * rowBytes)
-        for (let b = b0; b < b1; b++) allPacked.inAll[b] = 1
+        allPacked.packed.set(encoded.weight!, b * step * rowBytes)
+        allPacked.inAll[b] = 1
       }
     }
     const p = pending!
@@ -130,15 +127,24 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const allParams = async () => made ?? (making ??= makeParams().finally(() => {
     making = undefined
   }))
-  const paramRecord = (part: 'scales' | 'biases'): TensorRecord => ({
-    name: `${base}.${part}`, dtype, shape: [rows, groups], byteLength: paramBytes,
-    async read(start = 0, end = paramBytes) {
-      const bytes = (await allParams())[part].slice(start, end)
-      served[part] += end - start
+  const paramRecord = (part: 'scales' | 'biases'): TensorRecord => {
+    const count = (from: number, to: number) => {
+      served[part] += to - from
       if (served.scales >= paramBytes && served.biases >= paramBytes) made = undefined
-      return bytes
-    },
-  })
+    }
+    const record: TensorRecord = {
+      name: `${base}.${part}`, dtype, shape: [rows, groups], byteLength: paramBytes,
+      async read(start = 0, end = paramBytes) {
+        const bytes = (await allParams())[part].slice(start, end)
+        count(start, end)
+        return bytes
+      },
+    }
+    return withReadInto(record, async (target, start) => {
+      target.set((await allParams())[part].subarray(start, start + target.byteLength))
+      count(start, start + target.byteLength)
+    })
+  }
 
   /** The weight read before the scales/biases: its blocks computed ahead on the pool. */
   const ahead = new BlocksAhead(blocks, async (b) => {
@@ -151,16 +157,21 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
     return ahead.get(b)
   }
 
+  // The writer reads into its own buffers (readInto): nothing allocated per chunk.
+  const readWeightInto = async (target: Uint8Array, start: number) => {
+    await ahead.readRangeInto(target, start, step * rowBytes, weightBytes, packedBlock)
+    served.weight += target.byteLength
+    if (served.weight >= weightBytes) allPacked = undefined
+  }
   const weight: TensorRecord = {
     name: `${base}.weight`, dtype: 'U32', shape: [rows, wordsPerRow], byteLength: weightBytes,
     async read(start = 0, end = weightBytes) {
-      const out = await ahead.readRange(start, end, step * rowBytes, weightBytes, packedBlock)
-      served.weight += end - start
-      if (served.weight >= weightBytes) allPacked = undefined
+      const out = new Uint8Array(end - start)
+      await readWeightInto(out, start)
       return out
     },
   }
-  return {weight, scales: paramRecord('scales'), biases: paramRecord('biases')}
+  return {weight: withReadInto(weight, readWeightInto), scales: paramRecord('scales'), biases: paramRecord('biases')}
 }
 
 /**

@@ -5,7 +5,7 @@
 import {clip, FormatError, quote} from '../../errors.js'
 import {jsonErrorSummary, RandomAccessFile} from '../../io/file.js'
 import {dtypeSize, isDType} from '../../tensor/dtype.js'
-import {type TensorRecord, withReadInto} from '../../tensor/record.js'
+import {type TensorRecord, withFileRange, withReadInto} from '../../tensor/record.js'
 import {type HeaderEntry, MAX_HEADER_BYTES, N_LEN, type ParsedHeader} from './types.js'
 
 function fail(code: string, file: string, message: string, details: Record<string, unknown> = {}): never {
@@ -157,10 +157,10 @@ export async function openSafetensors(p: string): Promise<SafetensorsFile> {
           return file.read(base + start, end - start)
         },
       }
-      return withReadInto(record, async (target, start) => {
+      return withFileRange(withReadInto(record, async (target, start) => {
         check(start, start + target.byteLength)
         await file.readInto(target, base + start)
-      })
+      }), {fd: file.fd, offset: base})
     })
     return {
       path: p, metadata: parsed.metadata, tensors, size: file.size,

@@ -8,7 +8,7 @@ import {type Checkpoint} from '../formats/types.js'
 import {type FloatDType} from '../tensor/dtype.js'
 import {BlocksAhead, runOne} from '../pool/index.js'
 import {dtypeSize} from '../tensor/dtype.js'
-import {type TensorRecord, withReadInto} from '../tensor/record.js'
+import {readingInto, type TensorRecord} from '../tensor/record.js'
 import {type OpenElmConfig} from './config.js'
 import {expectedTensors} from './tensors.js'
 
@@ -31,24 +31,7 @@ function synthRecord(name: string, shape: readonly number[], dtype: FloatDType, 
     const first = b * SYNTH_BLOCK
     return runOne({kind: 'synth', ...values, first, count: Math.min(SYNTH_BLOCK, count - first), dtype})
   })
-  const into = async (target: Uint8Array, start: number) => {
-    const end = start + target.byteLength
-    for (let b = Math.floor(start / blockBytes); b * blockBytes < end; b++) {
-      const bytes = await blocks.get(b)
-      const from = Math.max(start, b * blockBytes)
-      const to = Math.min(end, b * blockBytes + bytes.byteLength)
-      target.set(bytes.subarray(from - b * blockBytes, to - b * blockBytes), from - start)
-    }
-    blocks.release(Math.floor(start / blockBytes), Math.floor(end / blockBytes) + (end >= byteLength ? 1 : 0))
-  }
-  return withReadInto({
-    name, dtype, shape: [...shape], byteLength,
-    async read(start = 0, end = byteLength) {
-      const out = new Uint8Array(end - start)
-      await into(out, start)
-      return out
-    },
-  }, into)
+  return readingInto({name, dtype, shape: [...shape], byteLength}, (target, start) => blocks.readRangeInto(target, start, blockBytes, byteLength))
 }
 
 export function synthCheckpoint(config: OpenElmConfig, options: {seed?: number; dtype?: FloatDType} = {}): Checkpoint {

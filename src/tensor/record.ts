@@ -37,6 +37,18 @@ function offRecord<V>(): [<T extends TensorRecord>(record: T, value: V) => T, (r
 /** The optional no-allocation fast path of a record (writers then reuse their buffers): `readIntoOf` finds it. */
 export const [withReadInto, readIntoOf] = offRecord<ReadInto>()
 
+/** A record read through `readInto` alone: `read` allocates the range and fills it, and `readInto` is its no-allocation reader. */
+export function readingInto(fields: Omit<TensorRecord, 'read'>, readInto: ReadInto): TensorRecord {
+  return withReadInto({
+    ...fields,
+    async read(start = 0, end = fields.byteLength) {
+      const out = new Uint8Array(end - start)
+      await readInto(out, start)
+      return out
+    },
+  }, readInto)
+}
+
 /**
  * Where a record's bytes lie as they are, in a file open for reading: `fd` (a descriptor of this
  * process, valid in every thread) from byte `offset`. A pool task can then read its own rows
@@ -95,7 +107,7 @@ export function renamed(record: TensorRecord, name: string): TensorRecord {
     read: (start, end) => record.read(start, end),
   }
   const fast = readIntoOf(record)
-  const rowsF32 = ROW_READERS.get(record)
+  const rowsF32 = readRowsF32Of(record)
   if (rowsF32) withReadRowsF32(out, rowsF32)
   const file = fileRangeOf(record)
   if (file) withFileRange(out, file)
@@ -286,13 +298,8 @@ export async function* readChunksInto(record: TensorRecord, chunkBytes = CHUNK_B
  */
 export type ReadRowsF32 = (target: Float32Array, r0: number) => Promise<void>
 
-/** As withReadInto: only the exact record object registered here has this fast path. */
-const ROW_READERS = new WeakMap<TensorRecord, ReadRowsF32>()
-
-export function withReadRowsF32<T extends TensorRecord>(record: T, reader: ReadRowsF32): T {
-  ROW_READERS.set(record, reader)
-  return record
-}
+/** As withReadInto: only the exact record object registered has this fast path (`readRowsF32Of` finds it). */
+export const [withReadRowsF32, readRowsF32Of] = offRecord<ReadRowsF32>()
 
 /**
  * Rows of a 2-D float record as f32 into `target` (its length a whole number of rows): the
@@ -307,7 +314,7 @@ export async function readRowsF32Into(record: TensorRecord, target: Float32Array
   if (!Number.isInteger(count) || r0 < 0 || r0 + count > rows) {
     throw new RangeError(`${record.name}: ${target.length} values from row ${r0} are not whole rows of the tensor's ${rows} × ${cols}`)
   }
-  const own = ROW_READERS.get(record)
+  const own = readRowsF32Of(record)
   if (own) return own(target, r0)
   const out = new Uint8Array(target.buffer, target.byteOffset, target.byteLength)
   const start = r0 * rowBytes

@@ -8,7 +8,7 @@ import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, runOne} f
 import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {formatShape, type TensorRecord, withReadInto} from '../../tensor/record.js'
+import {formatShape, readingInto, type TensorRecord} from '../../tensor/record.js'
 import {blockRows, ENCODE_BLOCK_BYTES, rowsTask} from './quantize.js'
 import {type StoredTensor} from '../types.js'
 
@@ -69,14 +69,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
       target.set((await scalesOf()).subarray(start, start + target.byteLength))
       if (start + target.byteLength >= byteLength) kept = undefined
     }
-    return withReadInto({
-      name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength,
-      async read(start = 0, end = byteLength) {
-        const out = new Uint8Array(end - start)
-        await readInto(out, start)
-        return out
-      },
-    }, readInto)
+    return readingInto({name: `${base}.${part}`, dtype: part === 'weight' ? 'U32' : 'U8', shape, byteLength}, readInto)
   }
   return {weight: record('weight', weightRow, [rows, (cols * bits) / 32]), scales: record('scales', scalesRow, [rows, scalesRow])}
 }

@@ -9,7 +9,7 @@ import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, runOne, s
 import {checkQuantParams, dequantizeRoundedInto, dequantizeRows} from '../../quant/mlx-affine.js'
 import {type Encoded, type SchemeParams} from '../../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, fileRangeOf, formatShape, readF32Task, readIntoOf, type TensorRecord, withReadInto, withReadRowsF32} from '../../tensor/record.js'
+import {CHUNK_BYTES, fileRangeOf, formatShape, readF32Task, readingInto, readIntoOf, type TensorRecord, withReadRowsF32} from '../../tensor/record.js'
 
 export {
   checkQuantParams, dequantizeRows, groupErrorBound, groupParams, QUANT_BITS, QUANT_GROUP_SIZES, quantizeRows, rint, roundInto, SCALE_EPS, unpackRows,
@@ -132,15 +132,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
       served[part] += to - from
       if (served.scales >= paramBytes && served.biases >= paramBytes) made = undefined
     }
-    const record: TensorRecord = {
-      name: `${base}.${part}`, dtype, shape: [rows, groups], byteLength: paramBytes,
-      async read(start = 0, end = paramBytes) {
-        const bytes = (await allParams())[part].slice(start, end)
-        count(start, end)
-        return bytes
-      },
-    }
-    return withReadInto(record, async (target, start) => {
+    return readingInto({name: `${base}.${part}`, dtype, shape: [rows, groups], byteLength: paramBytes}, async (target, start) => {
       target.set((await allParams())[part].subarray(start, start + target.byteLength))
       count(start, start + target.byteLength)
     })
@@ -163,15 +155,8 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
     served.weight += target.byteLength
     if (served.weight >= weightBytes) allPacked = undefined
   }
-  const weight: TensorRecord = {
-    name: `${base}.weight`, dtype: 'U32', shape: [rows, wordsPerRow], byteLength: weightBytes,
-    async read(start = 0, end = weightBytes) {
-      const out = new Uint8Array(end - start)
-      await readWeightInto(out, start)
-      return out
-    },
-  }
-  return {weight: withReadInto(weight, readWeightInto), scales: paramRecord('scales'), biases: paramRecord('biases')}
+  const weight = readingInto({name: `${base}.weight`, dtype: 'U32', shape: [rows, wordsPerRow], byteLength: weightBytes}, readWeightInto)
+  return {weight, scales: paramRecord('scales'), biases: paramRecord('biases')}
 }
 
 /**

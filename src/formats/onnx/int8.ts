@@ -8,7 +8,7 @@ import {BlocksAhead, type EncodeTask, type Int8TransposedTask, mapOrdered, runOn
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
-import {castRecord, readF32Task, type TensorRecord, withReadInto} from '../../tensor/record.js'
+import {castRecord, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
 import {toFloat32} from '../../tensor/dtype.js'
 
 /**
@@ -189,14 +189,7 @@ export function transposedInt8Records(source: TensorRecord, codesName: string, s
     return run
   }
   const copy = (target: Uint8Array, start: number): Promise<void> => serial(() => copyRange(target, start))
-  const codesRecord = withReadInto({
-    name: codesName, dtype: 'I8', shape: [cols, rows], byteLength: n,
-    async read(start = 0, end = n) {
-      const target = new Uint8Array(end - start)
-      await copy(target, start)
-      return target
-    },
-  }, copy)
+  const codesRecord = readingInto({name: codesName, dtype: 'I8', shape: [cols, rows], byteLength: n}, copy)
   const scalesRecord: TensorRecord = {
     name: scalesName, dtype: 'F32', shape: [rows], byteLength: rows * 4,
     async read(start = 0, end = rows * 4) {

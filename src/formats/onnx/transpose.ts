@@ -17,7 +17,7 @@
  */
 import {transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, readIntoOf, type TensorRecord, withReadInto} from '../../tensor/record.js'
+import {CHUNK_BYTES, readingInto, readIntoOf, type TensorRecord} from '../../tensor/record.js'
 
 const WINDOW_BYTES = 64 * 1024 * 1024
 export const BAND_BYTES = 4 * 1024 * 1024
@@ -192,13 +192,5 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     return run
   }
 
-  const out: TensorRecord = {
-    name, dtype: record.dtype, shape: [cols, rows], byteLength,
-    async read(start = 0, end = byteLength) {
-      const target = new Uint8Array(end - start)
-      await copy(target, start)
-      return target
-    },
-  }
-  return withReadInto(out, copy)
+  return readingInto({name, dtype: record.dtype, shape: [cols, rows], byteLength}, copy)
 }

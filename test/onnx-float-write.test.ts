@@ -64,7 +64,7 @@ describe('transpose window in a kernel module\'s memory', () => {
     const window = transposeWindow(1 << 20)!
     expect(window).toBeDefined()
     for (const size of [2, 4] as const) {
-      for (const [rows, stride, first, cols] of [[8, 8, 0, 8], [13, 29, 3, 21], [1, 9, 0, 9], [9, 1, 0, 1], [37, 53, 5, 40], [64, 200, 17, 150]] as const) {
+      for (const [rows, stride, first, cols] of [[8, 8, 0, 8], [13, 29, 3, 21], [1, 9, 0, 9], [9, 1, 0, 1], [37, 53, 5, 40], [64, 200, 17, 150], [45, 40, 3, 36], [100, 64, 0, 64]] as const) {
         for (const slot of [0, 1]) {
           const band = window.band(slot, rows * stride * size)
           for (let i = 0; i < band.length; i++) band[i] = (i * 151 + 3 * slot + (i >> 9)) & 255

@@ -22,6 +22,15 @@ const OUT = BLOCK_BYTES
 const PAGES = (2 * BLOCK_BYTES) >>> 16
 /** Columns per kernel call: 16 rows written at a time was the fastest of 8–128 (0.25 ns an element). */
 const STRIP = 16
+/**
+ * Tiles per step down a strip (the s16/s32 kernels): 4 tiles, one under the other, write a whole
+ * 64-byte line of each of their output rows at once. One tile wrote 16 (f32) or 16 of 64 bytes of
+ * 16 rows' lines per step, and with a power-of-two output stride (2048 rows of f32: 8 KiB) those 16
+ * lines share one L1 set and were evicted half written: 1.1B's f32 shapes went from 7.4 / 12.2 /
+ * 3.8–5.9 GB/s (2048×2048, 5632×2048, 2048×5632) to 12.8 / 12.8 / 12.7, f16's from 6.3 / 8.8 /
+ * 3.5–6.8 to 7.4 / 8.2 / 9.5 (bands a multiple of 32 rows, src/formats/onnx/transpose.ts).
+ */
+const STACK = 4
 
 const shuffle = (lanes: number[]) => [0xfd, 0x0d, ...lanes]
 const range = (from: number, n: number) => Array.from({length: n}, (_, i) => from + i)
@@ -40,9 +49,10 @@ const HI64 = interleave(8, true)
 /**
  * tN(src, dst, rows, cols, srcStride, dstStride): element (r, c) at src + r·srcStride + c·size goes
  * to dst + c·dstStride + r·size, for r < rows and c < cols, both multiples of the tile (8 for 16-bit,
- * 4 for 32-bit); strides in bytes.
+ * 4 for 32-bit); strides in bytes. `stack` tiles, one under the other, per step (rows a multiple of
+ * stack tiles).
  */
-function transposeFunc(fname: string, size: 2 | 4): Func {
+function transposeFunc(fname: string, size: 2 | 4, stack = 1): Func {
   const [SRC, DST, NR, NC, SS, DS, R, C, P] = [0, 1, 2, 3, 4, 5, 6, 7, 8]
   const tile = 16 / size
   const A = range(9, tile)
@@ -52,39 +62,41 @@ function transposeFunc(fname: string, size: 2 | 4): Func {
     ? [{lo: LO16, hi: HI16}, {lo: LO32, hi: HI32}, {lo: LO64, hi: HI64}]
     : [{lo: LO32, hi: HI32}, {lo: LO64, hi: HI64}]
   const body: number[] = []
-  // P = src + r·srcStride + c·size; load the tile's rows.
-  body.push(...get(SRC), ...get(R), ...get(SS), ...I32_MUL, ...I32_ADD, ...get(C), ...i32c(size), ...I32_MUL, ...I32_ADD, ...set(P))
-  for (const a of A) body.push(...get(P), ...v128Load(0), ...set(a), ...get(P), ...get(SS), ...I32_ADD, ...set(P))
-  // Round k pairs vector j of each group of 2^k with vector j of the next group (rows, then row
-  // pairs, then quads); after the last round, vector j holds column j of the tile.
-  let from = A
-  let to = B
-  for (const [k, {lo, hi}] of rounds.entries()) {
-    const group = 2 ** k
-    let out = 0
-    for (let g = 0; g < tile; g += 2 * group) {
-      for (let j = 0; j < group; j++) {
-        body.push(...pair(lo, from[g + j]!, from[g + group + j]!), ...set(to[out++]!), ...pair(hi, from[g + j]!, from[g + group + j]!), ...set(to[out++]!))
+  for (let k = 0; k < stack; k++) {
+    // P = src + (r + k·tile)·srcStride + c·size; load the tile's rows.
+    body.push(...get(SRC), ...get(R), ...i32c(k * tile), ...I32_ADD, ...get(SS), ...I32_MUL, ...I32_ADD, ...get(C), ...i32c(size), ...I32_MUL, ...I32_ADD, ...set(P))
+    for (const a of A) body.push(...get(P), ...v128Load(0), ...set(a), ...get(P), ...get(SS), ...I32_ADD, ...set(P))
+    // Round k pairs vector j of each group of 2^k with vector j of the next group (rows, then row
+    // pairs, then quads); after the last round, vector j holds column j of the tile.
+    let from = A
+    let to = B
+    for (const [round, {lo, hi}] of rounds.entries()) {
+      const group = 2 ** round
+      let out = 0
+      for (let g = 0; g < tile; g += 2 * group) {
+        for (let j = 0; j < group; j++) {
+          body.push(...pair(lo, from[g + j]!, from[g + group + j]!), ...set(to[out++]!), ...pair(hi, from[g + j]!, from[g + group + j]!), ...set(to[out++]!))
+        }
       }
+      ;[from, to] = [to, from]
     }
-    ;[from, to] = [to, from]
+    // Store the columns as rows: P = dst + c·dstStride + (r + k·tile)·size.
+    body.push(...get(DST), ...get(C), ...get(DS), ...I32_MUL, ...I32_ADD, ...get(R), ...i32c(k * tile), ...I32_ADD, ...i32c(size), ...I32_MUL, ...I32_ADD, ...set(P))
+    for (const v of from) body.push(...get(P), ...get(v), ...v128Store(0), ...get(P), ...get(DS), ...I32_ADD, ...set(P))
   }
-  // Store the columns as rows: P = dst + c·dstStride + r·size.
-  body.push(...get(DST), ...get(C), ...get(DS), ...I32_MUL, ...I32_ADD, ...get(R), ...i32c(size), ...I32_MUL, ...I32_ADD, ...set(P))
-  for (const v of from) body.push(...get(P), ...get(v), ...v128Store(0), ...get(P), ...get(DS), ...I32_ADD, ...set(P))
   return {
     name: fname, params: 6, locals: [[3, I32], [2 * tile, V128]],
-    body: forLoop(R, NR, tile, forLoop(C, NC, tile, body)),
+    body: forLoop(R, NR, tile * stack, forLoop(C, NC, tile, body)),
   }
 }
 
 /** A module of `pages` pages of memory (assembled on first use). */
 function transposeBytes(pages = PAGES): Uint8Array {
-  return assemble([transposeFunc('t16', 2), transposeFunc('t32', 4)], pages)
+  return assemble([transposeFunc('t16', 2), transposeFunc('t32', 4), transposeFunc('s16', 2, STACK), transposeFunc('s32', 4, STACK)], pages)
 }
 
 type Fn = (...args: number[]) => void
-interface Exports {t16: Fn; t32: Fn; mem: {buffer: ArrayBuffer}}
+interface Exports {t16: Fn; t32: Fn; s16: Fn; s32: Fn; mem: {buffer: ArrayBuffer}}
 
 /** Transposing within one module's memory: the tile kernel in strips, the edges byte by byte. */
 class InMemory {
@@ -103,9 +115,16 @@ class InMemory {
     const rowBytes = stride * size
     const mainRows = rows - (rows % tile)
     const mainCols = cols - (cols % tile)
-    // In strips of columns, so that the rows being written stay few (cache lines and pages).
+    // In strips of columns, so that the rows being written stay few (cache lines and pages): rows by
+    // STACK tiles, the rest (fewer than STACK tiles) a tile at a time.
     const run = size === 2 ? this.x.t16 : this.x.t32
-    for (let c = 0; mainRows > 0 && c < mainCols; c += STRIP) run(src + (first + c) * size, dst + c * dstStride, mainRows, Math.min(STRIP, mainCols - c), rowBytes, dstStride)
+    const stacked = size === 2 ? this.x.s16 : this.x.s32
+    const stackRows = mainRows - (mainRows % (tile * STACK))
+    for (let c = 0; mainRows > 0 && c < mainCols; c += STRIP) {
+      const n = Math.min(STRIP, mainCols - c)
+      if (stackRows > 0) stacked(src + (first + c) * size, dst + c * dstStride, stackRows, n, rowBytes, dstStride)
+      if (stackRows < mainRows) run(src + stackRows * rowBytes + (first + c) * size, dst + c * dstStride + stackRows * size, mainRows - stackRows, n, rowBytes, dstStride)
+    }
     // The edges (rows or columns past the last whole tile), byte by byte.
     const edge = (r0: number, r1: number, c0: number, c1: number) => {
       for (let r = r0; r < r1; r++) {

@@ -21,6 +21,7 @@ import {CHUNK_BYTES, readingInto, readIntoOf, type TensorRecord} from '../../ten
 
 const WINDOW_BYTES = 64 * 1024 * 1024
 export const BAND_BYTES = 4 * 1024 * 1024
+const BAND_ROW_STEP = 32
 
 interface Window {first: number; count: number; bytes: Uint8Array}
 
@@ -75,7 +76,10 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   const byteLength = record.byteLength
   const outRowBytes = rows * size // one output row = one source column
   const windowRows = Math.max(1, Math.min(cols, Math.floor((limits.windowBytes ?? WINDOW_BYTES) / outRowBytes)))
-  const bandRows = Math.max(1, Math.min(rows, Math.floor((limits.bandBytes ?? BAND_BYTES) / (cols * size))))
+  // A whole number of the kernel's row steps (32 rows: 4 tiles of 8 f16 or 8 of 4 f32), else its
+  // last rows went a tile at a time and the last few byte by byte, every band.
+  const bandFit = Math.max(1, Math.min(rows, Math.floor((limits.bandBytes ?? BAND_BYTES) / (cols * size))))
+  const bandRows = bandFit > BAND_ROW_STEP ? bandFit - (bandFit % BAND_ROW_STEP) : bandFit
   const readInto = readIntoOf(record)
   // The current window and the buffers (a band read into, a window's bytes) during one read; handed
   // back to FREE after it.

@@ -16,7 +16,7 @@ import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint} from '../src/model/synth.js'
 import {drain} from '../src/progress.js'
 import {BLOCK_BYTES, resetTransposeKernel, transposeWindow} from '../src/simd/transpose.js'
-import {castRecord, f32Record, memoryRecord, readChunksInto, readIntoOf, withReadInto} from '../src/tensor/record.js'
+import {castRecord, f32Record, memoryRecord, readChunksInto, readIntoOf, readViewOf, withReadInto} from '../src/tensor/record.js'
 
 /** f32 values with the edge cases (NaN payloads, ±Inf, ±0, subnormals, f16 ties and overflow) among ordinary ones. */
 function edgeValues(n: number): Float32Array {
@@ -117,6 +117,46 @@ describe('transpose window in a kernel module\'s memory', () => {
           expect(bytes.equals(scalar[i]!), `${rows}x${cols} ${dtype} #${i} (scalar)`).toBe(true)
         }
       }
+    }
+  })
+
+  it('transposedRecord: views of the window are its bytes, and stay so until `settled` is awaited (the next record\'s window included)', async () => {
+    const shapes = [[37, 53], [130, 24], [300, 257]] as const
+    const sources = shapes.map(([rows, cols]) => {
+      const bytes = new Uint8Array(edgeValues(rows * cols).buffer)
+      return {rows, cols, bytes, src: withReadInto({...memoryRecord('w', 'F32', [rows, cols], bytes)}, async (target, start) => target.set(bytes.subarray(start, start + target.byteLength)))}
+    })
+    const [fast, scalar] = await simdThenScalar(async () => {
+      const out: Buffer[] = []
+      for (const limits of [{}, {windowBytes: 5 * 300 * 4, bandBytes: 3 * 257 * 4}].map((l) => ({...l, windowInKernel: true}))) {
+        releaseTransposeBuffers()
+        // Views not yet "written": copied only when the record says it will reuse their memory (or at the end).
+        let pending: Uint8Array[] = []
+        const parts: Buffer[] = []
+        const settled = async () => {
+          parts.push(...pending.map((v) => Buffer.from(v)))
+          pending = []
+        }
+        // All records made first, read one after another: they share the window buffer.
+        const records = sources.map(({src}) => transposedRecord(src, 'w', limits))
+        for (const record of records) {
+          const view = readViewOf(record)!
+          for (let at = 0; at < record.byteLength;) {
+            const bytes = await view(at, Math.min(record.byteLength, at + 1000), settled)
+            expect(bytes.byteLength).toBeGreaterThan(0)
+            pending.push(bytes)
+            at += bytes.byteLength
+          }
+        }
+        await settled()
+        out.push(Buffer.concat(parts))
+      }
+      return out
+    })
+    const want = Buffer.concat(sources.map(({rows, cols, bytes}) => transposed(bytes, rows, cols, 4)))
+    for (const [i, bytes] of fast.entries()) {
+      expect(bytes.equals(want), `#${i} (SIMD)`).toBe(true)
+      expect(bytes.equals(scalar[i]!), `#${i} (scalar)`).toBe(true)
     }
   })
 

@@ -63,6 +63,17 @@ export interface FileRange {
 export const [withFileRange, fileRangeOf] = offRecord<FileRange>()
 
 /**
+ * Bytes from `start` (up to `end`: maybe fewer, never none) as a view of the record's own memory, no
+ * copy: a writer writes the view itself. The record may overwrite a view's memory on a later read (of
+ * it or of a record sharing its buffers), and calls `settled` first: the view's last use (its
+ * write) is done once the promise `settled` returns resolves.
+ */
+export type ReadView = (start: number, end: number, settled: () => Promise<void>) => Promise<Uint8Array>
+
+/** The record's views of its own memory, if it has them: `readViewOf` finds them. */
+export const [withReadView, readViewOf] = offRecord<ReadView>()
+
+/**
  * Default chunk for streaming copies. 1 MiB measured fastest here: a chunk that stays in the CPU
  * cache between the read and the write, and few enough syscalls (8 MiB chunks were ~2× slower).
  */

@@ -8,7 +8,7 @@
 import {type onnx as P} from 'onnx-proto'
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
-import {CHUNK_BYTES, readChunksInto, type TensorRecord} from '../../tensor/record.js'
+import {CHUNK_BYTES, readChunksInto, readViewOf, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {type GraphBuilder, lengthDelimitedTag, onnx, onnxDtype, varint} from './builder.js'
 import {IR_VERSION, OPSET} from './graph.js'
@@ -38,6 +38,23 @@ export interface OnnxPlan {
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {
   return Buffer.concat(parts)
+}
+
+/**
+ * The bytes of `record` in chunks: views of its own memory where it has them (a transposed matrix's
+ * window), else read into `ring` (from buffer `from` on). `settled`: the writes of what was yielded.
+ */
+async function* chunksOf(record: TensorRecord, ring: readonly Uint8Array[], from: number, settled: () => Promise<void>): AsyncGenerator<Uint8Array> {
+  const view = readViewOf(record)
+  if (!view) {
+    yield* readChunksInto(record, CHUNK_BYTES, [...ring.slice(from), ...ring.slice(0, from)])
+    return
+  }
+  for (let at = 0; at < record.byteLength;) {
+    const bytes = await view(at, Math.min(record.byteLength, at + CHUNK_BYTES), settled)
+    at += bytes.byteLength
+    yield bytes
+  }
 }
 
 /**
@@ -120,9 +137,8 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
           enqueue(model, entry.prefix)
           const target = data ?? model
           if (data && dataAt < entry.dataStart) enqueue(data, new Uint8Array(entry.dataStart - dataAt))
-          const from = k % WRITE_BEHIND
           let written = 0
-          for await (const chunk of readChunksInto(sources.get(entry.init.name)!, CHUNK_BYTES, [...ring.slice(from), ...ring.slice(0, from)])) {
+          for await (const chunk of chunksOf(sources.get(entry.init.name)!, ring, k % WRITE_BEHIND, () => tail)) {
             busy[k % WRITE_BEHIND] = enqueue(target, chunk)
             k++
             await busy[k % WRITE_BEHIND]

@@ -17,7 +17,7 @@
  */
 import {transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, readingInto, readIntoOf, type ReadView, type TensorRecord, withReadView} from '../../tensor/record.js'
+import {CHUNK_BYTES, fileRangeOf, readingInto, readIntoOf, type ReadView, type TensorRecord, withReadView} from '../../tensor/record.js'
 
 const WINDOW_BYTES = 64 * 1024 * 1024
 export const BAND_BYTES = 4 * 1024 * 1024
@@ -92,6 +92,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   const bandFit = Math.max(1, Math.min(rows, Math.floor((limits.bandBytes ?? BAND_BYTES) / (cols * size))))
   const bandRows = bandFit > BAND_ROW_STEP ? bandFit - (bandFit % BAND_ROW_STEP) : bandFit
   const readInto = readIntoOf(record)
+  const inFile = fileRangeOf(record) !== undefined
   // The current window and the buffers (a band read into, a window's bytes) during one read; handed
   // back to FREE after it.
   let cache: Window | undefined
@@ -109,8 +110,10 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     }
     const band = into ?? (spare.band ??= take('band', bandRows * cols * size, limits.bandBytes ?? 0)).subarray(0, end - start)
     // In writer-sized chunks: a cast source reads through its shared scratch buffers (chunk-sized;
-    // a whole 4 MiB band of f16 would allocate its 8 MiB of f32 every time).
-    for (let at = 0; at < band.byteLength; at += CHUNK_BYTES) await readInto(band.subarray(at, Math.min(band.byteLength, at + CHUNK_BYTES)), start + at)
+    // a whole 4 MiB band of f16 would allocate its 8 MiB of f32 every time). Bytes as they lie in a
+    // file come in one read (a quarter of the thread-pool round trips).
+    const step = inFile ? Math.max(CHUNK_BYTES, band.byteLength) : CHUNK_BYTES
+    for (let at = 0; at < band.byteLength; at += step) await readInto(band.subarray(at, Math.min(band.byteLength, at + step)), start + at)
     return band
   }
 
@@ -125,9 +128,9 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     if (cache && outRow >= cache.first && outRow < cache.first + cache.count) return cache
     const first = Math.floor(outRow / windowRows) * windowRows
     const count = Math.min(windowRows, cols - first)
-    // One buffer serves every window: what was handed out of it (views) is done with first.
+    // One buffer serves every window: what was handed out of it (views) is done with before the
+    // first band is transposed into it (the band's read meanwhile).
     cache = undefined
-    await settleViews()
     spare.window ??= take('window', windowRows * outRowBytes, limits.windowBytes ?? 0, limits.windowInKernel)
     const bytes = spare.window.subarray(0, count * outRowBytes)
     const direct = transposeWindowOf(bytes.buffer)
@@ -143,6 +146,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
           next = readBand(r1, Math.min(rows, r1 + bandRows), slot(r1))
           next.catch(() => undefined) // awaited next round; never an unhandled rejection meanwhile
         }
+        if (r0 === 0) await settleViews()
         direct.columns((r0 / bandRows) % 2, r1 - r0, cols, first, count, size, r0 * size, outRowBytes)
       }
     } else {
@@ -151,6 +155,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
       for (let r0 = 0; r0 < rows; r0 += bandRows) {
         const r1 = Math.min(rows, r0 + bandRows)
         const band = await readBand(r0, r1)
+        if (r0 === 0) await settleViews()
         if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
         transposeBand(band, r0, r1, first, count, bytes)
       }

@@ -211,7 +211,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     readDone(end)
   }
   // The window's own bytes, no copy (the ONNX writer writes them: a copy into its chunk buffers was
-  // 0.26 s of a 1.1B f32 export's 4.3 s CPU).
+  // 0.26 s of a 1.1B f32 export's 4.3 s CPU). Bytes up to the window's end.
   const viewRange: ReadView = async (start, end, settled) => {
     const bytes = await inWindow(start, end)
     viewsInUse = settled
@@ -222,9 +222,14 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   let queue: Promise<unknown> = Promise.resolve()
   const serial = <A extends unknown[], R>(run: (...args: A) => Promise<R>) => (...args: A): Promise<R> => {
     const result = queue.then(() => run(...args))
-    queue = result.catch(() => undefined)
+    // Settled to nothing: a queue holding the last view kept each record's window (the writer keeps
+    // every record until the file is done: 1.1B --variants fp16,q8 at 1.2 GB).
+    queue = result.then(() => undefined, () => undefined)
     return result
   }
 
-  return withReadView(readingInto({name, dtype: record.dtype, shape: [cols, rows], byteLength}, serial(copyRange)), serial(viewRange))
+  const transposed = readingInto({name, dtype: record.dtype, shape: [cols, rows], byteLength}, serial(copyRange))
+  // Views for windows in a kernel's memory only (an export's last file): with JS windows (the earlier
+  // files of --variants) the fp16 file of 3B --variants fp16,q8,q4,q4f16 peaked at 307 MB, not 295.
+  return limits.windowInKernel && transposeKernel() ? withReadView(transposed, serial(viewRange)) : transposed
 }

@@ -11,6 +11,7 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import {convert, writeCheckpoint} from '../src/convert.js'
 import {fpQuantizedRecords} from '../src/formats/mlx/fp.js'
+import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
 import {quantizedRecords} from '../src/formats/mlx/quantize.js'
 import {int8Records, q4Records} from '../src/formats/onnx/int8.js'
 import {presetConfig} from '../src/model/presets.js'
@@ -161,6 +162,32 @@ describe('a source in a safetensors file: on the pool the tasks read their own r
           const [weight, scales, biases, fpWeight, fpScales] = await readAll([q.weight, q.scales, q.biases, f.weight, f.scales])
           expect([weight, scales, biases].map(sha), `affine on ${threads} thread(s)`).toEqual([affine.weight!, affine.scales!, affine.biases!].map(sha))
           expect([fpWeight, fpScales].map(sha), `mxfp4 on ${threads} thread(s)`).toEqual([fp.weight!, fp.scales!].map(sha))
+          if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(4)
+        }
+      } finally {
+        await st.close()
+      }
+    }, 60_000)
+  }
+  for (const dtype of ['F32', 'BF16'] as const) {
+    it(`${dtype} source → gguf q8_0 and q4_0: 1 and 2 threads write the scheme's encode of the values`, async () => {
+      const file = path.join(work, `gguf-${dtype}.safetensors`)
+      await drain(writeSafetensors(file, [castRecord(f32Record('w', [rows, COLS], values(rows)), dtype)]))
+      const st = await openSafetensors(file)
+      try {
+        const source = st.tensors[0]!
+        expect(fileRangeOf(source)).toBeDefined()
+        const stored = toFloat32(await source.read(), dtype)
+        const expected = ['gguf_q8_0', 'gguf_q4_0'].map((s) => sha(SCHEMES[s]!.encode(stored, 1, stored.length, {}).blocks!))
+        for (const threads of [1, 2]) {
+          setThreads(threads)
+          const before = completed()
+          const plan = planGguf([], [{name: 'a', type: 'Q8_0', source}, {name: 'b', type: 'Q4_0', source}])
+          const out = path.join(work, `${dtype}-${threads}.gguf`)
+          await drain(writeGguf(out, plan))
+          const bytes = await fs.readFile(out)
+          const at = (t: (typeof plan.tensors)[number]) => plan.header.byteLength + t.offset
+          expect(plan.tensors.map((t) => sha(bytes.subarray(at(t), at(t) + t.byteLength))), `${threads} thread(s)`).toEqual(expected)
           if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(4)
         }
       } finally {

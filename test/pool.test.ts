@@ -11,7 +11,7 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {FormatError, UsageError} from '../src/errors.js'
-import {closeSharedPool, mapOrdered, parseThreads, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
+import {BlocksAhead, closeSharedPool, type EncodeTask, mapOrdered, parseThreads, recycleResult, resultSpareCount, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
 import {runTask} from '../src/pool/tasks.js'
 import {ENCODE_BLOCK_BYTES, quantizedRecords} from '../src/formats/mlx/quantize.js'
 import {f32Record, readTaskBytes, withReadInto} from '../src/tensor/record.js'
@@ -184,6 +184,44 @@ describe('buffers in flight', () => {
     await runOne({kind: 'encode', scheme: 'mlx_affine', params, values: own, rows: 8, cols: 256, owned: true})
     expect(spareCount()).toBe(before)
     expect(sha(new Uint8Array(own.buffer))).toBe(sha(new Uint8Array(input.buffer))) // still the caller's, untouched
+  })
+
+  it('an encode result given back (recycleResult) moves to a worker with the next task, which writes its result into it; anything else is not taken', async () => {
+    setThreads(2)
+    const params = {bits: 4, group_size: 64}
+    const task = (seed: number): EncodeTask => ({kind: 'encode', scheme: 'mlx_affine', params, values: values(8, 256, seed), rows: 8, cols: 256})
+    const shas = (e: Record<string, Uint8Array>) => Object.entries(e).map(([k, v]) => `${k}:${sha(v)}`)
+    const first = await runOne(task(21))
+    const before = resultSpareCount()
+    for (const part of Object.values(first)) recycleResult(part)
+    expect(resultSpareCount()).toBe(before + 3)
+    recycleResult(first.weight) // given back already
+    const reference = runTask(task(22))
+    recycleResult(reference.weight) // made in this thread
+    expect(resultSpareCount()).toBe(before + 3)
+    const second = await runOne(task(22))
+    expect(first.weight!.byteLength).toBe(0) // moved to the worker with the task, not copied
+    expect(resultSpareCount()).toBe(before)
+    expect(shas(second)).toEqual(shas(reference))
+    // Many rounds through the same few buffers: every result still the reference's bytes.
+    for (let seed = 30; seed < 40; seed++) {
+      const encoded = await runOne(task(seed))
+      expect(shas(encoded)).toEqual(shas(runTask(task(seed))))
+      for (const part of Object.values(encoded)) recycleResult(part)
+    }
+  }, 60_000)
+
+  it('BlocksAhead gives each dropped block to onDrop once read; a block short of its share of a range is an error, not a gap', async () => {
+    setThreads(2)
+    const dropped: number[] = []
+    const blocks = new BlocksAhead(4, async (b) => new Uint8Array(8).fill(b), (bytes) => dropped.push(bytes[0]!))
+    const out = new Uint8Array(32)
+    await blocks.readRangeInto(out, 0, 8, 32)
+    expect([...out]).toEqual(Array.from({length: 32}, (_, i) => i >> 3))
+    await new Promise((resolve) => setTimeout(resolve, 0))
+    expect(dropped.sort()).toEqual([0, 1, 2, 3])
+    const short = new BlocksAhead(2, async (b) => new Uint8Array(b === 1 ? 0 : 8))
+    await expect(short.readRange(0, 16, 8, 16)).rejects.toThrow(/block 1 holds 0 bytes/)
   })
 
   it('MLX scales/biases read while the weight\'s reads are under way wait for them: each row block is encoded once', async () => {

@@ -4,11 +4,14 @@
  */
 import {parentPort} from 'node:worker_threads'
 import {OpenElmError} from '../errors.js'
+import {type Encoded} from '../quant/types.js'
 import {type AnyResult, buffersOf, resultViews, runTask, spentBuffers, type Task} from './tasks.js'
 
 export interface TaskMessage {
   id: number
   task: Task
+  /** Result buffers the caller is done with (src/pool/index.ts recycleResult), moved here for this worker's results. */
+  spare?: ArrayBuffer[]
 }
 
 export type ReplyMessage =
@@ -16,13 +19,39 @@ export type ReplyMessage =
   | {id: number; ok: true; result: AnyResult; spent: ArrayBuffer[]}
   | {id: number; ok: false; error: {name: string; kind?: string; code?: string; message: string; details?: Record<string, unknown>}}
 
+/** Result buffers moved here by the pool, the newest last; the oldest beyond MAX_SPARES are dropped. */
+const spares: ArrayBuffer[] = []
+const MAX_SPARES = 8
+
+/**
+ * An encode's parts copied into buffers the pool gave back (each fitting a part: as large, at most
+ * twice), so that the buffers moved to the calling thread are the same few ones again and again
+ * (src/pool/index.ts recycleResult); parts that no spare fits go as they are.
+ */
+function intoSpares(result: Encoded): Encoded {
+  for (const [name, part] of Object.entries(result)) {
+    let i = spares.length - 1
+    while (i >= 0 && !(spares[i]!.byteLength >= part.byteLength && spares[i]!.byteLength <= 2 * part.byteLength)) i--
+    if (i < 0) continue
+    const view = new Uint8Array(spares.splice(i, 1)[0]!, 0, part.byteLength)
+    view.set(part)
+    result[name] = view
+  }
+  return result
+}
+
 if (!parentPort) throw new Error('src/pool/worker is a worker_threads entry point')
 const port = parentPort
-port.on('message', ({id, task}: TaskMessage) => {
+port.on('message', ({id, task, spare}: TaskMessage) => {
   let reply: ReplyMessage
   let transfer: ArrayBuffer[] = []
+  if (spare) {
+    spares.push(...spare)
+    spares.splice(0, Math.max(0, spares.length - MAX_SPARES))
+  }
   try {
-    const result = runTask(task)
+    let result = runTask(task)
+    if (task.kind === 'encode' || task.kind === 'encodeFile') result = intoSpares(result as Encoded)
     const spent = spentBuffers(task, result)
     reply = {id, ok: true, result, spent}
     transfer = [...buffersOf(resultViews(result)), ...spent]

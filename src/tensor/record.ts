@@ -4,7 +4,8 @@
  * writers pull bytes from them chunk by chunk, so memory stays bounded by a chunk.
  */
 import {FormatError} from '../errors.js'
-import {recycle, spareBuffer} from '../pool/index.js'
+import {type EncodeFileTask, type EncodeTask, recycle, sharedPool, spareBuffer} from '../pool/index.js'
+import {type SchemeParams} from '../quant/types.js'
 import {castBytes, castInto, dtypeSize, type DType, type FloatDType, fromFloat32, toFloat32} from './dtype.js'
 
 export interface TensorRecord {
@@ -268,6 +269,21 @@ export async function readF32Task(record: TensorRecord, start: number, end: numb
     return {values: new Float32Array(values.buffer, 0, raw.byteLength / 2), owned: true}
   }
   return {values: toFloat32(await record.read(start, end), record.dtype), owned: false}
+}
+
+/**
+ * The encode task (`scheme`) of `rows × cols` values of `record` from element `first`. On the worker
+ * pool, a float record whose bytes lie as they are in a file is read by the task itself (`encodeFile`:
+ * this thread neither reads nor moves them); else read here as f32 by readF32Task.
+ */
+export async function encodeTaskOf(record: TensorRecord, scheme: string, params: SchemeParams, first: number, rows: number, cols: number): Promise<EncodeTask | EncodeFileTask> {
+  const size = dtypeSize(record.dtype)
+  const file = sharedPool() ? fileRangeOf(record) : undefined
+  const {dtype} = record
+  if (file && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16')) {
+    return {kind: 'encodeFile', scheme, params, fd: file.fd, position: file.offset + first * size, dtype, rows, cols}
+  }
+  return {kind: 'encode', scheme, params, ...(await readF32Task(record, first * size, (first + rows * cols) * size)), rows, cols}
 }
 
 /** Yield the record's bytes in chunks of at most `chunkBytes` (rounded to whole elements). */

@@ -7,8 +7,8 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
-import {type EncodeTask, mapOrdered} from '../../pool/index.js'
-import {castRecord, CHUNK_BYTES, readChunksInto, readF32Task, type TensorRecord} from '../../tensor/record.js'
+import {type EncodeFileTask, type EncodeTask, mapOrdered} from '../../pool/index.js'
+import {castRecord, CHUNK_BYTES, encodeTaskOf, readChunksInto, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
 import {tensorBytes, MAX_DIMS, MAX_TENSOR_NAME_BYTES} from './read.js'
@@ -180,13 +180,14 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, 
   const block = GGML_BLOCK[type].elements
   const elements = source.byteLength / size
   const step = Math.max(block, Math.floor(chunkBytes / 4 / block) * block)
-  async function* tasks(): AsyncGenerator<EncodeTask> {
-    for (let first = 0; first < elements; first += step) {
-      const count = Math.min(step, elements - first)
-      // Read into a spare buffer that the finished task gives back (a worker's, or this thread's on 1 thread).
-      yield {kind: 'encode', scheme, params: {}, ...(await readF32Task(source, first * size, (first + count) * size)), rows: 1, cols: count}
-    }
+  async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
+    // A file-backed source is read by the workers (encodeFile); else read here into a spare buffer
+    // that the finished task gives back (a worker's, or this thread's on 1 thread).
+    for (let first = 0; first < elements; first += step) yield await encodeTaskOf(source, scheme, {}, first, 1, Math.min(step, elements - first))
   }
+  // The results are not given back to the workers (recycleResult): measured at 1.1B → Q8_0 on 2
+  // workers, this thread's CPU stayed the same (0.6 s) and peak RSS rose from 206–219 to 241–252 MB
+  // (the kernels' own output arrays, copied into the given-back buffers, left to the workers' GC).
   for await (const encoded of mapOrdered(tasks())) yield encoded.blocks!
 }
 

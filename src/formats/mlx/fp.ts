@@ -4,7 +4,7 @@
  * and the float record that dequantizes them back. The arithmetic is src/quant/mlx-fp.ts.
  */
 import {FormatError} from '../../errors.js'
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, runOne} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, recycleResult, runOne} from '../../pool/index.js'
 import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
@@ -42,8 +42,9 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   const weightBlocks = new BlocksAhead(blocks, async (b) => {
     const encoded = await runOne(await task(b))
     keep(b, encoded.scales!)
+    recycleResult(encoded.scales)
     return encoded.weight!
-  })
+  }, recycleResult)
   let making: Promise<Uint8Array> | undefined
   const allScales = async (): Promise<Uint8Array> => {
     await weightBlocks.settled()
@@ -54,7 +55,10 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
       for (const b of todo) yield await task(b)
     }
     let i = 0
-    for await (const encoded of mapOrdered(tasks())) keep(todo[i++]!, encoded.scales!)
+    for await (const encoded of mapOrdered(tasks())) {
+      keep(todo[i++]!, encoded.scales!)
+      for (const part of Object.values(encoded)) recycleResult(part)
+    }
     return kept!.scales
   }
   const scalesOf = () => making ??= allScales().finally(() => {

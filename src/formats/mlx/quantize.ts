@@ -5,11 +5,11 @@
  * dequantization convention) is the `mlx_affine` scheme in src/quant/mlx-affine.ts.
  */
 import {FormatError} from '../../errors.js'
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, runOne, sharedPool} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, recycleResult, runOne} from '../../pool/index.js'
 import {checkQuantParams, dequantizeRoundedInto, dequantizeRows} from '../../quant/mlx-affine.js'
 import {type Encoded, type SchemeParams} from '../../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
-import {CHUNK_BYTES, fileRangeOf, formatShape, readF32Task, readingInto, readIntoOf, type TensorRecord, withReadRowsF32} from '../../tensor/record.js'
+import {CHUNK_BYTES, encodeTaskOf, formatShape, readingInto, readIntoOf, type TensorRecord, withReadRowsF32} from '../../tensor/record.js'
 
 export {
   checkQuantParams, dequantizeRows, groupErrorBound, groupParams, QUANT_BITS, QUANT_GROUP_SIZES, quantizeRows, rint, roundInto, SCALE_EPS, unpackRows,
@@ -39,19 +39,9 @@ export function blockRows(cols: number, bytes = BLOCK_BYTES): number {
   return Math.max(1, Math.floor(bytes / (cols * 4)))
 }
 
-/**
- * The encode task (`scheme`) of rows [r0, r1) of `source`. On the worker pool, a float source whose
- * bytes lie as they are in a file is read by the task itself (`encodeFile`: this thread neither reads
- * nor moves them); else read here as f32 by readF32Task.
- */
-export async function rowsTask(source: TensorRecord, scheme: string, params: SchemeParams, cols: number, r0: number, r1: number): Promise<EncodeTask | EncodeFileTask> {
-  const size = dtypeSize(source.dtype)
-  const file = sharedPool() ? fileRangeOf(source) : undefined
-  const {dtype} = source
-  if (file && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16')) {
-    return {kind: 'encodeFile', scheme, params, fd: file.fd, position: file.offset + r0 * cols * size, dtype, rows: r1 - r0, cols}
-  }
-  return {kind: 'encode', scheme, params, ...(await readF32Task(source, r0 * cols * size, r1 * cols * size)), rows: r1 - r0, cols}
+/** The encode task (`scheme`) of rows [r0, r1) of `source` (encodeTaskOf: read by the task itself where it can). */
+export function rowsTask(source: TensorRecord, scheme: string, params: SchemeParams, cols: number, r0: number, r1: number): Promise<EncodeTask | EncodeFileTask> {
+  return encodeTaskOf(source, scheme, params, r0 * cols, r1 - r0, cols)
 }
 
 /**
@@ -118,6 +108,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
         allPacked.packed.set(encoded.weight!, b * step * rowBytes)
         allPacked.inAll[b] = 1
       }
+      for (const part of Object.values(encoded)) recycleResult(part)
     }
     const p = pending!
     made = {scales: p.scales, biases: p.biases}
@@ -142,8 +133,10 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   const ahead = new BlocksAhead(blocks, async (b) => {
     const encoded = await runOne(await task(b))
     keepParams(b, encoded)
+    recycleResult(encoded.scales)
+    recycleResult(encoded.biases)
     return encoded.weight!
-  })
+  }, recycleResult)
   const packedBlock = async (b: number): Promise<Uint8Array> => {
     if (allPacked?.inAll[b]) return allPacked.packed.subarray(b * step * rowBytes, Math.min(rows, (b + 1) * step) * rowBytes)
     return ahead.get(b)

@@ -14,7 +14,7 @@
 import os from 'node:os'
 import {pathToFileURL} from 'node:url'
 import {createRequire} from 'node:module'
-import {Worker} from 'node:worker_threads'
+import {MessageChannel, Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
@@ -111,6 +111,18 @@ export function recycle(buffer: ArrayBuffer): void {
   SPARE.push(buffer)
   spareBytes += buffer.byteLength
   while (spareBytes > SPARE_MAX_BYTES) spareBytes -= SPARE.shift()!.byteLength
+}
+
+/**
+ * Let an ArrayBuffer no one uses any more go now: moved into a message channel closed at once, its
+ * memory is freed within a tick (every view of it becomes empty). Dropped, it would wait for its
+ * isolate's next collection, which V8 puts off while tens of MB of dead buffers pile up.
+ */
+export function freeBuffer(buffer: ArrayBuffer): void {
+  const {port1, port2} = new MessageChannel()
+  port1.postMessage(null, [buffer])
+  port1.close()
+  port2.close()
 }
 
 /** Buffers waiting in `spareBuffer`'s list (tests). */
@@ -290,7 +302,8 @@ export class BlocksAhead<T> {
   private readonly dropped: Uint8Array
   /** The last readRange asked for: the next one starts after it (readRange). */
   private lastRead: Promise<unknown> = Promise.resolve()
-  constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>) {
+  /** `onDrop(block, promise)`: block `block` is forgotten (its computation may still be running). */
+  constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>, private readonly onDrop?: (block: number, promise: Promise<T>) => void) {
     this.dropped = new Uint8Array(count)
   }
 
@@ -309,8 +322,10 @@ export class BlocksAhead<T> {
   }
 
   private drop(k: number): void {
+    const entry = this.cache.get(k)
     this.cache.delete(k)
     this.dropped[k] = 1
+    if (entry) this.onDrop?.(k, entry.promise)
   }
 
   /**
@@ -371,6 +386,7 @@ export class BlocksAhead<T> {
 
   /** Drop every block (and compute ahead again from scratch). */
   clear(): void {
+    for (const [k, e] of this.cache) this.onDrop?.(k, e.promise)
     this.cache.clear()
     this.dropped.fill(0)
   }

@@ -13,7 +13,9 @@ import {convert, writeCheckpoint} from '../src/convert.js'
 import {fpQuantizedRecords} from '../src/formats/mlx/fp.js'
 import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
 import {quantizedRecords} from '../src/formats/mlx/quantize.js'
-import {int8Records, q4Records} from '../src/formats/onnx/int8.js'
+import {int8Records, q4Records, SharedCodes, SharedSlots, slotCount, stepResultBytes} from '../src/formats/onnx/int8.js'
+import {q4Blocks} from '../src/quant/onnx-q4.js'
+import {runTask} from '../src/pool/tasks.js'
 import {presetConfig} from '../src/model/presets.js'
 import {synthCheckpoint, synthUniform} from '../src/model/synth.js'
 import {closeSharedPool, mapOrdered, setThreads, sharedPool} from '../src/pool/index.js'
@@ -115,6 +117,25 @@ describe('quantizing records on the pool', () => {
         return [r.blocks, r.scales]
       },
     },
+    // The export's form: each step's result written by the workers into a file's shared slots, the
+    // scales kept in its one scales buffer; with one slot the steps ahead get buffers of their own.
+    ...([slotCount(2), 1] as const).map((count) => ({
+      name: `onnx q4f16 in ${count} shared slot(s)`, scheme: 'onnx_q4', params: {dtype: 'F16'}, parts: ['blocks', 'scales'], rows: ONNX_ROWS, blocks: 2,
+      make: (source: Float32Array) => {
+        const rows = ONNX_ROWS
+        const shared = {slots: new SharedSlots(stepResultBytes(rows, COLS, 'q4f16'), count), scales: new SharedCodes(rows * q4Blocks(COLS) * 2)}
+        const r = q4Records(f32Record('w', [rows, COLS], source), 'w', 'w_scales', 'F16', shared)
+        return [r.blocks, r.scales]
+      },
+    })),
+    {
+      name: 'onnx q8 streamed (the embedding) in shared slots', scheme: 'onnx_int8', params: {}, parts: ['weight', 'scales'], rows: ONNX_ROWS, blocks: 2,
+      make: (source) => {
+        const rows = ONNX_ROWS
+        const r = int8Records(f32Record('w', [rows, COLS], source), 'w', 'w_scale', {streamed: true, slots: new SharedSlots(stepResultBytes(rows, COLS, 'q8'), slotCount(2))})
+        return [r.codes, r.scales]
+      },
+    },
   ]
   for (const c of cases) {
     it(`${c.name}: 1 and 2 threads give the scheme's encode of the whole tensor`, async () => {
@@ -131,6 +152,28 @@ describe('quantizing records on the pool', () => {
       }
       expect(hashes[1]).toEqual(hashes[0])
     }, 60_000)
+  }
+})
+
+describe('an encode task with `into` (the result written in place)', () => {
+  for (const [scheme, params, cols] of [['onnx_int8', {}, 256], ['onnx_int8', {}, 40], ['onnx_q4', {dtype: 'F32'}, 256], ['onnx_q4', {dtype: 'F16'}, 256], ['onnx_q4', {dtype: 'F16'}, 40]] as const) {
+    it(`${scheme} ${JSON.stringify(params)} × ${cols} columns: the parts in the shared views equal encode's, and the result is those views`, () => {
+      const rows = 37
+      const source = values(Math.ceil((rows * cols) / COLS)).subarray(0, rows * cols)
+      const want = SCHEMES[scheme]!.encode(source, rows, cols, params)
+      const buffer = new SharedArrayBuffer(1 << 16)
+      let at = 8 // not at the buffer's start
+      const into: Encoded = {}
+      for (const [part, bytes] of Object.entries(want)) {
+        into[part] = new Uint8Array(buffer, at, bytes.byteLength)
+        at += bytes.byteLength + 8
+      }
+      const got = runTask({kind: 'encode', scheme, params, values: source.slice(), rows, cols, into})
+      for (const [part, bytes] of Object.entries(want)) {
+        expect(sha(into[part]!), part).toBe(sha(bytes))
+        expect(got[part]).toBe(into[part])
+      }
+    })
   }
 })
 

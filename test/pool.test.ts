@@ -11,7 +11,7 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {FormatError, UsageError} from '../src/errors.js'
-import {BlocksAhead, closeSharedPool, type EncodeTask, mapOrdered, parseThreads, recycleResult, resultSpareCount, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
+import {BlocksAhead, closeSharedPool, type EncodeTask, freeBuffers, mapOrdered, parseThreads, recycleResult, resultSpareCount, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
 import {runTask} from '../src/pool/tasks.js'
 import {ENCODE_BLOCK_BYTES, quantizedRecords} from '../src/formats/mlx/quantize.js'
 import {f32Record, readTaskBytes, withReadInto} from '../src/tensor/record.js'
@@ -119,6 +119,18 @@ describe('worker pool', () => {
 })
 
 describe('buffers in flight', () => {
+  it('freeBuffers lets a buffer\'s memory go within a tick, not at the next collection', async () => {
+    const before = process.memoryUsage().arrayBuffers
+    const buffer = new ArrayBuffer(64 * 1024 * 1024)
+    const view = new Uint8Array(buffer)
+    view.fill(1)
+    expect(process.memoryUsage().arrayBuffers).toBeGreaterThanOrEqual(before + buffer.byteLength)
+    freeBuffers([buffer])
+    expect(buffer.byteLength).toBe(0) // every view is empty: nothing can touch the memory again
+    expect(view.length).toBe(0)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(process.memoryUsage().arrayBuffers).toBeLessThan(before + 32 * 1024 * 1024)
+  })
   it('an encode task\'s input buffer comes back from the worker and is handed out again (spareBuffer), results unchanged', async () => {
     setThreads(2)
     const input = values(8, 256, 11)
@@ -214,7 +226,7 @@ describe('buffers in flight', () => {
   it('BlocksAhead gives each dropped block to onDrop once read; a block short of its share of a range is an error, not a gap', async () => {
     setThreads(2)
     const dropped: number[] = []
-    const blocks = new BlocksAhead(4, async (b) => new Uint8Array(8).fill(b), (bytes) => dropped.push(bytes[0]!))
+    const blocks = new BlocksAhead(4, async (b) => new Uint8Array(8).fill(b), (bytes) => dropped.push(bytes?.[0] ?? -1))
     const out = new Uint8Array(32)
     await blocks.readRangeInto(out, 0, 8, 32)
     expect([...out]).toEqual(Array.from({length: 32}, (_, i) => i >> 3))

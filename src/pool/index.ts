@@ -18,9 +18,10 @@ import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
-import {type AnyResult, buffersOf, resultViews, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
+import {type AnyResult, buffersOf, freeBuffers, resultViews, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
+export {freeBuffers} from './tasks.js'
 export type {CastTask, CompareTask, EncodeFileTask, EncodeTask, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
@@ -199,7 +200,7 @@ export class WorkerPool {
     const id = this.nextId++
     const promise = new Promise<AnyResult>((resolve, reject) => this.pending.set(id, {resolve: resolve as (v: unknown) => void, reject}))
     const sent = transferable(task)
-    const spare = sent.kind === 'encode' || sent.kind === 'encodeFile' ? RESULT_SPARE.splice(-SPARES_PER_TASK).filter((b) => b.byteLength > 0) : []
+    const spare = (sent.kind === 'encode' || sent.kind === 'encodeFile') && !sent.into ? RESULT_SPARE.splice(-SPARES_PER_TASK).filter((b) => b.byteLength > 0) : []
     this.queue.push({message: {id, task: sent, spare}, transfer: [...buffersOf(taskViews(sent)), ...spare]})
     this.pump()
     return promise
@@ -331,8 +332,12 @@ export class BlocksAhead<T> {
   private readonly dropped: Uint8Array
   /** The last readRange asked for: the next one starts after it (readRange). */
   private lastRead: Promise<unknown> = Promise.resolve()
-  /** `onDrop`: called with a dropped block's value once no read will use it (e.g. recycleResult for a worker's result). */
-  constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>, private readonly onDrop?: (value: T) => void) {
+  /**
+   * `onDrop(value, block)`: block `block` was dropped and no read will use it; called once its
+   * computation settles, with its value (undefined if it failed): e.g. recycleResult for a worker's
+   * result, or a slot of shared memory given back.
+   */
+  constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>, private readonly onDrop?: (value: T | undefined, block: number) => void) {
     this.dropped = new Uint8Array(count)
   }
 
@@ -354,8 +359,13 @@ export class BlocksAhead<T> {
     const entry = this.cache.get(k)
     this.cache.delete(k)
     this.dropped[k] = 1
-    if (entry && this.onDrop) entry.promise.then(this.onDrop, nothing)
+    if (entry) this.settleDropped(k, entry.promise)
   }
+  private settleDropped(k: number, promise: Promise<T>): void {
+    const onDrop = this.onDrop
+    if (onDrop) promise.then((value) => onDrop(value, k), () => onDrop(undefined, k))
+  }
+
 
   /**
    * A read is done with blocks [from, to): drop those taken (a reader reading the block's other part
@@ -417,6 +427,7 @@ export class BlocksAhead<T> {
 
   /** Drop every block (and compute ahead again from scratch). */
   clear(): void {
+    for (const [k, e] of this.cache) this.settleDropped(k, e.promise)
     this.cache.clear()
     this.dropped.fill(0)
   }

@@ -8,6 +8,7 @@ import {schemeFor, type Encoded, type EncodingDiff, type SchemeParams} from '../
 import {synthValues} from '../model/synth-values.js'
 import {quantizeInt8Transposed} from '../quant/onnx-int8.js'
 import {readSync} from 'node:fs'
+import {MessageChannel, type MessagePort} from 'node:worker_threads'
 import {FormatError} from '../errors.js'
 import {castBytes, castInto, type DType, dtypeSize, type FloatDType, fromFloat32} from '../tensor/dtype.js'
 
@@ -24,6 +25,8 @@ export interface EncodeTask {
    * store), and span their whole buffer: the pool may transfer them. Otherwise it copies them first.
    */
   owned?: boolean
+  /** Parts written into these views (see `encodeRows`) instead of coming back in buffers of their own. */
+  into?: Encoded
 }
 
 /**
@@ -42,6 +45,8 @@ export interface EncodeFileTask {
   rows: number
   cols: number
   owned?: boolean
+  /** As EncodeTask's. */
+  into?: Encoded
 }
 
 /** Float bytes `from` → `to` (round to nearest even), as `castBytes`. */
@@ -125,7 +130,7 @@ export function runTask(task: Task): AnyResult
 export function runTask(task: Task): AnyResult {
   switch (task.kind) {
     case 'encode':
-      return schemeFor(task.scheme).encode(task.values, task.rows, task.cols, task.params)
+      return encodeRows(task, task.values)
     case 'encodeFile':
       return encodeFile(task)
     case 'cast':
@@ -141,6 +146,33 @@ export function runTask(task: Task): AnyResult {
       return new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
     }
   }
+}
+
+/**
+ * The task's scheme encode of `values`; with `task.into`, its parts are written into those views
+ * (a SharedArrayBuffer the caller reuses step after step: src/formats/onnx/int8.ts SharedSlots),
+ * which stand for them in the result: by the scheme's encodeInto when it has one and every part
+ * has a view (nothing allocated per step), else encode's parts copied there. A result buffer per
+ * step, made in a worker and moved to the calling thread, or made and dropped in the worker, is
+ * freed only at that thread's next collection, which V8 puts off until tens of MB have piled up
+ * (3B `--variants fp16,q8,q4,q4f16` on 2 workers: 285–289 MB at the end, 340 MB with the parts copied).
+ */
+function encodeRows(task: EncodeTask | EncodeFileTask, values: Float32Array): Encoded {
+  const scheme = schemeFor(task.scheme)
+  const into = task.into
+  if (!into) return scheme.encode(values, task.rows, task.cols, task.params)
+  if (scheme.encodeInto && Object.keys(into).length === scheme.parts(task.params, task.cols).length) {
+    scheme.encodeInto(values, task.rows, task.cols, task.params, into)
+    return {...into}
+  }
+  const encoded = scheme.encode(values, task.rows, task.cols, task.params)
+  for (const [part, view] of Object.entries(into)) {
+    const bytes = encoded[part]
+    if (bytes?.byteLength !== view.byteLength) throw new Error(`encode ${task.scheme}: part ${part} has ${bytes?.byteLength ?? 'no'} bytes, its target ${view.byteLength}`)
+    view.set(bytes)
+    encoded[part] = view
+  }
+  return encoded
 }
 
 /** This thread's buffers for encodeFile's source bytes and their f32 widening (reused by every task). */
@@ -163,7 +195,7 @@ function encodeFile(task: EncodeFileTask): Encoded {
     values = fileValues.subarray(0, 4 * count)
     castInto(bytes, task.dtype, 'F32', values)
   }
-  const encoded = schemeFor(task.scheme).encode(new Float32Array(values.buffer, 0, count), task.rows, task.cols, task.params)
+  const encoded = encodeRows(task, new Float32Array(values.buffer, 0, count))
   // The result leaves this thread (moved): never with one of the reused buffers.
   for (const [part, v] of Object.entries(encoded)) if (v.buffer === fileBytes.buffer || v.buffer === fileValues.buffer) encoded[part] = v.slice()
   return encoded
@@ -216,4 +248,25 @@ export function resultViews(result: AnyResult): ArrayBufferView[] {
 export function spentBuffers(task: Task, result: AnyResult): ArrayBuffer[] {
   const out = buffersOf(resultViews(result))
   return buffersOf(taskViews(task)).filter((b) => !out.includes(b))
+}
+
+/** A port whose other end is closed, this thread's own (freeBuffers). */
+let discard: MessagePort | undefined
+
+/**
+ * Let ArrayBuffers no one uses any more go now: moved into a port whose other end is closed, their
+ * memory is freed at once (every view of them becomes empty). Dropped, they would wait for their
+ * isolate's next collection, which V8 puts off while tens of MB of dead buffers pile up (a worker's
+ * kernel arrays: 1.1B → MLX 8-bit on 2 workers peaked at 277 MB; a 3B fp16 ONNX file's transpose
+ * windows: 162 MB of ArrayBuffers).
+ */
+export function freeBuffers(buffers: ArrayBuffer[]): void {
+  if (buffers.length === 0) return
+  if (!discard) {
+    const {port1, port2} = new MessageChannel()
+    port2.close()
+    port1.unref()
+    discard = port1
+  }
+  discard.postMessage(null, buffers)
 }

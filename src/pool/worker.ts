@@ -2,10 +2,10 @@
  * A pool worker: runs tasks (src/pool/tasks.ts) posted by the pool and posts the results back,
  * moving (transferring) the result buffers rather than copying them.
  */
-import {MessageChannel, parentPort} from 'node:worker_threads'
+import {parentPort} from 'node:worker_threads'
 import {OpenElmError} from '../errors.js'
 import {type Encoded} from '../quant/types.js'
-import {type AnyResult, buffersOf, resultViews, runTask, spentBuffers, type Task, taskViews} from './tasks.js'
+import {type AnyResult, buffersOf, freeBuffers, resultViews, runTask, spentBuffers, type Task, taskViews} from './tasks.js'
 
 export interface TaskMessage {
   id: number
@@ -24,20 +24,10 @@ const spares: ArrayBuffer[] = []
 const MAX_SPARES = 8
 
 /**
- * A port whose other end is closed: a buffer posted to it is moved out of this isolate and dropped at
- * once, its memory freed now rather than at this worker's next GC.
- */
-const discardPort = (() => {
-  const {port1, port2} = new MessageChannel()
-  port2.close()
-  return port1
-})()
-
-/**
  * An encode's parts copied into buffers the pool gave back (each fitting a part: as large, at most
  * twice), so that the buffers moved to the calling thread are the same few ones again and again
  * (src/pool/index.ts recycleResult); parts that no spare fits go as they are. The kernel's own
- * arrays that were copied are freed at once (discardPort): left to the GC, a worker held tens of MB
+ * arrays that were copied are freed at once (freeBuffers): left to the GC, a worker held tens of MB
  * of them (1.1B → MLX 8-bit on 2 workers: peak RSS 277 MB).
  */
 function intoSpares(task: Task, result: Encoded): Encoded {
@@ -54,7 +44,7 @@ function intoSpares(task: Task, result: Encoded): Encoded {
   // Not a buffer some part still uses, nor one of the task's inputs (moved back as spent, or the caller's).
   const kept = new Set([...buffersOf(resultViews(result)), ...buffersOf(taskViews(task))])
   const free = [...copied].filter((b) => !kept.has(b))
-  if (free.length > 0) discardPort.postMessage(null, free)
+  freeBuffers(free)
   return result
 }
 
@@ -69,7 +59,8 @@ port.on('message', ({id, task, spare}: TaskMessage) => {
   }
   try {
     let result = runTask(task)
-    if (task.kind === 'encode' || task.kind === 'encodeFile') result = intoSpares(task, result as Encoded)
+    // A task with `into` wrote its result in place (shared memory): nothing to move back.
+    if ((task.kind === 'encode' || task.kind === 'encodeFile') && !task.into) result = intoSpares(task, result as Encoded)
     const spent = spentBuffers(task, result)
     reply = {id, ok: true, result, spent}
     transfer = [...buffersOf(resultViews(result)), ...spent]

@@ -25,7 +25,7 @@ function int8Scale(amax: number): number {
 }
 
 /** f32 scale per row and int8 codes (row-major) of `rows` rows of `cols` values: the SIMD kernel (src/simd/quant2.ts) where it applies. */
-export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number, codes = new Int8Array(rows * cols)): {codes: Int8Array; scales: Float32Array} {
+export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number, codes: Int8Array = new Int8Array(rows * cols)): {codes: Int8Array; scales: Float32Array} {
   const kernels = cols % 16 === 0 && cols <= CHUNK2 && rows * cols >= 256 ? quant2Kernels() : undefined
   if (!kernels) return quantizeInt8RowsScalar(values, rows, cols, codes)
   const scales = new Float32Array(rows)
@@ -58,7 +58,7 @@ export function quantizeInt8Transposed(values: Float32Array, rows: number, cols:
 }
 
 /** quantizeInt8Rows in JS, element by element: the reference the SIMD kernel is tested against. */
-export function quantizeInt8RowsScalar(values: Float32Array, rows: number, cols: number, codes = new Int8Array(rows * cols)): {codes: Int8Array; scales: Float32Array} {
+export function quantizeInt8RowsScalar(values: Float32Array, rows: number, cols: number, codes: Int8Array = new Int8Array(rows * cols)): {codes: Int8Array; scales: Float32Array} {
   const scales = new Float32Array(rows)
   const f32 = new Float32Array(1)
   for (let r = 0; r < rows; r++) {
@@ -103,6 +103,11 @@ export const ONNX_INT8: Scheme = {
   encode(values, rows, cols) {
     const {codes, scales} = quantizeInt8Rows(values, rows, cols)
     return {weight: new Uint8Array(codes.buffer), scales: new Uint8Array(scales.buffer)}
+  },
+  encodeInto(values, rows, cols, _params, into) {
+    const {weight, scales} = into as {weight: Uint8Array; scales: Uint8Array}
+    const out = quantizeInt8Rows(values, rows, cols, new Int8Array(weight.buffer, weight.byteOffset, weight.byteLength))
+    scales.set(new Uint8Array(out.scales.buffer))
   },
   decode(parts, rows, cols) {
     const w = parts.weight!

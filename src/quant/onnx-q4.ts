@@ -46,11 +46,17 @@ function q4Reciprocal(s: number): number {
  * Packed codes [rows, blocks*16] and scales [rows, blocks] (as f32 values, already rounded to the
  * scale dtype): the SIMD kernel (src/simd/quant2.ts) for rows of whole blocks.
  */
-export function quantizeQ4Rows(values: Float32Array, rows: number, cols: number, dtype: 'F32' | 'F16'): {blocks: Uint8Array; scales: Float32Array} {
+export function quantizeQ4Rows(values: Float32Array, rows: number, cols: number, dtype: 'F32' | 'F16', out?: {blocks: Uint8Array; scales: Float32Array}): {blocks: Uint8Array; scales: Float32Array} {
   const kernels = cols % Q4_BLOCK === 0 && rows * cols >= 256 ? quant2Kernels() : undefined
-  if (!kernels) return quantizeQ4RowsScalar(values, rows, cols, dtype)
-  const blocks = new Uint8Array((rows * cols) / 2)
-  const scales = new Float32Array((rows * cols) / Q4_BLOCK)
+  if (!kernels) {
+    const made = quantizeQ4RowsScalar(values, rows, cols, dtype)
+    if (!out) return made
+    out.blocks.set(made.blocks)
+    out.scales.set(made.scales)
+    return out
+  }
+  const blocks = out?.blocks ?? new Uint8Array((rows * cols) / 2)
+  const scales = out?.scales ?? new Float32Array((rows * cols) / Q4_BLOCK)
   kernels.q4(values, rows * cols, dtype, blocks, scales)
   // A zero scale's sign follows the loop's order of the block's zeros: such blocks (a zero or a
   // vanishing m) take their scale from the loop's own min/max scan.
@@ -123,6 +129,9 @@ function scaleBytes(scales: Float32Array, dtype: 'F32' | 'F16'): Uint8Array {
   return new Uint8Array(out.buffer)
 }
 
+/** This thread's f32 scales for encodeInto (one buffer for every step). */
+let scratchScales = new Float32Array(0)
+
 function scaleValues(bytes: Uint8Array, dtype: 'F32' | 'F16'): Float32Array {
   const copy = bytes.slice()
   if (dtype === 'F32') return new Float32Array(copy.buffer)
@@ -145,6 +154,20 @@ export const ONNX_Q4: Scheme = {
     const dtype = scaleDtype(params)
     const {blocks, scales} = quantizeQ4Rows(values, rows, cols, dtype)
     return {blocks, scales: scaleBytes(scales, dtype)}
+  },
+  encodeInto(values, rows, cols, params, into) {
+    const dtype = scaleDtype(params)
+    const n = rows * q4Blocks(cols)
+    if (scratchScales.length < n) scratchScales = new Float32Array(n)
+    const scales = scratchScales.subarray(0, n)
+    quantizeQ4Rows(values, rows, cols, dtype, {blocks: into.blocks!, scales})
+    const bytes = into.scales!
+    if (dtype === 'F32') bytes.set(new Uint8Array(scales.buffer, 0, 4 * n))
+    else for (let i = 0; i < n; i++) {
+      const bits = f32ToF16Bits(scales[i]!)
+      bytes[2 * i] = bits & 0xff
+      bytes[2 * i + 1] = bits >> 8
+    }
   },
   decode(parts, rows, cols, params) {
     return dequantizeQ4Rows(parts.blocks!, scaleValues(parts.scales!, scaleDtype(params)), rows, cols)

@@ -68,6 +68,12 @@ export interface Scheme {
   check(params: SchemeParams, cols: number): void
   /** The reference transformation: f32 values of `rows` whole rows → parts. */
   encode(values: Float32Array, rows: number, cols: number, params: SchemeParams): Encoded
+  /**
+   * `encode` written into `into` (a view of each part's exact size) instead of new arrays, where a
+   * scheme has it: a pool task that writes its result in place (src/pool/tasks.ts `into`) makes no
+   * buffer per step for its thread's collector to free late.
+   */
+  encodeInto?(values: Float32Array, rows: number, cols: number, params: SchemeParams, into: Encoded): void
   /** Parts → f32 values, the dequantization convention the readers and the engine use. */
   decode(parts: Encoded, rows: number, cols: number, params: SchemeParams): Float32Array
   /** `decode` written into `out` (rows × cols values) instead of a new array, where a scheme has it. */

@@ -16,7 +16,9 @@ import {castRecord, f32Record, renamed, type TensorRecord} from '../../tensor/re
 import {copyTokenizerFiles, readerCheckpoint, remoteCodeFor, resolveConfig} from '../common.js'
 import {tokenizerFilesFor, writeTokenizerFiles} from '../tokenizer.js'
 import {type Checkpoint, type FormatAdapter, type StoredTensor, type ProgressEvent, type ReadOptions, type WriteOptions, type WriteResult} from '../types.js'
-import {int8Records, int8Segment, int8WindowBytes, dequantizedInt8, dequantizedQ4, q4Records, q4Segment, SharedCodes, transposedInt8Records} from './int8.js'
+import {int8Records, int8Segment, int8WindowBytes, dequantizedInt8, dequantizedQ4, q4Records, q4Segment, SharedCodes, SharedSlots, slotCount, stepResultBytes, transposedInt8Records} from './int8.js'
+import {threadCount} from '../../pool/index.js'
+import {q4Blocks} from '../../quant/onnx-q4.js'
 import {buildOpenElmGraph, type GraphOptions, INT8_SCALE_SUFFIX, isMatMulWeight, Q4_K_KEY, Q4_SCALES_SUFFIX, LAYOUT_IN_OUT, LAYOUT_KEY, ROPE_COS, ROPE_SIN, ropeTables} from './graph.js'
 import {fromOnnxName, toOnnxName} from './names.js'
 import {openOnnx} from './read.js'
@@ -223,11 +225,15 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
   const graph = buildOpenElmGraph(config, {dtype, quant, rmsNorm: layout.rmsNorm, sabotage})
   const sources = new Map<string, TensorRecord>()
   let shared: SharedCodes | undefined
+  // The workers' step results (q4 blocks and scales, the embedding's int8 codes) go into these slots.
+  const slots = quant ? new SharedSlots(largestStepResult(source, quant), slotCount(threadCount())) : undefined
+  // A q4 file's MatMulNBits scales, one matrix at a time (kept from the blocks' steps until read).
+  const q4Scales = quant === 'q4' || quant === 'q4f16' ? new SharedCodes(largestQ4Scales(source, quant)) : undefined
   for (const t of source.tensors) {
     const name = toOnnxName(t.name)
     const matmul = isMatMulWeight(t.name) && t.shape.length === 2
     if ((quant === 'q4' || quant === 'q4f16') && matmul) {
-      const {blocks, scales} = q4Records(t, name, `${name}${Q4_SCALES_SUFFIX}`, quant === 'q4f16' ? 'F16' : 'F32')
+      const {blocks, scales} = q4Records(t, name, `${name}${Q4_SCALES_SUFFIX}`, quant === 'q4f16' ? 'F16' : 'F32', {slots: slots!, scales: q4Scales!})
       sources.set(name, blocks)
       sources.set(scales.name, scales)
       continue
@@ -236,7 +242,7 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
       // The embedding (Gather, stored as is) is read in order: its codes are quantized per read.
       // A matrix's codes are made transposed by the workers, in the file's one shared buffer.
       const scalesName = `${name}${INT8_SCALE_SUFFIX}`
-      const {codes, scales} = matmul ? transposedInt8Records(t, name, scalesName, (shared ??= new SharedCodes(largestCodesWindow(source)))) : int8Records(t, name, scalesName, {streamed: true})
+      const {codes, scales} = matmul ? transposedInt8Records(t, name, scalesName, (shared ??= new SharedCodes(largestCodesWindow(source)))) : int8Records(t, name, scalesName, {streamed: true, slots})
       sources.set(name, codes)
       sources.set(scales.name, scales)
       continue
@@ -258,7 +264,23 @@ function planVariant(source: Checkpoint, variant: OnnxVariant, layout: OnnxLayou
   } else if (layout.external === false && plan.modelBytes > PROTOBUF_LIMIT) {
     throw new UsageError('onnx.too_big', `${file} needs ${plan.modelBytes} bytes, past protobuf's 2 GiB limit: drop --layout single-file`)
   }
-  return {file, dtype, plan, dataName, notes, release: () => shared?.release()}
+  return {file, dtype, plan, dataName, notes, release: () => {
+    shared?.release()
+    slots?.release()
+    q4Scales?.release()
+  }}
+}
+
+/** Bytes of the largest MatMul weight's MatMulNBits scales (f32, or f16 for q4f16). */
+function largestQ4Scales(source: Checkpoint, quant: 'q4' | 'q4f16'): number {
+  const matrices = source.tensors.filter((t) => isMatMulWeight(t.name) && t.shape.length === 2)
+  return Math.max(0, ...matrices.map((t) => t.shape[0]! * q4Blocks(t.shape[1]!) * (quant === 'q4f16' ? 2 : 4)))
+}
+
+/** The slot size of a file's SharedSlots: the largest step result among its quantized tensors (q4: the MatMul weights; q8: the embedding). */
+function largestStepResult(source: Checkpoint, quant: 'q8' | 'q4' | 'q4f16'): number {
+  const uses = source.tensors.filter((t) => t.shape.length === 2 && (quant === 'q8' ? t.name === 'token_embeddings.weight' : isMatMulWeight(t.name)))
+  return Math.max(0, ...uses.map((t) => stepResultBytes(t.shape[0]!, t.shape[1]!, quant)))
 }
 
 /** The shared int8 codes buffer's size: the largest MatMul weight's codes window. */

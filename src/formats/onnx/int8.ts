@@ -41,11 +41,11 @@ function rowsOf(record: TensorRecord): [number, number] {
  * Otherwise the codes of the whole tensor are computed by one pass and kept until a read ends at
  * their last byte. (The writer's MatMul weights, stored transposed, go through `transposedInt8Records`.)
  */
-export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean} = {}): {codes: TensorRecord; scales: TensorRecord} {
+export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean; slots?: SharedSlots} = {}): {codes: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
   const f32 = castRecord(source, 'F32')
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
-  if (options.streamed) return streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName)
+  if (options.streamed) return streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName, options.slots)
   let scales: Float32Array | undefined
   let all: Int8Array | undefined
   let making: Promise<{codes: Int8Array; scales: Float32Array}> | undefined
@@ -109,6 +109,65 @@ export class SharedCodes {
     this.buffer = undefined
     this.holder = undefined
   }
+}
+
+/**
+ * Step results of a model file's pool tasks, written by the workers in place (EncodeTask.into): a
+ * SharedArrayBuffer of `count` slots of `slotBytes`, made once per file. A fresh result buffer per
+ * step (the q4 blocks and scales, the embedding's int8 codes), made in a worker and freed in this
+ * thread, left glibc's heap holding what it had given (3B `--variants fp16,q8,q4,q4f16` on 2
+ * workers: 218 MB in the fp16 file, 285–289 MB at the end; no climb on 1 thread). A slot is taken
+ * for one step and given back once its bytes were read; none free (or a step too big): the step
+ * gets buffers of its own, as before.
+ */
+export class SharedSlots {
+  private buffer: SharedArrayBuffer | undefined
+  private readonly free: number[]
+  constructor(readonly slotBytes: number, readonly count: number) {
+    this.free = Array.from({length: count}, (_, i) => count - 1 - i)
+  }
+
+  /** A free slot's first `bytes` bytes and its index (give it back with `give`), or undefined. */
+  take(bytes: number): {index: number; bytes: Uint8Array} | undefined {
+    if (bytes > this.slotBytes || this.free.length === 0) return undefined
+    this.buffer ??= new SharedArrayBuffer(this.slotBytes * this.count)
+    const index = this.free.pop()!
+    return {index, bytes: new Uint8Array(this.buffer, index * this.slotBytes, bytes)}
+  }
+
+  give(index: number): void {
+    this.free.push(index)
+  }
+
+  /** Let the buffer go (the file is written; a later step makes a new one). */
+  release(): void {
+    this.buffer = undefined
+  }
+
+  /** The parts of an encode task's result, laid out one after another in a slot (`into`), or undefined. */
+  parts(sizes: Record<string, number>): {index: number; into: Record<string, Uint8Array>} | undefined {
+    const slot = this.take(Object.values(sizes).reduce((a, b) => a + b, 0))
+    if (!slot) return undefined
+    const into: Record<string, Uint8Array> = {}
+    let at = 0
+    for (const [part, n] of Object.entries(sizes)) {
+      into[part] = slot.bytes.subarray(at, at + n)
+      at += n
+    }
+    return {index: slot.index, into}
+  }
+}
+
+/** Slots a file's SharedSlots needs: the tasks in flight on the pool and the steps a reader holds. */
+export function slotCount(threads: number): number {
+  return 2 * threads + 4
+}
+
+/** Bytes of one step's result (SharedSlots) for a [rows, cols] matrix: q4 blocks and scales, or int8 codes and scales. */
+export function stepResultBytes(rows: number, cols: number, quant: 'q8' | 'q4' | 'q4f16'): number {
+  const step = Math.min(rows, Math.max(1, Math.floor(STEP_ELEMENTS / cols)))
+  if (quant === 'q8') return step * (cols + 4)
+  return step * q4Blocks(cols) * (16 + (quant === 'q4f16' ? 2 : 4))
 }
 
 /**
@@ -204,39 +263,51 @@ export function transposedInt8Records(source: TensorRecord, codesName: string, s
  * Rows [first, rows) of an f32 record quantized step by step on the pool, in order: each step's
  * codes go to `codes(weight, row)` (its first row) and the scales of the rows into the result.
  */
-async function int8Steps(f32: TensorRecord, rows: number, cols: number, step: number, codes?: (weight: Uint8Array, row: number) => void, first = 0): Promise<Float32Array> {
+async function int8Steps(f32: TensorRecord, rows: number, cols: number, step: number, codes?: (weight: Uint8Array, row: number) => void, first = 0, slots?: SharedSlots): Promise<Float32Array> {
   const scales = new Float32Array(rows - first)
+  // The slots of the tasks sent (results come back in order), each given back once its result is used.
+  const held: Array<number | undefined> = []
+  async function* tasks(): AsyncGenerator<EncodeTask> {
+    for await (const task of rowSteps(f32, rows, cols, step, 'onnx_int8', {}, first)) {
+      const slot = slots?.parts({weight: task.rows * cols, scales: task.rows * 4})
+      held.push(slot?.index)
+      yield slot ? {...task, into: slot.into} : task
+    }
+  }
   let r0 = first
-  for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_int8', {}, first))) {
+  for await (const q of mapOrdered(tasks())) {
     codes?.(q.weight!, r0)
     scales.set(new Float32Array(q.scales!.slice().buffer), r0 - first)
     r0 += q.scales!.byteLength / 4
+    const index = held.shift()
+    if (index !== undefined) slots!.give(index)
   }
   return scales
 }
 
-function streamedInt8(f32: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string): {codes: TensorRecord; scales: TensorRecord} {
+function streamedInt8(f32: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string, slots?: SharedSlots): {codes: TensorRecord; scales: TensorRecord} {
   let scales: Promise<Float32Array> | undefined
   // The scales the codes' reads computed, row by row: once the codes were read whole (the writer
   // reads them before the scales) the scales need no pass of their own.
   const seen = {scales: new Float32Array(rows), rows: new Uint8Array(rows), count: 0}
   const allScales = (): Promise<Float32Array> => scales ??= seen.count === rows ? Promise.resolve(seen.scales) : int8Steps(f32, rows, cols, step)
-  const codes: TensorRecord = {
-    name: codesName, dtype: 'I8', shape: [...shape], byteLength: rows * cols,
-    async read(start = 0, end = rows * cols) {
-      const r0 = Math.floor(start / cols)
-      const r1 = Math.ceil(end / cols)
-      const out = new Uint8Array((r1 - r0) * cols)
-      const sc = await int8Steps(f32, r1, cols, step, (weight, row) => out.set(weight, (row - r0) * cols), r0)
-      for (let r = r0; r < r1; r++) {
-        if (seen.rows[r]) continue
-        seen.rows[r] = 1
-        seen.scales[r] = sc[r - r0]!
-        seen.count++
-      }
-      return out.subarray(start - r0 * cols, end - r0 * cols)
-    },
-  }
+  // Each read's rows are quantized into the writer's buffer (the part of each step's codes it asks for).
+  const codes = readingInto({name: codesName, dtype: 'I8', shape: [...shape], byteLength: rows * cols}, async (target, start) => {
+    const end = start + target.byteLength
+    const r0 = Math.floor(start / cols)
+    const r1 = Math.ceil(end / cols)
+    const sc = await int8Steps(f32, r1, cols, step, (weight, row) => {
+      const from = Math.max(start, row * cols)
+      const to = Math.min(end, row * cols + weight.byteLength)
+      target.set(weight.subarray(from - row * cols, to - row * cols), from - start)
+    }, r0, slots)
+    for (let r = r0; r < r1; r++) {
+      if (seen.rows[r]) continue
+      seen.rows[r] = 1
+      seen.scales[r] = sc[r - r0]!
+      seen.count++
+    }
+  })
   const scalesRecord: TensorRecord = {
     name: scalesName, dtype: 'F32', shape: [rows], byteLength: rows * 4,
     async read(start = 0, end = rows * 4) {
@@ -282,7 +353,8 @@ export function int8Segment(label: string, rows: number, codes: TensorRecord, sc
  * tasks when every block was computed before the scales are read (the writer's order), else computed
  * by a pass of their own.
  */
-export function q4Records(source: TensorRecord, blocksName: string, scalesName: string, scaleDtype: 'F32' | 'F16' = 'F32'): {blocks: TensorRecord; scales: TensorRecord} {
+export function q4Records(source: TensorRecord, blocksName: string, scalesName: string, scaleDtype: 'F32' | 'F16' = 'F32', shared?: {slots: SharedSlots; scales: SharedCodes}): {blocks: TensorRecord; scales: TensorRecord} {
+  const slots = shared?.slots
   const [rows, cols] = rowsOf(source)
   const nb = q4Blocks(cols)
   const rowBytes = nb * 16
@@ -298,11 +370,15 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   // The scales the blocks' own tasks gave, step by step: the writer reads every block before the
   // scales (the graph's order), so they are complete by then and the scales need no pass of their own
   // (a second quantization of the whole matrix).
+  // They are kept in the file's one scales buffer (`shared.scales`, held by one matrix at a time:
+  // a matrix that lost it computes its scales by a pass), not a fresh buffer per matrix.
   const stepCount = Math.ceil(rows / step)
+  const me = {}
   let made: {bytes: Uint8Array; seen: Uint8Array; count: number} | undefined
+  const ours = (): boolean => made !== undefined && (!shared || shared.scales.holds(me))
   const keepScales = (k: number, bytes: Uint8Array): void => {
-    made ??= {bytes: new Uint8Array(rows * nb * scaleSize), seen: new Uint8Array(stepCount), count: 0}
-    if (made.seen[k]) return
+    if (!ours()) made = {bytes: shared?.scales.claim(me, rows * nb * scaleSize) ?? new Uint8Array(rows * nb * scaleSize), seen: new Uint8Array(stepCount), count: 0}
+    if (!made || made.seen[k]) return
     made.bytes.set(bytes, k * step * nb * scaleSize)
     made.seen[k] = 1
     made.count++
@@ -317,27 +393,34 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     scales = out
     return out
   }
-  const allScales = async (): Promise<Uint8Array> => scales ?? (made?.count === stepCount ? made.bytes : undefined) ?? (making ??= computeScales().finally(() => {
+  const allScales = async (): Promise<Uint8Array> => scales ?? (ours() && made!.count === stepCount ? made!.bytes : undefined) ?? (making ??= computeScales().finally(() => {
     making = undefined
   }))
-  /** Row steps of blocks, computed ahead of the writer on the pool. */
+  /** Row steps of blocks, computed ahead of the writer on the pool (into `slots`, each held until its step is dropped). */
+  const slotOf = new Map<number, number>()
   const steps = new BlocksAhead(stepCount, async (k) => {
-    const q = await runOne(await rowsTask(f32, cols, k * step, Math.min(rows, (k + 1) * step), 'onnx_q4', params))
+    const n = Math.min(rows, (k + 1) * step) - k * step
+    const slot = slots?.parts({blocks: n * rowBytes, scales: n * nb * scaleSize})
+    if (slot) slotOf.set(k, slot.index)
+    const task = await rowsTask(f32, cols, k * step, k * step + n, 'onnx_q4', params)
+    const q = await runOne(slot ? {...task, into: slot.into} : task)
     keepScales(k, q.scales!)
     return q.blocks!
+  }, (_, k) => {
+    const index = slotOf.get(k)
+    if (index === undefined) return
+    slotOf.delete(k)
+    slots!.give(index)
   })
   const blocks: TensorRecord = {
     name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
     read: (start = 0, end = rows * rowBytes) => steps.readRange(start, end, step * rowBytes, rows * rowBytes),
   }
-  const scalesRecord: TensorRecord = {
-    name: scalesName, dtype: scaleDtype, shape: [rows * nb], byteLength: rows * nb * scaleSize,
-    async read(start = 0, end = rows * nb * scaleSize) {
-      const bytes = (await allScales()).slice(start, end)
-      if (end === rows * nb * scaleSize) scales = made = undefined
-      return bytes
-    },
-  }
+  const scalesRecord = readingInto({name: scalesName, dtype: scaleDtype, shape: [rows * nb], byteLength: rows * nb * scaleSize}, async (target, start) => {
+    const end = start + target.byteLength
+    target.set((await allScales()).subarray(start, end))
+    if (end === rows * nb * scaleSize) scales = made = undefined
+  })
   return {blocks, scales: scalesRecord}
 }
 

@@ -15,6 +15,7 @@
  * row from the last: ~20 ns an element). Without SIMD, or for windows not asked to, bands go
  * through the thread's kernel and are copied out column by column.
  */
+import {freeBuffers} from '../../pool/index.js'
 import {transposeKernel, transposeWindow, transposeWindowOf} from '../../simd/transpose.js'
 import {dtypeSize} from '../../tensor/dtype.js'
 import {CHUNK_BYTES, fileRangeOf, readingInto, readIntoOf, type ReadView, type TensorRecord, withReadView} from '../../tensor/record.js'
@@ -47,10 +48,23 @@ const FREE: {window?: Kept; band?: Kept} = {}
  */
 function take(kind: keyof typeof FREE, size: number, capacity: number, inKernel = false): Uint8Array {
   const free = FREE[kind]
-  FREE[kind] = undefined // too small: let it go before the bigger one is made
+  FREE[kind] = undefined
   if (free && free.buffer.byteLength >= size) return new Uint8Array(free.buffer, 0, size)
+  drop(free?.buffer) // too small: its memory goes before the bigger one is made
   const window = inKernel ? transposeWindow(Math.max(size, WINDOW_BYTES)) : undefined
-  return window ? new Uint8Array(window.buffer, 0, size) : new Uint8Array(new ArrayBuffer(Math.max(size, capacity)), 0, size)
+  if (window) return new Uint8Array(window.buffer, 0, size)
+  const buffer = new ArrayBuffer(Math.max(size, capacity))
+  MADE.add(buffer)
+  return new Uint8Array(buffer, 0, size)
+}
+/**
+ * The plain buffers `take` made (a kernel's window is not one). One no longer kept is freed at once
+ * (pool `freeBuffers`): left to the collector, the windows of a 3B fp16 file, a bigger one for each
+ * bigger matrix, piled up to 162 MB of ArrayBuffers (280 MB RSS) before a collection came.
+ */
+const MADE = new WeakSet<ArrayBuffer>()
+function drop(buffer: ArrayBuffer | undefined): void {
+  if (buffer && MADE.has(buffer)) freeBuffers([buffer])
 }
 /**
  * The `settled` of the last view handed out of a window (ReadView): awaited before any window is
@@ -65,12 +79,18 @@ async function settleViews(): Promise<void> {
 /** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
 export function releaseTransposeBuffers(): void {
   viewsInUse = undefined // its writer's buffers too
+  drop(FREE.window?.buffer)
+  drop(FREE.band?.buffer)
   FREE.window = undefined
   FREE.band = undefined
 }
 function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined, owner?: object, window?: Window): void {
   const buffer = bytes?.buffer as ArrayBuffer | undefined
-  if (buffer && buffer.byteLength >= (FREE[kind]?.buffer.byteLength ?? 0)) FREE[kind] = {buffer, ...(owner ? {owner} : {}), ...(window ? {window} : {})}
+  if (!buffer) return
+  const kept = FREE[kind]?.buffer
+  if (buffer.byteLength < (kept?.byteLength ?? 0)) return drop(buffer)
+  if (kept !== buffer) drop(kept)
+  FREE[kind] = {buffer, ...(owner ? {owner} : {}), ...(window ? {window} : {})}
 }
 
 /**

@@ -134,6 +134,14 @@ const F32_NEG = [0x8c]
 
 /** The fp4 e2m1 thresholds of fp4Code (src/quant/mlx-fp.ts): the code's magnitude index is how many of these |q| exceeds. */
 const FP4_EDGES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5]
+/**
+ * The same thresholds for a quotient q not yet rounded to the dtype: each t is even in the dtype (its
+ * last mantissa bit 0, f16 and bf16 alike), so R(q) > t exactly when q > t + ½ ulp(t) (below the
+ * midpoint R gives t or less; at it the tie goes to the even t), R being round to nearest even.
+ * (With e4m3 or power-of-two divisors of 16-bit weights no quotient falls in (t, t + ½ ulp], so
+ * tests cannot tell these from t; the rule above holds for any quotient.)
+ */
+const fp4Midpoints = (dtype: 'F16' | 'BF16') => FP4_EDGES.map((t) => t + 2 ** (Math.floor(Math.log2(t)) - (dtype === 'F16' ? 11 : 8)))
 
 /** The v128 locals of the fp coders: the divisor D, the value X, |q| A, scratch S, the SLOW counter CNT, and H (four from H on: the f16 rounding's scratch). */
 interface FpLocals {
@@ -165,10 +173,10 @@ function fpCoders(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16', {D, X, A, S, CNT, 
     ...get(X), ...get(D), ...F32X4_DIV, ...set(X), ...(rounded ? [...round, ...set(X)] : []),
   ]
   // the fp4 index of |q| in A: #thresholds below it, as a negative count on the stack (the first mask kept in S)
-  const fp4Index = [...FP4_EDGES.flatMap((t, i) => [...f32x4c(t), ...get(A), ...F32X4_LT, ...(i === 0 ? tee(S) : I32X4_ADD)])]
+  const fp4Index = (edges: number[]) => edges.flatMap((t, i) => [...f32x4c(t), ...get(A), ...F32X4_LT, ...(i === 0 ? tee(S) : I32X4_ADD)])
   const fp4Code = (rounded: boolean) => (P: number, k: number) => [
     ...q(P, k, rounded), ...get(X), ...F32X4_ABS, ...set(A),
-    ...i32x4c(0), ...fp4Index, ...tee(S), ...I32X4_SUB,
+    ...i32x4c(0), ...fp4Index(FP4_EDGES), ...tee(S), ...I32X4_SUB,
     // index | (8 if q < 0 and index > 0)
     ...get(X), ...f32x4c(0), ...F32X4_LT, ...get(S), ...i32x4c(0), ...I32X4_NE, ...V128_AND, ...i32x4c(8), ...V128_AND, ...V128_OR,
     // |q| > 64: SLOW_CODE, counted
@@ -193,9 +201,10 @@ function fpCoders(bits: 4 | 8, dtype: 'F32' | 'F16' | 'BF16', {D, X, A, S, CNT, 
     ...get(P), ...v128Load(16 * k), ...tee(X), ...i32x4c(0x7fffffff), ...V128_AND, ...set(A), ...short(),
     ...get(A), ...get(D), ...F32X4_DIV, ...set(A), ...(rounded ? short() : []),
   ]
+  // fp4 compares the unrounded quotient with the midpoints instead: the same index without its rounding
   const fastFp4 = (rounded: boolean) => (P: number, k: number) => [
-    ...fastQ(P, k, rounded),
-    ...i32x4c(0), ...fp4Index, ...I32X4_SUB,
+    ...fastQ(P, k, false),
+    ...i32x4c(0), ...fp4Index(rounded && dtype !== 'F32' ? fp4Midpoints(dtype) : FP4_EDGES), ...I32X4_SUB,
     // | 8 where x < 0 and index > 0 (the first mask, in S)
     ...get(X), ...i32c(28), ...I32X4_SHR_U, ...i32x4c(8), ...V128_AND, ...get(S), ...V128_AND, ...V128_OR,
   ]

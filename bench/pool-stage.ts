@@ -56,6 +56,8 @@ const STAGES: Stage[] = [
   {id: 'gguf q6_k (q4_k_m)', step: MiB_ROWS, task: encode('gguf_q6_k', {}, true)},
   {id: 'mlx affine 4-bit g64', step: MiB_ROWS, task: encode('mlx_affine', {bits: 4, group_size: 64, dtype: 'F16'})},
   {id: 'mlx mxfp4', step: MiB_ROWS, task: encode('mlx_mxfp4', {dtype: 'F16'})},
+  {id: 'mlx nvfp4', step: MiB_ROWS, task: encode('mlx_nvfp4', {dtype: 'F16'})},
+  {id: 'mlx mxfp8', step: MiB_ROWS, task: encode('mlx_mxfp8', {dtype: 'F16'})},
   {id: 'onnx q8 (int8)', step: MiB_ROWS, task: encode('onnx_int8', {})},
   {id: 'onnx q4', step: MiB_ROWS, task: encode('onnx_q4', {dtype: 'F32'})},
   {id: 'synth f32 (no input)', step: MiB_ROWS, task: (_v, r0, r1) => ({kind: 'synth', seed: 0, tensor: 1, first: r0 * COLS, count: (r1 - r0) * COLS, offset: 0, amplitude: 0.02, dtype: 'F32'})},

@@ -111,6 +111,17 @@ describe.skipIf(!k)('ONNX quantizer kernels against the scalar loops', () => {
   })
 })
 
+/** fpEncode of `source` (weights the kernel rounds to `dtype`) equals the scalar loop over the rounded weights, scales and weight bytes. */
+function expectScalarBytes(mode: (typeof MLX_FP_MODE_NAMES)[number], bits: number, groupSize: number, source: Float32Array, dtype: 'F32' | 'F16' | 'BF16', what: string): void {
+  const values = Float32Array.from(source, (v) => roundTo(v, dtype))
+  const got = fpEncode(mode, source, source.length, dtype)
+  const codes = new Uint8Array(values.length)
+  const scales = new Uint8Array(values.length / groupSize)
+  fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
+  expect(same(got.scales!, scales), `scales, ${what}`).toBe('identical')
+  expect(same(got.weight!, packFp(codes, bits)), `weight, ${what}`).toBe('identical')
+}
+
 describe.skipIf(!k)('MLX fp kernels against the scalar loop', () => {
   it('mxfp4, nvfp4, mxfp8 from F32, F16 and BF16 weights: edge groups and random groups, weight and scales bit for bit', () => {
     for (const mode of MLX_FP_MODE_NAMES) {
@@ -125,6 +136,50 @@ describe.skipIf(!k)('MLX fp kernels against the scalar loop', () => {
         fpQuantizeInto(mode, values, values.length, dtype, codes, scales)
         expect(same(got.scales!, scales), `scales, ${mode} ${dtype}`).toBe('identical')
         expect(same(got.weight!, packFp(codes, bits)), `weight, ${mode} ${dtype}`).toBe('identical')
+      }
+    }
+  })
+
+  it('F16 and BF16 weights (the table-driven kernel, fast and full groups): every pattern of the dtype and every midpoint between neighbours, in groups of several largest |w|, and random groups of several seeds', () => {
+    // Each 16-bit pattern and the f32 halfway to the next (a rounding tie, or a NaN's payload), placed
+    // after an anchor that sets the group's largest |w|: the value itself (anchor 0), 1, 6, 448,
+    // 65504 (f16's largest), 3e38, a subnormal, an nvfp4 scale that underflows e4m3, and NaNs (one
+    // whose payload would carry out of a bit rule's rounding).
+    const anchors = [0, 1, 6, 448, 65504, 3e38, f(0x00000300), 1e-5, NaN, f(0x7fffffff), f(0xffffffff)]
+    for (const dtype of ['F16', 'BF16'] as const) {
+      const toF32 = dtype === 'F16' ? f16BitsToF32 : bf16BitsToF32
+      const shift = dtype === 'F16' ? 13 : 16
+      const patterns: number[] = []
+      const bits = new Float32Array(1)
+      const u = new Uint32Array(bits.buffer)
+      for (let h = 0; h < 0x10000; h++) {
+        const v = toF32(h)
+        patterns.push(v)
+        bits[0] = v
+        if (!Number.isNaN(v)) {
+          u[0] = u[0]! + (1 << (shift - 1)) // halfway to the next pattern up in magnitude
+          patterns.push(bits[0]!)
+        }
+      }
+      for (const mode of MLX_FP_MODE_NAMES) {
+        const {bits: width, groupSize} = MLX_FP_MODES[mode]
+        const per = groupSize - 1
+        const groups = Math.ceil(patterns.length / per)
+        for (const anchor of anchors) {
+          const source = new Float32Array(groups * groupSize)
+          for (let g = 0; g < groups; g++) {
+            for (let j = 0; j < per; j++) source[g * groupSize + 1 + j] = patterns[(g * per + j) % patterns.length]!
+            source[g * groupSize] = anchor === 0 ? source[g * groupSize + 1]! : anchor
+          }
+          expectScalarBytes(mode, width, groupSize, source, dtype, `${mode} ${dtype} anchor ${anchor}`)
+        }
+        for (const seed of [1, 2, 3, 4]) {
+          const random = seededRandom(seed)
+          // typical weights (|w| around 0.02–0.2), then a few magnitudes per group
+          const typical = Float32Array.from({length: 65536 + 4 * groupSize}, () => (random() - 0.5) * 0.2 * (random() < 0.01 ? 20 : 1))
+          expectScalarBytes(mode, width, groupSize, typical, dtype, `${mode} ${dtype} seed ${seed}`)
+          expectScalarBytes(mode, width, groupSize, edgeGroups(groupSize, 2048, seed * 7), dtype, `${mode} ${dtype} edge seed ${seed}`)
+        }
       }
     }
   })

@@ -27,7 +27,7 @@
  * then rounded to D (the dtype the reader presents).
  */
 import {UsageError} from '../errors.js'
-import {quant2Kernels} from '../simd/quant2.js'
+import {FP_ENTRY, FP_TABLE_ENTRIES, quant2Kernels} from '../simd/quant2.js'
 import {bf16BitsToF32, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, isFloatDType} from '../tensor/dtype.js'
 import {bf16RoundedBits, f16RoundedBits, isF16Normal, rint, roundInto} from './mlx-affine.js'
 import {type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
@@ -210,22 +210,33 @@ function fpGroup(mode: MlxFpMode, amax: number, dtype: FloatDType): void {
 }
 
 /**
- * fpGroup's results (scale byte, divisor, and the kernel's flag: fpEncode's rule) by the group's
- * largest |w| as a 16-bit pattern of the dtype, filled on first use (flag -1: not yet), per mode and
- * dtype in each thread. A group of nvfp4 is 16 weights: fpGroup per group was most of its time.
+ * The fused kernel's table of a mode and 16-bit dtype (src/simd/quant2.ts's fpFusedFunc): for each
+ * non-negative pattern h of the dtype, fpGroup of its value as the group's largest |w| — the scale
+ * byte, the divisor, whether the quotient is rounded or the codes are all 0 (an fp4 group with
+ * divisor 0 divides into ±Inf and NaN: code 0 throughout) — and whether the kernel's fast codes
+ * apply: the largest quotient |w| / divisor, which bounds the group's, within 64 for fp4 (beyond,
+ * the scalar rule takes over value by value) and finite in the dtype for fp8.
  */
-interface GroupMemo {
-  byte: Uint8Array
-  divisor: Float64Array
-  flag: Int8Array
+function fillGroupTable(mode: MlxFpMode, dtype: 'F16' | 'BF16', divisor: Float32Array, info: Int32Array): void {
+  const {bits} = MLX_FP_MODES[mode]
+  const limit = bits === 4 ? 64 : dtype === 'F16' ? 65504 : F32_MAX
+  for (let h = 0; h < FP_TABLE_ENTRIES; h++) {
+    const amax = dtype === 'F16' ? f16BitsToF32(h) : bf16BitsToF32(h)
+    if (Number.isNaN(amax)) {
+      // never a group's largest |w|
+      divisor[2 * h] = 1
+      info[2 * h + 1] = FP_ENTRY.full
+      continue
+    }
+    fpGroup(mode, amax, dtype)
+    const d = GROUP[1]!
+    const zero = GROUP[2] === 2 || (bits === 4 && d === 0)
+    const fast = Math.fround(amax / d) <= limit
+    divisor[2 * h] = d
+    info[2 * h + 1] = GROUP[0]! | (GROUP[2] === 1 ? FP_ENTRY.rounded : 0) | (zero ? FP_ENTRY.zero : 0) | (zero || fast ? 0 : FP_ENTRY.full)
+  }
 }
-const MEMOS = new Map<string, GroupMemo>()
-function groupMemo(mode: MlxFpMode, dtype: 'F16' | 'BF16'): GroupMemo {
-  const key = `${mode}:${dtype}`
-  let memo = MEMOS.get(key)
-  if (!memo) MEMOS.set(key, memo = {byte: new Uint8Array(0x10000), divisor: new Float64Array(0x10000), flag: new Int8Array(0x10000).fill(-1)})
-  return memo
-}
+const F32_MAX = 3.4028234663852886e38
 
 /** The code of w in a group with this divisor (`rounded`: the quotient is rounded to the dtype). */
 function fpCode(mode: MlxFpMode, w: number, divisor: number, rounded: boolean, dtype: FloatDType): number {
@@ -256,8 +267,9 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
 
 /**
  * The `weight` and `scales` parts of `count` values (whole groups) of weights, which are rounded to
- * `dtype` first: the SIMD kernel (src/simd/quant2.ts, rounding each value as it reads it) where it
- * applies, else roundInto, fpQuantizeInto and packFp.
+ * `dtype` first: the SIMD kernel (src/simd/quant2.ts, rounding each value as it reads it; for F16
+ * and BF16 with fpGroup by table, fillGroupTable) where it applies, else roundInto, fpQuantizeInto
+ * and packFp.
  */
 export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType): Encoded {
   const {bits, groupSize} = MLX_FP_MODES[mode]
@@ -272,40 +284,27 @@ export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, d
     return {weight: packFp(codes, bits), scales}
   }
   const weight = new Uint8Array((count * bits) / 8)
-  const memo = dtype === 'F32' ? undefined : groupMemo(mode, dtype)
-  kernels.fp(bits, dtype, values, count, groupSize, weight, (g0, groups, par, flags, o0) => {
+  const slow = (i: number, divisor: number, rounded: boolean) => fpCode(mode, roundTo(values[i]!, dtype), divisor, rounded, dtype)
+  if (dtype !== 'F32') {
+    const fill = (divisor: Float32Array, info: Int32Array) => fillGroupTable(mode, dtype, divisor, info)
+    kernels.fpFused(bits, groupSize, dtype, `${mode}:${dtype}`, fill, values, count, weight, scales, slow)
+    return {weight, scales}
+  }
+  kernels.fp(bits, values, count, groupSize, weight, (g0, groups, par, flags, o0) => {
     let all = 0
     for (let g = 0; g < groups; g++) {
       const o = o0 + 2 * g
-      // The group's largest |w| in the dtype (NaN ignored, 0 when none) from its min and max: rounding
-      // is monotone and odd, so the largest rounded |w| is the rounded largest |w|.
-      const amax = Math.max(0, -par[o]!, par[o + 1]!)
-      let flag: number
-      if (memo) {
-        // fpGroup by table: its result depends only on that 16-bit value.
-        scratchF[0] = amax
-        const h = dtype === 'F16' ? f32BitsToF16Bits(scratchU[0]!) : f32BitsToBf16Bits(scratchU[0]!)
-        if (memo.flag[h]! < 0) {
-          fpGroup(mode, dtype === 'F16' ? f16BitsToF32(h) : bf16BitsToF32(h), dtype)
-          memo.byte[h] = GROUP[0]!
-          memo.divisor[h] = GROUP[1]!
-          memo.flag[h] = bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
-        }
-        scales[g0 + g] = memo.byte[h]!
-        par[o] = memo.divisor[h]!
-        flag = memo.flag[h]!
-      } else {
-        fpGroup(mode, roundTo(amax, dtype), dtype)
-        scales[g0 + g] = GROUP[0]!
-        par[o] = GROUP[1]!
-        // An fp4 group with divisor 0 (a zero e4m3 scale) divides into ±Inf and NaN: code 0 throughout.
-        flag = bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
-      }
+      // The group's largest |w| (NaN ignored, 0 when none) from its min and max.
+      fpGroup(mode, Math.max(0, -par[o]!, par[o + 1]!), dtype)
+      scales[g0 + g] = GROUP[0]!
+      par[o] = GROUP[1]!
+      // An fp4 group with divisor 0 (a zero e4m3 scale) divides into ±Inf and NaN: code 0 throughout.
+      const flag = bits === 4 && GROUP[1] === 0 ? 2 : GROUP[2]!
       flags[o + 1] = flag === 1 ? -1 : flag
       all |= flag
     }
     return all
-  }, (i, divisor, rounded) => fpCode(mode, roundTo(values[i]!, dtype), divisor, rounded, dtype))
+  }, slow)
   return {weight, scales}
 }
 

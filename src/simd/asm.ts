@@ -159,6 +159,13 @@ export const f32x4Shuffle = (lanes: [number, number, number, number]) => [...sim
 export const F32X4_SQRT = simd(0xe3)
 export const I32X4_ALL_TRUE = simd(0xa3)
 
+// ---- appended for the fused MLX fp kernels (src/simd/quant2.ts)
+export const I32_AND = [0x71]
+export const I32_OR = [0x72]
+export const I32_SHR_S = [0x75]
+export const I32_GT_U = [0x4b]
+export const i32Store8 = (offset = 0) => [0x3a, 0x00, ...u32(offset)]
+
 interface WasmApi {
   validate(bytes: Uint8Array): boolean
   Module: new (bytes: Uint8Array) => object

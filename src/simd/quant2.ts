@@ -41,7 +41,9 @@ const SCALES = SLOW + 16
 /** The fused fp kernels' group tables (fpFusedFunc), one slot per mode and dtype a thread uses. */
 const TABLES = SCALES + CHUNK2 / 16
 const TABLE_SLOTS = 6
-const PAGES = (TABLES + TABLE_SLOTS * ENTRIES * 8 + 65535) >>> 16
+/** Pages of the kernels' module, and of the MLX fp kernels' own module (with the fused kernels' tables). */
+const PAGES = (SCALES + 65535) >>> 16
+const FP_PAGES = (TABLES + TABLE_SLOTS * ENTRIES * 8 + 65535) >>> 16
 /** The code the fp4 kernel writes for a value it leaves to the scalar rule (no fp4 or e4m3 code is 0xff). */
 export const SLOW_CODE = 0xff
 
@@ -307,9 +309,7 @@ function fpFusedFunc(bits: 4 | 8, size: 16 | 32, dtype: 'F16' | 'BF16'): Func {
   }
 }
 
-const FP_FUNCS = [fpFunc(4), fpFunc(8)]
 const FUSED_SHAPES = [[4, 16], [4, 32], [8, 32]] as const
-const FP_FUSED = FUSED_SHAPES.flatMap(([bits, size]) => (['F16', 'BF16'] as const).map((d) => fpFusedFunc(bits, size, d)))
 
 
 type Fn = (...args: number[]) => void
@@ -356,7 +356,14 @@ export class Quant2Kernels {
   /** The fused fp kernels' table addresses by key (mode and dtype), filled on first use. */
   private readonly tables = new Map<string, number>()
 
-  constructor(exports: Exports) {
+  /**
+   * `fpModule`: this instance is the MLX fp kernels' module (`fp`, `fpFused`: the other instance
+   * hands those calls to it). They are a module of their own, made on first use: 35 KB of
+   * WebAssembly, whose compilation added ~40 MB of RSS to every pool worker that instantiated them,
+   * which a thread that never quantizes MLX fp modes should not pay (3B → ONNX q4 on 2 workers:
+   * 290–314 MB with them in the one module, 209–225 MB before they were added).
+   */
+  constructor(exports: Exports, private readonly fpModule?: true) {
     this.x = exports
     this.f32 = new Float32Array(exports.mem.buffer)
     this.i32 = new Int32Array(exports.mem.buffer)
@@ -405,6 +412,7 @@ export class Quant2Kernels {
    * divisor, rounded)` gives the fp4 code of value i where the kernel left it to the scalar rule.
    */
   fp(bits: 4 | 8, values: Float32Array, count: number, size: number, weight: Uint8Array, rules: GroupRules, slow: SlowCode): void {
+    if (!this.fpModule) return fpThisThread.get()!.fp(bits, values, count, size, weight, rules, slow)
     const kernel = this.x[`fp${bits}`]
     for (let i = 0; i < count; i += CHUNK2) {
       const n = Math.min(CHUNK2, count - i)
@@ -423,6 +431,7 @@ export class Quant2Kernels {
    * pattern in the dtype) at divisor[2h] and info[2h + 1] (FP_ENTRY's bits). Scale bytes into `scales`.
    */
   fpFused(bits: 4 | 8, size: 16 | 32, dtype: 'F16' | 'BF16', key: string, fill: (divisor: Float32Array, info: Int32Array) => void, values: Float32Array, count: number, weight: Uint8Array, scales: Uint8Array, slow: SlowCode): void {
+    if (!this.fpModule) return fpThisThread.get()!.fpFused(bits, size, dtype, key, fill, values, count, weight, scales, slow)
     let table = this.tables.get(key)
     if (table === undefined) {
       if (this.tables.size === TABLE_SLOTS) this.tables.clear()
@@ -458,8 +467,14 @@ export class Quant2Kernels {
 export type SlowCode = (i: number, divisor: number, rounded: boolean) => number
 
 const thisThread = lazyKernels(
-  () => assemble([MINMAX, pairFunc(4), INT8, q4Func('F32'), q4Func('F16'), ...FP_FUNCS, ...FP_FUSED], PAGES),
+  () => assemble([MINMAX, pairFunc(4), INT8, q4Func('F32'), q4Func('F16')], PAGES),
   (exports) => new Quant2Kernels(exports as unknown as Exports),
+)
+const fpThisThread = lazyKernels(
+  // Built here, not at import: the fused kernels' code as JS arrays made every importing thread's
+  // heap grow by tens of MB (a pool worker at start: 157 MB of RSS for two, 96 MB without).
+  () => assemble([MINMAX, pairFunc(4), fpFunc(4), fpFunc(8), ...FUSED_SHAPES.flatMap(([bits, size]) => (['F16', 'BF16'] as const).map((d) => fpFusedFunc(bits, size, d)))], FP_PAGES),
+  (exports) => new Quant2Kernels(exports as unknown as Exports, true),
 )
 
 /** This thread's kernels, or undefined without WebAssembly SIMD (or with OPENELM_SIMD=0). */
@@ -470,4 +485,5 @@ export function quant2Kernels(): Quant2Kernels | undefined {
 /** Forget the cached choice (tests switch OPENELM_SIMD). */
 export function resetQuant2Kernels(): void {
   thisThread.reset()
+  fpThisThread.reset()
 }

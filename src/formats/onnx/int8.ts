@@ -4,11 +4,11 @@
  * the worker pool (src/pool: results in order, the same bytes for any thread count),
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
-import {BlocksAhead, type EncodeTask, type Int8TransposedTask, mapOrdered, runOne} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, mapOrdered, runOne} from '../../pool/index.js'
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
-import {castRecord, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
+import {castRecord, encodeTaskOf, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
 import {toFloat32} from '../../tensor/dtype.js'
 
 /**
@@ -17,14 +17,13 @@ import {toFloat32} from '../../tensor/dtype.js'
  */
 const STEP_ELEMENTS = 1 << 18
 
-/** The encode task of `scheme` over rows [r0, r1) of an f32 record. */
-async function rowsTask(f32: TensorRecord, cols: number, r0: number, r1: number, scheme: string, params: SchemeParams): Promise<EncodeTask> {
-  return {kind: 'encode', scheme, params, ...(await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols}
-}
-
-/** Encode tasks of `scheme` over rows [0, rows) (or [first, rows)) of an f32 record, `step` rows each. */
-async function* rowSteps(f32: TensorRecord, rows: number, cols: number, step: number, scheme: string, params: SchemeParams, first = 0): AsyncGenerator<EncodeTask> {
-  for (let r0 = first; r0 < rows; r0 += step) yield rowsTask(f32, cols, r0, Math.min(rows, r0 + step), scheme, params)
+/**
+ * Encode tasks of `scheme` over rows [0, rows) (or [first, rows)) of a float record, `step` rows each
+ * (encodeTaskOf: on the pool a record whose bytes lie as they are in a file is read by the task
+ * itself, so no source buffer is made here per step and moved to a worker and back).
+ */
+async function* rowSteps(source: TensorRecord, rows: number, cols: number, step: number, scheme: string, params: SchemeParams, first = 0): AsyncGenerator<EncodeTask | EncodeFileTask> {
+  for (let r0 = first; r0 < rows; r0 += step) yield encodeTaskOf(source, scheme, params, r0 * cols, Math.min(rows, r0 + step) - r0, cols)
 }
 
 function rowsOf(record: TensorRecord): [number, number] {
@@ -43,15 +42,14 @@ function rowsOf(record: TensorRecord): [number, number] {
  */
 export function int8Records(source: TensorRecord, codesName: string, scalesName: string, options: {streamed?: boolean; slots?: SharedSlots} = {}): {codes: TensorRecord; scales: TensorRecord} {
   const [rows, cols] = rowsOf(source)
-  const f32 = castRecord(source, 'F32')
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
-  if (options.streamed) return streamedInt8(f32, rows, cols, step, source.shape, codesName, scalesName, options.slots)
+  if (options.streamed) return streamedInt8(source, rows, cols, step, source.shape, codesName, scalesName, options.slots)
   let scales: Float32Array | undefined
   let all: Int8Array | undefined
   let making: Promise<{codes: Int8Array; scales: Float32Array}> | undefined
   const quantizeAll = async () => {
     const codes = new Int8Array(rows * cols)
-    const sc = await int8Steps(f32, rows, cols, step, (weight, r0) => codes.set(new Int8Array(weight.buffer, weight.byteOffset, weight.byteLength), r0 * cols))
+    const sc = await int8Steps(source, rows, cols, step, (weight, r0) => codes.set(new Int8Array(weight.buffer, weight.byteOffset, weight.byteLength), r0 * cols))
     return {codes, scales: sc}
   }
   // One pass gives both: the scales are kept (4 bytes a row), the codes until read to the end.
@@ -263,12 +261,12 @@ export function transposedInt8Records(source: TensorRecord, codesName: string, s
  * Rows [first, rows) of an f32 record quantized step by step on the pool, in order: each step's
  * codes go to `codes(weight, row)` (its first row) and the scales of the rows into the result.
  */
-async function int8Steps(f32: TensorRecord, rows: number, cols: number, step: number, codes?: (weight: Uint8Array, row: number) => void, first = 0, slots?: SharedSlots): Promise<Float32Array> {
+async function int8Steps(source: TensorRecord, rows: number, cols: number, step: number, codes?: (weight: Uint8Array, row: number) => void, first = 0, slots?: SharedSlots): Promise<Float32Array> {
   const scales = new Float32Array(rows - first)
   // The slots of the tasks sent (results come back in order), each given back once its result is used.
   const held: Array<number | undefined> = []
-  async function* tasks(): AsyncGenerator<EncodeTask> {
-    for await (const task of rowSteps(f32, rows, cols, step, 'onnx_int8', {}, first)) {
+  async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
+    for await (const task of rowSteps(source, rows, cols, step, 'onnx_int8', {}, first)) {
       const slot = slots?.parts({weight: task.rows * cols, scales: task.rows * 4})
       held.push(slot?.index)
       yield slot ? {...task, into: slot.into} : task
@@ -285,18 +283,18 @@ async function int8Steps(f32: TensorRecord, rows: number, cols: number, step: nu
   return scales
 }
 
-function streamedInt8(f32: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string, slots?: SharedSlots): {codes: TensorRecord; scales: TensorRecord} {
+function streamedInt8(source: TensorRecord, rows: number, cols: number, step: number, shape: readonly number[], codesName: string, scalesName: string, slots?: SharedSlots): {codes: TensorRecord; scales: TensorRecord} {
   let scales: Promise<Float32Array> | undefined
   // The scales the codes' reads computed, row by row: once the codes were read whole (the writer
   // reads them before the scales) the scales need no pass of their own.
   const seen = {scales: new Float32Array(rows), rows: new Uint8Array(rows), count: 0}
-  const allScales = (): Promise<Float32Array> => scales ??= seen.count === rows ? Promise.resolve(seen.scales) : int8Steps(f32, rows, cols, step)
+  const allScales = (): Promise<Float32Array> => scales ??= seen.count === rows ? Promise.resolve(seen.scales) : int8Steps(source, rows, cols, step)
   // Each read's rows are quantized into the writer's buffer (the part of each step's codes it asks for).
   const codes = readingInto({name: codesName, dtype: 'I8', shape: [...shape], byteLength: rows * cols}, async (target, start) => {
     const end = start + target.byteLength
     const r0 = Math.floor(start / cols)
     const r1 = Math.ceil(end / cols)
-    const sc = await int8Steps(f32, r1, cols, step, (weight, row) => {
+    const sc = await int8Steps(source, r1, cols, step, (weight, row) => {
       const from = Math.max(start, row * cols)
       const to = Math.min(end, row * cols + weight.byteLength)
       target.set(weight.subarray(from - row * cols, to - row * cols), from - start)
@@ -358,7 +356,6 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const [rows, cols] = rowsOf(source)
   const nb = q4Blocks(cols)
   const rowBytes = nb * 16
-  const f32 = castRecord(source, 'F32')
   const step = Math.max(1, Math.floor(STEP_ELEMENTS / cols))
   const scaleSize = scaleDtype === 'F16' ? 2 : 4
   const params = {dtype: scaleDtype}
@@ -386,7 +383,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
   const computeScales = async (): Promise<Uint8Array> => {
     const out = new Uint8Array(rows * nb * scaleSize)
     let at = 0
-    for await (const q of mapOrdered(rowSteps(f32, rows, cols, step, 'onnx_q4', params))) {
+    for await (const q of mapOrdered(rowSteps(source, rows, cols, step, 'onnx_q4', params))) {
       out.set(q.scales!, at)
       at += q.scales!.byteLength
     }
@@ -402,7 +399,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     const n = Math.min(rows, (k + 1) * step) - k * step
     const slot = slots?.parts({blocks: n * rowBytes, scales: n * nb * scaleSize})
     if (slot) slotOf.set(k, slot.index)
-    const task = await rowsTask(f32, cols, k * step, k * step + n, 'onnx_q4', params)
+    const task = await encodeTaskOf(source, 'onnx_q4', params, k * step * cols, n, cols)
     const q = await runOne(slot ? {...task, into: slot.into} : task)
     keepScales(k, q.scales!)
     return q.blocks!

@@ -361,11 +361,11 @@ export class BlocksAhead<T> {
     this.dropped[k] = 1
     if (entry) this.settleDropped(k, entry.promise)
   }
+
   private settleDropped(k: number, promise: Promise<T>): void {
     const onDrop = this.onDrop
     if (onDrop) promise.then((value) => onDrop(value, k), () => onDrop(undefined, k))
   }
-
 
   /**
    * A read is done with blocks [from, to): drop those taken (a reader reading the block's other part

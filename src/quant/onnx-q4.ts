@@ -122,11 +122,20 @@ export function dequantizeQ4Rows(blocks: Uint8Array, scales: Float32Array, rows:
   return out
 }
 
-function scaleBytes(scales: Float32Array, dtype: 'F32' | 'F16'): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
-  const out = new Uint16Array(scales.length)
-  for (let i = 0; i < scales.length; i++) out[i] = f32ToF16Bits(scales[i]!)
-  return new Uint8Array(out.buffer)
+/** The scales as stored: f32 bytes (a view, no copy), or f16 bits little-endian (`into` when given). */
+function scaleBytes(scales: Float32Array, dtype: 'F32' | 'F16', into?: Uint8Array): Uint8Array {
+  if (dtype === 'F32') {
+    const bytes = new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
+    into?.set(bytes)
+    return into ?? bytes
+  }
+  const out = into ?? new Uint8Array(2 * scales.length)
+  for (let i = 0; i < scales.length; i++) {
+    const bits = f32ToF16Bits(scales[i]!)
+    out[2 * i] = bits & 0xff
+    out[2 * i + 1] = bits >> 8
+  }
+  return out
 }
 
 /** This thread's f32 scales for encodeInto (one buffer for every step). */
@@ -161,13 +170,7 @@ export const ONNX_Q4: Scheme = {
     if (scratchScales.length < n) scratchScales = new Float32Array(n)
     const scales = scratchScales.subarray(0, n)
     quantizeQ4Rows(values, rows, cols, dtype, {blocks: into.blocks!, scales})
-    const bytes = into.scales!
-    if (dtype === 'F32') bytes.set(new Uint8Array(scales.buffer, 0, 4 * n))
-    else for (let i = 0; i < n; i++) {
-      const bits = f32ToF16Bits(scales[i]!)
-      bytes[2 * i] = bits & 0xff
-      bytes[2 * i + 1] = bits >> 8
-    }
+    scaleBytes(scales, dtype, into.scales!)
   },
   decode(parts, rows, cols, params) {
     return dequantizeQ4Rows(parts.blocks!, scaleValues(parts.scales!, scaleDtype(params)), rows, cols)

@@ -4,14 +4,13 @@
  * and the float record that dequantizes them back. The arithmetic is src/quant/mlx-fp.ts.
  */
 import {FormatError} from '../../errors.js'
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, recycleResult, runOne} from '../../pool/index.js'
+import {BlocksAhead, recycleResult, runOne} from '../../pool/index.js'
 import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
 import {formatShape, readingInto, type TensorRecord} from '../../tensor/record.js'
-import {blockRows, ENCODE_BLOCK_BYTES, rowsTask} from './quantize.js'
+import {blockRows, ENCODE_BLOCK_BYTES, encodeBlocks, rowsTask} from './quantize.js'
 import {type StoredTensor} from '../types.js'
-
 
 /**
  * `<base>.weight` and `<base>.scales` of `source` quantized in `mode` (scheme `mlx_<mode>`: rounded
@@ -48,17 +47,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
   let making: Promise<Uint8Array> | undefined
   const allScales = async (): Promise<Uint8Array> => {
     await weightBlocks.settled()
-    const todo: number[] = []
-    for (let b = 0; b < blocks; b++) if (!kept?.done[b]) todo.push(b)
-    if (todo.length === 0) return kept!.scales
-    async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
-      for (const b of todo) yield await task(b)
-    }
-    let i = 0
-    for await (const encoded of mapOrdered(tasks())) {
-      keep(todo[i++]!, encoded.scales!)
-      for (const part of Object.values(encoded)) recycleResult(part)
-    }
+    for await (const [b, encoded] of encodeBlocks(blocks, kept?.done, task)) keep(b, encoded.scales!)
     return kept!.scales
   }
   const scalesOf = () => making ??= allScales().finally(() => {

@@ -45,6 +45,25 @@ export function rowsTask(source: TensorRecord, scheme: string, params: SchemePar
 }
 
 /**
+ * The blocks of [0, blocks) not yet `done`, encoded on the pool in order (`task(b)`: block b's task):
+ * [block, its encoding]. The parts go back to the workers (recycleResult) once the loop body that
+ * got them is done, so it must copy what it keeps.
+ */
+export async function* encodeBlocks(blocks: number, done: Uint8Array | undefined, task: (b: number) => Promise<EncodeTask | EncodeFileTask>): AsyncGenerator<[number, Encoded]> {
+  const todo: number[] = []
+  for (let b = 0; b < blocks; b++) if (!done?.[b]) todo.push(b)
+  if (todo.length === 0) return
+  async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
+    for (const b of todo) yield await task(b)
+  }
+  let i = 0
+  for await (const encoded of mapOrdered(tasks())) {
+    yield [todo[i++]!, encoded]
+    for (const part of Object.values(encoded)) recycleResult(part)
+  }
+}
+
+/**
  * The three tensors MLX stores for a quantized matrix: `<base>.weight` (U32 codes),
  * `<base>.scales` and `<base>.biases` (in `dtype`), computed on demand from `source` (first
  * rounded to `dtype`, as mlx-lm casts before quantizing) by the `mlx_affine` scheme's encode, row
@@ -95,20 +114,12 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
     await ahead.settled()
     const keepCodes = served.weight < weightBytes
     if (keepCodes) allPacked ??= {packed: new Uint8Array(weightBytes), inAll: new Uint8Array(blocks)}
-    const todo: number[] = []
-    for (let b = 0; b < blocks; b++) if (!pending?.done[b]) todo.push(b)
-    async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
-      for (const b of todo) yield await task(b)
-    }
-    let i = 0
-    for await (const encoded of mapOrdered(tasks())) {
-      const b = todo[i++]!
+    for await (const [b, encoded] of encodeBlocks(blocks, pending?.done, task)) {
       keepParams(b, encoded)
       if (allPacked && keepCodes) {
         allPacked.packed.set(encoded.weight!, b * step * rowBytes)
         allPacked.inAll[b] = 1
       }
-      for (const part of Object.values(encoded)) recycleResult(part)
     }
     const p = pending!
     made = {scales: p.scales, biases: p.biases}

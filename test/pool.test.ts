@@ -131,6 +131,18 @@ describe('buffers in flight', () => {
     await new Promise((resolve) => setTimeout(resolve, 20))
     expect(process.memoryUsage().arrayBuffers).toBeLessThan(before + 32 * 1024 * 1024)
   })
+  it('a compare task frees its own encoding, never its inputs (even where the encoding is a view of them)', () => {
+    for (const [scheme, params] of [['f32', {}], ['mlx_affine', {bits: 4, group_size: 64}], ['gguf_q8_0', {}]] as const) {
+      const input = values(4, 256, 11)
+      const actual = runTask({kind: 'encode', scheme, params, values: input.slice(), rows: 4, cols: 256})
+      const copies = Object.fromEntries(Object.entries(actual).map(([k, v]) => [k, v.slice()]))
+      const diff = runTask({kind: 'compare', scheme, params, values: input, actual, rows: 4, cols: 256, owned: true})
+      expect(diff.elements).toBe(4 * 256)
+      expect(diff.identicalBlocks).toBe(diff.blocks)
+      expect(input.byteLength).toBe(4 * 256 * 4)
+      for (const [k, v] of Object.entries(actual)) expect(v).toEqual(copies[k])
+    }
+  })
   it('an encode task\'s input buffer comes back from the worker and is handed out again (spareBuffer), results unchanged', async () => {
     setThreads(2)
     const input = values(8, 256, 11)

@@ -23,7 +23,7 @@ import {drain} from '../src/progress.js'
 import {hashFolder} from './helpers/hash-folder.js'
 import {SCHEMES} from '../src/quant/index.js'
 import {type Encoded} from '../src/quant/types.js'
-import {type FloatDType, toFloat32} from '../src/tensor/dtype.js'
+import {type FloatDType, fromFloat32, toFloat32} from '../src/tensor/dtype.js'
 import {castRecord, f32Record, fileRangeOf, type TensorRecord} from '../src/tensor/record.js'
 import {openSafetensors} from '../src/formats/safetensors/read.js'
 import {writeSafetensors} from '../src/formats/safetensors/write.js'
@@ -271,6 +271,54 @@ describe('verify\'s exact check on the pool (compare tasks)', () => {
     }
     expect(results[1]).toBe(results[0])
   }, 30_000)
+
+  it('a task that reads REF\'s rows from the file (f32, bf16) gives the diffs of the same rows in memory, on 1 and 2 threads; a short file is a one-line error', async () => {
+    const rows = 400
+    const chunk = 100
+    const params = {bits: 4, group_size: 64, dtype: 'F16' as const}
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'openelm-compare-file-'))
+    try {
+      for (const dtype of ['F32', 'BF16'] as const) {
+        const stored = fromFloat32(values(rows), dtype)
+        const source = toFloat32(stored, dtype)
+        const file = path.join(dir, `ref-${dtype}.bin`)
+        await fs.writeFile(file, Buffer.concat([Buffer.alloc(24), stored]))
+        const handle = await fs.open(file, 'r')
+        try {
+          const actuals = [0, 1, 2, 3].map((k) => {
+            const actual = SCHEMES.mlx_affine!.encode(source.slice(k * chunk * COLS, (k + 1) * chunk * COLS), chunk, COLS, params)
+            if (k === 2) actual.scales![7] ^= 0x01
+            return actual
+          })
+          const size = dtype === 'F32' ? 4 : 2
+          const task = (k: number, fromFile: boolean) => ({
+            kind: 'compare' as const, scheme: 'mlx_affine', params, rows: chunk, cols: COLS, actual: {...actuals[k]!},
+            values: fromFile ? {fd: handle.fd, position: 24 + k * chunk * COLS * size, dtype} : source.slice(k * chunk * COLS, (k + 1) * chunk * COLS),
+          })
+          const runs: string[] = []
+          for (const threads of [1, 2]) {
+            setThreads(threads)
+            for (const fromFile of [false, true]) {
+              const diffs = []
+              for await (const d of mapOrdered([0, 1, 2, 3].map((k) => task(k, fromFile)))) diffs.push(d)
+              expect(diffs.map((d) => d.identicalBlocks)).toEqual([400, 400, 399, 400])
+              runs.push(JSON.stringify(diffs))
+            }
+          }
+          expect(new Set(runs).size).toBe(1)
+          const short = {...task(3, true), values: {fd: handle.fd, position: 24 + 3 * chunk * COLS * size + 8, dtype}}
+          for (const threads of [1, 2]) {
+            setThreads(threads)
+            await expect(async () => { for await (const _ of mapOrdered([short])) void _ }).rejects.toThrow(/^unexpected end of file at offset \d+ \(source values of a 100 × 256 block\)$/)
+          }
+        } finally {
+          await handle.close()
+        }
+      }
+    } finally {
+      await fs.rm(dir, {recursive: true, force: true})
+    }
+  }, 60_000)
 })
 
 describe('conversions and synth on the pool: --threads 1 and 2 write the same files (sha256)', () => {

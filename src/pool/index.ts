@@ -22,7 +22,7 @@ import {type AnyResult, buffersOf, freeBuffers, resultViews, runTask, spentBuffe
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
 export {freeBuffers} from './tasks.js'
-export type {CastTask, CompareTask, EncodeFileTask, EncodeTask, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
+export type {CastTask, CompareTask, EncodeFileTask, EncodeTask, FileValues, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
 /**

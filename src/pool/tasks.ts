@@ -76,15 +76,19 @@ export interface SynthTask {
   owned?: boolean
 }
 
+/** Values a task reads itself, as EncodeFileTask's: `dtype` values from byte `position` of `fd`. */
+export type FileValues = Pick<EncodeFileTask, 'fd' | 'position' | 'dtype'>
+
 /**
  * The exact check of one chunk (src/verify/exact.ts): `scheme.compare(scheme.encode(values), actual,
  * values)`, the source rows encoded as the artifact says it was and compared with what it stores.
+ * The source rows are given, or read by the task itself from a file (as encodeFile's).
  */
 export interface CompareTask {
   kind: 'compare'
   scheme: string
   params: SchemeParams
-  values: Float32Array
+  values: Float32Array | FileValues
   actual: Encoded
   rows: number
   cols: number
@@ -117,7 +121,7 @@ export type Task = EncodeTask | EncodeFileTask | CastTask | SynthTask | CompareT
 export function transferable<T extends Task>(task: T): T {
   if (task.owned || task.kind === 'synth' || task.kind === 'encodeFile') return task
   if (task.kind === 'encode' || task.kind === 'int8T') return {...task, values: task.values.slice(), owned: true}
-  if (task.kind === 'compare') return {...task, values: task.values.slice(), actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
+  if (task.kind === 'compare') return {...task, values: task.values instanceof Float32Array ? task.values.slice() : task.values, actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
 export type TaskResult<T extends Task> = T extends EncodeTask | EncodeFileTask ? Encoded : T extends CompareTask ? EncodingDiff : Uint8Array
@@ -137,11 +141,13 @@ export function runTask(task: Task): AnyResult {
       return castTask(task)
     case 'compare': {
       const scheme = schemeFor(task.scheme)
-      const encoded = scheme.encode(task.values, task.rows, task.cols, task.params)
-      const diff = scheme.compare(encoded, task.actual, task.values, task.rows, task.cols, task.params)
+      const values = task.values instanceof Float32Array ? task.values : readFileValues(task.values, task.rows, task.cols)
+      const encoded = scheme.encode(values, task.rows, task.cols, task.params)
+      const diff = scheme.compare(encoded, task.actual, values, task.rows, task.cols, task.params)
       // The encoding is spent: freed now, not at a collection (2 workers verifying a 270M MLX 4-bit
-      // folder held tens of MB of them each: peak RSS 261–305 MB).
-      const inputs = new Set(buffersOf(taskViews(task)))
+      // folder held tens of MB of them each: peak RSS 261–305 MB). Not the inputs (an f32 encoding
+      // is a view of them), nor this thread's file buffers.
+      const inputs = new Set([values.buffer, ...buffersOf(Object.values(task.actual))])
       freeBuffers(buffersOf(Object.values(encoded)).filter((b) => !inputs.has(b)))
       return diff
     }
@@ -185,23 +191,28 @@ function encodeRows(task: EncodeTask | EncodeFileTask, values: Float32Array): En
 let fileBytes = new Uint8Array(0)
 let fileValues = new Uint8Array(0)
 
-function encodeFile(task: EncodeFileTask): Encoded {
-  const count = task.rows * task.cols
-  const length = count * dtypeSize(task.dtype)
+/** `rows · cols` values read from the file as f32, in this thread's reused buffers (valid until the next call). */
+function readFileValues(source: FileValues, rows: number, cols: number): Float32Array {
+  const count = rows * cols
+  const length = count * dtypeSize(source.dtype)
   if (fileBytes.byteLength < length) fileBytes = new Uint8Array(length)
   const bytes = fileBytes.subarray(0, length)
   for (let done = 0; done < length;) {
-    const n = readSync(task.fd, bytes, done, length - done, task.position + done)
-    if (n === 0) throw new FormatError('file.truncated', `unexpected end of file at offset ${task.position + done} (source values of a ${task.rows} × ${task.cols} block)`)
+    const n = readSync(source.fd, bytes, done, length - done, source.position + done)
+    if (n === 0) throw new FormatError('file.truncated', `unexpected end of file at offset ${source.position + done} (source values of a ${rows} × ${cols} block)`)
     done += n
   }
   let values = bytes
-  if (task.dtype !== 'F32') {
+  if (source.dtype !== 'F32') {
     if (fileValues.byteLength < 4 * count) fileValues = new Uint8Array(4 * count)
     values = fileValues.subarray(0, 4 * count)
-    castInto(bytes, task.dtype, 'F32', values)
+    castInto(bytes, source.dtype, 'F32', values)
   }
-  const encoded = encodeRows(task, new Float32Array(values.buffer, 0, count))
+  return new Float32Array(values.buffer, 0, count)
+}
+
+function encodeFile(task: EncodeFileTask): Encoded {
+  const encoded = encodeRows(task, readFileValues(task, task.rows, task.cols))
   // The result leaves this thread (moved): never with one of the reused buffers.
   for (const [part, v] of Object.entries(encoded)) if (v.buffer === fileBytes.buffer || v.buffer === fileValues.buffer) encoded[part] = v.slice()
   return encoded
@@ -238,7 +249,7 @@ export function taskViews(task: Task): ArrayBufferView[] {
     case 'int8T':
       return [task.values, task.into] // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
     case 'compare':
-      return [task.values, ...Object.values(task.actual)]
+      return [...(task.values instanceof Float32Array ? [task.values] : []), ...Object.values(task.actual)]
     case 'cast':
       return [task.bytes]
     case 'synth':

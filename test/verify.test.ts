@@ -17,7 +17,8 @@ import {f32Record, readFloat32} from '../src/tensor/record.js'
 import {BACKENDS} from '../src/verify/backends/index.js'
 import {compareLogits} from '../src/verify/compare.js'
 import {runForward} from '../src/verify/engine/index.js'
-import {linear, MatmulPool} from '../src/verify/engine/matmul.js'
+import {linear, MatmulPool, matmulThreads} from '../src/verify/engine/matmul.js'
+import {requestedThreads} from '../src/pool/index.js'
 import {normRopeHead, ropeTables} from '../src/verify/engine/ops.js'
 import {promptTokens, verify} from '../src/verify/index.js'
 
@@ -272,7 +273,7 @@ describe('what ran, and what cannot run', () => {
     const report = await verify(fixture, {promptLength: 8})
     expect(report.verdict).toBe('finite')
     expect(report.pass).toBe(true)
-    expect(report.engine).toEqual({name: 'ts', device: 'cpu'})
+    expect(report.engine).toEqual({name: 'ts', device: 'cpu', threads: matmulThreads(requestedThreads())})
     expect(report.checks).toEqual(['logits finite (ts engine, cpu)'])
     const r = cli('verify', fixture, '--prompt-length', '8')
     expect(r.status).toBe(0)
@@ -285,6 +286,23 @@ describe('what ran, and what cannot run', () => {
     expect(json.verdict).toBe('finite')
     expect(json.tokens).toHaveLength(8)
   })
+
+  it('--threads sets the weight check\'s workers and the ts engine\'s matmul workers, and is named in the report; refused for --backend torch and for a bad count', () => {
+    const j = cli('verify', fixture, '--against', fixture, '--prompt-length', '8', '--threads', '1', '--json')
+    expect(j.status).toBe(0)
+    const json = JSON.parse(j.stdout)
+    expect(json.engine).toEqual({name: 'ts', device: 'cpu', threads: 1})
+    expect(json.checks[0]).toMatch(/^weights: \d+ tensors compared code for code with the ts reference transformation of REF \(in the main thread\)$/)
+    const two = JSON.parse(cli('verify', fixture, '--against', fixture, '--prompt-length', '8', '--threads', '2', '--json').stdout)
+    expect(two.engine.threads).toBe(2)
+    expect(two.checks[0]).toMatch(/\(2 worker threads\)$/)
+    expect(two.weights).toEqual(json.weights)
+    for (const [args, message] of [[['--threads', '1', '--backend', 'torch'], /^Error: --threads applies to the ts engine and the weight check; --backend torch runs both in PyTorch$/], [['--threads', '0'], /^Error: --threads must be a whole number of threads from 1 to 256, not "0"$/]] as const) {
+      const r = cli('verify', fixture, '--against', fixture, ...args)
+      expect(r.status).toBe(2)
+      expect(r.stderr.trim()).toMatch(message)
+    }
+  }, 120_000)
 
   it('quality gates need a reference, and are refused without one', () => {
     const r = cli('verify', fixture, '--max-kl', '0.1')

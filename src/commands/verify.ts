@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
-import {forceFlag, formatOption, hubSourceFlags} from '../cli/flags.js'
+import {forceFlag, formatOption, hubSourceFlags, verifyThreadsFlag} from '../cli/flags.js'
+import {applyThreads} from '../pool/index.js'
 import {checkHubFlagsApply} from '../hub/source.js'
 import {peftFlags, peftOptions} from '../cli/peft.js'
 import {UsageError} from '../errors.js'
@@ -36,6 +37,7 @@ export default class Verify extends BaseCommand {
     'min-top1': Flags.string({description: 'quality gate: smallest allowed top-1 agreement with REF (0..1)'}),
     'max-ppl-ratio': Flags.string({description: 'quality gate: largest allowed perplexity(MODEL) / perplexity(REF) on text'}),
     'skip-weights': Flags.boolean({description: 'do not compare stored weights code for code (logits only)', default: false}),
+    threads: verifyThreadsFlag,
     ...peftFlags,
     format: formatOption,
     force: forceFlag,
@@ -44,6 +46,8 @@ export default class Verify extends BaseCommand {
 
   async run(): Promise<VerifyReport> {
     const {args, flags} = await this.parse(Verify)
+    if (flags.threads !== undefined && flags.backend === 'torch') throw new UsageError('flag.threads', '--threads applies to the ts engine and the weight check; --backend torch runs both in PyTorch')
+    applyThreads(flags.threads)
     const gates = qualityGates(flags['max-kl'], flags['min-top1'], flags['max-ppl-ratio'])
     if (!flags.against && Object.keys(gates).length > 0) throw new UsageError('flag.gate', 'quality gates (--max-kl, --min-top1, --max-ppl-ratio) compare with a reference: pass --against SRC')
     if (!flags.against && flags['skip-weights']) throw new UsageError('flag.skip_weights', '--skip-weights applies to a comparison with --against')

@@ -27,7 +27,8 @@ import {drain} from '../progress.js'
 import {f32Record} from '../tensor/record.js'
 import {torchExact, torchSingle} from './backends/torch.js'
 import {compareHidden, compareLogits, firstDivergentLayer, fmt, type LayerDivergence} from './compare.js'
-import {checkTokens, MatmulPool, runForward} from './engine/index.js'
+import {checkTokens, MatmulPool, matmulThreads, runForward} from './engine/index.js'
+import {closeSharedPool, requestedThreads, threadCount} from '../pool/index.js'
 import {compareStored, decideRelation, expectedCheckpoint, type ExactWeights, type Relation} from './exact.js'
 import {verifyPeft} from './peft.js'
 import {measureQuality, type QualityGates, type QualityReport} from './quality.js'
@@ -132,7 +133,8 @@ export interface VerifyReport {
   /** The checks that ran, in words. */
   checks: string[]
   /** Who computed the reference side, and where. */
-  engine: {name: EngineName; device: string}
+  /** The engine that ran; for ts, its matmul worker threads. */
+  engine: {name: EngineName; device: string; threads?: number}
   tokens: number[]
   prompt: PromptInfo
   model: SideInfo
@@ -230,7 +232,7 @@ export function resolveBackends(options: Pick<VerifyOptions, 'backend' | 'runtim
 
 /** The engine's logits (and hidden states) for one checkpoint. */
 async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean, onCount?: VerifyOptions['onCount'], pool?: MatmulPool): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
-  const r = await runForward(checkpoint, tokens, {collectHidden, ...(pool ? {pool} : {}), ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
+  const r = await runForward(checkpoint, tokens, {collectHidden, ...(pool ? {pool} : {threads: matmulThreads(requestedThreads())}), ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
   return {logits: r.logits, vocab: r.vocab, ...(r.hidden ? {hidden: r.hidden} : {})}
 }
 
@@ -306,7 +308,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       const savedLogits = options.saveLogits ? await saveLogits(options.saveLogits, logits, tokens.length, run.vocab, options.force ?? false) : undefined
       const top1 = compareLogits(logits, logits, tokens.length, run.vocab).top1Reference
       return {
-        pass: failures.length === 0, verdict: 'finite', checks, engine: {name: engine, device: run.device}, tokens, prompt,
+        pass: failures.length === 0, verdict: 'finite', checks, engine: {name: engine, device: run.device, ...(engine === 'ts' ? {threads: matmulThreads(requestedThreads())} : {})}, tokens, prompt,
         model: sideInfo(cand, modelPath, run.vocab, seconds['model forward'] ?? 0),
         firstDivergentLayer: null, firstDivergentTensor: null,
         ...(runtimeReport ? {runtime: runtimeReport} : {}),
@@ -331,11 +333,14 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the PyTorch reference's own transformation of REF`)
     } else {
       // One set of matmul workers for the three passes (started now, ready by the first).
-      const pool = new MatmulPool()
+      const pool = new MatmulPool(requestedThreads())
       try {
         if (compareWeights) {
           weights = await timed('compare weights', () => compareStored(ref, cand, options.onCount && ((_name, index, total) => options.onCount!(index, total, 'tensors'))))
-          checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the ts reference transformation of REF`)
+          const workers = threadCount()
+          checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the ts reference transformation of REF (${workers > 1 ? `${workers} worker threads` : 'in the main thread'})`)
+          // The forward passes do not use the weight check's workers: their memory goes now (3B: ~70 MB).
+          await closeSharedPool()
         }
         modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount, pool))
         expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount, pool))
@@ -390,7 +395,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const savedLogits = options.saveLogits ? await saveLogits(options.saveLogits, modelRun.logits, tokens.length, modelRun.vocab, options.force ?? false) : undefined
     const failed = failures.length > 0
     return {
-      pass: !failed, verdict, checks, engine: {name: engine, device: engineDevice}, tokens, prompt,
+      pass: !failed, verdict, checks, engine: {name: engine, device: engineDevice, ...(engine === 'ts' ? {threads: matmulThreads(requestedThreads())} : {})}, tokens, prompt,
       model: sideInfo(cand, modelPath, modelRun.vocab, seconds['model forward'] ?? 0),
       against: sideInfo(ref, refPath!, refRun.vocab, seconds['reference forward (source)'] ?? 0),
       relation: decision.relation, relationReason: decision.reason,

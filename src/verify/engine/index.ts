@@ -41,7 +41,7 @@ export function checkTokens(tokens: readonly number[], vocab: number): void {
   })
 }
 
-export {MatmulPool} from './matmul.js'
+export {MatmulPool, matmulThreads} from './matmul.js'
 
 export async function runForward(checkpoint: Checkpoint, tokens: number[], options: ForwardOptions = {}): Promise<ForwardResult> {
   const {config} = checkpoint

@@ -137,7 +137,7 @@ export class MatmulPool {
   readonly memory: WasmMemory
   private readonly simd?: SimdKernel
 
-  constructor(threads = defaultThreads(), options: {simd?: boolean} = {}) {
+  constructor(threads = matmulThreads(), options: {simd?: boolean} = {}) {
     const module = options.simd === false ? undefined : simdModule()
     this.memory = new wasm.Memory({initial: 1, maximum: MAX_PAGES, shared: true})
     if (module) this.simd = new wasm.Instance(module, {env: {mem: this.memory}}).exports.kernel as SimdKernel
@@ -210,7 +210,9 @@ export class MatmulPool {
   }
 }
 
-function defaultThreads(): number {
+/** The matmul workers for a requested count (--threads, OPENELM_THREADS), else one per core up to 16. */
+export function matmulThreads(requested?: number): number {
+  if (requested !== undefined) return requested
   const cpus = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length
   return Math.max(1, Math.min(cpus, 16))
 }

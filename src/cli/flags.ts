@@ -11,6 +11,8 @@ export const dtypeFlag = Flags.string({
 
 export const outFlag = Flags.string({char: 'o', description: 'output folder (or file for single-file formats)', required: true})
 export const threadsFlag = Flags.string({description: 'worker threads for the quantizers and float casts (default: OPENELM_THREADS, else one per core up to 2 (each worker adds ~37 MB) for the quantizers, with the casts in the main thread; 1: no workers)'})
+/** convert's --threads: also --verify's (the weight check and the ts engine's matmuls). */
+export const convertThreadsFlag = Flags.string({description: `${threadsFlag.description}; with --verify, also its weight check's and the ts engine's matmul workers (default one per core up to 16)`})
 /** verify's --threads: the weight check's workers and the ts engine's matmul workers. */
 export const verifyThreadsFlag = Flags.string({description: 'worker threads of the weight check (default: OPENELM_THREADS, else one per core up to 2; 1: none) and of the ts engine\'s matmuls (default: OPENELM_THREADS, else one per core up to 16)'})
 export const forceFlag = Flags.boolean({description: 'replace the output if it exists', default: false})

@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base.js'
 import {CONVERT_FLAG_TABLE, checkFlagTargets} from '../cli/flag-table.js'
 import {loadConfigFile} from '../formats/corenet/config.js'
-import {threadsFlag} from '../cli/flags.js'
+import {convertThreadsFlag} from '../cli/flags.js'
 import {applyThreads} from '../pool/index.js'
 import {dtypeFlag, forceFlag, formatOption, hubSourceFlags, outFlag, toFlag} from '../cli/flags.js'
 import {checkHubFlagsApply, isRepoId} from '../hub/source.js'
@@ -35,7 +35,7 @@ export default class Convert extends BaseCommand {
     out: outFlag,
     dtype: dtypeFlag,
     force: forceFlag,
-    threads: threadsFlag,
+    threads: convertThreadsFlag,
     format: formatOption,
     quantize: Flags.integer({char: 'q', aliases: ['q-bits'], description: 'MLX: quantize to this many bits (2, 3, 4, 5, 6, 8); ONNX: 8 (weight-only int8, onnx/model_quantized.onnx) or 4 (MatMulNBits, onnx/model_q4.onnx; with --dtype f16 onnx/model_q4f16.onnx); for GGUF use --dtype q8_0'}),
     'group-size': Flags.integer({aliases: ['q-group-size'], description: 'MLX: quantization group size (32, 64, 128; default 64)'}),

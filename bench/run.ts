@@ -131,6 +131,8 @@ interface Row {
   name: string
   description: string
   date: string
+  /** The commit whose dist/ ran (rows of earlier runs keep theirs; older rows have none). */
+  commit?: string
   bytes: number
   seconds: number
   cpuSeconds: number
@@ -190,8 +192,8 @@ function renderMarkdown(rows: Row[], info: Record<string, string>, runNote: stri
     '',
     runNote,
     '',
-    '| case | what | source bytes | time | baseline | baseline time | × baseline | peak RSS | baseline RSS | CPU (user+sys) | throughput | load avg 1/5/15 before → after | target | result |',
-    '|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|',
+    '| case | run (UTC, commit) | what | source bytes | time | baseline | baseline time | × baseline | peak RSS | baseline RSS | CPU (user+sys) | throughput | load avg 1/5/15 before → after | target | result |',
+    '|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|',
   ]
   for (const r of rows) {
     const target = [r.targets?.ratio ? `≤ ${r.targets.ratio} × cp` : '', r.targets?.rssMB ? `≤ ${r.targets.rssMB} MB` : ''].filter(Boolean).join(', ') || '–'
@@ -199,7 +201,7 @@ function renderMarkdown(rows: Row[], info: Record<string, string>, runNote: stri
     const throughput = r.tokens
       ? `${(r.tokens / r.seconds).toFixed(2)} tok/s (${r.baselineName ?? 'baseline'}: ${r.cpSeconds ? (r.tokens / r.cpSeconds).toFixed(2) : '–'} tok/s)`
       : `${(r.bytes / 1e6 / r.seconds).toFixed(0)} MB/s`
-    lines.push(`| \`${r.name}\` | ${r.description} | ${(r.bytes / 1e9).toFixed(2)} GB | ${fmtS(r.seconds)} | ${r.baselineName ?? 'cp'} | ${fmtS(r.cpSeconds)} | ${r.ratio === undefined ? '–' : `**${r.ratio.toFixed(2)}**`} | ${r.rssMB.toFixed(0)} MB | ${r.cpRssMB === undefined ? '–' : `${r.cpRssMB.toFixed(0)} MB`} | ${fmtS(r.cpuSeconds)}${r.mainCpuSeconds === undefined ? '' : ` (main thread ${fmtS(r.mainCpuSeconds)})`} | ${throughput} | ${r.load} | ${target} | ${result} |`)
+    lines.push(`| \`${r.name}\` | ${r.date}${r.commit ? ` (${r.commit})` : ''} | ${r.description} | ${(r.bytes / 1e9).toFixed(2)} GB | ${fmtS(r.seconds)} | ${r.baselineName ?? 'cp'} | ${fmtS(r.cpSeconds)} | ${r.ratio === undefined ? '–' : `**${r.ratio.toFixed(2)}**`} | ${r.rssMB.toFixed(0)} MB | ${r.cpRssMB === undefined ? '–' : `${r.cpRssMB.toFixed(0)} MB`} | ${fmtS(r.cpuSeconds)}${r.mainCpuSeconds === undefined ? '' : ` (main thread ${fmtS(r.mainCpuSeconds)})`} | ${throughput} | ${r.load} | ${target} | ${result} |`)
   }
   return `${lines.join('\n')}\n\n${MARKER}\n${kept}`
 }
@@ -262,7 +264,7 @@ async function main(): Promise<void> {
       const pass = (c.targets?.ratio === undefined || (ratio !== undefined && ratio <= c.targets.ratio)) && (c.targets?.rssMB === undefined || rssMB <= c.targets.rssMB)
       const row: Row = {
         baselineName: c.baselineName, tokens: c.tokens,
-        name: c.name, description: c.description, date: new Date().toISOString().slice(0, 16).replace('T', ' '), bytes, seconds, cpuSeconds, mainCpuSeconds, rssMB,
+        name: c.name, description: c.description, date: new Date().toISOString().slice(0, 16).replace('T', ' '), commit: info.commit, bytes, seconds, cpuSeconds, mainCpuSeconds, rssMB,
         cpSeconds, cpCpuSeconds, cpRssMB: baselines.length ? Math.max(...baselines.map((r) => r.maxRssKB)) / 1024 : undefined, ratio,
         targets: c.targets, pass, load: `${load} → ${loadavg()}`, runs: options.repeat,
       }

@@ -37,6 +37,15 @@ function transposed(bytes: Uint8Array, rows: number, cols: number, size: number)
   return out
 }
 
+/** f32 [rows, cols] sources of edge values (each with a no-allocation reader), and their transposes one after another. */
+function f32Sources(shapes: ReadonlyArray<readonly [number, number]>) {
+  const sources = shapes.map(([rows, cols]) => {
+    const bytes = new Uint8Array(edgeValues(rows * cols).buffer)
+    return {rows, cols, bytes, src: withReadInto({...memoryRecord('w', 'F32', [rows, cols], bytes)}, async (target, start) => target.set(bytes.subarray(start, start + target.byteLength)))}
+  })
+  return {sources, want: Buffer.concat(sources.map(({rows, cols, bytes}) => transposed(bytes, rows, cols, 4)))}
+}
+
 /** `run` with SIMD, then with the element loops (OPENELM_SIMD=0); no kept transpose buffers either time. */
 async function simdThenScalar<T>(run: () => Promise<T>): Promise<[T, T]> {
   releaseTransposeBuffers()
@@ -121,12 +130,7 @@ describe('transpose window in a kernel module\'s memory', () => {
   })
 
   it('transposedRecord: views of a kernel window are its bytes, and stay so until `settled` is awaited (the next record\'s window included); no views of JS windows', async () => {
-    const shapes = [[37, 53], [130, 24], [300, 257]] as const
-    const sources = shapes.map(([rows, cols]) => {
-      const bytes = new Uint8Array(edgeValues(rows * cols).buffer)
-      return {rows, cols, bytes, src: withReadInto({...memoryRecord('w', 'F32', [rows, cols], bytes)}, async (target, start) => target.set(bytes.subarray(start, start + target.byteLength)))}
-    })
-    const want = Buffer.concat(sources.map(({rows, cols, bytes}) => transposed(bytes, rows, cols, 4)))
+    const {sources, want} = f32Sources([[37, 53], [130, 24], [300, 257]])
     for (const limits of [{}, {windowBytes: 5 * 300 * 4, bandBytes: 3 * 257 * 4}].map((l) => ({...l, windowInKernel: true}))) {
       releaseTransposeBuffers()
       // Views not yet "written": copied only when the record says it will reuse their memory (or at the end).
@@ -158,12 +162,7 @@ describe('transpose window in a kernel module\'s memory', () => {
   })
 
   it('transposedRecord: the next window is built in the other kernel window while the last one\'s views are still being written; a window waits for its own views\' writes', async () => {
-    const shapes = [[37, 53], [130, 24], [300, 257], [64, 64], [33, 100]] as const
-    const sources = shapes.map(([rows, cols], i) => {
-      const bytes = new Uint8Array(edgeValues(rows * cols + i).buffer, 4 * i)
-      return {rows, cols, bytes, src: withReadInto({...memoryRecord('w', 'F32', [rows, cols], bytes)}, async (target, start) => target.set(bytes.subarray(start, start + target.byteLength)))}
-    })
-    const want = Buffer.concat(sources.map(({rows, cols, bytes}) => transposed(bytes, rows, cols, 4)))
+    const {sources, want} = f32Sources([[37, 53], [130, 24], [300, 257], [64, 64], [33, 100]])
     // Whole records in a window each, and records of several windows.
     for (const limits of [{}, {windowBytes: 40 * 300 * 4, bandBytes: 3 * 257 * 4}].map((l) => ({...l, windowInKernel: true}))) {
       releaseTransposeBuffers()

@@ -7,8 +7,9 @@
  * Reads are served from a window of whole output rows (at most WINDOW_BYTES, one band-by-band
  * pass over the source per window), so sequential chunked reads cost about size / WINDOW_BYTES
  * passes and memory stays bounded by the window plus two source bands (buffers reused from
- * window to window). With WebAssembly SIMD and `windowInKernel` the window lives in a transpose
- * module's memory (src/simd/transpose.ts TransposeWindow): bands are read straight into its two
+ * window to window; two windows, used in turn, where they are in a kernel's memory). With
+ * WebAssembly SIMD and `windowInKernel` the window lives in a transpose module's memory
+ * (src/simd/transpose.ts TransposeWindow): bands are read straight into its two
  * band slots, the next while one is transposed, and transposed straight into the window by the
  * SIMD tile kernel (a copy into the kernel's memory and one per column out of it were 0.85 s of the
  * 2.1 s a 1.1B f32 export's main thread was busy; an element loop wrote each value a whole output
@@ -95,7 +96,11 @@ function drop(buffer: ArrayBuffer | undefined): void {
 const VIEWS = new WeakMap<ArrayBuffer, Promise<void>>()
 let lastView: {buffer: ArrayBuffer; settled: () => Promise<void>} | undefined
 function closeLastView(): void {
-  if (lastView) VIEWS.set(lastView.buffer, lastView.settled())
+  if (lastView) {
+    const settled = lastView.settled()
+    settled.catch(() => undefined) // awaited when the buffer is reused; never an unhandled rejection meanwhile
+    VIEWS.set(lastView.buffer, settled)
+  }
   lastView = undefined
 }
 async function settleViews(buffer: ArrayBufferLike): Promise<void> {
@@ -185,10 +190,10 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
     if (cache && outRow >= cache.first && outRow < cache.first + cache.count) return cache
     const first = Math.floor(outRow / windowRows) * windowRows
     const count = Math.min(windowRows, cols - first)
-    // One buffer serves every window: what was handed out of it (views) is done with before the
-    // first band is transposed into it (the band's read meanwhile).
+    // A buffer serves many windows: what was handed out of it (views) is done with before the first
+    // band is transposed into it (the band's read meanwhile). A kernel window goes back (its views may
+    // still be being written) and the other one is built.
     cache = undefined
-    // A kernel window goes back (the last one used) and the other is built: its views may still be written.
     if (spare.window && limits.windowInKernel && transposeWindowOf(spare.window.buffer)) {
       give('window', spare.window)
       spare.window = undefined

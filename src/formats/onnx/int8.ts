@@ -4,7 +4,7 @@
  * the worker pool (src/pool: results in order, the same bytes for any thread count),
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, mapOrdered, runOne} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, mapOrdered, runOne, type SharedSlots} from '../../pool/index.js'
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
@@ -109,52 +109,9 @@ export class SharedCodes {
   }
 }
 
-/**
- * Step results of a model file's pool tasks, written by the workers in place (EncodeTask.into): a
- * SharedArrayBuffer of `count` slots of `slotBytes`, made once per file. A fresh result buffer per
- * step (the q4 blocks and scales, the embedding's int8 codes), made in a worker and freed in this
- * thread, left glibc's heap holding what it had given (3B `--variants fp16,q8,q4,q4f16` on 2
- * workers: 218 MB in the fp16 file, 285–289 MB at the end; no climb on 1 thread). A slot is taken
- * for one step and given back once its bytes were read; none free (or a step too big): the step
- * gets buffers of its own, as before.
- */
-export class SharedSlots {
-  private buffer: SharedArrayBuffer | undefined
-  private readonly free: number[]
-  constructor(readonly slotBytes: number, readonly count: number) {
-    this.free = Array.from({length: count}, (_, i) => count - 1 - i)
-  }
-
-  /** A free slot's first `bytes` bytes and its index (give it back with `give`), or undefined. */
-  take(bytes: number): {index: number; bytes: Uint8Array} | undefined {
-    if (bytes > this.slotBytes || this.free.length === 0) return undefined
-    this.buffer ??= new SharedArrayBuffer(this.slotBytes * this.count)
-    const index = this.free.pop()!
-    return {index, bytes: new Uint8Array(this.buffer, index * this.slotBytes, bytes)}
-  }
-
-  give(index: number): void {
-    this.free.push(index)
-  }
-
-  /** Let the buffer go (the file is written; a later step makes a new one). */
-  release(): void {
-    this.buffer = undefined
-  }
-
-  /** The parts of an encode task's result, laid out one after another in a slot (`into`), or undefined. */
-  parts(sizes: Record<string, number>): {index: number; into: Record<string, Uint8Array>} | undefined {
-    const slot = this.take(Object.values(sizes).reduce((a, b) => a + b, 0))
-    if (!slot) return undefined
-    const into: Record<string, Uint8Array> = {}
-    let at = 0
-    for (const [part, n] of Object.entries(sizes)) {
-      into[part] = slot.bytes.subarray(at, at + n)
-      at += n
-    }
-    return {index: slot.index, into}
-  }
-}
+// A file's step results (the q4 blocks and scales, the embedding's int8 codes) go into slots of
+// shared memory (src/pool/slots.ts), one set per file, sized for its largest step.
+export {SharedSlots} from '../../pool/index.js'
 
 /** Slots a file's SharedSlots needs: the tasks in flight on the pool and the steps a reader holds. */
 export function slotCount(threads: number): number {

@@ -218,6 +218,7 @@ describe('buffers in flight', () => {
     const b = slots.take(64)!
     expect(b.index).not.toBe(a.index)
     expect(slots.take(1)).toBeUndefined() // none free: the task gets buffers of its own
+    expect(slots.misses).toBe(1)
     slots.give(a.index)
     expect(() => slots.give(a.index)).toThrow(/given back twice/)
     expect(slots.take(65)).toBeUndefined() // too big
@@ -250,9 +251,10 @@ describe('buffers in flight', () => {
     }
   }, 60_000)
 
-  it('MLX and GGUF quantizer slots all come back once a tensor was read (none held by a read, none lost)', async () => {
+  it('MLX and GGUF quantizer slots all come back once a tensor was read (none held by a read, none lost), and every task found one', async () => {
     setThreads(2)
     const slots = quantizerSlots()
+    const misses = slots.misses
     const source = f32Record('w', [2048, 512], values(2048, 512, 5))
     const {weight, scales, biases} = quantizedRecords(source, 'w', {bits: 4, groupSize: 64}, 'F16')
     const reference = SCHEMES.mlx_affine!.encode(values(2048, 512, 5), 2048, 512, {bits: 4, group_size: 64, dtype: 'F16'})
@@ -260,6 +262,7 @@ describe('buffers in flight', () => {
     expect(got.map(sha)).toEqual([reference.weight!, reference.biases!, reference.scales!].map(sha))
     await new Promise((resolve) => setTimeout(resolve, 10))
     expect(slots.freeCount()).toBe(slots.count)
+    expect(slots.misses).toBe(misses)
   }, 60_000)
 
   it('BlocksAhead gives each dropped block to onDrop once read; a block short of its share of a range is an error, not a gap', async () => {

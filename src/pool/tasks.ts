@@ -104,7 +104,8 @@ export interface CompareTask {
  */
 export interface Int8TransposedTask {
   kind: 'int8T'
-  values: Float32Array
+  /** The rows' values, or where the task reads them itself (as encodeFile's). */
+  values: Float32Array | FileValues
   rows: number
   cols: number
   into: Uint8Array
@@ -120,7 +121,8 @@ export type Task = EncodeTask | EncodeFileTask | CastTask | SynthTask | CompareT
 /** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
 export function transferable<T extends Task>(task: T): T {
   if (task.owned || task.kind === 'synth' || task.kind === 'encodeFile') return task
-  if (task.kind === 'encode' || task.kind === 'int8T') return {...task, values: task.values.slice(), owned: true}
+  if (task.kind === 'encode') return {...task, values: task.values.slice(), owned: true}
+  if (task.kind === 'int8T') return {...task, values: task.values instanceof Float32Array ? task.values.slice() : task.values, owned: true}
   if (task.kind === 'compare') return {...task, values: task.values instanceof Float32Array ? task.values.slice() : task.values, actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
@@ -154,7 +156,8 @@ export function runTask(task: Task): AnyResult {
     case 'synth':
       return fromFloat32(synthValues(task.seed, task.tensor, task.first, task.count, task.offset, task.amplitude), task.dtype)
     case 'int8T': {
-      const scales = quantizeInt8Transposed(task.values, task.rows, task.cols, task.into, task.stride, task.at, task.first, task.count)
+      const values = task.values instanceof Float32Array ? task.values : readFileValues(task.values, task.rows, task.cols)
+      const scales = quantizeInt8Transposed(values, task.rows, task.cols, task.into, task.stride, task.at, task.first, task.count)
       return new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
     }
   }
@@ -237,7 +240,8 @@ export function taskViews(task: Task): ArrayBufferView[] {
     case 'encodeFile':
       return []
     case 'int8T':
-      return [task.values, task.into] // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
+      // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
+      return task.values instanceof Float32Array ? [task.values, task.into] : [task.into]
     case 'compare':
       return [...(task.values instanceof Float32Array ? [task.values] : []), ...Object.values(task.actual)]
     case 'cast':

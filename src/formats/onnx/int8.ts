@@ -4,12 +4,12 @@
  * the worker pool (src/pool: results in order, the same bytes for any thread count),
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, mapOrdered, runOne, type SharedSlots} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, type FileValues, type Int8TransposedTask, mapOrdered, runOne, type SharedSlots, sharedPool} from '../../pool/index.js'
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
-import {castRecord, encodeTaskOf, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
-import {toFloat32} from '../../tensor/dtype.js'
+import {castRecord, encodeTaskOf, fileRangeOf, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
+import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
 
 /**
  * Elements per quantization task (whole rows; the codes do not depend on it): 1 MiB of f32, so the
@@ -164,10 +164,14 @@ export function transposedInt8Records(source: TensorRecord, codesName: string, s
     const count = Math.min(width, cols - first)
     const into = shared.claim(me, count * rows)
     const sc = new Float32Array(rows)
+    const file = sharedPool() && ['F32', 'F16', 'BF16'].includes(source.dtype) ? fileRangeOf(source) : undefined
+    const size = dtypeSize(source.dtype)
     async function* tasks(): AsyncGenerator<Int8TransposedTask> {
       for (let r0 = 0; r0 < rows; r0 += step) {
         const r1 = Math.min(rows, r0 + step)
-        yield {kind: 'int8T', ...(await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols, into, stride: rows, at: r0, first, count}
+        // On the pool, rows that lie as they are in a file are read by the task itself (as encodeFile's).
+        const values = file ? {values: {fd: file.fd, position: file.offset + r0 * cols * size, dtype: source.dtype as FileValues['dtype']}, owned: true} : await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)
+        yield {kind: 'int8T', ...values, rows: r1 - r0, cols, into, stride: rows, at: r0, first, count}
       }
     }
     let r0 = 0

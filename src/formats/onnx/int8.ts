@@ -355,19 +355,20 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     making = undefined
   }))
   /** Row steps of blocks, computed ahead of the writer on the pool (into `slots`, each held until its step is dropped). */
-  const slotOf = new Map<number, number>()
+  // By the step's bytes, not its index: a step dropped and asked for again is a new task with a slot of its own.
+  const slotOf = new Map<Uint8Array, number>()
   const steps = new BlocksAhead(stepCount, async (k) => {
     const n = Math.min(rows, (k + 1) * step) - k * step
     const slot = slots?.parts({blocks: n * rowBytes, scales: n * nb * scaleSize})
-    if (slot) slotOf.set(k, slot.index)
     const task = await encodeTaskOf(source, 'onnx_q4', params, k * step * cols, n, cols)
     const q = await runOne(slot ? {...task, into: slot.into} : task)
     keepScales(k, q.scales!)
+    if (slot) slotOf.set(q.blocks!, slot.index)
     return q.blocks!
-  }, (_, k) => {
-    const index = slotOf.get(k)
-    if (index === undefined) return
-    slotOf.delete(k)
+  }, (bytes) => {
+    const index = bytes && slotOf.get(bytes)
+    if (index === undefined || !bytes) return
+    slotOf.delete(bytes)
     slots!.give(index)
   })
   const blocks: TensorRecord = {

@@ -13,7 +13,7 @@ import {convert, writeCheckpoint} from '../src/convert.js'
 import {fpQuantizedRecords} from '../src/formats/mlx/fp.js'
 import {planGguf, writeGguf} from '../src/formats/gguf/write.js'
 import {quantizedRecords} from '../src/formats/mlx/quantize.js'
-import {int8Records, q4Records, SharedCodes, SharedSlots, slotCount, stepResultBytes} from '../src/formats/onnx/int8.js'
+import {int8Records, int8WindowBytes, q4Records, SharedCodes, SharedSlots, slotCount, stepResultBytes, transposedInt8Records} from '../src/formats/onnx/int8.js'
 import {q4Blocks} from '../src/quant/onnx-q4.js'
 import {runTask} from '../src/pool/tasks.js'
 import {presetConfig} from '../src/model/presets.js'
@@ -187,7 +187,7 @@ describe('a source in a safetensors file: on the pool the tasks read their own r
   })
   const rows = 1400
   for (const dtype of ['F32', 'BF16'] as const) {
-    it(`${dtype} source → mlx affine 4-bit and mxfp4, gguf q8_0 and q4_0: 1 and 2 threads give the scheme's encode of the values`, async () => {
+    it(`${dtype} source → mlx affine 4-bit and mxfp4, gguf q8_0 and q4_0, onnx int8 transposed: 1 and 2 threads give the scheme's encode of the values`, async () => {
       const file = path.join(work, `${dtype}.safetensors`)
       await drain(writeSafetensors(file, [castRecord(f32Record('w', [rows, COLS], values(rows)), dtype)]))
       const st = await openSafetensors(file)
@@ -198,6 +198,9 @@ describe('a source in a safetensors file: on the pool the tasks read their own r
         const affine = SCHEMES.mlx_affine!.encode(stored, rows, COLS, {bits: 4, group_size: 64, dtype: 'F16'})
         const fp = SCHEMES.mlx_mxfp4!.encode(stored, rows, COLS, {dtype: 'F16'})
         const gguf = ['gguf_q8_0', 'gguf_q4_0'].map((s) => sha(SCHEMES[s]!.encode(stored, 1, stored.length, {}).blocks!))
+        const int8 = SCHEMES.onnx_int8!.encode(stored, rows, COLS, {})
+        const transposed = new Uint8Array(rows * COLS)
+        for (let r = 0; r < rows; r++) for (let c = 0; c < COLS; c++) transposed[c * rows + r] = int8.weight![r * COLS + c]!
         for (const threads of [1, 2]) {
           setThreads(threads)
           const before = completed()
@@ -213,6 +216,10 @@ describe('a source in a safetensors file: on the pool the tasks read their own r
           const bytes = await fs.readFile(out)
           const at = (t: (typeof plan.tensors)[number]) => plan.header.byteLength + t.offset
           expect(plan.tensors.map((t) => sha(bytes.subarray(at(t), at(t) + t.byteLength))), `gguf on ${threads} thread(s)`).toEqual(gguf)
+          // ONNX's MatMul int8 codes, made transposed (int8T tasks, reading their rows themselves on the pool).
+          const t = transposedInt8Records(source, 'q', 'q_scale', new SharedCodes(int8WindowBytes(rows, COLS)))
+          const [tCodes, tScales] = await readAll([t.codes, t.scales])
+          expect([tCodes, tScales].map(sha), `onnx int8 transposed on ${threads} thread(s)`).toEqual([transposed, int8.scales!].map(sha))
           if (threads === 2) expect(completed() - before).toBeGreaterThanOrEqual(8)
         }
       } finally {

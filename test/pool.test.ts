@@ -11,8 +11,9 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import {convert} from '../src/convert.js'
 import {FormatError, UsageError} from '../src/errors.js'
-import {BlocksAhead, closeSharedPool, type EncodeTask, freeBuffers, mapOrdered, parseThreads, recycleResult, resultSpareCount, runOne, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
+import {BlocksAhead, closeSharedPool, type EncodeTask, freeBuffers, mapOrdered, parseThreads, quantizerSlots, runOne, SharedSlots, setThreads, sharedPool, spareBuffer, spareCount, threadCount, type Task, WorkerPool} from '../src/pool/index.js'
 import {runTask} from '../src/pool/tasks.js'
+import {withSlot} from '../src/pool/slots.js'
 import {ENCODE_BLOCK_BYTES, quantizedRecords} from '../src/formats/mlx/quantize.js'
 import {f32Record, readTaskBytes, withReadInto} from '../src/tensor/record.js'
 import {SCHEMES} from '../src/quant/index.js'
@@ -210,29 +211,58 @@ describe('buffers in flight', () => {
     expect(sha(new Uint8Array(own.buffer))).toBe(sha(new Uint8Array(input.buffer))) // still the caller's, untouched
   })
 
-  it('an encode result given back (recycleResult) moves to a worker with the next task, which writes its result into it; anything else is not taken', async () => {
-    setThreads(2)
-    const params = {bits: 4, group_size: 64}
-    const task = (seed: number): EncodeTask => ({kind: 'encode', scheme: 'mlx_affine', params, values: values(8, 256, seed), rows: 8, cols: 256})
-    const shas = (e: Record<string, Uint8Array>) => Object.entries(e).map(([k, v]) => `${k}:${sha(v)}`)
-    const first = await runOne(task(21))
-    const before = resultSpareCount()
-    for (const part of Object.values(first)) recycleResult(part)
-    expect(resultSpareCount()).toBe(before + 3)
-    recycleResult(first.weight) // given back already
-    const reference = runTask(task(22))
-    recycleResult(reference.weight) // made in this thread
-    expect(resultSpareCount()).toBe(before + 3)
-    const second = await runOne(task(22))
-    expect(first.weight!.byteLength).toBe(0) // moved to the worker with the task, not copied
-    expect(resultSpareCount()).toBe(before)
-    expect(shas(second)).toEqual(shas(reference))
-    // Many rounds through the same few buffers: every result still the reference's bytes.
-    for (let seed = 30; seed < 40; seed++) {
-      const encoded = await runOne(task(seed))
-      expect(shas(encoded)).toEqual(shas(runTask(task(seed))))
-      for (const part of Object.values(encoded)) recycleResult(part)
+  it('SharedSlots: a slot is taken by one task at a time, given back once; parts laid out aligned; none free or too big: undefined', () => {
+    const slots = new SharedSlots(64, 2)
+    const a = slots.parts({weight: 12, scales: 3, biases: 3}, 8)!
+    expect(Object.fromEntries(Object.entries(a.into).map(([k, v]) => [k, [v.byteOffset - a.into.weight!.byteOffset, v.byteLength]]))).toEqual({weight: [0, 12], scales: [16, 3], biases: [24, 3]})
+    const b = slots.take(64)!
+    expect(b.index).not.toBe(a.index)
+    expect(slots.take(1)).toBeUndefined() // none free: the task gets buffers of its own
+    expect(slots.misses).toBe(1)
+    slots.give(a.index)
+    expect(() => slots.give(a.index)).toThrow(/given back twice/)
+    expect(slots.take(65)).toBeUndefined() // too big
+    expect(slots.take(8)!.index).toBe(a.index)
+  })
+
+  it('an encode task with a slot (withSlot) writes its parts into shared memory, over stale bytes, on a worker and in this thread: the scheme\'s encode', async () => {
+    const cases: Array<[string, Record<string, unknown>, number]> = [
+      ['mlx_affine', {bits: 4, group_size: 64, dtype: 'F16'}, 256], ['mlx_affine', {bits: 3, group_size: 32, dtype: 'BF16'}, 256], ['mlx_affine', {bits: 8, group_size: 128, dtype: 'F32'}, 256],
+      ['mlx_nvfp4', {dtype: 'F16'}, 256], ['mlx_mxfp4', {dtype: 'F32'}, 256], ['mlx_mxfp8', {dtype: 'BF16'}, 256],
+      ['gguf_q8_0', {}, 8 * 256], ['gguf_q4_0', {}, 8 * 256], ['gguf_q5_1', {}, 8 * 256], ['gguf_q4_k', {}, 8 * 256], ['gguf_q6_k', {}, 8 * 256], ['gguf_q2_k', {}, 8 * 256], ['gguf_q3_k', {}, 8 * 256], ['gguf_q5_k', {}, 8 * 256],
+    ]
+    for (const threads of [1, 2]) {
+      setThreads(threads)
+      const slots = new SharedSlots(1 << 16, 4)
+      for (const [scheme, params, cols] of cases) {
+        const rows = scheme.startsWith('gguf') ? 1 : 8
+        const input = values(rows * cols / 256, 256, cols)
+        const want = SCHEMES[scheme]!.encode(input, rows, cols, params)
+        const {task, slot} = withSlot(slots, {kind: 'encode', scheme, params, values: input, rows, cols} as EncodeTask)
+        expect(slot, scheme).toBeDefined()
+        for (const v of Object.values(task.into!)) v.fill(0xab) // a slot another task wrote before
+        const got = await runOne(task)
+        for (const [part, bytes] of Object.entries(want)) {
+          expect(sha(got[part]!), `${scheme} ${part} on ${threads} thread(s)`).toBe(sha(bytes))
+          expect(sha(task.into![part]!)).toBe(sha(bytes)) // in the slot itself
+        }
+        slots.give(slot!)
+      }
     }
+  }, 60_000)
+
+  it('MLX and GGUF quantizer slots all come back once a tensor was read (none held by a read, none lost), and every task found one', async () => {
+    setThreads(2)
+    const slots = quantizerSlots()
+    const misses = slots.misses
+    const source = f32Record('w', [2048, 512], values(2048, 512, 5))
+    const {weight, scales, biases} = quantizedRecords(source, 'w', {bits: 4, groupSize: 64}, 'F16')
+    const reference = SCHEMES.mlx_affine!.encode(values(2048, 512, 5), 2048, 512, {bits: 4, group_size: 64, dtype: 'F16'})
+    const got = [await weight.read(), await biases.read(), await scales.read()]
+    expect(got.map(sha)).toEqual([reference.weight!, reference.biases!, reference.scales!].map(sha))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(slots.freeCount()).toBe(slots.count)
+    expect(slots.misses).toBe(misses)
   }, 60_000)
 
   it('BlocksAhead gives each dropped block to onDrop once read; a block short of its share of a range is an error, not a gap', async () => {

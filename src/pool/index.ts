@@ -18,10 +18,11 @@ import {Worker} from 'node:worker_threads'
 import * as errors from '../errors.js'
 import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
-import {type AnyResult, buffersOf, freeBuffers, resultViews, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
+import {type AnyResult, buffersOf, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
 
 export {freeBuffers} from './tasks.js'
+export {quantizerSlots, resultSlot, SharedSlots, type Slot, withSlot} from './slots.js'
 export type {CastTask, CompareTask, EncodeFileTask, EncodeTask, FileValues, Int8TransposedTask, SynthTask, Task, TaskResult} from './tasks.js'
 
 export const MAX_THREADS = 256
@@ -68,9 +69,9 @@ export function threadCount(): number {
  * space; with a 4 MB young generation, 17 MB (bench/RESULTS.md, "The pool's per-task cost, 2-worker
  * scaling, worker memory"). The tasks keep their data in ArrayBuffers outside the V8 heap, and no CPU
  * cost of the smaller young generation (more scavenges) was measured.
- * 1 MB: a worker copies each encode result into a buffer given back (recycleResult) and drops the
- * kernel's own arrays, which a scavenge frees; with 4 MB a scavenge came every ~200 ms, ~30 MB of
- * such arrays per worker by then (1.1B → MLX 4-bit on 2 workers: peak RSS 251 MB; with 1 MB, 215 MB).
+ * 1 MB: what a worker's kernels still allocate per task (an encode without a slot, the scalar
+ * paths' scratch) is freed by a scavenge; with 4 MB a scavenge came every ~200 ms, ~30 MB of such
+ * arrays per worker by then (1.1B → MLX 4-bit on 2 workers: peak RSS 251 MB; with 1 MB, 215 MB).
  */
 export const WORKER_RESOURCE_LIMITS = {maxYoungGenerationSizeMb: 1}
 
@@ -122,40 +123,6 @@ export function spareCount(): number {
   return SPARE.length
 }
 
-/**
- * Result buffers given back (`recycleResult`) once their reader has copied them, sent with the next
- * encode tasks for the workers to write their results into (src/pool/worker.ts). Every task's result
- * was a fresh ArrayBuffer moved to this thread, copied into the writer's buffer and dropped: V8 counts
- * such buffers as external memory and ran a full mark-compact of this thread's heap every few MB of
- * them (1.1B → MLX 4-bit on 2 workers: ~40 of them, 0.8 s of this thread's 1.2 s CPU, the serial part
- * bounding 2 workers). Moved back to a worker instead, the same few buffers circulate.
- */
-const RESULT_SPARE: ArrayBuffer[] = []
-/** At most this many wait here (a few tasks' parts; the oldest age out). */
-const RESULT_SPARE_MAX = 12
-/** Buffers of results from a worker that no one has given back yet: only these are taken back. */
-const FROM_WORKER = new WeakSet<ArrayBuffer>()
-/** Result buffers sent with one task, at most (an MLX affine result has three parts). */
-const SPARES_PER_TASK = 3
-
-/**
- * The caller is done with this part of a worker's result (copied it, wrote it): its buffer goes back
- * to the workers for later results. Anything else (a result computed in this thread, a view of
- * other memory, a buffer already given back) is left alone. The view must not be used afterwards.
- */
-export function recycleResult(view: ArrayBufferView | undefined): void {
-  const buffer = view?.buffer
-  if (!(buffer instanceof ArrayBuffer) || !FROM_WORKER.has(buffer)) return
-  FROM_WORKER.delete(buffer)
-  RESULT_SPARE.push(buffer)
-  if (RESULT_SPARE.length > RESULT_SPARE_MAX) RESULT_SPARE.shift()
-}
-
-/** Result buffers waiting to go back to the workers (tests). */
-export function resultSpareCount(): number {
-  return RESULT_SPARE.length
-}
-
 interface Pending {
   resolve(value: unknown): void
   reject(error: unknown): void
@@ -200,8 +167,7 @@ export class WorkerPool {
     const id = this.nextId++
     const promise = new Promise<AnyResult>((resolve, reject) => this.pending.set(id, {resolve: resolve as (v: unknown) => void, reject}))
     const sent = transferable(task)
-    const spare = (sent.kind === 'encode' || sent.kind === 'encodeFile') && !sent.into ? RESULT_SPARE.splice(-SPARES_PER_TASK).filter((b) => b.byteLength > 0) : []
-    this.queue.push({message: {id, task: sent, spare}, transfer: [...buffersOf(taskViews(sent)), ...spare]})
+    this.queue.push({message: {id, task: sent}, transfer: buffersOf(taskViews(sent))})
     this.pump()
     return promise
   }
@@ -227,10 +193,7 @@ export class WorkerPool {
       worker.unref()
       this.idle.push(worker)
       this.completed++
-      if (reply.ok) {
-        for (const b of reply.spent) recycle(b)
-        for (const b of buffersOf(resultViews(reply.result))) FROM_WORKER.add(b)
-      }
+      if (reply.ok) for (const b of reply.spent) recycle(b)
       if (p) {
         if (reply.ok) p.resolve(reply.result)
         else p.reject(rebuildError(reply.error))
@@ -334,8 +297,8 @@ export class BlocksAhead<T> {
   private lastRead: Promise<unknown> = Promise.resolve()
   /**
    * `onDrop(value, block)`: block `block` was dropped and no read will use it; called once its
-   * computation settles, with its value (undefined if it failed): e.g. recycleResult for a worker's
-   * result, or a slot of shared memory given back.
+   * computation settles, with its value (undefined if it failed): e.g. the slot of shared memory
+   * its task wrote into given back (src/pool/slots.ts).
    */
   constructor(readonly count: number, private readonly compute: (block: number) => Promise<T>, private readonly onDrop?: (value: T | undefined, block: number) => void) {
     this.dropped = new Uint8Array(count)

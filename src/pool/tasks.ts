@@ -25,7 +25,7 @@ export interface EncodeTask {
    * store), and span their whole buffer: the pool may transfer them. Otherwise it copies them first.
    */
   owned?: boolean
-  /** Parts written into these views (see `encodeRows`) instead of coming back in buffers of their own. */
+  /** Parts written into these views by the scheme's encodeInto (see `encodeRows`) instead of coming back in buffers of their own. */
   into?: Encoded
 }
 
@@ -104,7 +104,8 @@ export interface CompareTask {
  */
 export interface Int8TransposedTask {
   kind: 'int8T'
-  values: Float32Array
+  /** The rows' values, or where the task reads them itself (as encodeFile's). */
+  values: Float32Array | FileValues
   rows: number
   cols: number
   into: Uint8Array
@@ -120,7 +121,8 @@ export type Task = EncodeTask | EncodeFileTask | CastTask | SynthTask | CompareT
 /** The task with inputs the pool may transfer: as is when owned, else with compact copies. */
 export function transferable<T extends Task>(task: T): T {
   if (task.owned || task.kind === 'synth' || task.kind === 'encodeFile') return task
-  if (task.kind === 'encode' || task.kind === 'int8T') return {...task, values: task.values.slice(), owned: true}
+  if (task.kind === 'encode') return {...task, values: task.values.slice(), owned: true}
+  if (task.kind === 'int8T') return {...task, values: task.values instanceof Float32Array ? task.values.slice() : task.values, owned: true}
   if (task.kind === 'compare') return {...task, values: task.values instanceof Float32Array ? task.values.slice() : task.values, actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
@@ -154,37 +156,28 @@ export function runTask(task: Task): AnyResult {
     case 'synth':
       return fromFloat32(synthValues(task.seed, task.tensor, task.first, task.count, task.offset, task.amplitude), task.dtype)
     case 'int8T': {
-      const scales = quantizeInt8Transposed(task.values, task.rows, task.cols, task.into, task.stride, task.at, task.first, task.count)
+      const values = task.values instanceof Float32Array ? task.values : readFileValues(task.values, task.rows, task.cols)
+      const scales = quantizeInt8Transposed(values, task.rows, task.cols, task.into, task.stride, task.at, task.first, task.count)
       return new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
     }
   }
 }
 
 /**
- * The task's scheme encode of `values`; with `task.into`, its parts are written into those views
- * (a SharedArrayBuffer the caller reuses step after step: src/formats/onnx/int8.ts SharedSlots),
- * which stand for them in the result: by the scheme's encodeInto when it has one and every part
- * has a view (nothing allocated per step), else encode's parts copied there. A result buffer per
- * step, made in a worker and moved to the calling thread, or made and dropped in the worker, is
- * freed only at that thread's next collection, which V8 puts off until tens of MB have piled up
- * (3B `--variants fp16,q8,q4,q4f16` on 2 workers: 285–289 MB at the end, 340 MB with the parts copied).
+ * The task's scheme encode of `values`; with `task.into`, written by the scheme's encodeInto into
+ * those views (shared memory the caller reuses once it has read them: src/pool/slots.ts), which
+ * stand for the parts in the result: nothing allocated per task, nothing moved back or copied. A
+ * result buffer per step, made in a worker and moved to the calling thread, or made and dropped in
+ * the worker, is freed only at that thread's next collection, which V8 puts off until tens of MB
+ * have piled up (3B `--variants fp16,q8,q4,q4f16` on 2 workers: 285–289 MB at the end).
  */
 function encodeRows(task: EncodeTask | EncodeFileTask, values: Float32Array): Encoded {
   const scheme = schemeFor(task.scheme)
   const into = task.into
   if (!into) return scheme.encode(values, task.rows, task.cols, task.params)
-  if (scheme.encodeInto && Object.keys(into).length === scheme.parts(task.params, task.cols).length) {
-    scheme.encodeInto(values, task.rows, task.cols, task.params, into)
-    return {...into}
-  }
-  const encoded = scheme.encode(values, task.rows, task.cols, task.params)
-  for (const [part, view] of Object.entries(into)) {
-    const bytes = encoded[part]
-    if (bytes?.byteLength !== view.byteLength) throw new Error(`encode ${task.scheme}: part ${part} has ${bytes?.byteLength ?? 'no'} bytes, its target ${view.byteLength}`)
-    view.set(bytes)
-    encoded[part] = view
-  }
-  return encoded
+  if (!scheme.encodeInto) throw new Error(`internal error: scheme ${task.scheme} cannot encode into given parts`)
+  scheme.encodeInto(values, task.rows, task.cols, task.params, into)
+  return {...into}
 }
 
 /** This thread's buffers for encodeFile's source bytes and their f32 widening (reused by every task). */
@@ -247,7 +240,8 @@ export function taskViews(task: Task): ArrayBufferView[] {
     case 'encodeFile':
       return []
     case 'int8T':
-      return [task.values, task.into] // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
+      // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
+      return task.values instanceof Float32Array ? [task.values, task.into] : [task.into]
     case 'compare':
       return [...(task.values instanceof Float32Array ? [task.values] : []), ...Object.values(task.actual)]
     case 'cast':

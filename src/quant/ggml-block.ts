@@ -32,8 +32,8 @@ export interface GgmlBlockType {
   /** Byte ranges [start, end) of a block that hold its scales and mins (reported as part `scales` when they differ). */
   scaleBytes: readonly (readonly [number, number])[]
   describe: string
-  /** ggml's `quantize_row_<type>_ref` over whole blocks. */
-  quantize(values: Float32Array): Uint8Array
+  /** ggml's `quantize_row_<type>_ref` over whole blocks, into `out` (zeroed, of the blocks' size) when given. */
+  quantize(values: Float32Array, out?: Uint8Array): Uint8Array
   /** ggml's `dequantize_row_<type>` over whole blocks. */
   dequantize(bytes: Uint8Array): Float32Array
   /** The integer code of element `j` of the block starting at byte `o` (for counting identical elements). */
@@ -52,6 +52,11 @@ export function ggmlBlockScheme(t: GgmlBlockType): Scheme {
       if (cols % t.elements !== 0) throw new UsageError('quantize.shape', `${t.type} needs rows of whole ${t.elements}-value blocks, not ${cols} values`)
     },
     encode: (values) => ({blocks: t.quantize(values)}),
+    encodeInto(values, rows, cols, _params, into) {
+      // Zeroed first: a quantizer ORs some fields into its (fresh, zero) output.
+      const blocks = into.blocks!.fill(0)
+      t.quantize(values.subarray(0, rows * cols), blocks)
+    },
     decode: (parts) => t.dequantize(parts.blocks!),
     compare: (expected, actual, _source, rows, cols) => compareBlocks(t, expected.blocks!, actual.blocks!, rows, cols),
   }

@@ -307,14 +307,14 @@ const Q6_BYTES = 210
 /** make_qx_quants(16, 32)'s trial scales nmax + 0.1·is, is = -9 … 9 but 0. */
 const Q6_SEARCH: SearchSpec = {kernel: 'qx_16_32', codes: 'codes_16_-32_31', n: 16, trials: Float32Array.from([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9], (is) => fr(32 + fr(F01 * is)))}
 
-export const quantizeQ6_K = (values: Float32Array) => q6K(values, ggmlKernels())
+export const quantizeQ6_K = (values: Float32Array, into?: Uint8Array) => q6K(values, ggmlKernels(), into)
 /** Q6_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ6_KScalar = (values: Float32Array) => q6K(values, undefined)
 
-function q6K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+function q6K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q6_K', values)
-  const out = new Uint8Array(nb * Q6_BYTES)
+  const out = into ?? new Uint8Array(nb * Q6_BYTES)
   const codes = CODES
   const scales = SCALES
   const dq = DQ
@@ -402,14 +402,14 @@ function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: nu
 const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', codes: 'codes_32_0_15', n: 32, trials: qkx2Trials(15, -1, 20)}
 const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', codes: 'codes_32_0_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
 
-function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined): Uint8Array {
+function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
   const blockBytes = bits === 4 ? 144 : 176
   const nmax = bits === 4 ? 15 : 31
   const spec = bits === 4 ? Q4_SEARCH : Q5_SEARCH
-  const out = new Uint8Array(nb * blockBytes)
-  const out32 = new Uint32Array(out.buffer) // 144- and 176-byte blocks: whole words
+  const out = into ?? new Uint8Array(nb * blockBytes)
+  const out32 = new Uint32Array(out.buffer, out.byteOffset, out.byteLength / 4) // 144- and 176-byte blocks: whole words (a slot's part starts on one)
   const codes = CODES
   const laux = new Uint8Array(32)
   const weights = new Float32Array(32)
@@ -530,8 +530,8 @@ function dequantizeQ45K(bytes: Uint8Array, bits: 4 | 5): Float32Array {
   return out
 }
 
-export const quantizeQ4_K = (values: Float32Array) => quantizeQ45K(values, 4, ggmlKernels())
-export const quantizeQ5_K = (values: Float32Array) => quantizeQ45K(values, 5, ggmlKernels())
+export const quantizeQ4_K = (values: Float32Array, into?: Uint8Array) => quantizeQ45K(values, 4, ggmlKernels(), into)
+export const quantizeQ5_K = (values: Float32Array, into?: Uint8Array) => quantizeQ45K(values, 5, ggmlKernels(), into)
 /** Q4_K / Q5_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ4_KScalar = (values: Float32Array) => quantizeQ45K(values, 4, undefined)
 export const quantizeQ5_KScalar = (values: Float32Array) => quantizeQ45K(values, 5, undefined)
@@ -551,14 +551,14 @@ function q3Scale(b: Uint8Array, s: number, j: number): number {
 /** make_q3_quants has no trial scales: its up to 5 passes of one-code moves are the kernel's trial count. */
 const Q3_SEARCH: SearchSpec = {kernel: 'q3_16_4', codes: 'codes_16_-4_3', n: 16, trials: new Float32Array(5)}
 
-export const quantizeQ3_K = (values: Float32Array) => q3K(values, ggmlKernels())
+export const quantizeQ3_K = (values: Float32Array, into?: Uint8Array) => q3K(values, ggmlKernels(), into)
 /** Q3_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ3_KScalar = (values: Float32Array) => q3K(values, undefined)
 
-function q3K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+function q3K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q3_K', values)
-  const out = new Uint8Array(nb * Q3_BYTES)
+  const out = into ?? new Uint8Array(nb * Q3_BYTES)
   const codes = CODES
   const L = new Int8Array(16)
   const scales = SCALES
@@ -642,14 +642,14 @@ const Q2_BYTES = 84
 
 const Q2_SEARCH: SearchSpec = {kernel: 'qkx2_16_3', codes: 'codes_16_0_3', n: 16, trials: qkx2Trials(3, -0.5, 15)}
 
-export const quantizeQ2_K = (values: Float32Array) => q2K(values, ggmlKernels())
+export const quantizeQ2_K = (values: Float32Array, into?: Uint8Array) => q2K(values, ggmlKernels(), into)
 /** Q2_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ2_KScalar = (values: Float32Array) => q2K(values, undefined)
 
-function q2K(input: Float32Array, simd: GgmlKernels | undefined): Uint8Array {
+function q2K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q2_K', values)
-  const out = new Uint8Array(nb * Q2_BYTES)
+  const out = into ?? new Uint8Array(nb * Q2_BYTES)
   const codes = CODES
   const laux = new Uint8Array(16)
   const weights = new Float32Array(16)
@@ -732,7 +732,7 @@ export const K_SEARCHES = {Q2_K: Q2_SEARCH, Q3_K: Q3_SEARCH, Q4_K: Q4_SEARCH, Q5
 
 // ---- schemes ----------------------------------------------------------------------------------
 
-function kType(type: string, bytes: number, scaleBytes: GgmlBlockType['scaleBytes'], describe: string, quantize: (v: Float32Array) => Uint8Array, dequantize: (b: Uint8Array) => Float32Array, code: GgmlBlockType['code']): GgmlBlockType {
+function kType(type: string, bytes: number, scaleBytes: GgmlBlockType['scaleBytes'], describe: string, quantize: GgmlBlockType['quantize'], dequantize: (b: Uint8Array) => Float32Array, code: GgmlBlockType['code']): GgmlBlockType {
   return {name: `gguf_${type.toLowerCase()}`, type, elements: QK_K, bytes, scaleBytes, describe, quantize, dequantize, code}
 }
 

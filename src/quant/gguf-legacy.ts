@@ -41,13 +41,13 @@ function layout({bits, affine}: Legacy): {bytes: number; qh: number; qs: number}
 
 
 /** The blocks of `values`: in wasm SIMD lanes (src/simd/ggml.ts, four blocks at a time) when there are any, else the scalar loop. */
-function quantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
+function quantizer(spec: Legacy): (values: Float32Array, into?: Uint8Array) => Uint8Array {
   const scalar = scalarQuantizer(spec)
   const {bytes} = layout(spec)
-  return (values) => {
+  return (values, into) => {
     const simd = values.length >= 128 && values.length % LEGACY_BLOCK === 0 ? ggmlKernels() : undefined
-    if (!simd) return scalar(values)
-    const out = new Uint8Array((values.length / LEGACY_BLOCK) * bytes)
+    if (!simd) return scalar(values, into)
+    const out = into ?? new Uint8Array((values.length / LEGACY_BLOCK) * bytes)
     simd.legacy(spec.type, values, out)
     return out
   }
@@ -56,14 +56,14 @@ function quantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
 /** The scalar reference of the wasm lanes (test/gguf-k-simd.test.ts). */
 export const quantizeLegacyScalar = (type: Legacy['type'], values: Float32Array) => SCALAR[type](values)
 
-function scalarQuantizer(spec: Legacy): (values: Float32Array) => Uint8Array {
+function scalarQuantizer(spec: Legacy): (values: Float32Array, into?: Uint8Array) => Uint8Array {
   const {bytes, qh: qhAt, qs: qsAt} = layout(spec)
   const levels = (1 << spec.bits) - 1
   const cap = levels
-  return (values) => {
+  return (values, into) => {
     if (values.length % LEGACY_BLOCK !== 0) throw new RangeError(`${spec.type} needs a multiple of ${LEGACY_BLOCK} values, got ${values.length}`)
     const blocks = values.length / LEGACY_BLOCK
-    const out = new Uint8Array(blocks * bytes)
+    const out = into ?? new Uint8Array(blocks * bytes)
     const codes = new Int32Array(LEGACY_BLOCK)
     for (let b = 0; b < blocks; b++) {
       const base = b * LEGACY_BLOCK

@@ -23,7 +23,7 @@
  */
 import {UsageError} from '../errors.js'
 import {simdKernels} from '../simd/kernels.js'
-import {bf16BitsToF32, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, fromFloat32, toFloat32} from '../tensor/dtype.js'
+import {bf16BitsToF32, castInto, dtypeSize, f16BitsToF32, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType, fromFloat32, toFloat32} from '../tensor/dtype.js'
 import {bytesEqual, type EncodingDiff, type Encoded, type Scheme, type SchemeParams} from './types.js'
 
 export const QUANT_BITS = [2, 3, 4, 5, 6, 8] as const
@@ -406,6 +406,9 @@ function readStored(bytes: Uint8Array, index: number, dtype: FloatDType): number
   return bytes[o]! | (bytes[o + 1]! << 8)
 }
 
+/** This thread's f32 scales and biases for encodeInto (one buffer for every task). */
+let scratchParams = new Float32Array(0)
+
 export const MLX_AFFINE: Scheme = {
   name: 'mlx_affine',
   describe(params) {
@@ -436,6 +439,22 @@ export const MLX_AFFINE: Scheme = {
       scales: fromFloat32(q.scales, dtype),
       biases: fromFloat32(q.biases, dtype),
     }
+  },
+  encodeInto(values, rows, cols, params, into) {
+    const {bits, groupSize, dtype} = paramsOf(params)
+    const count = rows * cols
+    const groups = count / groupSize
+    const weight = into.weight!
+    // The codes straight into the part when it is word-aligned (a slot's parts are: src/pool/slots.ts).
+    const aligned = weight.byteOffset % 4 === 0
+    const packed = aligned ? new Uint32Array(weight.buffer, weight.byteOffset, weight.byteLength / 4) : new Uint32Array(weight.byteLength / 4)
+    if (scratchParams.length < 2 * groups) scratchParams = new Float32Array(2 * groups)
+    const scales = scratchParams.subarray(0, groups)
+    const biases = scratchParams.subarray(groups, 2 * groups)
+    quantizeInto(values, count, bits, groupSize, packed, scales, biases, dtype === 'F32' ? undefined : dtype)
+    if (!aligned) weight.set(new Uint8Array(packed.buffer))
+    castInto(new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength), 'F32', dtype, into.scales!)
+    castInto(new Uint8Array(biases.buffer, biases.byteOffset, biases.byteLength), 'F32', dtype, into.biases!)
   },
   decode(parts, rows, cols, params) {
     const values = new Float32Array(rows * cols)

@@ -269,11 +269,11 @@ export function fpQuantizeInto(mode: MlxFpMode, values: Float32Array, count: num
  * The `weight` and `scales` parts of `count` values (whole groups) of weights, which are rounded to
  * `dtype` first: the SIMD kernel (src/simd/quant2.ts, rounding each value as it reads it; for F16
  * and BF16 with fpGroup by table, fillGroupTable) where it applies, else roundInto, fpQuantizeInto
- * and packFp.
+ * and packFp. With `into`, its `weight` and `scales` views are written instead of new arrays.
  */
-export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType): Encoded {
+export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, dtype: FloatDType, into?: Encoded): Encoded {
   const {bits, groupSize} = MLX_FP_MODES[mode]
-  const scales = new Uint8Array(count / groupSize)
+  const scales = into?.scales ?? new Uint8Array(count / groupSize)
   const kernels = count >= 256 ? quant2Kernels() : undefined
   if (!kernels) {
     // The weights in the dtype (f32 values already are): roundInto is roundTo element by element.
@@ -281,9 +281,9 @@ export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, d
     if (dtype !== 'F32') roundInto(values.subarray(0, count), dtype, rounded = new Float32Array(count))
     const codes = new Uint8Array(count)
     fpQuantizeInto(mode, rounded, count, dtype, codes, scales)
-    return {weight: packFp(codes, bits), scales}
+    return {weight: packFp(codes, bits, into?.weight), scales}
   }
-  const weight = new Uint8Array((count * bits) / 8)
+  const weight = into?.weight ?? new Uint8Array((count * bits) / 8)
   const slow = (i: number, divisor: number, rounded: boolean) => fpCode(mode, roundTo(values[i]!, dtype), divisor, rounded, dtype)
   if (dtype !== 'F32') {
     const fill = (divisor: Float32Array, info: Int32Array) => fillGroupTable(mode, dtype, divisor, info)
@@ -308,10 +308,14 @@ export function fpEncode(mode: MlxFpMode, values: Float32Array, count: number, d
   return {weight, scales}
 }
 
-/** Codes (one byte per element) → the `weight` part's bytes. */
-export function packFp(codes: Uint8Array, bits: number): Uint8Array {
-  if (bits === 8) return codes.slice()
-  const out = new Uint8Array(codes.length / 2)
+/** Codes (one byte per element) → the `weight` part's bytes (into `into` when given). */
+export function packFp(codes: Uint8Array, bits: number, into?: Uint8Array): Uint8Array {
+  if (bits === 8) {
+    if (!into) return codes.slice()
+    into.set(codes)
+    return into
+  }
+  const out = into ?? new Uint8Array(codes.length / 2)
   for (let j = 0; j < out.length; j++) out[j] = codes[2 * j]! | (codes[2 * j + 1]! << 4)
   return out
 }
@@ -395,6 +399,9 @@ function fpScheme(mode: MlxFpMode): Scheme {
       const dtype = dtypeOf(params)
       const n = rows * cols
       return fpEncode(mode, values, n, dtype)
+    },
+    encodeInto(values, rows, cols, params, into) {
+      fpEncode(mode, values, rows * cols, dtypeOf(params), into)
     },
     decode(parts, rows, cols, params) {
       const dtype = dtypeOf(params)

@@ -13,24 +13,25 @@ export const Q8_0_BLOCK = 32
 export const Q8_0_BLOCK_BYTES = 2 + Q8_0_BLOCK
 
 /**
- * Quantize `values` (length a multiple of 32) into `values.length / 32` blocks of 34 bytes.
+ * Quantize `values` (length a multiple of 32) into `values.length / 32` blocks of 34 bytes (into
+ * `into`, of that size, when given: every byte is written).
  * f32 rounding goes through a Float32Array slot (same as Math.fround, faster in the hot loop);
  * `roundf` of a positive f32 is floor(x + 0.5), exact in f64 for |x| ≤ 128.
  */
-export function quantizeQ8_0(values: Float32Array): Uint8Array {
+export function quantizeQ8_0(values: Float32Array, into?: Uint8Array): Uint8Array {
   if (values.length % Q8_0_BLOCK !== 0) throw new RangeError(`Q8_0 needs a multiple of ${Q8_0_BLOCK} values, got ${values.length}`)
   const kernels = values.length >= 256 ? simdKernels() : undefined
-  if (!kernels) return quantizeQ8_0Scalar(values)
-  const out = new Uint8Array((values.length / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES)
+  if (!kernels) return quantizeQ8_0Scalar(values, into)
+  const out = into ?? new Uint8Array((values.length / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES)
   kernels.q8(values, out)
   return out
 }
 
 /** quantizeQ8_0 in JS, element by element: the reference the SIMD kernel (src/simd/kernels.ts) is tested against. */
-export function quantizeQ8_0Scalar(values: Float32Array): Uint8Array {
+export function quantizeQ8_0Scalar(values: Float32Array, into?: Uint8Array): Uint8Array {
   const blocks = Math.floor(values.length / Q8_0_BLOCK)
-  const out = new Uint8Array(blocks * Q8_0_BLOCK_BYTES)
-  const quants = new Int8Array(out.buffer)
+  const out = into ?? new Uint8Array(blocks * Q8_0_BLOCK_BYTES)
+  const quants = new Int8Array(out.buffer, out.byteOffset, out.byteLength)
   const f32 = new Float32Array(1)
   for (let b = 0; b < blocks; b++) {
     const base = b * Q8_0_BLOCK
@@ -81,6 +82,9 @@ export const GGUF_Q8_0: Scheme = {
     if (cols % Q8_0_BLOCK !== 0) throw new UsageError('quantize.shape', `Q8_0 needs rows of whole ${Q8_0_BLOCK}-value blocks, not ${cols} values`)
   },
   encode: (values) => ({blocks: quantizeQ8_0(values)}),
+  encodeInto(values, rows, cols, _params, into) {
+    quantizeQ8_0(values.subarray(0, rows * cols), into.blocks!)
+  },
   decode: (parts) => dequantizeQ8_0(parts.blocks!),
   compare(expected, actual, _source, rows, cols): EncodingDiff {
     const a = expected.blocks!

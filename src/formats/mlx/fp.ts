@@ -4,12 +4,11 @@
  * and the float record that dequantizes them back. The arithmetic is src/quant/mlx-fp.ts.
  */
 import {FormatError} from '../../errors.js'
-import {BlocksAhead, recycleResult, runOne} from '../../pool/index.js'
 import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
 import {formatShape, readingInto, type TensorRecord} from '../../tensor/record.js'
-import {blockRows, ENCODE_BLOCK_BYTES, encodeBlocks, rowsTask} from './quantize.js'
+import {blockRows, ENCODE_BLOCK_BYTES, encodeBlocks, rowsTask, slottedBlocks} from './quantize.js'
 import {type StoredTensor} from '../types.js'
 
 /**
@@ -38,12 +37,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
     kept.scales.set(scales, b * step * scalesRow)
     kept.done[b] = 1
   }
-  const weightBlocks = new BlocksAhead(blocks, async (b) => {
-    const encoded = await runOne(await task(b))
-    keep(b, encoded.scales!)
-    recycleResult(encoded.scales)
-    return encoded.weight!
-  }, recycleResult)
+  const weightBlocks = slottedBlocks(blocks, task, 'weight', (b, encoded) => keep(b, encoded.scales!))
   let making: Promise<Uint8Array> | undefined
   const allScales = async (): Promise<Uint8Array> => {
     await weightBlocks.settled()

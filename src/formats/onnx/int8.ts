@@ -4,12 +4,12 @@
  * the worker pool (src/pool: results in order, the same bytes for any thread count),
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, mapOrdered, runOne} from '../../pool/index.js'
+import {BlocksAhead, type EncodeFileTask, type EncodeTask, type FileValues, type Int8TransposedTask, mapOrdered, runOne, type SharedSlots, sharedPool} from '../../pool/index.js'
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
-import {castRecord, encodeTaskOf, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
-import {toFloat32} from '../../tensor/dtype.js'
+import {castRecord, encodeTaskOf, fileRangeOf, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
+import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
 
 /**
  * Elements per quantization task (whole rows; the codes do not depend on it): 1 MiB of f32, so the
@@ -109,52 +109,9 @@ export class SharedCodes {
   }
 }
 
-/**
- * Step results of a model file's pool tasks, written by the workers in place (EncodeTask.into): a
- * SharedArrayBuffer of `count` slots of `slotBytes`, made once per file. A fresh result buffer per
- * step (the q4 blocks and scales, the embedding's int8 codes), made in a worker and freed in this
- * thread, left glibc's heap holding what it had given (3B `--variants fp16,q8,q4,q4f16` on 2
- * workers: 218 MB in the fp16 file, 285–289 MB at the end; no climb on 1 thread). A slot is taken
- * for one step and given back once its bytes were read; none free (or a step too big): the step
- * gets buffers of its own, as before.
- */
-export class SharedSlots {
-  private buffer: SharedArrayBuffer | undefined
-  private readonly free: number[]
-  constructor(readonly slotBytes: number, readonly count: number) {
-    this.free = Array.from({length: count}, (_, i) => count - 1 - i)
-  }
-
-  /** A free slot's first `bytes` bytes and its index (give it back with `give`), or undefined. */
-  take(bytes: number): {index: number; bytes: Uint8Array} | undefined {
-    if (bytes > this.slotBytes || this.free.length === 0) return undefined
-    this.buffer ??= new SharedArrayBuffer(this.slotBytes * this.count)
-    const index = this.free.pop()!
-    return {index, bytes: new Uint8Array(this.buffer, index * this.slotBytes, bytes)}
-  }
-
-  give(index: number): void {
-    this.free.push(index)
-  }
-
-  /** Let the buffer go (the file is written; a later step makes a new one). */
-  release(): void {
-    this.buffer = undefined
-  }
-
-  /** The parts of an encode task's result, laid out one after another in a slot (`into`), or undefined. */
-  parts(sizes: Record<string, number>): {index: number; into: Record<string, Uint8Array>} | undefined {
-    const slot = this.take(Object.values(sizes).reduce((a, b) => a + b, 0))
-    if (!slot) return undefined
-    const into: Record<string, Uint8Array> = {}
-    let at = 0
-    for (const [part, n] of Object.entries(sizes)) {
-      into[part] = slot.bytes.subarray(at, at + n)
-      at += n
-    }
-    return {index: slot.index, into}
-  }
-}
+// A file's step results (the q4 blocks and scales, the embedding's int8 codes) go into slots of
+// shared memory (src/pool/slots.ts), one set per file, sized for its largest step.
+export {SharedSlots} from '../../pool/index.js'
 
 /** Slots a file's SharedSlots needs: the tasks in flight on the pool and the steps a reader holds. */
 export function slotCount(threads: number): number {
@@ -207,10 +164,14 @@ export function transposedInt8Records(source: TensorRecord, codesName: string, s
     const count = Math.min(width, cols - first)
     const into = shared.claim(me, count * rows)
     const sc = new Float32Array(rows)
+    const file = sharedPool() && ['F32', 'F16', 'BF16'].includes(source.dtype) ? fileRangeOf(source) : undefined
+    const size = dtypeSize(source.dtype)
     async function* tasks(): AsyncGenerator<Int8TransposedTask> {
       for (let r0 = 0; r0 < rows; r0 += step) {
         const r1 = Math.min(rows, r0 + step)
-        yield {kind: 'int8T', ...(await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)), rows: r1 - r0, cols, into, stride: rows, at: r0, first, count}
+        // On the pool, rows that lie as they are in a file are read by the task itself (as encodeFile's).
+        const values = file ? {values: {fd: file.fd, position: file.offset + r0 * cols * size, dtype: source.dtype as FileValues['dtype']}, owned: true} : await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)
+        yield {kind: 'int8T', ...values, rows: r1 - r0, cols, into, stride: rows, at: r0, first, count}
       }
     }
     let r0 = 0
@@ -394,19 +355,20 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     making = undefined
   }))
   /** Row steps of blocks, computed ahead of the writer on the pool (into `slots`, each held until its step is dropped). */
-  const slotOf = new Map<number, number>()
+  // By the step's bytes, not its index: a step dropped and asked for again is a new task with a slot of its own.
+  const slotOf = new Map<Uint8Array, number>()
   const steps = new BlocksAhead(stepCount, async (k) => {
     const n = Math.min(rows, (k + 1) * step) - k * step
     const slot = slots?.parts({blocks: n * rowBytes, scales: n * nb * scaleSize})
-    if (slot) slotOf.set(k, slot.index)
     const task = await encodeTaskOf(source, 'onnx_q4', params, k * step * cols, n, cols)
     const q = await runOne(slot ? {...task, into: slot.into} : task)
     keepScales(k, q.scales!)
+    if (slot) slotOf.set(q.blocks!, slot.index)
     return q.blocks!
-  }, (_, k) => {
-    const index = slotOf.get(k)
-    if (index === undefined) return
-    slotOf.delete(k)
+  }, (bytes) => {
+    const index = bytes && slotOf.get(bytes)
+    if (index === undefined || !bytes) return
+    slotOf.delete(bytes)
     slots!.give(index)
   })
   const blocks: TensorRecord = {

@@ -19,7 +19,7 @@
 
 struct type_stats {
     int64_t tensors, elements, bytes, blocks, mismatched_blocks;
-    double quantize_s;
+    double quantize_s, quantize_cpu_s; // wall, and CPU of all threads
     char first_mismatch[256];
 };
 
@@ -30,11 +30,12 @@ struct job {
     int64_t row0, nrows, n_per_row;
 };
 
-static double now(void) {
+static double clock_s(clockid_t clock) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(clock, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
 
 static void die(const char *msg, const char *arg) {
     fprintf(stderr, "quantize-check: %s%s\n", msg, arg ? arg : "");
@@ -106,7 +107,9 @@ int main(int argc, char **argv) {
 
         ggml_quantize_init(type);
         struct type_stats *s = &stats[type];
+        double cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
         s->quantize_s += quantize_rows(type, x, got, nrows, n_per_row, threads);
+        s->quantize_cpu_s += clock_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
         size_t block = ggml_type_size(type);
         for (size_t b = 0; b < nbytes / block; b++) {
             if (memcmp(got + b * block, want + b * block, block) == 0) continue;
@@ -129,12 +132,12 @@ int main(int argc, char **argv) {
         mismatches += s->mismatched_blocks;
         printf("%s\"%s\":{\"tensors\":%lld,\"elements\":%lld,\"bytes_compared\":%lld,\"blocks\":%lld,"
                "\"mismatched_blocks\":%lld,\"first_mismatch\":%s%s%s,\"quantize_s\":%.3f,"
-               "\"f32_MB_per_s_per_thread\":%.1f}",
+               "\"quantize_cpu_s\":%.3f,\"f32_MB_per_s_per_thread\":%.1f,\"f32_MB_per_cpu_s\":%.1f}",
                first ? "" : ",", ggml_type_name(ty), (long long)s->tensors, (long long)s->elements,
                (long long)s->bytes, (long long)s->blocks, (long long)s->mismatched_blocks,
                s->mismatched_blocks ? "\"" : "", s->mismatched_blocks ? s->first_mismatch : "null",
-               s->mismatched_blocks ? "\"" : "", s->quantize_s,
-               s->elements * 4e-6 / s->quantize_s / threads);
+               s->mismatched_blocks ? "\"" : "", s->quantize_s, s->quantize_cpu_s,
+               s->elements * 4e-6 / s->quantize_s / threads, s->elements * 4e-6 / s->quantize_cpu_s);
         first = 0;
     }
     double total_q = 0;

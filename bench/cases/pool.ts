@@ -142,7 +142,7 @@ function llamacppCase(size: '270M' | '1.1B', outtype: 'f16' | 'q8_0'): BenchCase
 
 /**
  * ggml's own C quantizers on the same tensors (bench/ggml-native: quantize-check, built by its
- * build.sh from ggml's source): only when OPENELM_BENCH_GGML_NATIVE names that binary. Setup writes an
+ * build-quantize-check.sh from ggml's source): only when OPENELM_BENCH_GGML_NATIVE names that binary. Setup writes an
  * f32 GGUF and our `dtype` GGUF of the source (untimed); the timed command quantizes every f32 tensor with
  * ggml to the type our file chose for it on `threads` threads and compares the bytes (exit 2 on any
  * mismatch), so the row sits next to `pool/<size>-gguf-<dtype>-t<threads>` against the same `cp`.

@@ -1,16 +1,23 @@
 #!/bin/sh
-# Builds ggml's CPU library from a ggml source tree and links quantize-check against it.
-#   bench/ggml-native/build.sh GGML_SRC_DIR OUT_DIR   ->  OUT_DIR/quantize-check
+# Build bench/ggml-native/ggml-quantize against a ggml source tree, three ways:
+#   strict    gcc -O3 -march=native -ffp-contract=off   (IEEE: what llama.cpp's ggml-base is on x86-64,
+#             which gets no arch flags)
+#   gcc-fma   gcc -O3 -march=native                    (GCC's default -ffp-contract=fast: contracts a*b+c
+#             across statements; also GCC on arm64)
+#   clang-fma clang -O3 -mfma -ffp-contract=on          (clang's default: within one expression; what Apple
+#             clang does on Apple Silicon, where FMA is always there)
+# usage: bench/ggml-native/build.sh GGML_SRC OUT_DIR   (GGML_SRC holds src/ggml-quants.c and include/)
 set -eu
-[ $# -eq 2 ] || { echo "usage: build.sh GGML_SRC_DIR OUT_DIR" >&2; exit 1; }
-src=$(cd "$1" && pwd)
-mkdir -p "$2"
-out=$(cd "$2" && pwd)
+src=$1
+out=$2
 here=$(cd "$(dirname "$0")" && pwd)
-cmake -S "$src" -B "$out/build" -DGGML_NATIVE=ON -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$out/cmake.log"
-cmake --build "$out/build" -j"${JOBS:-2}" --target ggml ggml-base ggml-cpu >"$out/build.log"
-lib=$(dirname "$(find "$out/build" -name 'libggml-base.so' | head -1)")
-gcc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -I"$src/include" "$here/quantize-check.c" \
-  -L"$lib" -lggml -lggml-base -lggml-cpu -lpthread -Wl,-rpath,"$lib" -o "$out/quantize-check"
-echo "$out/quantize-check"
+mkdir -p "$out"
+build() {
+  name=$1; shift
+  "$@" -std=gnu11 -I"$src/include" -I"$src/src" -c "$src/src/ggml-quants.c" -o "$out/ggml-quants-$name.o" 2>/dev/null
+  "$@" -std=gnu11 -I"$src/include" -I"$src/src" "$here/ggml-quantize.c" "$out/ggml-quants-$name.o" -lm -lpthread -o "$out/ggml-quantize-$name"
+  echo "$out/ggml-quantize-$name"
+}
+build strict gcc -O3 -march=native -ffp-contract=off
+build gcc-fma gcc -O3 -march=native
+if command -v clang >/dev/null; then build clang-fma clang -O3 -mfma -ffp-contract=on; fi

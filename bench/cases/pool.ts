@@ -141,6 +141,36 @@ function llamacppCase(size: '270M' | '1.1B', outtype: 'f16' | 'q8_0'): BenchCase
 }
 
 /**
+ * ggml's own C quantizers on the same tensors (bench/ggml-native: quantize-check, built by its
+ * build-quantize-check.sh from ggml's source): only when OPENELM_BENCH_GGML_NATIVE names that binary. Setup writes an
+ * f32 GGUF and our `dtype` GGUF of the source (untimed); the timed command quantizes every f32 tensor with
+ * ggml to the type our file chose for it on `threads` threads and compares the bytes (exit 2 on any
+ * mismatch), so the row sits next to `pool/<size>-gguf-<dtype>-t<threads>` against the same `cp`.
+ */
+function ggmlNativeCase(size: '270M' | '1.1B', dtype: string, threads: number): BenchCase {
+  const {src, setup} = SIZES[size]
+  const gguf = (ctx: BenchContext, t: string) => path.join(ctx.work, `ggml-native-${size}-${t}.gguf`)
+  const cp = (ctx: BenchContext) => path.join(ctx.work, `cp-ggml-native-${size}-${dtype}-t${threads}`)
+  return {
+    name: `pool/${size}-ggml-native-${dtype}-t${threads}`,
+    description: `ggml's C quantize_chunk ${size} f32 GGUF → ${dtype} on ${threads} threads, bytes compared with ours (incl. reading both GGUFs)`,
+    async setup(ctx) {
+      await setup(ctx)
+      for (const t of ['f32', dtype]) {
+        if (await ctx.exists(gguf(ctx, t))) continue
+        console.error(`   (setup) convert ${size} → gguf --dtype ${t}`)
+        await ctx.exec([...ctx.cli, 'convert', src(ctx), '--to', 'gguf', '--dtype', t, '--out', gguf(ctx, t)])
+      }
+    },
+    command: (ctx) => [process.env.OPENELM_BENCH_GGML_NATIVE!, gguf(ctx, 'f32'), gguf(ctx, dtype), String(threads)],
+    baseline: (ctx) => cpOf(ctx, src(ctx), path.basename(cp(ctx))),
+    outputs: (ctx) => [cp(ctx)],
+    bytes: (ctx) => ctx.sizeOf(src(ctx)),
+    cleanup: (ctx) => [gguf(ctx, 'f32'), gguf(ctx, dtype)],
+  }
+}
+
+/**
  * Each path's CPU-bound stage alone, in memory (bench/pool-stage.ts: the kernel over 64 MB of f32 cut
  * into the tasks its writer sends, no disk), on 2 workers against the same on 1 worker as the
  * baseline: × baseline ≤ 0.55 is issue 15's scaling target (2 workers ≥ 1.8 × 1 worker). Each run
@@ -170,6 +200,7 @@ function stageCase([stage, rounds]: [string, number]): BenchCase {
 export const cases: BenchCase[] = [
   ...STAGES.map(stageCase),
   ...(process.env.OPENELM_BENCH_LLAMACPP ? (['270M', '1.1B'] as const).flatMap((size) => (['f16', 'q8_0'] as const).map((t) => llamacppCase(size, t))) : []),
+  ...(process.env.OPENELM_BENCH_GGML_NATIVE ? (['270M', '1.1B'] as const).flatMap((size) => ['q8_0', 'q4_0', 'q4_k_m', 'q5_k_m', 'q6_k'].flatMap((dtype) => [1, 2].map((t) => ggmlNativeCase(size, dtype, t)))) : []),
   ...(['270M', '1.1B'] as const).flatMap((size) => [
     ...PATHS.flatMap((p) => [1, 2].map((t) => pathCase(size, p, t))),
     ...[1, 2].map((t) => synthCase(size, t)),

@@ -5,6 +5,7 @@
  * (fixtures/ggml-fma, data from ggml's binary) where they differ from the strict ones; compare()
  * accepts exactly those, not gcc's other contraction nor a corrupted block.
  */
+import {execFileSync} from 'node:child_process'
 import {readFileSync} from 'node:fs'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
@@ -165,5 +166,39 @@ describe.each([['q4_k', Q4_K, GGUF_Q4_K], ['q5_k', Q5_K, GGUF_Q5_K]] as const)('
     expect(diff.identicalBlocks).toBe(0)
     expect(diff.accepted).toEqual({})
     expect(diff.first).toMatchObject({row: 0})
+  })
+})
+
+describe('the PyTorch reference (quant_ref.py) classifies alike', () => {
+  it('accepts every clang fixture block under ggml-fma, not a corrupted one nor gcc-only blocks', () => {
+    const script = `
+import json, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import quant_ref as q
+fix, out = sys.argv[2], {}
+for t, n in {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210}.items():
+    scheme = "gguf_" + t
+    def run(stem, ext):
+        src = np.fromfile(f"{fix}/{stem}.f32", np.float32).reshape(-1, 256)
+        theirs = np.fromfile(f"{fix}/{stem}.{ext}", np.uint8).reshape(-1, n)
+        strict = q.quantize(scheme, src, {})["blocks"]
+        bad = theirs.copy()
+        bad[len(bad) // 2, n // 2] ^= 1
+        r = q.compare(scheme, {"blocks": strict}, {"blocks": theirs}, src, {})
+        c = q.compare(scheme, {"blocks": strict}, {"blocks": bad}, src, {})
+        merged = q.take_accepted(scheme, {"blocks": strict}, {"blocks": theirs}, r["accepted_mask"])
+        return {"blocks": r["blocks"], "identical": r["identical_blocks"], "mismatched": r["mismatched_blocks"], "accepted": r["accepted"],
+                "merged": bool((merged["blocks"] == theirs).all()), "corrupted": c["accepted"], "corruptedMismatched": c["mismatched_blocks"]}
+    out[t] = run(t, "clang")
+    if t in ("q4_k", "q5_k"):
+        out[t + "-gcc"] = run(t + "-gcc", "gcc")
+print(json.dumps(out))
+`
+    const py = JSON.parse(execFileSync('/usr/bin/python3', ['-c', script, path.join(import.meta.dirname, '..', 'src', 'verify', 'python'), FIX], {encoding: 'utf8'}))
+    for (const [name] of TYPES) {
+      const n = f32(`${name}.f32`).length / 256
+      expect(py[name], name).toEqual({blocks: n, identical: 0, mismatched: 0, accepted: {[GGML_ACCEPTED.fma]: n}, merged: true, corrupted: {[GGML_ACCEPTED.fma]: n - 1}, corruptedMismatched: 1})
+    }
+    for (const name of ['q4_k-gcc', 'q5_k-gcc']) expect(py[name], name).toMatchObject({blocks: 8, identical: 0, mismatched: 8, accepted: {[GGML_ACCEPTED.fma]: 0}})
   })
 })

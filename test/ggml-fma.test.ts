@@ -202,3 +202,17 @@ print(json.dumps(out))
     for (const name of ['q4_k-gcc', 'q5_k-gcc']) expect(py[name], name).toMatchObject({blocks: 8, identical: 0, mismatched: 8, accepted: {[GGML_ACCEPTED.fma]: 0}})
   })
 })
+
+describe('a file that differs everywhere', () => {
+  it('stops trying the fused quantizer after 8 rejected blocks of a compare call (each rejection already fails the tensor)', () => {
+    const source = f32('q4_k.f32')
+    const clang = u8('q4_k.clang')
+    const n = source.length / 256
+    const bad = clang.slice()
+    for (let k = 0; k < 10; k++) bad[k * Q4_K.bytes + 100] ^= 1 // a code byte of each of the first 10 blocks
+    const diff = GGUF_Q4_K.compare({blocks: Q4_K.quantize(source)}, {blocks: bad}, source, n, 256, {})
+    expect(diff.accepted).toEqual({}) // blocks 10 … were never tried
+    expect(diff.first).toMatchObject({row: 0, block: 0})
+    expect(GGUF_Q4_K.compare({blocks: Q4_K.quantize(source)}, {blocks: bad.subarray(8 * Q4_K.bytes)}, source.subarray(8 * 256), n - 8, 256, {}).accepted).toEqual({[GGML_ACCEPTED.fma]: n - 10})
+  })
+})

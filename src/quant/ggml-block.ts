@@ -71,13 +71,21 @@ export function ggmlBlockScheme(t: GgmlBlockType): Scheme {
 }
 
 /**
+ * Blocks of one compare call the fused quantizer may reject before it is no longer tried: it is
+ * scalar (~1 ms a super-block), and a file that is not the conversion differs everywhere; one
+ * rejected block already fails the tensor, so past this its other blocks count as mismatches.
+ */
+const FUSED_TRIES = 8
+
+/**
  * Block by block: identical blocks, and elements whose code and block header are identical. A block
  * of `b` that differs from `a` but is what the fused quantizer makes of its source values is
- * accepted under `ggml-fma`.
+ * accepted under `ggml-fma` (tried until FUSED_TRIES blocks were not).
  */
 function compareBlocks(t: GgmlBlockType, a: Uint8Array, b: Uint8Array, source: Float32Array, rows: number, cols: number): EncodingDiff {
   const perRow = cols / t.elements
   const diff: EncodingDiff = {elements: rows * cols, identicalElements: 0, blocks: rows * perRow, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
+  let fusedMisses = 0
   for (let block = 0; block < rows * perRow; block++) {
     const o = block * t.bytes
     let sameBytes = true
@@ -100,10 +108,13 @@ function compareBlocks(t: GgmlBlockType, a: Uint8Array, b: Uint8Array, source: F
         if (headerSame) diff.identicalElements++
       } else if (firstCode < 0) firstCode = j
     }
-    if (t.quantizeFused && bytesEqual(t.quantizeFused(source.subarray(block * t.elements, (block + 1) * t.elements)), 0, b, o, t.bytes)) {
-      diff.accepted[GGML_ACCEPTED.fma] = (diff.accepted[GGML_ACCEPTED.fma] ?? 0) + 1
-      diff.acceptedBlocks.push(block)
-      continue
+    if (t.quantizeFused && fusedMisses < FUSED_TRIES) {
+      if (bytesEqual(t.quantizeFused(source.subarray(block * t.elements, (block + 1) * t.elements)), 0, b, o, t.bytes)) {
+        diff.accepted[GGML_ACCEPTED.fma] = (diff.accepted[GGML_ACCEPTED.fma] ?? 0) + 1
+        diff.acceptedBlocks.push(block)
+        continue
+      }
+      fusedMisses++
     }
     if (!diff.first) {
       const g = block % perRow

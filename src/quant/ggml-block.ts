@@ -6,7 +6,10 @@
  */
 import {UsageError} from '../errors.js'
 import {f16BitsToF32, f32ToF16Bits} from '../tensor/dtype.js'
-import {type EncodingDiff, type Scheme} from './types.js'
+import {bytesEqual, type EncodingDiff, type Scheme} from './types.js'
+
+/** The documented alternatives `compare` accepts for ggml blocks (docs/verify.md). */
+export const GGML_ACCEPTED = {fma: 'ggml-fma'} as const
 
 /** Store `v` as an IEEE half (round to nearest even), little-endian, at byte `o`: ggml's GGML_FP32_TO_FP16. */
 export function putHalf(out: Uint8Array, o: number, v: number): void {
@@ -38,6 +41,11 @@ export interface GgmlBlockType {
   dequantize(bytes: Uint8Array): Float32Array
   /** The integer code of element `j` of the block starting at byte `o` (for counting identical elements). */
   code(bytes: Uint8Array, o: number, j: number): number
+  /**
+   * The quantizer as a build of ggml that contracts `a*b + c` into fused multiply-adds computes it
+   * (rule `ggml-fma`), where that changes blocks; `compare` runs it on differing blocks only.
+   */
+  quantizeFused?(values: Float32Array): Uint8Array
 }
 
 export function ggmlBlockScheme(t: GgmlBlockType): Scheme {
@@ -58,14 +66,26 @@ export function ggmlBlockScheme(t: GgmlBlockType): Scheme {
       t.quantize(values.subarray(0, rows * cols), blocks)
     },
     decode: (parts) => t.dequantize(parts.blocks!),
-    compare: (expected, actual, _source, rows, cols) => compareBlocks(t, expected.blocks!, actual.blocks!, rows, cols),
+    compare: (expected, actual, source, rows, cols) => compareBlocks(t, expected.blocks!, actual.blocks!, source, rows, cols),
   }
 }
 
-/** Block by block: identical blocks, and elements whose code and block header are identical. */
-function compareBlocks(t: GgmlBlockType, a: Uint8Array, b: Uint8Array, rows: number, cols: number): EncodingDiff {
+/**
+ * Blocks of one compare call the fused quantizer may reject before it is no longer tried: it is
+ * scalar (~1 ms a super-block), and a file that is not the conversion differs everywhere; one
+ * rejected block already fails the tensor, so past this its other blocks count as mismatches.
+ */
+const FUSED_TRIES = 8
+
+/**
+ * Block by block: identical blocks, and elements whose code and block header are identical. A block
+ * of `b` that differs from `a` but is what the fused quantizer makes of its source values is
+ * accepted under `ggml-fma` (tried until FUSED_TRIES blocks were not).
+ */
+function compareBlocks(t: GgmlBlockType, a: Uint8Array, b: Uint8Array, source: Float32Array, rows: number, cols: number): EncodingDiff {
   const perRow = cols / t.elements
   const diff: EncodingDiff = {elements: rows * cols, identicalElements: 0, blocks: rows * perRow, identicalBlocks: 0, accepted: {}, acceptedBlocks: []}
+  let fusedMisses = 0
   for (let block = 0; block < rows * perRow; block++) {
     const o = block * t.bytes
     let sameBytes = true
@@ -87,6 +107,14 @@ function compareBlocks(t: GgmlBlockType, a: Uint8Array, b: Uint8Array, rows: num
       if (t.code(a, o, j) === t.code(b, o, j)) {
         if (headerSame) diff.identicalElements++
       } else if (firstCode < 0) firstCode = j
+    }
+    if (t.quantizeFused && fusedMisses < FUSED_TRIES) {
+      if (bytesEqual(t.quantizeFused(source.subarray(block * t.elements, (block + 1) * t.elements)), 0, b, o, t.bytes)) {
+        diff.accepted[GGML_ACCEPTED.fma] = (diff.accepted[GGML_ACCEPTED.fma] ?? 0) + 1
+        diff.acceptedBlocks.push(block)
+        continue
+      }
+      fusedMisses++
     }
     if (!diff.first) {
       const g = block % perRow

@@ -18,6 +18,7 @@
  * to right), `nearest_int` is ggml's 1.5·2^23 trick, and d/dmin are stored as IEEE half.
  */
 import {type GgmlKernels, ggmlKernels, type SearchSpec} from '../simd/ggml.js'
+import {fmaf} from './fmaf.js'
 import {ggmlBlockScheme, type GgmlBlockType, putHalf, readHalf as half} from './ggml-block.js'
 
 export const QK_K = 256
@@ -37,6 +38,14 @@ function nearestInt(f: number): number {
 }
 
 const clamp = (v: number, lo: number, hi: number) => (v < lo ? lo : v > hi ? hi : v)
+
+/**
+ * C's `c + a*b` (also `s += a*b`; `c - a*b` is mad(fused, -a, b, c)): two f32 roundings, or, `fused`,
+ * one (fmaf): what a build that contracts the expression into a fused multiply-add computes. The
+ * searches mark every place clang's -ffp-contract=on fuses (a product that is a direct operand of
+ * the + or -, the left one when both are); `fused` false is the IEEE-strict C.
+ */
+const mad = (fused: boolean, a: number, b: number, c: number) => (fused ? fmaf(a, b, c) : fr(c + fr(a * b)))
 
 
 /** The first of the n values at xo with the largest magnitude (C: `if (ax > amax)` from 0; NaN never wins), else 0. */
@@ -60,7 +69,7 @@ const SUMS = new Float64Array(2)
  * Codes l = clamp(round(iscale·x), -nmax, nmax-1) of x[xo … xo+n) and their weighted sums into SUMS;
  * the codes plus `offset` are written to L[lo …] when L is given (a trial scale only needs the sums).
  */
-function roundedSums(x: Float32Array, xo: number, n: number, iscale: number, nmax: number, L: Uint8Array | Int8Array | null, lo: number, offset: number): void {
+function roundedSums(x: Float32Array, xo: number, n: number, iscale: number, nmax: number, L: Uint8Array | Int8Array | null, lo: number, offset: number, fused: boolean): void {
   let sumlx = 0
   let suml2 = 0
   for (let i = 0; i < n; i++) {
@@ -68,27 +77,27 @@ function roundedSums(x: Float32Array, xo: number, n: number, iscale: number, nma
     const l = clamp(nearestInt(fr(iscale * xi)), -nmax, nmax - 1)
     if (L) L[lo + i] = l + offset
     const w = fr(xi * xi)
-    sumlx = fr(sumlx + fr(fr(w * xi) * l))
-    suml2 = fr(suml2 + fr(fr(w * l) * l))
+    sumlx = mad(fused, fr(w * xi), l, sumlx)
+    suml2 = mad(fused, fr(w * l), l, suml2)
   }
   SUMS[0] = sumlx
   SUMS[1] = suml2
 }
 
 /** `make_qx_quants(n, nmax, x, L, rmse_type = 1, NULL)`: the scale; codes (0 … 2·nmax-1) into L. */
-function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number): number {
+function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: Uint8Array, lo: number, fused: boolean): number {
   const max = firstAbsMax(x, xo, n)
   if (Math.abs(max) < GROUP_MAX_EPS) {
     L.fill(0, lo, lo + n)
     return 0
   }
-  roundedSums(x, xo, n, fr(-nmax / max), nmax, L, lo, nmax)
+  roundedSums(x, xo, n, fr(-nmax / max), nmax, L, lo, nmax, fused)
   let scale = SUMS[1] !== 0 ? fr(SUMS[0]! / SUMS[1]!) : 0
   let best = fr(scale * SUMS[0]!)
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue
-    const iscale = fr(-fr(nmax + fr(F01 * is)) / max)
-    roundedSums(x, xo, n, iscale, nmax, null, 0, 0)
+    const iscale = fr(-mad(fused, F01, is, nmax) / max)
+    roundedSums(x, xo, n, iscale, nmax, null, 0, 0, fused)
     const sumlx = SUMS[0]!
     const suml2 = SUMS[1]!
     if (suml2 > 0 && fr(sumlx * sumlx) > fr(best * suml2)) {
@@ -101,13 +110,13 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, L: U
 }
 
 /** `make_q3_quants(n, nmax, x, L, do_rmse = true)`: the scale; codes (0 … 2·nmax-1) into L. */
-function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number): number {
+function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number, fused: boolean): number {
   const max = firstAbsMax(x, xo, n)
   if (Math.abs(max) < GROUP_MAX_EPS) {
     L.fill(0, lo, lo + n)
     return 0
   }
-  roundedSums(x, xo, n, fr(-nmax / max), nmax, L, lo, 0)
+  roundedSums(x, xo, n, fr(-nmax / max), nmax, L, lo, 0, fused)
   let sumlx = SUMS[0]!
   let suml2 = SUMS[1]!
   for (let itry = 0; itry < 5; itry++) {
@@ -116,13 +125,13 @@ function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: I
       const xi = x[xo + i]!
       const w = fr(xi * xi)
       const li = L[lo + i]!
-      let slx = fr(sumlx - fr(fr(w * xi) * li))
+      let slx = mad(fused, -fr(w * xi), li, sumlx)
       if (slx > 0) {
-        let sl2 = fr(suml2 - fr(fr(w * li) * li))
+        let sl2 = mad(fused, -fr(w * li), li, suml2)
         const nl = clamp(nearestInt(fr(fr(xi * sl2) / slx)), -nmax, nmax - 1)
         if (nl !== li) {
-          slx = fr(slx + fr(fr(w * xi) * nl))
-          sl2 = fr(sl2 + fr(fr(w * nl) * nl))
+          slx = mad(fused, fr(w * xi), nl, slx)
+          sl2 = mad(fused, fr(w * nl), nl, sl2)
           if (sl2 > 0 && fr(fr(slx * slx) * suml2) > fr(fr(sumlx * sumlx) * sl2)) {
             L[lo + i] = nl
             sumlx = slx
@@ -144,7 +153,7 @@ function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: I
  */
 function makeQkx2Quants(
   n: number, nmax: number, x: Float32Array, xo: number, weights: Float32Array, L: Uint8Array, lo: number, laux: Uint8Array,
-  rmin: number, rdelta: number, nstep: number, useMad: boolean, out: {min: number},
+  rmin: number, rdelta: number, nstep: number, useMad: boolean, out: {min: number}, fused: boolean,
 ): number {
   let min = x[xo]!
   let max = x[xo]!
@@ -156,7 +165,7 @@ function makeQkx2Quants(
     if (xi > max) max = xi
     const w = weights[i]!
     sumW = fr(sumW + w)
-    sumX = fr(sumX + fr(w * xi))
+    sumX = mad(fused, w, xi, sumX)
   }
   if (min > 0) min = 0
   if (max === min) {
@@ -171,13 +180,13 @@ function makeQkx2Quants(
     const xi = x[xo + i]!
     const l = clamp(nearestInt(fr(iscale * fr(xi - min))), 0, nmax)
     L[lo + i] = l
-    let diff = fr(fr(fr(scale * l) + min) - xi)
+    let diff = fr(mad(fused, scale, l, min) - xi)
     diff = useMad ? Math.abs(diff) : fr(diff * diff)
-    bestError = fr(bestError + fr(weights[i]! * diff))
+    bestError = mad(fused, weights[i]!, diff, bestError)
   }
   for (let is = 0; is <= nstep; is++) {
     // `min` may have moved to a better trial's offset: the next trials start from it (as ggml's loop does).
-    iscale = fr(fr(fr(rmin + fr(rdelta * is)) + nmax) / fr(max - min))
+    iscale = fr(fr(mad(fused, rdelta, is, rmin) + nmax) / fr(max - min))
     let sumL = 0
     let sumL2 = 0
     let sumXL = 0
@@ -187,23 +196,24 @@ function makeQkx2Quants(
       laux[i] = l
       const w = weights[i]!
       const wl = fr(w * l)
-      sumL = fr(sumL + wl)
-      sumL2 = fr(sumL2 + fr(wl * l))
-      sumXL = fr(sumXL + fr(wl * xi))
+      sumL = mad(fused, w, l, sumL)
+      sumL2 = mad(fused, wl, l, sumL2)
+      sumXL = mad(fused, wl, xi, sumXL)
     }
-    const D = fr(fr(sumW * sumL2) - fr(sumL * sumL))
+    // a*b - c*d: clang fuses the left product, fma(a, b, -(c*d))
+    const D = mad(fused, sumW, sumL2, -fr(sumL * sumL))
     if (D > 0) {
-      let thisScale = fr(fr(fr(sumW * sumXL) - fr(sumX * sumL)) / D)
-      let thisMin = fr(fr(fr(sumL2 * sumX) - fr(sumL * sumXL)) / D)
+      let thisScale = fr(mad(fused, sumW, sumXL, -fr(sumX * sumL)) / D)
+      let thisMin = fr(mad(fused, sumL2, sumX, -fr(sumL * sumXL)) / D)
       if (thisMin > 0) {
         thisMin = 0
         thisScale = fr(sumXL / sumL2)
       }
       let curError = 0
       for (let i = 0; i < n; i++) {
-        let diff = fr(fr(fr(thisScale * laux[i]!) + thisMin) - x[xo + i]!)
+        let diff = fr(mad(fused, thisScale, laux[i]!, thisMin) - x[xo + i]!)
         diff = useMad ? Math.abs(diff) : fr(diff * diff)
-        curError = fr(curError + fr(weights[i]! * diff))
+        curError = mad(fused, weights[i]!, diff, curError)
       }
       if (curError < bestError) {
         for (let i = 0; i < n; i++) L[lo + i] = laux[i]!
@@ -311,7 +321,7 @@ export const quantizeQ6_K = (values: Float32Array, into?: Uint8Array) => q6K(val
 /** Q6_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ6_KScalar = (values: Float32Array) => q6K(values, undefined)
 
-function q6K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
+function q6K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array, fused = false): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q6_K', values)
   const out = into ?? new Uint8Array(nb * Q6_BYTES)
@@ -324,7 +334,7 @@ function q6K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Arr
     const blocks = Math.min(BATCH, nb - b0)
     const xo = b0 * QK_K
     searchBatch(simd, Q6_SEARCH, values, xo, blocks * 16, scales, null, (j) => {
-      scales[j] = makeQxQuants(16, 32, values, xo + 16 * j, codes, 16 * j)
+      scales[j] = makeQxQuants(16, 32, values, xo + 16 * j, codes, 16 * j, fused)
     })
     dq.fill(0)
     for (let bi = 0; bi < blocks; bi++) {
@@ -402,7 +412,7 @@ function scaleMinK4(b: Uint8Array, s: number, j: number, out: {sc: number; m: nu
 const Q4_SEARCH: SearchSpec = {kernel: 'qkx2_32_15', codes: 'codes_32_0_15', n: 32, trials: qkx2Trials(15, -1, 20)}
 const Q5_SEARCH: SearchSpec = {kernel: 'qkx2_32_31', codes: 'codes_32_0_31', n: 32, trials: qkx2Trials(31, -0.5, 15)}
 
-function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
+function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | undefined, into?: Uint8Array, fused = false): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength(bits === 4 ? 'Q4_K' : 'Q5_K', values)
   const blockBytes = bits === 4 ? 144 : 176
@@ -424,12 +434,12 @@ function quantizeQ45K(input: Float32Array, bits: 4 | 5, simd: GgmlKernels | unde
     searchBatch(simd, spec, values, xo, blocks * 8, scales, mins, (j) => {
       const base = xo + 32 * j
       let sumX2 = 0
-      for (let l = 0; l < 32; l++) sumX2 = fr(sumX2 + fr(values[base + l]! * values[base + l]!))
+      for (let l = 0; l < 32; l++) sumX2 = mad(fused, values[base + l]!, values[base + l]!, sumX2)
       const avX = fr(Math.sqrt(fr(sumX2 / 32)))
       for (let l = 0; l < 32; l++) weights[l] = fr(avX + Math.abs(values[base + l]!))
       scales[j] = bits === 4
-        ? makeQkx2Quants(32, 15, values, base, weights, codes, 32 * j, laux, -1, F01, 20, false, m)
-        : makeQkx2Quants(32, 31, values, base, weights, codes, 32 * j, laux, -0.5, F01, 15, false, m)
+        ? makeQkx2Quants(32, 15, values, base, weights, codes, 32 * j, laux, -1, F01, 20, false, m, fused)
+        : makeQkx2Quants(32, 31, values, base, weights, codes, 32 * j, laux, -0.5, F01, 15, false, m, fused)
       mins[j] = m.min
     })
     for (let bi = 0; bi < blocks; bi++) {
@@ -555,7 +565,7 @@ export const quantizeQ3_K = (values: Float32Array, into?: Uint8Array) => q3K(val
 /** Q3_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ3_KScalar = (values: Float32Array) => q3K(values, undefined)
 
-function q3K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
+function q3K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array, fused = false): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q3_K', values)
   const out = into ?? new Uint8Array(nb * Q3_BYTES)
@@ -567,7 +577,7 @@ function q3K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Arr
     const blocks = Math.min(BATCH, nb - b0)
     const xo = b0 * QK_K
     searchBatch(simd, Q3_SEARCH, values, xo, blocks * 16, scales, null, (j) => {
-      scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 0)
+      scales[j] = makeQ3Quants(16, 4, values, xo + 16 * j, L, 0, fused)
       for (let ii = 0; ii < 16; ii++) codes[16 * j + ii] = L[ii]!
     })
     for (let bi = 0; bi < blocks; bi++) {
@@ -646,7 +656,7 @@ export const quantizeQ2_K = (values: Float32Array, into?: Uint8Array) => q2K(val
 /** Q2_K with the scalar searches only (the reference for the wasm lanes). */
 export const quantizeQ2_KScalar = (values: Float32Array) => q2K(values, undefined)
 
-function q2K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array): Uint8Array {
+function q2K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Array, fused = false): Uint8Array {
   const values = simd ? input : canonicalNaNs(input)
   const nb = checkLength('Q2_K', values)
   const out = into ?? new Uint8Array(nb * Q2_BYTES)
@@ -662,7 +672,7 @@ function q2K(input: Float32Array, simd: GgmlKernels | undefined, into?: Uint8Arr
     const xo = b0 * QK_K
     searchBatch(simd, Q2_SEARCH, values, xo, blocks * 16, scales, mins, (j) => {
       for (let l = 0; l < 16; l++) weights[l] = Math.abs(values[xo + 16 * j + l]!)
-      scales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, codes, 16 * j, laux, -0.5, F01, 15, true, m)
+      scales[j] = makeQkx2Quants(16, 3, values, xo + 16 * j, weights, codes, 16 * j, laux, -0.5, F01, 15, true, m, fused)
       mins[j] = m.min
     })
     for (let bi = 0; bi < blocks; bi++) {
@@ -727,13 +737,26 @@ export function dequantizeQ2_K(bytes: Uint8Array): Float32Array {
   return out
 }
 
+/**
+ * The K-quants as an FMA-contracting build of ggml's C computes them (scalar): every `a*b + c` of
+ * the searches one fused multiply-add (mad). The super-block steps have none. Rule `ggml-fma`
+ * (ggml-block.ts compares with it where a block differs); never what we write.
+ */
+export const quantizeFusedK = {
+  Q2_K: (values: Float32Array) => q2K(values, undefined, undefined, true),
+  Q3_K: (values: Float32Array) => q3K(values, undefined, undefined, true),
+  Q4_K: (values: Float32Array) => quantizeQ45K(values, 4, undefined, undefined, true),
+  Q5_K: (values: Float32Array) => quantizeQ45K(values, 5, undefined, undefined, true),
+  Q6_K: (values: Float32Array) => q6K(values, undefined, undefined, true),
+}
+
 /** The searches of each K type, for tests of the wasm lanes. */
 export const K_SEARCHES = {Q2_K: Q2_SEARCH, Q3_K: Q3_SEARCH, Q4_K: Q4_SEARCH, Q5_K: Q5_SEARCH, Q6_K: Q6_SEARCH}
 
 // ---- schemes ----------------------------------------------------------------------------------
 
-function kType(type: string, bytes: number, scaleBytes: GgmlBlockType['scaleBytes'], describe: string, quantize: GgmlBlockType['quantize'], dequantize: (b: Uint8Array) => Float32Array, code: GgmlBlockType['code']): GgmlBlockType {
-  return {name: `gguf_${type.toLowerCase()}`, type, elements: QK_K, bytes, scaleBytes, describe, quantize, dequantize, code}
+function kType(type: keyof typeof quantizeFusedK, bytes: number, scaleBytes: GgmlBlockType['scaleBytes'], describe: string, quantize: GgmlBlockType['quantize'], dequantize: (b: Uint8Array) => Float32Array, code: GgmlBlockType['code']): GgmlBlockType {
+  return {name: `gguf_${type.toLowerCase()}`, type, elements: QK_K, bytes, scaleBytes, describe, quantize, dequantize, code, quantizeFused: quantizeFusedK[type]}
 }
 
 export const Q2_K = kType('Q2_K', Q2_BYTES, [[0, 16], [80, 84]], 'Q2_K (super-blocks of 256: 2-bit codes, 4-bit scales and mins per 16)', quantizeQ2_K, dequantizeQ2_K, q2Code)

@@ -69,7 +69,8 @@ FINITE_MAX = {"F32": 3.4028234663852886e38, "F16": 65504.0, "BF16": 3.3895313892
 Q8_0_BLOCK = 32
 Q8_0_BYTES = 2 + Q8_0_BLOCK
 # Accepted documented differences per scheme (compare): `kind` names in the order they are tried.
-ACCEPTED_KINDS = {"mlx_affine": ("tie-half-away", "mlx-metal-rule")}
+ACCEPTED_KINDS = {"mlx_affine": ("tie-half-away", "mlx-metal-rule"), **{k: ("ggml-fma",) for k in
+                  ("gguf_q2_k", "gguf_q3_k", "gguf_q4_k", "gguf_q5_k", "gguf_q6_k")}}
 BITS_DTYPE = {"U8": np.uint8, "U32": np.uint32, "F32": np.uint32, "F16": np.uint16, "BF16": np.uint16}
 CHUNK_ELEMENTS = 1 << 22  # values per row block: bounds the f32 temporaries to ~16 MiB each
 PLAN_KEY = "openelm.plan"
@@ -619,6 +620,28 @@ def _f32(t, value):
     return _torch().full_like(t, float(np.float32(value)))
 
 
+def _fmaf(a, b, c):
+    """f32 a*b + c rounded once (C's fmaf), elementwise: a*b is exact in f64; the f64 sum is made
+    round-to-odd (TwoSum error e; e != 0 and an even last bit: one ulp toward e), so rounding it to
+    f32 is rounding the exact value once."""
+    torch = _torch()
+    p = a.double() * b.double()
+    c = c.double() if torch.is_tensor(c) else torch.full_like(p, float(c))
+    s = p + c
+    bb = s - p
+    e = (p - (s - bb)) + (c - bb)
+    bits = s.view(torch.int64)
+    odd = (e != 0) & ((bits & 1) == 0) & torch.isfinite(s)
+    bits = torch.where(odd, torch.where((e > 0) == (s > 0), bits + 1, bits - 1), bits)
+    return bits.view(torch.float64).float()
+
+
+def _mad(fused, a, b, c):
+    """C's `c + a*b` (`s += a*b`; `c - a*b` is _mad(fused, -a, b, c)): two f32 roundings, or one
+    when `fused` (what a build that contracts it into an FMA computes: rule ggml-fma)."""
+    return _fmaf(a, b, c) if fused else c + a * b
+
+
 def _nearest_int(t):
     """int64 tensor: ggml's nearest_int of f32 tensor `t`."""
     torch = _torch()
@@ -640,7 +663,7 @@ def _first_absmax(X):
     return torch.where(none, torch.zeros_like(mx), mx), torch.where(none, torch.zeros_like(amax), amax)
 
 
-def _make_qx_quants(X, nmax):
+def _make_qx_quants(X, nmax, fused=False):
     """make_qx_quants(n, nmax, x, L, rmse_type=1, NULL) on each row of X: (scale, L int64 0..2*nmax-1)."""
     torch = _torch()
     n = X.shape[1]
@@ -656,8 +679,8 @@ def _make_qx_quants(X, nmax):
         sumlx = torch.zeros_like(mx)
         suml2 = torch.zeros_like(mx)
         for i in range(n):
-            sumlx = sumlx + wx[:, i] * lf[:, i]
-            suml2 = suml2 + (w[:, i] * lf[:, i]) * lf[:, i]
+            sumlx = _mad(fused, wx[:, i], lf[:, i], sumlx)
+            suml2 = _mad(fused, w[:, i] * lf[:, i], lf[:, i], suml2)
         return l, sumlx, suml2
 
     l, sumlx, suml2 = trial(_f32(mx, -nmax) / mx_safe)
@@ -667,8 +690,8 @@ def _make_qx_quants(X, nmax):
     for step in range(-9, 10):
         if step == 0:
             continue
-        k = np.float32(np.float32(nmax) + np.float32(np.float32(0.1) * np.float32(step)))
-        l, sumlx, suml2 = trial(_f32(mx, -k) / mx_safe)
+        k = _mad(fused, _f32(mx, 0.1), _f32(mx, step), _f32(mx, nmax))
+        l, sumlx, suml2 = trial(-k / mx_safe)
         upd = (suml2 > 0) & (sumlx * sumlx > best * suml2)
         L = torch.where(upd[:, None], l + nmax, L)
         new_scale = sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2))
@@ -678,7 +701,7 @@ def _make_qx_quants(X, nmax):
     return torch.where(zero, torch.zeros_like(scale), scale), L
 
 
-def _make_q3_quants(X, nmax):
+def _make_q3_quants(X, nmax, fused=False):
     """make_q3_quants(n, nmax, x, L, do_rmse=true) on each row: (scale, L int64 0..2*nmax-1)."""
     torch = _torch()
     n = X.shape[1]
@@ -693,21 +716,21 @@ def _make_q3_quants(X, nmax):
     sumlx = torch.zeros_like(mx)
     suml2 = torch.zeros_like(mx)
     for i in range(n):
-        sumlx = sumlx + wx[:, i] * Lf[:, i]
-        suml2 = suml2 + (w[:, i] * Lf[:, i]) * Lf[:, i]
+        sumlx = _mad(fused, wx[:, i], Lf[:, i], sumlx)
+        suml2 = _mad(fused, w[:, i] * Lf[:, i], Lf[:, i], suml2)
     # Up to 5 passes of one-code moves; a pass that changes nothing leaves the state as it was, so
     # running all 5 on every row equals the C's early exit.
     for _ in range(5):
         for i in range(n):
             li = Lf[:, i]
-            slx = sumlx - wx[:, i] * li
+            slx = _mad(fused, -wx[:, i], li, sumlx)
             pos = slx > 0
-            sl2 = suml2 - (w[:, i] * li) * li
+            sl2 = _mad(fused, -(w[:, i] * li), li, suml2)
             nl = torch.clamp(_nearest_int((X[:, i] * sl2) / torch.where(pos, slx, torch.ones_like(slx))), -nmax, nmax - 1)
             nlf = nl.to(torch.float32)
             moved = pos & (nl != L[:, i])
-            slx2 = slx + wx[:, i] * nlf
-            sl22 = sl2 + (w[:, i] * nlf) * nlf
+            slx2 = _mad(fused, wx[:, i], nlf, slx)
+            sl22 = _mad(fused, w[:, i] * nlf, nlf, sl2)
             take = moved & (sl22 > 0) & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22)
             L[:, i] = torch.where(take, nl, L[:, i])
             Lf[:, i] = torch.where(take, nlf, li)
@@ -718,7 +741,7 @@ def _make_q3_quants(X, nmax):
     return torch.where(zero, torch.zeros_like(scale), scale), L
 
 
-def _make_qkx2_quants(X, W, nmax, rmin, rdelta, nstep, use_mad):
+def _make_qkx2_quants(X, W, nmax, rmin, rdelta, nstep, use_mad, fused=False):
     """make_qkx2_quants on each row of X with weights W: (scale, the_min, L int64 0..nmax)."""
     torch = _torch()
     n = X.shape[1]
@@ -730,7 +753,7 @@ def _make_qkx2_quants(X, W, nmax, rmin, rdelta, nstep, use_mad):
         mn = torch.where(X[:, i] < mn, X[:, i], mn)
         mx = torch.where(X[:, i] > mx, X[:, i], mx)
         sum_w = sum_w + W[:, i]
-        sum_x = sum_x + W[:, i] * X[:, i]
+        sum_x = _mad(fused, W[:, i], X[:, i], sum_x)
     mn = torch.where(mn > 0, torch.zeros_like(mn), mn)
     flat = mx == mn
 
@@ -741,9 +764,9 @@ def _make_qkx2_quants(X, W, nmax, rmin, rdelta, nstep, use_mad):
         Lf = L.to(torch.float32)
         err = torch.zeros_like(scale)
         for i in range(n):
-            diff = (scale * Lf[:, i] + m) - X[:, i]
+            diff = _mad(fused, scale, Lf[:, i], m) - X[:, i]
             diff = diff.abs() if use_mad else diff * diff
-            err = err + W[:, i] * diff
+            err = _mad(fused, W[:, i], diff, err)
         return err
 
     rng = torch.where(flat, torch.ones_like(mx), mx - mn)
@@ -752,23 +775,24 @@ def _make_qkx2_quants(X, W, nmax, rmin, rdelta, nstep, use_mad):
     L = codes(iscale, mn)
     best = error(scale, mn, L)
     for step in range(nstep + 1):
-        k = np.float32(np.float32(np.float32(rmin) + np.float32(np.float32(rdelta) * np.float32(step))) + np.float32(nmax))
+        k = _mad(fused, _f32(mx, rdelta), _f32(mx, step), _f32(mx, rmin)) + _f32(mx, nmax)
         rng = torch.where(flat, torch.ones_like(mx), mx - mn)
-        laux = codes(_f32(mx, k) / rng, mn)
+        laux = codes(k / rng, mn)
         lf = laux.to(torch.float32)
         sum_l = torch.zeros_like(mx)
         sum_l2 = torch.zeros_like(mx)
         sum_xl = torch.zeros_like(mx)
         for i in range(n):
             wl = W[:, i] * lf[:, i]
-            sum_l = sum_l + wl
-            sum_l2 = sum_l2 + wl * lf[:, i]
-            sum_xl = sum_xl + wl * X[:, i]
-        D = sum_w * sum_l2 - sum_l * sum_l
+            sum_l = _mad(fused, W[:, i], lf[:, i], sum_l)
+            sum_l2 = _mad(fused, wl, lf[:, i], sum_l2)
+            sum_xl = _mad(fused, wl, X[:, i], sum_xl)
+        # a*b - c*d: clang fuses the left product, fma(a, b, -(c*d))
+        D = _mad(fused, sum_w, sum_l2, -(sum_l * sum_l))
         ok = D > 0
         Ds = torch.where(ok, D, torch.ones_like(D))
-        this_scale = (sum_w * sum_xl - sum_x * sum_l) / Ds
-        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / Ds
+        this_scale = _mad(fused, sum_w, sum_xl, -(sum_x * sum_l)) / Ds
+        this_min = _mad(fused, sum_l2, sum_x, -(sum_l * sum_xl)) / Ds
         pos = this_min > 0
         this_scale = torch.where(pos, sum_xl / torch.where(pos, sum_l2, torch.ones_like(sum_l2)), this_scale)
         this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
@@ -798,7 +822,7 @@ def _requantize(X, d, lo, hi, offset, dm=None):
     return torch.clamp(_nearest_int(num / ds[:, None]), lo, hi) + offset
 
 
-def _k_quantize(x, scheme):
+def _k_quantize(x, scheme, fused=False):
     torch = _torch()
     rows, cols = x.shape
     b = x.float().reshape(-1, QK_K)
@@ -808,7 +832,7 @@ def _k_quantize(x, scheme):
     dev = b.device
     if scheme == "gguf_q6_k":
         X = b.reshape(nb * 16, 16)
-        scales, L = _make_qx_quants(X, 32)
+        scales, L = _make_qx_quants(X, 32, fused)
         scales = scales.reshape(nb, 16)
         mscale, mabs = _first_absmax(scales)
         zero = mabs < _f32(mabs, GROUP_MAX_EPS)
@@ -836,13 +860,13 @@ def _k_quantize(x, scheme):
         X = b.reshape(nb * 8, 32)
         sum_x2 = torch.zeros(X.shape[0], dtype=torch.float32, device=dev)
         for i in range(32):
-            sum_x2 = sum_x2 + X[:, i] * X[:, i]
+            sum_x2 = _mad(fused, X[:, i], X[:, i], sum_x2)
         av_x = torch.sqrt(sum_x2 / _f32(sum_x2, 32.0))
         W = av_x[:, None] + X.abs()
         if bits == 4:
-            scales, mins, L = _make_qkx2_quants(X, W, 15, -1.0, 0.1, 20, False)
+            scales, mins, L = _make_qkx2_quants(X, W, 15, -1.0, 0.1, 20, False, fused)
         else:
-            scales, mins, L = _make_qkx2_quants(X, W, 31, -0.5, 0.1, 15, False)
+            scales, mins, L = _make_qkx2_quants(X, W, 31, -0.5, 0.1, 15, False, fused)
         scales = scales.reshape(nb, 8)
         mins = mins.reshape(nb, 8)
         max_scale = _positive_max(scales)
@@ -881,7 +905,7 @@ def _k_quantize(x, scheme):
             out[:, 16:48] = qh
     elif scheme == "gguf_q3_k":
         X = b.reshape(nb * 16, 16)
-        scales, L = _make_q3_quants(X, 4)
+        scales, L = _make_q3_quants(X, 4, fused)
         scales = scales.reshape(nb, 16)
         mscale, _ = _first_absmax(scales)
         has = mscale != 0
@@ -915,7 +939,7 @@ def _k_quantize(x, scheme):
         out[:, 109] = dbits >> 8
     else:  # gguf_q2_k
         X = b.reshape(nb * 16, 16)
-        scales, mins, L = _make_qkx2_quants(X, X.abs(), 3, -0.5, 0.1, 15, True)
+        scales, mins, L = _make_qkx2_quants(X, X.abs(), 3, -0.5, 0.1, 15, True, fused)
         scales = scales.reshape(nb, 16)
         mins = mins.reshape(nb, 16)
         max_scale = _positive_max(scales)
@@ -942,6 +966,21 @@ def _k_quantize(x, scheme):
         out[:, 82] = mbits & 0xFF
         out[:, 83] = mbits >> 8
     return {"blocks": out.reshape(rows, cols // QK_K * nbytes)}
+
+
+def _k_accepted(source, a, block_eq, scheme):
+    """Kind per super-block ([rows, blocks] int8): 1 (ggml-fma) where a differing block of `a` is
+    what the fused quantizer makes of its 256 source values, else 0. Runs on differing blocks only."""
+    kind = np.zeros(block_eq.shape, np.int8)
+    rows_i, blocks_j = np.nonzero(~block_eq)
+    if len(rows_i) == 0:
+        return kind
+    nbytes = GGML_K[scheme][0]
+    X = source.reshape(source.shape[0], -1, QK_K)[_torch().from_numpy(rows_i).to(source.device), _torch().from_numpy(blocks_j).to(source.device)]
+    fused = _k_quantize(X, scheme, fused=True)["blocks"]
+    theirs = np.asarray(a["blocks"]).reshape(block_eq.shape[0], -1, nbytes)[rows_i, blocks_j]
+    kind[rows_i[(fused == theirs).all(axis=1)], blocks_j[(fused == theirs).all(axis=1)]] = 1
+    return kind
 
 
 def _k_codes_scales(blocks, scheme):
@@ -1242,6 +1281,8 @@ def compare(scheme, expected_parts, actual_parts, source_values, params=None):
             kind = _mlx_accepted(source[r0:r1], ec, ac, a, block_eq, params)
         elif scheme in MLX_FP:
             kind = _fp_accepted(source[r0:r1], a, block_eq, scheme, params)
+        elif scheme in GGML_K:
+            kind = _k_accepted(source[r0:r1], a, block_eq, scheme)
         else:
             kind = np.zeros(block_eq.shape, np.int8)
         for k, label in enumerate(kinds):
@@ -1270,6 +1311,9 @@ def take_accepted(scheme, expected_parts, actual_parts, accepted_mask, params=No
             "weight": np.where(np.repeat(accepted_mask, words, axis=1), actual_parts["weight"], expected_parts["weight"]),
             "scales": np.where(accepted_mask, actual_parts["scales"], expected_parts["scales"]),
         }
+    if scheme in GGML_K:
+        nbytes = GGML_K[scheme][0]
+        return {"blocks": np.where(np.repeat(accepted_mask, nbytes, axis=1), actual_parts["blocks"], expected_parts["blocks"])}
     if scheme != "mlx_affine":
         raise SchemeError("scheme %s has no accepted differences" % scheme)
     words = params["group_size"] * params["bits"] // 32  # a group is whole words (group_size >= 32)

@@ -66,9 +66,8 @@ export const [withFileRange, fileRangeOf] = offRecord<FileRange>()
 /**
  * Bytes from `start` (up to `end`: maybe fewer, never none) as a view of the record's own memory, no
  * copy: a writer writes the view itself. The record may overwrite a view's memory on a later read (of
- * it or of a record sharing its buffers), and awaits `settled()` first: the promise it returns resolves
- * once the writes of every view handed out before the call are done (the record may call it early, when
- * the next view is asked for, and await it only when the memory is reused).
+ * it or of a record sharing its buffers), and calls `settled` first: the view's last use (its
+ * write) is done once the promise `settled` returns resolves.
  */
 export type ReadView = (start: number, end: number, settled: () => Promise<void>) => Promise<Uint8Array>
 

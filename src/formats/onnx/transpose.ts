@@ -7,9 +7,8 @@
  * Reads are served from a window of whole output rows (at most WINDOW_BYTES, one band-by-band
  * pass over the source per window), so sequential chunked reads cost about size / WINDOW_BYTES
  * passes and memory stays bounded by the window plus two source bands (buffers reused from
- * window to window; two windows, used in turn, where they are in a kernel's memory). With
- * WebAssembly SIMD and `windowInKernel` the window lives in a transpose module's memory
- * (src/simd/transpose.ts TransposeWindow): bands are read straight into its two
+ * window to window). With WebAssembly SIMD and `windowInKernel` the window lives in a transpose
+ * module's memory (src/simd/transpose.ts TransposeWindow): bands are read straight into its two
  * band slots, the next while one is transposed, and transposed straight into the window by the
  * SIMD tile kernel (a copy into the kernel's memory and one per column out of it were 0.85 s of the
  * 2.1 s a 1.1B f32 export's main thread was busy; an element loop wrote each value a whole output
@@ -38,17 +37,6 @@ interface Window {first: number; count: number; bytes: Uint8Array}
 interface Kept {buffer: ArrayBuffer; owner?: object; window?: Window}
 const FREE: {window?: Kept; band?: Kept} = {}
 /**
- * Windows in a kernel's memory (an export's last file) are two, used in turn, the least recently
- * given back first: the next window is read and transposed while the last one's views are still being
- * written. With one, the writes of a window and the reads and transposes of the next went one after
- * the other (1.1B f32: 2.1 s of reads, 0.5 s of transposes and 6.9 s of writes under load, spans that
- * never overlapped; bench/RESULTS.md, branch onnxpipe).
- */
-const KERNEL_WINDOWS = 2
-/** The kernel windows given back, the least recently first, and how many were made. */
-const IN_KERNEL: Kept[] = []
-let kernelWindows = 0
-/**
  * `size` bytes of the kept buffer, else of a new one of `capacity` bytes. A reader of an ONNX source
  * asks for the most its window or band may take: made for the matrix at hand, each bigger matrix made
  * a bigger one, and the smaller ones stayed until a collection (ONNX f16 → gguf at 3B: 30 MB above the
@@ -59,15 +47,6 @@ let kernelWindows = 0
  * (where there is SIMD), bands transposed straight into it.
  */
 function take(kind: keyof typeof FREE, size: number, capacity: number, inKernel = false): Uint8Array {
-  if (kind === 'window' && inKernel && transposeKernel()) {
-    const free = kernelWindows < KERNEL_WINDOWS ? undefined : IN_KERNEL.shift()
-    if (free && free.buffer.byteLength >= size) return new Uint8Array(free.buffer, 0, size)
-    const window = transposeWindow(Math.max(size, WINDOW_BYTES))
-    if (window) {
-      if (!free) kernelWindows++
-      return new Uint8Array(window.buffer, 0, size)
-    }
-  }
   const free = FREE[kind]
   FREE[kind] = undefined
   if (free && free.buffer.byteLength >= size) return new Uint8Array(free.buffer, 0, size)
@@ -88,46 +67,26 @@ function drop(buffer: ArrayBuffer | undefined): void {
   if (buffer && MADE.has(buffer)) freeBuffers([buffer])
 }
 /**
- * Views handed out of window buffers (ReadView) whose writes may still be queued: a buffer's are
- * awaited before a window is built in it (buffers are shared by every record). The last view's
- * `settled` is called when the next view is asked for (its write is queued by then) or when its
- * buffer is to be reused, so that a buffer waits for its own views' writes, not for the other's.
+ * The `settled` of the last view handed out of a window (ReadView): awaited before any window is
+ * built, since the buffer is shared by every record (FREE) and the view's write may still be queued.
  */
-const VIEWS = new WeakMap<ArrayBuffer, Promise<void>>()
-let lastView: {buffer: ArrayBuffer; settled: () => Promise<void>} | undefined
-function closeLastView(): void {
-  if (lastView) {
-    const settled = lastView.settled()
-    settled.catch(() => undefined) // awaited when the buffer is reused; never an unhandled rejection meanwhile
-    VIEWS.set(lastView.buffer, settled)
-  }
-  lastView = undefined
-}
-async function settleViews(buffer: ArrayBufferLike): Promise<void> {
-  if (lastView?.buffer === buffer) closeLastView()
-  const settled = VIEWS.get(buffer as ArrayBuffer)
-  VIEWS.delete(buffer as ArrayBuffer)
-  await settled
+let viewsInUse: (() => Promise<void>) | undefined
+async function settleViews(): Promise<void> {
+  const settled = viewsInUse
+  viewsInUse = undefined
+  await settled?.()
 }
 /** Let the kept buffers go (a model file is done: the next may not transpose floats at all). */
 export function releaseTransposeBuffers(): void {
-  lastView = undefined // its writer's buffers too
+  viewsInUse = undefined // its writer's buffers too
   drop(FREE.window?.buffer)
   drop(FREE.band?.buffer)
   FREE.window = undefined
   FREE.band = undefined
-  IN_KERNEL.length = 0
-  kernelWindows = 0
 }
 function give(kind: keyof typeof FREE, bytes: Uint8Array | undefined, owner?: object, window?: Window): void {
   const buffer = bytes?.buffer as ArrayBuffer | undefined
   if (!buffer) return
-  if (kind === 'window' && transposeWindowOf(buffer)) {
-    const at = IN_KERNEL.findIndex((kept) => kept.buffer === buffer)
-    if (at >= 0) IN_KERNEL.splice(at, 1)
-    IN_KERNEL.push({buffer, ...(owner ? {owner} : {}), ...(window ? {window} : {})})
-    return
-  }
   const kept = FREE[kind]?.buffer
   if (buffer.byteLength < (kept?.byteLength ?? 0)) return drop(buffer)
   if (kept !== buffer) drop(kept)
@@ -180,24 +139,18 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
 
   const windowAt = async (outRow: number): Promise<Window> => {
     // The window this record handed back after its last read, if no other record has taken it since.
-    const inKernel = cache ? -1 : IN_KERNEL.findIndex((k) => k.owner === owner && k.window)
-    const kept = inKernel >= 0 ? IN_KERNEL.splice(inKernel, 1)[0] : FREE.window
+    const kept = FREE.window
     if (!cache && kept?.owner === owner && kept.window) {
-      if (kept === FREE.window) FREE.window = undefined
+      FREE.window = undefined
       cache = kept.window
       spare.window = new Uint8Array(kept.buffer, 0, windowRows * outRowBytes)
     }
     if (cache && outRow >= cache.first && outRow < cache.first + cache.count) return cache
     const first = Math.floor(outRow / windowRows) * windowRows
     const count = Math.min(windowRows, cols - first)
-    // A buffer serves many windows: what was handed out of it (views) is done with before the first
-    // band is transposed into it (the band's read meanwhile). A kernel window goes back (its views may
-    // still be being written) and the other one is built.
+    // One buffer serves every window: what was handed out of it (views) is done with before the
+    // first band is transposed into it (the band's read meanwhile).
     cache = undefined
-    if (spare.window && limits.windowInKernel && transposeWindowOf(spare.window.buffer)) {
-      give('window', spare.window)
-      spare.window = undefined
-    }
     spare.window ??= take('window', windowRows * outRowBytes, limits.windowBytes ?? 0, limits.windowInKernel)
     const bytes = spare.window.subarray(0, count * outRowBytes)
     const direct = transposeWindowOf(bytes.buffer)
@@ -213,7 +166,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
           next = readBand(r1, Math.min(rows, r1 + bandRows), slot(r1))
           next.catch(() => undefined) // awaited next round; never an unhandled rejection meanwhile
         }
-        if (r0 === 0) await settleViews(bytes.buffer)
+        if (r0 === 0) await settleViews()
         direct.columns((r0 / bandRows) % 2, r1 - r0, cols, first, count, size, r0 * size, outRowBytes)
       }
     } else {
@@ -222,7 +175,7 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
       for (let r0 = 0; r0 < rows; r0 += bandRows) {
         const r1 = Math.min(rows, r0 + bandRows)
         const band = await readBand(r0, r1)
-        if (r0 === 0) await settleViews(bytes.buffer)
+        if (r0 === 0) await settleViews()
         if (kernel?.columns(band, r1 - r0, cols, first, count, size, (c, column) => bytes.set(column, c * outRowBytes + r0 * size))) continue
         transposeBand(band, r0, r1, first, count, bytes)
       }
@@ -280,9 +233,8 @@ export function transposedRecord(record: TensorRecord, name = record.name, limit
   // The window's own bytes, no copy (the ONNX writer writes them: a copy into its chunk buffers was
   // 0.26 s of a 1.1B f32 export's 4.3 s CPU). Bytes up to the window's end.
   const viewRange: ReadView = async (start, end, settled) => {
-    closeLastView()
     const bytes = await inWindow(start, end)
-    lastView = {buffer: bytes.buffer as ArrayBuffer, settled}
+    viewsInUse = settled
     readDone(start + bytes.byteLength)
     return bytes
   }

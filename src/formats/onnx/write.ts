@@ -138,20 +138,11 @@ export function planOnnx(graph: GraphBuilder, sources: ReadonlyMap<string, Tenso
           const target = data ?? model
           if (data && dataAt < entry.dataStart) enqueue(data, new Uint8Array(entry.dataStart - dataAt))
           let written = 0
-          const record = sources.get(entry.init.name)!
-          // A record's views (its window's own bytes) take no ring buffer: all are queued at once, and the
-          // record awaits their writes before it overwrites them (while the disk writes one window, the
-          // next is read and transposed into the other).
-          const viewed = readViewOf(record) !== undefined
-          for await (const chunk of chunksOf(record, ring, k % WRITE_BEHIND, () => tail)) {
-            if (viewed) {
-              enqueue(target, chunk)
-            } else {
-              busy[k % WRITE_BEHIND] = enqueue(target, chunk)
-              k++
-              await busy[k % WRITE_BEHIND]
-              busy[k % WRITE_BEHIND] = undefined
-            }
+          for await (const chunk of chunksOf(sources.get(entry.init.name)!, ring, k % WRITE_BEHIND, () => tail)) {
+            busy[k % WRITE_BEHIND] = enqueue(target, chunk)
+            k++
+            await busy[k % WRITE_BEHIND]
+            busy[k % WRITE_BEHIND] = undefined
             written += chunk.byteLength
             yield {type: 'bytes', bytesDone: done + written, totalBytes}
           }

@@ -122,8 +122,8 @@ export type Task = EncodeTask | EncodeFileTask | CastTask | SynthTask | CompareT
 export function transferable<T extends Task>(task: T): T {
   if (task.owned || task.kind === 'synth' || task.kind === 'encodeFile') return task
   if (task.kind === 'encode') return {...task, values: task.values.slice(), owned: true}
-  if (task.kind === 'int8T') return {...task, values: task.values instanceof Float32Array ? task.values.slice() : task.values, owned: true}
-  if (task.kind === 'compare') return {...task, values: task.values instanceof Float32Array ? task.values.slice() : task.values, actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
+  if (task.kind === 'int8T') return {...task, values: copied(task.values), owned: true}
+  if (task.kind === 'compare') return {...task, values: copied(task.values), actual: Object.fromEntries(Object.entries(task.actual).map(([k, v]) => [k, v.slice()])), owned: true}
   return {...task, bytes: task.bytes.slice(), owned: true}
 }
 export type TaskResult<T extends Task> = T extends EncodeTask | EncodeFileTask ? Encoded : T extends CompareTask ? EncodingDiff : Uint8Array
@@ -143,7 +143,7 @@ export function runTask(task: Task): AnyResult {
       return castTask(task)
     case 'compare': {
       const scheme = schemeFor(task.scheme)
-      const values = task.values instanceof Float32Array ? task.values : readFileValues(task.values, task.rows, task.cols)
+      const values = valuesOf(task)
       const encoded = scheme.encode(values, task.rows, task.cols, task.params)
       const diff = scheme.compare(encoded, task.actual, values, task.rows, task.cols, task.params)
       // The encoding is spent: freed now, not at a collection (2 workers verifying a 270M MLX 4-bit
@@ -156,7 +156,7 @@ export function runTask(task: Task): AnyResult {
     case 'synth':
       return fromFloat32(synthValues(task.seed, task.tensor, task.first, task.count, task.offset, task.amplitude), task.dtype)
     case 'int8T': {
-      const values = task.values instanceof Float32Array ? task.values : readFileValues(task.values, task.rows, task.cols)
+      const values = valuesOf(task)
       const scales = quantizeInt8Transposed(values, task.rows, task.cols, task.into, task.stride, task.at, task.first, task.count)
       return new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)
     }
@@ -204,6 +204,13 @@ function readFileValues(source: FileValues, rows: number, cols: number): Float32
   return new Float32Array(values.buffer, 0, count)
 }
 
+/** The values a task was given (a compact copy), or where it reads them itself (as they are). */
+const copied = (values: Float32Array | FileValues): Float32Array | FileValues => (values instanceof Float32Array ? values.slice() : values)
+/** The values a task was given, if any (none when it reads them from a file). */
+const given = (values: Float32Array | FileValues): Float32Array[] => (values instanceof Float32Array ? [values] : [])
+/** A task's values: those it was given, or read from the file into this thread's buffers. */
+const valuesOf = (task: CompareTask | Int8TransposedTask): Float32Array => (task.values instanceof Float32Array ? task.values : readFileValues(task.values, task.rows, task.cols))
+
 function encodeFile(task: EncodeFileTask): Encoded {
   const encoded = encodeRows(task, readFileValues(task, task.rows, task.cols))
   // The result leaves this thread (moved): never with one of the reused buffers.
@@ -241,9 +248,9 @@ export function taskViews(task: Task): ArrayBufferView[] {
       return []
     case 'int8T':
       // `into` lives in a SharedArrayBuffer: never in a transfer list (buffersOf)
-      return task.values instanceof Float32Array ? [task.values, task.into] : [task.into]
+      return [...given(task.values), task.into]
     case 'compare':
-      return [...(task.values instanceof Float32Array ? [task.values] : []), ...Object.values(task.actual)]
+      return [...given(task.values), ...Object.values(task.actual)]
     case 'cast':
       return [task.bytes]
     case 'synth':

@@ -4,7 +4,7 @@
  * writers pull bytes from them chunk by chunk, so memory stays bounded by a chunk.
  */
 import {FormatError} from '../errors.js'
-import {type EncodeFileTask, type EncodeTask, recycle, sharedPool, spareBuffer} from '../pool/index.js'
+import {type EncodeFileTask, type EncodeTask, type FileValues, recycle, sharedPool, spareBuffer} from '../pool/index.js'
 import {type SchemeParams} from '../quant/types.js'
 import {castBytes, castInto, dtypeSize, type DType, type FloatDType, fromFloat32, toFloat32} from './dtype.js'
 
@@ -277,13 +277,22 @@ export async function readF32Task(record: TensorRecord, start: number, end: numb
  * this thread neither reads nor moves them); else read here as f32 by readF32Task.
  */
 export async function encodeTaskOf(record: TensorRecord, scheme: string, params: SchemeParams, first: number, rows: number, cols: number): Promise<EncodeTask | EncodeFileTask> {
+  const file = fileValuesOf(record, first)
+  if (file) return {kind: 'encodeFile', scheme, params, ...file, rows, cols}
   const size = dtypeSize(record.dtype)
+  return {kind: 'encode', scheme, params, ...(await readF32Task(record, first * size, (first + rows * cols) * size)), rows, cols}
+}
+
+/**
+ * Where a pool task reads the record's values from element `first` itself (src/pool/tasks.ts
+ * FileValues): on the worker pool, for a float record whose bytes lie as they are in a file; else
+ * undefined (the calling thread reads them: in one thread there is nothing to gain).
+ */
+export function fileValuesOf(record: TensorRecord, first: number): FileValues | undefined {
   const file = sharedPool() ? fileRangeOf(record) : undefined
   const {dtype} = record
-  if (file && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16')) {
-    return {kind: 'encodeFile', scheme, params, fd: file.fd, position: file.offset + first * size, dtype, rows, cols}
-  }
-  return {kind: 'encode', scheme, params, ...(await readF32Task(record, first * size, (first + rows * cols) * size)), rows, cols}
+  if (!file || (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16')) return undefined
+  return {fd: file.fd, position: file.offset + first * dtypeSize(dtype), dtype}
 }
 
 /** Yield the record's bytes in chunks of at most `chunkBytes` (rounded to whole elements). */

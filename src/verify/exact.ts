@@ -19,7 +19,7 @@ import {type CompareTask, mapOrdered, sharedPool} from '../pool/index.js'
 import {schemeFor} from '../quant/index.js'
 import {addDiff, type EncodingDiff, emptyDiff, type SchemeParams} from '../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, isFloatDType, toFloat32} from '../tensor/dtype.js'
-import {fileRangeOf, readIntoOf, readRowsF32Into, type TensorRecord, withReadRowsF32} from '../tensor/record.js'
+import {fileValuesOf, readIntoOf, readRowsF32Into, type TensorRecord, withReadRowsF32} from '../tensor/record.js'
 
 /** Values per comparison chunk (whole rows): bounds memory whatever the tensor size. */
 const CHUNK_VALUES = 1 << 20
@@ -93,19 +93,13 @@ async function compareSegment(ref: TensorRecord, segment: StoredSegment, cols: n
   const step = Math.max(1, Math.floor(CHUNK_VALUES / cols))
   // In this thread each chunk is compared before the next is read: one buffer serves every chunk.
   // On the pool, REF's rows are read by the task itself where they lie in a file as they are.
-  const pooled = sharedPool() !== undefined
-  const scratch = pooled ? undefined : new Float32Array(Math.min(rows, step) * cols)
-  const file = pooled ? fileRangeOf(ref) : undefined
-  const {dtype} = ref
-  const fromFile = file && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16') ? {fd: file.fd, offset: file.offset, dtype} : undefined
+  const scratch = sharedPool() === undefined ? new Float32Array(Math.min(rows, step) * cols) : undefined
   async function* tasks(): AsyncGenerator<CompareTask> {
     for (let r0 = 0; r0 < rows; r0 += step) {
       const r1 = Math.min(rows, r0 + step)
       const values: CompareTask['values'] = scratch
         ? scratch.subarray(0, (r1 - r0) * cols)
-        : fromFile
-          ? {fd: fromFile.fd, position: fromFile.offset + (segment.row0 + r0) * cols * dtypeSize(fromFile.dtype), dtype: fromFile.dtype}
-          : await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
+        : fileValuesOf(ref, (segment.row0 + r0) * cols) ?? await readRowsF32(ref, cols, segment.row0 + r0, segment.row0 + r1)
       if (scratch) await readRowsF32Into(ref, scratch.subarray(0, (r1 - r0) * cols), segment.row0 + r0)
       const parts = await segment.read(r0, r1)
       // On the pool the task's inputs move to a worker: the parts may be views of a reader's buffers,

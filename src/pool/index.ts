@@ -20,6 +20,7 @@ import {UsageError} from '../errors.js'
 import {type Encoded, type EncodingDiff} from '../quant/types.js'
 import {type AnyResult, buffersOf, runTask, spentBuffers, taskViews, transferable, type CastTask, type CompareTask, type EncodeFileTask, type EncodeTask, type Int8TransposedTask, type SynthTask, type Task, type TaskResult} from './tasks.js'
 import {type ReplyMessage, type TaskMessage} from './worker.js'
+import {type SharedSlots, withSlot} from './slots.js'
 
 export {freeBuffers} from './tasks.js'
 export {quantizerSlots, resultSlot, SharedSlots, type Slot, withSlot} from './slots.js'
@@ -421,5 +422,53 @@ export async function* mapOrdered<T extends Task>(tasks: AsyncIterable<T> | Iter
     // An abandoned run (error, early return) leaves its tasks to finish on the workers; their results are dropped.
     for (const p of queue) p.catch(() => {})
   }
+}
+
+/**
+ * mapOrdered of encode tasks, each task's parts written into a slot of `slots` (src/pool/slots.ts;
+ * none given or free: buffers of its own). A result's slot is given back once the loop body that got it is
+ * done (the next result is asked for), so the body must copy or write what it keeps. An abandoned
+ * run (an error) keeps its slots: tasks still on the workers may write into them.
+ */
+export async function* mapSlotted(slots: SharedSlots | undefined, tasks: AsyncIterable<EncodeTask | EncodeFileTask>): AsyncGenerator<Encoded> {
+  // Results come in the order the tasks went out: so do their slots.
+  const held: Array<number | undefined> = []
+  async function* slotted(): AsyncGenerator<EncodeTask | EncodeFileTask> {
+    for await (const task of tasks) {
+      const t = slots ? withSlot(slots, task) : {task, slot: undefined}
+      held.push(t.slot)
+      yield t.task
+    }
+  }
+  for await (const encoded of mapOrdered(slotted())) {
+    yield encoded
+    const slot = held.shift()
+    if (slot !== undefined) slots!.give(slot)
+  }
+}
+
+/**
+ * Blocks of one part of an encoding computed ahead of a reader on the pool (BlocksAhead), each
+ * task's parts in a slot of `slots` (src/pool/slots.ts; none given or free: buffers of its own)
+ * held until the block is dropped, its bytes read: `task(b)` is block b's task, `keep(b, encoded)`
+ * copies what outlives the block (the by-products, as scales); the blocks are the part `part`. A
+ * task that failed keeps its slot.
+ */
+export function slottedBlocks(slots: SharedSlots | undefined, blocks: number, task: (b: number) => Promise<EncodeTask | EncodeFileTask>, part: string, keep: (b: number, encoded: Encoded) => void): BlocksAhead<Uint8Array> {
+  // By the block's bytes, not its index: a block dropped and asked for again is a new task with a slot of its own.
+  const slotOf = new Map<Uint8Array, number>()
+  return new BlocksAhead(blocks, async (b) => {
+    const t = slots ? withSlot(slots, await task(b)) : {task: await task(b), slot: undefined}
+    const encoded = await runOne(t.task)
+    keep(b, encoded)
+    const bytes = encoded[part]!
+    if (t.slot !== undefined) slotOf.set(bytes, t.slot)
+    return bytes
+  }, (bytes) => {
+    const slot = bytes && slotOf.get(bytes)
+    if (slot === undefined || !bytes) return
+    slotOf.delete(bytes)
+    slots!.give(slot)
+  })
 }
 

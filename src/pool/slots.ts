@@ -63,7 +63,7 @@ export class SharedSlots {
    * slot, each from a multiple of `align` bytes (a kernel's Uint32Array or Float32Array view of
    * its part); undefined when no slot is free or they do not fit.
    */
-  parts(sizes: Record<string, number>, align = 1): Slot | undefined {
+  parts(sizes: Record<string, number>, align: number): Slot | undefined {
     const offsets: Array<[string, number, number]> = []
     let at = 0
     for (const [part, n] of Object.entries(sizes)) {

@@ -7,7 +7,7 @@
 import {FormatError} from '../../errors.js'
 import {FileWriter} from '../../io/file.js'
 import {dtypeSize, type FloatDType, toFloat32} from '../../tensor/dtype.js'
-import {type EncodeFileTask, type EncodeTask, mapOrdered, quantizerSlots, withSlot} from '../../pool/index.js'
+import {type EncodeFileTask, type EncodeTask, mapSlotted, quantizerSlots} from '../../pool/index.js'
 import {castRecord, CHUNK_BYTES, encodeTaskOf, readChunksInto, type TensorRecord} from '../../tensor/record.js'
 import {type ProgressEvent} from '../types.js'
 import {schemeFor} from '../../quant/index.js'
@@ -180,26 +180,14 @@ async function* encodedChunks(input: GgufTensorInput, chunkBytes = CHUNK_BYTES, 
   const block = GGML_BLOCK[type].elements
   const elements = source.byteLength / size
   const step = Math.max(block, Math.floor(chunkBytes / 4 / block) * block)
-  // Each task's blocks are written into a slot of shared memory (src/pool/slots.ts), given back once
-  // the writer has written them: tasks come back in order, so `held` is in that order too.
-  const slots = quantizerSlots()
-  const held: Array<number | undefined> = []
   async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
     // A file-backed source is read by the workers (encodeFile); else read here into a spare buffer
     // that the finished task gives back (a worker's, or this thread's on 1 thread).
-    for (let first = 0; first < elements; first += step) {
-      const {task, slot} = withSlot(slots, await encodeTaskOf(source, scheme, {}, first, 1, Math.min(step, elements - first)))
-      held.push(slot)
-      yield task
-    }
+    for (let first = 0; first < elements; first += step) yield await encodeTaskOf(source, scheme, {}, first, 1, Math.min(step, elements - first))
   }
-  // An abandoned run (an error) keeps its slots: tasks still on the workers may write into them.
-  for await (const encoded of mapOrdered(tasks())) {
-    yield encoded.blocks!
-    // Written (FileWriter: the caller's buffer is free once write resolves): the slot is free again.
-    const slot = held.shift()
-    if (slot !== undefined) slots.give(slot)
-  }
+  // Each task's blocks are written into a slot of shared memory, free again once the writer has
+  // written them (FileWriter: the caller's buffer is free once write resolves): mapSlotted.
+  for await (const encoded of mapSlotted(quantizerSlots(), tasks())) yield encoded.blocks!
 }
 
 /** Stream the planned file into `file` (which must not exist). Returns the bytes written. */

@@ -8,7 +8,8 @@ import {MLX_FP_MODES, type MlxFpMode} from '../../quant/mlx-fp.js'
 import {schemeFor} from '../../quant/index.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
 import {formatShape, readingInto, type TensorRecord} from '../../tensor/record.js'
-import {blockRows, ENCODE_BLOCK_BYTES, encodeBlocks, rowsTask, slottedBlocks} from './quantize.js'
+import {quantizerSlots, slottedBlocks} from '../../pool/index.js'
+import {blockRows, ENCODE_BLOCK_BYTES, encodeBlocks, rowsTask} from './quantize.js'
 import {type StoredTensor} from '../types.js'
 
 /**
@@ -37,7 +38,7 @@ export function fpQuantizedRecords(source: TensorRecord, base: string, mode: Mlx
     kept.scales.set(scales, b * step * scalesRow)
     kept.done[b] = 1
   }
-  const weightBlocks = slottedBlocks(blocks, task, 'weight', (b, encoded) => keep(b, encoded.scales!))
+  const weightBlocks = slottedBlocks(quantizerSlots(), blocks, task, 'weight', (b, encoded) => keep(b, encoded.scales!))
   let making: Promise<Uint8Array> | undefined
   const allScales = async (): Promise<Uint8Array> => {
     await weightBlocks.settled()

@@ -5,7 +5,7 @@
  * dequantization convention) is the `mlx_affine` scheme in src/quant/mlx-affine.ts.
  */
 import {FormatError} from '../../errors.js'
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, mapOrdered, quantizerSlots, runOne, withSlot} from '../../pool/index.js'
+import {type EncodeFileTask, type EncodeTask, mapSlotted, quantizerSlots, slottedBlocks} from '../../pool/index.js'
 import {checkQuantParams, dequantizeRoundedInto, dequantizeRows} from '../../quant/mlx-affine.js'
 import {type Encoded, type SchemeParams} from '../../quant/types.js'
 import {dtypeSize, type FloatDType, fromFloat32, toFloat32} from '../../tensor/dtype.js'
@@ -46,55 +46,18 @@ export function rowsTask(source: TensorRecord, scheme: string, params: SchemePar
 
 /**
  * The blocks of [0, blocks) not yet `done`, encoded on the pool in order (`task(b)`: block b's task):
- * [block, its encoding]. The parts are written into slots of shared memory (src/pool/slots.ts),
- * each given back once the loop body that got it is done, so it must copy what it keeps.
+ * [block, its encoding]. The parts are written into slots of shared memory (mapSlotted), each given
+ * back once the loop body that got it is done, so it must copy what it keeps.
  */
 export async function* encodeBlocks(blocks: number, done: Uint8Array | undefined, task: (b: number) => Promise<EncodeTask | EncodeFileTask>): AsyncGenerator<[number, Encoded]> {
   const todo: number[] = []
   for (let b = 0; b < blocks; b++) if (!done?.[b]) todo.push(b)
   if (todo.length === 0) return
-  const slots = quantizerSlots()
-  // Results come in the order the tasks went out: so do their slots.
-  const held: Array<number | undefined> = []
   async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
-    for (const b of todo) {
-      const t = withSlot(slots, await task(b))
-      held.push(t.slot)
-      yield t.task
-    }
+    for (const b of todo) yield await task(b)
   }
-  // An abandoned run (an error) keeps its slots: tasks still on the workers may write into them.
   let i = 0
-  for await (const encoded of mapOrdered(tasks())) {
-    yield [todo[i++]!, encoded]
-    const slot = held.shift()
-    if (slot !== undefined) slots.give(slot)
-  }
-}
-
-/**
- * Blocks of one part of an encoding computed ahead of a reader on the pool (BlocksAhead), each
- * task's parts in a slot of shared memory (src/pool/slots.ts) held until the block is dropped, its
- * bytes read: `task(b)` is block b's task, `keep(b, encoded)` copies what outlives the block (the
- * by-products, as scales); the blocks are the part `part`. A task that failed keeps its slot.
- */
-export function slottedBlocks(blocks: number, task: (b: number) => Promise<EncodeTask | EncodeFileTask>, part: string, keep: (b: number, encoded: Encoded) => void): BlocksAhead<Uint8Array> {
-  const slots = quantizerSlots()
-  // By the block's bytes, not its index: a block dropped and asked for again is a new task with a slot of its own.
-  const slotOf = new Map<Uint8Array, number>()
-  return new BlocksAhead(blocks, async (b) => {
-    const t = withSlot(slots, await task(b))
-    const encoded = await runOne(t.task)
-    keep(b, encoded)
-    const bytes = encoded[part]!
-    if (t.slot !== undefined) slotOf.set(bytes, t.slot)
-    return bytes
-  }, (bytes) => {
-    const slot = bytes && slotOf.get(bytes)
-    if (slot === undefined || !bytes) return
-    slotOf.delete(bytes)
-    slots.give(slot)
-  })
+  for await (const encoded of mapSlotted(quantizerSlots(), tasks())) yield [todo[i++]!, encoded]
 }
 
 /**
@@ -175,7 +138,7 @@ export function quantizedRecords(source: TensorRecord, base: string, spec: Quant
   }
 
   /** The weight read before the scales/biases: its blocks computed ahead on the pool. */
-  const ahead = slottedBlocks(blocks, task, 'weight', keepParams)
+  const ahead = slottedBlocks(quantizerSlots(), blocks, task, 'weight', keepParams)
   const packedBlock = async (b: number): Promise<Uint8Array> => {
     if (allPacked?.inAll[b]) return allPacked.packed.subarray(b * step * rowBytes, Math.min(rows, (b + 1) * step) * rowBytes)
     return ahead.get(b)

@@ -4,12 +4,12 @@
  * the worker pool (src/pool: results in order, the same bytes for any thread count),
  * and the reader's dequantized f32 record plus the stored segment the exact check compares.
  */
-import {BlocksAhead, type EncodeFileTask, type EncodeTask, type FileValues, type Int8TransposedTask, mapOrdered, runOne, type SharedSlots, sharedPool} from '../../pool/index.js'
+import {type EncodeFileTask, type EncodeTask, type Int8TransposedTask, mapOrdered, mapSlotted, type SharedSlots, slottedBlocks} from '../../pool/index.js'
 import {dequantizeQ4Rows, q4Blocks} from '../../quant/onnx-q4.js'
 import {type SchemeParams} from '../../quant/types.js'
 import {type StoredSegment} from '../types.js'
-import {castRecord, encodeTaskOf, fileRangeOf, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
-import {dtypeSize, toFloat32} from '../../tensor/dtype.js'
+import {castRecord, encodeTaskOf, fileValuesOf, readF32Task, readingInto, type TensorRecord} from '../../tensor/record.js'
+import {toFloat32} from '../../tensor/dtype.js'
 
 /**
  * Elements per quantization task (whole rows; the codes do not depend on it): 1 MiB of f32, so the
@@ -121,7 +121,8 @@ export function slotCount(threads: number): number {
 /** Bytes of one step's result (SharedSlots) for a [rows, cols] matrix: q4 blocks and scales, or int8 codes and scales. */
 export function stepResultBytes(rows: number, cols: number, quant: 'q8' | 'q4' | 'q4f16'): number {
   const step = Math.min(rows, Math.max(1, Math.floor(STEP_ELEMENTS / cols)))
-  if (quant === 'q8') return step * (cols + 4)
+  // The parts of a step's result lie in its slot from multiples of 8 bytes (src/pool/slots.ts resultSlot).
+  if (quant === 'q8') return Math.ceil((step * cols) / 8) * 8 + step * 4
   return step * q4Blocks(cols) * (16 + (quant === 'q4f16' ? 2 : 4))
 }
 
@@ -164,13 +165,12 @@ export function transposedInt8Records(source: TensorRecord, codesName: string, s
     const count = Math.min(width, cols - first)
     const into = shared.claim(me, count * rows)
     const sc = new Float32Array(rows)
-    const file = sharedPool() && ['F32', 'F16', 'BF16'].includes(source.dtype) ? fileRangeOf(source) : undefined
-    const size = dtypeSize(source.dtype)
     async function* tasks(): AsyncGenerator<Int8TransposedTask> {
       for (let r0 = 0; r0 < rows; r0 += step) {
         const r1 = Math.min(rows, r0 + step)
         // On the pool, rows that lie as they are in a file are read by the task itself (as encodeFile's).
-        const values = file ? {values: {fd: file.fd, position: file.offset + r0 * cols * size, dtype: source.dtype as FileValues['dtype']}, owned: true} : await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)
+        const file = fileValuesOf(source, r0 * cols)
+        const values = file ? {values: file, owned: true} : await readF32Task(f32, r0 * cols * 4, r1 * cols * 4)
         yield {kind: 'int8T', ...values, rows: r1 - r0, cols, into, stride: rows, at: r0, first, count}
       }
     }
@@ -224,22 +224,12 @@ export function transposedInt8Records(source: TensorRecord, codesName: string, s
  */
 async function int8Steps(source: TensorRecord, rows: number, cols: number, step: number, codes?: (weight: Uint8Array, row: number) => void, first = 0, slots?: SharedSlots): Promise<Float32Array> {
   const scales = new Float32Array(rows - first)
-  // The slots of the tasks sent (results come back in order), each given back once its result is used.
-  const held: Array<number | undefined> = []
-  async function* tasks(): AsyncGenerator<EncodeTask | EncodeFileTask> {
-    for await (const task of rowSteps(source, rows, cols, step, 'onnx_int8', {}, first)) {
-      const slot = slots?.parts({weight: task.rows * cols, scales: task.rows * 4})
-      held.push(slot?.index)
-      yield slot ? {...task, into: slot.into} : task
-    }
-  }
+  // Each step's result in a slot (mapSlotted), given back once the loop body has used it.
   let r0 = first
-  for await (const q of mapOrdered(tasks())) {
+  for await (const q of mapSlotted(slots, rowSteps(source, rows, cols, step, 'onnx_int8', {}, first))) {
     codes?.(q.weight!, r0)
     scales.set(new Float32Array(q.scales!.slice().buffer), r0 - first)
     r0 += q.scales!.byteLength / 4
-    const index = held.shift()
-    if (index !== undefined) slots!.give(index)
   }
   return scales
 }
@@ -355,22 +345,7 @@ export function q4Records(source: TensorRecord, blocksName: string, scalesName: 
     making = undefined
   }))
   /** Row steps of blocks, computed ahead of the writer on the pool (into `slots`, each held until its step is dropped). */
-  // By the step's bytes, not its index: a step dropped and asked for again is a new task with a slot of its own.
-  const slotOf = new Map<Uint8Array, number>()
-  const steps = new BlocksAhead(stepCount, async (k) => {
-    const n = Math.min(rows, (k + 1) * step) - k * step
-    const slot = slots?.parts({blocks: n * rowBytes, scales: n * nb * scaleSize})
-    const task = await encodeTaskOf(source, 'onnx_q4', params, k * step * cols, n, cols)
-    const q = await runOne(slot ? {...task, into: slot.into} : task)
-    keepScales(k, q.scales!)
-    if (slot) slotOf.set(q.blocks!, slot.index)
-    return q.blocks!
-  }, (bytes) => {
-    const index = bytes && slotOf.get(bytes)
-    if (index === undefined || !bytes) return
-    slotOf.delete(bytes)
-    slots!.give(index)
-  })
+  const steps = slottedBlocks(slots, stepCount, (k) => encodeTaskOf(source, 'onnx_q4', params, k * step * cols, Math.min(rows, (k + 1) * step) - k * step, cols), 'blocks', (k, q) => keepScales(k, q.scales!))
   const blocks: TensorRecord = {
     name: blocksName, dtype: 'U8', shape: [rows, nb, 16], byteLength: rows * rowBytes,
     read: (start = 0, end = rows * rowBytes) => steps.readRange(start, end, step * rowBytes, rows * rowBytes),

@@ -230,9 +230,9 @@ export function resolveBackends(options: Pick<VerifyOptions, 'backend' | 'runtim
   return {engine, ...(runtime ? {runtime} : {}), forcedRuntime, device}
 }
 
-/** The engine's logits (and hidden states) for one checkpoint. */
-async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean, onCount?: VerifyOptions['onCount'], pool?: MatmulPool): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
-  const r = await runForward(checkpoint, tokens, {collectHidden, ...(pool ? {pool} : {threads: matmulThreads(requestedThreads())}), ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
+/** The engine's logits (and hidden states) for one checkpoint, on `matmul`'s workers (a pool, or a count of its own). */
+async function engineForward(checkpoint: Checkpoint, tokens: number[], collectHidden: boolean, onCount: VerifyOptions['onCount'], matmul: {pool: MatmulPool} | {threads: number}): Promise<{logits: Float32Array; vocab: number; hidden?: Float32Array[]}> {
+  const r = await runForward(checkpoint, tokens, {collectHidden, ...matmul, ...(onCount ? {onLayer: (done: number, total: number) => onCount(done, total, 'layers')} : {})})
   return {logits: r.logits, vocab: r.vocab, ...(r.hidden ? {hidden: r.hidden} : {})}
 }
 
@@ -262,6 +262,9 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const cand = opened[0]!.checkpoint
     const modelPath = typeof model === 'string' ? model : cand.path
     const {engine, runtime, forcedRuntime, device} = resolveBackends(options, cand)
+    // The ts engine's matmul workers (--threads, OPENELM_THREADS), named in the report.
+    const matmulWorkers = matmulThreads(requestedThreads())
+    const engineInfo = (where: string) => ({name: engine, device: where, ...(engine === 'ts' ? {threads: matmulWorkers} : {})})
     const ref = options.against === undefined ? undefined : (opened.push(await timed('open reference', () => open(options.against!, options.againstRead))), opened[1]!.checkpoint)
     const refPath = ref ? (typeof options.against === 'string' ? options.against : ref.path) : undefined
     const vocab = Math.min(vocabOf(cand), ref ? vocabOf(ref) : Infinity)
@@ -285,7 +288,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     if (!ref) {
       const run = engine === 'torch'
         ? await timed('model forward', (step) => torchSingle(cand, tokens, {device, python: options.python, onPhase: step}))
-        : {...(await timed('model forward', () => engineForward(cand, tokens, false, options.onCount))), device: 'cpu'}
+        : {...(await timed('model forward', () => engineForward(cand, tokens, false, options.onCount, {threads: matmulWorkers}))), device: 'cpu'}
       const logits = run.logits
       let logitMin = Infinity
       let logitMax = -Infinity
@@ -308,7 +311,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       const savedLogits = options.saveLogits ? await saveLogits(options.saveLogits, logits, tokens.length, run.vocab, options.force ?? false) : undefined
       const top1 = compareLogits(logits, logits, tokens.length, run.vocab).top1Reference
       return {
-        pass: failures.length === 0, verdict: 'finite', checks, engine: {name: engine, device: run.device, ...(engine === 'ts' ? {threads: matmulThreads(requestedThreads())} : {})}, tokens, prompt,
+        pass: failures.length === 0, verdict: 'finite', checks, engine: engineInfo(run.device), tokens, prompt,
         model: sideInfo(cand, modelPath, run.vocab, seconds['model forward'] ?? 0),
         firstDivergentLayer: null, firstDivergentTensor: null,
         ...(runtimeReport ? {runtime: runtimeReport} : {}),
@@ -333,7 +336,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
       checks.push(`weights: ${cand.tensors.length} tensors compared code for code with the PyTorch reference's own transformation of REF`)
     } else {
       // One set of matmul workers for the three passes (started now, ready by the first).
-      const pool = new MatmulPool(requestedThreads())
+      const pool = new MatmulPool(matmulWorkers)
       try {
         if (compareWeights) {
           weights = await timed('compare weights', () => compareStored(ref, cand, options.onCount && ((_name, index, total) => options.onCount!(index, total, 'tensors'))))
@@ -342,12 +345,12 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
           // The forward passes do not use the weight check's workers: their memory goes now (3B: ~70 MB).
           await closeSharedPool()
         }
-        modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount, pool))
-        expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount, pool))
+        modelRun = await timed('model forward', () => engineForward(cand, tokens, true, options.onCount, {pool}))
+        expectedRun = await timed('reference forward (transformed)', () => engineForward(expectedCheckpoint(ref, cand, weights), tokens, true, options.onCount, {pool}))
         const key = tokens.join(',')
         const known = options.sourceForwards?.get(key)
         if (known) notes.push('the reference\'s own forward pass was reused from the folder\'s first model file (same source, same tokens)')
-        refRun = known ?? await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount, pool))
+        refRun = known ?? await timed('reference forward (source)', () => engineForward(ref, tokens, false, options.onCount, {pool}))
         options.sourceForwards?.set(key, refRun)
       } finally {
         await pool.close()
@@ -395,7 +398,7 @@ export async function verify(model: string | Checkpoint, options: VerifyOptions 
     const savedLogits = options.saveLogits ? await saveLogits(options.saveLogits, modelRun.logits, tokens.length, modelRun.vocab, options.force ?? false) : undefined
     const failed = failures.length > 0
     return {
-      pass: !failed, verdict, checks, engine: {name: engine, device: engineDevice, ...(engine === 'ts' ? {threads: matmulThreads(requestedThreads())} : {})}, tokens, prompt,
+      pass: !failed, verdict, checks, engine: engineInfo(engineDevice), tokens, prompt,
       model: sideInfo(cand, modelPath, modelRun.vocab, seconds['model forward'] ?? 0),
       against: sideInfo(ref, refPath!, refRun.vocab, seconds['reference forward (source)'] ?? 0),
       relation: decision.relation, relationReason: decision.reason,
